@@ -1,0 +1,28 @@
+"""Shared fixtures: one session-scoped Spark, and an isolated state folder per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Point all local state (tables, MLflow, raw data) at a temporary folder for unit tests."""
+    root = tmp_path_factory.mktemp("state")
+    os.environ["MLOPS_STATE_DIR"] = str(root)
+    os.environ["MLOPS_RAW_DIR"] = str(root / "raw")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def spark(isolated_state: Path):
+    """The one local Spark session shared by every test."""
+    from utils.platform import get_spark, stop_spark
+
+    session = get_spark("plantly-tests")
+    yield session
+    stop_spark()

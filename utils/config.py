@@ -1,0 +1,89 @@
+"""One config object holding every name and threshold: rename the project in one place.
+
+Every field can be overridden by an environment variable ``MLOPS_<FIELD>`` (upper case),
+e.g. ``MLOPS_CATALOG=acme`` renames every table the notebooks create.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Drift, alert and validation-gate thresholds."""
+
+    psi: float = 0.2
+    js_distance: float = 0.1
+    ks_pvalue: float = 0.01
+    chi2_pvalue: float = 0.01
+    prediction_psi: float = 0.2
+    min_auc_drop: float = 0.05
+    gate_min_auc: float = 0.65
+    gate_max_dp_difference: float = 0.25
+    gate_max_invasive_score: float = 0.0
+    gate_max_auc_regression: float = 0.01
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every name the lifecycle creates, derived from a few roots."""
+
+    project: str = "plantly"
+    catalog: str = "plantly"
+    schema: str = "mlops"
+    model_base_name: str = "plantly_recommender"
+    experiment_base_name: str = "plantly_recommender"
+    endpoint_name: str = "plantly-recommender"
+    champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+    seed: int = 42
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def table(self, name: str) -> str:
+        """Three-level name ``catalog.schema.name`` of a lifecycle table."""
+        return f"{self.catalog}.{self.schema}.{name}"
+
+    @property
+    def model_name(self) -> str:
+        """Registered model name (three-level, as Unity Catalog requires)."""
+        return f"{self.catalog}.{self.schema}.{self.model_base_name}"
+
+    @property
+    def experiment_name(self) -> str:
+        """MLflow experiment name (a workspace path on Databricks)."""
+        from utils.platform import is_databricks
+
+        if is_databricks():
+            return f"/Shared/{self.project}/{self.experiment_base_name}"
+        return self.experiment_base_name
+
+
+def _cast(value: str, like: object) -> object:
+    if isinstance(like, bool):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(like, int):
+        return int(value)
+    if isinstance(like, float):
+        return float(value)
+    return value
+
+
+def get_config(**overrides: object) -> Config:
+    """The config, with ``MLOPS_<FIELD>`` environment overrides, then explicit ``overrides``."""
+    cfg = Config()
+    env: dict[str, object] = {}
+    for f in fields(Config):
+        raw = os.environ.get(f"MLOPS_{f.name.upper()}")
+        if raw is not None and f.name != "thresholds":
+            env[f.name] = _cast(raw, getattr(cfg, f.name))
+    th = cfg.thresholds
+    th_env = {}
+    for f in fields(Thresholds):
+        raw = os.environ.get(f"MLOPS_THRESHOLD_{f.name.upper()}")
+        if raw is not None:
+            th_env[f.name] = float(raw)
+    if th_env:
+        env["thresholds"] = replace(th, **th_env)
+    return replace(cfg, **{**env, **overrides})

@@ -1,0 +1,257 @@
+"""The only module that knows where the code runs: Databricks or the local embedded default.
+
+Notebooks never branch on the platform; they call these functions.
+Nothing happens at import time: Spark, MLflow and directories are set up by explicit calls.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MIN_JAVA = 17
+
+T = TypeVar("T")
+
+
+class EnvironmentProblem(RuntimeError):
+    """The machine lacks something the project needs; the message says what to install."""
+
+
+def is_databricks() -> bool:
+    """True inside a Databricks runtime (cluster, job or serverless notebook)."""
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
+
+
+def _dbutils() -> Any:
+    from databricks.sdk.runtime import dbutils  # only importable on Databricks
+
+    return dbutils
+
+
+# ---------------------------------------------------------------- local paths
+
+
+def state_dir() -> Path:
+    """Root of all local state (tables, MLflow, tmp); ``MLOPS_STATE_DIR`` moves it."""
+    return Path(os.environ.get("MLOPS_STATE_DIR", REPO_ROOT / ".lakehouse")).resolve()
+
+
+def lakehouse_dir() -> Path:
+    """Folder holding local Delta tables as ``catalog/schema/table``."""
+    return state_dir() / "tables"
+
+
+def mlflow_dir() -> Path:
+    """Folder holding the local MLflow SQLite database and artifacts."""
+    return state_dir() / "mlflow"
+
+
+def raw_data_dir() -> Path:
+    """Where generated raw files land (``data/raw`` unless ``MLOPS_RAW_DIR`` says otherwise)."""
+    if is_databricks():
+        from utils.config import get_config
+
+        cfg = get_config()
+        return Path(f"/Volumes/{cfg.catalog}/{cfg.schema}/raw")
+    return Path(os.environ.get("MLOPS_RAW_DIR", REPO_ROOT / "data" / "raw")).resolve()
+
+
+def tmp_dir() -> Path:
+    """Scratch space for the JVM and Spark, inside the project instead of ``/tmp``."""
+    return state_dir() / "tmp"
+
+
+def ensure_dirs() -> None:
+    """Create the local state folders (no-op on Databricks)."""
+    if is_databricks():
+        return
+    for d in (lakehouse_dir(), mlflow_dir(), raw_data_dir(), tmp_dir()):
+        d.mkdir(parents=True, exist_ok=True)
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def _cast(value: Any, default: T) -> T:
+    if default is None or isinstance(value, type(default)) and not isinstance(default, bool):
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value  # type: ignore[return-value]
+        return str(value).strip().lower() in {"1", "true", "yes", "on"}  # type: ignore[return-value]
+    try:
+        return type(default)(value)  # type: ignore[call-arg]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"parameter value {value!r} cannot be read as {type(default).__name__}") from exc
+
+
+def get_param(name: str, default: T) -> T:
+    """A notebook parameter, cast to the type of ``default``.
+
+    Databricks: a text widget (job parameters fill widgets). Locally: ``MLOPS_<NAME>`` if set,
+    else ``default`` (pass the value papermill injected into the ``parameters`` cell).
+    """
+    if is_databricks():
+        dbutils = _dbutils()
+        dbutils.widgets.text(name, str(default))
+        raw: Any = dbutils.widgets.get(name)
+        return _cast(raw, default) if raw != "" else default
+    raw = os.environ.get(f"MLOPS_{name.upper()}")
+    return default if raw is None else _cast(raw, default)
+
+
+# ---------------------------------------------------------------- Java and Spark
+
+
+def java_version() -> int:
+    """Major version of the ``java`` on ``JAVA_HOME`` or ``PATH``; raises a one-line fix if absent."""
+    java_home = os.environ.get("JAVA_HOME")
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    hint = (
+        f"install a JDK {MIN_JAVA}+ (e.g. `apt-get install openjdk-17-jre-headless`, "
+        "`brew install openjdk@17`) or `conda env create -f environment.yml`"
+    )
+    if not java or not Path(java).exists():
+        raise EnvironmentProblem(f"Java not found: {hint}")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    text = out.stderr + out.stdout
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', text)
+    if not match:
+        raise EnvironmentProblem(f"cannot read the Java version from {text.strip()!r}: {hint}")
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8.0" style
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise EnvironmentProblem(f"Java {major} is too old, Spark 4 needs Java {MIN_JAVA}+: {hint}")
+    return major
+
+
+def _prepare_local_spark_env() -> None:
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("SPARK_CONF_DIR", str(REPO_ROOT / "conf" / "spark"))
+    # Executables the workers and `mlflow models serve` start by name live next to the interpreter.
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+
+def get_spark(app_name: str = "plantly-mlops") -> Any:
+    """The Spark session: the cluster's on Databricks; locally ``local[*]`` or ``SPARK_MASTER``."""
+    from pyspark.sql import SparkSession
+
+    if is_databricks():
+        return SparkSession.builder.getOrCreate()
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    java_version()
+    _prepare_local_spark_env()
+    ensure_dirs()
+    tmp = tmp_dir()
+    master = os.environ.get("SPARK_MASTER", "local[*]")
+    java_opts = f"-Djava.io.tmpdir={tmp} -Dlog4j2.configurationFile={REPO_ROOT / 'conf' / 'spark' / 'log4j2.properties'}"
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", os.environ.get("MLOPS_SHUFFLE_PARTITIONS", "4"))
+        .config("spark.default.parallelism", os.environ.get("MLOPS_SHUFFLE_PARTITIONS", "4"))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.pyspark.fallback.enabled", "true")
+        .config("spark.local.dir", str(tmp))
+        .config("spark.driver.extraJavaOptions", java_opts)
+        .config("spark.executor.extraJavaOptions", java_opts)
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.memory", os.environ.get("MLOPS_DRIVER_MEMORY", "4g"))
+        .config("spark.sql.adaptive.enabled", "true")
+        .config("spark.sql.warehouse.dir", str(state_dir() / "spark-warehouse"))
+        .config("spark.pyspark.python", sys.executable)
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def stop_spark() -> None:
+    """Stop the local Spark session if one is running (never on Databricks)."""
+    if is_databricks():
+        return
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
+# ---------------------------------------------------------------- MLflow
+
+
+def tracking_uri() -> str:
+    """MLflow tracking URI: ``databricks``, ``MLFLOW_TRACKING_URI``, or local SQLite."""
+    if is_databricks():
+        return "databricks"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir() / 'mlflow.db'}"
+
+
+def registry_uri() -> str:
+    """MLflow model registry URI: Unity Catalog on Databricks, else the tracking store."""
+    if is_databricks():
+        return "databricks-uc"
+    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
+
+
+def artifact_root() -> str:
+    """Default artifact location for locally created experiments."""
+    return (mlflow_dir() / "artifacts").as_uri()
+
+
+def configure_mlflow(experiment_name: str | None = None) -> str:
+    """Point MLflow at this platform's tracking server and registry; returns the experiment id."""
+    import logging
+
+    import mlflow
+
+    from utils.config import get_config
+
+    ensure_dirs()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_registry_uri(registry_uri())
+    name = experiment_name or get_config().experiment_name
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        exp_id = mlflow.create_experiment(name, artifact_location=None if is_databricks() else artifact_root())
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def environment_report() -> dict[str, str]:
+    """Versions of the pieces the workshop relies on, for the setup notebook."""
+    import importlib.metadata as md
+    import platform as pyplatform
+
+    report = {"python": pyplatform.python_version(), "platform": "databricks" if is_databricks() else "local"}
+    for pkg in ("pyspark", "deltalake", "delta-spark", "mlflow", "scikit-learn", "pandas", "pyarrow",
+                "shap", "fairlearn", "databricks-feature-engineering", "databricks-sdk"):
+        try:
+            report[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            report[pkg] = "not installed"
+    if not is_databricks():
+        report["java"] = str(java_version())
+    return report
