@@ -1,0 +1,75 @@
+# plantly.shop MLOps workshop: `make demo` runs the lifecycle, `make test` proves it.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+# Small data in CI and tests; `make demo ROWS=200000` for a bigger run.
+ROWS ?= 20000
+TEST_ROWS ?= 6000
+TEST_STATE := .lakehouse-test
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: help install demo test unit check-stripped notebooks lab ui bench dashboard strip clean java
+
+help:
+	@echo "make demo   - set up .venv and run every notebook headless, in order (executed copies in executed/)"
+	@echo "make test   - set up .venv, run unit/data/model tests, check notebooks are stripped, run notebooks under nbval"
+	@echo "make lab    - JupyterLab on the notebooks"
+	@echo "make ui     - MLflow UI on http://127.0.0.1:5000"
+	@echo "make bench  - benchmark scripts (figures appended to bench/results.md)"
+
+java:
+	@$(PYTHON) -c "import sys; sys.path.insert(0, '.'); from utils.platform import java_version, EnvironmentProblem; \
+	exec('try:\n    java_version()\nexcept EnvironmentProblem as e:\n    sys.exit(str(e))')"
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 not found: install it (e.g. apt-get install python3.11) or use environment.yml"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@mkdir -p $(VENV)/etc/ipython
+	@printf '# JVM output goes to the terminal, not into notebook cells.\nc.IPKernelApp.capture_fd_output = False\n' > $(VENV)/etc/ipython/ipython_kernel_config.py
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP) java
+	$(BIN)/python -m utils.runner --rows $(ROWS) --output executed
+	@echo ""
+	@echo "Executed notebooks (with outputs, and HTML): executed/"
+	@echo "Delta tables:                                .lakehouse/tables/<catalog>/<schema>/<table>"
+	@echo "MLflow runs and registry:                    .lakehouse/mlflow (sqlite:///.lakehouse/mlflow/mlflow.db)"
+	@echo "Open the MLflow UI with:                     make ui   (then http://127.0.0.1:5000)"
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+check-stripped: $(STAMP)
+	$(BIN)/nbstripout --verify --extra-keys "metadata.application/vnd.databricks.v1+notebook cell.metadata.application/vnd.databricks.v1+cell" $(NOTEBOOKS) \
+	  || { echo "Notebooks carry outputs: run 'make strip' and commit."; exit 1; }
+
+notebooks: $(STAMP) java
+	rm -rf $(TEST_STATE)
+	MLOPS_STATE_DIR=$(CURDIR)/$(TEST_STATE) MLOPS_RAW_DIR=$(CURDIR)/$(TEST_STATE)/raw MLOPS_ROWS=$(TEST_ROWS) \
+	  $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider $(NOTEBOOKS) -q
+
+test: $(STAMP) java unit check-stripped notebooks
+
+strip: $(STAMP)
+	$(BIN)/nbstripout --extra-keys "metadata.application/vnd.databricks.v1+notebook cell.metadata.application/vnd.databricks.v1+cell" $(NOTEBOOKS)
+
+lab: $(STAMP) java
+	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks
+
+ui: $(STAMP)
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
+	  --backend-store-uri sqlite:///$(CURDIR)/.lakehouse/mlflow/mlflow.db --default-artifact-root $(CURDIR)/.lakehouse/mlflow/artifacts
+
+bench: $(STAMP) java
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf .lakehouse $(TEST_STATE) executed data/raw/*.csv data/raw/*.json data/raw/*.jsonl

@@ -1,0 +1,95 @@
+"""Run the lifecycle notebooks headless, in order, as `make demo` does.
+
+``python -m utils.runner --rows 20000 --output executed`` executes every ``notebooks/NN_*.ipynb``
+with papermill (parameters injected into each notebook's ``parameters`` cell), writes the executed
+copies with outputs to ``--output`` and an HTML rendering next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from utils.platform import REPO_ROOT
+
+
+def lifecycle_notebooks(folder: Path | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_stage.ipynb``) in run order."""
+    folder = folder or REPO_ROOT / "notebooks"
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def local_cells_only(nb: dict) -> dict:
+    """The notebook without its Databricks-only cells (tagged ``nbval-skip``, e.g. ``%pip`` + restart)."""
+    cells = [c for c in nb["cells"] if "nbval-skip" not in c.get("metadata", {}).get("tags", [])]
+    return {**nb, "cells": cells}
+
+
+def run_notebook(path: Path, output_dir: Path, parameters: dict[str, object], timeout_s: int = 1800) -> Path:
+    """Execute one notebook with papermill; returns the executed copy's path."""
+    import papermill
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out = output_dir / path.name
+    source = output_dir / f".{path.stem}.input.ipynb"
+    source.write_text(json.dumps(local_cells_only(json.loads(path.read_text()))), encoding="utf-8")
+    papermill.execute_notebook(
+        str(source),
+        str(out),
+        parameters=parameters,
+        cwd=str(path.parent),
+        kernel_name="python3",
+        execution_timeout=timeout_s,
+        progress_bar=False,
+        report_mode=False,
+    )
+    source.unlink(missing_ok=True)
+    return out
+
+
+def render_html(executed: Path) -> Path:
+    """HTML rendering of an executed notebook, so results can be read without Jupyter."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(executed))
+    html = executed.with_suffix(".html")
+    html.write_text(body, encoding="utf-8")
+    return html
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns a process exit code."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, default=20000, help="impressions to generate")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--output", type=Path, default=REPO_ROOT / "executed")
+    ap.add_argument("--only", nargs="*", help="notebook name prefixes to run (e.g. 00 01)")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("MLOPS_ROWS", str(args.rows))
+    notebooks = lifecycle_notebooks()
+    if args.only:
+        notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in args.only)]
+    timings: list[tuple[str, float]] = []
+    for nb in notebooks:
+        start = time.perf_counter()
+        print(f"running {nb.name} ...", flush=True)
+        try:
+            out = run_notebook(nb, args.output, {"rows": args.rows, "seed": args.seed})
+        except Exception as exc:  # papermill raises PapermillExecutionError with the failing cell
+            print(f"FAILED {nb.name}: {exc}", file=sys.stderr)
+            print(f"the partially executed copy is in {args.output / nb.name}", file=sys.stderr)
+            return 1
+        render_html(out)
+        timings.append((nb.name, time.perf_counter() - start))
+        print(f"  done in {timings[-1][1]:.1f} s -> {out}", flush=True)
+    total = sum(t for _, t in timings)
+    print(f"{len(timings)} notebooks in {total:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
