@@ -1,0 +1,53 @@
+"""Catch-up helpers: build whatever upstream state a notebook needs, so any notebook runs alone.
+
+A workshop attendee who joins at notebook 04 calls ``catch_up("04")`` and gets the raw data,
+tables, features and models the earlier notebooks would have produced. Each step is skipped when
+its output already exists, so calling it after running the earlier notebooks costs almost nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from utils.config import Config, get_config
+
+
+def ensure_raw(rows: int, seed: int, scenario: str = "baseline", bad_fraction: float = 0.01) -> bool:
+    """Land the raw files unless some are already there; True when it generated them."""
+    from utils.datagen import GeneratorSpec, land_raw_files, raw_manifest
+
+    if raw_manifest() is not None:
+        return False
+    land_raw_files(GeneratorSpec(rows=rows, seed=seed, scenario=scenario, bad_fraction=bad_fraction))
+    return True
+
+
+def ensure_silver(rows: int, seed: int, cfg: Config | None = None) -> bool:
+    """Ingest raw → bronze → silver unless the silver tables exist; True when it ingested."""
+    from utils import lakehouse
+    from utils.ingest import INGEST_ORDER, ingest, quarantine_table, silver_table
+
+    cfg = cfg or get_config()
+    needed = [silver_table(s, cfg) for s in INGEST_ORDER] + [quarantine_table(cfg)]
+    if all(lakehouse.exists(t) for t in needed):
+        return False
+    ensure_raw(rows, seed)
+    ingest(cfg=cfg)
+    return True
+
+
+STAGES: dict[str, list[Callable[..., bool]]] = {
+    "01": [ensure_raw],
+    "02": [ensure_raw, ensure_silver],
+}
+
+
+def catch_up(stage: str, rows: int, seed: int) -> list[str]:
+    """Run every missing upstream step for notebook ``stage`` (e.g. "02"); returns the steps that ran."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}: expected one of {sorted(STAGES)}")
+    ran = []
+    for step in STAGES[stage]:
+        if step(rows, seed):
+            ran.append(step.__name__)
+    return ran
