@@ -226,7 +226,8 @@ def configure_mlflow(experiment_name: str | None = None) -> str:
     from utils.config import get_config
 
     ensure_dirs()
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(registry_uri())

@@ -1,0 +1,124 @@
+"""Model evaluation: MLflow evaluate with business metrics, SHAP explanations and Fairlearn fairness.
+
+The business metrics are defined once here and used by notebooks 02, 03 and the retraining loop:
+precision among the top-k scored impressions, and the expected revenue of the top-k (score × price).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+TOP_K_FRACTION = 0.05  # "top-k" = the best-scored 5% of impressions
+
+
+def _top_k(scores: np.ndarray, fraction: float = TOP_K_FRACTION) -> np.ndarray:
+    k = max(1, int(round(len(scores) * fraction)))
+    return np.argsort(-np.asarray(scores, dtype=float), kind="stable")[:k]
+
+
+def precision_at_k(y_true: np.ndarray, scores: np.ndarray, fraction: float = TOP_K_FRACTION) -> float:
+    """Share of purchases among the top-``fraction`` scored impressions."""
+    idx = _top_k(scores, fraction)
+    return float(np.asarray(y_true, dtype=float)[idx].mean())
+
+
+def revenue_at_k(y_true: np.ndarray, scores: np.ndarray, price: np.ndarray, fraction: float = TOP_K_FRACTION) -> float:
+    """Revenue actually realised by the top-``fraction`` recommendations (price of those bought)."""
+    idx = _top_k(scores, fraction)
+    return float((np.asarray(y_true, dtype=float)[idx] * np.asarray(price, dtype=float)[idx]).sum())
+
+
+def expected_revenue_at_k(scores: np.ndarray, price: np.ndarray, fraction: float = TOP_K_FRACTION) -> float:
+    """Revenue the model expects from its top-``fraction`` recommendations: sum of score × price."""
+    idx = _top_k(scores, fraction)
+    return float((np.asarray(scores, dtype=float)[idx] * np.asarray(price, dtype=float)[idx]).sum())
+
+
+def business_metrics() -> list[Any]:
+    """The custom metrics as MLflow ``EvaluationMetric``s (they read the ``probability`` and ``price`` columns)."""
+    from mlflow.metrics import MetricValue
+    from mlflow.models import make_metric
+    from sklearn.metrics import roc_auc_score
+
+    def _auc(predictions: pd.Series, targets: pd.Series, probability: pd.Series) -> MetricValue:
+        return MetricValue(aggregate_results={"auc": float(roc_auc_score(targets, probability))})
+
+    def _p_at_k(predictions: pd.Series, targets: pd.Series, probability: pd.Series) -> MetricValue:
+        return MetricValue(aggregate_results={"value": precision_at_k(targets.to_numpy(), probability.to_numpy())})
+
+    def _rev_at_k(predictions: pd.Series, targets: pd.Series, probability: pd.Series, price: pd.Series) -> MetricValue:
+        return MetricValue(aggregate_results={"value": revenue_at_k(targets.to_numpy(), probability.to_numpy(), price.to_numpy())})
+
+    return [
+        make_metric(eval_fn=_auc, greater_is_better=True, name="roc_auc"),
+        make_metric(eval_fn=_p_at_k, greater_is_better=True, name="precision_at_5pct"),
+        make_metric(eval_fn=_rev_at_k, greater_is_better=True, name="revenue_at_5pct"),
+    ]
+
+
+def evaluate_scores(frame: pd.DataFrame, label: str, probability: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Run ``mlflow.models.evaluate`` on scored rows (in the active run) and return its metrics."""
+    import mlflow
+
+    if frame.empty:
+        raise ValueError("cannot evaluate on an empty frame: check the time split and the data size")
+    if label not in frame.columns:
+        raise ValueError(f"label column {label!r} is missing from the evaluation frame (columns: {list(frame.columns)})")
+    data = frame.copy()
+    data["probability"] = np.asarray(probability, dtype=float)
+    data["prediction"] = (data["probability"] >= threshold).astype(int)
+    data[label] = data[label].astype(int)
+    result = mlflow.models.evaluate(
+        data=data, targets=label, predictions="prediction", model_type="classifier",
+        extra_metrics=business_metrics(), evaluators=["default"],
+    )
+    return {k.replace("/value", "").replace("/auc", ""): float(v) for k, v in result.metrics.items()
+            if isinstance(v, (int, float, np.floating))}
+
+
+def shap_importance(predict_fn: Any, X: pd.DataFrame, background: int = 100, rows: int = 300, seed: int = 0) -> tuple[pd.DataFrame, Any]:
+    """Mean |SHAP| per input column (model-agnostic permutation explainer) and the explanation."""
+    import shap
+
+    sample = X.sample(n=min(rows, len(X)), random_state=seed)
+    bg = X.sample(n=min(background, len(X)), random_state=seed + 1)
+    explainer = shap.Explainer(predict_fn, bg, algorithm="permutation", seed=seed)
+    explanation = explainer(sample)
+    importance = pd.DataFrame({
+        "feature": list(X.columns),
+        "mean_abs_shap": np.abs(explanation.values).mean(axis=0),
+    }).sort_values("mean_abs_shap", ascending=False, ignore_index=True)
+    return importance, explanation
+
+
+def fairness_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.Series) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Fairlearn ``MetricFrame`` by group (selection rate, TPR, FPR, accuracy) and disparity summaries."""
+    from fairlearn.metrics import (
+        MetricFrame,
+        demographic_parity_difference,
+        equalized_odds_difference,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
+    from sklearn.metrics import accuracy_score
+
+    frame = MetricFrame(
+        metrics={"selection_rate": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate, "accuracy": accuracy_score},
+        y_true=y_true, y_pred=y_pred, sensitive_features=sensitive,
+    )
+    summary = {
+        "demographic_parity_difference": float(demographic_parity_difference(y_true, y_pred, sensitive_features=sensitive)),
+        "equalized_odds_difference": float(equalized_odds_difference(y_true, y_pred, sensitive_features=sensitive)),
+    }
+    return frame.by_group, summary
+
+
+def top_k_decisions(scores: np.ndarray, fraction: float = TOP_K_FRACTION) -> np.ndarray:
+    """1 for impressions the model would recommend (its top ``fraction``), else 0."""
+    decision = np.zeros(len(scores), dtype=int)
+    decision[_top_k(scores, fraction)] = 1
+    return decision

@@ -1,0 +1,122 @@
+"""The plantly.shop features: customer and plant feature tables, and the training spine.
+
+Time-windowed features are point-in-time safe: the row stamped ``feature_ts = T`` only uses
+events (and labels) known before ``T``. Daily rows are stamped at the *end* of their day, so a
+lookup for an impression at time ``t`` finds the latest day that had fully ended by ``t``.
+Purchases count on the day their label became known (``label_ts``), not the day of the impression.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from utils.config import Config, get_config
+
+WINDOW_DAYS = 30
+LABEL = "purchased"
+SPINE_COLUMNS = ["event_id", "customer_id", "plant_id", "event_ts", "page", "position", "price", LABEL]
+CATEGORICAL = ["region", "age_band", "device", "category", "care_level", "light_needs", "page"]
+NUMERIC = ["tenure_days", "cust_impressions_30d", "cust_purchase_rate_30d", "plant_impressions_30d",
+           "plant_purchase_rate_30d", "position", "price"]
+BOOLEAN = ["invasive"]
+FEATURES = CATEGORICAL + NUMERIC + BOOLEAN
+
+
+def feature_table_names(cfg: Config | None = None) -> dict[str, str]:
+    """Names of the four feature tables: static profiles and time-series activity of customers and plants."""
+    cfg = cfg or get_config()
+    return {
+        "customer": cfg.table("customer_features"),
+        "customer_activity": cfg.table("customer_activity_features"),
+        "plant": cfg.table("plant_features"),
+        "plant_activity": cfg.table("plant_activity_features"),
+    }
+
+
+def _daily_activity(clicks: Any, key: str) -> Any:
+    """Per ``key`` and day: impressions (by event day) and purchases (by label day)."""
+    from pyspark.sql import functions as F
+
+    shown = clicks.groupBy(key, F.to_date("event_ts").alias("day")).agg(F.count("*").alias("impressions"))
+    bought = (
+        clicks.where(F.col(LABEL))
+        .groupBy(key, F.to_date(F.coalesce("label_ts", "event_ts")).alias("day"))
+        .agg(F.count("*").alias("purchases"))
+    )
+    return shown.join(bought, [key, "day"], "full").fillna(0, ["impressions", "purchases"])
+
+
+def _rolling(daily: Any, key: str, prefix: str) -> Any:
+    """Trailing ``WINDOW_DAYS`` sums per key, stamped at the end of each day."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    day_no = F.datediff(F.col("day"), F.lit("1970-01-01"))
+    w = Window.partitionBy(key).orderBy(day_no).rangeBetween(-(WINDOW_DAYS - 1), 0)
+    impressions = F.sum("impressions").over(w)
+    purchases = F.sum("purchases").over(w)
+    return daily.select(
+        key,
+        F.to_timestamp(F.date_add("day", 1)).alias("feature_ts"),
+        impressions.cast("long").alias(f"{prefix}_impressions_30d"),
+        F.when(impressions > 0, purchases / impressions).otherwise(F.lit(0.0)).alias(f"{prefix}_purchase_rate_30d"),
+    )
+
+
+def customer_features(customers: Any) -> Any:
+    """Customer profile features keyed by ``customer_id`` (no time dimension)."""
+    return customers.select("customer_id", "region", "age_band", "device", "tenure_days")
+
+
+def customer_activity_features(clicks: Any) -> Any:
+    """Customer activity rows keyed by ``customer_id, feature_ts``: 30-day impressions and purchase rate."""
+    return _rolling(_daily_activity(clicks, "customer_id"), "customer_id", "cust")
+
+
+def plant_features(plants: Any) -> Any:
+    """Plant catalogue features keyed by ``plant_id`` (no time dimension)."""
+    from pyspark.sql import functions as F
+
+    return plants.select("plant_id", "category", "care_level", "light_needs", "invasive",
+                         F.col("price").alias("list_price"))
+
+
+def plant_activity_features(clicks: Any) -> Any:
+    """Plant popularity rows keyed by ``plant_id, feature_ts``: 30-day impressions and purchase rate."""
+    return _rolling(_daily_activity(clicks, "plant_id"), "plant_id", "plant")
+
+
+def training_spine(clicks: Any) -> Any:
+    """The impressions to learn from: keys, timestamp, request context and the label."""
+    return clicks.select(*SPINE_COLUMNS)
+
+
+def feature_lookups(cfg: Config | None = None) -> list[Any]:
+    """The ``FeatureLookup``s that join the four feature tables onto the spine, point in time."""
+    import datetime as dt
+
+    from databricks.feature_engineering import FeatureLookup
+
+    names = feature_table_names(cfg)
+    return [
+        FeatureLookup(
+            table_name=names["customer"], lookup_key="customer_id",
+            feature_names=["region", "age_band", "device", "tenure_days"],
+        ),
+        FeatureLookup(
+            table_name=names["customer_activity"], lookup_key="customer_id", timestamp_lookup_key="event_ts",
+            feature_names=["cust_impressions_30d", "cust_purchase_rate_30d"],
+            lookback_window=dt.timedelta(days=WINDOW_DAYS),
+            default_values={"cust_impressions_30d": 0, "cust_purchase_rate_30d": 0.0},
+        ),
+        FeatureLookup(
+            table_name=names["plant"], lookup_key="plant_id",
+            feature_names=["category", "care_level", "light_needs", "invasive"],
+        ),
+        FeatureLookup(
+            table_name=names["plant_activity"], lookup_key="plant_id", timestamp_lookup_key="event_ts",
+            feature_names=["plant_impressions_30d", "plant_purchase_rate_30d"],
+            lookback_window=dt.timedelta(days=WINDOW_DAYS),
+            default_values={"plant_impressions_30d": 0, "plant_purchase_rate_30d": 0.0},
+        ),
+    ]

@@ -1,0 +1,217 @@
+"""The training pipeline as reusable functions: split → fit → evaluate → log.
+
+Notebooks 02 and 03 and the retraining loop of 06 call the same functions, so a model retrained
+by the monitor is built exactly like the one a data scientist developed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from utils.plantly_features import BOOLEAN, CATEGORICAL, FEATURES, LABEL, NUMERIC
+
+FAMILIES = ("logreg", "gboost", "random_forest")
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "logreg": {"C": 1.0},
+    "gboost": {"learning_rate": 0.1, "max_iter": 150, "max_leaf_nodes": 15},
+    "random_forest": {"n_estimators": 150, "max_depth": 10, "min_samples_leaf": 5},
+}
+PACKAGE_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops", "cloudpickle", "pyarrow")
+
+
+@dataclass
+class TrainResult:
+    """What one training run produced."""
+
+    run_id: str
+    family: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    model: Any
+    threshold: float
+    model_uri: str | None = None
+    inputs: dict[str, int] = field(default_factory=dict)
+
+
+def time_split(df: pd.DataFrame, ts_col: str = "event_ts", test_fraction: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train on the past, evaluate on the future: rows before / from the ``1 - test_fraction`` time quantile."""
+    if df.empty:
+        raise ValueError("cannot split an empty training set: build it first (notebook 01 / utils.catchup)")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    ordered = df.sort_values([ts_col, "event_id"] if "event_id" in df else [ts_col], kind="stable")
+    cutoff = ordered[ts_col].quantile(1 - test_fraction)
+    train, test = ordered[ordered[ts_col] < cutoff], ordered[ordered[ts_col] >= cutoff]
+    if train.empty or test.empty:
+        raise ValueError(f"time split at {cutoff} left an empty side: use more rows")
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def features_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The model's input columns with stable dtypes (categoricals as str, numerics as float, flags as bool)."""
+    missing = [c for c in FEATURES if c not in df.columns]
+    if missing:
+        raise ValueError(f"training frame lacks feature columns {missing}")
+    out = pd.DataFrame(index=df.index)
+    for c in CATEGORICAL:
+        out[c] = df[c].astype("object").where(df[c].notna(), "unknown").astype(str)
+    for c in NUMERIC:
+        out[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    for c in BOOLEAN:
+        out[c] = df[c].fillna(True).astype(bool)
+    return out
+
+
+def build_pipeline(family: str, params: dict[str, Any] | None = None, seed: int = 42) -> Any:
+    """An sklearn pipeline: one-hot categoricals, impute+scale numerics, then the ``family`` classifier."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}: choose one of {FAMILIES}")
+    params = {**DEFAULT_PARAMS[family], **(params or {})}
+    pre = ColumnTransformer([
+        ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), CATEGORICAL),
+        ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), NUMERIC),
+        ("flag", "passthrough", BOOLEAN),
+    ])
+    if family == "logreg":
+        clf = LogisticRegression(max_iter=1000, random_state=seed, **params)
+    elif family == "gboost":
+        clf = HistGradientBoostingClassifier(random_state=seed, **params)
+    else:
+        clf = RandomForestClassifier(random_state=seed, n_jobs=1, **params)
+    return Pipeline([("features", pre), ("classifier", clf)])
+
+
+def prevalence_threshold(model: Any, X: pd.DataFrame, y: pd.Series) -> float:
+    """Score threshold that flags as many training rows as there are purchases."""
+    scores = model.predict_proba(X)[:, 1]
+    return float(np.quantile(scores, 1 - float(np.mean(y))))
+
+
+def skops_trusted_types(model: Any) -> list[str]:
+    """Types skops must trust to load ``model`` (MLflow 3 saves sklearn models with skops)."""
+    import skops.io as sio
+
+    return list(sio.get_untrusted_types(data=sio.dumps(model)))
+
+
+def pinned_requirements(packages: tuple[str, ...] = PACKAGE_REQUIREMENTS, lock: Path | None = None) -> list[str]:
+    """``name==version`` lines for ``packages`` taken from the project's lock file."""
+    from utils.platform import REPO_ROOT
+
+    lock = lock or REPO_ROOT / "requirements.lock"
+    pins = {}
+    for line in lock.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
+        if m:
+            pins[m.group(1).lower().replace("_", "-")] = m.group(2)
+    missing = [p for p in packages if p.lower() not in pins]
+    if missing:
+        raise ValueError(f"{missing} are not pinned in {lock}: add them to pyproject.toml and re-run uv pip compile")
+    return [f"{p}=={pins[p.lower()]}" for p in packages]
+
+
+def fit(train: pd.DataFrame, family: str, params: dict[str, Any] | None = None, seed: int = 42) -> tuple[Any, float]:
+    """Fit the ``family`` pipeline on ``train``; returns the model and its decision threshold."""
+    X, y = features_frame(train), train[LABEL].astype(int)
+    if y.nunique() < 2:
+        raise ValueError("the training labels have a single class: use more rows or another time range")
+    model = build_pipeline(family, params, seed).fit(X, y)
+    return model, prevalence_threshold(model, X, y)
+
+
+def train_and_log(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    family: str,
+    params: dict[str, Any] | None = None,
+    seed: int = 42,
+    input_tables: dict[str, int] | None = None,
+    run_name: str | None = None,
+    nested: bool = False,
+    log_model: bool = True,
+) -> TrainResult:
+    """Fit, evaluate (MLflow evaluate + business metrics) and log one candidate as an MLflow run.
+
+    ``input_tables`` maps every Delta table read to its version; they are logged as dataset inputs
+    and ``input.<table>`` tags, so the run can be reproduced from exactly the same data.
+    A failure inside the run ends it with status FAILED, never left RUNNING.
+    """
+    import mlflow
+
+    from utils.evaluation import evaluate_scores
+
+    params = {**DEFAULT_PARAMS.get(family, {}), **(params or {})}
+    if test.empty or LABEL not in test.columns:
+        raise ValueError(f"evaluation frame is empty or has no {LABEL!r} label column")
+    with mlflow.start_run(run_name=run_name or family, nested=nested) as run:
+        mlflow.set_tags({"model_family": family, "seed": str(seed)})
+        mlflow.log_params({**params, "family": family, "seed": seed, "train_rows": len(train), "test_rows": len(test)})
+        log_inputs(input_tables or {}, train)
+        started = time.perf_counter()
+        model, threshold = fit(train, family, params, seed)
+        mlflow.log_metric("fit_seconds", time.perf_counter() - started)
+        mlflow.log_param("threshold", round(threshold, 6))
+        scores = model.predict_proba(features_frame(test))[:, 1]
+        metrics = evaluate_scores(test[FEATURES + [LABEL]], LABEL, scores, threshold)
+        uri = None
+        if log_model:
+            X = features_frame(test.head(5))
+            info = mlflow.sklearn.log_model(
+                model, name="classifier", input_example=X, skops_trusted_types=skops_trusted_types(model),
+                pip_requirements=pinned_requirements(),
+            )
+            uri = info.model_uri
+    return TrainResult(run.info.run_id, family, params, metrics, model, threshold, uri, dict(input_tables or {}))
+
+
+def log_inputs(input_tables: dict[str, int], sample: pd.DataFrame | None = None) -> None:
+    """Record each Delta table and version read, as an MLflow dataset input and an ``input.<table>`` tag."""
+    import mlflow
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
+    for table, version in input_tables.items():
+        mlflow.set_tag(f"input.{table}", str(version))
+        source = DeltaDatasetSource(delta_table_name=table, delta_table_version=int(version))
+        frame = sample if sample is not None else pd.DataFrame()
+        dataset = mlflow.data.from_pandas(frame.head(0), source=source, name=f"{table}@v{version}")
+        mlflow.log_input(dataset, context="training")
+
+
+def log_recommender(result: TrainResult, example: pd.DataFrame, registered_model_name: str | None = None) -> str:
+    """Log the packaged recommender (classifier + invasive rule + ``utils`` code) in the result's run; returns its URI."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from utils.platform import REPO_ROOT
+
+    if result.model_uri is None:
+        raise ValueError("the classifier was not logged: call train_and_log(log_model=True) first")
+    X = features_frame(example)
+    scores = np.where(X["invasive"], 0.0, result.model.predict_proba(X)[:, 1])
+    signature = infer_signature(X, pd.Series(scores, name="probability"))
+    with mlflow.start_run(run_id=result.run_id):
+        info = mlflow.pyfunc.log_model(
+            name="recommender",
+            python_model=str(REPO_ROOT / "utils" / "recommender_model.py"),
+            artifacts={"classifier": result.model_uri},
+            code_paths=[str(REPO_ROOT / "utils")],
+            signature=signature,
+            input_example=X.head(3),
+            pip_requirements=pinned_requirements(),
+            registered_model_name=registered_model_name,
+        )
+    return info.model_uri
