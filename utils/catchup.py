@@ -36,9 +36,24 @@ def ensure_silver(rows: int, seed: int, cfg: Config | None = None) -> bool:
     return True
 
 
+def ensure_features(rows: int, seed: int, cfg: Config | None = None) -> bool:
+    """Build the feature tables unless they exist; True when it built them."""
+    from utils import lakehouse
+    from utils.features import feature_client
+    from utils.plantly_features import build_feature_tables, feature_table_names
+
+    cfg = cfg or get_config()
+    if all(lakehouse.exists(t) for t in feature_table_names(cfg).values()):
+        return False
+    ensure_silver(rows, seed, cfg)
+    build_feature_tables(feature_client(), cfg)
+    return True
+
+
 STAGES: dict[str, list[Callable[..., bool]]] = {
     "01": [ensure_raw],
-    "02": [ensure_raw, ensure_silver],
+    "02": [ensure_raw, ensure_silver, ensure_features],
+    "03": [ensure_raw, ensure_silver, ensure_features],
 }
 
 

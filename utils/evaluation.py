@@ -79,18 +79,28 @@ def evaluate_scores(frame: pd.DataFrame, label: str, probability: np.ndarray, th
             if isinstance(v, (int, float, np.floating))}
 
 
-def shap_importance(predict_fn: Any, X: pd.DataFrame, background: int = 100, rows: int = 300, seed: int = 0) -> tuple[pd.DataFrame, Any]:
-    """Mean |SHAP| per input column (model-agnostic permutation explainer) and the explanation."""
+def shap_importance(pipeline: Any, X: pd.DataFrame, rows: int = 300, seed: int = 0) -> tuple[pd.DataFrame, Any]:
+    """Mean |SHAP| per input column of a fitted pipeline, and the explanation on its encoded features.
+
+    SHAP runs on the classifier over the encoded matrix (tree or linear explainer, chosen by SHAP);
+    one-hot columns are summed back to the input column they came from.
+    """
     import shap
 
     sample = X.sample(n=min(rows, len(X)), random_state=seed)
-    bg = X.sample(n=min(background, len(X)), random_state=seed + 1)
-    explainer = shap.Explainer(predict_fn, bg, algorithm="permutation", seed=seed)
-    explanation = explainer(sample)
-    importance = pd.DataFrame({
-        "feature": list(X.columns),
-        "mean_abs_shap": np.abs(explanation.values).mean(axis=0),
-    }).sort_values("mean_abs_shap", ascending=False, ignore_index=True)
+    encoder, clf = pipeline[:-1], pipeline[-1]
+    encoded = pd.DataFrame(np.asarray(encoder.transform(sample), dtype=float),
+                           columns=[n.split("__", 1)[-1] for n in encoder.get_feature_names_out()])
+    explainer = shap.Explainer(clf, encoded, seed=seed) if not hasattr(clf, "coef_") else shap.LinearExplainer(clf, encoded)
+    explanation = explainer(encoded)
+    values = explanation.values
+    if values.ndim == 3:  # per-class values: keep the positive class
+        values = values[..., 1]
+        explanation = explanation[..., 1]
+    per_encoded = pd.Series(np.abs(values).mean(axis=0), index=encoded.columns)
+    owner = {enc: next((c for c in X.columns if enc == c or enc.startswith(f"{c}_")), enc) for enc in encoded.columns}
+    importance = (per_encoded.groupby(owner).sum().sort_values(ascending=False)
+                  .rename("mean_abs_shap").rename_axis("feature").reset_index())
     return importance, explanation
 
 

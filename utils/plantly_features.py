@@ -120,3 +120,44 @@ def feature_lookups(cfg: Config | None = None) -> list[Any]:
             default_values={"plant_impressions_30d": 0, "plant_purchase_rate_30d": 0.0},
         ),
     ]
+
+
+def feature_table_specs(cfg: Config | None = None) -> list[dict[str, Any]]:
+    """Keys, timestamp column, description and source tables of each feature table."""
+    cfg = cfg or get_config()
+    names = feature_table_names(cfg)
+    clicks, customers, plants = (cfg.table(f"silver_{s}") for s in ("clickstream", "customers", "plants"))
+    return [
+        {"name": names["customer"], "primary_keys": ["customer_id"], "timeseries_column": None, "sources": [customers],
+         "build": lambda t: customer_features(t[customers]), "description": "Customer profile: region, age band, device, tenure."},
+        {"name": names["customer_activity"], "primary_keys": ["customer_id", "feature_ts"], "timeseries_column": "feature_ts",
+         "sources": [clicks], "build": lambda t: customer_activity_features(t[clicks]),
+         "description": f"Customer activity over the trailing {WINDOW_DAYS} days, stamped at the end of each day."},
+        {"name": names["plant"], "primary_keys": ["plant_id"], "timeseries_column": None, "sources": [plants],
+         "build": lambda t: plant_features(t[plants]), "description": "Plant catalogue: category, care level, light needs, invasive flag, list price."},
+        {"name": names["plant_activity"], "primary_keys": ["plant_id", "feature_ts"], "timeseries_column": "feature_ts",
+         "sources": [clicks], "build": lambda t: plant_activity_features(t[clicks]),
+         "description": f"Plant popularity over the trailing {WINDOW_DAYS} days, stamped at the end of each day."},
+    ]
+
+
+def build_feature_tables(fe: Any, cfg: Config | None = None) -> dict[str, int]:
+    """Create (or MERGE into) every feature table from the silver tables; returns each table's version."""
+    from utils import lakehouse
+    from utils.features import record_lineage
+
+    cfg = cfg or get_config()
+    versions = {}
+    for spec in feature_table_specs(cfg):
+        sources = {s: lakehouse.current_version(s) for s in spec["sources"]}
+        frames = {s: lakehouse.read(s, version=v) for s, v in sources.items()}
+        df = spec["build"](frames)
+        if lakehouse.exists(spec["name"]):
+            fe.write_table(name=spec["name"], df=df, mode="merge")
+        else:
+            keys = spec["primary_keys"]
+            fe.create_table(name=spec["name"], primary_keys=keys, df=df, timeseries_column=spec["timeseries_column"],
+                            description=spec["description"], tags={"project": cfg.project, "stage": "01_explore"})
+        record_lineage(spec["name"], sources)
+        versions[spec["name"]] = lakehouse.current_version(spec["name"])
+    return versions
