@@ -22,6 +22,11 @@ BOOLEAN = ["invasive"]
 FEATURES = CATEGORICAL + NUMERIC + BOOLEAN
 
 
+def feature_schema() -> dict[str, str]:
+    """The production feature schema: model input column -> MLflow type name."""
+    return {**{c: "string" for c in CATEGORICAL}, **{c: "double" for c in NUMERIC}, **{c: "boolean" for c in BOOLEAN}}
+
+
 def feature_table_names(cfg: Config | None = None) -> dict[str, str]:
     """Names of the four feature tables: static profiles and time-series activity of customers and plants."""
     cfg = cfg or get_config()
@@ -161,3 +166,38 @@ def build_feature_tables(fe: Any, cfg: Config | None = None) -> dict[str, int]:
         record_lineage(spec["name"], sources)
         versions[spec["name"]] = lakehouse.current_version(spec["name"])
     return versions
+
+
+def training_set_table(cfg: Config | None = None) -> str:
+    """Name of the Delta table holding the materialised training set."""
+    return (cfg or get_config()).table("training_set")
+
+
+def materialize_training_set(fe: Any, cfg: Config | None = None) -> dict[str, int]:
+    """Build the point-in-time training set and write it as a new version of the training-set table.
+
+    Returns every table the set was built from with its Delta version, the training-set table
+    included: the exact inputs a run records so it can be reproduced.
+    """
+    from utils import lakehouse
+
+    cfg = cfg or get_config()
+    clicks = cfg.table("silver_clickstream")
+    clicks_version = lakehouse.current_version(clicks)
+    spine = training_spine(lakehouse.read(clicks, version=clicks_version))
+    training_set = fe.create_training_set(df=spine, feature_lookups=feature_lookups(cfg), label=LABEL, exclude_columns=[])
+    name = training_set_table(cfg)
+    version = lakehouse.write(training_set.load_df(), name, mode="overwrite", merge_schema=True,
+                              description="point-in-time training set: impressions with the features known at the time")
+    inputs = {clicks: clicks_version}
+    inputs.update({t: lakehouse.current_version(t) for t in feature_table_names(cfg).values()})
+    inputs[name] = version
+    return inputs
+
+
+def load_training_frame(version: int | None = None, cfg: Config | None = None) -> Any:
+    """The training set at ``version`` (default latest) as pandas, ordered deterministically."""
+    from utils import lakehouse
+
+    frame = lakehouse.read_pandas(training_set_table(cfg), version=version)
+    return frame.sort_values(["event_ts", "event_id"], kind="stable").reset_index(drop=True)

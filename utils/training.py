@@ -178,6 +178,26 @@ def train_and_log(
     return TrainResult(run.info.run_id, family, params, metrics, model, threshold, uri, dict(input_tables or {}))
 
 
+SIMPLICITY = {"logreg": 0, "gboost": 1, "random_forest": 2}
+
+
+def choose_candidate(results: list[TrainResult], metric: str = "roc_auc", tolerance: float = 0.005) -> TrainResult:
+    """The best ``metric`` wins, unless a simpler family is within ``tolerance`` of it."""
+    if not results:
+        raise ValueError("no candidates to choose from")
+    best = max(r.metrics[metric] for r in results)
+    eligible = [r for r in results if r.metrics[metric] >= best - tolerance]
+    return min(eligible, key=lambda r: (SIMPLICITY.get(r.family, 99), -r.metrics[metric]))
+
+
+def input_versions(run_id: str) -> dict[str, int]:
+    """The Delta tables and versions a run recorded as its inputs (``input.<table>`` tags)."""
+    import mlflow
+
+    tags = mlflow.get_run(run_id).data.tags
+    return {k[len("input."):]: int(v) for k, v in tags.items() if k.startswith("input.")}
+
+
 def log_inputs(input_tables: dict[str, int], sample: pd.DataFrame | None = None) -> None:
     """Record each Delta table and version read, as an MLflow dataset input and an ``input.<table>`` tag."""
     import mlflow
