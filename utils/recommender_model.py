@@ -13,6 +13,14 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 
+def _invasive_flags(frame: pd.DataFrame) -> np.ndarray:
+    """True where the plant is invasive or its flag is unknown (the safe reading); rows without the column are not."""
+    if "invasive" not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    flag = frame["invasive"]
+    return flag.isna().to_numpy() | flag.where(flag.notna(), False).astype(bool).to_numpy()
+
+
 class InvasiveSafeRecommender(PythonModel):
     """Purchase probability per row, forced to 0 for invasive plants."""
 
@@ -26,7 +34,7 @@ class InvasiveSafeRecommender(PythonModel):
         if missing:
             raise ValueError(f"request is missing feature columns: {missing}")
         scores = self.classifier.predict_proba(frame[self.columns] if self.columns else frame)[:, 1]
-        invasive = frame["invasive"].fillna(True).astype(bool).to_numpy() if "invasive" in frame else np.zeros(len(frame), bool)
+        invasive = _invasive_flags(frame)
         return pd.Series(np.where(invasive, 0.0, scores), name="probability")
 
 

@@ -1,0 +1,223 @@
+"""The validation gate on real pyfunc models logged to the local MLflow (SQLite) of the test session."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.models import infer_signature
+
+from utils.gate import CHECK_NAMES, GateResult, run_gate, scores_from_output
+
+LABEL = "purchased"
+FEATURES = {"price": "double", "age_band": "string", "invasive": "boolean"}
+BANDS = np.array(["18-34", "35-54", "55+"])
+
+
+def make_eval_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Purchases depend on price only (cheaper sells better); age band and invasive flag are independent."""
+    rng = np.random.default_rng(seed)
+    price = rng.uniform(5.0, 60.0, n)
+    bought = rng.random(n) < 1.0 / (1.0 + np.exp(-(2.5 - 0.1 * price)))
+    return pd.DataFrame({
+        "customer_id": [f"C{i:04d}" for i in range(n)],
+        "price": price,
+        "age_band": BANDS[rng.integers(0, 3, n)],
+        "invasive": rng.random(n) < 0.1,
+        LABEL: bought,
+    })
+
+
+def price_score(price: pd.Series) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(2.5 - 0.1 * price.to_numpy(dtype=float))))
+
+
+class ScoreModel(mlflow.pyfunc.PythonModel):
+    """Probability of purchase; ``mode`` picks a well-behaved or a deliberately broken variant."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def predict(self, context, model_input, params=None):
+        df = model_input
+        score = price_score(df["price"])
+        if self.mode == "random":
+            score = np.random.default_rng(len(df)).random(len(df))
+        elif self.mode == "biased":
+            young = (df["age_band"] == "18-34").to_numpy()
+            score = np.where(young, 0.5 + 0.5 * score, 0.5 * score)
+        invasive = df["invasive"].to_numpy(dtype=bool) if "invasive" in df else np.zeros(len(df), dtype=bool)
+        if self.mode != "no_rule":
+            score = np.where(invasive, 0.0, score)
+        if self.mode == "frame":
+            return pd.DataFrame({"probability": score})
+        return score
+
+
+@pytest.fixture(scope="module")
+def eval_df() -> pd.DataFrame:
+    return make_eval_frame()
+
+
+@pytest.fixture(scope="module")
+def model_uris(isolated_state, eval_df: pd.DataFrame) -> dict[str, str]:
+    """One logged model per variant; ``other_signature`` expects columns production does not have."""
+    from utils.platform import configure_mlflow
+
+    configure_mlflow("registry-tests")
+    X = eval_df[list(FEATURES)]
+    sig = infer_signature(X, price_score(X["price"]))
+    other = pd.DataFrame({"price": np.array([10, 20], dtype="int64"), "age_band": ["18-34", "55+"],
+                          "colour": ["red", "green"]})
+    other_sig = infer_signature(other, np.array([0.1, 0.2]))
+    uris = {}
+    with mlflow.start_run(run_name="gate-test-models"):
+        for mode in ("good", "frame", "random", "biased", "no_rule"):
+            info = mlflow.pyfunc.log_model(name=mode, python_model=ScoreModel(mode), signature=sig,
+                                           pip_requirements=["mlflow"])
+            uris[mode] = info.model_uri
+        info = mlflow.pyfunc.log_model(name="other_signature", python_model=ScoreModel("good"),
+                                       signature=other_sig, pip_requirements=["mlflow"])
+        uris["other_signature"] = info.model_uri
+    return uris
+
+
+def gate(uri: str, df: pd.DataFrame, **kw) -> GateResult:
+    kw.setdefault("expected_features", FEATURES)
+    kw.setdefault("batch_size", 200)
+    return run_gate(uri, df, LABEL, **kw)
+
+
+@pytest.mark.parametrize("variant", ["good", "frame"])
+def test_good_model_passes_every_check(model_uris, eval_df, variant):
+    result = gate(model_uris[variant], eval_df)
+    assert result.passed, result.summary()
+    assert [c.name for c in result.checks] == list(CHECK_NAMES)
+    assert result.failed() == []
+    assert result.check("no_regression").reason == "no champion yet"
+    assert result.check("min_auc").value > 0.7
+    assert "top-" in result.check("fairness").reason
+
+
+@pytest.mark.parametrize(
+    ("variant", "failing", "words"),
+    [
+        ("random", "min_auc", ["AUC", "minimum 0.65"]),
+        ("biased", "fairness", ["demographic parity", "age_band", "18-34="]),
+        ("no_rule", "compliance", ["invasive", "above 0.0"]),
+    ],
+)
+def test_broken_model_fails_the_named_check(model_uris, eval_df, variant, failing, words):
+    result = gate(model_uris[variant], eval_df)
+    assert not result.passed
+    assert failing in [c.name for c in result.failed()]
+    reason = result.check(failing).reason
+    for word in words:
+        assert word in reason, reason
+    assert result.check("signature").passed  # the breakage is in behaviour, not in the interface
+    assert failing in result.to_dict()["failed"]
+
+
+def test_signature_mismatch_names_missing_extra_and_mistyped_columns(model_uris, eval_df):
+    result = gate(model_uris["other_signature"], eval_df)
+    sig = result.check("signature")
+    assert not sig.passed and not result.passed
+    assert sig.value == {"missing": ["invasive"], "extra": ["colour"], "mistyped": ["price"]}
+    for col in ("invasive", "colour", "price (model long"):
+        assert col in sig.reason, sig.reason
+    # it cannot score production rows either, and every other check says so instead of crashing
+    assert all("cannot score" in c.reason for c in result.checks[1:])
+
+
+def test_signature_checked_against_eval_frame_without_expected_schema(model_uris, eval_df):
+    assert gate(model_uris["good"], eval_df, expected_features=None).check("signature").passed
+    wrong = gate(model_uris["good"], eval_df, expected_features={**FEATURES, "price": "string"})
+    assert not wrong.check("signature").passed and "price" in wrong.check("signature").reason
+
+
+def test_no_regression_against_champion(model_uris, eval_df):
+    worse = gate(model_uris["random"], eval_df, champion_uri=model_uris["good"])
+    check = worse.check("no_regression")
+    assert not check.passed
+    assert check.value["champion_auc"] > check.value["auc"] + 0.1
+    same = gate(model_uris["frame"], eval_df, champion_uri=model_uris["good"])
+    assert same.check("no_regression").passed
+    assert same.check("no_regression").value["champion_auc"] == pytest.approx(same.check("min_auc").value)
+
+
+def test_latency_budget_is_enforced(model_uris, eval_df):
+    result = gate(model_uris["good"], eval_df, latency_budget_ms=1e-6, batch_size=1000)
+    check = result.check("latency")
+    assert not check.passed and check.value > 1e-6
+    assert "1000 rows" in check.reason
+    assert [c.name for c in result.failed()] == ["latency"]
+
+
+def test_fixed_decision_threshold_is_stated(model_uris, eval_df):
+    result = gate(model_uris["good"], eval_df, decision_threshold=0.5)
+    assert "score >= 0.5" in result.check("fairness").reason
+
+
+def test_compliance_probes_rows_even_without_invasive_plants(model_uris, eval_df):
+    df = eval_df.assign(invasive=False)
+    assert not gate(model_uris["no_rule"], df).check("compliance").passed
+    assert gate(model_uris["good"], df).check("compliance").passed
+
+
+def test_result_serialises_and_summarises(model_uris, eval_df):
+    result = gate(model_uris["biased"], eval_df)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["passed"] is False and "fairness" in data["failed"]
+    assert {c["name"] for c in data["checks"]} == set(CHECK_NAMES)
+    lines = result.summary().splitlines()
+    assert len(lines) == 1 + len(CHECK_NAMES)
+    assert any(line.startswith("FAIL fairness") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda df: df.iloc[0:0], "empty"),
+        (lambda df: df.drop(columns=[LABEL]), "label column 'purchased'"),
+        (lambda df: df.assign(purchased=True), "both classes"),
+        (lambda df: df.assign(purchased=np.where(df[LABEL], "yes", "no")), "booleans or 0/1"),
+        (lambda df: df.assign(purchased=df[LABEL].astype(object).where(df.index > 0)), "missing values"),
+        (lambda df: df.drop(columns=["age_band"]), "sensitive_col 'age_band'"),
+    ],
+)
+def test_bad_input_raises_before_loading_the_model(eval_df, mutate, message):
+    # the URI does not exist: a ValueError (not an MLflow error) proves nothing was loaded
+    with pytest.raises(ValueError, match=message):
+        run_gate("models:/no.such.model/1", mutate(eval_df), LABEL)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        np.array([0.1, 0.9]),
+        pd.Series([0.1, 0.9]),
+        pd.DataFrame({"probability": [0.1, 0.9], "other": [5, 6]}),
+        pd.DataFrame({"prediction": [0.1, 0.9]}),
+        np.array([[0.9, 0.1], [0.1, 0.9]]),
+        [[0.1], [0.9]],
+    ],
+)
+def test_scores_from_output_accepts_common_pyfunc_shapes(output):
+    assert scores_from_output(output, 2).tolist() == pytest.approx([0.1, 0.9])
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        (np.array([0.1, 0.9, 0.5]), "3"),
+        (np.array([0.1, 1.7]), r"\[0, 1\]"),
+        (np.array([0.1, np.nan]), "NaN"),
+        (pd.DataFrame({"a": [0.1, 0.2], "b": [0.3, 0.4]}), "probability"),
+    ],
+)
+def test_scores_from_output_rejects_what_is_not_a_probability_per_row(output, message):
+    with pytest.raises(ValueError, match=message):
+        scores_from_output(output, 2)

@@ -1,0 +1,248 @@
+"""Registry helpers on the real local MLflow (SQLite) registry: hooks, aliases, promotion, rollback, audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from utils import registry
+from utils.gate import gate_and_set_challenger, gate_hook
+
+LABEL = "purchased"
+FEATURES = {"price": "double", "age_band": "string", "invasive": "boolean"}
+
+
+def sigmoid_price(price: pd.Series) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(2.5 - 0.1 * price.to_numpy(dtype=float))))
+
+
+class PriceModel(mlflow.pyfunc.PythonModel):
+    """Cheaper plants sell better; invasive plants score 0. ``noisy`` replaces the score with noise."""
+
+    def __init__(self, noisy: bool = False) -> None:
+        self.noisy = noisy
+
+    def predict(self, context, model_input, params=None):
+        score = sigmoid_price(model_input["price"])
+        if self.noisy:
+            score = np.random.default_rng(len(model_input)).random(len(model_input))
+        return np.where(model_input["invasive"].to_numpy(dtype=bool), 0.0, score)
+
+
+@pytest.fixture(scope="module")
+def eval_df() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    n = 300
+    price = rng.uniform(5.0, 60.0, n)
+    return pd.DataFrame({
+        "price": price,
+        "age_band": np.array(["18-34", "35-54", "55+"])[rng.integers(0, 3, n)],
+        "invasive": rng.random(n) < 0.1,
+        LABEL: rng.random(n) < sigmoid_price(pd.Series(price)),
+    })
+
+
+@pytest.fixture(scope="module")
+def uris(isolated_state, eval_df) -> dict[str, str]:
+    from utils.platform import configure_mlflow
+
+    configure_mlflow("registry-tests")
+    X = eval_df[list(FEATURES)]
+    sig = infer_signature(X, sigmoid_price(X["price"]))
+    with mlflow.start_run(run_name="registry-test-models"):
+        good = mlflow.pyfunc.log_model(name="good", python_model=PriceModel(), signature=sig, pip_requirements=["mlflow"])
+        bad = mlflow.pyfunc.log_model(name="bad", python_model=PriceModel(noisy=True), signature=sig,
+                                      pip_requirements=["mlflow"])
+    return {"good": good.model_uri, "bad": bad.model_uri}
+
+
+@pytest.fixture()
+def name(uris) -> str:
+    """A fresh registered-model name per test (three-level, as on Unity Catalog)."""
+    return f"plantly.tests.m_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def no_hooks_left_behind():
+    registry.clear_hooks()
+    yield
+    registry.clear_hooks()
+
+
+def gate_kw() -> dict:
+    return {"expected_features": FEATURES, "batch_size": 100}
+
+
+def aliases(name: str) -> dict[str, str]:
+    return {k: str(v) for k, v in MlflowClient().get_registered_model(name).aliases.items()}
+
+
+def test_register_waits_ready_and_sets_description_and_tags(uris, name):
+    mv = registry.register(uris["good"], name, description="price baseline", tags={"seed": 42, "git_commit": "abc"})
+    assert mv.status == "READY" and str(mv.version) == "1"
+    assert mv.description == "price baseline"
+    assert mv.tags["seed"] == "42" and mv.tags["git_commit"] == "abc"
+    assert str(registry.latest_version(name).version) == "1"
+    registry.register(uris["bad"], name)
+    assert str(registry.latest_version(name).version) == "2"
+
+
+def test_unset_alias_and_unknown_model_give_none(uris, name):
+    assert registry.get_alias_version(name, "champion") is None  # model does not exist yet
+    assert registry.latest_version(name) is None
+    registry.register(uris["good"], name)
+    assert registry.get_alias_version(name, "champion") is None
+    registry.set_alias(name, "champion", 1, reason="first model")
+    assert str(registry.get_alias_version(name, "champion").version) == "1"
+
+
+def test_hooks_fire_in_order_on_register_and_only_when_asked(uris, name):
+    seen: list[str] = []
+
+    @registry.on_registration
+    def first(mv):
+        seen.append(f"first:{mv.version}")
+        return "one"
+
+    registry.on_registration(lambda mv: seen.append(f"second:{mv.name == name}") or "two")
+    registry.on_registration(lambda mv: seen.append("other model"), model_name="plantly.tests.someone_else")
+    registry.on_registration(first)  # registering again does not make it run twice
+
+    mv = registry.register(uris["good"], name)
+    assert seen == ["first:1", "second:True"]
+    assert registry.last_hook_results == ["one", "two"]
+    assert "first" in mv.tags[registry.HOOKS_TAG]
+
+    registry.register(uris["good"], name, run_hooks=False)
+    assert seen == ["first:1", "second:True"] and registry.last_hook_results == []
+    registry.clear_hooks()
+    registry.register(uris["good"], name)
+    assert len(seen) == 2 and registry.registered_hooks() == []
+
+
+def test_failing_hook_names_itself_and_keeps_the_version(uris, name):
+    def broken(mv):
+        raise KeyError("no evaluation data")
+
+    registry.on_registration(broken)
+    with pytest.raises(registry.RegistrationHookError, match=r"version 1 .* hook .*broken .*no evaluation data"):
+        registry.register(uris["good"], name)
+    assert str(registry.latest_version(name).version) == "1"
+
+
+def test_registration_runs_the_gate_failing_version_moves_no_alias(uris, name, eval_df):
+    registry.register(uris["good"], name, run_hooks=False)
+    registry.set_alias(name, "champion", 1, reason="initial champion")
+    registry.on_registration(gate_hook(eval_df, LABEL, **gate_kw()), model_name=name)
+
+    bad = registry.register(uris["bad"], name)
+    result = registry.last_hook_results[0]
+    assert not result.passed and result.version == "2"
+    assert {"min_auc", "no_regression"} <= {c.name for c in result.failed()}
+    assert aliases(name) == {"champion": "1"}  # no alias moved
+    assert bad.tags["gate_passed"] == "false"
+    assert "min_auc" in bad.tags["gate_failed"].split(",")
+    assert "AUC" in bad.tags["gate_summary"]
+
+    good = registry.register(uris["good"], name)
+    assert registry.last_hook_results[0].passed
+    assert aliases(name) == {"champion": "1", "challenger": "3"}
+    assert good.tags["gate_passed"] == "true" and good.tags["gate_failed"] == ""
+    trail = registry.audit_trail(name)
+    last = trail.iloc[-1]
+    assert (last.version, last.action, last.alias, last.gate_passed) == (3, "gate_pass", "challenger", True)
+
+
+def test_promotion_refused_when_the_gate_failed(uris, name, eval_df):
+    registry.register(uris["good"], name)
+    registry.register(uris["bad"], name)
+    registry.set_alias(name, "champion", 1, reason="initial champion")
+    failed = gate_and_set_challenger(name, 2, eval_df, LABEL, **gate_kw())
+    with pytest.raises(registry.PromotionRefused, match=r"min_auc"):
+        registry.promote(name, 2, failed, reason="try anyway")
+    with pytest.raises(registry.PromotionRefused, match=r"result is for .+ version 2"):
+        registry.promote(name, 1, failed.to_dict() | {"passed": True}, reason="wrong version's verdict")
+    assert aliases(name) == {"champion": "1"}
+
+
+def test_promote_then_rollback_with_audit_trail(uris, name, eval_df, monkeypatch):
+    monkeypatch.setenv("MLOPS_ACTOR", "ci-bot")
+    for _ in range(2):
+        registry.register(uris["good"], name)
+    first = gate_and_set_challenger(name, 1, eval_df, LABEL, **gate_kw())
+    registry.promote(name, 1, first, reason="first champion")
+    registry.promote(name, 1, first, reason="re-run of the notebook")  # idempotent: nothing moves
+    with pytest.raises(registry.RollbackError, match="no previous champion"):
+        registry.rollback(name, reason="nothing to go back to")
+
+    second = gate_and_set_challenger(name, 2, eval_df, LABEL, **gate_kw())
+    assert second.passed and second.champion_uri == f"models:/{name}/1"
+    registry.promote(name, 2, second, reason="better on the March split")
+    model = MlflowClient().get_registered_model(name)
+    assert str(model.aliases["champion"]) == "2" and model.tags["previous_champion"] == "1"
+
+    assert registry.rollback(name, reason="conversion dropped after the switch") == 1
+    model = MlflowClient().get_registered_model(name)
+    assert str(model.aliases["champion"]) == "1" and "previous_champion" not in model.tags
+    with pytest.raises(registry.RollbackError):
+        registry.rollback(name, reason="again")
+
+    trail = registry.audit_trail(name)
+    assert list(trail.columns[:8]) == ["seq", "version", "action", "alias", "actor", "at", "reason", "gate_passed"]
+    assert trail[["version", "action", "alias"]].values.tolist() == [
+        [1, "gate_pass", "challenger"], [1, "promote", "champion"],
+        [2, "gate_pass", "challenger"], [2, "promote", "champion"], [1, "rollback", "champion"],
+    ]
+    assert set(trail.actor) == {"ci-bot"}
+    assert trail.iloc[-1].reason == "conversion dropped after the switch"
+    assert trail.iloc[-1].from_version == "2" and pd.isna(trail.iloc[-1].gate_passed)
+    assert trail.iloc[3].gate_passed is True
+    assert all(datetime.fromisoformat(at).tzinfo is not None for at in trail["at"])
+
+    log = json.loads(model.tags["audit_log"])
+    assert [(e["v"], e["action"]) for e in log][-2:] == [("2", "promote"), ("1", "rollback")]
+
+
+def test_audit_log_on_the_model_stays_bounded(uris, name):
+    registry.register(uris["good"], name)
+    for i in range(registry.AUDIT_LOG_MAX + 3):
+        registry.set_alias(name, "challenger", 1, reason=f"move {i} " + "x" * 300)
+    model = MlflowClient().get_registered_model(name)
+    log = json.loads(model.tags["audit_log"])
+    assert len(log) <= registry.AUDIT_LOG_MAX
+    assert len(model.tags["audit_log"]) <= registry.TAG_VALUE_LIMIT
+    assert log[-1]["n"] == registry.AUDIT_LOG_MAX + 3
+    assert len(registry.audit_trail(name)) == registry.AUDIT_LOG_MAX + 3  # full detail stays on the version
+
+
+def test_set_alias_needs_a_reason_and_an_existing_version(uris, name):
+    registry.register(uris["good"], name)
+    with pytest.raises(ValueError, match="reason"):
+        registry.set_alias(name, "champion", 1, reason=" ")
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        registry.set_alias(name, "champion", 7, reason="no such version")
+    assert aliases(name) == {}
+
+
+def test_register_refuses_when_mlflow_points_elsewhere(uris, name, tmp_path):
+    platform_uri = mlflow.get_tracking_uri()
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")  # e.g. a notebook's own setting
+        os.environ["MLFLOW_TRACKING_URI"] = platform_uri  # ...while the platform still names its own store
+        with pytest.raises(registry.MlflowNotConfigured, match="configure_mlflow"):
+            registry.register(uris["good"], name)
+    finally:
+        mlflow.set_tracking_uri(platform_uri)
+        if env_before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
+    assert registry.latest_version(name) is None  # refused before anything was registered

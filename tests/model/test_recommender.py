@@ -1,0 +1,99 @@
+"""Behavioural tests of the recommender recipe: minimum functionality, invariance, direction, the invasive rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from utils.evaluation import precision_at_k
+from utils.plantly_features import FEATURES, LABEL
+from utils.training import features_frame, fit, time_split
+
+
+@pytest.fixture(scope="module")
+def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A generated training frame (profile features joined in pandas; activity features left at 0)."""
+    from utils.datagen import GeneratorSpec, generate
+
+    f = generate(GeneratorSpec(rows=12000, seed=11))
+    df = (f["impressions"].merge(f["customers"], on="customer_id")
+          .merge(f["plants"].drop(columns=["price", "name", "species", "stock"]), on="plant_id"))
+    for c in ("cust_impressions_30d", "cust_purchase_rate_30d", "plant_impressions_30d", "plant_purchase_rate_30d"):
+        df[c] = 0.0
+    return time_split(df)
+
+
+@pytest.fixture(scope="module")
+def model(frames):
+    train, _ = frames
+    return fit(train, "gboost", seed=11)
+
+
+@pytest.fixture(scope="module")
+def packaged(frames, model, isolated_state):
+    """The packaged pyfunc (classifier + invasive rule), logged to the local MLflow store."""
+    import mlflow
+
+    from utils.platform import configure_mlflow
+    from utils.training import TrainResult, log_recommender, pinned_requirements, skops_trusted_types
+
+    configure_mlflow("model-tests")
+    clf, threshold = model
+    train, test = frames
+    with mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(clf, name="classifier", skops_trusted_types=skops_trusted_types(clf),
+                                        pip_requirements=pinned_requirements())
+    result = TrainResult(run.info.run_id, "gboost", {}, {}, clf, threshold, info.model_uri)
+    return mlflow.pyfunc.load_model(log_recommender(result, example=test.head(20)))
+
+
+def test_beats_the_baselines(frames, model) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    _, test = frames
+    clf, _ = model
+    scores = clf.predict_proba(features_frame(test))[:, 1]
+    y = test[LABEL].astype(int).to_numpy()
+    assert roc_auc_score(y, scores) > 0.62
+    assert roc_auc_score(y, scores) > roc_auc_score(y, -test["price"].to_numpy()) + 0.02  # "cheapest first"
+    assert precision_at_k(y, scores) > 1.5 * y.mean()
+
+
+def test_irrelevant_columns_and_order_do_not_change_scores(frames, packaged) -> None:
+    _, test = frames
+    X = features_frame(test.head(300))
+    noisy = X[list(reversed(X.columns))].assign(event_id="E-noise", email="someone@example.com", session_id="S0")
+    np.testing.assert_array_equal(packaged.predict(X).to_numpy(), packaged.predict(noisy).to_numpy())
+
+
+def test_much_higher_price_does_not_raise_purchase_probability(frames, model) -> None:
+    _, test = frames
+    clf, _ = model
+    X = features_frame(test.head(2000))
+    base = clf.predict_proba(X)[:, 1]
+    pricier = clf.predict_proba(X.assign(price=X["price"] * 5))[:, 1]
+    assert pricier.mean() < base.mean()
+    assert (pricier <= base + 1e-9).mean() > 0.8
+
+
+def test_invasive_plants_always_score_zero(frames, packaged) -> None:
+    _, test = frames
+    X = features_frame(test.head(500))
+    assert (packaged.predict(X.assign(invasive=True)) == 0).all()
+    unknown = X.assign(invasive=pd.Series([None] * len(X), dtype=object, index=X.index))
+    assert (packaged.predict(unknown) == 0).all(), "an unknown invasive flag must be treated as invasive"
+    assert packaged.predict(X.assign(invasive=False)).max() > 0
+
+
+def test_request_missing_a_feature_is_refused(frames, packaged) -> None:
+    _, test = frames
+    X = features_frame(test.head(5)).drop(columns=["price"])
+    with pytest.raises(Exception, match="price"):
+        packaged.predict(X)
+
+
+def test_features_list_has_no_outcome_columns() -> None:
+    from utils.datagen import OUTCOME_COLUMNS
+
+    assert not set(FEATURES) & set(OUTCOME_COLUMNS)

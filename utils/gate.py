@@ -1,0 +1,468 @@
+"""The validation gate: every check a model version must pass before it may become ``challenger``.
+
+``run_gate`` loads a pyfunc model, scores an evaluation frame and returns a ``GateResult`` holding
+each check with its value, threshold and reason:
+
+1. ``min_auc`` — ROC AUC on the evaluation frame is at least ``thresholds.gate_min_auc``;
+2. ``no_regression`` — AUC is no more than ``thresholds.gate_max_auc_regression`` below the
+   champion's on the same rows (passes with "no champion yet" when there is none);
+3. ``fairness`` — demographic parity difference of the *top-k selection* across
+   ``sensitive_col`` is at most ``thresholds.gate_max_dp_difference``. The k highest-scored rows are
+   selected, k being the number of positive labels (ties at the cut are all selected), because a
+   recommender acts on its top picks and a 0.5 cut on a rare-event probability selects almost
+   nobody, which would make any model look fair. Pass ``decision_threshold=0.5`` for a fixed cut;
+4. ``latency`` — the median of 3 predictions of a ``batch_size``-row batch takes at most
+   ``latency_budget_ms``;
+5. ``compliance`` — no row flagged invasive scores above ``thresholds.gate_max_invasive_score``.
+   Besides the invasive rows of the frame, up to 200 other rows are scored again with the flag set,
+   so the rule is tested even when the frame holds few invasive plants;
+6. ``signature`` — the model's input signature matches the production feature schema
+   (``expected_features``: column -> MLflow type such as "double", "long", "string", "boolean");
+   missing, extra and mistyped columns are named. Without ``expected_features`` the signature is
+   checked against the evaluation frame's columns (every model input present, with a compatible type).
+
+``gate_and_set_challenger`` runs the gate on a registered version against the current champion and,
+only when it passes, moves the ``challenger`` alias (audited). It is what the registration hook
+(locally) or the deployment job (Unity Catalog) calls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from utils import registry
+from utils.config import Thresholds, get_config
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from mlflow.entities.model_registry import ModelVersion
+
+CHECK_NAMES = ("signature", "min_auc", "no_regression", "fairness", "latency", "compliance")
+LATENCY_RUNS = 3
+COMPLIANCE_PROBES = 200
+SCORE_COLUMNS = ("probability", "prediction", "score")
+# (production type, model signature type) pairs MLflow's schema enforcement converts safely.
+SAFE_UPCASTS = {("integer", "long"), ("integer", "float"), ("integer", "double"), ("float", "double")}
+GATE_TAGS = ("gate_passed", "gate_failed", "gate_summary", "gate_checked_at")
+
+
+@dataclass
+class CheckResult:
+    """One gate check: did it pass, the measured value, the threshold and why."""
+
+    name: str
+    passed: bool
+    value: Any
+    threshold: Any
+    reason: str
+
+
+@dataclass
+class GateResult:
+    """The verdict of the validation gate on one model, with every check."""
+
+    model_name: str
+    version: str | None
+    passed: bool
+    checks: list[CheckResult] = field(default_factory=list)
+    model_uri: str | None = None
+    champion_uri: str | None = None
+
+    def failed(self) -> list[CheckResult]:
+        """The checks that did not pass."""
+        return [c for c in self.checks if not c.passed]
+
+    def check(self, name: str) -> CheckResult:
+        """The check called ``name``."""
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no gate check named {name!r}; checks are {[c.name for c in self.checks]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: verdict, failed check names and every check."""
+        return {
+            "model_name": self.model_name, "version": self.version, "passed": self.passed,
+            "failed": [c.name for c in self.failed()], "model_uri": self.model_uri,
+            "champion_uri": self.champion_uri,
+            "checks": [{k: _plain(v) for k, v in asdict(c).items()} for c in self.checks],
+        }
+
+    def summary(self) -> str:
+        """One line per check: PASS/FAIL, name, value, threshold, reason."""
+        label = self.model_name + (f" v{self.version}" if self.version else "")
+        lines = [f"{label}: {'PASSED' if self.passed else 'FAILED'}"]
+        for c in self.checks:
+            lines.append(f"{'PASS' if c.passed else 'FAIL'} {c.name}: value={_short(c.value)} "
+                         f"threshold={_short(c.threshold)} — {c.reason}")
+        return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars and containers as plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# ---------------------------------------------------------------- inputs and scores
+
+
+def _validate_inputs(eval_df: pd.DataFrame, label_col: str, sensitive_col: str | None, invasive_col: str) -> None:
+    import pandas as pd
+
+    if not isinstance(eval_df, pd.DataFrame):
+        raise TypeError(f"eval_df must be a pandas DataFrame, got {type(eval_df).__name__}: call .toPandas() first")
+    if eval_df.empty:
+        raise ValueError("eval_df is empty: the gate needs labelled evaluation rows (e.g. the held-out time split)")
+    if label_col not in eval_df.columns:
+        raise ValueError(f"label column {label_col!r} is not in eval_df (columns: {list(eval_df.columns)}): "
+                         "pass label_col= the column holding the outcome")
+    labels = eval_df[label_col]
+    if labels.isna().any():
+        raise ValueError(f"label column {label_col!r} has {int(labels.isna().sum())} missing values: "
+                         "drop or label those rows first")
+    values = set(labels.unique().tolist())
+    if not values <= {0, 1}:  # True/False compare equal to 1/0
+        raise ValueError(f"label column {label_col!r} holds {sorted(map(str, values))[:5]}: "
+                         "expected booleans or 0/1 (1 = the positive class)")
+    if labels.nunique() < 2:
+        raise ValueError(f"label column {label_col!r} holds only {labels.unique().tolist()}: "
+                         "AUC needs both classes in the evaluation rows")
+    for role, col in (("sensitive_col", sensitive_col), ("invasive_col", invasive_col)):
+        if col is not None and col not in eval_df.columns:
+            raise ValueError(f"{role} {col!r} is not in eval_df (columns: {list(eval_df.columns)}): "
+                             f"add it or pass {role}=" + ("None to skip the fairness check" if role == "sensitive_col" else "the flag column"))
+
+
+def scores_from_output(output: Any, n_rows: int) -> np.ndarray:
+    """The positive-class probability per row from a pyfunc ``predict`` output (array, Series or DataFrame)."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(output, pd.DataFrame):
+        cols = [c for c in SCORE_COLUMNS if c in output.columns]
+        if cols:
+            output = output[cols[0]]
+        elif output.shape[1] == 1:
+            output = output.iloc[:, 0]
+        else:
+            raise ValueError(f"model output has columns {list(output.columns)}; expected one named "
+                             f"{' or '.join(SCORE_COLUMNS)} holding the positive-class probability")
+    arr = np.asarray(output)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    elif arr.ndim == 2 and arr.shape[1] == 2:
+        arr = arr[:, 1]  # predict_proba-style output: column 1 is the positive class
+    if arr.ndim != 1 or len(arr) != n_rows:
+        raise ValueError(f"model returned shape {arr.shape} for {n_rows} rows; expected one probability per row")
+    try:
+        arr = arr.astype(float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model returned non-numeric scores ({arr.dtype}): {exc}") from exc
+    if np.isnan(arr).any():
+        raise ValueError(f"model returned {int(np.isnan(arr).sum())} NaN scores")
+    if arr.min() < 0 or arr.max() > 1:
+        raise ValueError(f"model scores range over [{arr.min():.3g}, {arr.max():.3g}]; expected probabilities in [0, 1]")
+    return arr
+
+
+def _predict(model: Any, features: pd.DataFrame) -> np.ndarray:
+    return scores_from_output(model.predict(features), len(features))
+
+
+def _mlflow_type(dtype: Any) -> str:
+    import pandas as pd
+
+    api = pd.api.types
+    if api.is_bool_dtype(dtype):
+        return "boolean"
+    if api.is_integer_dtype(dtype):
+        return "long" if getattr(dtype, "itemsize", 8) >= 8 else "integer"
+    if api.is_float_dtype(dtype):
+        return "double" if getattr(dtype, "itemsize", 8) >= 8 else "float"
+    if api.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    return "string"
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def _check_signature(model: Any, expected: dict[str, str] | None, eval_features: pd.DataFrame) -> CheckResult:
+    schema = model.metadata.get_input_schema()
+    if schema is None or not schema.has_input_names():
+        return CheckResult("signature", False, None, expected,
+                           "model has no named input signature: log it with signature=infer_signature(X, y)")
+    model_cols = {spec.name: str(getattr(spec.type, "name", spec.type)) for spec in schema.inputs}
+    if expected is not None:
+        basis = "production feature schema"
+        want = {str(k): str(v).lower() for k, v in expected.items()}
+        missing = sorted(set(want) - set(model_cols))
+    else:
+        basis = "evaluation frame columns"
+        want = {c: _mlflow_type(eval_features[c].dtype) for c in eval_features.columns}
+        missing = []  # the frame may hold keys and labels the model does not take
+    extra = sorted(set(model_cols) - set(want))
+    mistyped = sorted(c for c in set(model_cols) & set(want)
+                      if model_cols[c] != want[c] and (want[c], model_cols[c]) not in SAFE_UPCASTS)
+    problems = []
+    if missing:
+        problems.append(f"missing from the model signature: {missing}")
+    if extra:
+        problems.append(f"not in the {basis}: {extra}")
+    if mistyped:
+        problems.append("mistyped: " + ", ".join(f"{c} (model {model_cols[c]}, {basis} {want[c]})" for c in mistyped))
+    value = {"missing": missing, "extra": extra, "mistyped": mistyped}
+    if problems:
+        return CheckResult("signature", False, value, expected, f"signature does not match the {basis}: " + "; ".join(problems))
+    return CheckResult("signature", True, value, expected, f"all {len(model_cols)} model inputs match the {basis}")
+
+
+def _check_auc(auc: float, th: Thresholds) -> CheckResult:
+    ok = auc >= th.gate_min_auc
+    return CheckResult("min_auc", ok, auc, th.gate_min_auc,
+                       f"AUC {auc:.4f} {'>=' if ok else '<'} minimum {th.gate_min_auc}")
+
+
+def _check_regression(auc: float, champion_uri: str | None, features: pd.DataFrame, y: np.ndarray,
+                      th: Thresholds) -> CheckResult:
+    import mlflow
+    from sklearn.metrics import roc_auc_score
+
+    if champion_uri is None:
+        return CheckResult("no_regression", True, None, th.gate_max_auc_regression, "no champion yet")
+    try:
+        champion_auc = float(roc_auc_score(y, _predict(mlflow.pyfunc.load_model(champion_uri), features)))
+    except Exception as exc:  # noqa: BLE001 - any failure becomes a failed check, never a crash
+        return CheckResult("no_regression", False, None, th.gate_max_auc_regression,
+                           f"cannot score the champion {champion_uri}: {type(exc).__name__}: {exc}")
+    floor = champion_auc - th.gate_max_auc_regression
+    ok = auc >= floor
+    return CheckResult("no_regression", ok, {"auc": auc, "champion_auc": champion_auc}, th.gate_max_auc_regression,
+                       f"AUC {auc:.4f} {'>=' if ok else '<'} champion AUC {champion_auc:.4f} - "
+                       f"{th.gate_max_auc_regression} = {floor:.4f}")
+
+
+def _selection(scores: np.ndarray, y: np.ndarray, decision_threshold: float | None) -> tuple[np.ndarray, str]:
+    import numpy as np
+
+    if decision_threshold is not None:
+        return scores >= decision_threshold, f"score >= {decision_threshold}"
+    k = int(np.asarray(y, dtype=bool).sum())
+    cut = np.sort(scores)[::-1][k - 1]
+    return scores >= cut, f"top-{k} selection (k = positive labels)"
+
+
+def _check_fairness(scores: np.ndarray, y: np.ndarray, groups: pd.Series | None, th: Thresholds,
+                    decision_threshold: float | None, sensitive_col: str | None) -> CheckResult:
+    from fairlearn.metrics import demographic_parity_difference
+
+    limit = th.gate_max_dp_difference
+    if groups is None:
+        return CheckResult("fairness", True, None, limit, "no sensitive column given: fairness not checked")
+    selected, how = _selection(scores, y, decision_threshold)
+    import pandas as pd
+
+    groups = groups.fillna("<missing>").astype(str)
+    if groups.nunique() < 2:
+        return CheckResult("fairness", True, 0.0, limit, f"only one {sensitive_col} group in the evaluation rows")
+    dp = float(demographic_parity_difference(y, selected, sensitive_features=groups))
+    rates = pd.Series(selected.astype(float)).groupby(groups.to_numpy()).mean()
+    ok = dp <= limit
+    return CheckResult("fairness", ok, dp, limit,
+                       f"demographic parity difference across {sensitive_col} on {how} is {dp:.3f} "
+                       f"{'<=' if ok else '>'} {limit} (selection rates: "
+                       + ", ".join(f"{g}={r:.2f}" for g, r in rates.items()) + ")")
+
+
+def _check_latency(model: Any, features: pd.DataFrame, budget_ms: float, batch_size: int) -> CheckResult:
+    import statistics
+
+    batch = features.sample(n=batch_size, replace=len(features) < batch_size, random_state=0).reset_index(drop=True)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        start = time.perf_counter()
+        model.predict(batch)
+        times.append((time.perf_counter() - start) * 1000.0)
+    median = statistics.median(times)
+    ok = median <= budget_ms
+    return CheckResult("latency", ok, median, budget_ms,
+                       f"median of {LATENCY_RUNS} predictions of {batch_size} rows took {median:.1f} ms "
+                       f"{'<=' if ok else '>'} budget {budget_ms} ms")
+
+
+def _invasive_mask(col: pd.Series) -> np.ndarray:
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(col):
+        return col.fillna(False).to_numpy(dtype=bool)
+    if pd.api.types.is_numeric_dtype(col):
+        return col.fillna(0).to_numpy() != 0
+    return np.asarray(col.astype(str).str.strip().str.lower().isin({"true", "1", "yes"}))
+
+
+def _check_compliance(model: Any, features: pd.DataFrame, scores: np.ndarray, invasive_col: str,
+                      th: Thresholds) -> CheckResult:
+    import numpy as np
+    import pandas as pd
+
+    limit = th.gate_max_invasive_score
+    mask = _invasive_mask(features[invasive_col])
+    flagged = scores[mask]
+    probes = features.loc[~mask].head(COMPLIANCE_PROBES).copy()
+    if len(probes):
+        col = features[invasive_col]
+        flag: Any = True if pd.api.types.is_bool_dtype(col) else 1 if pd.api.types.is_numeric_dtype(col) else "true"
+        probes[invasive_col] = flag
+        probes[invasive_col] = probes[invasive_col].astype(col.dtype)
+        try:
+            flagged = np.concatenate([flagged, _predict(model, probes)])
+        except Exception as exc:  # noqa: BLE001 - any failure becomes a failed check
+            return CheckResult("compliance", False, None, limit,
+                               f"cannot score rows flagged {invasive_col}: {type(exc).__name__}: {exc}")
+    top = float(flagged.max()) if len(flagged) else 0.0
+    n_over = int((flagged > limit).sum())
+    ok = n_over == 0
+    return CheckResult("compliance", ok, top, limit,
+                       f"max score over {len(flagged)} rows flagged {invasive_col} ({int(mask.sum())} in the frame, "
+                       f"{len(probes)} re-flagged probes) is {top:.4g}; {n_over} above {limit}")
+
+
+def _failed_all(names: tuple[str, ...], why: str, th: Thresholds, budget_ms: float) -> list[CheckResult]:
+    limits = {"min_auc": th.gate_min_auc, "no_regression": th.gate_max_auc_regression,
+              "fairness": th.gate_max_dp_difference, "latency": budget_ms, "compliance": th.gate_max_invasive_score}
+    return [CheckResult(n, False, None, limits.get(n), why) for n in names]
+
+
+def _parse_models_uri(model_uri: str) -> tuple[str, str | None]:
+    if model_uri.startswith("models:/"):
+        rest = model_uri[len("models:/"):]
+        if "/" in rest:
+            name, ref = rest.rsplit("/", 1)
+            if ref.isdigit():
+                return name, ref
+            if not ref.startswith("@"):
+                return name, None
+        if "@" in rest:
+            return rest.split("@", 1)[0], None
+    return model_uri, None
+
+
+def run_gate(
+    model_uri: str,
+    eval_df: pd.DataFrame,
+    label_col: str,
+    *,
+    thresholds: Thresholds | None = None,
+    champion_uri: str | None = None,
+    sensitive_col: str | None = "age_band",
+    invasive_col: str = "invasive",
+    expected_features: dict[str, str] | None = None,
+    latency_budget_ms: float = 2000.0,
+    batch_size: int = 1000,
+    decision_threshold: float | None = None,
+) -> GateResult:
+    """Run every gate check on the model at ``model_uri`` over ``eval_df``.
+
+    A model that loads but misbehaves (wrong schema, errors, bad scores) fails checks, it does not
+    raise. Bad input (empty frame, missing label/sensitive/invasive column, one-class label) raises
+    ValueError before anything is loaded. ``decision_threshold`` switches the fairness selection from
+    top-k (default) to ``score >= decision_threshold``.
+    """
+    import mlflow
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    _validate_inputs(eval_df, label_col, sensitive_col, invasive_col)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    th = thresholds or get_config().thresholds
+    name, version = _parse_models_uri(model_uri)
+    if model_uri.startswith(("models:/", "runs:/")):
+        registry.check_mlflow_configured()
+    features = eval_df.drop(columns=[label_col]).reset_index(drop=True)
+    y = eval_df[label_col].to_numpy().astype(int)
+    result = GateResult(name, version, False, [], model_uri, champion_uri)
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    result.checks.append(_check_signature(model, expected_features, features))
+    try:
+        scores = _predict(model, features)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot score fails the gate, it does not crash it
+        why = f"the model cannot score the evaluation rows: {type(exc).__name__}: {str(exc)[:500]}"
+        result.checks.extend(_failed_all(CHECK_NAMES[1:], why, th, latency_budget_ms))
+        return result
+    auc = float(roc_auc_score(y, scores))
+    result.checks.append(_check_auc(auc, th))
+    result.checks.append(_check_regression(auc, champion_uri, features, y, th))
+    groups = features[sensitive_col] if sensitive_col else None
+    result.checks.append(_check_fairness(scores, y, groups, th, decision_threshold, sensitive_col))
+    result.checks.append(_check_latency(model, features, latency_budget_ms, batch_size))
+    result.checks.append(_check_compliance(model, features, np.asarray(scores), invasive_col, th))
+    result.passed = all(c.passed for c in result.checks)
+    return result
+
+
+# ---------------------------------------------------------------- gate a registered version
+
+
+def gate_and_set_challenger(name: str, version: str | int, eval_df: pd.DataFrame, label_col: str,
+                            **kw: Any) -> GateResult:
+    """Gate ``models:/name/version`` against the current champion; only a pass moves ``challenger``.
+
+    The verdict is always recorded as version tags (``gate_passed``, ``gate_failed``, ``gate_summary``,
+    ``gate_checked_at``); a failure changes no alias. ``kw`` goes to ``run_gate``.
+    """
+    from datetime import datetime, timezone
+
+    cfg = get_config()
+    version = str(version)
+    if "champion_uri" not in kw:
+        champion = registry.get_alias_version(name, cfg.champion_alias)
+        kw["champion_uri"] = (f"models:/{name}/{champion.version}"
+                              if champion is not None and str(champion.version) != version else None)
+    result = run_gate(f"models:/{name}/{version}", eval_df, label_col, **kw)
+    registry.set_version_tags(name, version, {
+        "gate_passed": str(result.passed).lower(),
+        "gate_failed": ",".join(c.name for c in result.failed()),
+        "gate_summary": "; ".join(f"{c.name}: {c.reason}" for c in result.failed()) or "all checks passed",
+        "gate_checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    if result.passed:
+        registry.set_alias(name, cfg.challenger_alias, version, "passed the validation gate",
+                           gate_result=result, action="gate_pass")
+    return result
+
+
+def gate_hook(eval_df: pd.DataFrame, label_col: str, **kw: Any) -> Callable[[ModelVersion], GateResult]:
+    """A registration hook gating each new version on ``eval_df``: ``registry.on_registration(gate_hook(df, "purchased"))``."""
+
+    def gate_new_version(mv: ModelVersion) -> GateResult:
+        return gate_and_set_challenger(mv.name, mv.version, eval_df, label_col, **dict(kw))
+
+    return gate_new_version
+
+
+def result_json(result: GateResult) -> str:
+    """The gate result as JSON text (for an artifact or a job output)."""
+    return json.dumps(result.to_dict(), indent=2, default=str)
