@@ -10,6 +10,9 @@ ROWS ?= 20000
 TEST_ROWS ?= 6000
 TEST_STATE := .lakehouse-test
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# One OpenMP thread per process: scikit-learn's OpenMP pool next to Spark's JVM on a 2-core laptop
+# otherwise oversubscribes the cores and scoring gets tens of times slower.
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: help install demo test unit check-stripped notebooks lab ui bench dashboard strip clean java
 
