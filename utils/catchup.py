@@ -50,10 +50,36 @@ def ensure_features(rows: int, seed: int, cfg: Config | None = None) -> bool:
     return True
 
 
+def ensure_model(rows: int, seed: int, cfg: Config | None = None) -> bool:
+    """Train, gate and register a champion unless the registry has one; True when it trained."""
+    from utils import gate, registry
+    from utils.plantly_features import LABEL, feature_schema
+    from utils.platform import configure_mlflow
+    from utils.training import develop, gate_frame
+
+    cfg = cfg or get_config()
+    configure_mlflow()
+    if registry.get_alias_version(cfg.model_name, cfg.champion_alias) is not None:
+        return False
+    ensure_features(rows, seed, cfg)
+    result, model_uri, test = develop(seed=seed, run_name="catch-up", cfg=cfg)
+    version = registry.register(model_uri, name=cfg.model_name, run_hooks=False,
+                                description="gradient-boosting recommender built by the catch-up helper")
+    verdict = gate.gate_and_set_challenger(cfg.model_name, version.version, gate_frame(test), LABEL,
+                                           expected_features=feature_schema())
+    if not verdict.passed:
+        raise RuntimeError(f"the catch-up model failed the validation gate:\n{verdict.summary()}")
+    registry.promote(cfg.model_name, version.version, verdict.to_dict(), reason="catch-up: first model to pass the gate")
+    return True
+
+
 STAGES: dict[str, list[Callable[..., bool]]] = {
     "01": [ensure_raw],
     "02": [ensure_raw, ensure_silver, ensure_features],
     "03": [ensure_raw, ensure_silver, ensure_features],
+    "04": [ensure_raw, ensure_silver, ensure_features, ensure_model],
+    "05": [ensure_raw, ensure_silver, ensure_features, ensure_model],
+    "06": [ensure_raw, ensure_silver, ensure_features, ensure_model],
 }
 
 

@@ -235,3 +235,30 @@ def log_recommender(result: TrainResult, example: pd.DataFrame, registered_model
             registered_model_name=registered_model_name,
         )
     return info.model_uri
+
+
+def gate_frame(test: pd.DataFrame) -> pd.DataFrame:
+    """The evaluation frame the validation gate scores: model inputs plus the 0/1 label."""
+    return features_frame(test).assign(**{LABEL: test[LABEL].astype(int).to_numpy()})
+
+
+def develop(
+    family: str = "gboost",
+    params: dict[str, Any] | None = None,
+    seed: int = 42,
+    run_name: str = "develop",
+    cfg: Any = None,
+    test_fraction: float = 0.2,
+) -> tuple[TrainResult, str, pd.DataFrame]:
+    """The whole training pipeline: materialise the training set, split by time, fit, evaluate, log the package.
+
+    Returns the run's result, the packaged model's URI and the held-out frame. The retraining job
+    calls exactly this, so a retrained model is built like the developed one.
+    """
+    from utils.features import feature_client
+    from utils.plantly_features import load_training_frame, materialize_training_set, training_set_table
+
+    inputs = materialize_training_set(feature_client(), cfg)
+    train, test = time_split(load_training_frame(inputs[training_set_table(cfg)], cfg), test_fraction=test_fraction)
+    result = train_and_log(train, test, family, params, seed=seed, input_tables=inputs, run_name=run_name)
+    return result, log_recommender(result, example=test.head(50)), test

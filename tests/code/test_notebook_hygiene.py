@@ -1,0 +1,53 @@
+"""Platform leaks: notebooks never branch on the platform, hold no local paths, secrets or tokens."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+LOCAL_PATH = re.compile(r"(/home/|/Users/|/work/|/tmp/|[A-Z]:\\\\|\.lakehouse|/root/)")
+SECRET = re.compile(r"(dapi[0-9a-f]{20,}|ghp_[A-Za-z0-9]{20,}|xox[abp]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|"
+                    r"(?i:(token|password|secret)\s*=\s*['\"][^'\"]+['\"]))")
+PLATFORM_BRANCH = re.compile(r"DATABRICKS_RUNTIME_VERSION|is_databricks\(")
+
+
+def _code_cells(path: Path) -> list[tuple[list[str], str]]:
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    return [(c.get("metadata", {}).get("tags", []), "".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_local_paths_secrets_or_platform_branches(path: Path) -> None:
+    for _, src in _code_cells(path):
+        assert not LOCAL_PATH.search(src), f"{path.name}: local path in\n{src}"
+        assert not SECRET.search(src), f"{path.name}: something like a secret in\n{src}"
+        assert not PLATFORM_BRANCH.search(src), f"{path.name}: notebooks must not branch on the platform\n{src}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_dbutils_only_in_the_databricks_only_cells(path: Path) -> None:
+    for tags, src in _code_cells(path):
+        if "dbutils" in src:
+            assert "nbval-skip" in tags and src.strip() == "dbutils.library.restartPython()", f"{path.name}: {src}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_go_through_get_param(path: Path) -> None:
+    cells = _code_cells(path)
+    params = next(src for tags, src in cells if "parameters" in tags)
+    names = re.findall(r"^(\w+)\s*=", params, flags=re.M)
+    after = "\n".join(src for _, src in cells)
+    for name in names:
+        assert f'{name} = get_param("{name}", {name})' in after, f"{path.name}: {name} is not read through get_param"
+
+
+def test_the_hygiene_checks_can_fail() -> None:
+    assert LOCAL_PATH.search('open("/home/me/data.csv")')
+    assert SECRET.search('token = "dapi0123456789abcdef0123456789"')
+    assert PLATFORM_BRANCH.search('if "DATABRICKS_RUNTIME_VERSION" in os.environ:')

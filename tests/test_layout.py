@@ -1,0 +1,69 @@
+"""The repository's shape: folders, notebook names and contract, stripped notebooks, README paths."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+STAGES = ["00_setup", "01_explore", "02_evaluate", "03_develop", "04_package", "05_deploy", "06_monitor"]
+
+
+def _nb(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_expected_top_level_layout() -> None:
+    for name in ("notebooks", "utils", "data", "tests", "environment.yml", "README.md", "pyproject.toml",
+                 "Makefile", ".ci/run", "databricks.yml", "requirements.lock", "data/raw/README.md"):
+        assert (ROOT / name).exists(), name
+
+
+def test_notebooks_are_numbered_lifecycle_stages() -> None:
+    names = [p.stem for p in NOTEBOOKS]
+    assert names == sorted(names)
+    assert all(re.fullmatch(r"\d\d_[a-z_]+", n) for n in names), names
+    assert set(names) <= set(STAGES) and names[:2] == STAGES[:2]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_stripped(path: Path) -> None:
+    for cell in _nb(path)["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs") and cell.get("execution_count") is None, f"{path.name}: run `make strip`"
+        assert "application/vnd.databricks.v1+cell" not in cell.get("metadata", {})
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_follows_the_contract(path: Path) -> None:
+    cells = _nb(path)["cells"]
+    first = "".join(cells[0]["source"])
+    assert first.startswith(f"# {path.stem[:2]} · ")
+    for field in ("**You will learn:**", "**Reads:**", "**Writes:**", "**Parameters:**", "**Runs on:**"):
+        assert field in first, f"{path.name} header lacks {field}"
+    tags = [c.get("metadata", {}).get("tags", []) for c in cells]
+    assert sum("parameters" in t for t in tags) == 1, "exactly one papermill parameters cell"
+    code_tags = [t for c, t in zip(cells, tags) if c["cell_type"] == "code"]
+    skip = [i for i, t in enumerate(code_tags) if "nbval-skip" in t]
+    assert skip == [0, 1], "the Databricks-only %pip and restart cells are the first code cells, tagged nbval-skip"
+    md = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    assert any(m.startswith("## Checks") for m in md) and any(m.startswith("## Summary") for m in md)
+    checks_at = next(i for i, c in enumerate(cells) if "".join(c["source"]).startswith("## Checks"))
+    assert "assert " in "".join(cells[checks_at + 1]["source"]), "the Checks cell must assert"
+
+
+def test_readme_mentions_existing_paths() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "make demo" in readme and "make test" in readme
+    for ref in sorted(set(re.findall(r"`((?:notebooks|utils|tests|bench|data)/[\w./-]+)`", readme))):
+        assert (ROOT / ref).exists(), f"README refers to missing {ref}"
+    for stage in (p.stem for p in NOTEBOOKS):
+        assert f"`{stage}`" in readme, f"README lifecycle map lacks {stage}"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

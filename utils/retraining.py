@@ -1,0 +1,158 @@
+"""The closed loop: new data arrives → monitor → alert → retrain → gate → promote only if it wins.
+
+Every step is recorded: metric and alert tables in Delta, a ``monitor`` MLflow run with the
+breaches, the retraining run with its pinned inputs, and the registry's audit trail. Locally the
+notebook calls :func:`close_the_loop`; on Databricks the same function runs as a job task that the
+monitor triggers (see ``databricks.yml``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from utils.config import Config, get_config
+from utils.plantly_features import CATEGORICAL, LABEL, NUMERIC
+
+MONITORED_NUMERIC = [c for c in NUMERIC if c != "position"]
+MONITORED_CATEGORICAL = [c for c in CATEGORICAL if c != "page"]
+
+
+@dataclass
+class MonitorResult:
+    """What one monitoring pass found."""
+
+    baseline_end: pd.Timestamp
+    drift: pd.DataFrame
+    quality: pd.DataFrame
+    breaches: list[dict[str, Any]]
+    alerts: list[Any]
+    baseline_auc: float
+    tables: dict[str, int] = field(default_factory=dict)
+
+
+def monitoring_tables(cfg: Config | None = None) -> dict[str, str]:
+    """Names of the monitoring tables (shaped like Lakehouse Monitoring's, see ``utils.monitoring``)."""
+    cfg = cfg or get_config()
+    return {
+        "scored": cfg.table("monitored_predictions"),
+        "profile": cfg.table("monitored_predictions_profile_metrics"),
+        "drift": cfg.table("monitored_predictions_drift_metrics"),
+        "quality": cfg.table("monitored_predictions_quality_metrics"),
+        "alerts": cfg.table("monitoring_alerts"),
+    }
+
+
+def land_new_data(scenario: str, rows: int, seed: int, cfg: Config | None = None) -> dict[str, Any]:
+    """Land a scenario's raw feed and run it through ingestion and the feature tables, as production would."""
+    from utils.datagen import GeneratorSpec, land_raw_files, window_bounds
+    from utils.features import feature_client
+    from utils.ingest import ingest
+    from utils.plantly_features import build_feature_tables
+
+    spec = GeneratorSpec(rows=rows, seed=seed, scenario=scenario)
+    land_raw_files(spec)
+    counts = ingest(cfg=cfg)
+    versions = build_feature_tables(feature_client(), cfg)
+    _, current_start, end = window_bounds(spec)
+    return {"scenario": scenario, "counts": counts, "feature_versions": versions,
+            "current_start": current_start, "end": end}
+
+
+def score_training_set(model_uri: str, cfg: Config | None = None) -> Any:
+    """The materialised training set scored by ``model_uri``, as a Spark DataFrame with ``prediction``."""
+    import mlflow
+
+    from utils import lakehouse
+    from utils.features import feature_client
+    from utils.plantly_features import load_training_frame, materialize_training_set, training_set_table
+    from utils.platform import get_spark
+    from utils.training import features_frame
+
+    cfg = cfg or get_config()
+    inputs = materialize_training_set(feature_client(), cfg)
+    frame = load_training_frame(inputs[training_set_table(cfg)], cfg)
+    model = mlflow.pyfunc.load_model(model_uri)
+    scored = features_frame(frame).assign(
+        event_id=frame["event_id"].to_numpy(), event_ts=frame["event_ts"].to_numpy(),
+        **{LABEL: frame[LABEL].astype(int).to_numpy()},
+        prediction=pd.Series(model.predict(features_frame(frame))).to_numpy(dtype=float),
+        model_uri=model_uri,
+    )
+    name = monitoring_tables(cfg)["scored"]
+    lakehouse.write(scored, name, mode="overwrite", merge_schema=True,
+                    description="training-set impressions scored by the champion, for monitoring")
+    return get_spark().createDataFrame(lakehouse.read_pandas(name))
+
+
+def monitor(scored: Any, baseline_end: pd.Timestamp, model_name: str, cfg: Config | None = None,
+            window: str = "7 days") -> MonitorResult:
+    """Profile, drift (features, label, prediction) and quality per window; breaches become alerts."""
+    from pyspark.sql import functions as F
+
+    from utils import lakehouse, monitoring
+    from utils.alerts import alerts_from_breaches, alerts_to_frame
+
+    cfg = cfg or get_config()
+    names = monitoring_tables(cfg)
+    cut = F.lit(pd.Timestamp(baseline_end).to_pydatetime())
+    baseline = scored.where(F.col("event_ts") < cut)
+    current = scored.where(F.col("event_ts") >= cut)
+    if baseline.isEmpty() or current.isEmpty():
+        raise ValueError(f"monitoring needs rows before and after {baseline_end}: check the scenario window")
+    profile = monitoring.profile_metrics(scored, MONITORED_NUMERIC + MONITORED_CATEGORICAL + ["prediction"],
+                                         window_col="event_ts", window=window, categorical=MONITORED_CATEGORICAL)
+    drift = pd.concat([
+        monitoring.drift_metrics(baseline, current, MONITORED_NUMERIC, MONITORED_CATEGORICAL),
+        monitoring.label_drift(baseline, current, LABEL),
+        monitoring.prediction_drift(baseline, current, "prediction"),
+    ], ignore_index=True)
+    quality = monitoring.model_quality_by_window(scored, LABEL, "prediction", "event_ts", window=window)
+    whole = "3650 days"  # one window spanning each side
+    baseline_auc = float(monitoring.model_quality_by_window(baseline, LABEL, "prediction", "event_ts", window=whole)["auc"].iloc[0])
+    current_quality = monitoring.model_quality_by_window(current, LABEL, "prediction", "event_ts", window=whole)
+    breaches = monitoring.detect_breaches(drift, cfg.thresholds, quality=current_quality, baseline_auc=baseline_auc)
+    alerts = alerts_from_breaches(breaches, model_name)
+    versions = {
+        "profile": lakehouse.write(profile, names["profile"], mode="overwrite", merge_schema=True),
+        "drift": lakehouse.write(monitoring.drift_to_arrow(drift), names["drift"], mode="overwrite", merge_schema=True),
+        "quality": lakehouse.write(quality, names["quality"], mode="overwrite", merge_schema=True),
+    }
+    if alerts:
+        versions["alerts"] = lakehouse.write(alerts_to_frame(alerts), names["alerts"], mode="append", merge_schema=True)
+    return MonitorResult(pd.Timestamp(baseline_end), drift, quality, breaches, alerts, baseline_auc, versions)
+
+
+def retrain_and_gate(seed: int, reason: str, family: str = "gboost", cfg: Config | None = None) -> dict[str, Any]:
+    """Retrain with the develop pipeline, register, gate against the champion, promote only if it passes."""
+    from utils import gate, registry
+    from utils.plantly_features import feature_schema
+    from utils.training import develop, gate_frame
+
+    cfg = cfg or get_config()
+    result, model_uri, test = develop(family=family, seed=seed, run_name="retrain", cfg=cfg, test_fraction=0.1)
+    version = registry.register(model_uri, name=cfg.model_name, run_hooks=False,
+                                description=f"retrained after monitoring alerts: {reason}",
+                                tags={"trigger": "monitoring", "reason": reason[:500]})
+    verdict = gate.gate_and_set_challenger(cfg.model_name, version.version, gate_frame(test), LABEL,
+                                           expected_features=feature_schema())
+    promoted = False
+    if verdict.passed:
+        registry.promote(cfg.model_name, version.version, verdict.to_dict(), reason=f"retrained and won: {reason}"[:500])
+        promoted = True
+    return {"run_id": result.run_id, "version": str(version.version), "gate_passed": verdict.passed,
+            "gate_summary": verdict.summary(), "promoted": promoted, "metrics": result.metrics,
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def close_the_loop(result: MonitorResult, seed: int, cfg: Config | None = None) -> dict[str, Any] | None:
+    """Retrain when the monitor raised alerts; None (and nothing retrained) when it did not."""
+    if not result.alerts:
+        return None
+    metrics = sorted({f"{a.metric}:{a.column}" for a in result.alerts})
+    reason = f"{len(result.alerts)} alerts ({', '.join(metrics[:6])}{'…' if len(metrics) > 6 else ''})"
+    return retrain_and_gate(seed, reason, cfg=cfg)
+
