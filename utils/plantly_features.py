@@ -60,9 +60,11 @@ def _rolling(daily: Any, key: str, prefix: str) -> Any:
     w = Window.partitionBy(key).orderBy(day_no).rangeBetween(-(WINDOW_DAYS - 1), 0)
     impressions = F.sum("impressions").over(w)
     purchases = F.sum("purchases").over(w)
+    stamp = F.to_timestamp(F.date_add("day", 1))
     return daily.select(
         key,
-        F.to_timestamp(F.date_add("day", 1)).alias("feature_ts"),
+        stamp.alias("feature_ts"),
+        stamp.alias(f"{prefix}_activity_as_of"),  # a copy of the timestamp, so lookups can show how fresh they are
         impressions.cast("long").alias(f"{prefix}_impressions_30d"),
         F.when(impressions > 0, purchases / impressions).otherwise(F.lit(0.0)).alias(f"{prefix}_purchase_rate_30d"),
     )
