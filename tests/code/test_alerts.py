@@ -1,0 +1,227 @@
+"""Alerts: breach -> alert rows, log and webhook notifiers (against a real local HTTP server), dispatch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import fields
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+
+from utils import alerts as al
+
+WINDOW = {"start": pd.Timestamp("2024-03-05", tz="UTC"), "end": pd.Timestamp("2024-03-06", tz="UTC")}
+
+
+def _breach(metric="population_stability_index", column="price", value=0.5, threshold=0.2, direction="above", **kw):
+    return {"metric": metric, "column": column, "value": value, "threshold": threshold, "direction": direction,
+            "window": WINDOW, "window_cmp": None, "drift_type": "BASELINE", "role": "feature", **kw}
+
+
+def _alerts(n=2):
+    return al.alerts_from_breaches([_breach(column=f"f{i}") for i in range(n)], "plantly.mlops.recommender")
+
+
+class _Server:
+    """A real HTTP server on 127.0.0.1 that answers POSTs from a script of (status, delay_s) steps."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.script: list[tuple[int, float]] = []
+        self.default = (200, 0.0)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+                status, delay = outer.script.pop(0) if outer.script else outer.default
+                time.sleep(delay)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/plain")
+                    self.end_headers()
+                    self.wfile.write(b"ok" if status < 300 else b"invalid_payload" if status < 500 else b"oops")
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/services/T000/B000/SECRETTOKEN"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = _Server()
+    yield s
+    s.close()
+
+
+# ------------------------------------------------------------------ alert rows
+
+
+def test_alerts_from_breaches_have_stable_ids_severity_and_message():
+    breaches = [
+        _breach(value=0.25),
+        _breach(value=0.45),
+        _breach(metric="ks_test.pvalue", value=1e-9, threshold=0.01, direction="below"),
+        _breach(metric="auc", column="model", value=0.6, threshold=0.7, direction="below"),
+    ]
+    alerts = al.alerts_from_breaches(breaches, "m1")
+    assert [a.severity for a in alerts] == ["warning", "critical", "warning", "critical"]
+    a = alerts[0]
+    assert (a.metric, a.column, a.value, a.threshold, a.model_name) == ("population_stability_index", "price", 0.25, 0.2, "m1")
+    assert a.window_start == datetime(2024, 3, 5, tzinfo=timezone.utc) and a.window_end == datetime(2024, 3, 6, tzinfo=timezone.utc)
+    assert "price" in a.message and "above the threshold 0.2" in a.message and "2024-03-05" in a.message
+    again = al.alerts_from_breaches(breaches[:1], "m1")[0]
+    assert again.alert_id == a.alert_id  # re-running the monitor gives the same id (idempotent MERGE)
+    other_window = al.alerts_from_breaches([_breach(value=0.25, window={"start": "2024-03-06", "end": "2024-03-07"})], "m1")[0]
+    assert other_window.alert_id != a.alert_id and other_window.window_start.tzinfo is not None
+    assert al.alerts_from_breaches(breaches[:1], "m2")[0].alert_id != a.alert_id
+    with pytest.raises(ValueError, match=r"breach #0 lacks \['value'\]"):
+        al.alerts_from_breaches([{"metric": "psi", "column": "x", "threshold": 0.2}], "m1")
+
+
+def test_alerts_to_frame_keeps_types_and_writes_to_delta(tmp_path):
+    from deltalake import DeltaTable, write_deltalake
+
+    frame = al.alerts_to_frame(_alerts(3))
+    assert list(frame.columns) == [f.name for f in fields(al.Alert)]
+    assert str(frame["created_at"].dtype) == "datetime64[us, UTC]" and frame["value"].dtype == "float64"
+    empty = al.alerts_to_frame([])
+    assert list(empty.columns) == list(frame.columns) and len(empty) == 0
+    assert empty.dtypes.astype(str).tolist() == frame.dtypes.astype(str).tolist()
+    write_deltalake(str(tmp_path / "alerts"), empty)  # a first run without alerts still creates the table
+    write_deltalake(str(tmp_path / "alerts"), frame, mode="append")
+    table = DeltaTable(str(tmp_path / "alerts"))
+    assert str(table.schema().fields[2].type) == 'PrimitiveType("string")'
+    back = table.to_pandas()
+    assert sorted(back["alert_id"]) == sorted(frame["alert_id"]) and back["window_start"].notna().all()
+
+
+# ------------------------------------------------------------------ notifiers
+
+
+def test_log_notifier_writes_one_line_per_alert(caplog):
+    alerts = al.alerts_from_breaches([_breach(value=0.25), _breach(column="age", value=0.9)], "m1")
+    with caplog.at_level(logging.WARNING, logger="utils.alerts"):
+        al.LogNotifier().send(alerts)
+    lines = [r for r in caplog.records if "ALERT" in r.getMessage()]
+    assert len(lines) == 2
+    assert [r.levelno for r in lines] == [logging.WARNING, logging.ERROR]  # the second is critical
+    assert "price" in lines[0].getMessage() and alerts[1].alert_id in lines[1].getMessage()
+
+
+def test_webhook_posts_slack_payload(server):
+    alerts = _alerts(2)
+    hook = al.WebhookNotifier(server.url, timeout=2, retries=0)
+    hook.send(alerts)
+    assert len(server.requests) == 1
+    req = server.requests[0]
+    assert req["path"] == "/services/T000/B000/SECRETTOKEN"
+    assert req["headers"]["Content-Type"] == "application/json"
+    body = req["body"]
+    assert set(body) == {"text", "blocks"} and "2 monitoring alerts" in body["text"]
+    assert body["blocks"][0]["type"] == "header"
+    sections = body["blocks"][1:]
+    assert [b["type"] for b in sections] == ["section", "section"]
+    assert alerts[0].message in sections[0]["text"]["text"] and sections[0]["text"]["type"] == "mrkdwn"
+    assert [(r.ok, r.attempts, r.status) for r in hook.results] == [(True, 1, 200)]
+
+
+def test_webhook_batches_to_fit_slack_block_limit(server):
+    hook = al.WebhookNotifier(server.url, retries=0)
+    hook.send(_alerts(60))
+    sizes = [len(r["body"]["blocks"]) - 1 for r in server.requests]
+    assert sizes == [49, 11] and all(len(r["body"]["blocks"]) <= al.SLACK_MAX_BLOCKS for r in server.requests)
+
+
+def test_webhook_retries_after_server_error_then_succeeds(server):
+    server.script = [(500, 0.0), (503, 0.0)]
+    hook = al.WebhookNotifier(server.url, timeout=2, retries=3, backoff=0.01)
+    hook.send(_alerts(1))
+    assert len(server.requests) == 3
+    assert [(r.ok, r.attempts, r.status) for r in hook.results] == [(True, 3, 200)]
+
+
+def test_webhook_times_out_retries_and_raises(server):
+    server.default = (200, 1.5)  # slower than the notifier's timeout
+    hook = al.WebhookNotifier(server.url, timeout=0.2, retries=1, backoff=0.01)
+    t0 = time.monotonic()
+    with pytest.raises(al.NotificationError, match="timed out after 0.2 s") as err:
+        hook.send(_alerts(2))
+    assert time.monotonic() - t0 < 1.4  # it did not wait for the slow server
+    assert len(server.requests) == 2  # first attempt + one retry
+    assert "did not accept 2 of 2 alert(s)" in str(err.value) and err.value.results[0].attempts == 2
+
+
+def test_webhook_does_not_retry_client_errors(server):
+    server.default = (400, 0.0)
+    hook = al.WebhookNotifier(server.url, retries=3, backoff=0.01)
+    with pytest.raises(al.NotificationError, match="HTTP 400: invalid_payload.*not retried") as err:
+        hook.send(_alerts(1))
+    assert len(server.requests) == 1
+    assert "SECRETTOKEN" not in str(err.value)  # the webhook secret is not leaked into errors
+    assert hook.results[0].ok is False and hook.results[0].status == 400
+
+
+def test_webhook_reports_unreachable_server():
+    probe = _Server()
+    url = probe.url
+    probe.close()  # nothing listens on that port now
+    hook = al.WebhookNotifier(url, timeout=1, retries=2, backoff=0.01)
+    with pytest.raises(al.NotificationError, match="connection error") as err:
+        hook.send(_alerts(1))
+    assert err.value.results[0].attempts == 3
+
+
+def test_webhook_rejects_bad_configuration():
+    with pytest.raises(ValueError, match="http"):
+        al.WebhookNotifier("ftp://example.com/hook")
+    with pytest.raises(ValueError, match="timeout"):
+        al.WebhookNotifier("http://127.0.0.1:1/hook", timeout=0)
+
+
+# ------------------------------------------------------------------ dispatch
+
+
+def test_dispatch_continues_past_a_failing_notifier(server, caplog):
+    server.default = (404, 0.0)
+    sent: list[list[al.Alert]] = []
+
+    class Collect:
+        name = "collect"
+
+        def send(self, alerts):
+            sent.append(alerts)
+
+    alerts = _alerts(2)
+    with caplog.at_level(logging.ERROR, logger="utils.alerts"):
+        outcome = al.dispatch(alerts, [al.WebhookNotifier(server.url, retries=0), Collect(), al.LogNotifier()])
+    assert outcome["webhook"]["ok"] is False and "HTTP 404" in outcome["webhook"]["error"]
+    assert outcome["collect"] == {"ok": True, "sent": 2, "error": None}
+    assert outcome["log"]["ok"] is True
+    assert sent == [alerts]
+    assert any("notifier webhook failed" in r.getMessage() for r in caplog.records)
+
+
+def test_dispatch_with_no_alerts_sends_nothing(server):
+    outcome = al.dispatch([], [al.WebhookNotifier(server.url), al.LogNotifier(), al.LogNotifier()])
+    assert server.requests == []
+    assert outcome == {n: {"ok": True, "sent": 0, "error": None} for n in ("webhook", "log", "log#2")}
+    with pytest.raises(TypeError, match="send"):
+        al.dispatch(_alerts(1), [object()])

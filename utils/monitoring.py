@@ -1,0 +1,1047 @@
+"""Monitoring: profile, drift and model-quality metrics computed with Spark aggregations.
+
+Everything heavy runs as Spark aggregations (group-bys, window functions, approximate percentiles);
+only small per-bin, per-category or per-window aggregates reach the driver, so the same code runs on
+a laptop, a standalone cluster or Databricks.
+The pure numpy functions at the top are the reference definitions (and are fine for small data);
+the Spark functions produce the same numbers from aggregates.
+
+Four drifts (data, label, prediction, concept) map to functions:
+
+- data drift: :func:`drift_metrics` / :func:`drift_by_window` on the feature columns;
+- label drift: :func:`label_drift`; prediction drift: :func:`prediction_drift`;
+- concept drift: :func:`model_quality_by_window` once late labels are merged into the inference log.
+
+Statistics (numeric = N, categorical = C; the baseline is the *expected* distribution):
+
+- ``ks_test`` (N): two-sample Kolmogorov-Smirnov statistic computed exactly (cumulative counts over the
+  distinct values of both samples); the two-sided p-value is Smirnov's asymptotic one,
+  ``scipy.stats.kstwo.sf(D, round(n*m/(n+m)))``, identical to ``scipy.stats.ks_2samp(method="asymp")``
+  (the effective size is floored at 1).
+- ``wasserstein_distance`` (N): the integral of ``|F - G|`` over the two empirical CDFs, exactly as
+  ``scipy.stats.wasserstein_distance``.
+- ``chi_squared_test`` (C): Pearson's test of homogeneity on the 2 x K table of category counts,
+  no Yates correction (``scipy.stats.chi2_contingency(table, correction=False)``); with fewer than two
+  categories in all the statistic is 0 and the p-value 1.
+- Binned distances, on baseline quantile bins for N (interior edges are the unique
+  ``approx_percentile`` values of the baseline at ``k/bins``, i.e. numpy's ``inverted_cdf`` quantiles;
+  bins are right-closed, ``(e[i-1], e[i]]``) and on the union of categories for C:
+
+  - ``population_stability_index``: ``sum((q - p) * ln(q / p))``;
+  - ``kl_divergence``: ``KL(current || baseline) = sum(q * ln(q / p))`` (natural log);
+  - both on *smoothed* proportions ``(count / n + smoothing) / (1 + K * smoothing)``, so a bin or
+    category empty on one side (e.g. a category never seen in the baseline) contributes a large but
+    finite amount instead of infinity (``smoothing`` defaults to 1e-6);
+  - ``js_distance``: Jensen-Shannon *distance* in base 2 (range 0..1) on the raw proportions,
+    as ``scipy.spatial.distance.jensenshannon(p, q, base=2)``;
+  - ``tv_distance`` (``0.5 * sum|p - q|``) and ``l_infinity_distance`` (``max|p - q|``).
+
+Nulls are excluded from every distribution statistic and tracked by ``percent_null`` instead;
+NaN and +-infinity in a numeric column count as null for drift (``percent_null_delta`` shows them).
+
+Mapping to Databricks Lakehouse Monitoring (``{table}_profile_metrics`` / ``{table}_drift_metrics``):
+the column names and meanings below are the same, so one dashboard query reads either.
+
+Profile metrics (:func:`profile_metrics`, a Spark DataFrame):
+
+============== ============================================================================
+window         struct<start, end> of the time window (``F.window`` on ``window_col``)
+granularity    the window length, e.g. ``"1 day"``
+slice_key      ``NULL`` for the whole table, else the slicing column's name
+slice_value    ``NULL`` for the whole table, else the slice's value as a string
+column_name    the profiled column; ``":table"`` holds the window's row count only
+data_type      Spark type of the column (``simpleString``)
+log_type       ``"INPUT"`` (rows of the monitored table)
+count          rows in the window (nulls included)
+num_nulls      null values; ``percent_null`` = ``100 * num_nulls / count`` (a percentage)
+num_nan        NaN values of a numeric column (NaN is not null; it is left out of avg..quantiles)
+avg, stddev    mean and sample standard deviation (numeric columns; NULL for categorical)
+min, max       numeric columns only
+quantiles      ``approx_percentile`` at :data:`QUANTILE_LEVELS` (numeric columns)
+median         ``approx_percentile`` at 0.5
+distinct_count exact count of distinct non-null values
+frequent_items top-k ``array<struct<item: string, count: bigint>>`` (categorical columns),
+               most frequent first, ties by item
+============== ============================================================================
+
+Drift metrics (:func:`drift_metrics`, :func:`drift_by_window`, a pandas DataFrame; :func:`drift_schema`
+gives its Arrow schema for writing a Delta table):
+
+========================== ==================================================================
+window / window_cmp        struct<start, end> of the current / comparison window (NULL if unknown)
+drift_type                 ``"BASELINE"`` (against the baseline) or ``"CONSECUTIVE"`` (previous window)
+granularity, slice_key,    as in the profile table (slices are always NULL here)
+slice_value
+column_name, data_type     the column and its Spark type in the current data
+role                       ``feature``, ``label`` or ``prediction`` (not in Databricks' table)
+count, count_cmp           rows in the current / comparison data; ``count_delta`` their difference
+avg_delta                  mean(current) - mean(comparison) (numeric)
+percent_null_delta         percent_null(current) - percent_null(comparison)
+ks_test                    struct<statistic, pvalue> (numeric)
+chi_squared_test           struct<statistic, pvalue> (categorical)
+js_distance, tv_distance,  as above, both kinds
+l_infinity_distance,
+population_stability_index,
+kl_divergence
+wasserstein_distance       numeric only
+num_bins                   bins (numeric) or categories (categorical) the binned statistics used
+note                       why metrics are NULL (e.g. an empty window or an all-null column)
+========================== ==================================================================
+
+Bad input: a missing column, a column listed as both numeric and categorical, a numeric column that
+is not numeric on one side, a label outside {0, 1}, a score outside [0, 1], or a window column that
+is not a timestamp raise ``ValueError`` naming the column and the fix.
+An empty window, or a column with no non-null values on one side, gives a drift row whose statistics
+are NULL and whose ``note`` says why (no breach is raised for NULL statistics).
+Windows without rows do not appear in profile or quality results (a gap in the time axis);
+rows whose timestamp is null are profiled under a NULL window rather than dropped.
+A single-valued baseline column gives two bins, ``(-inf, v]`` and ``(v, inf)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import Column, DataFrame
+
+    from utils.config import Thresholds
+
+QUANTILE_LEVELS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+PERCENTILE_ACCURACY = 10_000  # approx_percentile accuracy: rank error <= n / accuracy
+DRIFT_TYPES = ("BASELINE", "CONSECUTIVE")
+ROLES = ("feature", "label", "prediction")
+DRIFT_COLUMNS: tuple[str, ...] = (
+    "window", "window_cmp", "drift_type", "granularity", "slice_key", "slice_value",
+    "column_name", "data_type", "role", "count", "count_cmp", "count_delta", "avg_delta",
+    "percent_null_delta", "ks_test", "chi_squared_test", "js_distance", "wasserstein_distance",
+    "population_stability_index", "kl_divergence", "tv_distance", "l_infinity_distance",
+    "num_bins", "note",
+)
+_FLOAT_COLUMNS = (
+    "avg_delta", "percent_null_delta", "js_distance", "wasserstein_distance",
+    "population_stability_index", "kl_divergence", "tv_distance", "l_infinity_distance",
+)
+
+# =============================================================== numpy reference definitions
+
+
+def _as_counts(x: Sequence[float] | np.ndarray) -> np.ndarray:
+    arr = np.asarray(x, dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"expected a 1-d vector of counts or probabilities, got shape {arr.shape}")
+    if np.any(arr < 0) or not np.all(np.isfinite(arr)):
+        raise ValueError("counts/probabilities must be finite and non-negative")
+    return arr
+
+
+def smoothed_proportions(counts: Sequence[float] | np.ndarray, smoothing: float = 1e-6) -> np.ndarray:
+    """Proportions ``(c / n + smoothing) / (1 + K * smoothing)``: no zero bins, still summing to 1."""
+    c = _as_counts(counts)
+    total = c.sum()
+    if total <= 0:
+        raise ValueError("cannot form proportions from an all-zero count vector (empty sample)")
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+    return (c / total + smoothing) / (1.0 + len(c) * smoothing)
+
+
+def psi_from_counts(expected: Sequence[float], actual: Sequence[float], smoothing: float = 1e-6) -> float:
+    """Population stability index of ``actual`` against ``expected`` bin counts (smoothed)."""
+    p, q = _pair(expected, actual)
+    p, q = smoothed_proportions(p, smoothing), smoothed_proportions(q, smoothing)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def kl_divergence(p: Sequence[float], q: Sequence[float], smoothing: float = 1e-6) -> float:
+    """``KL(p || q)`` in nats of two count (or probability) vectors, after smoothing both."""
+    a, b = _pair(p, q)
+    a, b = smoothed_proportions(a, smoothing), smoothed_proportions(b, smoothing)
+    return float(np.sum(a * np.log(a / b)))
+
+
+def js_distance(p: Sequence[float], q: Sequence[float]) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]) of two count or probability vectors."""
+    a, b = _pair(p, q)
+    if a.sum() <= 0 or b.sum() <= 0:
+        raise ValueError("js_distance needs two non-empty distributions")
+    a, b = a / a.sum(), b / b.sum()
+    m = 0.5 * (a + b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ka = np.where(a > 0, a * np.log2(a / m), 0.0).sum()
+        kb = np.where(b > 0, b * np.log2(b / m), 0.0).sum()
+    return float(math.sqrt(max(0.5 * (ka + kb), 0.0)))
+
+
+def tv_distance(p: Sequence[float], q: Sequence[float]) -> float:
+    """Total variation distance ``0.5 * sum|p - q|`` of two count or probability vectors."""
+    a, b = _pair(p, q)
+    return float(0.5 * np.abs(a / a.sum() - b / b.sum()).sum())
+
+
+def l_infinity_distance(p: Sequence[float], q: Sequence[float]) -> float:
+    """Largest absolute difference in proportion, ``max|p - q|``."""
+    a, b = _pair(p, q)
+    return float(np.abs(a / a.sum() - b / b.sum()).max())
+
+
+def chi_squared_test(expected: Sequence[float], actual: Sequence[float]) -> tuple[float, float]:
+    """Pearson chi-squared test of homogeneity on two category-count vectors (no Yates correction)."""
+    from scipy.stats import chi2
+
+    a, b = _pair(expected, actual)
+    keep = (a + b) > 0
+    table = np.vstack([a[keep], b[keep]])
+    if table.shape[1] < 2 or a.sum() == 0 or b.sum() == 0:
+        return 0.0, 1.0
+    exp = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    stat = float(((table - exp) ** 2 / exp).sum())
+    return stat, float(chi2.sf(stat, table.shape[1] - 1))
+
+
+def ks_pvalue(statistic: float, n1: int, n2: int) -> float:
+    """Two-sided asymptotic KS p-value, as ``scipy.stats.ks_2samp(method="asymp")``."""
+    from scipy.stats import distributions
+
+    if n1 <= 0 or n2 <= 0:
+        raise ValueError("KS p-value needs two non-empty samples")
+    m, n = sorted([float(n1), float(n2)], reverse=True)
+    en = max(1.0, float(np.round(m * n / (m + n))))
+    return float(np.clip(distributions.kstwo.sf(statistic, en), 0.0, 1.0))
+
+
+def ks_test(expected: Sequence[float], actual: Sequence[float]) -> tuple[float, float]:
+    """Two-sample KS statistic (exact) and asymptotic two-sided p-value."""
+    x, y = _finite(expected, "expected"), _finite(actual, "actual")
+    x, y = np.sort(x), np.sort(y)
+    both = np.concatenate([x, y])
+    d = np.abs(np.searchsorted(x, both, side="right") / len(x) - np.searchsorted(y, both, side="right") / len(y))
+    stat = float(d.max())
+    return stat, ks_pvalue(stat, len(x), len(y))
+
+
+def wasserstein(expected: Sequence[float], actual: Sequence[float]) -> float:
+    """First Wasserstein distance between two samples, ``integral |F - G|``."""
+    x, y = np.sort(_finite(expected, "expected")), np.sort(_finite(actual, "actual"))
+    both = np.sort(np.concatenate([x, y]))
+    deltas = np.diff(both)
+    fx = np.searchsorted(x, both[:-1], side="right") / len(x)
+    fy = np.searchsorted(y, both[:-1], side="right") / len(y)
+    return float(np.sum(np.abs(fx - fy) * deltas))
+
+
+def quantile_bin_edges(expected: Sequence[float], bins: int = 10) -> np.ndarray:
+    """Unique interior bin edges: ``expected``'s ``inverted_cdf`` quantiles at ``k / bins``."""
+    _check_bins(bins)
+    x = _finite(expected, "expected")
+    levels = [k / bins for k in range(1, bins)]
+    return np.unique(np.quantile(x, levels, method="inverted_cdf")) if levels else np.array([])
+
+
+def bin_counts(values: Sequence[float], edges: np.ndarray) -> np.ndarray:
+    """Counts per right-closed bin ``(e[i-1], e[i]]`` (``len(edges) + 1`` bins)."""
+    idx = np.searchsorted(np.asarray(edges, dtype=float), _finite(values, "values"), side="left")
+    return np.bincount(idx, minlength=len(edges) + 1).astype(float)
+
+
+def population_stability_index(
+    expected: Sequence[float], actual: Sequence[float], bins: int = 10, smoothing: float = 1e-6
+) -> float:
+    """PSI of ``actual`` against ``expected``, binned on ``expected``'s quantiles."""
+    edges = quantile_bin_edges(expected, bins)
+    return psi_from_counts(bin_counts(expected, edges), bin_counts(actual, edges), smoothing)
+
+
+def category_counts(expected: Iterable[Any], actual: Iterable[Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Sorted union of categories (as strings, nulls left out) and each side's counts."""
+    e = pd.Series(list(expected), dtype=object).dropna().astype(str).value_counts()
+    a = pd.Series(list(actual), dtype=object).dropna().astype(str).value_counts()
+    cats = sorted(set(e.index) | set(a.index))
+    return cats, e.reindex(cats, fill_value=0).to_numpy(float), a.reindex(cats, fill_value=0).to_numpy(float)
+
+
+def numeric_drift(
+    expected: Sequence[float], actual: Sequence[float], bins: int = 10, smoothing: float = 1e-6
+) -> dict[str, Any]:
+    """All numeric drift statistics of two small samples (the reference for :func:`drift_metrics`)."""
+    edges = quantile_bin_edges(expected, bins)
+    p, q = bin_counts(expected, edges), bin_counts(actual, edges)
+    stat, pvalue = ks_test(expected, actual)
+    return {
+        "ks_test": {"statistic": stat, "pvalue": pvalue},
+        "wasserstein_distance": wasserstein(expected, actual),
+        **_binned(p, q, smoothing),
+    }
+
+
+def categorical_drift(expected: Iterable[Any], actual: Iterable[Any], smoothing: float = 1e-6) -> dict[str, Any]:
+    """All categorical drift statistics of two small samples (the reference for :func:`drift_metrics`)."""
+    _, p, q = category_counts(expected, actual)
+    stat, pvalue = chi_squared_test(p, q)
+    return {"chi_squared_test": {"statistic": stat, "pvalue": pvalue}, **_binned(p, q, smoothing)}
+
+
+def _binned(p: np.ndarray, q: np.ndarray, smoothing: float) -> dict[str, Any]:
+    return {
+        "population_stability_index": psi_from_counts(p, q, smoothing),
+        "kl_divergence": kl_divergence(q, p, smoothing),
+        "js_distance": js_distance(p, q),
+        "tv_distance": tv_distance(p, q),
+        "l_infinity_distance": l_infinity_distance(p, q),
+        "num_bins": len(p),
+    }
+
+
+def _pair(p: Sequence[float], q: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    a, b = _as_counts(p), _as_counts(q)
+    if a.shape != b.shape:
+        raise ValueError(f"the two distributions have different lengths ({len(a)} vs {len(b)}); align the bins first")
+    if len(a) == 0:
+        raise ValueError("empty distributions: no bins or categories to compare")
+    return a, b
+
+
+def _finite(x: Sequence[float], name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=float).ravel()
+    arr = arr[~np.isnan(arr)]
+    if arr.size == 0:
+        raise ValueError(f"{name} has no non-null values")
+    return arr
+
+
+def _check_bins(bins: int) -> None:
+    if not isinstance(bins, int) or bins < 2:
+        raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+
+
+# =============================================================== Spark helpers
+
+
+def _spark() -> tuple[Any, Any, Any]:
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    return F, T, Window
+
+
+def _require_columns(df: DataFrame, cols: Iterable[str], side: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"column(s) {missing} not found in the {side} data (it has {df.columns}); "
+            "pass the right column names or select/rename them first"
+        )
+
+
+def _dtype(df: DataFrame, col: str) -> Any:
+    return df.schema[col].dataType
+
+
+def _is_numeric(dtype: Any) -> bool:
+    _, T, _ = _spark()
+    return isinstance(dtype, (T.NumericType, T.BooleanType))
+
+
+def _is_atomic(dtype: Any) -> bool:
+    _, T, _ = _spark()
+    return not isinstance(dtype, (T.ArrayType, T.MapType, T.StructType))
+
+
+def _window_column(df: DataFrame, window_col: str) -> Column:
+    F, T, _ = _spark()
+    _require_columns(df, [window_col], "monitored")
+    dtype = _dtype(df, window_col)
+    if isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
+        return F.col(window_col)
+    if isinstance(dtype, T.DateType):
+        return F.col(window_col).cast("timestamp")
+    raise ValueError(
+        f"window column {window_col!r} has type {dtype.simpleString()}, not a timestamp or date; "
+        f"convert it with F.to_timestamp({window_col!r}) first"
+    )
+
+
+def _numeric_value(col: str, finite_only: bool = False) -> Column:
+    """The column as double with NaN (and, if ``finite_only``, +-infinity) turned into null."""
+    F, _, _ = _spark()
+    v = F.col(col).cast("double")
+    bad = F.isnan(v) | (F.abs(v) == float("inf")) if finite_only else F.isnan(v)
+    return F.when(bad, F.lit(None).cast("double")).otherwise(v)
+
+
+def _utc(micros: Any) -> pd.Timestamp | None:
+    return None if micros is None else pd.Timestamp(int(micros), unit="us", tz="UTC")
+
+
+def _window_struct(window: Any) -> dict[str, pd.Timestamp] | None:
+    if window is None:
+        return None
+    start, end = (window["start"], window["end"]) if isinstance(window, Mapping) else tuple(window)
+    return {"start": _to_utc(start), "end": _to_utc(end)}
+
+
+def _to_utc(t: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(t)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+# =============================================================== profile metrics
+
+
+def profile_metrics(
+    df: DataFrame,
+    columns: list[str],
+    window_col: str,
+    window: str = "1 day",
+    categorical: list[str] | None = None,
+    slice_cols: list[str] | None = None,
+    *,
+    top_k: int = 10,
+    quantile_levels: Sequence[float] = QUANTILE_LEVELS,
+) -> DataFrame:
+    """Per time window, slice and column: counts, nulls, moments, quantiles, distinct and top items."""
+    F, _, Window = _spark()
+    categorical = list(categorical or [])
+    slice_cols = list(slice_cols or [])
+    if not columns:
+        raise ValueError("profile_metrics needs at least one column to profile")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    levels = [float(q) for q in quantile_levels]
+    if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
+        raise ValueError(f"quantile_levels must be non-empty and within [0, 1], got {levels}")
+    _require_columns(df, [*columns, *categorical, *slice_cols], "monitored")
+    stray = sorted(set(categorical) - set(columns))
+    if stray:
+        raise ValueError(f"categorical column(s) {stray} are not in `columns`; add them there too")
+    ts = _window_column(df, window_col)
+    for c in columns:
+        if not _is_atomic(_dtype(df, c)):
+            raise ValueError(f"column {c!r} is {_dtype(df, c).simpleString()}; only flat columns can be profiled")
+
+    is_cat = {c: c in categorical or not _is_numeric(_dtype(df, c)) for c in columns}
+    slice_structs = [F.struct(F.lit(None).cast("string").alias("slice_key"), F.lit(None).cast("string").alias("slice_value"))]
+    slice_structs += [F.struct(F.lit(s).alias("slice_key"), F.col(s).cast("string").alias("slice_value")) for s in slice_cols]
+    sliced = df.select(
+        F.window(ts, window).alias("window"),
+        F.explode(F.array(*slice_structs)).alias("_slice"),
+        *[F.col(c).alias(f"_c{i}") for i, c in enumerate(columns)],
+    ).select("window", "_slice.slice_key", "_slice.slice_value", *[f"_c{i}" for i in range(len(columns))])
+    keys = ["window", "slice_key", "slice_value"]
+
+    cells = []
+    for i, c in enumerate(columns):
+        raw = F.col(f"_c{i}")
+        num = F.lit(None).cast("double") if is_cat[c] else _numeric_value(f"_c{i}")
+        nan = F.lit(False) if is_cat[c] else F.coalesce(F.isnan(raw.cast("double")), F.lit(False))
+        cells.append(F.struct(
+            F.lit(c).alias("column_name"),
+            F.lit(_dtype(df, c).simpleString()).alias("data_type"),
+            F.lit(is_cat[c]).alias("is_cat"),
+            num.alias("num"),
+            raw.cast("string").alias("str"),
+            nan.alias("is_nan"),
+        ))
+    long = sliced.select(*keys, F.explode(F.array(*cells)).alias("_v")).select(*keys, "_v.*")
+    gkeys = [*keys, "column_name", "data_type", "is_cat"]
+    quantiles = F.percentile_approx("num", levels, PERCENTILE_ACCURACY)
+    median = (
+        F.element_at(quantiles, levels.index(0.5) + 1) if 0.5 in levels
+        else F.percentile_approx("num", 0.5, PERCENTILE_ACCURACY)
+    )
+    stats = long.groupBy(*gkeys).agg(
+        F.count(F.lit(1)).alias("count"),
+        (F.count(F.lit(1)) - F.count("str")).alias("num_nulls"),
+        F.sum(F.col("is_nan").cast("long")).alias("num_nan"),
+        F.avg("num").alias("avg"),
+        F.stddev_samp("num").alias("stddev"),
+        F.min("num").alias("min"),
+        F.max("num").alias("max"),
+        quantiles.alias("quantiles"),
+        median.alias("median"),
+        F.count_distinct("str").alias("distinct_count"),
+    )
+
+    item_counts = long.where(F.col("is_cat") & F.col("str").isNotNull()).groupBy(*keys, "column_name", "str").count()
+    rank = Window.partitionBy(*keys, "column_name").orderBy(F.col("count").desc(), F.col("str").asc())
+    ranked_item = F.struct(F.col("_rank").alias("rank"), F.col("str").alias("item"), F.col("count"))
+    top = (
+        item_counts.withColumn("_rank", F.row_number().over(rank))
+        .where(F.col("_rank") <= top_k)
+        .groupBy(*keys, "column_name")
+        .agg(F.array_sort(F.collect_list(ranked_item)).alias("_items"))  # sorted by rank
+        .select(*keys, "column_name", F.transform(
+            "_items", lambda s: F.struct(s["item"].alias("item"), s["count"].alias("count"))).alias("frequent_items"))
+    )
+    s, t = stats.alias("s"), top.alias("t")
+    on = [F.col(f"s.{k}").eqNullSafe(F.col(f"t.{k}")) for k in [*keys, "column_name"]]
+    per_column = s.join(t, on=on, how="left").select("s.*", F.col("t.frequent_items"))
+
+    table_rows = sliced.groupBy(*keys).agg(F.count(F.lit(1)).alias("count")).select(
+        *keys, F.lit(":table").alias("column_name"), F.lit(None).cast("string").alias("data_type"),
+        F.lit(False).alias("is_cat"), "count", F.lit(0).cast("long").alias("num_nulls"),
+    )
+    out = per_column.unionByName(table_rows, allowMissingColumns=True)
+    return out.select(
+        "window",
+        F.lit(window).alias("granularity"),
+        "slice_key",
+        "slice_value",
+        "column_name",
+        "data_type",
+        F.lit("INPUT").alias("log_type"),
+        F.col("count").cast("long").alias("count"),
+        F.col("num_nulls").cast("long").alias("num_nulls"),
+        F.when(F.col("count") > 0, 100.0 * F.col("num_nulls") / F.col("count")).alias("percent_null"),
+        F.col("num_nan").cast("long").alias("num_nan"),
+        "avg", "stddev", "min", "max", "quantiles", "median",
+        F.col("distinct_count").cast("long").alias("distinct_count"),
+        "frequent_items",
+    ).orderBy(F.col("window.start"), F.col("slice_key").asc_nulls_first(), F.col("slice_value").asc_nulls_first(), "column_name")
+
+
+# =============================================================== drift metrics
+
+
+def _check_drift_inputs(
+    baseline_df: DataFrame, current_df: DataFrame, numeric: list[str], categorical: list[str],
+    bins: int, smoothing: float, drift_type: str, role: str,
+) -> None:
+    _check_bins(bins)
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+    if drift_type not in DRIFT_TYPES:
+        raise ValueError(f"drift_type must be one of {DRIFT_TYPES}, got {drift_type!r}")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if not numeric and not categorical:
+        raise ValueError("drift needs at least one numeric or categorical column")
+    both = sorted(set(numeric) & set(categorical))
+    if both:
+        raise ValueError(f"column(s) {both} are listed as both numeric and categorical; keep each in one list")
+    dup = sorted({c for c in [*numeric, *categorical] if [*numeric, *categorical].count(c) > 1})
+    if dup:
+        raise ValueError(f"column(s) {dup} are listed more than once")
+    for df, side in ((baseline_df, "baseline"), (current_df, "current")):
+        _require_columns(df, [*numeric, *categorical], side)
+        for c in numeric:
+            if not _is_numeric(_dtype(df, c)):
+                raise ValueError(
+                    f"numeric column {c!r} is {_dtype(df, c).simpleString()} in the {side} data; "
+                    "cast it to a number or list it as categorical (schemas of baseline and current must match)"
+                )
+        for c in categorical:
+            if not _is_atomic(_dtype(df, c)):
+                raise ValueError(f"categorical column {c!r} is {_dtype(df, c).simpleString()} in the {side} data; only flat columns")
+
+
+def _side_columns(df: DataFrame, numeric: list[str], categorical: list[str]) -> list[Column]:
+    """Numeric columns as double (NaN -> null) ``_n{i}``, categorical as string ``_k{i}``."""
+    F, _, _ = _spark()
+    cols = [_numeric_value(c, finite_only=True).alias(f"_n{i}") for i, c in enumerate(numeric)]
+    return cols + [F.col(c).cast("string").alias(f"_k{i}") for i, c in enumerate(categorical)]
+
+
+def _group_totals(
+    combined: DataFrame, numeric: list[str], categorical: list[str], bins: int, with_ts: bool
+) -> dict[int, dict[str, Any]]:
+    """Per comparison group ``_g``, one aggregation: rows, non-null counts, means, baseline bin edges."""
+    F, _, _ = _spark()
+    is_b, is_c = F.col("_src") == "b", F.col("_src") == "c"
+    exprs: list[Column] = [F.count(F.when(is_b, 1)), F.count(F.when(is_c, 1))]
+    names = ["rows_b", "rows_c"]
+    levels = [k / bins for k in range(1, bins)]
+    for i in range(len(numeric)):
+        v = F.col(f"_n{i}")
+        exprs += [F.count(F.when(is_b, v)), F.count(F.when(is_c, v)), F.avg(F.when(is_b, v)), F.avg(F.when(is_c, v)),
+                  F.percentile_approx(F.when(is_b, v), levels, PERCENTILE_ACCURACY)]
+        names += [f"nn_b_n{i}", f"nn_c_n{i}", f"avg_b_n{i}", f"avg_c_n{i}", f"q_n{i}"]
+    for i in range(len(categorical)):
+        v = F.col(f"_k{i}")
+        exprs += [F.count(F.when(is_b, v)), F.count(F.when(is_c, v))]
+        names += [f"nn_b_k{i}", f"nn_c_k{i}"]
+    if with_ts:
+        exprs += [F.min(F.when(is_b, F.col("_ts"))), F.max(F.when(is_b, F.col("_ts"))),
+                  F.min(F.when(is_c, F.col("_ts"))), F.max(F.when(is_c, F.col("_ts")))]
+        names += ["ts_min_b", "ts_max_b", "ts_min_c", "ts_max_c"]
+    rows = combined.groupBy("_g").agg(*[e.alias(f"_a{j}") for j, e in enumerate(exprs)]).collect()
+    return {int(r["_g"]): dict(zip(names, list(r)[1:], strict=True)) for r in rows}
+
+
+def _below(v: Column) -> Any:
+    """A one-argument lambda ``edge -> v > edge`` (Spark reads the lambda's arity, so no default args)."""
+    return lambda edge: v > edge
+
+
+def _value_stats(
+    combined: DataFrame, n_categorical: int, edges: dict[tuple[int, int], list[float]], bins: int, max_categories: int
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """One Spark job: per (group, column) the exact KS statistic and Wasserstein distance (numeric,
+    from cumulative counts over the distinct values of both sides), counts per baseline-quantile bin
+    (numeric) and counts per category (categorical, at most ``max_categories + 1`` collected)."""
+    F, _, Window = _spark()
+    structs = []
+    for i in sorted({i for _, i in edges}):
+        per_group = [x for (g, j), e in edges.items() if j == i
+                     for x in (F.lit(g), F.array(*[F.lit(float(b)) for b in e]).cast("array<double>"))]
+        arr = F.try_element_at(F.create_map(*per_group), F.col("_g"))
+        v = F.col(f"_n{i}")
+        idx = F.when(arr.isNotNull() & v.isNotNull(), F.size(F.filter(arr, _below(v))))
+        structs.append(F.struct(F.lit(f"n{i}").alias("col"), v.alias("v"), F.lit(None).cast("string").alias("key"), idx.alias("bin")))
+    for i in range(n_categorical):
+        structs.append(F.struct(F.lit(f"k{i}").alias("col"), F.lit(None).cast("double").alias("v"),
+                                F.col(f"_k{i}").alias("key"), F.lit(None).cast("int").alias("bin")))
+    if not structs:
+        return {}
+    is_b = F.col("_src") == "b"
+    values = (
+        combined.select("_src", "_g", F.explode(F.array(*structs)).alias("_e"))
+        .select("_src", "_g", "_e.*")
+        .where(F.col("v").isNotNull() | F.col("key").isNotNull())
+        .groupBy("_g", "col", "v", "key", "bin")  # bin is a function of (_g, col, v): grouping by it is free
+        .agg(F.count(F.when(is_b, 1)).alias("cb"), F.count(F.when(~is_b, 1)).alias("cc"))
+    )
+    ordered = Window.partitionBy("_g", "col").orderBy("v", "key")
+    running = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    whole = ordered.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    steps = values.select(
+        "*",
+        F.sum("cb").over(running).alias("run_b"), F.sum("cc").over(running).alias("run_c"),
+        F.sum("cb").over(whole).alias("n_b"), F.sum("cc").over(whole).alias("n_c"),
+        F.lead("v").over(ordered).alias("v_next"),
+    ).where((F.col("n_b") > 0) & (F.col("n_c") > 0))
+    diff = F.abs(F.col("run_b") / F.col("n_b") - F.col("run_c") / F.col("n_c"))
+    bin_sums = [F.sum(F.when(F.col("bin") == k, F.col(side))).alias(f"{side}_{k}") for k in range(bins) for side in ("cb", "cc")]
+    cats = F.collect_list(F.when(F.col("key").isNotNull(), F.struct("key", "cb", "cc")))
+    rows = steps.groupBy("_g", "col").agg(
+        F.max(F.when(F.col("v").isNotNull(), diff)).alias("ks"),
+        F.sum(F.coalesce(diff * (F.col("v_next") - F.col("v")), F.lit(0.0))).alias("w"),
+        F.slice(cats, 1, max_categories + 1).alias("cats"),
+        *bin_sums,
+    ).collect()
+    out: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in rows:
+        if r["col"].startswith("n"):
+            hist = {"b": {}, "c": {}}
+            for k in range(bins):
+                if r[f"cb_{k}"] is not None or r[f"cc_{k}"] is not None:
+                    hist["b"][str(k)], hist["c"][str(k)] = int(r[f"cb_{k}"] or 0), int(r[f"cc_{k}"] or 0)
+            out[(int(r["_g"]), r["col"])] = {"ks": float(r["ks"]), "w": float(r["w"]), "hist": hist}
+        else:
+            hist = {"b": {c["key"]: int(c["cb"]) for c in r["cats"]}, "c": {c["key"]: int(c["cc"]) for c in r["cats"]}}
+            out[(int(r["_g"]), r["col"])] = {"hist": hist}
+    return out
+
+
+def _drift_rows(
+    combined: DataFrame,
+    types: dict[str, str],
+    numeric: list[str],
+    categorical: list[str],
+    labels: dict[int, dict[str, Any]],
+    bins: int,
+    smoothing: float,
+    max_categories: int,
+    with_ts: bool = False,
+) -> pd.DataFrame:
+    """Drift rows for every comparison group ``_g`` of a tagged union (``_src`` 'b' = comparison side)."""
+    tot = _group_totals(combined, numeric, categorical, bins, with_ts)
+    edges = {(g, i): sorted({float(q) for q in t[f"q_n{i}"]}) for g, t in tot.items() for i in range(len(numeric))
+             if t[f"nn_b_n{i}"] > 0 and t[f"nn_c_n{i}"] > 0}
+    vstats = _value_stats(combined, len(categorical), edges, bins, max_categories)
+    rows = []
+    for g in sorted(labels):
+        t = tot.get(g) or {k: 0 for k in ("rows_b", "rows_c")}
+        lab = dict(labels[g])
+        if with_ts and g in tot:
+            if lab.get("window") is None and t["ts_min_c"] is not None:
+                lab["window"] = (_utc(t["ts_min_c"]), _utc(t["ts_max_c"]))
+            if lab.get("window_cmp") is None and t["ts_min_b"] is not None:
+                lab["window_cmp"] = (_utc(t["ts_min_b"]), _utc(t["ts_max_b"]))
+        common = {
+            **lab, "window": _window_struct(lab.get("window")), "window_cmp": _window_struct(lab.get("window_cmp")),
+            "slice_key": None, "slice_value": None,
+            "count": int(t["rows_c"]), "count_cmp": int(t["rows_b"]), "count_delta": int(t["rows_c"] - t["rows_b"]),
+        }
+        for kind, cols in (("n", numeric), ("k", categorical)):
+            for i, c in enumerate(cols):
+                nn_b, nn_c = t.get(f"nn_b_{kind}{i}", 0), t.get(f"nn_c_{kind}{i}", 0)
+                row = {**common, "column_name": c, "data_type": types[c], "percent_null_delta": _pct_null_delta(t, nn_b, nn_c)}
+                if nn_b == 0 or nn_c == 0:
+                    rows.append({**row, "note": _empty_note(t, nn_b, nn_c)})
+                    continue
+                vs = vstats.get((g, f"{kind}{i}"), {})
+                h = vs.get("hist", {"b": {}, "c": {}})
+                keys = [str(k) for k in range(len(edges[(g, i)]) + 1)] if kind == "n" else sorted(set(h["b"]) | set(h["c"]))
+                if kind == "k" and len(keys) > max_categories:
+                    raise ValueError(
+                        f"categorical column {c!r} has {len(keys)} distinct values (> max_categories={max_categories}); "
+                        "leave high-cardinality columns out, bucket them, or raise max_categories"
+                    )
+                p = np.array([h["b"].get(k, 0) for k in keys], float)
+                q = np.array([h["c"].get(k, 0) for k in keys], float)
+                row.update(_binned(p, q, smoothing))
+                if kind == "n":
+                    stat, wdist = vs["ks"], vs["w"]
+                    row.update({"avg_delta": float(t[f"avg_c_n{i}"] - t[f"avg_b_n{i}"]),
+                                "ks_test": {"statistic": stat, "pvalue": ks_pvalue(stat, nn_b, nn_c)},
+                                "wasserstein_distance": wdist})
+                else:
+                    stat, pvalue = chi_squared_test(p, q)
+                    row["chi_squared_test"] = {"statistic": stat, "pvalue": pvalue}
+                rows.append(row)
+    return _drift_frame(rows)
+
+
+def drift_metrics(
+    baseline_df: DataFrame,
+    current_df: DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    bins: int = 10,
+    smoothing: float = 1e-6,
+    *,
+    window: Any = None,
+    window_cmp: Any = None,
+    window_col: str | None = None,
+    drift_type: str = "BASELINE",
+    granularity: str | None = None,
+    role: str = "feature",
+    max_categories: int = 1000,
+) -> pd.DataFrame:
+    """Drift of ``current_df`` against ``baseline_df``, one row per column (Lakehouse Monitoring shape).
+
+    ``window`` / ``window_cmp`` label the rows (a ``(start, end)`` pair or ``{"start", "end"}``);
+    with ``window_col`` they default to the first/last timestamp of each side.
+    """
+    F, _, _ = _spark()
+    numeric, categorical = list(numeric), list(categorical)
+    _check_drift_inputs(baseline_df, current_df, numeric, categorical, bins, smoothing, drift_type, role)
+
+    def side(df: DataFrame, tag: str) -> DataFrame:
+        ts = [F.unix_micros(_window_column(df, window_col)).alias("_ts")] if window_col else []
+        return df.select(F.lit(tag).alias("_src"), F.lit(0).cast("long").alias("_g"), *_side_columns(df, numeric, categorical), *ts)
+
+    combined = side(baseline_df, "b").unionByName(side(current_df, "c"))
+    labels = {0: {"window": window, "window_cmp": window_cmp, "drift_type": drift_type, "granularity": granularity, "role": role}}
+    types = {c: _dtype(current_df, c).simpleString() for c in [*numeric, *categorical]}
+    return _drift_rows(combined, types, numeric, categorical, labels, bins, smoothing, max_categories, with_ts=bool(window_col))
+
+
+def _pct_null_delta(tot: dict[str, Any], nn_b: int, nn_c: int) -> float | None:
+    if not tot["rows_b"] or not tot["rows_c"]:
+        return None
+    return 100.0 * (1 - nn_c / tot["rows_c"]) - 100.0 * (1 - nn_b / tot["rows_b"])
+
+
+def _empty_note(tot: dict[str, Any], nn_b: int, nn_c: int) -> str:
+    parts = []
+    for side, rows, nn in (("current", tot["rows_c"], nn_c), ("baseline", tot["rows_b"], nn_b)):
+        if rows == 0:
+            parts.append(f"{side} has no rows")
+        elif nn == 0:
+            parts.append(f"{side} has no non-null values")
+    return "; ".join(parts) + ": drift statistics are undefined"
+
+
+def _drift_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame([{k: r.get(k) for k in DRIFT_COLUMNS} for r in rows], columns=list(DRIFT_COLUMNS))
+    for c in _FLOAT_COLUMNS:
+        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
+    for c in ("count", "count_cmp", "count_delta"):
+        frame[c] = frame[c].astype("int64")
+    frame["num_bins"] = frame["num_bins"].astype("Int64")
+    return frame
+
+
+def drift_schema() -> pa.Schema:
+    """Arrow schema of the drift metrics table (for writing :func:`drift_metrics` output to Delta)."""
+    import pyarrow as pa
+
+    ts = pa.timestamp("us", tz="UTC")
+    window = pa.struct([("start", ts), ("end", ts)])
+    test = pa.struct([("statistic", pa.float64()), ("pvalue", pa.float64())])
+    types = {
+        "window": window, "window_cmp": window, "count": pa.int64(), "count_cmp": pa.int64(),
+        "count_delta": pa.int64(), "ks_test": test, "chi_squared_test": test, "num_bins": pa.int64(),
+        **{c: pa.float64() for c in _FLOAT_COLUMNS},
+    }
+    return pa.schema([(c, types.get(c, pa.string())) for c in DRIFT_COLUMNS])
+
+
+def drift_to_arrow(drift: pd.DataFrame) -> pa.Table:
+    """The drift frame as an Arrow table with :func:`drift_schema` (stable types even when empty)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pandas(drift[list(DRIFT_COLUMNS)], schema=drift_schema(), preserve_index=False)
+
+
+def drift_by_window(
+    baseline_df: DataFrame | None,
+    current_df: DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    window_col: str,
+    window: str = "1 day",
+    *,
+    drift_type: str = "BASELINE",
+    bins: int = 10,
+    smoothing: float = 1e-6,
+    role: str = "feature",
+    max_categories: int = 1000,
+) -> pd.DataFrame:
+    """Drift of every time window of ``current_df``, against the baseline or the previous window.
+
+    All windows are computed in the same few Spark jobs (the comparison rows are replicated per
+    window, so prefer a coarser ``window`` over hundreds of windows). ``CONSECUTIVE`` compares a
+    window with the one just before it, only where that one has rows (as Lakehouse Monitoring
+    does); ``baseline_df`` may then be ``None``. Rows with a null timestamp belong to no window and
+    are left out here (:func:`profile_metrics` counts them under a NULL window).
+    """
+    F, _, _ = _spark()
+    if drift_type == "BASELINE" and baseline_df is None:
+        raise ValueError("BASELINE drift needs a baseline_df (or use drift_type='CONSECUTIVE')")
+    cmp_df = baseline_df if baseline_df is not None else current_df
+    numeric, categorical = list(numeric), list(categorical)
+    _check_drift_inputs(cmp_df, current_df, numeric, categorical, bins, smoothing, drift_type, role)
+    ts = _window_column(current_df, window_col)
+    cur = current_df.select(
+        F.unix_micros(F.window(ts, window).start).alias("_w"), *_side_columns(current_df, numeric, categorical)
+    ).where(F.col("_w").isNotNull())
+    bounds = (
+        current_df.select(F.window(ts, window).alias("w")).where(F.col("w").isNotNull()).distinct()
+        .select(F.unix_micros("w.start").alias("s"), F.unix_micros("w.end").alias("e")).orderBy("s").collect()
+    )
+    windows = [(int(r["s"]), int(r["e"])) for r in bounds]
+    labels = {s: {"window": (_utc(s), _utc(e)), "drift_type": drift_type, "granularity": window, "role": role}
+              for s, e in windows}
+    current = cur.select(F.lit("c").alias("_src"), F.col("_w").alias("_g"), *[c for c in cur.columns if c != "_w"])
+    if drift_type == "BASELINE":
+        window_cmp = None
+        if window_col in cmp_df.columns:
+            r = cmp_df.select(F.unix_micros(F.min(_window_column(cmp_df, window_col))).alias("s"),
+                              F.unix_micros(F.max(_window_column(cmp_df, window_col))).alias("e")).first()
+            window_cmp = None if r["s"] is None else (_utc(r["s"]), _utc(r["e"]))
+        for lab in labels.values():
+            lab["window_cmp"] = window_cmp
+        if not windows:
+            return _drift_frame([])
+        comparison = cmp_df.select(
+            F.lit("b").alias("_src"), F.explode(F.array(*[F.lit(s) for s, _ in windows])).alias("_g"),
+            *_side_columns(cmp_df, numeric, categorical),
+        )
+    else:
+        follows = {s: nxt for (s, e), (nxt, _) in pairwise(windows) if e == nxt}
+        labels = {nxt: {**labels[nxt], "window_cmp": (_utc(s), _utc(e))}
+                  for (s, e), (nxt, _) in pairwise(windows) if e == nxt}
+        if not follows:
+            return _drift_frame([])
+        shift = F.create_map(*[x for s, nxt in follows.items() for x in (F.lit(s), F.lit(nxt))])
+        comparison = cur.select(
+            F.lit("b").alias("_src"), F.try_element_at(shift, F.col("_w")).alias("_g"), *[c for c in cur.columns if c != "_w"]
+        ).where(F.col("_g").isNotNull())
+        current = current.where(F.col("_g").isin(list(follows.values())))
+    combined = comparison.unionByName(current)
+    types = {c: _dtype(current_df, c).simpleString() for c in [*numeric, *categorical]}
+    return _drift_rows(combined, types, numeric, categorical, labels, bins, smoothing, max_categories)
+
+
+def label_drift(baseline_df: DataFrame, current_df: DataFrame, label_col: str, *, categorical: bool = True, **kwargs: Any) -> pd.DataFrame:
+    """Drift of the label column (categorical by default, as for a classification label)."""
+    cols = ([], [label_col]) if categorical else ([label_col], [])
+    return drift_metrics(baseline_df, current_df, *cols, role="label", **kwargs)
+
+
+def prediction_drift(baseline_df: DataFrame, current_df: DataFrame, prediction_col: str, *, categorical: bool = False, **kwargs: Any) -> pd.DataFrame:
+    """Drift of the model's output column (numeric scores by default)."""
+    cols = ([], [prediction_col]) if categorical else ([prediction_col], [])
+    return drift_metrics(baseline_df, current_df, *cols, role="prediction", **kwargs)
+
+
+# =============================================================== model quality (concept drift)
+
+QUALITY_COLUMNS: tuple[str, ...] = (
+    "window_start", "window_end", "count", "n_labeled", "positives", "observed_rate", "mean_predicted",
+    "auc", "precision", "recall", "f1", "accuracy", "brier", "ece", "threshold",
+)
+
+
+def model_quality_by_window(
+    df: DataFrame,
+    label_col: str,
+    score_col: str,
+    window_col: str,
+    window: str = "1 day",
+    threshold: float = 0.5,
+    *,
+    ece_bins: int = 10,
+) -> pd.DataFrame:
+    """Per time window: AUC, precision, recall, F1, accuracy, Brier score and calibration (ECE).
+
+    Only rows with both a label (0/1) and a score count as labeled; windows whose labels have not
+    arrived yet appear with ``n_labeled == 0`` and NaN metrics. AUC is the Mann-Whitney statistic
+    (ties count half), equal to ``sklearn.metrics.roc_auc_score``; precision is NaN with no predicted
+    positive, AUC NaN with one class. ECE: ``sum(n_b / n * |mean score_b - positive rate_b|)``
+    over ``ece_bins`` equal-width score bins.
+    """
+    F, _, Window = _spark()
+    _require_columns(df, [label_col, score_col], "scored")
+    for c in (label_col, score_col):
+        if not _is_numeric(_dtype(df, c)):
+            raise ValueError(f"column {c!r} is {_dtype(df, c).simpleString()}; labels must be 0/1 and scores numbers in [0, 1]")
+    ts = _window_column(df, window_col)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    if ece_bins < 1:
+        raise ValueError(f"ece_bins must be >= 1, got {ece_bins}")
+    base = df.select(
+        F.window(ts, window).alias("window"),
+        F.col(label_col).cast("double").alias("y"),
+        F.col(score_col).cast("double").alias("s"),
+    )
+    labeled = F.col("y").isNotNull() & F.col("s").isNotNull()
+    y, s = F.col("y"), F.col("s")
+    pred = (s >= threshold).cast("double")
+    lab = base.where(labeled)
+    counts = base.groupBy("window").agg(
+        F.count(F.lit(1)).alias("count"),
+        F.count(F.when(labeled, 1)).alias("n_labeled"),
+        F.count(F.when(y.isNotNull() & ~y.isin(0.0, 1.0), 1)).alias("bad_labels"),
+        F.min(F.when(labeled, s)).alias("s_min"),
+        F.max(F.when(labeled, s)).alias("s_max"),
+        F.sum(F.when(labeled, y)).alias("positives"),
+        F.avg(F.when(labeled, s)).alias("mean_predicted"),
+        F.sum(F.when(labeled, y * pred)).alias("tp"),
+        F.sum(F.when(labeled, (1 - y) * pred)).alias("fp"),
+        F.sum(F.when(labeled, y * (1 - pred))).alias("fn"),
+        F.avg(F.when(labeled, (s - y) * (s - y))).alias("brier"),
+    ).select(F.unix_micros("window.start").alias("ws"), F.unix_micros("window.end").alias("we"), "*").drop("window")
+    stats = counts.toPandas()
+    if stats.empty:
+        return pd.DataFrame(columns=list(QUALITY_COLUMNS))
+    bad = int(stats["bad_labels"].sum())
+    if bad:
+        raise ValueError(f"label column {label_col!r} has {bad} value(s) other than 0/1; map the labels to 0/1 first")
+    lo, hi = stats["s_min"].min(), stats["s_max"].max()
+    if (pd.notna(lo) and lo < 0) or (pd.notna(hi) and hi > 1):
+        raise ValueError(
+            f"score column {score_col!r} has values outside [0, 1] (min {lo}, max {hi}); "
+            "pass the positive-class probability, not a margin or a label"
+        )
+
+    per_score = lab.groupBy("window", "s").agg(F.sum("y").alias("pos"), F.sum(1 - y).alias("neg"))
+    below = Window.partitionBy("window").orderBy("s").rowsBetween(Window.unboundedPreceding, -1)
+    auc = (
+        per_score.withColumn("neg_below", F.coalesce(F.sum("neg").over(below), F.lit(0.0)))
+        .groupBy("window")
+        .agg(F.sum(F.col("pos") * (F.col("neg_below") + 0.5 * F.col("neg"))).alias("u"))
+        .select(F.unix_micros("window.start").alias("ws"), "u")
+        .toPandas()
+    )
+    bin_idx = F.least(F.floor(s * ece_bins), F.lit(ece_bins - 1))
+    ece = (
+        lab.groupBy("window", bin_idx.alias("b"))
+        .agg(F.sum("s").alias("sum_s"), F.sum("y").alias("sum_y"))
+        .groupBy(F.unix_micros("window.start").alias("ws"))
+        .agg(F.sum(F.abs(F.col("sum_s") - F.col("sum_y"))).alias("ece_abs"))
+        .toPandas()
+    )
+    out = stats.merge(auc, on="ws", how="left").merge(ece, on="ws", how="left").sort_values("ws")
+    n = out["n_labeled"].astype(float)
+    pos = out["positives"].astype(float)
+    neg = n - pos
+    tp, fp, fn = out["tp"].astype(float), out["fp"].astype(float), out["fn"].astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = (tp / (tp + fp)).where(tp + fp > 0)
+        recall = (tp / pos).where(pos > 0)
+        frame = pd.DataFrame({
+            "window_start": pd.to_datetime(out["ws"], unit="us", utc=True),
+            "window_end": pd.to_datetime(out["we"], unit="us", utc=True),
+            "count": out["count"].astype("int64"),
+            "n_labeled": out["n_labeled"].astype("int64"),
+            "positives": pos.fillna(0).astype("int64"),
+            "observed_rate": (pos / n).where(n > 0),
+            "mean_predicted": out["mean_predicted"].astype(float),
+            "auc": (out["u"].astype(float) / (pos * neg)).where((pos > 0) & (neg > 0)),
+            "precision": precision,
+            "recall": recall,
+            "f1": (2 * tp / (2 * tp + fp + fn)).where(2 * tp + fp + fn > 0),
+            "accuracy": ((n - fp - fn) / n).where(n > 0),
+            "brier": out["brier"].astype(float),
+            "ece": (out["ece_abs"].astype(float) / n).where(n > 0),
+            "threshold": float(threshold),
+        })
+    return frame.reset_index(drop=True)[list(QUALITY_COLUMNS)]
+
+
+# =============================================================== breaches
+
+
+def _rule_set(role: str, is_numeric: bool, th: Thresholds) -> list[tuple[str, str, float, str]]:
+    """(metric, field inside a struct or '', threshold, direction) rules for one drift row."""
+    psi = th.prediction_psi if role == "prediction" else th.psi
+    rules = [("population_stability_index", "", psi, "above"), ("js_distance", "", th.js_distance, "above")]
+    if is_numeric:
+        rules.append(("ks_test", "pvalue", th.ks_pvalue, "below"))
+    else:
+        rules.append(("chi_squared_test", "pvalue", th.chi2_pvalue, "below"))
+    return rules
+
+
+def detect_breaches(
+    drift: pd.DataFrame | DataFrame,
+    thresholds: Thresholds,
+    *,
+    quality: pd.DataFrame | None = None,
+    baseline_auc: float | None = None,
+) -> list[dict[str, Any]]:
+    """Every threshold a drift row (or a window's AUC, for concept drift) crosses.
+
+    Features and labels: PSI > ``psi``, JS distance > ``js_distance``, KS p < ``ks_pvalue`` (numeric),
+    chi-squared p < ``chi2_pvalue`` (categorical); predictions use ``prediction_psi`` for PSI.
+    Quality: AUC < ``baseline_auc - min_auc_drop``. NULL statistics never breach.
+    Each breach: metric, column, value, threshold, direction, window, window_cmp, drift_type, role.
+    """
+    if not isinstance(drift, pd.DataFrame):
+        drift = drift.toPandas()
+    missing = [c for c in ("column_name", "window", "ks_test", "chi_squared_test", "population_stability_index") if c not in drift.columns]
+    if missing:
+        raise ValueError(f"drift table lacks column(s) {missing}; pass the output of drift_metrics / drift_by_window")
+    breaches: list[dict[str, Any]] = []
+    for rec in drift.to_dict("records"):
+        role = rec.get("role") or "feature"
+        is_numeric = isinstance(rec.get("ks_test"), Mapping)
+        for metric, field, limit, direction in _rule_set(role, is_numeric, thresholds):
+            raw = rec.get(metric)
+            value = raw.get(field) if field and isinstance(raw, Mapping) else (None if field else raw)
+            if value is None or pd.isna(value):
+                continue
+            crossed = value > limit if direction == "above" else value < limit
+            if crossed:
+                breaches.append({
+                    "metric": f"{metric}.{field}" if field else metric, "column": rec["column_name"],
+                    "value": float(value), "threshold": float(limit), "direction": direction,
+                    "window": rec.get("window"), "window_cmp": rec.get("window_cmp"),
+                    "drift_type": rec.get("drift_type") or "BASELINE", "role": role,
+                })
+    if quality is not None:
+        if baseline_auc is None:
+            raise ValueError("quality breaches need baseline_auc (the champion's AUC on its evaluation set)")
+        floor = float(baseline_auc) - thresholds.min_auc_drop
+        for rec in quality.to_dict("records"):
+            auc = rec.get("auc")
+            if auc is not None and pd.notna(auc) and auc < floor:
+                breaches.append({
+                    "metric": "auc", "column": "model", "value": float(auc), "threshold": floor,
+                    "direction": "below", "window": {"start": rec["window_start"], "end": rec["window_end"]},
+                    "window_cmp": None, "drift_type": "BASELINE", "role": "model",
+                })
+    return breaches
