@@ -75,6 +75,9 @@ def evaluate_scores(frame: pd.DataFrame, label: str, probability: np.ndarray, th
         data=data, targets=label, predictions="prediction", model_type="classifier",
         extra_metrics=business_metrics(), evaluators=["default"],
     )
+    import matplotlib.pyplot as plt
+
+    plt.close("all")  # the evaluator's plots are logged as artifacts; do not echo them into notebooks
     return {k.replace("/value", "").replace("/auc", ""): float(v) for k, v in result.metrics.items()
             if isinstance(v, (int, float, np.floating))}
 

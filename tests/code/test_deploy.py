@@ -1,0 +1,373 @@
+"""The keys-only router: a real HTTP server, real SQLite online store, real upstream HTTP servers, real registry."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+
+from utils import online_store
+from utils.config import get_config
+from utils.deploy import (
+    OnlineFeatures,
+    RequestError,
+    Router,
+    assign_arm,
+    ensure_online_features,
+    parse_request,
+    two_proportion_test,
+)
+from utils.plantly_features import FEATURES, feature_table_names
+from utils.scoring import INFERENCE_LOG_COLUMNS, read_inference_log
+
+GOOD = {"customer_id": "C1", "plant_id": "P1", "page": "home", "position": 2, "price": 12.5}
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+def publish_tiny_online_store() -> None:
+    """Two customers, two plants (P2 invasive), activity for C1 and P1 only."""
+    t = feature_table_names()
+    online_store.publish(pd.DataFrame({"customer_id": ["C1", "C2"], "region": ["north", "south"],
+                                       "age_band": ["25-34", "55+"], "device": ["mobile", "desktop"],
+                                       "tenure_days": [100, 5]}), t["customer"], ["customer_id"])
+    online_store.publish(pd.DataFrame({"customer_id": ["C1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
+                                       "cust_impressions_30d": [7], "cust_purchase_rate_30d": [0.25]}),
+                         t["customer_activity"], ["customer_id", "feature_ts"], "feature_ts", source_version=3)
+    online_store.publish(pd.DataFrame({"plant_id": ["P1", "P2"], "category": ["fern", "vine"],
+                                       "care_level": ["easy", "hard"], "light_needs": ["shade", "sun"],
+                                       "invasive": [False, True]}), t["plant"], ["plant_id"])
+    online_store.publish(pd.DataFrame({"plant_id": ["P1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
+                                       "plant_impressions_30d": [40], "plant_purchase_rate_30d": [0.1]}),
+                         t["plant_activity"], ["plant_id", "feature_ts"], "feature_ts")
+
+
+class StubModel(BaseHTTPRequestHandler):
+    """Stands in for a model server: answers ``score`` for every row, and records the columns it got."""
+
+    score = 0.0
+    seen: list[list[str]]
+
+    def log_message(self, *args):
+        return
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        rows = body["dataframe_records"]
+        self.seen.append(sorted(rows[0]))
+        data = json.dumps({"predictions": [self.score for _ in rows]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture(scope="module")
+def upstreams(isolated_state: Path) -> Iterator[dict[str, tuple[str, list]]]:
+    publish_tiny_online_store()
+    servers, out = [], {}
+    for version, score in (("1", 0.1), ("2", 0.2)):
+        seen: list = []
+        handler = type(f"Stub{version}", (StubModel,), {"score": score, "seen": seen})
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        out[version] = (f"http://127.0.0.1:{srv.server_address[1]}/invocations", seen)
+    yield out
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture
+def router(upstreams) -> Iterator[Router]:
+    r = Router("test.models.stub", log_predictions=True)
+    for version, (url, _) in upstreams.items():
+        r.add_upstream(version, url)
+    r.set_routes({"champion": "1", "challenger": "2"}, {"champion": 100, "challenger": 0})
+    with r:
+        yield r
+
+
+def post(router: Router, body: bytes | str, path: str = "/invocations") -> requests.Response:
+    return requests.post(router.url + path, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+
+
+# ---------------------------------------------------------------- request parsing
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"", 400, "empty"),
+    (b"   ", 400, "empty"),
+    (b"{not json", 400, "invalid JSON"),
+    (b"[]", 400, "at least one record"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "plant_id"}).encode(), 422, "plant_id"),
+    (json.dumps({**GOOD, "position": "third"}).encode(), 422, "position must be an integer"),
+    (json.dumps({**GOOD, "price": "abc"}).encode(), 422, "price must be a number"),
+    (json.dumps({**GOOD, "position": True}).encode(), 422, "position"),
+    (json.dumps({**GOOD, "price": -1}).encode(), 422, "positive"),
+    (json.dumps({"records": [GOOD, 5]}).encode(), 422, "record 1"),
+])
+def test_bad_requests_are_refused_with_a_reason(body, status, words):
+    with pytest.raises(RequestError) as err:
+        parse_request(body)
+    assert err.value.status == status
+    assert words in str(err.value)
+
+
+def test_request_shapes_single_list_and_records():
+    assert parse_request(json.dumps(GOOD).encode()) == [GOOD]
+    assert parse_request(json.dumps([GOOD, GOOD]).encode()) == [GOOD, GOOD]
+    assert parse_request(json.dumps({"records": [GOOD], "ignored": 1}).encode()) == [GOOD]
+    assert parse_request(json.dumps({**GOOD, "extra": "x"}).encode()) == [GOOD]  # extra fields are dropped
+
+
+# ---------------------------------------------------------------- features
+
+
+def test_online_features_fill_activity_defaults_and_refuse_unknown_keys(upstreams):
+    feats = OnlineFeatures()
+    frame, unknown = feats.build([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
+    assert unknown == {}
+    assert set(FEATURES) <= set(frame.columns)
+    assert frame.loc[0, "cust_impressions_30d"] == 7 and frame.loc[0, "region"] == "north"
+    assert frame.loc[1, "cust_impressions_30d"] == 0 and frame.loc[1, "plant_purchase_rate_30d"] == 0.0
+    assert bool(frame.loc[1, "invasive"]) is True
+    with pytest.raises(RequestError, match="unknown customer_id 'C9'"):
+        feats.build([{**GOOD, "customer_id": "C9"}])
+    _, unknown = feats.build([GOOD, {**GOOD, "plant_id": "P9"}], strict=False)
+    assert list(unknown) == [1] and "unknown plant_id 'P9'" in unknown[1]
+    assert feats.versions()[feature_table_names()["customer_activity"]] == 3
+
+
+# ---------------------------------------------------------------- the router over HTTP
+
+
+def test_router_answers_keys_only_requests_with_version_and_request_id(router, upstreams):
+    out = router.predict([GOOD, {**GOOD, "customer_id": "C2"}])
+    assert out["predictions"] == [0.1, 0.1]
+    assert out["model_version"] == "1" and out["model_versions"] == ["1", "1"]
+    assert len(out["request_id"]) == 32
+    assert upstreams["1"][1][-1] == sorted(FEATURES)  # the model got the 15 features, no keys
+    assert router.pending_log_rows() == 2
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"", 400, "empty"),
+    (b"{oops", 400, "invalid JSON"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "price"}), 422, "price"),
+    (json.dumps({**GOOD, "position": "third"}), 422, "position"),
+    (json.dumps({**GOOD, "customer_id": "C-NOBODY"}), 422, "unknown customer_id 'C-NOBODY'"),
+    (json.dumps({**GOOD, "plant_id": "P-NOBODY"}), 422, "unknown plant_id 'P-NOBODY'"),
+    (json.dumps({"records": [GOOD] * 20000}), 413, "limit"),
+    (b"x" * 3_000_000, 413, "limit"),
+])
+def test_bad_input_gets_a_4xx_the_server_stays_up_and_nothing_is_logged(router, body, status, words):
+    resp = post(router, body)
+    assert resp.status_code == status, resp.text
+    assert words in resp.json()["error"]
+    assert router.pending_log_rows() == 0
+    assert requests.get(router.url + "/health", timeout=10).status_code == 200
+    assert router.predict(GOOD)["predictions"] == [0.1]  # still serving
+
+
+def test_unknown_path_is_404(router):
+    assert post(router, json.dumps(GOOD), "/nope").status_code == 404
+    assert requests.get(router.url + "/routes", timeout=10).json()["versions"] == {"champion": "1", "challenger": "2"}
+
+
+def test_upstream_down_is_503_and_the_router_stays_up(upstreams):
+    r = Router("test.models.stub")
+    r.add_upstream("1", "http://127.0.0.1:9/invocations")  # nothing listens on the discard port
+    r.set_routes({"champion": "1"}, {"champion": 100})
+    with r:
+        resp = post(r, json.dumps(GOOD))
+        assert resp.status_code == 503 and "unreachable" in resp.json()["error"]
+        assert r.pending_log_rows() == 0 and r.running
+
+
+def test_routes_need_an_endpoint_for_every_routed_version(router):
+    with pytest.raises(ValueError, match=r"\['9'\] have no endpoint"):
+        router.set_routes({"champion": "9"}, {"champion": 100})
+    assert router.routes.versions["champion"] == "1"  # the old table is kept
+
+
+# ---------------------------------------------------------------- A/B assignment
+
+
+def test_ab_assignment_is_deterministic_per_customer_and_weighted():
+    weights = {"champion": 90, "challenger": 10}
+    customers = [f"C{i:05d}" for i in range(5000)]
+    arms = [assign_arm(c, weights, "m") for c in customers]
+    assert arms == [assign_arm(c, {"challenger": 10, "champion": 90}, "m") for c in customers]  # order-free
+    share = arms.count("challenger") / len(arms)
+    assert 0.08 < share < 0.12, share
+    assert assign_arm("C00001", {"champion": 100, "challenger": 0}) == "champion"
+    with pytest.raises(ValueError):
+        assign_arm("C1", {"champion": 0})
+
+
+def test_router_splits_traffic_by_customer(router):
+    router.set_routes({"champion": "1", "challenger": "2"}, {"champion": 50, "challenger": 50})
+    out = router.predict([{**GOOD, "customer_id": c} for c in ("C1", "C2")] * 3)
+    by_customer = {}
+    for rec_customer, version, pred in zip(["C1", "C2"] * 3, out["model_versions"], out["predictions"]):
+        by_customer.setdefault(rec_customer, set()).add(version)
+        assert pred == {"1": 0.1, "2": 0.2}[version]
+    assert all(len(v) == 1 for v in by_customer.values())
+    expected = {c: {"champion": "1", "challenger": "2"}[assign_arm(c, {"champion": 50, "challenger": 50}, router.model_name)]
+                for c in ("C1", "C2")}
+    assert {c: v.pop() for c, v in by_customer.items()} == expected
+
+
+# ---------------------------------------------------------------- blue/green through the registry
+
+
+@pytest.fixture(scope="module")
+def two_versions(isolated_state: Path) -> tuple[str, str, str]:
+    import mlflow
+
+    from utils import registry
+    from utils.platform import configure_mlflow
+
+    configure_mlflow("test-deploy")
+    code = isolated_state / "const_model.py"
+    code.write_text("import mlflow\nimport pandas as pd\n"
+                    "class M(mlflow.pyfunc.PythonModel):\n"
+                    "    def predict(self, context, model_input, params=None):\n"
+                    "        return pd.Series([0.5] * len(model_input))\n"
+                    "mlflow.models.set_model(M())\n")
+    name = "test.models.bluegreen"
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="m", python_model=str(code), pip_requirements=["mlflow"])
+    versions = [registry.register(info.model_uri, name=name, run_hooks=False).version for _ in range(2)]
+    registry.set_alias(name, "champion", versions[0], "first")
+    registry.set_alias(name, "challenger", versions[1], "second")
+    return name, str(versions[0]), str(versions[1])
+
+
+def test_blue_green_switch_is_atomic_and_rolls_back(upstreams, two_versions):
+    from utils import registry
+
+    name, blue, green = two_versions
+    r = Router(name, log_predictions=False)
+    r.add_upstream(blue, upstreams["1"][0])
+    r.add_upstream(green, upstreams["2"][0])
+    r.reload({"champion": 100})
+    seen: list[tuple[str, float]] = []
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                out = r.predict([GOOD, {**GOOD, "customer_id": "C2"}])
+                assert len(set(out["model_versions"])) == 1  # one request never mixes tables
+                seen.append((out["model_version"], out["predictions"][0]))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    with r:
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        registry.promote(name, green, {"passed": True, "failed": []}, reason="blue/green switch")
+        r.reload()
+        after_switch = len(seen)
+        assert r.predict(GOOD)["model_version"] == green
+        registry.rollback(name, reason="roll back")
+        r.reload()
+        assert r.predict(GOOD)["model_version"] == blue
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]
+    assert {v for v, _ in seen} <= {blue, green}
+    assert all(p == {blue: 0.1, green: 0.2}[v] for v, p in seen)
+    assert after_switch <= len(seen)
+    assert str(registry.get_alias_version(name, "champion").version) == blue
+
+
+# ---------------------------------------------------------------- inference log
+
+
+def test_flushed_predictions_land_in_the_inference_log_with_its_schema(router):
+    before = len(read_inference_log())
+    router.predict([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
+    assert router.flush_log() == 2
+    log = read_inference_log()
+    assert list(log.columns) == INFERENCE_LOG_COLUMNS
+    assert len(log) == before + 2
+    new = log.tail(2)
+    assert set(new["source"]) == {"realtime"} and set(new["model_version"]) == {"1"}
+    assert new["request_id"].nunique() == 1 and new["event_id"].is_unique
+    assert str(new["ts"].dtype).startswith("datetime64") and new["tenure_days"].dtype == float
+    assert json.loads(new["feature_versions"].iloc[0])[feature_table_names()["customer_activity"]] == 3
+    assert router.flush_log() == 0
+
+
+# ---------------------------------------------------------------- A/B analysis
+
+
+def test_two_proportion_test_matches_hand_computation():
+    res = two_proportion_test(200, 1000, 250, 1000, control="A", treatment="B")
+    pooled = 450 / 2000
+    z = 0.05 / math.sqrt(pooled * (1 - pooled) * (2 / 1000))
+    assert res.z == pytest.approx(z) and res.z == pytest.approx(2.6774, abs=1e-4)
+    assert res.p_value == pytest.approx(math.erfc(z / math.sqrt(2)))
+    assert res.p_value == pytest.approx(0.00742, abs=1e-4)
+    half = 1.959964 * math.sqrt(0.2 * 0.8 / 1000 + 0.25 * 0.75 / 1000)
+    assert (res.ci_low, res.ci_high) == pytest.approx((0.05 - half, 0.05 + half), abs=1e-6)
+    assert res.significant and res.difference == pytest.approx(0.05)
+    same = two_proportion_test(30, 300, 3, 30)
+    assert same.difference == 0 and same.p_value == pytest.approx(1.0) and not same.significant
+    with pytest.raises(ValueError, match="between 0 and"):
+        two_proportion_test(5, 4, 1, 10)
+
+
+def test_ensure_online_features_publishes_missing_tables(spark):
+    from utils import lakehouse
+    from utils.features import feature_client
+
+    cfg = get_config(schema="deploytest")
+    t = feature_table_names(cfg)
+    fe = feature_client()
+    fe.create_table(name=t["customer"], primary_keys=["customer_id"],
+                    df=pd.DataFrame({"customer_id": ["C7"], "region": ["west"], "age_band": ["18-24"],
+                                     "device": ["tablet"], "tenure_days": [3]}))
+    for key, table in t.items():
+        if key != "customer":
+            ts = key.endswith("activity")
+            df = pd.DataFrame({"plant_id" if "plant" in key else "customer_id": ["X"], "v": [1.0]})
+            if ts:
+                df["feature_ts"] = pd.Timestamp("2024-01-01", tz="UTC")
+            fe.create_table(name=table, primary_keys=[df.columns[0]] + (["feature_ts"] if ts else []), df=df,
+                            timeseries_column="feature_ts" if ts else None)
+    versions = ensure_online_features(cfg)
+    assert set(versions) == set(t.values()) and versions[t["customer"]] == lakehouse.current_version(t["customer"])
+    assert online_store.lookup(t["customer"], {"customer_id": "C7"}, ["region"])[0]["region"] == "west"
+
+
+@pytest.mark.slow
+def test_router_in_front_of_a_real_mlflow_model_server(upstreams, two_versions):
+    from utils import serving
+    from utils.deploy import serve_aliases
+
+    name, blue, _ = two_versions
+    router = serve_aliases(name, {"champion": 100})
+    try:
+        assert [ep.running for ep in router._owned] == [True]
+        out = router.predict([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
+        assert out["predictions"] == [0.5, 0.5] and out["model_version"] == blue
+        assert post(router, json.dumps({**GOOD, "price": "abc"})).status_code == 422
+    finally:
+        router.stop()
+    assert not router.running and not serving.running_endpoints()

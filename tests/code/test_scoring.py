@@ -1,0 +1,157 @@
+"""Batch and streaming scoring and the inference log: real Spark, real Delta tables, real MLflow, real SQLite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from utils import lakehouse
+from utils.plantly_features import FEATURES
+from utils.scoring import (
+    INFERENCE_LOG_COLUMNS,
+    StreamScorer,
+    append_inference_log,
+    inference_log_schema,
+    inference_log_table,
+    inference_rows,
+    land_events,
+    read_inference_log,
+    run_stream,
+    score_partitions,
+    spark_udf_scores,
+    streaming_quarantine_table,
+    validate_events,
+)
+
+MODEL_CODE = """
+import mlflow
+import numpy as np
+import pandas as pd
+
+class PriceModel(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        score = np.clip(model_input["price"].astype(float) / 100.0, 0, 1)
+        return pd.Series(np.where(model_input["invasive"].astype(bool), 0.0, score), name="probability")
+
+mlflow.models.set_model(PriceModel())
+"""
+
+
+def publish_tiny_online_store() -> None:
+    """Customers C1, C2 and plants P1, P2 (P2 invasive) in the online store."""
+    from utils import online_store
+    from utils.plantly_features import feature_table_names
+
+    t = feature_table_names()
+    online_store.publish(pd.DataFrame({"customer_id": ["C1", "C2"], "region": ["north", "south"],
+                                       "age_band": ["25-34", "55+"], "device": ["mobile", "desktop"],
+                                       "tenure_days": [100, 5]}), t["customer"], ["customer_id"])
+    online_store.publish(pd.DataFrame({"customer_id": ["C1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
+                                       "cust_impressions_30d": [7], "cust_purchase_rate_30d": [0.25]}),
+                         t["customer_activity"], ["customer_id", "feature_ts"], "feature_ts")
+    online_store.publish(pd.DataFrame({"plant_id": ["P1", "P2"], "category": ["fern", "vine"],
+                                       "care_level": ["easy", "hard"], "light_needs": ["shade", "sun"],
+                                       "invasive": [False, True]}), t["plant"], ["plant_id"])
+    online_store.publish(pd.DataFrame({"plant_id": ["P1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
+                                       "plant_impressions_30d": [40], "plant_purchase_rate_30d": [0.1]}),
+                         t["plant_activity"], ["plant_id", "feature_ts"], "feature_ts")
+
+
+def feature_rows(n: int, start: int = 0) -> pd.DataFrame:
+    i = np.arange(start, start + n)
+    return pd.DataFrame({
+        "event_id": [f"E{k}" for k in i], "customer_id": "C1", "plant_id": "P1",
+        "region": "north", "age_band": "25-34", "device": "mobile", "category": "fern", "care_level": "easy",
+        "light_needs": "shade", "page": "home", "tenure_days": 10, "cust_impressions_30d": 3,
+        "cust_purchase_rate_30d": 0.1, "plant_impressions_30d": 5, "plant_purchase_rate_30d": 0.2,
+        "position": i % 5, "price": 5.0 + i, "invasive": i % 7 == 0,
+    })
+
+
+@pytest.fixture(scope="module")
+def model_uri(isolated_state: Path) -> str:
+    import mlflow
+
+    from utils.platform import configure_mlflow
+
+    configure_mlflow("test-scoring")
+    code = isolated_state / "price_model.py"
+    code.write_text(MODEL_CODE)
+    with mlflow.start_run():
+        return mlflow.pyfunc.log_model(name="m", python_model=str(code), pip_requirements=["mlflow"]).model_uri
+
+
+def test_inference_rows_have_the_log_schema_and_log_once():
+    frame = feature_rows(4)
+    rows = inference_rows(frame, [0.1, 0.2, 0.3, 0.4], source="batch", model_name="m", model_version=3,
+                          feature_versions={"t": 2}, request_id="r1")
+    assert list(rows.columns) == INFERENCE_LOG_COLUMNS
+    assert set(FEATURES) <= set(rows.columns)
+    assert rows["event_id"].tolist() == ["E0", "E1", "E2", "E3"] and set(rows["model_version"]) == {"3"}
+    assert json.loads(rows["feature_versions"][0]) == {"t": 2}
+    assert append_inference_log(rows) == 4
+    assert append_inference_log(rows) == 0  # a replay adds nothing
+    log = lakehouse.read_pandas(inference_log_table())
+    assert len(log[log["source"] == "batch"]) == 4
+    assert [f.name for f in lakehouse._open(inference_log_table()).schema().to_arrow()] == inference_log_schema().names
+    with pytest.raises(ValueError, match="source"):
+        inference_rows(frame, [0.0] * 4, source="carrier-pigeon", model_name="m", model_version=1, feature_versions={})
+    with pytest.raises(ValueError, match="3 predictions for 4 rows"):
+        inference_rows(frame, [0.0] * 3, source="batch", model_name="m", model_version=1, feature_versions={})
+
+
+def test_validate_events_quarantines_with_reasons():
+    good = {"event_id": "E1", "customer_id": "C1", "plant_id": "P1", "event_ts": "2024-01-01T00:00:00",
+            "page": "home", "position": "2", "price": "9.5", "_corrupt_record": None}
+    events = pd.DataFrame([good,
+                           {**good, "event_id": "E2", "position": "third"},
+                           {**good, "event_id": "E3", "price": "abc"},
+                           {**good, "event_id": "E4", "plant_id": None},
+                           {**good, "event_id": "E5", "event_ts": "yesterday"},
+                           {k: None for k in good} | {"_corrupt_record": "{broken"}])
+    valid, bad = validate_events(events)
+    assert valid["event_id"].tolist() == ["E1"] and valid["position"].dtype == np.int64
+    reasons = dict(zip(bad["event_id"].fillna("-"), bad["reason"]))
+    assert "position 'third'" in reasons["E2"] and "price 'abc'" in reasons["E3"]
+    assert "plant_id" in reasons["E4"] and "event_ts" in reasons["E5"] and reasons["-"] == "malformed JSON"
+
+
+def test_fast_scorer_matches_spark_udf(spark, model_uri):
+    df = spark.createDataFrame(feature_rows(40)).repartition(3)
+    a = spark_udf_scores(df, model_uri).select("event_id", "prediction").toPandas().sort_values("event_id")
+    b = score_partitions(df, model_uri).select("event_id", "prediction").toPandas().sort_values("event_id")
+    assert len(a) == len(b) == 40
+    assert np.array_equal(a["prediction"].to_numpy(), b["prediction"].to_numpy())
+    assert a["prediction"].max() > 0 and (b.set_index("event_id").loc["E7", "prediction"] == 0.0)
+
+
+def test_streaming_restart_scores_only_new_events_and_quarantines_bad_ones(spark, model_uri, isolated_state):
+    publish_tiny_online_store()
+    folder, checkpoint = isolated_state / "landing-test", isolated_state / "ckpt-test"
+    events = pd.DataFrame({"event_id": [f"S{i}" for i in range(6)], "customer_id": ["C1", "C2"] * 3,
+                           "plant_id": ["P1", "P2", "P1", "P1", "P2", "P1"], "event_ts": "2024-01-05T10:00:00",
+                           "page": "home", "position": [1, 2, 3, 4, 5, 6], "price": 10.0})
+    land_events(events.iloc[:3], folder, raw_lines=['{"event_id": "BAD1", oops'])
+    land_events(events.iloc[3:4].assign(customer_id="C-UNKNOWN"), folder)
+    scorer = StreamScorer("m", "1", model_uri)
+    run_stream(scorer, folder, checkpoint)
+    first = read_inference_log()
+    first = first[first["source"] == "streaming"]
+    assert sorted(first["event_id"]) == ["S0", "S1", "S2"]
+    land_events(events.iloc[4:], folder)
+    restarted = StreamScorer("m", "1", model_uri)  # a new process would start from the checkpoint too
+    run_stream(restarted, folder, checkpoint)
+    log = read_inference_log()
+    log = log[log["source"] == "streaming"]
+    assert sorted(log["event_id"]) == ["S0", "S1", "S2", "S4", "S5"] and log["event_id"].is_unique
+    assert len(restarted.batches_seen) == 1  # only the new file was read
+    restarted.score_batch(events.iloc[4:].astype(str).assign(_corrupt_record=None), batch_id=99)  # a replay
+    assert len(read_inference_log().query("source == 'streaming'")) == 5
+    quarantine = lakehouse.read_pandas(streaming_quarantine_table())
+    reasons = " | ".join(quarantine["reason"])
+    assert "malformed JSON" in reasons and "unknown customer_id 'C-UNKNOWN'" in reasons
+    assert log.loc[log["event_id"] == "S1", "prediction"].item() == 0.0  # P2 is invasive

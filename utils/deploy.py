@@ -1,0 +1,590 @@
+"""Deployment: a keys-only request router in front of model endpoints, blue/green and A/B traffic, A/B analysis.
+
+The router is a real HTTP server (stdlib ``ThreadingHTTPServer`` on 127.0.0.1) in front of one model
+endpoint per served version (``utils.serving.LocalEndpoint``). A request carries only keys and the
+request context::
+
+    POST /invocations   {"customer_id": "C0001", "plant_id": "P0001", "page": "home", "position": 1, "price": 12.5}
+    (or {"records": [ {...}, ... ]}, or a JSON list of records)
+
+The router looks the customer's and the plant's features up in the online store, builds the 15-column
+model input, sends it to the version its routing table names, and answers
+``{"predictions": [...], "model_version": "3", "model_versions": [...], "arms": [...], "request_id": "..."}``.
+
+Unknown keys: a customer or plant absent from the online store's *profile* tables is refused with a
+422 naming the key (the model cannot score an unknown plant safely: its ``invasive`` flag is unknown);
+a known key without recent activity gets the activity defaults (0 impressions, rate 0.0), as in training.
+
+Bad input (invalid JSON, empty body, a missing field, a wrong type, a body over ``max_body_bytes``)
+gets a 4xx with a message; the server stays up and nothing is logged as a prediction.
+
+Routing: the table maps an *arm* (a registry alias, e.g. ``champion``) to a model version and a weight.
+``reload()`` re-reads the aliases from the registry and swaps the whole table under a lock, so a
+blue/green switch is one alias move plus one reload, and every request sees either the old or the new
+table, never a mix. A/B assignment hashes the customer id, so a customer always sees the same arm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from statistics import NormalDist
+from typing import Any
+
+import pandas as pd
+
+from utils.config import Config, get_config
+from utils.plantly_features import FEATURES, feature_table_names
+
+REQUEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "customer_id": (str,), "plant_id": (str,), "page": (str,), "position": (int,), "price": (int, float),
+}
+MAX_BODY_BYTES = 1_000_000
+MAX_RECORDS = 1000
+BUCKETS = 10_000
+_MISSING = object()
+
+CUSTOMER_FEATURES = ["region", "age_band", "device", "tenure_days"]
+CUSTOMER_ACTIVITY = {"cust_impressions_30d": 0.0, "cust_purchase_rate_30d": 0.0}
+PLANT_FEATURES = ["category", "care_level", "light_needs", "invasive"]
+PLANT_ACTIVITY = {"plant_impressions_30d": 0.0, "plant_purchase_rate_30d": 0.0}
+
+
+class RequestError(ValueError):
+    """A request the router refuses; ``status`` is the HTTP status it answers with."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FeatureLookupError(RequestError):
+    """A request names a customer or plant the online store does not know."""
+
+
+# ---------------------------------------------------------------- online store
+
+
+def ensure_online_features(cfg: Config | None = None) -> dict[str, int | None]:
+    """Publish every feature table to the online store unless it is there already; returns the published versions."""
+    from utils import online_store
+    from utils.features import feature_client, online_store_spec
+
+    present = set(online_store.list_online_tables())
+    fe, versions = None, {}
+    for table in feature_table_names(cfg).values():
+        if table not in present:
+            fe = fe or feature_client()
+            fe.publish_table(source_table_name=table, online_table_name=table, online_store=online_store_spec())
+        versions[table] = online_store.online_table_info(table).source_version
+    return versions
+
+
+class OnlineFeatures:
+    """Builds the model's 15 input columns for keys-only request records from the online store."""
+
+    def __init__(self, cfg: Config | None = None) -> None:
+        self.tables = feature_table_names(cfg)
+
+    def versions(self) -> dict[str, int | None]:
+        """The Delta version each online table was published from (recorded with every prediction)."""
+        from utils import online_store
+
+        return {t: online_store.online_table_info(t).source_version for t in self.tables.values()}
+
+    def build(self, records: Sequence[Mapping[str, Any]], strict: bool = True) -> tuple[pd.DataFrame, dict[int, str]]:
+        """The records with their features; unknown customers/plants raise (``strict``) or are returned by index."""
+        from utils import online_store
+
+        t = self.tables
+        cust = online_store.lookup(t["customer"], [{"customer_id": r["customer_id"]} for r in records],
+                                   CUSTOMER_FEATURES, default=_MISSING)
+        plant = online_store.lookup(t["plant"], [{"plant_id": r["plant_id"]} for r in records],
+                                    PLANT_FEATURES, default=_MISSING)
+        cust_act = online_store.lookup(t["customer_activity"], [{"customer_id": r["customer_id"]} for r in records],
+                                       list(CUSTOMER_ACTIVITY), default=CUSTOMER_ACTIVITY)
+        plant_act = online_store.lookup(t["plant_activity"], [{"plant_id": r["plant_id"]} for r in records],
+                                        list(PLANT_ACTIVITY), default=PLANT_ACTIVITY)
+        unknown: dict[int, str] = {}
+        rows = []
+        for i, rec in enumerate(records):
+            problems = []
+            if cust[i]["region"] is _MISSING:
+                problems.append(f"unknown customer_id {rec['customer_id']!r}")
+            if plant[i]["category"] is _MISSING:
+                problems.append(f"unknown plant_id {rec['plant_id']!r}")
+            if problems:
+                unknown[i] = "; ".join(problems)
+            row = {k: rec[k] for k in REQUEST_FIELDS}
+            for part in (cust[i], plant[i], cust_act[i], plant_act[i]):
+                row.update({k: (None if v is _MISSING else v) for k, v in part.items()})
+            rows.append(row)
+        if unknown and strict:
+            shown = "; ".join(f"record {i}: {why}" for i, why in list(unknown.items())[:5])
+            raise FeatureLookupError(f"{shown}: the online store has no features for it "
+                                     "(new customers and plants are served after the next feature publish)")
+        return pd.DataFrame(rows, columns=[*REQUEST_FIELDS, *[f for f in FEATURES if f not in REQUEST_FIELDS]]), unknown
+
+
+# ---------------------------------------------------------------- request validation
+
+
+def parse_request(body: bytes, max_records: int = MAX_RECORDS) -> list[dict[str, Any]]:
+    """The request records of a JSON body; raises ``RequestError`` saying what is wrong."""
+    if not body or not body.strip():
+        raise RequestError("empty request body: send a JSON object with customer_id, plant_id, page, position, price",
+                           400)
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(f"invalid JSON: {exc}", 400) from None
+    if isinstance(doc, Mapping) and ("records" in doc or "dataframe_records" in doc):
+        doc = doc.get("records", doc.get("dataframe_records"))
+    records = [doc] if isinstance(doc, Mapping) else doc
+    if not isinstance(records, list) or not records:
+        raise RequestError("expected a record, a list of records or {\"records\": [...]} with at least one record", 400)
+    if len(records) > max_records:
+        raise RequestError(f"{len(records)} records in one request; at most {max_records}: split the request", 413)
+    for i, rec in enumerate(records):
+        _check_record(i, rec)
+    return [{k: rec[k] for k in REQUEST_FIELDS} for rec in records]
+
+
+def _check_record(i: int, rec: Any) -> None:
+    if not isinstance(rec, Mapping):
+        raise RequestError(f"record {i} is a {type(rec).__name__}, expected a JSON object")
+    missing = [k for k in REQUEST_FIELDS if k not in rec or rec[k] is None]
+    if missing:
+        raise RequestError(f"record {i} lacks required fields {missing} (a request needs {list(REQUEST_FIELDS)})")
+    for key, types in REQUEST_FIELDS.items():
+        value = rec[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = {str: "a string", int: "an integer"}.get(types[0], "a number") if len(types) == 1 else "a number"
+            raise RequestError(f"record {i}: {key} must be {want}, got {type(value).__name__} {value!r}")
+    if not math.isfinite(rec["price"]) or rec["price"] <= 0:
+        raise RequestError(f"record {i}: price must be a positive number, got {rec['price']!r}")
+    if rec["position"] < 0:
+        raise RequestError(f"record {i}: position must be >= 0, got {rec['position']!r}")
+    if not rec["customer_id"].strip() or not rec["plant_id"].strip():
+        raise RequestError(f"record {i}: customer_id and plant_id must not be empty")
+
+
+# ---------------------------------------------------------------- traffic
+
+
+def assign_arm(customer_id: str, weights: Mapping[str, int], salt: str = "") -> str:
+    """The arm a customer is routed to: a stable hash bucket of ``customer_id`` split by ``weights``."""
+    arms = sorted((a, w) for a, w in weights.items() if w > 0)
+    if not arms:
+        raise ValueError(f"traffic weights {dict(weights)} give no arm any traffic")
+    total = sum(w for _, w in arms)
+    digest = hashlib.sha256(f"{salt}:{customer_id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") % BUCKETS / BUCKETS * total
+    upto = 0.0
+    for arm, weight in arms:
+        upto += weight
+        if point < upto:
+            return arm
+    return arms[-1][0]
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """Arm (alias) -> model version, and arm -> traffic weight; replaced whole, never edited in place."""
+
+    versions: Mapping[str, str]
+    weights: Mapping[str, int]
+
+    def __post_init__(self) -> None:
+        if set(self.weights) - set(self.versions):
+            raise ValueError(f"traffic names arms {sorted(set(self.weights) - set(self.versions))} with no version")
+        bad = {a: w for a, w in self.weights.items() if not isinstance(w, int) or isinstance(w, bool) or w < 0}
+        if bad or not any(self.weights.values()):
+            raise ValueError(f"traffic weights must be whole numbers >= 0 with at least one > 0, got {dict(self.weights)}")
+
+
+# ---------------------------------------------------------------- the router
+
+
+@dataclass
+class Router:
+    """A keys-only HTTP front door that looks features up and forwards to the routed model version."""
+
+    model_name: str
+    cfg: Config = field(default_factory=get_config)
+    host: str = "127.0.0.1"
+    port: int | None = None
+    max_body_bytes: int = MAX_BODY_BYTES
+    log_predictions: bool = True
+    upstream_timeout_s: float = 60.0
+    upstreams: dict[str, Any] = field(default_factory=dict)
+    _table: RoutingTable | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _log: list[pd.DataFrame] = field(default_factory=list, init=False, repr=False)
+    _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _owned: list[Any] = field(default_factory=list, init=False, repr=False)
+    _features: OnlineFeatures | None = field(default=None, init=False, repr=False)
+
+    # ------------------------------------------------------------ upstreams and routes
+
+    def add_upstream(self, version: str | int, endpoint: Any, owned: bool = False) -> None:
+        """Serve ``version`` from ``endpoint`` (a ``LocalEndpoint`` or an ``/invocations`` URL)."""
+        self.upstreams[str(version)] = endpoint
+        if owned:
+            self._owned.append(endpoint)
+
+    def set_routes(self, versions: Mapping[str, str | int], weights: Mapping[str, int]) -> RoutingTable:
+        """Replace the routing table atomically; every routed version must have an upstream."""
+        table = RoutingTable({a: str(v) for a, v in versions.items()}, dict(weights))
+        unserved = sorted({v for a, v in table.versions.items() if table.weights.get(a, 0) > 0} - set(self.upstreams))
+        if unserved:
+            raise ValueError(f"versions {unserved} have no endpoint: add_upstream(version, endpoint) first")
+        with self._lock:
+            self._table = table
+        return table
+
+    def reload(self, weights: Mapping[str, int] | None = None) -> RoutingTable:
+        """Re-resolve every arm's alias in the registry (optionally with new weights) and swap the table."""
+        from utils import registry
+
+        weights = dict(weights if weights is not None else (self._table.weights if self._table else {}))
+        if not weights:
+            raise ValueError("no traffic weights yet: reload({'champion': 100})")
+        versions = {}
+        for alias in weights:
+            mv = registry.get_alias_version(self.model_name, alias)
+            if mv is None:
+                raise ValueError(f"alias {alias!r} of {self.model_name} points at no version: set it first")
+            versions[alias] = str(mv.version)
+        return self.set_routes(versions, weights)
+
+    @property
+    def routes(self) -> RoutingTable:
+        """The current routing table."""
+        if self._table is None:
+            raise RuntimeError("no routes yet: call set_routes() or reload({'champion': 100})")
+        return self._table
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> Router:
+        """Start the HTTP server in a background thread; returns ``self``."""
+        if self._server is not None:
+            return self
+        from utils.serving import free_port
+
+        handler = type("RouterHandler", (_Handler,), {"router": self})
+        self._server = ThreadingHTTPServer((self.host, self.port or free_port(self.host)), handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"router-{self.port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the server, flush the inference log, and stop the endpoints this router started."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        try:
+            self.flush_log()
+        finally:
+            for ep in self._owned:
+                ep.stop()
+            self._owned.clear()
+
+    def __enter__(self) -> Router:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL of the router."""
+        if self.port is None or self._server is None:
+            raise RuntimeError("the router is not running: call start() first")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the HTTP server thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------ scoring
+
+    def handle(self, body: bytes) -> dict[str, Any]:
+        """Score one request body (what ``POST /invocations`` does); raises ``RequestError`` on bad input."""
+        started = time.perf_counter()
+        records = parse_request(body)
+        table = self.routes  # one snapshot: the whole request sees one routing table
+        if self._features is None:
+            self._features = OnlineFeatures(self.cfg)
+        frame, _ = self._features.build(records, strict=True)
+        weights = {a: w for a, w in table.weights.items()}
+        arms = [assign_arm(r["customer_id"], weights, salt=self.model_name) for r in records]
+        versions = [table.versions[a] for a in arms]
+        predictions: list[float] = [0.0] * len(records)
+        for version in dict.fromkeys(versions):
+            idx = [i for i, v in enumerate(versions) if v == version]
+            scores = self._forward(version, frame.iloc[idx])
+            for i, s in zip(idx, scores):
+                predictions[i] = float(s)
+        request_id = uuid.uuid4().hex
+        if self.log_predictions:
+            self._remember(frame, predictions, versions, arms, request_id)
+        unique = sorted(set(versions))
+        return {"predictions": predictions, "model_version": unique[0] if len(unique) == 1 else "mixed",
+                "model_versions": versions, "arms": arms, "request_id": request_id,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    def _forward(self, version: str, frame: pd.DataFrame) -> list[float]:
+        import requests
+
+        from utils.scoring import model_inputs
+
+        upstream = self.upstreams.get(version)
+        if upstream is None:
+            raise RequestError(f"model version {version} has no endpoint", 503)
+        url = upstream if isinstance(upstream, str) else upstream.invocations_url
+        body = json.dumps({"dataframe_records": model_inputs(frame).to_dict(orient="records")})
+        try:
+            resp = requests.post(url, data=body, headers={"Content-Type": "application/json"},
+                                 timeout=self.upstream_timeout_s)
+        except requests.RequestException as exc:
+            raise RequestError(f"model version {version} is unreachable at {url}: {exc}", 503) from None
+        if resp.status_code != 200:
+            raise RequestError(f"model version {version} answered {resp.status_code}: {resp.text[:500]}", 502)
+        out = resp.json()
+        preds = out.get("predictions") if isinstance(out, Mapping) else out
+        if isinstance(preds, Mapping):  # {"probability": {...}} style
+            preds = list(next(iter(preds.values())).values()) if preds else []
+        preds = [p.get("probability", next(iter(p.values()))) if isinstance(p, Mapping) else p for p in preds]
+        if len(preds) != len(frame):
+            raise RequestError(f"model version {version} returned {len(preds)} predictions for {len(frame)} rows", 502)
+        return [float(p) for p in preds]
+
+    def _remember(self, frame: pd.DataFrame, predictions: list[float], versions: list[str], arms: list[str],
+                  request_id: str) -> None:
+        from utils.scoring import inference_rows
+
+        assert self._features is not None
+        rows = inference_rows(frame, predictions, source="realtime", model_name=self.model_name,
+                              model_version=versions, feature_versions=self._features.versions(),
+                              request_id=request_id, arm=arms)
+        with self._lock:
+            self._log.append(rows)
+
+    def pending_log_rows(self) -> int:
+        """Predictions answered but not yet written to the inference log."""
+        with self._lock:
+            return sum(len(f) for f in self._log)
+
+    def flush_log(self) -> int:
+        """Write the buffered predictions to the inference log; returns how many rows were written."""
+        from utils.scoring import append_inference_log
+
+        with self._lock:
+            frames, self._log = self._log, []
+        if not frames:
+            return 0
+        return append_inference_log(pd.concat(frames, ignore_index=True), self.cfg)
+
+    def predict(self, records: Mapping[str, Any] | Sequence[Mapping[str, Any]], timeout: float = 60.0) -> dict[str, Any]:
+        """Client helper: POST ``records`` to this router over HTTP; raises ``RequestError`` on a 4xx/5xx."""
+        import requests
+
+        body = records if isinstance(records, Mapping) else {"records": list(records)}
+        resp = requests.post(f"{self.url}/invocations", data=json.dumps(body, default=_json_default),
+                             headers={"Content-Type": "application/json"}, timeout=timeout)
+        if resp.status_code != 200:
+            raise RequestError(resp.json().get("error", resp.text), resp.status_code)
+        return resp.json()
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP face of a ``Router`` (``router`` is set on a subclass per router)."""
+
+    router: Router
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _send(self, status: int, payload: Mapping[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._send(200, {"status": "ok"})
+        elif self.path == "/routes":
+            table = self.router._table
+            self._send(200, {"versions": dict(table.versions) if table else {},
+                             "weights": dict(table.weights) if table else {}})
+        else:
+            self._send(404, {"error": f"no such path {self.path!r}: use POST /invocations, GET /health or GET /routes"})
+
+    def do_POST(self) -> None:
+        if self.path not in ("/invocations", "/predict"):
+            self._drain(int(self.headers.get("Content-Length") or 0))
+            self._send(404, {"error": f"no such path {self.path!r}: POST keys to /invocations"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            self._send(400, {"error": "Content-Length is not a number"})
+            return
+        limit = self.router.max_body_bytes
+        if length > limit:
+            self._drain(length)
+            self._send(413, {"error": f"request body of {length} bytes is over the {limit}-byte limit: "
+                                      f"send at most {MAX_RECORDS} records per request"})
+            return
+        body = self.rfile.read(length) if length else b""
+        try:
+            self._send(200, self.router.handle(body))
+        except RequestError as exc:
+            self._send(exc.status, {"error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a bug answers 500, the server stays up
+            self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def _drain(self, length: int) -> None:
+        """Read (and drop) a body so the client sees our answer; very large bodies close the connection."""
+        if length > 64 * self.router.max_body_bytes:
+            self.close_connection = True
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 16))
+            if not chunk:
+                break
+            length -= len(chunk)
+
+
+# ---------------------------------------------------------------- serving aliases (local or Databricks)
+
+
+def serve_aliases(model_name: str, weights: Mapping[str, int], cfg: Config | None = None,
+                  timeout_s: float = 300.0) -> Router:
+    """A started local router serving the versions ``weights``' aliases point at, one endpoint per version."""
+    from utils import registry
+    from utils.serving import LocalEndpoint
+
+    cfg = cfg or get_config()
+    router = Router(model_name, cfg)
+    try:
+        for alias in weights:
+            mv = registry.get_alias_version(model_name, alias)
+            if mv is None:
+                raise ValueError(f"alias {alias!r} of {model_name} points at no version")
+            if str(mv.version) not in router.upstreams:
+                ep = LocalEndpoint(f"models:/{model_name}/{mv.version}", timeout_s=timeout_s).start()
+                router.add_upstream(mv.version, ep, owned=True)
+        router.reload(weights)
+        return router.start()
+    except BaseException:
+        router.stop()
+        raise
+
+
+def deploy(weights: Mapping[str, int], cfg: Config | None = None) -> Any:
+    """Serve the model's aliases with ``weights`` (e.g. ``{"champion": 90, "challenger": 10}``).
+
+    Databricks: creates or updates the Model Serving endpoint ``cfg.endpoint_name`` with one served
+    entity per alias and that traffic split. Locally: a started ``Router`` over local endpoints.
+    """
+    from utils.platform import is_databricks
+
+    cfg = cfg or get_config()
+    if is_databricks():
+        from utils.serving import deploy_serving_endpoint
+
+        return deploy_serving_endpoint(cfg.endpoint_name, cfg.model_name, {a: a for a in weights}, dict(weights))
+    return serve_aliases(cfg.model_name, weights, cfg)
+
+
+# ---------------------------------------------------------------- A/B analysis
+
+
+@dataclass(frozen=True)
+class ABResult:
+    """Two-proportion comparison of a treatment arm against control."""
+
+    control: str
+    treatment: str
+    n_control: int
+    n_treatment: int
+    rate_control: float
+    rate_treatment: float
+    difference: float
+    z: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+    alpha: float
+
+    @property
+    def significant(self) -> bool:
+        """True when the difference is significant at ``alpha``."""
+        return self.p_value < self.alpha
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (for a table or an MLflow log)."""
+        return {**self.__dict__, "significant": self.significant}
+
+
+def two_proportion_test(conv_control: int, n_control: int, conv_treatment: int, n_treatment: int,
+                        alpha: float = 0.05, control: str = "control", treatment: str = "treatment") -> ABResult:
+    """Two-sided two-proportion z-test (pooled) and the Wald interval of the difference treatment - control."""
+    if n_control <= 0 or n_treatment <= 0:
+        raise ValueError(f"both arms need at least one observation, got n_control={n_control}, n_treatment={n_treatment}")
+    for conv, n, arm in ((conv_control, n_control, control), (conv_treatment, n_treatment, treatment)):
+        if not 0 <= conv <= n:
+            raise ValueError(f"arm {arm!r}: conversions {conv} must be between 0 and its {n} observations")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    p1, p2 = conv_control / n_control, conv_treatment / n_treatment
+    pooled = (conv_control + conv_treatment) / (n_control + n_treatment)
+    se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / n_control + 1 / n_treatment))
+    diff = p2 - p1
+    z = diff / se_pooled if se_pooled > 0 else 0.0
+    p_value = 2 * (1 - NormalDist().cdf(abs(z)))
+    se = math.sqrt(p1 * (1 - p1) / n_control + p2 * (1 - p2) / n_treatment)
+    half = NormalDist().inv_cdf(1 - alpha / 2) * se
+    return ABResult(control, treatment, n_control, n_treatment, p1, p2, diff, z, p_value, diff - half, diff + half, alpha)
+
+
+def ab_test(frame: pd.DataFrame, arm_col: str, outcome_col: str, control: str, treatment: str,
+            alpha: float = 0.05) -> ABResult:
+    """A/B result from one row per exposure: ``arm_col`` names the arm, ``outcome_col`` is 0/1 (converted)."""
+    missing = [c for c in (arm_col, outcome_col) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame lacks columns {missing}")
+    counts = {}
+    for arm in (control, treatment):
+        outcome = frame.loc[frame[arm_col] == arm, outcome_col].astype(int)
+        counts[arm] = (int(outcome.sum()), len(outcome))
+    return two_proportion_test(*counts[control], *counts[treatment], alpha=alpha, control=control, treatment=treatment)

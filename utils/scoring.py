@@ -1,0 +1,446 @@
+"""Scoring outside the endpoint: batch (Spark), streaming (Structured Streaming) and the inference log.
+
+Every prediction, whichever path made it (``realtime``, ``batch``, ``streaming``), lands in one
+Delta table, the inference log (``cfg.table("inference_log")``), with its request id, time, model
+name and version, the keys, the 15 model inputs as real columns, the feature-table versions it was
+computed from (JSON) and the prediction. Monitoring (notebook 06) reads it.
+
+Batch scoring comes twice: ``spark_udf_scores`` is what Databricks users write
+(``mlflow.pyfunc.spark_udf``); ``score_partitions`` loads the model once per Python worker and
+scores Arrow batches with ``mapInArrow``, which is faster. Both give identical predictions.
+
+Streaming scoring reads JSON events from a landing folder; each micro-batch is validated (bad events
+go to a quarantine table with the reason), its features are looked up in the online store, and the
+predictions are merged into the inference log on ``(source, event_id, model_version)``, so replaying a batch after a
+restart neither loses nor duplicates a prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from utils.config import Config, get_config
+from utils.plantly_features import BOOLEAN, CATEGORICAL, FEATURES, NUMERIC
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkDataFrame
+    from pyspark.sql.streaming import StreamingQuery
+
+SOURCES = ("realtime", "batch", "streaming")
+LOG_KEYS = ["source", "event_id", "model_version"]  # a replay is skipped; a new version's score is kept
+PREDICTION_COL = "prediction"
+
+# ---------------------------------------------------------------- the inference log
+
+
+def inference_log_table(cfg: Config | None = None) -> str:
+    """Name of the inference log table."""
+    return (cfg or get_config()).table("inference_log")
+
+
+def streaming_quarantine_table(cfg: Config | None = None) -> str:
+    """Name of the table holding events the streaming scorer could not score, with the reason."""
+    return (cfg or get_config()).table("streaming_quarantine")
+
+
+def _feature_type(col: str) -> pa.DataType:
+    if col in CATEGORICAL:
+        return pa.string()
+    if col in NUMERIC:
+        return pa.float64()
+    return pa.bool_()
+
+
+def inference_log_schema() -> pa.Schema:
+    """Arrow schema of the inference log: ids, time, source, model, keys, the 15 features, versions, prediction."""
+    head = [
+        ("request_id", pa.string()), ("event_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
+        ("source", pa.string()), ("model_name", pa.string()), ("model_version", pa.string()),
+        ("arm", pa.string()), ("customer_id", pa.string()), ("plant_id", pa.string()),
+    ]
+    tail = [("feature_versions", pa.string()), (PREDICTION_COL, pa.float64())]
+    return pa.schema([pa.field(n, t) for n, t in head]
+                     + [pa.field(c, _feature_type(c)) for c in FEATURES]
+                     + [pa.field(n, t) for n, t in tail])
+
+
+INFERENCE_LOG_COLUMNS = inference_log_schema().names
+
+
+def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The 15 model input columns with the training dtypes (str / float / bool), as ``features_frame``."""
+    from utils.training import features_frame
+
+    return features_frame(frame)
+
+
+def inference_rows(
+    frame: pd.DataFrame,
+    predictions: Sequence[float] | np.ndarray,
+    *,
+    source: str,
+    model_name: str,
+    model_version: str | int | Sequence[str],
+    feature_versions: Mapping[str, int | None] | str | None,
+    request_id: str | None = None,
+    arm: str | Sequence[str | None] | None = None,
+    ts: datetime | None = None,
+) -> pd.DataFrame:
+    """Inference-log rows for ``frame`` (keys + features, optionally ``event_id``) and its predictions."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    n = len(frame)
+    if len(predictions) != n:
+        raise ValueError(f"{len(predictions)} predictions for {n} rows: they must match one to one")
+    request_id = request_id or uuid.uuid4().hex
+    frame = frame.reset_index(drop=True)
+    events = (frame["event_id"].astype(str) if "event_id" in frame
+              else pd.Series([f"{request_id}:{i}" for i in range(n)]))
+    versions = feature_versions if isinstance(feature_versions, str) or feature_versions is None \
+        else json.dumps(dict(feature_versions), sort_keys=True)
+    out = pd.DataFrame({
+        "request_id": request_id,
+        "event_id": events,
+        "ts": pd.Timestamp(ts or datetime.now(timezone.utc)),
+        "source": source,
+        "model_name": model_name,
+        "model_version": [str(v) for v in model_version] if isinstance(model_version, (list, tuple, pd.Series))
+        else str(model_version),
+        "arm": list(arm) if isinstance(arm, (list, tuple, pd.Series)) else arm,
+        "customer_id": frame["customer_id"].astype(str),
+        "plant_id": frame["plant_id"].astype(str),
+    }, index=range(n))
+    out = pd.concat([out, model_inputs(frame).reset_index(drop=True)], axis=1)
+    out["feature_versions"] = versions
+    out[PREDICTION_COL] = np.asarray(predictions, dtype=float)
+    return out[INFERENCE_LOG_COLUMNS]
+
+
+def _as_log_table(rows: pd.DataFrame) -> pa.Table:
+    missing = [c for c in INFERENCE_LOG_COLUMNS if c not in rows.columns]
+    if missing:
+        raise ValueError(f"inference log rows lack columns {missing}: build them with inference_rows()")
+    return pa.Table.from_pandas(rows[INFERENCE_LOG_COLUMNS], schema=inference_log_schema(), preserve_index=False)
+
+
+def append_inference_log(rows: pd.DataFrame, cfg: Config | None = None) -> int:
+    """Add ``rows`` to the inference log, once: rows whose ``(source, event_id, model_version)`` is logged are skipped.
+
+    Returns how many rows were inserted.
+    """
+    from utils import lakehouse
+
+    if rows.empty:
+        return 0
+    dupes = rows.duplicated(LOG_KEYS)
+    if dupes.any():
+        raise ValueError(f"{int(dupes.sum())} rows repeat a {tuple(LOG_KEYS)}: each prediction is logged once")
+    table = _as_log_table(rows)
+    name = inference_log_table(cfg)
+    if not lakehouse.exists(name):
+        lakehouse.write(table, name, mode="append",
+                        description="every prediction (realtime, batch, streaming) with its model and feature versions")
+        return table.num_rows
+    return lakehouse.merge(table, name, LOG_KEYS, update=False, insert=True)["num_inserted"]
+
+
+def read_inference_log(cfg: Config | None = None) -> pd.DataFrame:
+    """The inference log as pandas (empty, with the right columns, before the first prediction)."""
+    from utils import lakehouse
+
+    name = inference_log_table(cfg)
+    if not lakehouse.exists(name):
+        return inference_log_schema().empty_table().to_pandas()
+    return lakehouse.read_pandas(name)
+
+
+def feature_table_versions(cfg: Config | None = None) -> dict[str, int]:
+    """The current Delta version of every feature table (what batch and streaming scores are computed from)."""
+    from utils import lakehouse
+    from utils.plantly_features import feature_table_names
+
+    return {t: lakehouse.current_version(t) for t in feature_table_names(cfg).values()}
+
+
+# ---------------------------------------------------------------- batch scoring
+
+
+def model_input_columns(df: SparkDataFrame) -> list[Any]:
+    """Spark column expressions casting ``df``'s features to the model's input types (as ``features_frame``)."""
+    from pyspark.sql import functions as F
+
+    missing = [c for c in FEATURES if c not in df.columns]
+    if missing:
+        raise ValueError(f"DataFrame lacks the model's feature columns {missing}")
+    cols = [F.coalesce(F.col(c).cast("string"), F.lit("unknown")).alias(c) for c in CATEGORICAL]
+    cols += [F.col(c).cast("double").alias(c) for c in NUMERIC]
+    cols += [F.coalesce(F.col(c).cast("boolean"), F.lit(True)).alias(c) for c in BOOLEAN]
+    return cols
+
+
+def spark_udf_scores(df: SparkDataFrame, model_uri: str, output_col: str = PREDICTION_COL) -> SparkDataFrame:
+    """``df`` plus ``output_col``, scored by ``mlflow.pyfunc.spark_udf`` (the way Databricks users score)."""
+    import mlflow.pyfunc
+    from pyspark.sql import functions as F
+
+    from utils.platform import get_spark
+
+    udf = mlflow.pyfunc.spark_udf(get_spark(), model_uri, result_type="double", env_manager="local")
+    return df.withColumn(output_col, udf(F.struct(*model_input_columns(df))))
+
+
+_WORKER_MODELS: dict[str, Any] = {}
+
+
+def _worker_model(local_path: str) -> Any:
+    """The pyfunc model at ``local_path``, loaded once per Python worker process."""
+    model = _WORKER_MODELS.get(local_path)
+    if model is None:
+        import mlflow.pyfunc
+
+        model = _WORKER_MODELS[local_path] = mlflow.pyfunc.load_model(local_path)
+    return model
+
+
+def _score_batches(batches: Iterator[pa.RecordBatch], local_path: str, output_col: str) -> Iterator[pa.RecordBatch]:
+    model = _worker_model(local_path)
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        frame = batch.to_pandas()
+        scores = np.asarray(model.predict(model_inputs(frame)), dtype=float)
+        yield batch.append_column(output_col, pa.array(scores, type=pa.float64()))
+
+
+def download_model(model_uri: str, dst: Path | None = None) -> str:
+    """A local copy of ``model_uri`` (a folder every local Spark worker can read); returns its path."""
+    import mlflow.artifacts
+
+    from utils.platform import state_dir
+
+    dst = dst or state_dir() / "scoring" / "models" / uuid.uuid4().hex
+    dst.mkdir(parents=True, exist_ok=True)
+    return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst))
+
+
+def score_partitions(df: SparkDataFrame, model_uri: str, output_col: str = PREDICTION_COL) -> SparkDataFrame:
+    """``df`` plus ``output_col``, scored with ``mapInArrow``: the model loads once per worker, not per batch."""
+    from pyspark.sql.types import DoubleType, StructField, StructType
+
+    if output_col in df.columns:
+        raise ValueError(f"df already has a column {output_col!r}: drop it or pick another output_col")
+    model_inputs_check = [c for c in FEATURES if c not in df.columns]
+    if model_inputs_check:
+        raise ValueError(f"DataFrame lacks the model's feature columns {model_inputs_check}")
+    local_path = download_model(model_uri)
+    schema = StructType([*df.schema.fields, StructField(output_col, DoubleType(), True)])
+    return df.mapInArrow(lambda it: _score_batches(it, local_path, output_col), schema)
+
+
+def predictions_table(cfg: Config | None = None) -> str:
+    """Name of the batch predictions table."""
+    return (cfg or get_config()).table("batch_predictions")
+
+
+def batch_predictions(scored: SparkDataFrame, model_name: str, model_version: str | int,
+                      keep: Sequence[str] = ("event_id", "customer_id", "plant_id", "event_ts")) -> SparkDataFrame:
+    """The predictions-table rows of a scored frame: keys, prediction, model name and version on every row."""
+    from pyspark.sql import functions as F
+
+    cols = [c for c in keep if c in scored.columns]
+    return scored.select(*cols, F.col(PREDICTION_COL),
+                         F.lit(model_name).alias("model_name"), F.lit(str(model_version)).alias("model_version"),
+                         F.current_timestamp().alias("scored_at"))
+
+
+# ---------------------------------------------------------------- streaming scoring
+
+EVENT_FIELDS = {"event_id": "string", "customer_id": "string", "plant_id": "string", "event_ts": "string",
+                "page": "string", "position": "string", "price": "string"}
+CORRUPT_COL = "_corrupt_record"
+
+
+def event_schema() -> Any:
+    """Spark schema of a landed event (read as strings, validated per batch so a bad value is quarantined)."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    return StructType([StructField(c, StringType(), True) for c in [*EVENT_FIELDS, CORRUPT_COL]])
+
+
+def landing_dir(cfg: Config | None = None) -> Path:
+    """Folder new events land in for the streaming scorer."""
+    from utils.platform import state_dir
+
+    return state_dir() / "landing" / "events"
+
+
+def land_events(events: pd.DataFrame | Sequence[Mapping[str, Any]], folder: Path, name: str | None = None,
+                raw_lines: Sequence[str] = ()) -> Path:
+    """Write ``events`` (plus any ``raw_lines`` as they are) as one JSON-lines file in ``folder``; returns it."""
+    frame = pd.DataFrame(list(events)) if not isinstance(events, pd.DataFrame) else events
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (name or f"events-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}.json")
+    lines = [json.dumps({k: _plain(v) for k, v in rec.items()}) for rec in frame.to_dict(orient="records")]
+    tmp = path.with_name("." + path.name + ".tmp")  # write then rename: the stream never sees half a file
+    tmp.write_text("\n".join([*lines, *raw_lines]) + "\n")
+    tmp.rename(path)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if hasattr(value, "item"):
+        return value.item()
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
+def validate_events(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split landed events into typed valid rows and quarantined rows with a ``reason``."""
+    reasons: list[str | None] = []
+    typed: list[dict[str, Any]] = []
+    for rec in frame.to_dict(orient="records"):
+        reason, row = _validate_event(rec)
+        reasons.append(reason)
+        typed.append(row)
+    ok = [r is None for r in reasons]
+    valid = pd.DataFrame([t for t, good in zip(typed, ok) if good], columns=list(EVENT_FIELDS))
+    bad = frame.loc[[not g for g in ok]].copy()
+    bad["reason"] = [r for r in reasons if r is not None]
+    if not valid.empty:
+        valid["position"] = valid["position"].astype("int64")
+        valid["price"] = valid["price"].astype(float)
+    return valid.reset_index(drop=True), bad.reset_index(drop=True)
+
+
+def _validate_event(rec: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    if rec.get(CORRUPT_COL) is not None and not all(rec.get(k) for k in ("event_id", "customer_id", "plant_id")):
+        return "malformed JSON", {}
+    missing = [k for k in EVENT_FIELDS if rec.get(k) in (None, "")]
+    if missing:
+        return f"missing fields {missing}", {}
+    row = {k: rec[k] for k in EVENT_FIELDS}
+    try:
+        position = float(rec["position"])
+        if position != int(position):
+            raise ValueError
+        row["position"] = int(position)
+    except (TypeError, ValueError):
+        return f"position {rec['position']!r} is not an integer", {}
+    try:
+        row["price"] = float(rec["price"])
+    except (TypeError, ValueError):
+        return f"price {rec['price']!r} is not a number", {}
+    if not np.isfinite(row["price"]) or row["price"] <= 0:
+        return f"price {rec['price']!r} must be a positive number", {}
+    if pd.isna(pd.to_datetime(rec["event_ts"], errors="coerce", utc=True)):
+        return f"event_ts {rec['event_ts']!r} is not a timestamp", {}
+    return None, row
+
+
+@dataclass
+class StreamScorer:
+    """Scores landed events micro-batch by micro-batch; idempotent per event, so replays add nothing."""
+
+    model_name: str
+    model_version: str
+    model_uri: str
+    cfg: Config = field(default_factory=get_config)
+    batches_seen: list[int] = field(default_factory=list)
+    _model: Any = field(default=None, repr=False)
+    _features: Any = field(default=None, repr=False)
+
+    def model(self) -> Any:
+        """The pyfunc model, loaded once."""
+        if self._model is None:
+            import mlflow.pyfunc
+
+            self._model = mlflow.pyfunc.load_model(self.model_uri)
+        return self._model
+
+    def score_batch(self, events: pd.DataFrame, batch_id: int) -> dict[str, int]:
+        """Validate, look up features, score and log one micro-batch; returns counts (scored, logged, quarantined)."""
+        from utils.deploy import OnlineFeatures
+
+        self.batches_seen.append(int(batch_id))
+        valid, bad = validate_events(events)
+        if self._features is None:
+            self._features = OnlineFeatures(self.cfg)
+        rows = []
+        if not valid.empty:
+            frame, unknown = self._features.build(valid.to_dict(orient="records"), strict=False)
+            if unknown:
+                extra = valid.iloc[sorted(unknown)].assign(reason=[unknown[i] for i in sorted(unknown)])
+                bad = extra.reset_index(drop=True) if bad.empty else pd.concat([bad, extra], ignore_index=True)
+                keep = [i for i in range(len(valid)) if i not in unknown]
+                frame = frame.iloc[keep].reset_index(drop=True)
+                valid = valid.iloc[keep].reset_index(drop=True)
+            if not frame.empty:
+                scores = np.asarray(self.model().predict(model_inputs(frame)), dtype=float)
+                rows = [inference_rows(frame.assign(event_id=valid["event_id"].to_numpy()), scores, source="streaming",
+                                       model_name=self.model_name, model_version=self.model_version,
+                                       feature_versions=self._features.versions(),
+                                       request_id=f"stream-batch-{batch_id}")]
+        logged = append_inference_log(pd.concat(rows), self.cfg) if rows else 0
+        quarantined = self._quarantine(bad, batch_id)
+        return {"scored": sum(len(r) for r in rows), "logged": logged, "quarantined": quarantined}
+
+    def _quarantine(self, bad: pd.DataFrame, batch_id: int) -> int:
+        from utils import lakehouse
+
+        if bad.empty:
+            return 0
+        raw = bad.drop(columns=["reason"]).apply(
+            lambda r: json.dumps({k: _plain(v) for k, v in r.items() if v is not None and not pd.isna(v)}), axis=1)
+        rows = pd.DataFrame({
+            "quarantine_id": [f"{batch_id}:{i}:{r}" for i, r in enumerate(raw)],
+            "batch_id": int(batch_id),
+            "event_id": [None if v is None or pd.isna(v) else str(v) for v in bad.get("event_id", [None] * len(bad))],
+            "reason": bad["reason"].astype(str), "raw": raw.astype(str),
+            "quarantined_at": pd.Timestamp(datetime.now(timezone.utc)),
+        })
+        rows = rows.drop_duplicates("quarantine_id")
+        schema = pa.schema([("quarantine_id", pa.string()), ("batch_id", pa.int64()), ("event_id", pa.string()),
+                            ("reason", pa.string()), ("raw", pa.string()), ("quarantined_at", pa.timestamp("us", tz="UTC"))])
+        table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
+        return lakehouse.merge(table, streaming_quarantine_table(self.cfg), ["quarantine_id"], update=False)["num_inserted"]
+
+    def foreach_batch(self, batch_df: SparkDataFrame, batch_id: int) -> None:
+        """The ``foreachBatch`` callback: score the micro-batch's events (small batches, scored on the driver)."""
+        self.score_batch(batch_df.toPandas(), batch_id)
+
+
+def stream_checkpoint(cfg: Config | None = None, name: str = "events") -> Path:
+    """Checkpoint folder of the streaming scorer (under the local state dir)."""
+    from utils.platform import state_dir
+
+    return state_dir() / "checkpoints" / "scoring" / name
+
+
+def run_stream(scorer: StreamScorer, folder: Path, checkpoint: Path, max_files_per_trigger: int = 1) -> StreamingQuery:
+    """Score every event landed in ``folder`` since the last run (``availableNow``), then stop; returns the query."""
+    from utils.platform import get_spark
+
+    folder.mkdir(parents=True, exist_ok=True)
+    stream = (get_spark().readStream.schema(event_schema())
+              .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT_COL)
+              .option("maxFilesPerTrigger", max_files_per_trigger)
+              .option("pathGlobFilter", "*.json")
+              .json(str(folder)))
+    query = (stream.writeStream.foreachBatch(scorer.foreach_batch)
+             .option("checkpointLocation", str(checkpoint))
+             .trigger(availableNow=True).start())
+    query.awaitTermination()
+    if query.exception() is not None:
+        raise RuntimeError(f"the streaming scorer failed: {query.exception()}")
+    return query
