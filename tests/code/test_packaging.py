@@ -1,0 +1,335 @@
+"""Packaging: the wheel, model-first and code-first promotion, Dockerfile and Kubernetes targets, a fresh env."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from utils import packaging
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def frames(isolated_state: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A small generated training frame (profile features joined in pandas), split in time."""
+    from utils.datagen import GeneratorSpec, generate
+    from utils.training import time_split
+
+    f = generate(GeneratorSpec(rows=3000, seed=5))
+    df = (f["impressions"].merge(f["customers"], on="customer_id")
+          .merge(f["plants"].drop(columns=["price", "name", "species", "stock"]), on="plant_id"))
+    for c in ("cust_impressions_30d", "cust_purchase_rate_30d", "plant_impressions_30d", "plant_purchase_rate_30d"):
+        df[c] = 0.0
+    return time_split(df)
+
+
+@pytest.fixture(scope="module")
+def model_name() -> str:
+    from utils.config import get_config
+
+    cfg = get_config()
+    return f"{cfg.catalog}.{cfg.schema}.packaging_test_model"
+
+
+@pytest.fixture(scope="module")
+def champion(frames, model_name) -> str:
+    """A packaged recommender registered under ``model_name`` with the champion alias; returns its alias URI."""
+    from utils import registry
+    from utils.platform import configure_mlflow
+    from utils.training import log_recommender, train_and_log
+
+    configure_mlflow("packaging-tests")
+    train, test = frames
+    result = train_and_log(train, test, "logreg", seed=5, run_name="packaging-test")
+    uri = log_recommender(result, example=test.head(20))
+    mv = registry.register(uri, name=model_name, run_hooks=False)
+    registry.set_version_tags(model_name, mv.version, {"gate_reviewed": "yes"})
+    registry.set_alias(model_name, "champion", mv.version, reason="packaging tests")
+    return f"models:/{model_name}@champion"
+
+
+@pytest.fixture(scope="module")
+def wheel(isolated_state: Path) -> Path:
+    return packaging.build_wheel()
+
+
+@pytest.fixture(scope="module")
+def sample(frames) -> pd.DataFrame:
+    from utils.training import features_frame
+
+    return features_frame(frames[1].head(40))
+
+
+# ---------------------------------------------------------------- the wheel
+
+
+def test_wheel_holds_the_utils_package_and_lands_in_the_state_dir(wheel: Path, isolated_state: Path) -> None:
+    names = packaging.wheel_contents(wheel)
+    for module in ("utils/__init__.py", "utils/training.py", "utils/recommender_model.py", "utils/packaging.py"):
+        assert module in names
+    assert not any("__pycache__" in n or n.startswith("tests/") for n in names)
+    meta = packaging.wheel_metadata(wheel)
+    assert meta["name"].replace("_", "-") == packaging.DISTRIBUTION and meta["version"]
+    assert any(r.startswith("mlflow") for r in meta["requires"])
+    assert wheel.parent == packaging.package_dir() / "dist" and wheel.is_relative_to(isolated_state)
+    assert list(wheel.parent.glob("*.whl")) == [wheel]
+    assert not list(packaging.package_dir().glob("wheel-src-*")), "the staged sources must be cleaned up"
+
+
+def test_build_wheel_names_a_folder_without_a_project(tmp_path: Path) -> None:
+    with pytest.raises(packaging.PackagingError, match="pyproject.toml"):
+        packaging.build_wheel(tmp_path / "out", source_root=tmp_path)
+
+
+def test_unpack_refuses_a_wheel_without_utils(tmp_path: Path) -> None:
+    bogus = tmp_path / "other-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(bogus, "w") as zf:
+        zf.writestr("other/__init__.py", "")
+    with pytest.raises(packaging.PackagingError, match="no utils package"):
+        packaging.unpack_wheel(bogus, tmp_path / "site")
+
+
+def test_log_package_records_the_wheel_as_an_artifact(wheel: Path, champion: str) -> None:
+    import mlflow
+
+    run_id = packaging.log_package(wheel, champion)
+    files = [f.path for f in mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path="wheel")]
+    assert f"wheel/{wheel.name}" in files and "wheel/contents.txt" in files
+    assert mlflow.get_run(run_id).data.tags["package.model_uri"] == champion
+
+
+# ---------------------------------------------------------------- what the model carries
+
+
+def test_model_carries_the_utils_code_and_pinned_requirements(champion: str, tmp_path: Path) -> None:
+    from utils.training import pinned_requirements
+
+    model_dir = packaging.download_model(champion, tmp_path / "model")
+    code = packaging.model_files(model_dir)
+    assert "code/utils/recommender_model.py" in code and "code/utils/training.py" in code
+    reqs = packaging.model_requirements(model_dir)
+    assert packaging.unpinned(reqs) == []
+    assert sorted(reqs) == sorted(pinned_requirements())
+    assert packaging.model_python_version(model_dir).count(".") == 2
+
+
+@pytest.mark.parametrize("line, pinned", [
+    ("mlflow==3.17.2", True), ("scikit-learn==1.7.2", True), ("pandas>=2", False), ("numpy", False),
+    ("scipy==1.*", False), ("requests~=2.31", False),
+])
+def test_unpinned_flags_every_requirement_without_an_exact_version(line: str, pinned: bool) -> None:
+    assert (packaging.unpinned([line]) == []) is pinned
+
+
+def test_model_without_requirements_is_named(tmp_path: Path) -> None:
+    with pytest.raises(packaging.PackagingError, match="requirements.txt"):
+        packaging.model_requirements(tmp_path)
+
+
+# ---------------------------------------------------------------- model-first
+
+
+def test_target_model_name_moves_the_catalog() -> None:
+    from utils.config import get_config
+
+    cfg = get_config()
+    assert packaging.target_model_name("prod") == f"{cfg.catalog}_prod.{cfg.schema}.{cfg.model_base_name}"
+    with pytest.raises(ValueError, match="lower-case"):
+        packaging.target_model_name("Prod; drop")
+
+
+def test_model_first_copies_the_same_artifact_and_predicts_identically(champion, model_name, sample) -> None:
+    import mlflow
+
+    from utils import registry
+
+    dst = model_name.replace("packaging_test_model", "packaging_test_model_prod")
+    copy_mv = packaging.promote_model_first(model_name, "champion", dst, reason="model-first test")
+    src_mv = registry.get_alias_version(model_name, "champion")
+    assert registry.get_alias_version(dst, "champion").version == copy_mv.version
+    assert copy_mv.tags["copied_from"] == f"{model_name}/{src_mv.version}"
+    same = mlflow.pyfunc.load_model(champion).predict(sample).to_numpy()
+    moved = mlflow.pyfunc.load_model(f"models:/{dst}@champion").predict(sample).to_numpy()
+    np.testing.assert_array_equal(same, moved)
+    assert packaging.model_digest(champion) == packaging.model_digest(f"models:/{dst}@champion")
+    assert copy_mv.tags["gate_reviewed"] == "yes", "the copy keeps the source version's provenance tags"
+    trail = registry.audit_trail(dst)
+    assert list(trail["action"]) == ["promote_model_first"], "the source's audit entries must not leak into the copy"
+    assert trail.iloc[-1]["reason"] == "model-first test"
+
+
+def test_model_digest_changes_with_the_artifact(champion, model_name) -> None:
+    from utils import registry
+
+    run_id = registry.get_alias_version(model_name, "champion").run_id
+    assert packaging.model_digest(champion) == packaging.model_digest(champion)
+    assert packaging.model_digest(champion) != packaging.model_digest(f"runs:/{run_id}/classifier")
+
+
+def test_model_first_without_the_alias_is_refused(champion, model_name) -> None:
+    with pytest.raises(ValueError, match="no 'missing' alias"):
+        packaging.promote_model_first(model_name, "missing", model_name + "_x", reason="should fail")
+
+
+# ---------------------------------------------------------------- code-first
+
+
+@pytest.mark.slow
+def test_code_first_retrain_from_the_wheel_reproduces_the_metrics(frames, wheel, isolated_state) -> None:
+    from utils import lakehouse
+    from utils.plantly_features import LABEL, training_set_table
+    from utils.platform import configure_mlflow
+    from utils.training import train_and_log
+
+    configure_mlflow("packaging-tests")
+    train, test = frames
+    table = training_set_table()
+    version = lakehouse.write(pd.concat([train, test], ignore_index=True), table, mode="overwrite", merge_schema=True)
+    from utils.plantly_features import load_training_frame
+    from utils.training import time_split
+
+    train2, test2 = time_split(load_training_frame(version))
+    original = train_and_log(train2, test2, "logreg", seed=5, input_tables={table: version},
+                             run_name="code-first-source", log_model=False)
+    spec = packaging.retrain_spec(original.run_id)
+    assert (spec.family, spec.seed, spec.inputs, spec.rows) == ("logreg", 5, {table: version}, (len(train2), len(test2)))
+    out = packaging.retrain_with_wheel(wheel, spec)
+    site = (packaging.package_dir() / "code-first" / "site").resolve()
+    assert Path(out["utils_file"]).is_relative_to(site), out["utils_file"]
+    logged = packaging.run_metrics(original.run_id)
+    for key in ("roc_auc", "f1_score", "precision_at_5pct"):
+        assert out["metrics"][key] == logged[key] == original.metrics[key], key
+    assert out["run_id"] != original.run_id and LABEL in test2
+
+
+def test_retrain_refuses_a_split_that_differs_from_the_run(frames, isolated_state) -> None:
+    from utils import lakehouse
+    from utils.plantly_features import training_set_table
+
+    table = training_set_table()
+    version = lakehouse.write(pd.concat(frames, ignore_index=True), table, mode="overwrite", merge_schema=True)
+    spec = packaging.RetrainSpec("r0", "logreg", {}, 5, {table: version}, rows=(1, 1))
+    with pytest.raises(ValueError, match="test_fraction"):
+        packaging.retrain(spec)
+
+
+def test_retrain_spec_needs_a_training_run() -> None:
+    import mlflow
+
+    from utils.platform import configure_mlflow
+
+    configure_mlflow("packaging-tests")
+    with mlflow.start_run() as run:
+        mlflow.log_param("unrelated", 1)
+    with pytest.raises(ValueError, match="family"):
+        packaging.retrain_spec(run.info.run_id)
+
+
+# ---------------------------------------------------------------- container and cluster
+
+
+def test_generated_dockerfile_copies_the_model_and_serves_it(champion: str, tmp_path: Path) -> None:
+    context = packaging.generate_dockerfile(champion, tmp_path / "docker")
+    assert packaging.dockerfile_problems(context) == []
+    text = (context / "Dockerfile").read_text()
+    assert text.splitlines()[1].startswith("FROM python:3.11")
+    assert f"COPY model_dir {packaging.CONTAINER_MODEL_DIR}" in text
+    assert "_install_pyfunc_deps" in text and "ENTRYPOINT" in text
+    model_copy = context / "model_dir"
+    assert (model_copy / "MLmodel").exists() and (model_copy / "code" / "utils" / "recommender_model.py").exists()
+    assert packaging.unpinned(packaging.model_requirements(model_copy)) == []
+
+
+@pytest.mark.parametrize("dockerfile, problem", [
+    ("COPY x /opt/ml/model\nENTRYPOINT [\"python\"]\n", "FROM"),
+    ("FROM python:3.11-slim\nENTRYPOINT [\"python\", \"-c\", \"C._serve('local')\"]\n", "COPY"),
+    ("FROM python:3.11-slim\nCOPY m /opt/ml/model\nENTRYPOINT [\"python\", \"-c\", \"C._serve('local')\"]\n", "MLmodel"),
+    ("FROM python:3.11-slim\nCOPY m /opt/ml/model\n", "ENTRYPOINT"),
+    ("FROM python:3.11-slim\nCOPY m /opt/ml/model\nENTRYPOINT [\"bash\"]\n", "model server"),
+])
+def test_dockerfile_problems_are_named(tmp_path: Path, dockerfile: str, problem: str) -> None:
+    (tmp_path / "Dockerfile").write_text(dockerfile)
+    assert any(problem in p for p in packaging.dockerfile_problems(tmp_path))
+
+
+def test_kubernetes_manifest_parses_and_is_consistent(tmp_path: Path) -> None:
+    image = packaging.image_name(7, "registry.example.com/ml")
+    docs = packaging.kubernetes_manifests(image, "plantly.mlops.plantly_recommender", 7, workers=3)
+    path = packaging.write_manifests(docs, tmp_path / "k8s.yaml")
+    assert "&id" not in path.read_text(), "no YAML anchors: the manifest must read plainly"
+    parsed = list(yaml.safe_load_all(path.read_text()))
+    assert [d["kind"] for d in parsed] == ["Deployment", "Service"]
+    dep, svc = parsed
+    pod = dep["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert container["image"] == "registry.example.com/ml/plantly-recommender:v7"
+    assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert svc["spec"]["ports"][0]["targetPort"] == container["ports"][0]["containerPort"] == packaging.SERVING_PORT
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": packaging.SERVING_PORT}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert {"name": "MLFLOW_MODELS_WORKERS", "value": "3"} in container["env"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert pod["metadata"]["annotations"]["mlflow.org/model-version"] == "7"
+    assert packaging.manifest_problems(parsed) == []
+
+
+def _break_selector(docs):
+    docs[1]["spec"]["selector"] = {"app.kubernetes.io/name": "someone-else"}
+
+
+def _break_target_port(docs):
+    docs[1]["spec"]["ports"][0]["targetPort"] = 9000
+
+
+def _drop_probe(docs):
+    del docs[0]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+
+
+def _break_deployment_selector(docs):
+    docs[0]["spec"]["selector"]["matchLabels"]["tier"] = "missing"
+
+
+@pytest.mark.parametrize("breaker, problem", [
+    (_break_selector, "Service selector"), (_break_target_port, "targetPort"), (_drop_probe, "readinessProbe"),
+    (_break_deployment_selector, "Deployment selector"), (lambda d: d.pop(), "one Deployment and one Service"),
+])
+def test_manifest_problems_are_named(breaker, problem: str) -> None:
+    docs = copy.deepcopy(packaging.kubernetes_manifests("img:v1", "m", 1))
+    breaker(docs)
+    assert any(problem in p for p in packaging.manifest_problems(docs)), packaging.manifest_problems(docs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"app_name": "Plantly_Recommender"}, "Kubernetes name"), ({"replicas": 0}, "at least 1"),
+])
+def test_kubernetes_manifest_refuses_bad_settings(kwargs, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        packaging.kubernetes_manifests("img:v1", "m", 1, **kwargs)
+
+
+# ---------------------------------------------------------------- self-contained
+
+
+@pytest.mark.slow
+def test_fresh_env_built_from_the_model_requirements_predicts_identically(champion: str, sample: pd.DataFrame) -> None:
+    import mlflow
+
+    started = time.perf_counter()
+    result = packaging.fresh_env_predict(champion, sample)
+    seconds = time.perf_counter() - started
+    expected = mlflow.pyfunc.load_model(champion).predict(sample).to_numpy()
+    np.testing.assert_array_equal(result.predictions, expected)
+    assert result.utils_importable_before_load is False, "the fresh env must not see the repository's utils"
+    assert str(result.env_dir) in result.details["executable"]
+    assert not result.env_dir.exists(), "the fresh env is removed afterwards"
+    print(f"fresh env: {seconds:.1f}s total, {json.dumps({k: round(v, 1) for k, v in result.seconds.items()})}")
