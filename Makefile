@@ -22,6 +22,7 @@ help:
 	@echo "make lab    - JupyterLab on the notebooks"
 	@echo "make ui     - MLflow UI on http://127.0.0.1:5000"
 	@echo "make bench  - benchmark scripts (figures appended to bench/results.md)"
+	@echo "make dashboard - one-page status: what is deployed, health, freshness, drift, alerts (reports/dashboard.html)"
 
 java:
 	@$(PYTHON) -c "import sys; sys.path.insert(0, '.'); from utils.platform import java_version, EnvironmentProblem; \
@@ -70,6 +71,9 @@ lab: $(STAMP) java
 ui: $(STAMP)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
 	  --backend-store-uri sqlite:///$(CURDIR)/.lakehouse/mlflow/mlflow.db --default-artifact-root $(CURDIR)/.lakehouse/mlflow/artifacts
+
+dashboard: $(STAMP)
+	$(BIN)/python -m utils.dashboard --out reports/dashboard.html $(foreach u,$(ENDPOINTS),--endpoint $(u))
 
 bench: $(STAMP) java
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -1,0 +1,355 @@
+"""The dashboard page on a real (temporary) state: real MLflow registry, real Delta tables, real HTTP endpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from utils import dashboard, lakehouse, registry
+from utils.alerts import alerts_from_breaches, alerts_to_frame
+from utils.config import get_config
+from utils.monitoring import DRIFT_COLUMNS, drift_to_arrow
+from utils.retraining import monitoring_tables
+from utils.serving import free_port
+
+SECTIONS = ("status", "models", "deployments", "freshness", "monitoring", "lineage", "alerts")
+
+
+def section(page: str, section_id: str) -> str:
+    """The HTML of ``<section id=section_id>`` (sections do not nest)."""
+    match = re.search(rf'<section id="{section_id}"[^>]*>(.*?)</section>', page, re.DOTALL)
+    assert match, f"section {section_id!r} is missing from the page"
+    return match.group(1)
+
+
+@contextlib.contextmanager
+def mlflow_restored() -> Iterator[None]:
+    """Leave MLflow as the other tests expect it afterwards: their tracking store, registry and experiment."""
+    from mlflow.tracking import fluent
+
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), fluent._active_experiment_id,
+              os.environ.get("MLFLOW_EXPERIMENT_ID"))
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+        fluent._active_experiment_id = before[2]
+        if before[3] is None:
+            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+        else:
+            os.environ["MLFLOW_EXPERIMENT_ID"] = before[3]
+
+
+@pytest.fixture(scope="module")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow database, made once: a fresh SQLite store costs seconds of migrations."""
+    from utils.platform import configure_mlflow
+
+    state = tmp_path_factory.mktemp("dashboard-template")
+    before = os.environ["MLOPS_STATE_DIR"]
+    os.environ["MLOPS_STATE_DIR"] = str(state)
+    try:
+        with mlflow_restored():
+            configure_mlflow()
+    finally:
+        os.environ["MLOPS_STATE_DIR"] = before
+    return state / "mlflow"
+
+
+@pytest.fixture()
+def fresh_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template: Path) -> Iterator[Path]:
+    """An empty state folder of its own (the session's may hold other tests' tables), MLflow pointed at it."""
+    from utils.platform import configure_mlflow
+
+    state = tmp_path / "state"
+    shutil.copytree(mlflow_template, state / "mlflow")
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(state))
+    monkeypatch.setenv("MLOPS_RAW_DIR", str(state / "raw"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    with mlflow_restored():
+        configure_mlflow()
+        yield state
+
+
+class _Constant(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[float]:
+        return [0.5] * len(model_input)
+
+
+def drift_frame(psi: dict[str, float], start: datetime) -> pd.DataFrame:
+    """Drift rows shaped like utils.monitoring.drift_metrics output, one per column."""
+    rows = []
+    for col, value in psi.items():
+        row = dict.fromkeys(DRIFT_COLUMNS)
+        row.update(column_name=col, role="feature", drift_type="BASELINE", data_type="double",
+                   window={"start": start, "end": start + timedelta(days=7)},
+                   population_stability_index=value, js_distance=value / 4, count=100, count_cmp=100, count_delta=0)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def make_small_state(now: datetime) -> dict[str, object]:
+    """A champion trained on a pinned table version, an inference log, drift/quality metrics and alerts."""
+    cfg = get_config()
+    training = cfg.table("training_set")
+    lakehouse.write(pd.DataFrame({"event_id": ["e1", "e2"], "price": [10.0, 20.0]}), training)
+    lakehouse.write(pd.DataFrame({"event_id": ["e3"], "price": [30.0]}), training, mode="append")  # version 1
+    with mlflow.start_run(run_name="dashboard-test") as run:
+        mlflow.set_tag(f"input.{training}", "0")
+        info = mlflow.pyfunc.log_model(name="model", python_model=_Constant(), pip_requirements=["mlflow"])
+    old_alert = alerts_from_breaches([{"metric": "population_stability_index", "column": "tenure_days",
+                                       "value": 0.31, "threshold": 0.2}], cfg.model_name,
+                                     now=now - timedelta(days=30))
+    names = monitoring_tables(cfg)
+    lakehouse.write(alerts_to_frame(old_alert), names["alerts"], mode="append")
+    mv = registry.register(info.model_uri, name=cfg.model_name, run_hooks=False)
+    registry.set_version_tags(cfg.model_name, mv.version, {"gate_passed": "true", "gate_summary": "all checks passed"})
+    registry.promote(cfg.model_name, mv.version, {"passed": True, "failed": []}, reason="won the gate in the test",
+                     actor="on-call-tester")
+    new_alerts = alerts_from_breaches([
+        {"metric": "population_stability_index", "column": "region", "value": 4.04, "threshold": 0.2},
+        {"metric": "js_distance", "column": "device", "value": 0.13, "threshold": 0.1},
+    ], cfg.model_name)  # raised now, after the promotion: open
+    lakehouse.write(alerts_to_frame(new_alerts), names["alerts"], mode="append")
+    ts = [now - timedelta(minutes=m) for m in (90, 50, 20)] + [datetime.now(timezone.utc)]  # the last after the promotion
+    lakehouse.write(pd.DataFrame({
+        "request_id": ["r1", "r2", "r3", "r4"], "ts": ts, "source": ["realtime", "realtime", "batch", "realtime"],
+        "model_name": cfg.model_name, "model_version": str(mv.version), "customer_id": "C1", "plant_id": "P1",
+        "prediction": [0.1, 0.5, 0.7, 0.9], "latency_ms": [10.0, 20.0, 30.0, 400.0],
+    }), cfg.table("inference_log"))
+    for week, psi in enumerate(({"region": 0.05, "device": 0.02}, {"region": 4.04, "device": 0.09})):
+        lakehouse.write(drift_to_arrow(drift_frame(psi, datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(weeks=week))),
+                        names["drift"], mode="overwrite")
+    lakehouse.write(pd.DataFrame({
+        "window_start": pd.date_range("2026-01-01", periods=3, freq="7D", tz="UTC"),
+        "auc": [0.81, 0.79, 0.62], "n_labeled": [50, 60, 70],
+    }), names["quality"])
+    return {"version": int(mv.version), "run_id": run.info.run_id, "old_alert": old_alert[0].alert_id,
+            "new_alerts": [a.alert_id for a in new_alerts]}
+
+
+class _Router(BaseHTTPRequestHandler):
+    """A real HTTP server answering like utils.deploy's router: /health and /routes."""
+
+    routes: ClassVar[dict[str, dict]] = {"versions": {"champion": "1", "challenger": "2"}, "weights": {"champion": 90, "challenger": 10}}
+
+    def log_message(self, format, *args):
+        return
+
+    def do_GET(self):
+        body, code = (b'{"status": "ok"}', 200) if self.path == "/health" else \
+            (json.dumps(self.routes).encode(), 200) if self.path == "/routes" else (b"{}", 404)
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture()
+def router_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Router)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+# ---------------------------------------------------------------- an empty project
+
+
+def test_empty_state_renders_and_says_what_is_missing(fresh_state: Path, tmp_path: Path) -> None:
+    cfg = get_config()
+    down = f"http://127.0.0.1:{free_port()}"
+    out = dashboard.build_dashboard(tmp_path / "out" / "dashboard.html", endpoint_urls=[down])
+    page = out.read_text()
+    assert out.exists() and page.startswith("<!DOCTYPE html>")
+    for sid in SECTIONS:
+        section(page, sid)
+    assert dashboard.section_errors(out) == []
+    assert 'class="section-error"' not in page
+    models = section(page, "models")
+    assert cfg.model_name in models and "03_develop" in models and "05_deploy" in models
+    deployments = section(page, "deployments")
+    assert "inference_log" in deployments and "does not exist" in deployments
+    assert "DOWN" in deployments and down in deployments  # a down endpoint is shown, not an error
+    assert "06_monitor" in section(page, "monitoring")
+    assert "06_monitor" in section(page, "alerts")
+    assert "01_explore" in section(page, "freshness")
+    assert "No " in section(page, "lineage") and "champion" in section(page, "lineage")
+    status = section(page, "status")
+    assert 'data-level="bad"' in status and "Action needed" in status
+    assert '<div class="value">none</div>' in status  # no champion
+    assert "1 DOWN" in status
+    assert "<img" not in page  # nothing to plot
+    assert "http://" not in page.replace(down, "")  # self-contained: nothing fetched from the network
+    assert "<link" not in page and "src=\"http" not in page
+
+
+def test_empty_inference_log_is_reported_not_an_error(fresh_state: Path, tmp_path: Path) -> None:
+    from utils.scoring import inference_log_schema
+
+    lakehouse.write(inference_log_schema().empty_table(), get_config().table("inference_log"))
+    page = dashboard.build_dashboard(tmp_path / "d.html").read_text()
+    deployments = section(page, "deployments")
+    assert "is empty" in deployments and "05_deploy" in deployments
+    assert 'class="section-error"' not in page
+
+
+def test_bad_endpoint_url_is_refused_with_the_fix(fresh_state: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        dashboard.build_dashboard(tmp_path / "d.html", endpoint_urls=["127.0.0.1:5000"])
+
+
+def test_unreadable_table_becomes_a_section_error_and_the_page_still_renders(fresh_state: Path, tmp_path: Path) -> None:
+    drift = monitoring_tables(get_config())["drift"]
+    lakehouse.write(drift_to_arrow(drift_frame({"region": 0.5}, datetime(2026, 1, 1, tzinfo=timezone.utc))), drift)
+    log = min((lakehouse.table_path(drift) / "_delta_log").glob("*.json"))
+    log.write_text("this is not a delta log\n")
+    out = dashboard.build_dashboard(tmp_path / "d.html")
+    page = out.read_text()
+    assert "monitoring" in dashboard.section_errors(out)
+    assert "could not be built" in section(page, "monitoring")
+    assert "unreadable" in section(page, "freshness")  # the table's row says so; the section itself is fine
+    assert 'data-level="bad"' in section(page, "status")
+    for sid in SECTIONS:
+        section(page, sid)
+
+
+# ---------------------------------------------------------------- a small real state
+
+
+def test_real_state_shows_the_recorded_values(fresh_state: Path, tmp_path: Path, router_url: str) -> None:
+    cfg = get_config()
+    now = datetime.now(timezone.utc)
+    facts = make_small_state(now)
+    down = f"http://127.0.0.1:{free_port()}"
+    out = dashboard.build_dashboard(tmp_path / "d.html", endpoint_urls=[router_url, down])
+    page = out.read_text()
+    assert dashboard.section_errors(out) == []
+
+    status = section(page, "status")
+    assert f'<div class="value">v{facts["version"]}</div>' in status
+    assert '<div class="value">2</div>' in status  # the two alerts raised after the promotion are open
+    assert "1 DOWN" in status and 'data-level="bad"' in status
+
+    models = section(page, "models")
+    assert f'data-alias="champion" data-version="{facts["version"]}"' in models
+    assert "on-call-tester" in models and "won the gate in the test" in models
+    assert 'id="model-versions"' in models and "all checks passed" in models
+
+    deployments = section(page, "deployments")
+    assert router_url in deployments and "router" in deployments
+    assert "champion (v1): 90%" in deployments and "challenger (v2): 10%" in deployments
+    assert down in deployments
+    rows = re.findall(r'<tr class="(up|down)">', deployments)
+    assert sorted(rows) == ["down", "up"]
+    assert "<td>predictions</td><td>4</td>" in deployments
+    p50 = np.percentile([10.0, 20.0, 30.0, 400.0], 50)
+    assert f"{p50:.1f} / " in deployments
+    # three predictions were made before the promotion, one after it
+    assert "served by the champion</td><td>100% of 4 predictions in the window; 100% of 1 since v1 became champion" \
+        in deployments
+    assert 'id="fig-traffic"' in deployments and 'id="fig-latency"' in deployments
+
+    alerts = section(page, "alerts")
+    open_table = re.search(r'<table id="alerts-table">(.*?)</table>', alerts, re.DOTALL).group(1)
+    assert open_table.count("<tr class=\"open") == 2 and "region" in open_table and "device" in open_table
+    closed = re.search(r'<table id="closed-alerts-table">(.*?)</table>', alerts, re.DOTALL).group(1)
+    assert "tenure_days" in closed and "addressed by a later promotion" in closed
+
+    monitoring = section(page, "monitoring")
+    assert 'id="fig-drift"' in monitoring and "over time" in monitoring  # two passes: a line per column
+    assert 'id="fig-quality"' in monitoring and "0.620" in monitoring
+    assert "1 column(s) above PSI 0.2" in monitoring
+
+    lineage = section(page, "lineage")
+    assert facts["run_id"] in lineage
+    row = re.search(r"<tr><td>plantly\.mlops\.training_set</td>(.*?)</tr>", lineage).group(1)
+    cells = re.findall(r"<td>(.*?)</td>", row)
+    assert cells[0] == "0" and cells[2] == "1" and cells[3] == "1"  # trained on v0, now at v1, 1 version since
+
+    freshness = section(page, "freshness")
+    for name in (cfg.table("training_set"), cfg.table("inference_log"), cfg.table("monitoring_alerts"),
+                 monitoring_tables(cfg)["drift"], monitoring_tables(cfg)["quality"]):
+        assert f"<td>{name}</td>" in freshness
+    assert re.search(r"<td>plantly\.mlops\.inference_log</td><td>inference</td>", freshness)
+    assert "stalest table" in status
+
+    for img in re.findall(r'src="data:image/png;base64,([^"]+)"', page):
+        import base64
+
+        assert base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_main_writes_the_page(fresh_state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "reports" / "dashboard.html"
+    assert dashboard.main(["--out", str(out)]) == 0
+    assert out.exists() and str(out) in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_inference_summary_handles_missing_columns() -> None:
+    only_ts = pd.DataFrame({"ts": pd.to_datetime(["2026-01-01 10:00", "2026-01-01 11:00"], utc=True)})
+    summary = dashboard.inference_summary(only_ts)
+    assert summary["rows"] == 2 and "latency_ms" not in summary and "error_rate" not in summary
+    assert dashboard.inference_summary(pd.DataFrame())["rows"] == 0
+    with_errors = pd.DataFrame({"status_code": [200, 200, 500, 422], "latency_ms": [1.0, 2.0, 3.0, 4.0]})
+    summary = dashboard.inference_summary(with_errors)
+    assert summary["error_rate"] == 0.5
+    assert summary["latency_ms"]["p50"] == 2.5
+
+
+def test_probe_endpoint_down_and_up(router_url: str) -> None:
+    down = dashboard.probe_endpoint(f"http://127.0.0.1:{free_port()}", timeout=1.0)
+    assert not down.up and "refused" in down.detail.lower()
+    up = dashboard.probe_endpoint(router_url + "/")
+    assert up.up and up.kind == "router" and up.weights == {"champion": 90, "challenger": 10}
+
+
+@pytest.mark.parametrize(("short", "layer"), [
+    ("bronze_orders", "source"), ("silver_plants", "source"), ("quarantine", "source"),
+    ("customer_features", "feature"), ("training_set", "feature"), ("inference_log", "inference"),
+    ("monitored_predictions_drift_metrics", "monitoring"), ("monitoring_alerts", "monitoring"), ("demo_orders", "other"),
+])
+def test_table_layer(short: str, layer: str) -> None:
+    assert dashboard.table_layer(get_config().table(short))[0] == layer
+
+
+def test_show_embeds_the_page_in_an_isolated_iframe(fresh_state: Path, tmp_path: Path) -> None:
+    import html as html_lib
+
+    out = dashboard.build_dashboard(tmp_path / "d.html")
+    shown = dashboard.show(out, height=700)._repr_html_()
+    srcdoc = re.search(r'<iframe srcdoc="([^"]*)"', shown).group(1)
+    assert html_lib.unescape(srcdoc) == out.read_text()
+    assert "height:700px" in shown
+
+
+def test_champion_share_flags_traffic_still_going_to_an_older_version() -> None:
+    now = datetime.now(timezone.utc)
+    promoted = pd.Timestamp(now - timedelta(hours=1))
+    log = pd.DataFrame({"ts": [now - timedelta(hours=2), now - timedelta(minutes=10), now],
+                        "model_version": ["1", "1", "1"]})
+    text = dashboard._champion_share(log, {"version": 2, "at": promoted}, now)
+    assert text.startswith("0% of 3 predictions in the window; 0% of 2 since v2") and "still serves an older version" in text
+    text = dashboard._champion_share(log, {"version": 1, "at": promoted}, now)
+    assert "100% of 2 since v1" in text and "older" not in text
