@@ -14,8 +14,8 @@ Four drifts (data, label, prediction, concept) map to functions:
 
 Statistics (numeric = N, categorical = C; the baseline is the *expected* distribution):
 
-- ``ks_test`` (N): two-sample Kolmogorov-Smirnov statistic computed exactly (cumulative counts over the
-  distinct values of both samples); the two-sided p-value is Smirnov's asymptotic one,
+- ``ks_test`` (N): two-sample Kolmogorov-Smirnov statistic computed exactly (running counts of each
+  side over both samples sorted together, ties taken at once); the two-sided p-value is Smirnov's asymptotic one,
   ``scipy.stats.kstwo.sf(D, round(n*m/(n+m)))``, identical to ``scipy.stats.ks_2samp(method="asymp")``
   (the effective size is floored at 1).
 - ``wasserstein_distance`` (N): the integral of ``|F - G|`` over the two empirical CDFs, exactly as
@@ -24,8 +24,9 @@ Statistics (numeric = N, categorical = C; the baseline is the *expected* distrib
   no Yates correction (``scipy.stats.chi2_contingency(table, correction=False)``); with fewer than two
   categories in all the statistic is 0 and the p-value 1.
 - Binned distances, on baseline quantile bins for N (interior edges are the unique
-  ``approx_percentile`` values of the baseline at ``k/bins``, i.e. numpy's ``inverted_cdf`` quantiles;
-  bins are right-closed, ``(e[i-1], e[i]]``) and on the union of categories for C:
+  ``approx_percentile`` values of the baseline at ``k/bins``: numpy's ``inverted_cdf`` quantiles, exactly
+  so up to a few hundred rows and within ``n / EDGE_ACCURACY`` ranks beyond; bins are right-closed,
+  ``(e[i-1], e[i]]``) and on the union of categories for C:
 
   - ``population_stability_index``: ``sum((q - p) * ln(q / p))``;
   - ``kl_divergence``: ``KL(current || baseline) = sum(q * ln(q / p))`` (natural log);
@@ -40,7 +41,9 @@ Nulls are excluded from every distribution statistic and tracked by ``percent_nu
 NaN and +-infinity in a numeric column count as null for drift (``percent_null_delta`` shows them).
 
 Mapping to Databricks Lakehouse Monitoring (``{table}_profile_metrics`` / ``{table}_drift_metrics``):
-the column names and meanings below are the same, so one dashboard query reads either.
+columns are named and shaped as in its metric tables, so one dashboard query reads either; the
+definitions below are this module's (check a percentage-vs-fraction column such as ``percent_null``
+against your workspace's tables before mixing the two), and columns it lacks are marked *(extra)*.
 
 Profile metrics (:func:`profile_metrics`, a Spark DataFrame):
 
@@ -54,7 +57,7 @@ data_type      Spark type of the column (``simpleString``)
 log_type       ``"INPUT"`` (rows of the monitored table)
 count          rows in the window (nulls included)
 num_nulls      null values; ``percent_null`` = ``100 * num_nulls / count`` (a percentage)
-num_nan        NaN values of a numeric column (NaN is not null; it is left out of avg..quantiles)
+num_nan        *(extra)* NaN values of a numeric column (not null; left out of avg..quantiles)
 avg, stddev    mean and sample standard deviation (numeric columns; NULL for categorical)
 min, max       numeric columns only
 quantiles      ``approx_percentile`` at :data:`QUANTILE_LEVELS` (numeric columns)
@@ -73,8 +76,8 @@ drift_type                 ``"BASELINE"`` (against the baseline) or ``"CONSECUTI
 granularity, slice_key,    as in the profile table (slices are always NULL here)
 slice_value
 column_name, data_type     the column and its Spark type in the current data
-role                       ``feature``, ``label`` or ``prediction`` (not in Databricks' table)
-count, count_cmp           rows in the current / comparison data; ``count_delta`` their difference
+role                       *(extra)* ``feature``, ``label`` or ``prediction``
+count, count_cmp           *(extra)* rows in the current / comparison data; ``count_delta`` their difference
 avg_delta                  mean(current) - mean(comparison) (numeric)
 percent_null_delta         percent_null(current) - percent_null(comparison)
 ks_test                    struct<statistic, pvalue> (numeric)
@@ -82,10 +85,10 @@ chi_squared_test           struct<statistic, pvalue> (categorical)
 js_distance, tv_distance,  as above, both kinds
 l_infinity_distance,
 population_stability_index,
-kl_divergence
+kl_divergence              (``kl_divergence`` is *(extra)*)
 wasserstein_distance       numeric only
-num_bins                   bins (numeric) or categories (categorical) the binned statistics used
-note                       why metrics are NULL (e.g. an empty window or an all-null column)
+num_bins                   *(extra)* bins (numeric) or categories (categorical) the binned statistics used
+note                       *(extra)* why metrics are NULL (e.g. an empty window or an all-null column)
 ========================== ==================================================================
 
 Bad input: a missing column, a column listed as both numeric and categorical, a numeric column that
@@ -115,7 +118,8 @@ if TYPE_CHECKING:
     from utils.config import Thresholds
 
 QUANTILE_LEVELS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
-PERCENTILE_ACCURACY = 10_000  # approx_percentile accuracy: rank error <= n / accuracy
+PERCENTILE_ACCURACY = 10_000  # approx_percentile accuracy of profile quantiles: rank error <= n / accuracy
+EDGE_ACCURACY = 1_000  # accuracy of the baseline quantiles used as bin edges (statistics are exact given the edges)
 DRIFT_TYPES = ("BASELINE", "CONSECUTIVE")
 ROLES = ("feature", "label", "prediction")
 DRIFT_COLUMNS: tuple[str, ...] = (
@@ -562,7 +566,7 @@ def _group_totals(
     for i in range(len(numeric)):
         v = F.col(f"_n{i}")
         exprs += [F.count(F.when(is_b, v)), F.count(F.when(is_c, v)), F.avg(F.when(is_b, v)), F.avg(F.when(is_c, v)),
-                  F.percentile_approx(F.when(is_b, v), levels, PERCENTILE_ACCURACY)]
+                  F.percentile_approx(F.when(is_b, v), levels, EDGE_ACCURACY)]
         names += [f"nn_b_n{i}", f"nn_c_n{i}", f"avg_b_n{i}", f"avg_c_n{i}", f"q_n{i}"]
     for i in range(len(categorical)):
         v = F.col(f"_k{i}")
@@ -576,68 +580,87 @@ def _group_totals(
     return {int(r["_g"]): dict(zip(names, list(r)[1:], strict=True)) for r in rows}
 
 
-def _below(v: Column) -> Any:
-    """A one-argument lambda ``edge -> v > edge`` (Spark reads the lambda's arity, so no default args)."""
-    return lambda edge: v > edge
-
-
-def _value_stats(
-    combined: DataFrame, n_categorical: int, edges: dict[tuple[int, int], list[float]], bins: int, max_categories: int
+def _numeric_stats(
+    combined: DataFrame, edges: dict[tuple[int, int], list[float]], sizes: dict[tuple[int, int], tuple[int, int]], bins: int
 ) -> dict[tuple[int, str], dict[str, Any]]:
-    """One Spark job: per (group, column) the exact KS statistic and Wasserstein distance (numeric,
-    from cumulative counts over the distinct values of both sides), counts per baseline-quantile bin
-    (numeric) and counts per category (categorical, at most ``max_categories + 1`` collected)."""
-    F, _, Window = _spark()
-    structs = []
-    for i in sorted({i for _, i in edges}):
-        per_group = [x for (g, j), e in edges.items() if j == i
-                     for x in (F.lit(g), F.array(*[F.lit(float(b)) for b in e]).cast("array<double>"))]
-        arr = F.try_element_at(F.create_map(*per_group), F.col("_g"))
-        v = F.col(f"_n{i}")
-        idx = F.when(arr.isNotNull() & v.isNotNull(), F.size(F.filter(arr, _below(v))))
-        structs.append(F.struct(F.lit(f"n{i}").alias("col"), v.alias("v"), F.lit(None).cast("string").alias("key"), idx.alias("bin")))
-    for i in range(n_categorical):
-        structs.append(F.struct(F.lit(f"k{i}").alias("col"), F.lit(None).cast("double").alias("v"),
-                                F.col(f"_k{i}").alias("key"), F.lit(None).cast("int").alias("bin")))
-    if not structs:
+    """One Spark job: per (group, numeric column) the exact KS statistic, the Wasserstein distance and
+    the counts per baseline-quantile bin, from running counts over the values sorted per column.
+
+    ``edges`` and ``sizes`` (non-null counts, baseline and current) are keyed by (group, column index);
+    only those pairs are computed.
+    """
+    F, T, Window = _spark()
+    if not edges:
         return {}
-    is_b = F.col("_src") == "b"
-    values = (
-        combined.select("_src", "_g", F.explode(F.array(*structs)).alias("_e"))
-        .select("_src", "_g", "_e.*")
-        .where(F.col("v").isNotNull() | F.col("key").isNotNull())
-        .groupBy("_g", "col", "v", "key", "bin")  # bin is a function of (_g, col, v): grouping by it is free
-        .agg(F.count(F.when(is_b, 1)).alias("cb"), F.count(F.when(~is_b, 1)).alias("cc"))
+    spark = combined.sparkSession
+    schema = T.StructType([
+        T.StructField("_g", T.LongType()), T.StructField("col", T.StringType()),
+        T.StructField("n_b", T.DoubleType()), T.StructField("n_c", T.DoubleType()),
+        T.StructField("edges", T.ArrayType(T.DoubleType())),
+    ])
+    params = spark.createDataFrame(
+        [(g, f"n{i}", float(sizes[(g, i)][0]), float(sizes[(g, i)][1]), [float(x) for x in e]) for (g, i), e in edges.items()],
+        schema,
     )
-    ordered = Window.partitionBy("_g", "col").orderBy("v", "key")
-    running = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    whole = ordered.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    steps = values.select(
-        "*",
-        F.sum("cb").over(running).alias("run_b"), F.sum("cc").over(running).alias("run_c"),
-        F.sum("cb").over(whole).alias("n_b"), F.sum("cc").over(whole).alias("n_c"),
+    columns = sorted({i for _, i in edges})
+    structs = [F.struct(F.lit(f"n{i}").alias("col"), F.col(f"_n{i}").alias("v")) for i in columns]
+    is_b = (F.col("_src") == "b").cast("long")
+    rows = (
+        combined.select("_src", "_g", F.explode(F.array(*structs)).alias("_e"))
+        .select("_g", "_e.col", "_e.v", is_b.alias("is_b"), (1 - is_b).alias("is_c"))
+        .where(F.col("v").isNotNull())
+        .join(F.broadcast(params), on=["_g", "col"], how="inner")
+    )
+    ordered = Window.partitionBy("_g", "col").orderBy("v")
+    upto = ordered.rangeBetween(Window.unboundedPreceding, Window.currentRow)  # ties: all peers included
+    edge = F.col("edges")
+    bin_idx = sum((F.when(F.col("v") > F.try_element_at(edge, F.lit(j + 1)), 1).otherwise(0) for j in range(bins - 1)), F.lit(0))
+    steps = rows.select(
+        "_g", "col", "v", "is_b", "is_c", bin_idx.alias("bin"),
+        F.abs(F.sum("is_b").over(upto) / F.col("n_b") - F.sum("is_c").over(upto) / F.col("n_c")).alias("diff"),
         F.lead("v").over(ordered).alias("v_next"),
-    ).where((F.col("n_b") > 0) & (F.col("n_c") > 0))
-    diff = F.abs(F.col("run_b") / F.col("n_b") - F.col("run_c") / F.col("n_c"))
-    bin_sums = [F.sum(F.when(F.col("bin") == k, F.col(side))).alias(f"{side}_{k}") for k in range(bins) for side in ("cb", "cc")]
-    cats = F.collect_list(F.when(F.col("key").isNotNull(), F.struct("key", "cb", "cc")))
-    rows = steps.groupBy("_g", "col").agg(
-        F.max(F.when(F.col("v").isNotNull(), diff)).alias("ks"),
-        F.sum(F.coalesce(diff * (F.col("v_next") - F.col("v")), F.lit(0.0))).alias("w"),
-        F.slice(cats, 1, max_categories + 1).alias("cats"),
+    )
+    bin_sums = [F.sum(F.when(F.col("bin") == k, F.col(side))).alias(f"{side}_{k}") for k in range(bins) for side in ("is_b", "is_c")]
+    result = steps.groupBy("_g", "col").agg(
+        F.max("diff").alias("ks"),
+        F.sum(F.coalesce(F.col("diff") * (F.col("v_next") - F.col("v")), F.lit(0.0))).alias("w"),
         *bin_sums,
     ).collect()
     out: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in result:
+        g, i = int(r["_g"]), int(r["col"][1:])
+        n_bins = len(edges[(g, i)]) + 1
+        hist = {"b": {str(k): int(r[f"is_b_{k}"] or 0) for k in range(n_bins)},
+                "c": {str(k): int(r[f"is_c_{k}"] or 0) for k in range(n_bins)}}
+        out[(g, f"n{i}")] = {"ks": float(r["ks"]), "w": float(r["w"]), "hist": hist}
+    return out
+
+
+def _category_counts(
+    combined: DataFrame, groups: set[int], n_categorical: int, max_categories: int
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """Counts per (group, categorical column, category) and side, from one small group-by."""
+    F, _, _ = _spark()
+    if n_categorical == 0 or not groups:
+        return {}
+    structs = [F.struct(F.lit(f"k{i}").alias("col"), F.col(f"_k{i}").alias("key")) for i in range(n_categorical)]
+    counts = (
+        combined.select("_src", "_g", F.explode(F.array(*structs)).alias("_h"))
+        .select("_src", "_g", "_h.col", "_h.key")
+        .where(F.col("key").isNotNull())
+        .groupBy("_src", "_g", "col", "key")
+        .count()
+    )
+    limit = 2 * len(groups) * n_categorical * max_categories + 1
+    rows = counts.limit(limit).collect()
+    if len(rows) >= limit:
+        raise ValueError(
+            f"categorical columns have more than max_categories={max_categories} distinct values; "
+            "leave high-cardinality columns (ids, free text) out, bucket them, or raise max_categories"
+        )
+    out: dict[tuple[int, str], dict[str, Any]] = {}
     for r in rows:
-        if r["col"].startswith("n"):
-            hist = {"b": {}, "c": {}}
-            for k in range(bins):
-                if r[f"cb_{k}"] is not None or r[f"cc_{k}"] is not None:
-                    hist["b"][str(k)], hist["c"][str(k)] = int(r[f"cb_{k}"] or 0), int(r[f"cc_{k}"] or 0)
-            out[(int(r["_g"]), r["col"])] = {"ks": float(r["ks"]), "w": float(r["w"]), "hist": hist}
-        else:
-            hist = {"b": {c["key"]: int(c["cb"]) for c in r["cats"]}, "c": {c["key"]: int(c["cc"]) for c in r["cats"]}}
-            out[(int(r["_g"]), r["col"])] = {"hist": hist}
+        out.setdefault((int(r["_g"]), r["col"]), {"hist": {"b": {}, "c": {}}})["hist"][r["_src"]][r["key"]] = int(r["count"])
     return out
 
 
@@ -656,7 +679,9 @@ def _drift_rows(
     tot = _group_totals(combined, numeric, categorical, bins, with_ts)
     edges = {(g, i): sorted({float(q) for q in t[f"q_n{i}"]}) for g, t in tot.items() for i in range(len(numeric))
              if t[f"nn_b_n{i}"] > 0 and t[f"nn_c_n{i}"] > 0}
-    vstats = _value_stats(combined, len(categorical), edges, bins, max_categories)
+    sizes = {(g, i): (int(tot[g][f"nn_b_n{i}"]), int(tot[g][f"nn_c_n{i}"])) for g, i in edges}
+    vstats = _numeric_stats(combined, edges, sizes, bins)
+    vstats.update(_category_counts(combined, set(tot), len(categorical), max_categories))
     rows = []
     for g in sorted(labels):
         t = tot.get(g) or {k: 0 for k in ("rows_b", "rows_c")}

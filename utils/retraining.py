@@ -89,8 +89,13 @@ def score_training_set(model_uri: str, cfg: Config | None = None) -> Any:
 
 
 def monitor(scored: Any, baseline_end: pd.Timestamp, model_name: str, cfg: Config | None = None,
-            window: str = "7 days") -> MonitorResult:
-    """Profile, drift (features, label, prediction) and quality per window; breaches become alerts."""
+            window: str = "7 days", baseline_auc: float | None = None) -> MonitorResult:
+    """Profile, drift (features, label, prediction) and quality per window; breaches become alerts.
+
+    Concept drift compares the current window's AUC with ``baseline_auc``: pass the model's held-out
+    AUC from its training run, because the baseline rows may be the ones it was trained on (their
+    AUC is optimistic). Without it, the baseline rows' AUC is used.
+    """
     from pyspark.sql import functions as F
 
     from utils import lakehouse, monitoring
@@ -112,7 +117,8 @@ def monitor(scored: Any, baseline_end: pd.Timestamp, model_name: str, cfg: Confi
     ], ignore_index=True)
     quality = monitoring.model_quality_by_window(scored, LABEL, "prediction", "event_ts", window=window)
     whole = "3650 days"  # one window spanning each side
-    baseline_auc = float(monitoring.model_quality_by_window(baseline, LABEL, "prediction", "event_ts", window=whole)["auc"].iloc[0])
+    if baseline_auc is None:
+        baseline_auc = float(monitoring.model_quality_by_window(baseline, LABEL, "prediction", "event_ts", window=whole)["auc"].iloc[0])
     current_quality = monitoring.model_quality_by_window(current, LABEL, "prediction", "event_ts", window=whole)
     breaches = monitoring.detect_breaches(drift, cfg.thresholds, quality=current_quality, baseline_auc=baseline_auc)
     alerts = alerts_from_breaches(breaches, model_name)
@@ -122,8 +128,21 @@ def monitor(scored: Any, baseline_end: pd.Timestamp, model_name: str, cfg: Confi
         "quality": lakehouse.write(quality, names["quality"], mode="overwrite", merge_schema=True),
     }
     if alerts:
-        versions["alerts"] = lakehouse.write(alerts_to_frame(alerts), names["alerts"], mode="append", merge_schema=True)
-    return MonitorResult(pd.Timestamp(baseline_end), drift, quality, breaches, alerts, baseline_auc, versions)
+        frame = alerts_to_frame(alerts).drop_duplicates("alert_id")  # the same breach has the same id: re-runs add nothing
+        versions["alerts"] = lakehouse.merge(frame, names["alerts"], keys=["alert_id"])["version"]
+    return MonitorResult(pd.Timestamp(baseline_end), drift, quality, breaches, alerts, float(baseline_auc), versions)
+
+
+def held_out_auc(model_name: str, alias: str) -> float | None:
+    """The held-out AUC the aliased version's training run logged, if any."""
+    import mlflow
+
+    from utils import registry
+
+    version = registry.get_alias_version(model_name, alias)
+    if version is None or not version.run_id:
+        return None
+    return mlflow.get_run(version.run_id).data.metrics.get("roc_auc")
 
 
 def retrain_and_gate(seed: int, reason: str, family: str = "gboost", cfg: Config | None = None) -> dict[str, Any]:
