@@ -6,7 +6,6 @@ Needs Debian's ``chromium`` (``apt-get install chromium``, ``/usr/bin/chromium``
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import struct
@@ -15,9 +14,10 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
+
+from tests.support import mlflow_restored
 
 from utils import dashboard, lakehouse
 from utils.config import get_config
@@ -61,25 +61,6 @@ def root_attributes(dom: str) -> dict[str, str]:
     tag = re.search(r'<div id="dashboard"([^>]*)>', dom)
     assert tag, "the rendered DOM has no #dashboard element"
     return dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(1)))
-
-
-@contextlib.contextmanager
-def mlflow_restored() -> Iterator[None]:
-    """Leave MLflow as the other tests expect it afterwards: their tracking store, registry and experiment."""
-    from mlflow.tracking import fluent
-
-    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), fluent._active_experiment_id,
-              os.environ.get("MLFLOW_EXPERIMENT_ID"))
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
-        fluent._active_experiment_id = before[2]
-        if before[3] is None:
-            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-        else:
-            os.environ["MLFLOW_EXPERIMENT_ID"] = before[3]
 
 
 @pytest.fixture()

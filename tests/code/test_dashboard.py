@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -19,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.support import mlflow_restored
+
 from utils import dashboard, lakehouse, registry
 from utils.alerts import alerts_from_breaches, alerts_to_frame
 from utils.config import get_config
@@ -34,25 +35,6 @@ def section(page: str, section_id: str) -> str:
     match = re.search(rf'<section id="{section_id}"[^>]*>(.*?)</section>', page, re.DOTALL)
     assert match, f"section {section_id!r} is missing from the page"
     return match.group(1)
-
-
-@contextlib.contextmanager
-def mlflow_restored() -> Iterator[None]:
-    """Leave MLflow as the other tests expect it afterwards: their tracking store, registry and experiment."""
-    from mlflow.tracking import fluent
-
-    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), fluent._active_experiment_id,
-              os.environ.get("MLFLOW_EXPERIMENT_ID"))
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
-        fluent._active_experiment_id = before[2]
-        if before[3] is None:
-            os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-        else:
-            os.environ["MLFLOW_EXPERIMENT_ID"] = before[3]
 
 
 @pytest.fixture(scope="module")

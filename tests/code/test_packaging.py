@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.support import pandas_training_frames
 import yaml
 
 from utils import packaging
@@ -21,15 +23,7 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="module")
 def frames(isolated_state: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A small generated training frame (profile features joined in pandas), split in time."""
-    from utils.datagen import GeneratorSpec, generate
-    from utils.training import time_split
-
-    f = generate(GeneratorSpec(rows=3000, seed=5))
-    df = (f["impressions"].merge(f["customers"], on="customer_id")
-          .merge(f["plants"].drop(columns=["price", "name", "species", "stock"]), on="plant_id"))
-    for c in ("cust_impressions_30d", "cust_purchase_rate_30d", "plant_impressions_30d", "plant_purchase_rate_30d"):
-        df[c] = 0.0
-    return time_split(df)
+    return pandas_training_frames(rows=3000, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.support import pandas_training_frames
 from utils.evaluation import precision_at_k
 from utils.plantly_features import FEATURES, LABEL
-from utils.training import features_frame, fit, time_split
+from utils.training import features_frame, fit
 
 
 @pytest.fixture(scope="module")
 def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     """A generated training frame (profile features joined in pandas; activity features left at 0)."""
-    from utils.datagen import GeneratorSpec, generate
-
-    f = generate(GeneratorSpec(rows=12000, seed=11))
-    df = (f["impressions"].merge(f["customers"], on="customer_id")
-          .merge(f["plants"].drop(columns=["price", "name", "species", "stock"]), on="plant_id"))
-    for c in ("cust_impressions_30d", "cust_purchase_rate_30d", "plant_impressions_30d", "plant_purchase_rate_30d"):
-        df[c] = 0.0
-    return time_split(df)
+    return pandas_training_frames(rows=12000, seed=11)
 
 
 @pytest.fixture(scope="module")
