@@ -3,8 +3,10 @@
 ``run_gate`` loads a pyfunc model, scores an evaluation frame and returns a ``GateResult`` holding
 each check with its value, threshold and reason:
 
-1. ``min_auc`` — ROC AUC on the evaluation frame is at least ``thresholds.gate_min_auc``;
-2. ``no_regression`` — AUC is no more than ``thresholds.gate_max_auc_regression`` below the
+1. ``min_auc`` — ROC AUC on the evaluation rows the model may recommend (plants not flagged invasive:
+   the compliance rule scores the others 0 whatever the model, so they say nothing of its ranking)
+   is at least ``thresholds.gate_min_auc``;
+2. ``no_regression`` — that AUC is no more than ``thresholds.gate_max_auc_regression`` below the
    champion's on the same rows (passes with "no champion yet" when there is none);
 3. ``fairness`` — demographic parity difference of the *top-k selection* across
    ``sensitive_col`` is at most ``thresholds.gate_max_dp_difference``. The k highest-scored rows are
@@ -412,15 +414,27 @@ def run_gate(
         why = f"the model cannot score the evaluation rows: {type(exc).__name__}: {str(exc)[:500]}"
         result.checks.extend(_failed_all(CHECK_NAMES[1:], why, th, latency_budget_ms))
         return result
-    auc = float(roc_auc_score(y, scores))
+    eligible = _recommendable(features, y, invasive_col)
+    auc = float(roc_auc_score(y[eligible], np.asarray(scores)[eligible]))
     result.checks.append(_check_auc(auc, th))
-    result.checks.append(_check_regression(auc, champion_uri, features, y, th))
+    result.checks.append(_check_regression(auc, champion_uri, features[eligible].reset_index(drop=True), y[eligible], th))
     groups = features[sensitive_col] if sensitive_col else None
     result.checks.append(_check_fairness(scores, y, groups, th, decision_threshold, sensitive_col))
     result.checks.append(_check_latency(model, features, latency_budget_ms, batch_size))
     result.checks.append(_check_compliance(model, features, np.asarray(scores), invasive_col, th))
     result.passed = all(c.passed for c in result.checks)
     return result
+
+
+def _recommendable(features: pd.DataFrame, y: Any, invasive_col: str | None) -> Any:
+    """Mask of rows the model may recommend (not flagged invasive); all rows if that leaves one class."""
+    import numpy as np
+
+    if not invasive_col or invasive_col not in features:
+        return np.ones(len(features), dtype=bool)
+    flag = features[invasive_col]
+    mask = ~(flag.isna().to_numpy() | flag.where(flag.notna(), False).astype(bool).to_numpy())
+    return mask if len(set(np.asarray(y)[mask])) == 2 else np.ones(len(features), dtype=bool)
 
 
 # ---------------------------------------------------------------- gate a registered version

@@ -142,7 +142,8 @@ def held_out_auc(model_name: str, alias: str) -> float | None:
     version = registry.get_alias_version(model_name, alias)
     if version is None or not version.run_id:
         return None
-    return mlflow.get_run(version.run_id).data.metrics.get("roc_auc")
+    metrics = mlflow.get_run(version.run_id).data.metrics
+    return next((metrics[k] for k in ("roc_auc", "roc_auc/auc") if k in metrics), None)
 
 
 def retrain_and_gate(seed: int, reason: str, family: str = "gboost", cfg: Config | None = None) -> dict[str, Any]:
