@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,9 @@ def train_and_log(
     params = {**DEFAULT_PARAMS.get(family, {}), **(params or {})}
     if test.empty or LABEL not in test.columns:
         raise ValueError(f"evaluation frame is empty or has no {LABEL!r} label column")
-    with mlflow.start_run(run_name=run_name or family, nested=nested) as run:
+    with mlflow.start_run(run_name=run_name or family, nested=nested) as run, warnings.catch_warnings():
+        # Integer columns (position, the 0/1 label) are intended; MLflow's schema hint about them is noise here.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         mlflow.set_tags({"model_family": family, "seed": str(seed)})
         mlflow.log_params({**params, "family": family, "seed": seed, "train_rows": len(train), "test_rows": len(test)})
         log_inputs(input_tables or {}, train)
