@@ -28,13 +28,17 @@ def mlflow_restored() -> Iterator[None]:
     import mlflow
     from mlflow.tracking import fluent
 
-    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri(), fluent._active_experiment_id,
+    # The URIs as configured (environment), not as resolved: resolving an unset URI gives MLflow's default
+    # store in the working directory, and setting that would leak into every later test.
+    before = (os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_REGISTRY_URI"), fluent._active_experiment_id,
               os.environ.get("MLFLOW_EXPERIMENT_ID"))
     try:
         yield
     finally:
         mlflow.set_tracking_uri(before[0])
         mlflow.set_registry_uri(before[1])
+        if before[1] is None:
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
         fluent._active_experiment_id = before[2]
         if before[3] is None:
             os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
