@@ -7,6 +7,7 @@ its output already exists, so calling it after running the earlier notebooks cos
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from utils.config import Config, get_config
@@ -83,12 +84,39 @@ STAGES: dict[str, list[Callable[..., bool]]] = {
 }
 
 
-def catch_up(stage: str, rows: int, seed: int) -> list[str]:
-    """Run every missing upstream step for notebook ``stage`` (e.g. "02"); returns the steps that ran."""
+WHAT = {
+    "ensure_raw": "raw files (clickstream, customers, plants, orders)",
+    "ensure_silver": "bronze, silver and quarantine tables",
+    "ensure_features": "feature tables",
+    "ensure_model": "a champion model that passed the gate",
+}
+
+
+class CatchUpReport(list):
+    """The names of the steps that ran (a list), with a readable account of every step in ``details``."""
+
+    def __init__(self, stage: str, details: list[dict[str, object]]) -> None:
+        super().__init__(d["step"] for d in details if d["built"])
+        self.stage = stage
+        self.details = details
+
+    def __repr__(self) -> str:
+        lines = [f"catch-up for notebook {self.stage}: "
+                 + (f"built {len(self)} of {len(self.details)} steps" if self else "nothing to build, all upstream state exists")]
+        for d in self.details:
+            state = f"built in {d['seconds']:.1f} s" if d["built"] else "already there"
+            lines.append(f"  {d['what']:<52} {state}")
+        return "\n".join(lines)
+
+
+def catch_up(stage: str, rows: int, seed: int) -> CatchUpReport:
+    """Run every missing upstream step for notebook ``stage`` (e.g. "02"); the report lists what it built."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}: expected one of {sorted(STAGES)}")
-    ran = []
+    details = []
     for step in STAGES[stage]:
-        if step(rows, seed):
-            ran.append(step.__name__)
-    return ran
+        start = time.perf_counter()
+        built = step(rows, seed)
+        details.append({"step": step.__name__, "what": WHAT.get(step.__name__, step.__name__), "built": built,
+                        "seconds": time.perf_counter() - start})
+    return CatchUpReport(stage, details)

@@ -448,6 +448,22 @@ def inference_summary(log: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def request_summary(requests: pd.DataFrame) -> dict[str, Any]:
+    """Latency percentiles of answered requests and the share refused (4xx) or failed (5xx), from the request log."""
+    out: dict[str, Any] = {"requests": len(requests)}
+    if requests.empty:
+        return out
+    status = pd.to_numeric(requests["status_code"], errors="coerce").fillna(500)
+    ok = requests.loc[status < 400, "latency_ms"].dropna().astype(float)
+    if len(ok):
+        q = ok.quantile([0.5, 0.95, 0.99])
+        out["latency_ms"] = {"p50": float(q.loc[0.5]), "p95": float(q.loc[0.95]), "p99": float(q.loc[0.99])}
+    out["error_rate"] = float((status >= 400).mean())
+    out["client_errors"] = int(((status >= 400) & (status < 500)).sum())
+    out["server_errors"] = int((status >= 500).sum())
+    return out
+
+
 def _traffic_figure(log: pd.DataFrame) -> Any:
     fig, ax = _new_figure()
     frame = log.assign(hour=pd.to_datetime(log["ts"], utc=True).dt.floor("h"))
@@ -473,6 +489,16 @@ def _latency_figure(log: pd.DataFrame, col: str) -> Any:
     ax.set_ylabel("requests")
     ax.set_title("Latency of recent requests")
     return fig
+
+
+def _recent_requests(cfg: Config, since: pd.Timestamp | None) -> pd.DataFrame | None:
+    """Request-log rows from ``since`` on (all when None); None when the endpoint never logged a request."""
+    from utils import lakehouse
+
+    name = cfg.table("request_log")
+    if not lakehouse.exists(name):
+        return None
+    return read_recent(name, "ts", since)
 
 
 def _champion_share(log: pd.DataFrame, champion: dict[str, Any], now: datetime) -> str:
@@ -553,19 +579,28 @@ def _deployments_section(cfg: Config, endpoint_urls: Sequence[str], now: datetim
             if counts:
                 total = sum(counts.values())
                 rows.append((f"by {col}", ", ".join(f"{k}: {v} ({100 * v / total:.0f}%)" for k, v in counts.items())))
-        lat = summary.get("latency_ms")
-        rows.append(("latency p50 / p95 / p99", f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms" if lat
-                     else "not recorded (the inference log has no latency_ms column)"))
-        rows.append(("error rate", f"{100 * summary['error_rate']:.2f}%" if "error_rate" in summary
-                     else "not recorded (the inference log has no error or status_code column; it logs successful predictions only)"))
+        requests = _recent_requests(cfg, summary.get("first"))
+        req = request_summary(requests) if requests is not None else {}
+        lat = req.get("latency_ms") or summary.get("latency_ms")
+        rows.append(("endpoint latency p50 / p95 / p99", f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms" if lat
+                     else f"not recorded (no answered request in the request log {cfg.table('request_log')})"))
+        if "error_rate" in req:
+            rows.append(("endpoint error rate", f"{100 * req['error_rate']:.2f}% of {req['requests']:,} requests "
+                         f"({req['client_errors']} refused with 4xx, {req['server_errors']} failed with 5xx)"))
+        else:
+            rows.append(("endpoint error rate", f"not recorded (the request log {cfg.table('request_log')} "
+                         "has no request in the window)"))
+        s.facts["error_rate"] = req.get("error_rate")
         if champion is not None and "model_version" in log and len(log):
             rows.append(("served by the champion", _champion_share(log, champion, now)))
         parts.append(_table(pd.DataFrame(rows, columns=["measure", "value"]), "traffic-summary"))
         if "ts" in log:
             parts.append(_figure_html("fig-traffic", _traffic_figure(log), f"Predictions per hour ({label})"))
-        latency_col = next((c for c in ("latency_ms", "latency") if c in log), None)
-        if latency_col and log[latency_col].notna().any():
-            parts.append(_figure_html("fig-latency", _latency_figure(log, latency_col), "Latency histogram (ms)"))
+        timed_rows, source = (requests, "request log") if requests is not None else (log, "inference log")
+        latency_col = next((c for c in ("latency_ms", "latency") if c in timed_rows), None)
+        if latency_col and timed_rows[latency_col].notna().any():
+            parts.append(_figure_html("fig-latency", _latency_figure(timed_rows, latency_col),
+                                      f"Latency of endpoint requests (ms, {source})"))
         s.body = "\n".join(parts)
 
     return _guarded("deployments", "Deployments: endpoints, served versions and traffic", build)
@@ -582,7 +617,7 @@ def table_layer(name: str, cfg: Config | None = None) -> tuple[str, str]:
     short = name.rsplit(".", 1)[-1]
     if name in monitoring_tables(cfg).values():
         return "monitoring", NOTEBOOK["monitor"]
-    if name in (cfg.table("inference_log"), cfg.table("streaming_quarantine")):
+    if name in (cfg.table("inference_log"), cfg.table("request_log"), cfg.table("streaming_quarantine")):
         return "inference", NOTEBOOK["deploy"]
     if short.startswith(("bronze_", "silver_")) or short == "quarantine":
         return "source", NOTEBOOK["sources"]

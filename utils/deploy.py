@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from statistics import NormalDist
 from typing import Any
@@ -228,6 +229,7 @@ class Router:
     _table: RoutingTable | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _log: list[pd.DataFrame] = field(default_factory=list, init=False, repr=False)
+    _requests: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
     _owned: list[Any] = field(default_factory=list, init=False, repr=False)
@@ -387,17 +389,39 @@ class Router:
         with self._lock:
             self._log.append(rows)
 
+    def record_request(self, path: str, status: int, started: float, answer: Mapping[str, Any]) -> None:
+        """Remember one HTTP request for the request log: status, latency, records and versions, or the error."""
+        if not self.log_predictions:
+            return
+        versions = answer.get("model_versions") or []
+        row = {"request_id": answer.get("request_id") or uuid.uuid4().hex, "ts": datetime.now(timezone.utc),
+               "model_name": self.model_name, "path": path, "status_code": int(status),
+               "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+               "records": len(answer.get("predictions") or []),
+               "model_versions": ",".join(sorted(set(map(str, versions)))) or None,
+               "error": None if status < 400 else str(answer.get("error", ""))[:1000]}
+        with self._lock:
+            self._requests.append(row)
+
     def pending_log_rows(self) -> int:
         """Predictions answered but not yet written to the inference log."""
         with self._lock:
             return sum(len(f) for f in self._log)
 
+    def pending_requests(self) -> int:
+        """Requests (answered or refused) not yet written to the request log."""
+        with self._lock:
+            return len(self._requests)
+
     def flush_log(self) -> int:
-        """Write the buffered predictions to the inference log; returns how many rows were written."""
-        from utils.scoring import append_inference_log
+        """Write buffered predictions to the inference log and requests to the request log; returns predictions written."""
+        from utils.scoring import append_inference_log, append_request_log
 
         with self._lock:
             frames, self._log = self._log, []
+            requests, self._requests = self._requests, []
+        if requests:
+            append_request_log(requests, self.cfg)
         if not frames:
             return 0
         return append_inference_log(pd.concat(frames, ignore_index=True), self.cfg)
@@ -448,29 +472,35 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": f"no such path {self.path!r}: use POST /invocations, GET /health or GET /routes"})
 
     def do_POST(self) -> None:
-        if self.path not in ("/invocations", "/predict"):
-            self._drain(int(self.headers.get("Content-Length") or 0))
-            self._send(404, {"error": f"no such path {self.path!r}: POST keys to /invocations"})
-            return
+        started = time.perf_counter()
+        status, answer = self._answer_post()
+        self._send(status, answer)
+        self.router.record_request(self.path, status, started, answer)
+
+    def _answer_post(self) -> tuple[int, dict[str, Any]]:
+        """Status and JSON answer of one POST (the body is read or drained here)."""
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
+            length = -1
+        if length < 0:
             self.close_connection = True
-            self._send(400, {"error": "Content-Length is not a number"})
-            return
+            return 400, {"error": "Content-Length must be a whole number of bytes >= 0"}
+        if self.path not in ("/invocations", "/predict"):
+            self._drain(length)
+            return 404, {"error": f"no such path {self.path!r}: POST keys to /invocations"}
         limit = self.router.max_body_bytes
         if length > limit:
             self._drain(length)
-            self._send(413, {"error": f"request body of {length} bytes is over the {limit}-byte limit: "
-                                      f"send at most {MAX_RECORDS} records per request"})
-            return
+            return 413, {"error": f"request body of {length} bytes is over the {limit}-byte limit: "
+                                  f"send at most {MAX_RECORDS} records per request"}
         body = self.rfile.read(length) if length else b""
         try:
-            self._send(200, self.router.handle(body))
+            return 200, self.router.handle(body)
         except RequestError as exc:
-            self._send(exc.status, {"error": str(exc)})
+            return exc.status, {"error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - a bug answers 500, the server stays up
-            self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
+            return 500, {"error": f"{type(exc).__name__}: {exc}"}
 
     def _drain(self, length: int) -> None:
         """Read (and drop) a body so the client sees our answer; very large bodies close the connection."""

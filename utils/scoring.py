@@ -164,6 +164,51 @@ def read_inference_log(cfg: Config | None = None) -> pd.DataFrame:
     return lakehouse.read_pandas(name)
 
 
+# ---------------------------------------------------------------- the request log (real-time endpoint)
+
+
+def request_log_table(cfg: Config | None = None) -> str:
+    """Name of the request log: one row per HTTP request to the router, answered or refused."""
+    return (cfg or get_config()).table("request_log")
+
+
+def request_log_schema() -> pa.Schema:
+    """Arrow schema of the request log: id, time, path, status, latency, records, versions and error."""
+    return pa.schema([
+        ("request_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("model_name", pa.string()),
+        ("path", pa.string()), ("status_code", pa.int32()), ("latency_ms", pa.float64()),
+        ("records", pa.int32()), ("model_versions", pa.string()), ("error", pa.string()),
+    ])
+
+
+def append_request_log(rows: pd.DataFrame | Sequence[Mapping[str, Any]], cfg: Config | None = None) -> int:
+    """Append request-log rows (see ``request_log_schema``); returns how many were written."""
+    from utils import lakehouse
+
+    frame = pd.DataFrame(list(rows)) if not isinstance(rows, pd.DataFrame) else rows
+    if frame.empty:
+        return 0
+    schema = request_log_schema()
+    missing = [c for c in schema.names if c not in frame.columns]
+    if missing:
+        raise ValueError(f"request log rows lack columns {missing}")
+    frame = frame[schema.names].assign(ts=pd.to_datetime(frame["ts"], utc=True))
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    lakehouse.write(table, request_log_table(cfg), mode="append",
+                    description="every request to the real-time endpoint: status, latency, records, error")
+    return table.num_rows
+
+
+def read_request_log(cfg: Config | None = None) -> pd.DataFrame:
+    """The request log as pandas (empty, with the right columns, before the first request)."""
+    from utils import lakehouse
+
+    name = request_log_table(cfg)
+    if not lakehouse.exists(name):
+        return request_log_schema().empty_table().to_pandas()
+    return lakehouse.read_pandas(name)
+
+
 def feature_table_versions(cfg: Config | None = None) -> dict[str, int]:
     """The current Delta version of every feature table (what batch and streaming scores are computed from)."""
     from utils import lakehouse

@@ -25,6 +25,7 @@ from utils.alerts import alerts_from_breaches, alerts_to_frame
 from utils.config import get_config
 from utils.monitoring import DRIFT_COLUMNS, drift_to_arrow
 from utils.retraining import monitoring_tables
+from utils.scoring import append_request_log
 from utils.serving import free_port
 
 SECTIONS = ("status", "models", "deployments", "freshness", "monitoring", "lineage", "alerts")
@@ -113,8 +114,14 @@ def make_small_state(now: datetime) -> dict[str, object]:
     lakehouse.write(pd.DataFrame({
         "request_id": ["r1", "r2", "r3", "r4"], "ts": ts, "source": ["realtime", "realtime", "batch", "realtime"],
         "model_name": cfg.model_name, "model_version": str(mv.version), "customer_id": "C1", "plant_id": "P1",
-        "prediction": [0.1, 0.5, 0.7, 0.9], "latency_ms": [10.0, 20.0, 30.0, 400.0],
+        "prediction": [0.1, 0.5, 0.7, 0.9],
     }), cfg.table("inference_log"))
+    append_request_log([{"request_id": f"q{i}", "ts": t, "model_name": cfg.model_name, "path": "/invocations",
+                         "status_code": code, "latency_ms": ms, "records": int(code == 200),
+                         "model_versions": str(mv.version) if code == 200 else None,
+                         "error": None if code == 200 else "unknown customer_id 'X'"}
+                        for i, (t, code, ms) in enumerate(zip(ts + [ts[-1]], (200, 200, 200, 200, 422),
+                                                              (10.0, 20.0, 30.0, 400.0, 1.0)))], cfg)
     for week, psi in enumerate(({"region": 0.05, "device": 0.02}, {"region": 4.04, "device": 0.09})):
         lakehouse.write(drift_to_arrow(drift_frame(psi, datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(weeks=week))),
                         names["drift"], mode="overwrite")
@@ -243,8 +250,9 @@ def test_real_state_shows_the_recorded_values(fresh_state: Path, tmp_path: Path,
     rows = re.findall(r'<tr class="(up|down)">', deployments)
     assert sorted(rows) == ["down", "up"]
     assert "<td>predictions</td><td>4</td>" in deployments
-    p50 = np.percentile([10.0, 20.0, 30.0, 400.0], 50)
+    p50 = np.percentile([10.0, 20.0, 30.0, 400.0], 50)  # answered requests only: the refused one is not timed
     assert f"{p50:.1f} / " in deployments
+    assert "20.00% of 5 requests (1 refused with 4xx, 0 failed with 5xx)" in deployments
     # three predictions were made before the promotion, one after it
     assert "served by the champion</td><td>100% of 4 predictions in the window; 100% of 1 since v1 became champion" \
         in deployments
@@ -298,6 +306,14 @@ def test_inference_summary_handles_missing_columns() -> None:
     summary = dashboard.inference_summary(with_errors)
     assert summary["error_rate"] == 0.5
     assert summary["latency_ms"]["p50"] == 2.5
+
+
+def test_request_summary_times_answered_requests_and_counts_refusals() -> None:
+    log = pd.DataFrame({"status_code": [200, 200, 200, 422, 503], "latency_ms": [1.0, 2.0, 3.0, 50.0, 90.0]})
+    summary = dashboard.request_summary(log)
+    assert summary["requests"] == 5 and summary["latency_ms"]["p50"] == 2.0
+    assert summary["error_rate"] == 0.4 and summary["client_errors"] == 1 and summary["server_errors"] == 1
+    assert dashboard.request_summary(log.iloc[:0]) == {"requests": 0}
 
 
 def test_probe_endpoint_down_and_up(router_url: str) -> None:

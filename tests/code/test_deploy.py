@@ -25,7 +25,7 @@ from utils.deploy import (
     two_proportion_test,
 )
 from utils.plantly_features import FEATURES, feature_table_names
-from utils.scoring import INFERENCE_LOG_COLUMNS, read_inference_log
+from utils.scoring import INFERENCE_LOG_COLUMNS, read_inference_log, read_request_log, request_log_schema
 
 GOOD = {"customer_id": "C1", "plant_id": "P1", "page": "home", "position": 2, "price": 12.5}
 
@@ -312,6 +312,37 @@ def test_flushed_predictions_land_in_the_inference_log_with_its_schema(router):
     assert str(new["ts"].dtype).startswith("datetime64") and new["tenure_days"].dtype == float
     assert json.loads(new["feature_versions"].iloc[0])[feature_table_names()["customer_activity"]] == 3
     assert router.flush_log() == 0
+
+
+def test_every_request_lands_in_the_request_log_with_status_and_latency(router):
+    before = set(read_request_log()["request_id"])
+    answer = router.predict([GOOD])
+    assert post(router, b"{not json").status_code == 400
+    assert post(router, json.dumps({**GOOD, "customer_id": "NOPE"})).status_code == 422
+    assert post(router, b"{}", path="/nowhere").status_code == 404
+    assert router.pending_requests() == 4 and router.pending_log_rows() == 1
+    router.flush_log()
+    log = read_request_log()
+    assert list(log.columns) == request_log_schema().names
+    new = log[~log["request_id"].isin(before)]
+    assert sorted(new["status_code"]) == [200, 400, 404, 422]
+    ok = new[new["status_code"] == 200].iloc[0]
+    assert ok["request_id"] == answer["request_id"] and ok["records"] == 1 and ok["model_versions"] == "1"
+    assert pd.isna(ok["error"]) and ok["latency_ms"] > 0
+    refused = new[new["status_code"] >= 400]
+    assert (refused["records"] == 0).all() and refused["error"].str.len().gt(0).all()
+    assert "NOPE" in refused.loc[refused["status_code"] == 422, "error"].iloc[0]
+
+
+def test_a_negative_or_garbled_content_length_is_refused_and_the_router_stays_up(router):
+    import socket
+
+    for header in (b"-5", b"abc"):
+        with socket.create_connection((router.host, router.port), timeout=10) as sock:
+            sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: " + header + b"\r\n\r\n")
+            reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 400"), reply[:100]
+    assert router.predict([GOOD])["predictions"]
 
 
 # ---------------------------------------------------------------- A/B analysis
