@@ -9,13 +9,21 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bundle() -> tuple[dict, dict]:
+def _resources() -> dict[str, dict[str, tuple[dict, Path]]]:
+    """Kind (jobs, dashboards) -> name -> (spec, the file defining it): bundle paths are relative to that file."""
     main = yaml.safe_load((ROOT / "databricks.yml").read_text())
-    jobs: dict = {}
+    out: dict[str, dict[str, tuple[dict, Path]]] = {}
     for pattern in main.get("include", []):
         for path in sorted(ROOT.glob(pattern)):
-            jobs.update(yaml.safe_load(path.read_text())["resources"]["jobs"])
-    return main, jobs
+            for kind, specs in yaml.safe_load(path.read_text())["resources"].items():
+                for name, spec in specs.items():
+                    out.setdefault(kind, {})[name] = (spec, path)
+    return out
+
+
+def _bundle() -> tuple[dict, dict]:
+    main = yaml.safe_load((ROOT / "databricks.yml").read_text())
+    return main, {name: spec for name, (spec, _) in _resources().get("jobs", {}).items()}
 
 
 def test_jobs_parse_as_bundle_job_models() -> None:
@@ -29,15 +37,32 @@ def test_jobs_parse_as_bundle_job_models() -> None:
 
 
 def test_lifecycle_job_runs_every_notebook_in_order() -> None:
-    _, jobs = _bundle()
-    tasks = jobs["plantly_lifecycle"]["tasks"]
-    paths = [t["notebook_task"]["notebook_path"] for t in tasks]
-    expected = [f"./notebooks/{p.name}" for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
-    assert [p for p in paths if p in expected] == expected, "every notebook, in lifecycle order"
+    spec, defined_in = _resources()["jobs"]["plantly_lifecycle"]
+    tasks = spec["tasks"]
+    paths = [(defined_in.parent / t["notebook_task"]["notebook_path"]).resolve() for t in tasks]
+    expected = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert paths == expected, "every notebook, in lifecycle order, by a path relative to the job's file"
     for before, after in zip(tasks, tasks[1:]):
         assert {"task_key": before["task_key"]} in after["depends_on"]
-    for path in paths:
-        assert (ROOT / path).exists(), path
+    for name, (job, path) in _resources()["jobs"].items():
+        for task in job["tasks"]:
+            assert (path.parent / task["notebook_task"]["notebook_path"]).is_file(), (name, task["task_key"])
+
+
+def test_dashboard_resource_is_the_generated_definition_for_each_target() -> None:
+    from databricks.bundles.dashboards import Dashboard
+
+    from utils import lakeview
+    from utils.config import Config
+
+    spec, defined_in = _resources()["dashboards"]["plantly_360"]
+    assert Dashboard.from_dict(spec).file_path == spec["file_path"]
+    assert spec["dataset_catalog"] == "${var.catalog}" and spec["dataset_schema"] == "${var.schema}"
+    assert spec["warehouse_id"] == "${var.warehouse_id}"
+    stored = (defined_in.parent / spec["file_path"]).read_text(encoding="utf-8")
+    assert stored == lakeview.render(Config()), "regenerate it: python -m utils.lakeview"
+    main = yaml.safe_load((ROOT / "databricks.yml").read_text())
+    assert "warehouse_id" in main["variables"]
 
 
 def test_targets_map_to_catalogs_and_nothing_personal() -> None:
