@@ -113,8 +113,10 @@ def catch_up(stage: str, rows: int, seed: int) -> CatchUpReport:
     """Run every missing upstream step for notebook ``stage`` (e.g. "02"); the report lists what it built."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}: expected one of {sorted(STAGES)}")
+    from utils.progress import progress
+
     details = []
-    for step in STAGES[stage]:
+    for step in progress(STAGES[stage], f"catch-up for {stage}"):
         start = time.perf_counter()
         built = step(rows, seed)
         details.append({"step": step.__name__, "what": WHAT.get(step.__name__, step.__name__), "built": built,

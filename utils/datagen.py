@@ -876,8 +876,10 @@ def land_raw_files(spec: GeneratorSpec, out_dir: Path | None = None, force: bool
         "clickstream": [f"E{i:0{max(8, len(str(n_imp)))}d}" for i in range(n_imp + 1, n_imp + n_bad_max["clickstream"] + 1)],
         "orders": [f"O{i:0{max(7, len(str(n_ord)))}d}" for i in range(n_ord + 1, n_ord + n_bad_max["orders"] + 1)],
     }
+    from utils.progress import progress
+
     files: dict[str, dict[str, Any]] = {}
-    for key, name in RAW_FILES.items():
+    for key, name in progress(RAW_FILES.items(), "raw files", total=len(RAW_FILES), unit="file"):
         clean = frames_by_file[key]
         fmt = "csv" if name.endswith(".csv") else "jsonl"
         bad, by_kind = _bad_lines(rng, key, clean, spec.bad_fraction, fresh[key], unknown)

@@ -107,8 +107,10 @@ def land_bronze(raw_dir: Path, cfg: Config | None = None) -> dict[str, int]:
     """Write every raw file to its bronze table (overwrite: bronze mirrors the landed files); returns row counts."""
     from utils import lakehouse
 
+    from utils.progress import progress
+
     counts = {}
-    for name in INGEST_ORDER:
+    for name in progress(INGEST_ORDER, "raw files → bronze"):
         spec = SOURCES[name]
         lines = read_raw_lines(raw_dir / spec.file, has_header=spec.format == "csv")
         lakehouse.write(lines, bronze_table(name, cfg), mode="overwrite",
@@ -120,12 +122,13 @@ def land_bronze(raw_dir: Path, cfg: Config | None = None) -> dict[str, int]:
 def build_silver(cfg: Config | None = None) -> dict[str, dict[str, int]]:
     """Validate every bronze table into silver + quarantine; returns bronze/silver/quarantine counts per source."""
     from utils import lakehouse
+    from utils.progress import progress
 
     cfg = cfg or get_config()
     silver: dict[str, Any] = {}
     quarantined = []
     counts: dict[str, dict[str, int]] = {}
-    for name in INGEST_ORDER:
+    for name in progress(INGEST_ORDER, "bronze → silver + quarantine"):
         spec = SOURCES[name]
         bronze = lakehouse.read(bronze_table(name, cfg))
         good, bad = validate(bronze, spec, references=silver)

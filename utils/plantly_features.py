@@ -152,10 +152,12 @@ def build_feature_tables(fe: Any, cfg: Config | None = None) -> dict[str, int]:
     """Create (or MERGE into) every feature table from the silver tables; returns each table's version."""
     from utils import lakehouse
     from utils.features import record_lineage
+    from utils.progress import progress
 
     cfg = cfg or get_config()
     versions = {}
-    for spec in feature_table_specs(cfg):
+    specs = feature_table_specs(cfg)
+    for spec in progress(specs, "feature tables", total=len(specs), unit="table"):
         sources = {s: lakehouse.current_version(s) for s in spec["sources"]}
         frames = {s: lakehouse.read(s, version=v) for s, v in sources.items()}
         df = spec["build"](frames)
