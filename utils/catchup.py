@@ -67,7 +67,7 @@ def ensure_model(rows: int, seed: int, cfg: Config | None = None) -> bool:
     version = registry.register(model_uri, name=cfg.model_name, run_hooks=False,
                                 description="gradient-boosting recommender built by the catch-up helper")
     verdict = gate.gate_and_set_challenger(cfg.model_name, version.version, gate_frame(test), LABEL,
-                                           expected_features=feature_schema())
+                                           eval_start=test["event_ts"].min(), expected_features=feature_schema())
     if not verdict.passed:
         raise RuntimeError(f"the catch-up model failed the validation gate:\n{verdict.summary()}")
     registry.promote(cfg.model_name, version.version, verdict.to_dict(), reason="catch-up: first model to pass the gate")

@@ -246,12 +246,12 @@ def _check_auc(auc: float, th: Thresholds) -> CheckResult:
 
 
 def _check_regression(auc: float, champion_uri: str | None, features: pd.DataFrame, y: np.ndarray,
-                      th: Thresholds) -> CheckResult:
+                      th: Thresholds, champion_note: str | None = None) -> CheckResult:
     import mlflow
     from sklearn.metrics import roc_auc_score
 
     if champion_uri is None:
-        return CheckResult("no_regression", True, None, th.gate_max_auc_regression, "no champion yet")
+        return CheckResult("no_regression", True, None, th.gate_max_auc_regression, champion_note or "no champion yet")
     try:
         champion_auc = float(roc_auc_score(y, _predict(mlflow.pyfunc.load_model(champion_uri), features)))
     except Exception as exc:  # noqa: BLE001 - any failure becomes a failed check, never a crash
@@ -383,13 +383,15 @@ def run_gate(
     latency_budget_ms: float = 2000.0,
     batch_size: int = 1000,
     decision_threshold: float | None = None,
+    champion_note: str | None = None,
 ) -> GateResult:
     """Run every gate check on the model at ``model_uri`` over ``eval_df``.
 
     A model that loads but misbehaves (wrong schema, errors, bad scores) fails checks, it does not
     raise. Bad input (empty frame, missing label/sensitive/invasive column, one-class label) raises
     ValueError before anything is loaded. ``decision_threshold`` switches the fairness selection from
-    top-k (default) to ``score >= decision_threshold``.
+    top-k (default) to ``score >= decision_threshold``. ``champion_note`` says why there is no
+    champion to compare with (default: "no champion yet").
     """
     import mlflow
     import numpy as np
@@ -417,7 +419,8 @@ def run_gate(
     eligible = _recommendable(features, y, invasive_col)
     auc = float(roc_auc_score(y[eligible], np.asarray(scores)[eligible]))
     result.checks.append(_check_auc(auc, th))
-    result.checks.append(_check_regression(auc, champion_uri, features[eligible].reset_index(drop=True), y[eligible], th))
+    result.checks.append(_check_regression(auc, champion_uri, features[eligible].reset_index(drop=True), y[eligible], th,
+                                           champion_note))
     groups = features[sensitive_col] if sensitive_col else None
     result.checks.append(_check_fairness(scores, y, groups, th, decision_threshold, sensitive_col))
     result.checks.append(_check_latency(model, features, latency_budget_ms, batch_size))
@@ -440,10 +443,31 @@ def _recommendable(features: pd.DataFrame, y: Any, invasive_col: str | None) -> 
 # ---------------------------------------------------------------- gate a registered version
 
 
+def champion_overlap(champion_run_id: str | None, eval_start: Any) -> str | None:
+    """Why comparing with the champion on rows from ``eval_start`` on would be unfair, or None when it is fair.
+
+    The champion's run logs ``train_end``, the newest row it was fitted on; rows up to then may be
+    its own training data, on which it scores better than on unseen rows.
+    """
+    import mlflow
+    import pandas as pd
+
+    if champion_run_id is None or eval_start is None:
+        return None
+    train_end = mlflow.get_run(champion_run_id).data.params.get("train_end")
+    if train_end is None or pd.Timestamp(train_end) < pd.Timestamp(eval_start):
+        return None
+    return (f"not compared: the champion was trained on rows up to {train_end}, inside this evaluation window "
+            f"(from {pd.Timestamp(eval_start).isoformat()}), so it would be judged on its own training data; "
+            "the absolute checks decide")
+
+
 def gate_and_set_challenger(name: str, version: str | int, eval_df: pd.DataFrame, label_col: str,
-                            **kw: Any) -> GateResult:
+                            eval_start: Any = None, **kw: Any) -> GateResult:
     """Gate ``models:/name/version`` against the current champion; only a pass moves ``challenger``.
 
+    ``eval_start`` is the first event time of ``eval_df``; when the champion trained on rows from
+    then on, the champion comparison is skipped with that reason (see ``champion_overlap``).
     The verdict is always recorded as version tags (``gate_passed``, ``gate_failed``, ``gate_summary``,
     ``gate_checked_at``); a failure changes no alias. ``kw`` goes to ``run_gate``.
     """
@@ -453,8 +477,11 @@ def gate_and_set_challenger(name: str, version: str | int, eval_df: pd.DataFrame
     version = str(version)
     if "champion_uri" not in kw:
         champion = registry.get_alias_version(name, cfg.champion_alias)
-        kw["champion_uri"] = (f"models:/{name}/{champion.version}"
-                              if champion is not None and str(champion.version) != version else None)
+        other = champion is not None and str(champion.version) != version
+        kw["champion_uri"] = f"models:/{name}/{champion.version}" if other else None
+        overlap = champion_overlap(champion.run_id, eval_start) if other else None
+        if overlap:
+            kw["champion_uri"], kw["champion_note"] = None, overlap
     result = run_gate(f"models:/{name}/{version}", eval_df, label_col, **kw)
     registry.set_version_tags(name, version, {
         "gate_passed": str(result.passed).lower(),

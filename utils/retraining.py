@@ -158,7 +158,7 @@ def retrain_and_gate(seed: int, reason: str, family: str = "gboost", cfg: Config
                                 description=f"retrained after monitoring alerts: {reason}",
                                 tags={"trigger": "monitoring", "reason": reason[:500]})
     verdict = gate.gate_and_set_challenger(cfg.model_name, version.version, gate_frame(test), LABEL,
-                                           expected_features=feature_schema())
+                                           eval_start=test["event_ts"].min(), expected_features=feature_schema())
     promoted = False
     if verdict.passed:
         registry.promote(cfg.model_name, version.version, verdict.to_dict(), reason=f"retrained and won: {reason}"[:500])

@@ -163,6 +163,8 @@ def train_and_log(
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         mlflow.set_tags({"model_family": family, "seed": str(seed)})
         mlflow.log_params({**params, "family": family, "seed": seed, "train_rows": len(train), "test_rows": len(test)})
+        if "event_ts" in train and len(train):  # the gate compares with this model only on rows after it
+            mlflow.log_param("train_end", pd.Timestamp(train["event_ts"].max()).isoformat())
         log_inputs(input_tables or {}, train)
         started = time.perf_counter()
         model, threshold = fit(train, family, params, seed)

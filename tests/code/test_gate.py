@@ -221,3 +221,20 @@ def test_scores_from_output_accepts_common_pyfunc_shapes(output):
 def test_scores_from_output_rejects_what_is_not_a_probability_per_row(output, message):
     with pytest.raises(ValueError, match=message):
         scores_from_output(output, 2)
+
+
+def test_champion_trained_on_the_evaluation_window_is_not_compared(model_uris, eval_df):
+    from utils.gate import champion_overlap
+
+    with mlflow.start_run(run_name="champion-with-train-end") as run:
+        mlflow.log_param("train_end", "2026-03-10T00:00:00+00:00")
+    with mlflow.start_run(run_name="champion-without-train-end") as old:
+        pass
+    assert champion_overlap(run.info.run_id, pd.Timestamp("2026-03-10T00:00:01Z")) is None  # evaluated after it
+    assert champion_overlap(old.info.run_id, pd.Timestamp("2026-01-01", tz="UTC")) is None  # nothing known: compare
+    assert champion_overlap(run.info.run_id, None) is None
+    note = champion_overlap(run.info.run_id, pd.Timestamp("2026-03-01", tz="UTC"))
+    assert note and "trained on rows up to 2026-03-10" in note
+    skipped = gate(model_uris["random"], eval_df, champion_uri=None, champion_note=note)
+    assert skipped.check("no_regression").passed and skipped.check("no_regression").reason == note
+    assert not skipped.passed, "the absolute checks still decide: a random model fails them"
