@@ -107,6 +107,32 @@ def get_param(name: str, default: T) -> T:
     return default if raw is None else _cast(raw, default)
 
 
+class MissingSecret(KeyError):
+    """A secret the code needs is not configured; the message says where to put it."""
+
+
+def get_secret(key: str, scope: str | None = None) -> str:
+    """A secret (webhook URL, token): a Databricks secret scope on Databricks, ``MLOPS_<KEY>`` locally.
+
+    Secrets never live in code, config files or notebooks; a missing one raises ``MissingSecret``
+    naming the environment variable or the scope to fill.
+    """
+    if is_databricks():
+        from utils.config import get_config
+
+        scope = scope or get_config().project
+        try:
+            return str(_dbutils().secrets.get(scope=scope, key=key))
+        except Exception as exc:  # noqa: BLE001 - the SDK raises several types for a missing secret
+            raise MissingSecret(f"no secret {key!r} in scope {scope!r}: "
+                                f"databricks secrets put-secret {scope} {key}") from exc
+    name = f"MLOPS_{key.upper()}"
+    value = os.environ.get(name, "")
+    if not value:
+        raise MissingSecret(f"secret {key!r} is not set: export {name}=... (never commit it)")
+    return value
+
+
 # ---------------------------------------------------------------- Java and Spark
 
 

@@ -314,6 +314,17 @@ def test_flushed_predictions_land_in_the_inference_log_with_its_schema(router):
     assert router.flush_log() == 0
 
 
+def test_a_client_cannot_override_features_such_as_the_invasive_flag(router):
+    """Features come from the online store only: fields a client adds are dropped before the lookup."""
+    body = json.dumps({**GOOD, "plant_id": "P2", "invasive": False, "category": "fern", "tenure_days": 9999}).encode()
+    records = parse_request(body)
+    assert set(records[0]) == {"customer_id", "plant_id", "page", "position", "price"}
+    frame, _ = OnlineFeatures().build(records)
+    assert bool(frame.loc[0, "invasive"]) is True and frame.loc[0, "category"] == "vine"
+    assert frame.loc[0, "tenure_days"] == 100
+    assert router.predict(json.loads(body))["predictions"]  # served, with the store's features
+
+
 def test_every_request_lands_in_the_request_log_with_status_and_latency(router):
     before = set(read_request_log()["request_id"])
     answer = router.predict([GOOD])
