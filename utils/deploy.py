@@ -449,6 +449,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     router: Router
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # header and body go out at once, not after a delayed ACK (bench_endpoint.py)
 
     def log_message(self, format: str, *args: Any) -> None:
         return
