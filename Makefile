@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 # Small data in CI and tests; `make demo ROWS=200000` for a bigger run.
 ROWS ?= 20000
 TEST_ROWS ?= 6000
@@ -14,14 +15,14 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # otherwise oversubscribes the cores and scoring gets tens of times slower.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install demo test unit check-stripped notebooks lab ui bench dashboard strip clean java
+.PHONY: help install demo test unit check-stripped notebooks lab ui bench bench-env bench-lock dashboard strip clean java
 
 help:
 	@echo "make demo   - set up .venv and run every notebook headless, in order (executed copies in executed/)"
 	@echo "make test   - set up .venv, run unit/data/model tests, check notebooks are stripped, run notebooks under nbval"
 	@echo "make lab    - JupyterLab on the notebooks"
 	@echo "make ui     - MLflow UI on http://127.0.0.1:5000"
-	@echo "make bench  - benchmark scripts (figures appended to bench/results.md)"
+	@echo "make bench  - benchmark scripts (figures appended to bench/results.md; installs the bench extra, Evidently)"
 	@echo "make dashboard - one-page status: what is deployed, health, freshness, drift, alerts (reports/dashboard.html)"
 
 java:
@@ -75,7 +76,19 @@ ui: $(STAMP)
 dashboard: $(STAMP)
 	$(BIN)/python -m utils.dashboard --out reports/dashboard.html $(foreach u,$(ENDPOINTS),--endpoint $(u))
 
-bench: $(STAMP) java
+# The benchmark extra (Evidently) on top of the lock; `uv pip sync` of the lock removes it again, hence the stamp chain.
+$(BENCH_STAMP): $(STAMP) bench/requirements-bench.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r bench/requirements-bench.txt -c requirements.lock
+	@touch $(BENCH_STAMP)
+
+bench-env: $(BENCH_STAMP)
+
+bench-lock: $(STAMP)
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra bench --python-version 3.11 -c requirements.lock \
+	  $$(sed -n 's/^\([A-Za-z0-9._-]*\)==.*/--no-emit-package \1/p' requirements.lock) \
+	  --custom-compile-command "make bench-lock" -o bench/requirements-bench.txt
+
+bench: $(BENCH_STAMP) java
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

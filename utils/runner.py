@@ -68,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--output", type=Path, default=REPO_ROOT / "executed")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run (e.g. 00 01)")
+    ap.add_argument("--timings", type=Path, help="also write {notebook: seconds} as JSON here")
     args = ap.parse_args(argv)
-    os.environ.setdefault("MLOPS_ROWS", str(args.rows))
+    # get_param() prefers MLOPS_<NAME> to the injected parameter: an exported MLOPS_ROWS / MLOPS_SEED
+    # must not silently override --rows / --seed.
+    os.environ["MLOPS_ROWS"] = str(args.rows)
+    os.environ["MLOPS_SEED"] = str(args.seed)
     notebooks = lifecycle_notebooks()
     if args.only:
         notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in args.only)]
@@ -88,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  done in {timings[-1][1]:.1f} s -> {out}", flush=True)
     total = sum(t for _, t in timings)
     print(f"{len(timings)} notebooks in {total:.1f} s")
+    if args.timings:
+        args.timings.write_text(json.dumps(dict(timings), indent=2), encoding="utf-8")
     return 0
 
 
