@@ -44,3 +44,27 @@ def mlflow_restored() -> Iterator[None]:
             os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
         else:
             os.environ["MLFLOW_EXPERIMENT_ID"] = before[3]
+
+
+def publish_tiny_online_store(activity_source_version: int | None = None) -> None:
+    """Customers C1, C2 and plants P1, P2 (P2 invasive) in the online store; activity for C1 and P1 only.
+
+    ``activity_source_version`` is the Delta version the customer-activity table claims to come from.
+    """
+    from utils import online_store
+    from utils.plantly_features import feature_table_names
+
+    t = feature_table_names()
+    online_store.publish(pd.DataFrame({"customer_id": ["C1", "C2"], "region": ["north", "south"],
+                                       "age_band": ["25-34", "55+"], "device": ["mobile", "desktop"],
+                                       "tenure_days": [100, 5]}), t["customer"], ["customer_id"])
+    online_store.publish(pd.DataFrame({"customer_id": ["C1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
+                                       "cust_impressions_30d": [7], "cust_purchase_rate_30d": [0.25]}),
+                         t["customer_activity"], ["customer_id", "feature_ts"], "feature_ts",
+                         source_version=activity_source_version)
+    online_store.publish(pd.DataFrame({"plant_id": ["P1", "P2"], "category": ["fern", "vine"],
+                                       "care_level": ["easy", "hard"], "light_needs": ["shade", "sun"],
+                                       "invasive": [False, True]}), t["plant"], ["plant_id"])
+    online_store.publish(pd.DataFrame({"plant_id": ["P1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
+                                       "plant_impressions_30d": [40], "plant_purchase_rate_30d": [0.1]}),
+                         t["plant_activity"], ["plant_id", "feature_ts"], "feature_ts")

@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from statistics import NormalDist
 from typing import Any
@@ -146,6 +147,8 @@ def parse_request(body: bytes, max_records: int = MAX_RECORDS) -> list[dict[str,
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"invalid JSON: {exc}", 400) from None
+    except (ValueError, RecursionError):  # an integer of over 4300 digits; nesting deeper than the parser's stack
+        raise RequestError("invalid JSON: a number is too long or the nesting too deep", 400) from None
     if isinstance(doc, Mapping) and ("records" in doc or "dataframe_records" in doc):
         doc = doc.get("records", doc.get("dataframe_records"))
     records = [doc] if isinstance(doc, Mapping) else doc
@@ -169,12 +172,21 @@ def _check_record(i: int, rec: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, types):
             want = {str: "a string", int: "an integer"}.get(types[0], "a number") if len(types) == 1 else "a number"
             raise RequestError(f"record {i}: {key} must be {want}, got {type(value).__name__} {value!r}")
-    if not math.isfinite(rec["price"]) or rec["price"] <= 0:
+    try:  # both become float64 model inputs and inference-log columns
+        price, position = float(rec["price"]), float(rec["position"])
+    except OverflowError:  # an integer beyond the float range (about 1.8e308)
+        raise RequestError(f"record {i}: price and position must be numbers a 64-bit float can hold") from None
+    if not math.isfinite(price) or price <= 0:
         raise RequestError(f"record {i}: price must be a positive number, got {rec['price']!r}")
-    if rec["position"] < 0:
+    if position < 0:
         raise RequestError(f"record {i}: position must be >= 0, got {rec['position']!r}")
     if not rec["customer_id"].strip() or not rec["plant_id"].strip():
         raise RequestError(f"record {i}: customer_id and plant_id must not be empty")
+    for key in ("customer_id", "plant_id", "page"):
+        try:
+            rec[key].encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800"): the online store and the logs cannot store it
+            raise RequestError(f"record {i}: {key} is not valid Unicode text (it holds a lone surrogate)") from None
 
 
 # ---------------------------------------------------------------- traffic
@@ -420,11 +432,16 @@ class Router:
         with self._lock:
             frames, self._log = self._log, []
             requests, self._requests = self._requests, []
-        if requests:
-            append_request_log(requests, self.cfg)
-        if not frames:
-            return 0
-        return append_inference_log(pd.concat(frames, ignore_index=True), self.cfg)
+        try:
+            if requests:
+                append_request_log(requests, self.cfg)
+                requests = []
+            return append_inference_log(pd.concat(frames, ignore_index=True), self.cfg) if frames else 0
+        except BaseException:
+            with self._lock:  # a failed write keeps the rows for the next flush: nothing is lost
+                self._requests[:0] = requests
+                self._log[:0] = frames
+            raise
 
     def predict(self, records: Mapping[str, Any] | Sequence[Mapping[str, Any]], timeout: float = 60.0) -> dict[str, Any]:
         """Client helper: POST ``records`` to this router over HTTP; raises ``RequestError`` on a 4xx/5xx."""
@@ -450,9 +467,31 @@ class _Handler(BaseHTTPRequestHandler):
     router: Router
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # header and body go out at once, not after a delayed ACK (bench_endpoint.py)
+    default_request_version = "HTTP/1.1"  # even an unparsable request line gets a status line and headers back
+    timeout = 60  # seconds a client may stall mid-request before its connection (and thread) is released
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors the stdlib answers by itself (bad request line, unknown method, long URI or headers), as JSON.
+
+        A method the router does not serve is a 405 with ``Allow``, not the stdlib's 501.
+        """
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            code = HTTPStatus.METHOD_NOT_ALLOWED
+            message = f"method {self.command!r} is not allowed: use POST /invocations, GET /health or GET /routes"
+        self.close_connection = True
+        data = json.dumps({"error": message or self.responses.get(code, ("request refused",))[0]}).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        if code == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", "GET, POST")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def _send(self, status: int, payload: Mapping[str, Any]) -> None:
         data = json.dumps(payload).encode()
@@ -496,6 +535,9 @@ class _Handler(BaseHTTPRequestHandler):
             return 413, {"error": f"request body of {length} bytes is over the {limit}-byte limit: "
                                   f"send at most {MAX_RECORDS} records per request"}
         body = self.rfile.read(length) if length else b""
+        if len(body) < length:  # the client stopped sending: an incomplete request is not served
+            self.close_connection = True
+            return 400, {"error": f"the body ended after {len(body)} of the {length} bytes Content-Length announced"}
         try:
             return 200, self.router.handle(body)
         except RequestError as exc:

@@ -257,8 +257,35 @@ def _worker_model(local_path: str) -> Any:
     return model
 
 
-def _score_batches(batches: Iterator[pa.RecordBatch], local_path: str, output_col: str) -> Iterator[pa.RecordBatch]:
-    model = _worker_model(local_path)
+def _model_on_worker(local_path: str, shipped: tuple[str, str] | None) -> str:
+    """The model folder as this worker sees it: the driver's path on one machine, else the copy Spark shipped."""
+    import os
+
+    if shipped is None or os.path.isdir(local_path):
+        return local_path
+    from pyspark import SparkFiles
+
+    folder, inside = shipped
+    return os.path.join(SparkFiles.get(folder), inside)
+
+
+def _ship_model(df: SparkDataFrame, folder: Path, local_path: str) -> tuple[str, str] | None:
+    """Ship ``folder`` (holding the model at ``local_path``) to every executor; None without a SparkContext.
+
+    Returns the folder's name and the model's path inside it, for ``SparkFiles.get`` on a worker.
+    """
+    import os
+
+    try:
+        df.sparkSession.sparkContext.addFile(str(folder), recursive=True)
+    except Exception:  # noqa: BLE001 - Spark Connect (serverless) has no SparkContext: workers share the path
+        return None
+    return folder.name, os.path.relpath(local_path, folder)
+
+
+def _score_batches(batches: Iterator[pa.RecordBatch], local_path: str, output_col: str,
+                   shipped: tuple[str, str] | None = None) -> Iterator[pa.RecordBatch]:
+    model = _worker_model(_model_on_worker(local_path, shipped))
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -287,9 +314,13 @@ def score_partitions(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
     model_inputs_check = [c for c in FEATURES if c not in df.columns]
     if model_inputs_check:
         raise ValueError(f"DataFrame lacks the model's feature columns {model_inputs_check}")
-    local_path = download_model(model_uri)
+    from utils.platform import state_dir
+
+    folder = state_dir() / "scoring" / "models" / uuid.uuid4().hex
+    local_path = download_model(model_uri, folder)
+    shipped = _ship_model(df, folder, local_path)  # executors on other machines cannot read the driver's disk
     schema = StructType([*df.schema.fields, StructField(output_col, DoubleType(), True)])
-    return df.mapInArrow(lambda it: _score_batches(it, local_path, output_col), schema)
+    return df.mapInArrow(lambda it: _score_batches(it, local_path, output_col, shipped), schema)
 
 
 def predictions_table(cfg: Config | None = None) -> str:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import requests
 
+from tests.support import publish_tiny_online_store
 from utils import online_store
 from utils.config import get_config
 from utils.deploy import (
@@ -25,29 +26,17 @@ from utils.deploy import (
     two_proportion_test,
 )
 from utils.plantly_features import FEATURES, feature_table_names
-from utils.scoring import INFERENCE_LOG_COLUMNS, read_inference_log, read_request_log, request_log_schema
+from utils.scoring import (
+    INFERENCE_LOG_COLUMNS,
+    read_inference_log,
+    read_request_log,
+    request_log_schema,
+)
 
 GOOD = {"customer_id": "C1", "plant_id": "P1", "page": "home", "position": 2, "price": 12.5}
 
 
 # ---------------------------------------------------------------- fixtures
-
-
-def publish_tiny_online_store() -> None:
-    """Two customers, two plants (P2 invasive), activity for C1 and P1 only."""
-    t = feature_table_names()
-    online_store.publish(pd.DataFrame({"customer_id": ["C1", "C2"], "region": ["north", "south"],
-                                       "age_band": ["25-34", "55+"], "device": ["mobile", "desktop"],
-                                       "tenure_days": [100, 5]}), t["customer"], ["customer_id"])
-    online_store.publish(pd.DataFrame({"customer_id": ["C1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
-                                       "cust_impressions_30d": [7], "cust_purchase_rate_30d": [0.25]}),
-                         t["customer_activity"], ["customer_id", "feature_ts"], "feature_ts", source_version=3)
-    online_store.publish(pd.DataFrame({"plant_id": ["P1", "P2"], "category": ["fern", "vine"],
-                                       "care_level": ["easy", "hard"], "light_needs": ["shade", "sun"],
-                                       "invasive": [False, True]}), t["plant"], ["plant_id"])
-    online_store.publish(pd.DataFrame({"plant_id": ["P1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
-                                       "plant_impressions_30d": [40], "plant_purchase_rate_30d": [0.1]}),
-                         t["plant_activity"], ["plant_id", "feature_ts"], "feature_ts")
 
 
 class StubModel(BaseHTTPRequestHandler):
@@ -72,7 +61,7 @@ class StubModel(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def upstreams(isolated_state: Path) -> Iterator[dict[str, tuple[str, list]]]:
-    publish_tiny_online_store()
+    publish_tiny_online_store(activity_source_version=3)
     servers, out = [], {}
     for version, score in (("1", 0.1), ("2", 0.2)):
         seen: list = []
@@ -301,12 +290,13 @@ def test_blue_green_switch_is_atomic_and_rolls_back(upstreams, two_versions):
 
 def test_flushed_predictions_land_in_the_inference_log_with_its_schema(router):
     before = len(read_inference_log())
-    router.predict([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
+    answer = router.predict([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
     assert router.flush_log() == 2
     log = read_inference_log()
     assert list(log.columns) == INFERENCE_LOG_COLUMNS
     assert len(log) == before + 2
-    new = log.tail(2)
+    new = log[log["request_id"] == answer["request_id"]]
+    assert len(new) == 2
     assert set(new["source"]) == {"realtime"} and set(new["model_version"]) == {"1"}
     assert new["request_id"].nunique() == 1 and new["event_id"].is_unique
     assert str(new["ts"].dtype).startswith("datetime64") and new["tenure_days"].dtype == float

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.support import publish_tiny_online_store
 from utils import lakehouse
 from utils.plantly_features import FEATURES
 from utils.scoring import (
@@ -39,26 +40,6 @@ class PriceModel(mlflow.pyfunc.PythonModel):
 
 mlflow.models.set_model(PriceModel())
 """
-
-
-def publish_tiny_online_store() -> None:
-    """Customers C1, C2 and plants P1, P2 (P2 invasive) in the online store."""
-    from utils import online_store
-    from utils.plantly_features import feature_table_names
-
-    t = feature_table_names()
-    online_store.publish(pd.DataFrame({"customer_id": ["C1", "C2"], "region": ["north", "south"],
-                                       "age_band": ["25-34", "55+"], "device": ["mobile", "desktop"],
-                                       "tenure_days": [100, 5]}), t["customer"], ["customer_id"])
-    online_store.publish(pd.DataFrame({"customer_id": ["C1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
-                                       "cust_impressions_30d": [7], "cust_purchase_rate_30d": [0.25]}),
-                         t["customer_activity"], ["customer_id", "feature_ts"], "feature_ts")
-    online_store.publish(pd.DataFrame({"plant_id": ["P1", "P2"], "category": ["fern", "vine"],
-                                       "care_level": ["easy", "hard"], "light_needs": ["shade", "sun"],
-                                       "invasive": [False, True]}), t["plant"], ["plant_id"])
-    online_store.publish(pd.DataFrame({"plant_id": ["P1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
-                                       "plant_impressions_30d": [40], "plant_purchase_rate_30d": [0.1]}),
-                         t["plant_activity"], ["plant_id", "feature_ts"], "feature_ts")
 
 
 def feature_rows(n: int, start: int = 0) -> pd.DataFrame:
@@ -155,3 +136,18 @@ def test_streaming_restart_scores_only_new_events_and_quarantines_bad_ones(spark
     reasons = " | ".join(quarantine["reason"])
     assert "malformed JSON" in reasons and "unknown customer_id 'C-UNKNOWN'" in reasons
     assert log.loc[log["event_id"] == "S1", "prediction"].item() == 0.0  # P2 is invasive
+
+
+def test_a_worker_without_the_drivers_disk_loads_the_shipped_model_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a real cluster the driver's model folder does not exist on executors: they read the copy Spark shipped."""
+    from pyspark import SparkFiles
+
+    from utils.scoring import _model_on_worker
+
+    shipped_root = tmp_path / "spark-files"
+    (shipped_root / "abc123" / "model").mkdir(parents=True)
+    monkeypatch.setattr(SparkFiles, "get", staticmethod(lambda name: str(shipped_root / name)))
+    assert _model_on_worker(str(tmp_path), ("abc123", "model")) == str(tmp_path)  # same machine: the driver's path
+    gone = str(tmp_path / "driver-only" / "model")
+    assert _model_on_worker(gone, ("abc123", "model")) == str(shipped_root / "abc123" / "model")
+    assert _model_on_worker(gone, None) == gone  # nothing shipped (Spark Connect): the shared path
