@@ -7,7 +7,8 @@ computed from (JSON) and the prediction. Monitoring (notebook 06) reads it.
 
 Batch scoring comes twice: ``spark_udf_scores`` is what Databricks users write
 (``mlflow.pyfunc.spark_udf``); ``score_partitions`` loads the model once per Python worker and
-scores Arrow batches with ``mapInArrow``, which is faster. Both give identical predictions.
+scores Arrow batches with ``mapInArrow``: a cheaper start on small inputs; at a million rows
+``spark_udf`` was as fast or faster (``bench/results.md``). Both give identical predictions.
 
 Streaming scoring reads JSON events from a landing folder; each micro-batch is validated (bad events
 go to a quarantine table with the reason), its features are looked up in the online store, and the
@@ -257,16 +258,25 @@ def _worker_model(local_path: str) -> Any:
     return model
 
 
-def _model_on_worker(local_path: str, shipped: tuple[str, str] | None) -> str:
-    """The model folder as this worker sees it: the driver's path on one machine, else the copy Spark shipped."""
-    import os
+def _partition_scorer(local_path: str, output_col: str, shipped: tuple[str, str] | None) -> Any:
+    """The function ``mapInArrow`` runs on executors: find the model folder there, then score the batches.
 
-    if shipped is None or os.path.isdir(local_path):
-        return local_path
-    from pyspark import SparkFiles
+    It is a closure, so Spark ships it by value. Only ``_score_batches(batches, path, output_col)`` is
+    looked up by name in the worker, where ``utils`` may be the older copy bundled with a model that
+    ``spark_udf`` loaded first: keep that signature stable.
+    """
 
-    folder, inside = shipped
-    return os.path.join(SparkFiles.get(folder), inside)
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import os
+
+        path = local_path
+        if shipped is not None and not os.path.isdir(path):  # an executor on another machine
+            from pyspark import SparkFiles
+
+            path = os.path.join(SparkFiles.get(shipped[0]), shipped[1])
+        return _score_batches(batches, path, output_col)
+
+    return score
 
 
 def _ship_model(df: SparkDataFrame, folder: Path, local_path: str) -> tuple[str, str] | None:
@@ -283,9 +293,8 @@ def _ship_model(df: SparkDataFrame, folder: Path, local_path: str) -> tuple[str,
     return folder.name, os.path.relpath(local_path, folder)
 
 
-def _score_batches(batches: Iterator[pa.RecordBatch], local_path: str, output_col: str,
-                   shipped: tuple[str, str] | None = None) -> Iterator[pa.RecordBatch]:
-    model = _worker_model(_model_on_worker(local_path, shipped))
+def _score_batches(batches: Iterator[pa.RecordBatch], local_path: str, output_col: str) -> Iterator[pa.RecordBatch]:
+    model = _worker_model(local_path)
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -320,7 +329,7 @@ def score_partitions(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
     local_path = download_model(model_uri, folder)
     shipped = _ship_model(df, folder, local_path)  # executors on other machines cannot read the driver's disk
     schema = StructType([*df.schema.fields, StructField(output_col, DoubleType(), True)])
-    return df.mapInArrow(lambda it: _score_batches(it, local_path, output_col, shipped), schema)
+    return df.mapInArrow(_partition_scorer(local_path, output_col, shipped), schema)
 
 
 def predictions_table(cfg: Config | None = None) -> str:

@@ -142,12 +142,13 @@ def test_a_worker_without_the_drivers_disk_loads_the_shipped_model_copy(tmp_path
     """On a real cluster the driver's model folder does not exist on executors: they read the copy Spark shipped."""
     from pyspark import SparkFiles
 
-    from utils.scoring import _model_on_worker
+    from utils import scoring
 
     shipped_root = tmp_path / "spark-files"
     (shipped_root / "abc123" / "model").mkdir(parents=True)
     monkeypatch.setattr(SparkFiles, "get", staticmethod(lambda name: str(shipped_root / name)))
-    assert _model_on_worker(str(tmp_path), ("abc123", "model")) == str(tmp_path)  # same machine: the driver's path
+    monkeypatch.setattr(scoring, "_score_batches", lambda batches, path, col: (path, col))
     gone = str(tmp_path / "driver-only" / "model")
-    assert _model_on_worker(gone, ("abc123", "model")) == str(shipped_root / "abc123" / "model")
-    assert _model_on_worker(gone, None) == gone  # nothing shipped (Spark Connect): the shared path
+    assert scoring._partition_scorer(str(tmp_path), "p", ("abc123", "model"))([]) == (str(tmp_path), "p")  # same disk
+    assert scoring._partition_scorer(gone, "p", ("abc123", "model"))([]) == (str(shipped_root / "abc123" / "model"), "p")
+    assert scoring._partition_scorer(gone, "p", None)([]) == (gone, "p")  # nothing shipped (Spark Connect)
