@@ -514,8 +514,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         started = time.perf_counter()
         status, answer = self._answer_post()
-        self._send(status, answer)
+        # Recorded before answering, so a client that has its answer also finds its request counted.
         self.router.record_request(self.path, status, started, answer)
+        self._send(status, answer)
 
     def _answer_post(self) -> tuple[int, dict[str, Any]]:
         """Status and JSON answer of one POST (the body is read or drained here)."""
