@@ -288,6 +288,7 @@ class RetrainSpec:
     seed: int
     inputs: dict[str, int]
     rows: tuple[int, int] | None = None  # (train, test) rows the run logged, checked after the split
+    test_fraction: float = 0.2  # the share of newest rows held out, as the run split them
 
 
 def retrain_spec(run_id: str) -> RetrainSpec:
@@ -306,7 +307,8 @@ def retrain_spec(run_id: str) -> RetrainSpec:
     if not inputs:
         raise ValueError(f"run {run_id} recorded no input tables: train with train_and_log(input_tables=...)")
     rows = (int(logged["train_rows"]), int(logged["test_rows"])) if {"train_rows", "test_rows"} <= set(logged) else None
-    return RetrainSpec(run_id, family, params, int(logged.get("seed", 42)), inputs, rows)
+    return RetrainSpec(run_id, family, params, int(logged.get("seed", 42)), inputs, rows,
+                       float(logged.get("test_fraction", 0.2)))
 
 
 def _normal_metrics(metrics: dict[str, float]) -> dict[str, float]:
@@ -332,7 +334,7 @@ def retrain(spec: RetrainSpec, run_name: str = "code-first retrain") -> dict[str
     table = training_set_table()
     if table not in spec.inputs:
         raise ValueError(f"run {spec.run_id} did not record {table}: its inputs are {sorted(spec.inputs)}")
-    train, test = time_split(load_training_frame(spec.inputs[table]))
+    train, test = time_split(load_training_frame(spec.inputs[table]), test_fraction=spec.test_fraction)
     if spec.rows is not None and (len(train), len(test)) != tuple(spec.rows):
         raise ValueError(f"the split gives {len(train)} train / {len(test)} test rows but run {spec.run_id} used "
                          f"{spec.rows[0]} / {spec.rows[1]}: it was trained with another test_fraction or training set")

@@ -260,10 +260,13 @@ def develop(
     Returns the run's result, the packaged model's URI and the held-out frame. The retraining job
     calls exactly this, so a retrained model is built like the developed one.
     """
+    import mlflow
+
     from utils.features import feature_client
     from utils.plantly_features import load_training_frame, materialize_training_set, training_set_table
 
     inputs = materialize_training_set(feature_client(), cfg)
     train, test = time_split(load_training_frame(inputs[training_set_table(cfg)], cfg), test_fraction=test_fraction)
     result = train_and_log(train, test, family, params, seed=seed, input_tables=inputs, run_name=run_name)
+    mlflow.MlflowClient().log_param(result.run_id, "test_fraction", test_fraction)  # a retrain re-splits the same way
     return result, log_recommender(result, example=test.head(50)), test

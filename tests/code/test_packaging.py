@@ -216,6 +216,25 @@ def test_retrain_refuses_a_split_that_differs_from_the_run(frames, isolated_stat
         packaging.retrain(spec)
 
 
+def test_retrain_splits_like_the_run_it_reproduces(frames, isolated_state) -> None:
+    """A run that held out 10% (the retraining job) is re-split at 10%, not at the default 20%."""
+    import mlflow
+
+    from utils import lakehouse
+    from utils.plantly_features import load_training_frame, training_set_table
+    from utils.training import time_split, train_and_log
+
+    table = training_set_table()
+    version = lakehouse.write(pd.concat(frames, ignore_index=True), table, mode="overwrite", merge_schema=True)
+    train, test = time_split(load_training_frame(version), test_fraction=0.1)
+    original = train_and_log(train, test, "logreg", seed=5, input_tables={table: version}, log_model=False)
+    mlflow.MlflowClient().log_param(original.run_id, "test_fraction", 0.1)
+    spec = packaging.retrain_spec(original.run_id)
+    assert spec.test_fraction == 0.1 and spec.rows == (len(train), len(test))
+    out = packaging.retrain(spec)
+    assert out["metrics"]["roc_auc"] == original.metrics["roc_auc"]
+
+
 def test_retrain_spec_needs_a_training_run() -> None:
     import mlflow
 
