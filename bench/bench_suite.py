@@ -147,6 +147,10 @@ def _models(db: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+# Append-only logs of events (every prediction, request, quarantined event, alert): a second run adds its own.
+EVENT_LOGS = frozenset({"inference_log", "request_log", "streaming_quarantine", "monitoring_alerts"})
+
+
 def compare(first: dict[str, Any], second: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Problems (duplicated or lost rows, overwritten or missing model versions) and other differences."""
     problems, notes = [], []
@@ -157,6 +161,8 @@ def compare(first: dict[str, Any], second: dict[str, Any]) -> tuple[list[str], l
             notes.append(f"table {name}: new in the second run ({b:,} rows)")
         elif b is None:
             problems.append(f"table {name}: gone after the second run (had {a:,} rows)")
+        elif b > a and name.rsplit(".", 1)[-1] in EVENT_LOGS:
+            notes.append(f"event log {name}: {a:,} rows after run 1, {b:,} after run 2 ({b - a:+,}: the second run's events)")
         elif a != b:
             problems.append(f"table {name}: {a:,} rows after run 1, {b:,} after run 2 ({b - a:+,})")
     m1, m2 = first["models"], second["models"]
