@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+
+from common import percentiles, timed
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,25 +33,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=2_000, help="timed lookups per case")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
     return p.parse_args()
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    """p50, p99 and mean of ``samples`` (seconds) in milliseconds."""
-    ordered = sorted(samples)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99), "mean_ms": statistics.fmean(ordered) * 1000}
-
-
-def timed(call: Callable[[], object], iterations: int) -> list[float]:
-    """Wall-clock seconds of each of ``iterations`` calls (after a short warm-up)."""
-    for _ in range(min(50, iterations)):
-        call()
-    out = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - start)
-    return out
 
 
 def main() -> None:
@@ -93,10 +74,10 @@ def main() -> None:
         "batch": args.batch,
         "iterations": args.iterations,
         "publish_s": publish_s,
-        "lookup_1_key": percentiles(timed(lambda: online.lookup(name, next(it_single), store=store), args.iterations)),
+        "lookup_1_key": percentiles(timed(lambda: online.lookup(name, next(it_single), store=store), args.iterations, warmup=50)),
         f"lookup_{args.batch}_keys": percentiles(
-            timed(lambda: online.lookup(name, next(it_batch), store=store), args.iterations)),
-        f"fetch_features_{args.batch}_records": percentiles(timed(lambda: lookup(next(it_fetch)), args.iterations)),
+            timed(lambda: online.lookup(name, next(it_batch), store=store), args.iterations, warmup=50)),
+        f"fetch_features_{args.batch}_records": percentiles(timed(lambda: lookup(next(it_fetch)), args.iterations, warmup=50)),
     }
     print(f"published {args.rows:,} keys x {args.features} features in {publish_s:.2f}s")
     print(f"{'case':<28}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}")
