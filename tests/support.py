@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -68,3 +70,17 @@ def publish_tiny_online_store(activity_source_version: int | None = None) -> Non
     online_store.publish(pd.DataFrame({"plant_id": ["P1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
                                        "plant_impressions_30d": [40], "plant_purchase_rate_30d": [0.1]}),
                          t["plant_activity"], ["plant_id", "feature_ts"], "feature_ts")
+
+
+@contextlib.contextmanager
+def own_state(state: Path, monkeypatch: Any) -> Iterator[Path]:
+    """Point tables, raw files and MLflow at ``state`` for one test (``monkeypatch`` undoes the env); MLflow restored after."""
+    from utils.platform import configure_mlflow
+
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(state))
+    monkeypatch.setenv("MLOPS_RAW_DIR", str(state / "raw"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    with mlflow_restored():
+        configure_mlflow()
+        yield state

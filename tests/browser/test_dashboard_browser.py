@@ -17,8 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support import mlflow_restored
-
+from tests.support import own_state
 from utils import dashboard, lakehouse
 from utils.config import get_config
 from utils.monitoring import DRIFT_COLUMNS, drift_to_arrow
@@ -66,15 +65,7 @@ def root_attributes(dom: str) -> dict[str, str]:
 @pytest.fixture()
 def state_with_tables(browser: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh state holding an inference log and monitoring tables (no model yet), MLflow pointed at it."""
-    from utils.platform import configure_mlflow
-
-    state = tmp_path / "state"
-    monkeypatch.setenv("MLOPS_STATE_DIR", str(state))
-    monkeypatch.setenv("MLOPS_RAW_DIR", str(state / "raw"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    with mlflow_restored():
-        configure_mlflow()
+    with own_state(tmp_path / "state", monkeypatch) as state:
         write_tables()
         yield state
 

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support import mlflow_restored
-
+from tests.support import mlflow_restored, own_state
 from utils import dashboard, lakehouse, registry
 from utils.alerts import alerts_from_breaches, alerts_to_frame
 from utils.config import get_config
@@ -57,16 +56,9 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def fresh_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template: Path) -> Iterator[Path]:
     """An empty state folder of its own (the session's may hold other tests' tables), MLflow pointed at it."""
-    from utils.platform import configure_mlflow
-
     state = tmp_path / "state"
     shutil.copytree(mlflow_template, state / "mlflow")
-    monkeypatch.setenv("MLOPS_STATE_DIR", str(state))
-    monkeypatch.setenv("MLOPS_RAW_DIR", str(state / "raw"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    with mlflow_restored():
-        configure_mlflow()
+    with own_state(state, monkeypatch):
         yield state
 
 
