@@ -84,3 +84,26 @@ def own_state(state: Path, monkeypatch: Any) -> Iterator[Path]:
     with mlflow_restored():
         configure_mlflow()
         yield state
+
+
+def register_constant_model(name: str, folder: Path, versions: int = 2, score: float = 0.5) -> list[str]:
+    """Register ``versions`` versions of a tiny pyfunc model that answers ``score`` for every row; aliases
+    ``champion`` (first) and ``challenger`` (last) are set. Returns the version numbers."""
+    import mlflow
+
+    from utils import registry
+    from utils.platform import configure_mlflow
+
+    configure_mlflow("test-deploy")
+    code = folder / f"const_model_{name.replace('.', '_')}.py"
+    code.write_text("import mlflow\nimport pandas as pd\n"
+                    "class M(mlflow.pyfunc.PythonModel):\n"
+                    "    def predict(self, context, model_input, params=None):\n"
+                    f"        return pd.Series([{score!r}] * len(model_input))\n"
+                    "mlflow.models.set_model(M())\n")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="m", python_model=str(code), pip_requirements=["mlflow"])
+    numbers = [str(registry.register(info.model_uri, name=name, run_hooks=False).version) for _ in range(versions)]
+    registry.set_alias(name, "champion", numbers[0], "first")
+    registry.set_alias(name, "challenger", numbers[-1], "second")
+    return numbers

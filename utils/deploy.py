@@ -1,7 +1,8 @@
 """Deployment: a keys-only request router in front of model endpoints, blue/green and A/B traffic, A/B analysis.
 
 The router is a real HTTP server (stdlib ``ThreadingHTTPServer`` on 127.0.0.1) in front of one model
-endpoint per served version (``utils.serving.LocalEndpoint``). A request carries only keys and the
+endpoint per served version: a local ``mlflow models serve`` process, or on Databricks a served entity
+of a Model Serving endpoint (``utils.serving`` backends). A request carries only keys and the
 request context::
 
     POST /invocations   {"customer_id": "C0001", "plant_id": "P0001", "page": "home", "position": 1, "price": 12.5}
@@ -228,7 +229,12 @@ class RoutingTable:
 
 @dataclass
 class Router:
-    """A keys-only HTTP front door that looks features up and forwards to the routed model version."""
+    """A keys-only HTTP front door that looks features up and forwards to the routed model version.
+
+    Upstreams come from ``add_upstream`` or from a ``backend`` (``utils.serving.LocalBackend`` or
+    ``ModelServingBackend``), which ``reload`` asks to serve every version of the new table before
+    the router switches to it.
+    """
 
     model_name: str
     cfg: Config = field(default_factory=get_config)
@@ -238,6 +244,7 @@ class Router:
     log_predictions: bool = True
     upstream_timeout_s: float = 60.0
     upstreams: dict[str, Any] = field(default_factory=dict)
+    backend: Any = None
     _table: RoutingTable | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _log: list[pd.DataFrame] = field(default_factory=list, init=False, repr=False)
@@ -278,6 +285,12 @@ class Router:
             if mv is None:
                 raise ValueError(f"alias {alias!r} of {self.model_name} points at no version: set it first")
             versions[alias] = str(mv.version)
+        RoutingTable(versions, weights)  # refuse bad weights before any backend work
+        if self.backend is not None:
+            by_version: dict[str, int] = {}
+            for alias, version in versions.items():
+                by_version[version] = by_version.get(version, 0) + int(weights[alias])
+            self.upstreams.update(self.backend.apply(by_version))
         return self.set_routes(versions, weights)
 
     @property
@@ -304,7 +317,7 @@ class Router:
         return self
 
     def stop(self) -> None:
-        """Stop the server, flush the inference log, and stop the endpoints this router started."""
+        """Stop the server, flush the inference log, and stop the endpoints this router or its backend started."""
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -318,6 +331,8 @@ class Router:
             for ep in self._owned:
                 ep.stop()
             self._owned.clear()
+            if self.backend is not None:
+                self.backend.stop()
 
     def __enter__(self) -> Router:
         return self.start()
@@ -373,10 +388,12 @@ class Router:
         if upstream is None:
             raise RequestError(f"model version {version} has no endpoint", 503)
         url = upstream if isinstance(upstream, str) else upstream.invocations_url
+        headers = {"Content-Type": "application/json"}
+        if callable(getattr(upstream, "headers", None)):  # Model Serving: the workspace's auth header
+            headers.update(upstream.headers())
         body = json.dumps({"dataframe_records": model_inputs(frame).to_dict(orient="records")})
         try:
-            resp = requests.post(url, data=body, headers={"Content-Type": "application/json"},
-                                 timeout=self.upstream_timeout_s)
+            resp = requests.post(url, data=body, headers=headers, timeout=self.upstream_timeout_s)
         except requests.RequestException as exc:
             raise RequestError(f"model version {version} is unreachable at {url}: {exc}", 503) from None
         if resp.status_code != 200:
@@ -563,41 +580,22 @@ class _Handler(BaseHTTPRequestHandler):
 
 def serve_aliases(model_name: str, weights: Mapping[str, int], cfg: Config | None = None,
                   timeout_s: float = 300.0) -> Router:
-    """A started local router serving the versions ``weights``' aliases point at, one endpoint per version."""
-    from utils import registry
-    from utils.serving import LocalEndpoint
+    """A started router serving the versions ``weights``' aliases point at (e.g. ``{"champion": 90, "challenger": 10}``).
+
+    Locally each version runs in its own ``mlflow models serve`` process; on Databricks each is a
+    served entity of the Model Serving endpoint ``cfg.endpoint_name``, created or updated here with
+    the same traffic split. ``reload`` keeps the backend in step with every alias move.
+    """
+    from utils.serving import serving_backend
 
     cfg = cfg or get_config()
-    router = Router(model_name, cfg)
+    router = Router(model_name, cfg, backend=serving_backend(model_name, cfg.endpoint_name, timeout_s))
     try:
-        for alias in weights:
-            mv = registry.get_alias_version(model_name, alias)
-            if mv is None:
-                raise ValueError(f"alias {alias!r} of {model_name} points at no version")
-            if str(mv.version) not in router.upstreams:
-                ep = LocalEndpoint(f"models:/{model_name}/{mv.version}", timeout_s=timeout_s).start()
-                router.add_upstream(mv.version, ep, owned=True)
         router.reload(weights)
         return router.start()
     except BaseException:
         router.stop()
         raise
-
-
-def deploy(weights: Mapping[str, int], cfg: Config | None = None) -> Any:
-    """Serve the model's aliases with ``weights`` (e.g. ``{"champion": 90, "challenger": 10}``).
-
-    Databricks: creates or updates the Model Serving endpoint ``cfg.endpoint_name`` with one served
-    entity per alias and that traffic split. Locally: a started ``Router`` over local endpoints.
-    """
-    from utils.platform import is_databricks
-
-    cfg = cfg or get_config()
-    if is_databricks():
-        from utils.serving import deploy_serving_endpoint
-
-        return deploy_serving_endpoint(cfg.endpoint_name, cfg.model_name, {a: a for a in weights}, dict(weights))
-    return serve_aliases(cfg.model_name, weights, cfg)
 
 
 # ---------------------------------------------------------------- A/B analysis

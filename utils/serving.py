@@ -4,6 +4,10 @@ Locally, ``LocalEndpoint`` runs ``mlflow models serve --env-manager local`` as a
 127.0.0.1, waits until it answers ``/health``, and always stops it again (``stop()``, ``with``,
 ``stop_all()`` and an ``atexit`` hook), so a failing notebook cell leaves no server behind.
 On Databricks, ``deploy_serving_endpoint`` creates or updates a Model Serving endpoint.
+
+A router (``utils.deploy.Router``) forwards to a *backend*: ``LocalBackend`` (one ``LocalEndpoint``
+per model version) or ``ModelServingBackend`` (one served entity per version of one Model Serving
+endpoint, addressed through its own URL); ``serving_backend`` picks by platform.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -19,13 +24,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from utils.platform import REPO_ROOT, is_databricks, registry_uri, state_dir, tracking_uri
+from utils.platform import (
+    REPO_ROOT,
+    is_databricks,
+    registry_uri,
+    state_dir,
+    tracking_uri,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -478,6 +489,131 @@ def serve(model_uri: str, **kwargs: Any) -> LocalEndpoint:
 
 
 # ---------------------------------------------------------------- Databricks Model Serving
+# ---------------------------------------------------------------- serving backends (what a router forwards to)
+
+
+class LocalBackend:
+    """One ``LocalEndpoint`` per model version, started the first time a routing table names it."""
+
+    def __init__(self, model_name: str, timeout_s: float = 300.0) -> None:
+        self.model_name = model_name
+        self.timeout_s = timeout_s
+        self.endpoints: dict[str, LocalEndpoint] = {}
+
+    def apply(self, weights_by_version: Mapping[str, int]) -> dict[str, LocalEndpoint]:
+        """Start an endpoint for every version not served yet; returns version -> endpoint."""
+        for version in weights_by_version:
+            if str(version) not in self.endpoints:
+                uri = f"models:/{self.model_name}/{version}"
+                self.endpoints[str(version)] = LocalEndpoint(uri, timeout_s=self.timeout_s).start()
+        return dict(self.endpoints)
+
+    def stop(self) -> None:
+        """Stop every endpoint this backend started."""
+        endpoints, self.endpoints = list(self.endpoints.values()), {}
+        for ep in endpoints:
+            ep.stop()
+
+
+@dataclass(frozen=True)
+class ModelServingUpstream:
+    """One served entity of a Databricks Model Serving endpoint, addressed directly (not by traffic split)."""
+
+    host: str
+    endpoint_name: str
+    served_name: str
+    auth: Callable[[], dict[str, str]] = field(repr=False, compare=False)
+
+    @property
+    def invocations_url(self) -> str:
+        """The served entity's own scoring URL (the router, not the endpoint, picks the version)."""
+        return (f"{self.host.rstrip('/')}/serving-endpoints/{self.endpoint_name}"
+                f"/served-models/{self.served_name}/invocations")
+
+    def headers(self) -> dict[str, str]:
+        """Fresh authentication headers from the workspace client (tokens are refreshed as needed)."""
+        return dict(self.auth())
+
+
+class ModelServingBackend:
+    """The Model Serving endpoint ``endpoint_name``: one served entity per routed version, traffic by weight.
+
+    ``apply`` creates or updates the endpoint (and waits until it is ready) so its own traffic split
+    matches the router's table: callers of the endpoint URL get the same split the router applies per
+    customer. Versions the previous table served stay served at 0% traffic, so rolling back to them
+    is a traffic change, not a new container build. ``stop`` leaves the endpoint in place: it outlives
+    the notebook and scales to zero when idle.
+    """
+
+    def __init__(self, endpoint_name: str, model_name: str, client: Any = None, workload_size: str = "Small",
+                 scale_to_zero: bool = True) -> None:
+        self.endpoint_name = endpoint_name
+        self.model_name = model_name
+        self.client = client
+        self.workload_size = workload_size
+        self.scale_to_zero = scale_to_zero
+        self.endpoint: Any = None
+        self.routed: list[str] = []
+
+    def apply(self, weights_by_version: Mapping[str, int]) -> dict[str, ModelServingUpstream]:
+        """Serve these versions with this traffic (and the previous ones at 0%); returns version -> upstream."""
+        client = self.client = self.client or workspace_client()
+        plan = {str(v): int(w) for v, w in weights_by_version.items()}
+        plan.update({v: 0 for v in self.routed if v not in plan})
+        names = {v: served_entity_name(self.model_name, v) for v in plan}
+        traffic = traffic_percentages({names[v]: w for v, w in plan.items()})
+        self.endpoint = deploy_serving_endpoint(
+            self.endpoint_name, self.model_name, {n: v for v, n in names.items()}, traffic,
+            self.workload_size, self.scale_to_zero, client=client,
+        )
+        self.routed = [str(v) for v in weights_by_version]
+        host, auth = client.config.host, client.config.authenticate
+        return {v: ModelServingUpstream(host, self.endpoint_name, n, auth) for v, n in names.items()}
+
+    def stop(self) -> None:
+        """Nothing to stop here: the endpoint keeps serving (delete it in the Serving UI or with the SDK)."""
+
+
+def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.0) -> LocalBackend | ModelServingBackend:
+    """Model Serving on Databricks, local ``mlflow models serve`` processes elsewhere."""
+    if is_databricks():
+        return ModelServingBackend(endpoint_name, model_name)
+    return LocalBackend(model_name, timeout_s)
+
+
+# ---------------------------------------------------------------- Databricks Model Serving
+
+
+def workspace_client() -> Any:
+    """``databricks.sdk.WorkspaceClient()``, authenticated by the runtime; only on Databricks."""
+    if not is_databricks():
+        raise EndpointError(
+            "Model Serving endpoints exist only on Databricks: run this on a Databricks cluster, "
+            "pass client=WorkspaceClient(host=..., token=...), or serve locally with utils.serving.serve(model_uri)"
+        )
+    from databricks.sdk import WorkspaceClient
+
+    return WorkspaceClient()
+
+
+def served_entity_name(model_name: str, version: str | int) -> str:
+    """The served-entity name of one model version: ``<model>-<version>``, e.g. ``plantly_recommender-3``."""
+    base = re.sub(r"[^A-Za-z0-9_-]", "_", model_name.rsplit(".", 1)[-1])
+    return f"{base}-{version}"
+
+
+def traffic_percentages(weights: Mapping[str, int]) -> dict[str, int]:
+    """Whole percentages proportional to ``weights`` that add up to exactly 100 (largest remainder)."""
+    bad = {k: w for k, w in weights.items() if not isinstance(w, int) or isinstance(w, bool) or w < 0}
+    total = sum(weights.values())
+    if bad or total <= 0:
+        raise ValueError(f"traffic weights must be whole numbers >= 0 with at least one > 0, got {dict(weights)}")
+    exact = {k: 100 * w / total for k, w in weights.items()}
+    out = {k: int(x) for k, x in exact.items()}
+    by_remainder = sorted(exact, key=lambda k: (exact[k] - out[k], weights[k]), reverse=True)
+    for k in by_remainder[: 100 - sum(out.values())]:
+        out[k] += 1
+    return out
 
 
 def resolve_versions(model_name: str, version_or_alias_entries: Mapping[str, str | int]) -> dict[str, str]:
@@ -504,8 +640,6 @@ def endpoint_config(
     scale_to_zero: bool = True,
 ) -> tuple[list[Any], Any]:
     """The served entities and traffic routes of a Model Serving endpoint (databricks-sdk objects)."""
-    import re
-
     from databricks.sdk.service.serving import Route, ServedEntityInput, TrafficConfig
 
     if not versions:
@@ -538,6 +672,19 @@ def endpoint_config(
     return entities, routes
 
 
+def _config_key(entities: Any, routes: Any) -> tuple[frozenset, frozenset]:
+    """What decides whether an endpoint already serves a config: entities (name, model, version, size) and routes."""
+    served = frozenset(
+        (e.name, e.entity_name, str(e.entity_version), e.workload_size, bool(e.scale_to_zero_enabled))
+        for e in entities or []
+    )
+    traffic = frozenset(
+        (r.served_entity_name or r.served_model_name, int(r.traffic_percentage or 0))
+        for r in (routes.routes if routes is not None and routes.routes else [])
+    )
+    return served, traffic
+
+
 def deploy_serving_endpoint(
     name: str,
     model_name: str,
@@ -545,28 +692,36 @@ def deploy_serving_endpoint(
     traffic: Mapping[str, int],
     workload_size: str = "Small",
     scale_to_zero: bool = True,
+    client: Any = None,
+    timeout: timedelta = timedelta(minutes=30),
 ) -> Any:
     """Create or update the Databricks Model Serving endpoint ``name`` and wait until it is ready.
 
     ``version_or_alias_entries`` maps a served-entity name to a version or alias of ``model_name``
     (e.g. ``{"blue": "champion", "green": "challenger"}``); ``traffic`` maps the same names to
-    percentages adding up to 100 (e.g. ``{"blue": 90, "green": 10}``).
+    percentages adding up to 100 (e.g. ``{"blue": 90, "green": 10}``). An endpoint that already
+    serves exactly this config is left alone; one with an update in progress is waited for first.
+    ``client`` is a ``databricks.sdk.WorkspaceClient`` (default: the runtime's own, on Databricks).
     """
-    if not is_databricks():
-        raise EndpointError(
-            "Model Serving endpoints exist only on Databricks: run this on a Databricks cluster, "
-            "or serve locally with utils.serving.serve(model_uri)"
-        )
-    from databricks.sdk import WorkspaceClient
     from databricks.sdk.errors import NotFound
-    from databricks.sdk.service.serving import EndpointCoreConfigInput
+    from databricks.sdk.service.serving import (
+        EndpointCoreConfigInput,
+        EndpointStateConfigUpdate,
+    )
 
+    client = client or workspace_client()
     versions = resolve_versions(model_name, version_or_alias_entries)
     entities, routes = endpoint_config(model_name, versions, traffic, workload_size, scale_to_zero)
-    endpoints = WorkspaceClient().serving_endpoints
+    endpoints = client.serving_endpoints
     try:
-        endpoints.get(name)
+        current = endpoints.get(name)
     except NotFound:
         config = EndpointCoreConfigInput(name=name, served_entities=entities, traffic_config=routes)
-        return endpoints.create_and_wait(name=name, config=config)
-    return endpoints.update_config_and_wait(name=name, served_entities=entities, traffic_config=routes)
+        return endpoints.create_and_wait(name=name, config=config, timeout=timeout)
+    if current.state is not None and current.state.config_update == EndpointStateConfigUpdate.IN_PROGRESS:
+        current = endpoints.wait_get_serving_endpoint_not_updating(name, timeout=timeout)
+    live = current.config
+    if live is not None and _config_key(live.served_entities, live.traffic_config) == _config_key(entities, routes):
+        return current
+    return endpoints.update_config_and_wait(name=name, served_entities=entities, traffic_config=routes,
+                                            timeout=timeout)

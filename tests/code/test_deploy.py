@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import requests
 
-from tests.support import publish_tiny_online_store
+from tests.support import publish_tiny_online_store, register_constant_model
 from utils import online_store
 from utils.config import get_config
 from utils.deploy import (
@@ -222,25 +222,9 @@ def test_router_splits_traffic_by_customer(router):
 
 @pytest.fixture(scope="module")
 def two_versions(isolated_state: Path) -> tuple[str, str, str]:
-    import mlflow
-
-    from utils import registry
-    from utils.platform import configure_mlflow
-
-    configure_mlflow("test-deploy")
-    code = isolated_state / "const_model.py"
-    code.write_text("import mlflow\nimport pandas as pd\n"
-                    "class M(mlflow.pyfunc.PythonModel):\n"
-                    "    def predict(self, context, model_input, params=None):\n"
-                    "        return pd.Series([0.5] * len(model_input))\n"
-                    "mlflow.models.set_model(M())\n")
     name = "test.models.bluegreen"
-    with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="m", python_model=str(code), pip_requirements=["mlflow"])
-    versions = [registry.register(info.model_uri, name=name, run_hooks=False).version for _ in range(2)]
-    registry.set_alias(name, "champion", versions[0], "first")
-    registry.set_alias(name, "challenger", versions[1], "second")
-    return name, str(versions[0]), str(versions[1])
+    blue, green = register_constant_model(name, isolated_state)
+    return name, blue, green
 
 
 def test_blue_green_switch_is_atomic_and_rolls_back(upstreams, two_versions):
@@ -396,7 +380,7 @@ def test_router_in_front_of_a_real_mlflow_model_server(upstreams, two_versions):
     name, blue, _ = two_versions
     router = serve_aliases(name, {"champion": 100})
     try:
-        assert [ep.running for ep in router._owned] == [True]
+        assert [ep.running for ep in router.backend.endpoints.values()] == [True]
         out = router.predict([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
         assert out["predictions"] == [0.5, 0.5] and out["model_version"] == blue
         assert post(router, json.dumps({**GOOD, "price": "abc"})).status_code == 422
