@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,7 +33,7 @@ from utils.serving import (
     traffic_percentages,
 )
 
-TOKEN = "stand-in-token"
+TOKEN = secrets.token_hex(16)  # made up per run: the stand-in accepts only this one
 GOOD = {"customer_id": "C1", "plant_id": "P1", "page": "home", "position": 2, "price": 12.5}
 
 
@@ -208,7 +209,7 @@ def test_a_refused_token_is_an_error_not_a_silent_no_op(workspace) -> None:
     from databricks.sdk.core import Config
 
     client, ws = workspace
-    wrong = WorkspaceClient(config=Config(host=client.config.host, token="wrong", auth_type="pat",
+    wrong = WorkspaceClient(config=Config(host=client.config.host, token=secrets.token_hex(16), auth_type="pat",
                                           retry_timeout_seconds=10))
     with pytest.raises(Exception, match="missing or wrong token"):
         deploy_serving_endpoint("recs", "main.ml.rec", {"rec-3": "3"}, {"rec-3": 100}, client=wrong)
