@@ -4,9 +4,9 @@ Builds an isolated lifecycle state (``catch_up("05")``: data, features, a regist
 the online store), then scores landed JSON events with ``utils.scoring.StreamScorer`` (validate,
 look the features up online, predict, merge into the inference log) in three ways:
 
-* ``continuous``: a Structured Streaming query that stays up, read exactly as ``run_stream`` reads
+* ``continuous``: a Structured Streaming query that stays up, read as ``run_stream`` reads
   (JSON, permissive, ``maxFilesPerTrigger=1``) but with a ``processingTime`` trigger of
-  ``--trigger-s`` (``run_stream`` itself only offers ``availableNow``). After one untimed warm-up
+  ``--trigger-s`` (``start_stream(..., processing_time=...)``). After one untimed warm-up
   file (model load, first Delta commit), ``--files`` files of ``--events-per-file`` events are landed
   one at a time (``land_events``: write, then rename), each after the previous one is logged;
 * ``continuous, burst``: the same query, ``--files`` more files landed at once (throughput);
@@ -96,22 +96,6 @@ def timed_scorer_class() -> type:
     return TimedScorer
 
 
-def start_query(scorer: Any, folder: Path, checkpoint: Path, trigger_s: float) -> Any:
-    """The ``run_stream`` reader and sink, with a ``processingTime`` trigger instead of ``availableNow``."""
-    from utils.platform import get_spark
-    from utils.scoring import CORRUPT_COL, event_schema
-
-    folder.mkdir(parents=True, exist_ok=True)
-    stream = (get_spark().readStream.schema(event_schema())
-              .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT_COL)
-              .option("maxFilesPerTrigger", 1)
-              .option("pathGlobFilter", "*.json")
-              .json(str(folder)))
-    return (stream.writeStream.foreachBatch(scorer.foreach_batch)
-            .option("checkpointLocation", str(checkpoint))
-            .trigger(processingTime=f"{trigger_s:g} seconds").start())
-
-
 def event_files(n_files: int, per_file: int, seed: int, tag: str) -> list[Any]:
     """``n_files`` frames of ``per_file`` real clickstream events each, with fresh, unique event ids."""
     from utils import lakehouse
@@ -166,7 +150,7 @@ def run(args: argparse.Namespace, state: Path) -> tuple[dict[str, dict[str, floa
     from tqdm import tqdm
 
     from utils.config import get_config
-    from utils.scoring import land_events, read_inference_log, run_stream
+    from utils.scoring import land_events, read_inference_log, run_stream, start_stream
 
     model = champion(args, online=True)
     cfg = get_config()
@@ -189,7 +173,8 @@ def run(args: argparse.Namespace, state: Path) -> tuple[dict[str, dict[str, floa
     TimedScorer = timed_scorer_class()
     scorer = TimedScorer(model.name, model.version, model.uri, cfg)
     folder = state / "landing" / f"bench-{tag}"
-    query = start_query(scorer, folder, state / "checkpoints" / f"bench-{tag}", args.trigger_s)
+    query = start_stream(scorer, folder, state / "checkpoints" / f"bench-{tag}",
+                         processing_time=f"{args.trigger_s:g} seconds")
     try:
         t = land(warm, folder, "warmup.json")
         cold = scorer.wait_for(list(warm["event_id"]), args.timeout_s, query) - t

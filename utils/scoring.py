@@ -512,8 +512,13 @@ def stream_checkpoint(cfg: Config | None = None, name: str = "events") -> Path:
     return state_dir() / "checkpoints" / "scoring" / name
 
 
-def run_stream(scorer: StreamScorer, folder: Path, checkpoint: Path, max_files_per_trigger: int = 1) -> StreamingQuery:
-    """Score every event landed in ``folder`` since the last run (``availableNow``), then stop; returns the query."""
+def start_stream(scorer: StreamScorer, folder: Path, checkpoint: Path, max_files_per_trigger: int = 1,
+                 processing_time: str | None = None) -> StreamingQuery:
+    """Start the streaming scorer on ``folder``; returns the running query.
+
+    ``processing_time`` (e.g. ``"10 seconds"``) keeps it running, one micro-batch per interval, until
+    ``query.stop()``; without it the trigger is ``availableNow``: score what has landed, then stop.
+    """
     from utils.platform import get_spark
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -522,9 +527,14 @@ def run_stream(scorer: StreamScorer, folder: Path, checkpoint: Path, max_files_p
               .option("maxFilesPerTrigger", max_files_per_trigger)
               .option("pathGlobFilter", "*.json")
               .json(str(folder)))
-    query = (stream.writeStream.foreachBatch(scorer.foreach_batch)
-             .option("checkpointLocation", str(checkpoint))
-             .trigger(availableNow=True).start())
+    writer = stream.writeStream.foreachBatch(scorer.foreach_batch).option("checkpointLocation", str(checkpoint))
+    writer = writer.trigger(processingTime=processing_time) if processing_time else writer.trigger(availableNow=True)
+    return writer.start()
+
+
+def run_stream(scorer: StreamScorer, folder: Path, checkpoint: Path, max_files_per_trigger: int = 1) -> StreamingQuery:
+    """Score every event landed in ``folder`` since the last run (``availableNow``), then stop; returns the query."""
+    query = start_stream(scorer, folder, checkpoint, max_files_per_trigger)
     query.awaitTermination()
     if query.exception() is not None:
         raise RuntimeError(f"the streaming scorer failed: {query.exception()}")

@@ -24,6 +24,7 @@ from utils.scoring import (
     run_stream,
     score_partitions,
     spark_udf_scores,
+    start_stream,
     streaming_quarantine_table,
     validate_events,
 )
@@ -136,6 +137,37 @@ def test_streaming_restart_scores_only_new_events_and_quarantines_bad_ones(spark
     reasons = " | ".join(quarantine["reason"])
     assert "malformed JSON" in reasons and "unknown customer_id 'C-UNKNOWN'" in reasons
     assert log.loc[log["event_id"] == "S1", "prediction"].item() == 0.0  # P2 is invasive
+
+
+def test_a_continuous_stream_keeps_scoring_files_as_they_land(spark, model_uri, isolated_state):
+    import time
+
+    publish_tiny_online_store()
+    folder, checkpoint = isolated_state / "landing-continuous", isolated_state / "ckpt-continuous"
+    events = pd.DataFrame({"event_id": [f"K{i}" for i in range(4)], "customer_id": ["C1", "C2"] * 2,
+                           "plant_id": "P1", "event_ts": "2024-01-05T10:00:00", "page": "home",
+                           "position": [1, 2, 3, 4], "price": 10.0})
+
+    def streamed() -> list[str]:
+        log = read_inference_log()
+        return sorted(log.loc[(log["source"] == "streaming") & log["event_id"].str.startswith("K"), "event_id"])
+
+    def wait_for(expected: list[str], timeout_s: float = 180.0) -> list[str]:
+        deadline = time.monotonic() + timeout_s
+        while (got := streamed()) != expected and time.monotonic() < deadline and query.isActive:
+            time.sleep(0.5)
+        return got
+
+    query = start_stream(StreamScorer("m", "1", model_uri), folder, checkpoint, processing_time="1 second")
+    try:
+        land_events(events.iloc[:2], folder)
+        assert wait_for(["K0", "K1"]) == ["K0", "K1"]
+        land_events(events.iloc[2:], folder)  # the same query picks the next file up: nothing restarts
+        assert wait_for(["K0", "K1", "K2", "K3"]) == ["K0", "K1", "K2", "K3"]
+        assert query.isActive and query.exception() is None
+    finally:
+        query.stop()
+    assert not query.isActive
 
 
 def test_a_worker_without_the_drivers_disk_loads_the_shipped_model_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
