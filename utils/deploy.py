@@ -356,33 +356,34 @@ class Router:
 
     def handle(self, body: bytes) -> dict[str, Any]:
         """Score one request body (what ``POST /invocations`` does); raises ``RequestError`` on bad input."""
+        from utils.scoring import model_inputs
+
         started = time.perf_counter()
         records = parse_request(body)
         table = self.routes  # one snapshot: the whole request sees one routing table
         if self._features is None:
             self._features = OnlineFeatures(self.cfg)
         frame, _ = self._features.build(records, strict=True)
+        inputs = model_inputs(frame)  # once per request: the upstream call and the inference log share it
         weights = {a: w for a, w in table.weights.items()}
         arms = [assign_arm(r["customer_id"], weights, salt=self.model_name) for r in records]
         versions = [table.versions[a] for a in arms]
         predictions: list[float] = [0.0] * len(records)
         for version in dict.fromkeys(versions):
             idx = [i for i, v in enumerate(versions) if v == version]
-            scores = self._forward(version, frame.iloc[idx])
+            scores = self._forward(version, inputs.iloc[idx])
             for i, s in zip(idx, scores):
                 predictions[i] = float(s)
         request_id = uuid.uuid4().hex
         if self.log_predictions:
-            self._remember(frame, predictions, versions, arms, request_id)
+            self._remember(frame, inputs, predictions, versions, arms, request_id)
         unique = sorted(set(versions))
         return {"predictions": predictions, "model_version": unique[0] if len(unique) == 1 else "mixed",
                 "model_versions": versions, "arms": arms, "request_id": request_id,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
-    def _forward(self, version: str, frame: pd.DataFrame) -> list[float]:
+    def _forward(self, version: str, inputs: pd.DataFrame) -> list[float]:
         import requests
-
-        from utils.scoring import model_inputs
 
         upstream = self.upstreams.get(version)
         if upstream is None:
@@ -391,7 +392,7 @@ class Router:
         headers = {"Content-Type": "application/json"}
         if callable(getattr(upstream, "headers", None)):  # Model Serving: the workspace's auth header
             headers.update(upstream.headers())
-        body = json.dumps({"dataframe_records": model_inputs(frame).to_dict(orient="records")})
+        body = json.dumps({"dataframe_records": inputs.to_dict(orient="records")})
         try:
             resp = requests.post(url, data=body, headers=headers, timeout=self.upstream_timeout_s)
         except requests.RequestException as exc:
@@ -403,18 +404,18 @@ class Router:
         if isinstance(preds, Mapping):  # {"probability": {...}} style
             preds = list(next(iter(preds.values())).values()) if preds else []
         preds = [p.get("probability", next(iter(p.values()))) if isinstance(p, Mapping) else p for p in preds]
-        if len(preds) != len(frame):
-            raise RequestError(f"model version {version} returned {len(preds)} predictions for {len(frame)} rows", 502)
+        if len(preds) != len(inputs):
+            raise RequestError(f"model version {version} returned {len(preds)} predictions for {len(inputs)} rows", 502)
         return [float(p) for p in preds]
 
-    def _remember(self, frame: pd.DataFrame, predictions: list[float], versions: list[str], arms: list[str],
-                  request_id: str) -> None:
+    def _remember(self, frame: pd.DataFrame, inputs: pd.DataFrame, predictions: list[float], versions: list[str],
+                  arms: list[str], request_id: str) -> None:
         from utils.scoring import inference_rows
 
         assert self._features is not None
         rows = inference_rows(frame, predictions, source="realtime", model_name=self.model_name,
                               model_version=versions, feature_versions=self._features.versions(),
-                              request_id=request_id, arm=arms)
+                              request_id=request_id, arm=arms, inputs=inputs)
         with self._lock:
             self._log.append(rows)
 

@@ -96,8 +96,12 @@ def inference_rows(
     request_id: str | None = None,
     arm: str | Sequence[str | None] | None = None,
     ts: datetime | None = None,
+    inputs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Inference-log rows for ``frame`` (keys + features, optionally ``event_id``) and its predictions."""
+    """Inference-log rows for ``frame`` (keys + features, optionally ``event_id``) and its predictions.
+
+    ``inputs`` is ``model_inputs(frame)`` when the caller has it already (same rows, same order).
+    """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     n = len(frame)
@@ -121,7 +125,10 @@ def inference_rows(
         "customer_id": frame["customer_id"].astype(str),
         "plant_id": frame["plant_id"].astype(str),
     }, index=range(n))
-    out = pd.concat([out, model_inputs(frame).reset_index(drop=True)], axis=1)
+    inputs = model_inputs(frame) if inputs is None else inputs
+    if len(inputs) != n:
+        raise ValueError(f"{len(inputs)} model-input rows for {n} rows: they must match one to one")
+    out = pd.concat([out, inputs.reset_index(drop=True)], axis=1)
     out["feature_versions"] = versions
     out[PREDICTION_COL] = np.asarray(predictions, dtype=float)
     return out[INFERENCE_LOG_COLUMNS]

@@ -60,14 +60,14 @@ def features_frame(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in FEATURES if c not in df.columns]
     if missing:
         raise ValueError(f"training frame lacks feature columns {missing}")
-    out = pd.DataFrame(index=df.index)
+    cols: dict[str, pd.Series] = {}  # built first, framed once: inserting column by column costs ~1 ms each
     for c in CATEGORICAL:
-        out[c] = df[c].astype("object").where(df[c].notna(), "unknown").astype(str)
+        cols[c] = df[c].astype("object").where(df[c].notna(), "unknown").astype(str)
     for c in NUMERIC:
-        out[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+        cols[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     for c in BOOLEAN:
-        out[c] = df[c].fillna(True).astype(bool)
-    return out
+        cols[c] = df[c].fillna(True).astype(bool)
+    return pd.DataFrame(cols, index=df.index)
 
 
 def build_pipeline(family: str, params: dict[str, Any] | None = None, seed: int = 42) -> Any:

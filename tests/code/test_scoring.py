@@ -20,6 +20,7 @@ from utils.scoring import (
     inference_log_table,
     inference_rows,
     land_events,
+    model_inputs,
     read_inference_log,
     run_stream,
     score_partitions,
@@ -84,6 +85,12 @@ def test_inference_rows_have_the_log_schema_and_log_once():
         inference_rows(frame, [0.0] * 4, source="carrier-pigeon", model_name="m", model_version=1, feature_versions={})
     with pytest.raises(ValueError, match="3 predictions for 4 rows"):
         inference_rows(frame, [0.0] * 3, source="batch", model_name="m", model_version=1, feature_versions={})
+    given = inference_rows(frame, [0.1, 0.2, 0.3, 0.4], source="batch", model_name="m", model_version=3,
+                           feature_versions={"t": 2}, request_id="r1", ts=rows["ts"][0], inputs=model_inputs(frame))
+    pd.testing.assert_frame_equal(given, rows)  # precomputed model inputs give the same rows
+    with pytest.raises(ValueError, match="3 model-input rows for 4 rows"):
+        inference_rows(frame, [0.0] * 4, source="batch", model_name="m", model_version=1, feature_versions={},
+                       inputs=model_inputs(frame.head(3)))
 
 
 def test_validate_events_quarantines_with_reasons():
