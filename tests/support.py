@@ -86,8 +86,8 @@ def own_state(state: Path, monkeypatch: Any) -> Iterator[Path]:
         yield state
 
 
-def register_constant_model(name: str, folder: Path, versions: int = 2, score: float = 0.5) -> list[str]:
-    """Register ``versions`` versions of a tiny pyfunc model that answers ``score`` for every row; aliases
+def register_constant_model(name: str, folder: Path, versions: int = 2) -> list[str]:
+    """Register ``versions`` versions of a tiny pyfunc model that answers 0.5 for every row; aliases
     ``champion`` (first) and ``challenger`` (last) are set. Returns the version numbers."""
     import mlflow
 
@@ -99,7 +99,7 @@ def register_constant_model(name: str, folder: Path, versions: int = 2, score: f
     code.write_text("import mlflow\nimport pandas as pd\n"
                     "class M(mlflow.pyfunc.PythonModel):\n"
                     "    def predict(self, context, model_input, params=None):\n"
-                    f"        return pd.Series([{score!r}] * len(model_input))\n"
+                    "        return pd.Series([0.5] * len(model_input))\n"
                     "mlflow.models.set_model(M())\n")
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="m", python_model=str(code), pip_requirements=["mlflow"])
