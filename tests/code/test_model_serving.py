@@ -75,8 +75,10 @@ class Workspace(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.calls.append(("GET", self.path, None))
         found = re.fullmatch(r"/api/2\.0/serving-endpoints/([^/]+)", self.path)
-        if not found or not self._authorized():
-            return self._answer(404, {"error_code": "NOT_FOUND", "message": f"no route {self.path}"}) if not found else None
+        if not found:  # e.g. the client's look at /.well-known/databricks-config
+            return self._answer(404, {"error_code": "NOT_FOUND", "message": f"no route {self.path}"})
+        if not self._authorized():
+            return None
         if found.group(1) not in self.endpoints:
             return self._answer(404, {"error_code": "RESOURCE_DOES_NOT_EXIST",
                                       "message": f"Endpoint with name '{found.group(1)}' does not exist."})
