@@ -29,12 +29,13 @@ java:
 	@$(PYTHON) -c "import sys; sys.path.insert(0, '.'); from utils.platform import java_version, EnvironmentProblem; \
 	exec('try:\n    java_version()\nexcept EnvironmentProblem as e:\n    sys.exit(str(e))')"
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml utils/local/jvm.py utils/local/SessionCatalogAlias.java
 	@test -n "$(PYTHON)" || { echo "Python 3.11 not found: install it (e.g. apt-get install python3.11) or use environment.yml"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m utils.local.jvm install
 	@mkdir -p $(VENV)/etc/ipython
 	@printf '# JVM output goes to the terminal, not into notebook cells.\nc.IPKernelApp.capture_fd_output = False\n' > $(VENV)/etc/ipython/ipython_kernel_config.py
 	@touch $(STAMP)

@@ -114,14 +114,14 @@ def run_suite(folder: Path, rows: int, seed: int, only: list[str] | None, rep: i
 
 def snapshot(folder: Path) -> dict[str, Any]:
     """Row count of every Delta table and every registered model's versions and aliases in ``folder/state``."""
-    from deltalake import DeltaTable
-
     state = folder / "state"
-    tables = {}
-    root = state / "tables"
-    for path in sorted(root.glob("*/*/*")) if root.is_dir() else []:
-        if (path / "_delta_log").is_dir():
-            tables[".".join(path.relative_to(root).parts)] = int(DeltaTable(str(path)).count())
+    os.environ["MLOPS_STATE_DIR"] = str(state)  # get_spark() serves this state's warehouse
+    from utils import lakehouse
+    from utils.config import get_config
+    from utils.platform import get_spark
+
+    spark = get_spark()
+    tables = {name: int(spark.table(name).count()) for name in lakehouse.list_tables(get_config().catalog)}
     return {"tables": tables, "models": _models(state / "mlflow" / "mlflow.db")}
 
 

@@ -18,11 +18,21 @@ def isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+class _ActiveSpark:
+    """Stands for the active local Spark session: ``get_spark()`` restarts it (in about a second) when a
+    test moves ``MLOPS_STATE_DIR``, since a session serves one warehouse; this forwards to the current one."""
+
+    def __getattr__(self, name: str):
+        from utils.platform import get_spark
+
+        return getattr(get_spark("plantly-tests"), name)
+
+
 @pytest.fixture(scope="session")
 def spark(isolated_state: Path):
-    """The one local Spark session shared by every test."""
+    """The local Spark session shared by every test (whichever one is current, see ``_ActiveSpark``)."""
     from utils.platform import get_spark, stop_spark
 
-    session = get_spark("plantly-tests")
-    yield session
+    get_spark("plantly-tests")
+    yield _ActiveSpark()
     stop_spark()

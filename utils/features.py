@@ -22,10 +22,17 @@ Local design:
   defaults, timestamp keys) inside the MLflow model, which is a pyfunc that looks its features up
   in the online store when served, as a Databricks feature-store model does in Model Serving.
 
+Every public method the real client also has takes exactly the real client's parameters (names,
+kinds, order, defaults; ``tests/code/test_feature_client_conformance.py`` checks it), and
+``get_table``/``create_table`` return the real package's ``FeatureTable`` entity, filled as the real
+client fills it for a Unity Catalog table (``primary_keys`` include the timestamp key, ``features``
+are all the table's columns). A parameter the local client cannot honour (streaming, Photon joins,
+Databricks online stores) raises naming it when given a non-default value; none is ignored.
+
 Where the local client goes beyond (or differs from) Databricks, it says so: ``write_table`` also
-takes ``mode="overwrite"``; a lookup on a time series table without ``timestamp_lookup_key`` gets
-the latest value per key (what the online store serves); ``default_values`` also replace nulls
-stored in the table (as Databricks' ``fillna`` does).
+takes ``mode="overwrite"`` and ``read_table`` also ``version=``; a lookup on a time series table
+without ``timestamp_lookup_key`` gets the latest value per key (what the online store serves);
+``default_values`` also replace nulls stored in the table (as Databricks' ``fillna`` does).
 """
 
 from __future__ import annotations
@@ -65,6 +72,24 @@ _TS = "__fs_ts"
 _SRC = "__fs_src"
 _ROW = "__fs_row"
 _FTS = "__fs_feature_ts"
+_LO = "__fs_spine_lo"
+_HI = "__fs_spine_hi"
+# Defaults of the real client's parameters, copied rather than imported: this module ships inside
+# logged models (see _BUNDLED_MODULES), whose servers do not install the Databricks packages.
+PUBLISH_MODE_TRIGGERED = "TRIGGERED"
+DEFAULT_WRITE_TRIGGER: dict[str, Any] = {"processingTime": "5 seconds"}  # never mutated
+DEFAULT_PUBLISH_TRIGGER: dict[str, Any] = {"processingTime": "5 minutes"}  # never mutated
+
+
+class _Unset:
+    """Type of :data:`AWAIT_REGISTRATION_FOR_UNSET` (the real client's sentinel of the same name)."""
+
+    def __repr__(self) -> str:
+        return "AWAIT_REGISTRATION_FOR_UNSET"
+
+
+AWAIT_REGISTRATION_FOR_UNSET: Any = _Unset()
+"""``log_model``'s default ``await_registration_for``: not given, so MLflow's own default applies."""
 
 
 class FeatureTableNotFoundError(ValueError):
@@ -133,8 +158,13 @@ def _registry() -> sqlite3.Connection:
 
 
 @dataclass
-class LocalFeatureTable:
-    """Metadata of one local feature table (the attributes of Databricks' ``FeatureTable``, plus lineage)."""
+class _TableMeta:
+    """What the local client knows of one feature table: registry record, live schema and Delta version.
+
+    Internal only: the public API returns :meth:`to_feature_table`, Databricks' own entity.
+    ``primary_keys`` here exclude the timeseries column (``keys`` has both), ``features`` exclude
+    every key, and ``schema`` maps column to Spark type, as the lookups need them.
+    """
 
     name: str
     table_id: str
@@ -165,13 +195,33 @@ class LocalFeatureTable:
         """Source tables any write of this feature table read from."""
         return sorted({t for entry in self.source_lineage for t in entry["sources"]})
 
-    @property
-    def path_data_sources(self) -> list[str]:
-        """Source paths (always empty locally: sources are tables)."""
-        return []
+    def to_feature_table(self) -> Any:
+        """This table as ``databricks.ml_features.entities.feature_table.FeatureTable``, filled as the real client does.
+
+        As Databricks' ``get_table`` returns a Unity Catalog table: ``primary_keys`` end with the
+        timestamp key ("Make TK part of PK" in its compute client), ``features`` are all the
+        table's columns, keys included, and a missing description is ``""``. ``table_data_sources``
+        are the source tables recorded by the lineage; paths are never sources locally.
+        """
+        from databricks.ml_features.entities.feature_table import FeatureTable
+
+        return FeatureTable(
+            name=self.name,
+            table_id=self.table_id,
+            description=self.description if self.description is not None else "",
+            primary_keys=self.primary_keys + [k for k in self.timestamp_keys if k not in self.primary_keys],
+            partition_columns=list(self.partition_columns),
+            features=list(self.schema),
+            creation_timestamp=self.creation_timestamp,
+            online_stores=[dict(s) for s in self.online_stores],
+            table_data_sources=self.table_data_sources,
+            path_data_sources=[],
+            timestamp_keys=list(self.timestamp_keys),
+            tags=dict(self.tags),
+        )
 
 
-def _load_table_meta(name: str) -> LocalFeatureTable | None:
+def _load_table_meta(name: str) -> _TableMeta | None:
     """Registry metadata of ``name`` (schema and version left empty), or None if it is not registered."""
     conn = _registry()
     try:
@@ -190,7 +240,7 @@ def _load_table_meta(name: str) -> LocalFeatureTable | None:
         conn.close()
     pks = json.loads(row[1])
     ts = row[2]
-    return LocalFeatureTable(
+    return _TableMeta(
         name=name,
         table_id=row[0],
         description=row[4],
@@ -209,16 +259,10 @@ def _load_table_meta(name: str) -> LocalFeatureTable | None:
 
 
 def table_schema(name: str) -> StructType:
-    """The Spark schema of the local Delta table ``name``, read from its log (no data, no Spark job)."""
-    from deltalake import DeltaTable
-    from pyspark.sql.pandas.types import from_arrow_schema
+    """The Spark schema of the Delta table ``name`` (from the catalog; no Spark job)."""
+    from utils.platform import get_spark
 
-    from utils import lakehouse
-
-    arrow = DeltaTable(str(lakehouse.table_path(name))).schema().to_arrow()
-    import pyarrow as pa
-
-    return from_arrow_schema(pa.schema(arrow))
+    return get_spark().table(name).schema
 
 
 def _schema_items(schema: StructType) -> list[tuple[str, str]]:
@@ -306,8 +350,12 @@ def feature_lineage(name: str) -> pd.DataFrame:
     )
 
 
-def _require_table(name: str) -> LocalFeatureTable:
-    """Full metadata of an existing feature table (live schema and version); raises naming the fix."""
+def _require_table(name: str, with_version: bool = True) -> _TableMeta:
+    """Full metadata of an existing feature table (live schema and version); raises naming the fix.
+
+    The schema comes from the catalog (no Spark job); the Delta version needs one, so callers that
+    do not use it (or must validate everything before any job runs) pass ``with_version=False``.
+    """
     from utils import lakehouse
 
     meta = _load_table_meta(name)
@@ -323,7 +371,7 @@ def _require_table(name: str) -> LocalFeatureTable:
             f"feature table {name!r} is registered but its Delta table is gone: "
             f"drop it with feature_client().drop_table(name={name!r}) and create it again"
         )
-    meta.version = lakehouse.current_version(name)
+    meta.version = lakehouse.current_version(name) if with_version else None
     meta.schema = dict(_schema_items(table_schema(name)))
     meta.features = [c for c in meta.schema if c not in meta.keys]
     return meta
@@ -415,6 +463,32 @@ def exact_join(
     )
     joined = df.join(right, on=list(lookup_key), how="left")
     return joined.select(*[F.col(f"`{c}`") for c in df.columns], *[F.col(f"`{o}`") for o in outputs.values()])
+
+
+def within_spine_time_range(
+    features: DataFrame,
+    spine: DataFrame,
+    timeseries_column: str,
+    timestamp_lookup_key: str,
+    lookback_window: dt.timedelta | float | None = None,
+) -> DataFrame:
+    """The ``features`` rows a point-in-time lookup from ``spine`` can match (``use_timeseries_filtering``).
+
+    Rows stamped after the spine's latest ``timestamp_lookup_key`` can never match; with a
+    ``lookback_window`` neither can rows older than the spine's earliest time minus the window.
+    The bounds are one aggregate of the spine, broadcast to the feature rows: nothing runs
+    before the result is computed, and the join's result is the same as without the filter.
+    """
+    from pyspark.sql import functions as F
+
+    spine_time = F.col(timestamp_lookup_key).cast("timestamp").cast("double")
+    bounds = spine.agg(F.min(spine_time).alias(_LO), F.max(spine_time).alias(_HI))
+    feature_time = F.col(timeseries_column).cast("timestamp").cast("double")
+    keep = feature_time <= F.col(_HI)
+    if lookback_window is not None:
+        seconds = lookback_window.total_seconds() if isinstance(lookback_window, dt.timedelta) else lookback_window
+        keep = keep & (feature_time >= F.col(_LO) - F.lit(float(seconds)))
+    return features.crossJoin(F.broadcast(bounds)).where(keep).drop(_LO, _HI)
 
 
 def latest_rows(features: DataFrame, keys: Sequence[str], timeseries_column: str) -> DataFrame:
@@ -589,7 +663,8 @@ def resolve_lookups(
     Checks, before any data is read: every table exists, every feature is a column of its table,
     every lookup key (and timestamp lookup key) is a column of ``df`` (or an output of an earlier
     lookup) of a type matching the table's key, output names are unique and do not shadow ``df``.
-    Returns the resolved lookups and the Spark type of every column they produce.
+    No Spark job runs until all of that passed; then, with ``pin_versions``, each table's current
+    Delta version is pinned. Returns the resolved lookups and the Spark type of every column they produce.
     """
     if not isinstance(feature_lookups, (list, tuple)):
         raise TypeError("feature_lookups must be a list of FeatureLookup objects")
@@ -601,7 +676,7 @@ def resolve_lookups(
         if not hasattr(fl, "table_name") or not hasattr(fl, "lookup_key"):
             raise TypeError(f"feature_lookups[{i}] is a {type(fl).__name__}, not a FeatureLookup")
         where = f"FeatureLookup(table_name={fl.table_name!r})"
-        meta = _require_table(fl.table_name)
+        meta = _require_table(fl.table_name, with_version=False)  # versions once all lookups are valid
         lookup_key = _as_list(fl.lookup_key)
         if len(lookup_key) != len(meta.primary_keys):
             raise FeatureLookupError(
@@ -678,7 +753,7 @@ def resolve_lookups(
                 timestamp_lookup_key=ts_key,
                 lookback_window_seconds=window.total_seconds() if window is not None else None,
                 default_values={k: _yaml_safe(v) for k, v in defaults.items()},
-                table_version=meta.version if pin_versions else None,
+                table_version=None,  # pinned below, once every lookup is valid
                 table_id=meta.table_id,
                 primary_keys=list(meta.primary_keys),
                 timeseries_column=meta.timeseries_column,
@@ -686,11 +761,26 @@ def resolve_lookups(
         )
         for f, out in outputs.items():
             available[out] = meta.schema[f]
+    if pin_versions:  # reading a Delta version runs a Spark job: only now that the input is known good
+        from utils import lakehouse
+
+        versions = {t: lakehouse.current_version(t) for t in dict.fromkeys(lk.table_name for lk in specs)}
+        for lk in specs:
+            lk.table_version = versions[lk.table_name]
     return specs, {c: t for c, t in available.items() if c not in source_cols}
 
 
-def apply_lookups(df: DataFrame, lookups: Sequence[LookupSpec], use_pinned_versions: bool = True) -> DataFrame:
-    """``df`` with every lookup's features joined in (columns already in ``df`` are kept, not looked up)."""
+def apply_lookups(
+    df: DataFrame,
+    lookups: Sequence[LookupSpec],
+    use_pinned_versions: bool = True,
+    use_timeseries_filtering: bool = False,
+) -> DataFrame:
+    """``df`` with every lookup's features joined in (columns already in ``df`` are kept, not looked up).
+
+    ``use_timeseries_filtering`` first narrows each point-in-time lookup's table to the time range
+    of ``df`` (see :func:`within_spine_time_range`); the result is the same.
+    """
     from pyspark.sql import functions as F
 
     from utils import lakehouse
@@ -721,6 +811,11 @@ def apply_lookups(df: DataFrame, lookups: Sequence[LookupSpec], use_pinned_versi
             tables[(lk.table_name, version)] = lakehouse.read(lk.table_name, version=version)
         table = tables[(lk.table_name, version)]
         if lk.timeseries_column and lk.timestamp_lookup_key:
+            if use_timeseries_filtering:
+                spine = df if lk.timestamp_lookup_key in df.columns else result  # bounds from the cheaper plan
+                table = within_spine_time_range(
+                    table, spine, lk.timeseries_column, lk.timestamp_lookup_key, lk.lookback_window_seconds
+                )
             result = point_in_time_join(
                 result,
                 table,
@@ -748,9 +843,10 @@ def apply_lookups(df: DataFrame, lookups: Sequence[LookupSpec], use_pinned_versi
 class LocalTrainingSet:
     """A training set: the spine, the resolved lookups, and ``load_df()`` to build it."""
 
-    def __init__(self, df: DataFrame, feature_spec: FeatureSpec):
+    def __init__(self, df: DataFrame, feature_spec: FeatureSpec, use_timeseries_filtering: bool = False):
         self._df = df
         self._spec = feature_spec
+        self._use_timeseries_filtering = use_timeseries_filtering
 
     @property
     def feature_spec(self) -> FeatureSpec:
@@ -766,7 +862,12 @@ class LocalTrainingSet:
         """The training DataFrame: spine columns, looked-up features and labels, minus excluded columns."""
         from pyspark.sql import functions as F
 
-        joined = apply_lookups(self._df, self._spec.lookups, use_pinned_versions=True)
+        joined = apply_lookups(
+            self._df,
+            self._spec.lookups,
+            use_pinned_versions=True,
+            use_timeseries_filtering=self._use_timeseries_filtering,
+        )
         return joined.select(*[F.col(f"`{c}`") for c in self._spec.output_columns])
 
 
@@ -831,7 +932,11 @@ def load_feature_spec(model_uri: str) -> FeatureSpec:
 
 
 class LocalFeatureEngineeringClient:
-    """The local twin of ``databricks.feature_engineering.FeatureEngineeringClient`` (same keywords)."""
+    """The local twin of ``databricks.feature_engineering.FeatureEngineeringClient``.
+
+    Its public methods are the real client's, with the same signatures; tables come back as the
+    real ``FeatureTable`` entity (see :meth:`_TableMeta.to_feature_table`).
+    """
 
     # -------------------------------------------------------- tables
 
@@ -847,11 +952,12 @@ class LocalFeatureEngineeringClient:
         description: str | None = None,
         tags: dict[str, str] | None = None,
         **kwargs: Any,
-    ) -> LocalFeatureTable:
-        """Create a feature table (and write ``df`` to it); returns its metadata.
+    ) -> Any:
+        """Create a feature table (and write ``df`` to it); returns it as Databricks' ``FeatureTable``.
 
         As on Databricks, if the feature table already exists it is returned unchanged (``df`` is
-        not written: use ``write_table`` for that, a warning says so).
+        not written: use ``write_table`` for that, a warning says so). ``timestamp_keys=`` and
+        ``timeseries_columns=`` are accepted for ``timeseries_column``, as by the real client.
         """
         from utils import lakehouse
 
@@ -903,7 +1009,7 @@ class LocalFeatureEngineeringClient:
                     "(use write_table(name=..., df=...) to add data, or drop_table first)",
                     stacklevel=2,
                 )
-            return _require_table(name)
+            return _require_table(name, with_version=False).to_feature_table()
         if existing is None and lakehouse.exists(name):
             raise ValueError(f"Data table {name} already exists. Use a different name.")
         if existing is not None:  # stale registry entry whose Delta table was dropped elsewhere
@@ -937,7 +1043,7 @@ class LocalFeatureEngineeringClient:
         finally:
             conn.close()
         _record_write(name, version, "create", data.num_rows, df)
-        return _require_table(name)
+        return _require_table(name, with_version=False).to_feature_table()
 
     def write_table(
         self,
@@ -946,22 +1052,28 @@ class LocalFeatureEngineeringClient:
         df: DataFrame,
         mode: str = MERGE,
         checkpoint_location: str | None = None,
-        trigger: dict[str, Any] | None = None,
+        trigger: dict[str, Any] = DEFAULT_WRITE_TRIGGER,
     ) -> None:
         """Upsert ``df`` into the feature table by its primary keys (``mode="merge"``) or replace it (``"overwrite"``).
 
         Rejected, leaving the table unchanged: duplicate or null primary keys in ``df``, a missing
         or differently typed column. Columns ``df`` adds are added as new features (as on Databricks).
-        ``"overwrite"`` is a local extra: the Databricks client only merges.
+        ``"overwrite"`` is a local extra: the Databricks client only merges. Streaming writes are
+        not supported locally, so ``checkpoint_location`` and ``trigger`` (streaming options) raise
+        when given.
         """
         from utils import lakehouse
 
         if mode not in (MERGE, OVERWRITE):
             raise ValueError(f"Unsupported mode {mode!r}: use 'merge' (upsert by primary keys) or 'overwrite'")
+        _reject_streaming_options("write_table", checkpoint_location, trigger, DEFAULT_WRITE_TRIGGER)
         meta = _require_table(name)
         df = _spark_df(df)
         if df.isStreaming:
-            raise ValueError("streaming writes are not supported by the local feature store: write a batch DataFrame")
+            raise NotImplementedError(
+                "write_table: streaming DataFrames are not supported by the local feature store: write a batch "
+                "DataFrame (e.g. from spark.read instead of spark.readStream)"
+            )
         incoming = dict(_schema_items(df.schema))
         missing = [c for c in meta.schema if c not in incoming]
         if missing:
@@ -998,16 +1110,20 @@ class LocalFeatureEngineeringClient:
         """The feature table as a Spark DataFrame (``as_of_delta_timestamp=`` or ``version=`` time-travel)."""
         from utils import lakehouse
 
-        _require_table(name)
+        _require_table(name, with_version=False)
         version = kwargs.pop("version", None)
         timestamp = kwargs.pop("as_of_delta_timestamp", None)
         if kwargs:
             raise TypeError(f"read_table() got unexpected keyword arguments {sorted(kwargs)}")
         return lakehouse.read(name, version=version, timestamp=timestamp)
 
-    def get_table(self, *, name: str) -> LocalFeatureTable:
-        """Metadata of a feature table: keys, timeseries column, features, description, tags, lineage."""
-        return _require_table(name)
+    def get_table(self, *, name: str) -> Any:
+        """A feature table's metadata as Databricks' ``FeatureTable`` (keys, timestamp keys, features, tags, sources).
+
+        As on Databricks, ``primary_keys`` include the timestamp key: the table's timeseries column
+        is ``timestamp_keys[0]`` (``timestamp_keys`` is empty for a table without one).
+        """
+        return _require_table(name, with_version=False).to_feature_table()
 
     def drop_table(self, *, name: str) -> None:
         """Delete the feature table and its Delta table (published online tables are kept, as on Databricks)."""
@@ -1039,24 +1155,42 @@ class LocalFeatureEngineeringClient:
         *,
         df: DataFrame,
         feature_lookups: list[Any] | None = None,
+        feature_spec: str | None = None,
+        features: list[Any] | None = None,
         label: str | list[str] | None,
         exclude_columns: list[str] | None = None,
+        use_spark_native_join: bool = False,
+        use_timeseries_filtering: bool = False,
         **kwargs: Any,
     ) -> LocalTrainingSet:
         """A training set joining ``feature_lookups`` into ``df`` (point in time where a timestamp key is given).
 
         Everything is validated first (tables, features, keys, labels, names); no join runs on bad input.
         The feature tables' current Delta versions are pinned: ``load_df()`` reads those versions.
+        ``use_timeseries_filtering=True`` reads, for each point-in-time lookup, only the feature rows
+        the time range of ``df`` can match (same result, less data). Not available locally, and
+        raising when given: ``feature_spec`` and ``features`` (Unity Catalog feature specs and
+        declarative features) and the Photon join hints ``use_spark_native_join``,
+        ``hint_low_cardinality_columns`` and ``use_scalable_native_join``.
         """
-        for unsupported in ("feature_spec", "features"):
-            if kwargs.pop(unsupported, None) is not None:
-                raise ValueError(f"{unsupported}= is not supported by the local feature store: use feature_lookups")
-        hints = {"use_spark_native_join", "use_timeseries_filtering", "hint_low_cardinality_columns"}
-        unknown_kwargs = sorted(set(kwargs) - hints)  # the Databricks performance hints change nothing here
+        hints = {"hint_low_cardinality_columns", "use_scalable_native_join"}
+        unknown_kwargs = sorted(set(kwargs) - hints)
         if unknown_kwargs:
             raise TypeError(f"create_training_set() got unexpected keyword arguments {unknown_kwargs}")
-        if feature_lookups is None:
+        _reject_hints("create_training_set", use_spark_native_join=use_spark_native_join, **kwargs)
+        if not isinstance(use_timeseries_filtering, bool):
+            raise TypeError(f"'use_timeseries_filtering' must be a bool, got {use_timeseries_filtering!r}")
+        options = {"feature_lookups": feature_lookups, "feature_spec": feature_spec, "features": features}
+        given = [n for n, v in options.items() if v is not None]
+        if not given:
             raise ValueError("One of 'feature_lookups', 'feature_spec', or 'features' must be provided.")
+        if len(given) > 1:
+            raise ValueError("Only one of 'feature_lookups', 'feature_spec', or 'features' can be provided.")
+        if feature_lookups is None:
+            raise NotImplementedError(
+                f"create_training_set: {given[0]}= (a Unity Catalog feature spec or declarative features) is not "
+                "supported by the local feature store: pass feature_lookups=[FeatureLookup(...), ...] instead"
+            )
         df = _spark_df(df)
         columns = list(df.columns)
         if len(set(columns)) != len(columns):
@@ -1069,14 +1203,14 @@ class LocalFeatureEngineeringClient:
             if lab in exclude:
                 raise ValueError(f"Label column '{lab}' cannot be excluded")
         lookups, feature_types = resolve_lookups(df.schema, feature_lookups)
-        features = [o for lk in lookups for o in lk.outputs.values()]
+        outputs = [o for lk in lookups for o in lk.outputs.values()]
         for lab in labels:
-            if lab in features:
+            if lab in outputs:
                 raise ValueError(f"Feature cannot have same output name as label '{lab}'.")
-        unknown = [c for c in exclude if c not in columns and c not in features]
+        unknown = [c for c in exclude if c not in columns and c not in outputs]
         if unknown:
             raise ValueError(f"exclude_columns {unknown} are neither DataFrame columns nor feature outputs")
-        output = [c for c in [*columns, *features] if c not in exclude]
+        output = [c for c in [*columns, *outputs] if c not in exclude]
         data_types = {**{f.name: f.dataType.simpleString() for f in df.schema.fields}, **feature_types}
         spec = FeatureSpec(
             lookups=lookups,
@@ -1087,7 +1221,7 @@ class LocalFeatureEngineeringClient:
             data_types={c: t for c, t in data_types.items() if c in output},
             created_at=dt.datetime.now(dt.timezone.utc).isoformat(),
         )
-        return LocalTrainingSet(df, spec)
+        return LocalTrainingSet(df, spec, use_timeseries_filtering=use_timeseries_filtering)
 
     # -------------------------------------------------------- models
 
@@ -1099,7 +1233,7 @@ class LocalFeatureEngineeringClient:
         flavor: ModuleType,
         training_set: LocalTrainingSet | None = None,
         registered_model_name: str | None = None,
-        await_registration_for: int | None = None,
+        await_registration_for: int | None = AWAIT_REGISTRATION_FOR_UNSET,
         infer_input_example: bool = False,
         extra_pip_requirements: list[str] | None = None,
         **kwargs: Any,
@@ -1112,10 +1246,18 @@ class LocalFeatureEngineeringClient:
         Databricks: ``data/feature_store/{feature_spec.yaml, raw_model/}``; the few ``utils`` modules
         the lookup needs ship in ``code/`` so a model server needs no checkout of this repository.
         ``kwargs`` go to ``flavor.save_model`` (e.g. ``skops_trusted_types`` for ``mlflow.sklearn``).
+        ``await_registration_for`` is forwarded to MLflow only when given (MLflow's default otherwise),
+        as by the real client. ``infer_input_example=True`` is not supported locally (it raises): pass
+        ``input_example=...`` instead, which goes to ``flavor.save_model``.
         """
         import mlflow
         import mlflow.pyfunc
 
+        if infer_input_example:
+            raise NotImplementedError(
+                "log_model: infer_input_example=True is not supported by the local feature store: pass "
+                "input_example=<a row of the model's inputs> instead (it goes to flavor.save_model)"
+            )
         if training_set is None or not isinstance(training_set, LocalTrainingSet):
             raise ValueError(
                 "log_model needs the training_set= returned by create_training_set (it records which features "
@@ -1137,6 +1279,9 @@ class LocalFeatureEngineeringClient:
                 json.dumps({"online_store": str(online.SqliteOnlineStore().db_path())})
             )
             code = _bundle_code(Path(tmp) / "code")
+            registration = {"await_registration_for": await_registration_for}
+            if await_registration_for is AWAIT_REGISTRATION_FOR_UNSET:
+                registration = {}  # MLflow's own default, as the real client does
             info = mlflow.pyfunc.log_model(
                 name=artifact_path,
                 loader_module="utils.online_store",
@@ -1144,8 +1289,8 @@ class LocalFeatureEngineeringClient:
                 code_paths=[str(code)],
                 pip_requirements=_requirements(raw_path, extra_pip_requirements),
                 registered_model_name=registered_model_name,
-                await_registration_for=await_registration_for or 0,
                 metadata={"feature_store": {"tables": spec.tables, "spec": f"data/{MODEL_DATA_DIR}/{SPEC_FILE}"}},
+                **registration,
             )
         if mlflow.active_run() is not None:
             mlflow.log_dict(spec.to_dict(), f"{artifact_path}_{SPEC_FILE}")
@@ -1160,17 +1305,26 @@ class LocalFeatureEngineeringClient:
         result_type: str = "double",
         env_manager: str = "local",
         params: dict[str, Any] | None = None,
+        use_spark_native_join: bool = False,
         **kwargs: Any,
     ) -> DataFrame:
         """``df`` plus its looked-up features and a ``prediction`` column, from the lookup keys alone.
 
         Features are read from the feature tables' latest versions, point in time where the model's
         lookups have a timestamp key; feature columns already in ``df`` are used as given.
+        ``use_spark_native_join=True`` (a Photon join) is not available locally and raises.
         """
         import mlflow.pyfunc
         from pyspark.sql import functions as F
 
         from utils.platform import get_spark
+
+        if kwargs:
+            raise TypeError(
+                f"score_batch() got unexpected keyword arguments {sorted(kwargs)} (the local client has no "
+                "Databricks-only options such as prebuilt_env_uri)"
+            )
+        _reject_hints("score_batch", use_spark_native_join=use_spark_native_join)
 
         df = _spark_df(df)
         if "prediction" in df.columns:
@@ -1186,7 +1340,7 @@ class LocalFeatureEngineeringClient:
                 f"df lacks columns {missing} that the model's feature lookups need (lookup and timestamp keys)"
             )
         for lk in spec.lookups:
-            _require_table(lk.table_name)
+            _require_table(lk.table_name, with_version=False)
         features = apply_lookups(df, spec.lookups, use_pinned_versions=False)
         absent = [c for c in spec.model_input_columns if c not in features.columns]
         if absent:
@@ -1206,35 +1360,61 @@ class LocalFeatureEngineeringClient:
     def publish_table(
         self,
         *,
-        online_store: Any = None,
+        online_store: Any,
         source_table_name: str | None = None,
         online_table_name: str | None = None,
-        publish_mode: str = "TRIGGERED",
+        publish_mode: str = PUBLISH_MODE_TRIGGERED,
         filter_condition: str | None = None,
         mode: str = MERGE,
         streaming: bool = False,
         checkpoint_location: str | None = None,
-        trigger: dict[str, Any] | None = None,
+        trigger: dict[str, Any] = DEFAULT_PUBLISH_TRIGGER,
         features: str | list[str] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Publish the latest row per primary key of a feature table to the online store (SQLite by default).
+        """Publish the latest row per primary key of a feature table to the local online store (SQLite).
 
-        Idempotent upsert; ``name=`` is accepted for ``source_table_name`` as on Databricks.
+        Idempotent upsert; ``name=`` is accepted for ``source_table_name`` as on Databricks, and
+        ``online_store`` is required as there (locally: ``online_store_spec()`` or a
+        ``utils.online_store.SqliteOnlineStore``). ``filter_condition`` and ``features`` are honoured.
+        The online table is named after the feature table, so ``online_table_name`` may only repeat
+        that name. Streaming and continuous publishing are not available locally: ``streaming``,
+        ``checkpoint_location``, ``trigger`` and a ``publish_mode`` other than ``"TRIGGERED"`` raise.
         Returns what was published (table, rows, Delta version, store path).
         """
         from utils import lakehouse
 
-        name = source_table_name or kwargs.pop("name", None)
+        name = source_table_name if source_table_name is not None else kwargs.pop("name", None)
+        kwargs.pop("name", None)  # source_table_name wins over name=, as on Databricks
         if kwargs:
             raise TypeError(f"publish_table() got unexpected keyword arguments {sorted(kwargs)}")
         if name is None:
             raise ValueError("source_table_name is required")
+        if online_store is None:
+            raise ValueError(
+                "publish_table: online_store is required: pass online_store=online_store_spec() "
+                "(from utils.features) for the local SQLite store"
+            )
         if mode != MERGE:
             raise ValueError(f"Unsupported mode '{mode}'. 'merge' is the only supported mode.")
-        if streaming or publish_mode == "CONTINUOUS":
-            raise ValueError("streaming publish is not supported by the local online store: publish in TRIGGERED mode")
-        store = online_store if online_store is not None else online_store_spec()
+        if streaming:
+            raise NotImplementedError(
+                "publish_table: streaming=True is not supported by the local online store: leave streaming out "
+                "and publish again after each write"
+            )
+        if publish_mode != PUBLISH_MODE_TRIGGERED:
+            raise NotImplementedError(
+                f"publish_table: publish_mode={publish_mode!r} is not supported by the local online store: leave "
+                f"publish_mode out ({PUBLISH_MODE_TRIGGERED!r}, an upsert of the latest row per key)"
+            )
+        _reject_streaming_options("publish_table", checkpoint_location, trigger, DEFAULT_PUBLISH_TRIGGER)
+        if online_table_name is not None and online_table_name != name:
+            raise ValueError(
+                f"publish_table: online_table_name={online_table_name!r} differs from the feature table {name!r}: "
+                "the local online table always has the feature table's name: leave online_table_name out or "
+                "pass the same name"
+            )
+        store = online_store
         meta = _require_table(name)
         version = meta.version
         if filter_condition:
@@ -1253,7 +1433,7 @@ class LocalFeatureEngineeringClient:
         entry = {
             "store_type": "sqlite",
             "path": str(online._store(store).db_path()),
-            "online_table_name": online_table_name or name,
+            "online_table_name": name,
             "version": version,
             "published_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
@@ -1265,9 +1445,23 @@ class LocalFeatureEngineeringClient:
             conn.close()
         return {"table_name": name, "rows": rows, **entry}
 
-    def drop_online_table(self, name: str, online_store: Any = None) -> None:
-        """Remove a feature table from the online store."""
+    def drop_online_table(self, name: str, online_store: Any) -> None:
+        """Remove a feature table's online table from ``online_store`` (e.g. ``online_store_spec()``) and its record."""
+        if online_store is None:
+            raise ValueError(
+                "drop_online_table: online_store is required: pass online_store=online_store_spec() "
+                "(from utils.features) for the local SQLite store"
+            )
         online.drop_online_table(name, online_store)
+        path = str(online._store(online_store).db_path())
+        meta = _load_table_meta(name)
+        if meta is not None and any(s.get("path") == path for s in meta.online_stores):
+            stores = [s for s in meta.online_stores if s.get("path") != path]
+            conn = _registry()
+            try:
+                conn.execute("UPDATE feature_tables SET online_stores = ? WHERE name = ?", (json.dumps(stores), name))
+            finally:
+                conn.close()
 
     # -------------------------------------------------------- helpers
 
@@ -1287,6 +1481,34 @@ class LocalFeatureEngineeringClient:
             conn.execute("DELETE FROM feature_table_writes WHERE name = ?", (name,))
         finally:
             conn.close()
+
+
+def _reject_streaming_options(
+    method: str, checkpoint_location: str | None, trigger: Mapping[str, Any], default_trigger: Mapping[str, Any]
+) -> None:
+    """Raise naming ``checkpoint_location``/``trigger`` when given: the local feature store does not stream."""
+    if checkpoint_location is not None:
+        raise NotImplementedError(
+            f"{method}: checkpoint_location={checkpoint_location!r} is a Structured Streaming option and the local "
+            "feature store does not stream: leave checkpoint_location out"
+        )
+    if trigger != default_trigger:
+        raise NotImplementedError(
+            f"{method}: trigger={trigger!r} is a Structured Streaming option and the local feature store does not "
+            "stream: leave trigger out"
+        )
+
+
+def _reject_hints(method: str, **hints: Any) -> None:
+    """Raise naming a Databricks join hint set to True (the local client has no Photon or native join to use)."""
+    for hint, value in hints.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"'{hint}' must be a bool, got {value!r}")
+        if value:
+            raise NotImplementedError(
+                f"{method}: {hint}=True selects a Databricks (Photon) join the local client does not have: "
+                f"leave {hint} out (the local join is already a Spark join; results are the same)"
+            )
 
 
 def _to_arrow(df: Any) -> Any:

@@ -132,13 +132,11 @@ def build_silver(cfg: Config | None = None) -> dict[str, dict[str, int]]:
         spec = SOURCES[name]
         bronze = lakehouse.read(bronze_table(name, cfg))
         good, bad = validate(bronze, spec, references=silver)
-        good = good.cache()
-        bad = bad.cache()
         lakehouse.write(good, silver_table(name, cfg), mode="overwrite",
                         description=f"typed, validated {name}; rejected lines are in the quarantine table")
         silver[name] = lakehouse.read(silver_table(name, cfg))
         quarantined.append(bad)
-        counts[name] = {"bronze": bronze.count(), "silver": good.count(), "quarantine": bad.count()}
+        counts[name] = {"bronze": bronze.count(), "silver": silver[name].count(), "quarantine": bad.count()}
     all_bad = quarantined[0]
     for frame in quarantined[1:]:
         all_bad = all_bad.unionByName(frame)

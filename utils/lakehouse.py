@@ -1,30 +1,21 @@
-"""Delta tables by three-level name (``catalog.schema.table``), returned as Spark DataFrames.
+"""Delta tables by three-level name (``catalog.schema.table``): the helpers the lifecycle code repeats.
 
-Two backends, chosen by ``utils.platform.is_databricks()``:
+One code path: every function here is Spark and Delta Lake (``spark.table``, ``saveAsTable``,
+``DeltaTable.forName(...).merge``, ``DESCRIBE HISTORY``, ``versionAsOf``, ``readChangeFeed``), the
+same calls on Databricks (Unity Catalog) and locally (Delta Lake for Spark over Spark's session
+catalog, see ``utils.local.catalog``). Notebooks call those APIs directly; ``utils`` calls these
+helpers for what the platforms do not offer themselves:
 
-* Databricks: Unity Catalog Delta tables through Spark (``spark.table``, ``saveAsTable``,
-  ``DeltaTable.forName``, ``OPTIMIZE`` / ``VACUUM``).
-* local (default): real Delta tables written by delta-rs (``deltalake``) under
-  ``lakehouse_dir()/catalog/schema/table``, handed to Spark through Arrow.
-  Only ``read`` and ``read_changes`` start Spark; everything else works on pandas or Arrow input.
+* writes of pandas or Arrow data (normalised to types Spark and Delta agree on, see below);
+* retries of commits that lost a race to a concurrent writer (jittered backoff, ``MAX_ATTEMPTS``);
+* checks with errors that name the table and the fix: unknown tables and versions, schema mismatches
+  (integer and float columns are widened to the table's type, ``int32`` into ``bigint``; any other
+  difference raises ``SchemaMismatchError`` unless ``merge_schema``), null or duplicate merge keys.
 
-Type normalisation (local backend, on every write and every read) so that Spark and delta-rs agree:
-
-* timestamps of any unit or zone become ``timestamp[us, tz=UTC]`` (Spark's ``TimestampType``);
-  naive timestamps (e.g. pandas ``datetime64[ns]``) are taken to be UTC; nanoseconds are truncated;
-* ``large_string`` / ``string_view`` become ``string``, ``large_binary`` / ``binary_view`` become ``binary``;
-* dictionary (pandas ``category``) columns become their value type;
-* unsigned integers become the next wider signed integer (``uint64`` -> ``int64``, overflow raises),
-  ``float16`` -> ``float32``, ``date64`` -> ``date32``; lists, structs and maps are normalised inside;
-* every column becomes nullable (Spark marks literals NOT NULL, which would make later appends fail);
-* the pandas index is dropped.
-
-When data is written to an existing table, integer and float columns are widened to the table's type
-(``int32`` into ``bigint``); any other type difference is a schema mismatch.
-
-Concurrent writers: ``write``, ``merge`` and the other commits retry on commit conflicts with jittered
-backoff (``MAX_ATTEMPTS`` tries) and raise ``LakehouseError`` if they never get through.
-delta-rs does not survive ``fork``: use the ``spawn`` start method for processes that write tables.
+Type normalisation of pandas and Arrow input: timestamps of any unit or zone become
+``timestamp[us, tz=UTC]`` (naive ones are taken to be UTC); ``large_string``/``string_view`` become
+``string``; dictionaries their value type; unsigned integers the next wider signed integer;
+``float16`` -> ``float32``; ``date64`` -> ``date32``; every column nullable; the pandas index is dropped.
 """
 
 from __future__ import annotations
@@ -32,18 +23,17 @@ from __future__ import annotations
 import numbers
 import random
 import re
-import shutil
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from utils.platform import get_spark, is_databricks, lakehouse_dir
+from utils.config import get_config
+from utils.platform import get_spark, refresh_tables, use_catalog
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -67,7 +57,7 @@ __all__ = [
     "read_changes",
     "read_pandas",
     "set_description",
-    "table_path",
+    "table_location",
     "vacuum",
     "write",
 ]
@@ -78,8 +68,14 @@ _IDENT = re.compile(r"^[A-Za-z0-9_]+$")
 _CONFLICT_MARKERS = (
     "ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
     "ConcurrentTransactionException", "ConcurrentWriteException", "MetadataChangedException",
-    "ProtocolChangedException", "DELTA_CONCURRENT", "DELTA_METADATA_CHANGED",
+    "ProtocolChangedException", "DELTA_CONCURRENT", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED",
 )
+_ALREADY_EXISTS_MARKERS = ("TABLE_OR_VIEW_ALREADY_EXISTS", "LOCATION_ALREADY_EXISTS", "DELTA_TABLE_ALREADY_EXISTS",
+                           "already exists")
+_WIDENING = {
+    "tinyint": ("smallint", "int", "bigint"), "smallint": ("int", "bigint"), "int": ("bigint",),
+    "float": ("double",),
+}
 T = TypeVar("T")
 
 
@@ -112,11 +108,14 @@ class _Conflict(Exception):
     """A concurrent writer won the race; the operation may be retried."""
 
 
-# ---------------------------------------------------------------- names and paths
+# ---------------------------------------------------------------- names
 
 
 def parse_name(name: str) -> tuple[str, str, str]:
-    """Split ``catalog.schema.table`` into its parts (lower case, as Unity Catalog stores them)."""
+    """Split ``catalog.schema.table`` into its parts (lower case, as Unity Catalog stores them).
+
+    Raises ``ValueError`` for anything but three identifiers of letters, digits and underscores.
+    """
     parts = name.split(".") if isinstance(name, str) else []
     if len(parts) != 3 or not all(_IDENT.match(p) for p in parts):
         raise ValueError(
@@ -128,49 +127,13 @@ def parse_name(name: str) -> tuple[str, str, str]:
 
 
 def _full(name: str) -> str:
-    return ".".join(parse_name(name))
+    catalog, schema, table = parse_name(name)
+    use_catalog(catalog)
+    return f"{catalog}.{schema}.{table}"
 
 
 def _quoted(name: str) -> str:
-    return ".".join(f"`{p}`" for p in parse_name(name))
-
-
-def table_path(name: str) -> Path:
-    """Folder of the local Delta table ``name`` (``lakehouse_dir()/catalog/schema/table``)."""
-    return lakehouse_dir().joinpath(*parse_name(name))
-
-
-def _is_delta(path: Path) -> bool:
-    log = path / "_delta_log"
-    return log.is_dir() and any(log.glob("*.json"))
-
-
-def _open(name: str, version: int | None = None) -> Any:
-    """The local ``deltalake.DeltaTable`` for ``name`` at ``version`` (default latest)."""
-    from deltalake import DeltaTable
-
-    path = table_path(name)
-    if not _is_delta(path):
-        raise TableNotFoundError(_full(name), f" (no Delta table at {path})")
-    dt = DeltaTable(str(path))
-    if version is not None:
-        _check_version(name, dt, version)
-        dt.load_as_version(int(version))
-    return dt
-
-
-def _version_range(dt: Any) -> tuple[int, int]:
-    versions = [h["version"] for h in dt.history()]
-    return min(versions), max(versions)
-
-
-def _check_version(name: str, dt: Any, version: int) -> None:
-    lo, hi = _version_range(dt)
-    if not isinstance(version, numbers.Integral) or isinstance(version, bool) or not lo <= int(version) <= hi:
-        raise VersionNotFoundError(
-            f"table {_full(name)!r} has no version {version!r}: available versions are {lo} to {hi} "
-            "(see history())"
-        )
+    return ".".join(f"`{p}`" for p in _full(name).split("."))
 
 
 # ---------------------------------------------------------------- retries
@@ -252,14 +215,14 @@ def _normalize(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
+
+
 def _to_arrow(df: Any) -> pa.Table:
-    """A Spark DataFrame, pandas DataFrame or Arrow table as a normalised Arrow table."""
+    """A pandas DataFrame or Arrow table as a normalised Arrow table."""
     if isinstance(df, pa.Table):
         table = df
     elif isinstance(df, pd.DataFrame):
         table = pa.Table.from_pandas(df, preserve_index=False)
-    elif hasattr(df, "toArrow") and hasattr(df, "sparkSession"):
-        table = df.toArrow()
     elif isinstance(df, pa.RecordBatch) or hasattr(df, "__arrow_c_stream__"):
         table = pa.table(df)
     else:
@@ -269,43 +232,40 @@ def _to_arrow(df: Any) -> pa.Table:
     return _normalize(table)
 
 
-def _reader_to_arrow(reader: Any) -> pa.Table:
-    return pa.RecordBatchReader.from_stream(reader).read_all()
+def _is_spark(df: Any) -> bool:
+    return hasattr(df, "sparkSession") and hasattr(df, "schema") and hasattr(df, "write")
 
 
-def _to_spark(table: pa.Table) -> SparkDataFrame:
-    return get_spark().createDataFrame(table)
+def _spark_df(df: Any) -> SparkDataFrame:
+    """``df`` (Spark, pandas or Arrow) as a Spark DataFrame."""
+    if _is_spark(df):
+        return df
+    return get_spark().createDataFrame(_to_arrow(df))
+
+
+def _types(sdf: SparkDataFrame) -> dict[str, str]:
+    return {f.name: f.dataType.simpleString() for f in sdf.schema.fields}
+
+
+def _same_type(data: str, table: str) -> bool:
+    return data == table or data == "void" or table in _WIDENING.get(data, ())
 
 
 # ---------------------------------------------------------------- schema checks
 
 
-def _same_arrow_type(data: pa.DataType, table: pa.DataType) -> bool:
-    d, t = _normal_type(data), _normal_type(table)
-    if d == t or pa.types.is_null(d):
-        return True
-    for family in (pa.types.is_signed_integer, pa.types.is_floating):
-        if family(d) and family(t):
-            return d.bit_width <= t.bit_width  # lossless widening
-    return False
-
-
-def _schema_problems(
-    data: dict[str, Any], table: dict[str, Any], same: Callable[[Any, Any], bool]
-) -> tuple[list[str], list[str], list[str]]:
+def _schema_problems(data: dict[str, str], table: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
     """Missing columns, extra columns and type changes of ``data`` against ``table``."""
     missing = [c for c in table if c not in data]
     extra = [c for c in data if c not in table]
-    changed = [f"{c}: table {table[c]} -> data {data[c]}" for c in data if c in table and not same(data[c], table[c])]
+    changed = [f"{c}: table {table[c]} -> data {data[c]}" for c in data if c in table and not _same_type(data[c], table[c])]
     return missing, extra, changed
 
 
-def _check_schema(
-    name: str, version: int, problems: tuple[list[str], list[str], list[str]], merge_schema: bool, replace: bool
-) -> None:
+def _check_schema(name: str, problems: tuple[list[str], list[str], list[str]], merge_schema: bool) -> None:
     """Raise ``SchemaMismatchError`` unless the differences are allowed by ``merge_schema``."""
     missing, extra, changed = problems
-    if replace or not (missing or extra or changed) or (merge_schema and not changed):
+    if not (missing or extra or changed) or (merge_schema and not changed):
         return
     parts = [f"{label} {cols}" for label, cols in
              (("missing columns", missing), ("extra columns", extra), ("type changes", changed)) if cols]
@@ -316,29 +276,23 @@ def _check_schema(
         "or select and cast the columns to match"
     )
     raise SchemaMismatchError(
-        f"data does not match the schema of table {_full(name)!r} (version {version}): "
+        f"data does not match the schema of table {_full(name)!r} (version {current_version(name)}): "
         f"{'; '.join(parts)}. {fix}; the table was not changed"
     )
 
 
-def _conform(name: str, data: pa.Table, dt: Any, merge_schema: bool, replace: bool = False) -> pa.Table:
-    """``data`` checked against, reordered and cast to the table's schema (new columns last)."""
-    if replace:
-        return data
-    schema = pa.schema(dt.schema().to_arrow())
-    data_types = {f.name: f.type for f in data.schema}
-    table_types = {f.name: f.type for f in schema}
-    _check_schema(name, dt.version(), _schema_problems(data_types, table_types, _same_arrow_type), merge_schema, replace)
-    columns, fields = [], []
-    for f in schema:
-        col = data.column(f.name) if f.name in data_types else pa.nulls(data.num_rows, f.type)
-        columns.append(_cast(col, f.type, f.name))
-        fields.append(pa.field(f.name, f.type, nullable=True))
-    for f in data.schema:
-        if f.name not in table_types:
-            columns.append(data.column(f.name))
-            fields.append(f)
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+def _conform(name: str, sdf: SparkDataFrame, merge_schema: bool) -> SparkDataFrame:
+    """``sdf`` checked against the table's schema, its integer and float columns widened to the table's."""
+    from pyspark.sql import functions as F
+
+    table_types = _types(get_spark().table(_full(name)))
+    data_types = _types(sdf)
+    _check_schema(name, _schema_problems(data_types, table_types), merge_schema)
+    widen = {c: t for c, t in table_types.items() if c in data_types and data_types[c] != t}
+    if not widen:
+        return sdf
+    return sdf.select(*[F.col(f"`{c}`").cast(widen[c]).alias(c) if c in widen else F.col(f"`{c}`")
+                        for c in sdf.columns])
 
 
 # ---------------------------------------------------------------- catalogue
@@ -346,41 +300,55 @@ def _conform(name: str, data: pa.Table, dt: Any, merge_schema: bool, replace: bo
 
 def exists(name: str) -> bool:
     """True if the table ``name`` exists."""
-    if is_databricks():
-        return bool(get_spark().catalog.tableExists(_full(name)))
-    return _is_delta(table_path(name))
+    full = _full(name)
+    spark = get_spark()
+    if spark.catalog.tableExists(full):
+        return True
+    refresh_tables()  # locally: a table another process created since this session started
+    return bool(spark.catalog.tableExists(full))
+
+
+def _require(name: str) -> str:
+    if not exists(name):
+        raise TableNotFoundError(_full(name))
+    return _full(name)
 
 
 def list_tables(catalog: str | None = None, schema: str | None = None) -> list[str]:
-    """Sorted names of existing tables, optionally only in ``catalog`` and/or ``schema``.
+    """Sorted ``catalog.schema.table`` names of existing tables, optionally only in ``catalog`` / ``schema``.
 
-    On Databricks ``catalog=None`` means the current catalog.
+    ``catalog=None`` means the config's catalog (``get_config().catalog``).
     """
     for label, value in (("catalog", catalog), ("schema", schema)):
         if value is not None and not _IDENT.match(value):
             raise ValueError(f"invalid {label} name {value!r}: use letters, digits and underscores")
-    catalog, schema = (v.lower() if v else None for v in (catalog, schema))
-    if is_databricks():
-        return _uc_list_tables(catalog, schema)
-    root = lakehouse_dir()
-    if not root.is_dir():
-        return []
+    spark = get_spark()
+    refresh_tables()
+    catalog = (catalog or get_config().catalog).lower()
+    use_catalog(catalog)
+    schemas = [schema.lower()] if schema else [
+        r[0] for r in spark.sql(f"SHOW SCHEMAS IN `{catalog}`").collect() if r[0] != "information_schema"
+    ]
     names = []
-    for path in root.glob("*/*/*"):
-        c, s, t = path.relative_to(root).parts
-        if (catalog in (None, c)) and (schema in (None, s)) and _is_delta(path):
-            names.append(f"{c}.{s}.{t}")
+    for s in schemas:
+        if not spark.catalog.databaseExists(f"{catalog}.{s}"):
+            continue
+        names += [f"{catalog}.{s}.{t.name}" for t in spark.catalog.listTables(f"{catalog}.{s}") if not t.isTemporary]
     return sorted(names)
 
 
+def table_location(name: str) -> str:
+    """Storage location (URI) of the table's files, from ``DESCRIBE DETAIL``."""
+    return str(get_spark().sql(f"DESCRIBE DETAIL {_quoted(_require(name))}").first()["location"])
+
+
 def drop(name: str) -> None:
-    """Delete the table ``name`` and its files; ``TableNotFoundError`` if it does not exist."""
-    if not exists(name):
-        raise TableNotFoundError(_full(name))
-    if is_databricks():
-        get_spark().sql(f"DROP TABLE {_quoted(name)}")
-        return
-    shutil.rmtree(table_path(name))
+    """Drop the table ``name`` (``DROP TABLE``) and delete its files; ``TableNotFoundError`` if absent."""
+    from utils.platform import delete_table_files
+
+    location = table_location(name)
+    get_spark().sql(f"DROP TABLE {_quoted(name)}")
+    delete_table_files(location)
 
 
 # ---------------------------------------------------------------- writing
@@ -397,74 +365,78 @@ def write(
 ) -> int:
     """Append or overwrite ``df`` (Spark, pandas or Arrow) into ``name``; returns the new table version.
 
+    A new table is created (``writeTo(...).create()``) with change data feed when ``enable_cdf``.
     A schema differing from the table's raises ``SchemaMismatchError`` and changes nothing;
-    ``merge_schema=True`` adds new columns (and, with ``mode="overwrite"``, replaces the schema).
-    A new table gets change data feed enabled when ``enable_cdf``.
+    ``merge_schema=True`` adds new columns (Delta's ``mergeSchema``) and, with ``mode="overwrite"``,
+    replaces the schema (``overwriteSchema``).
     """
     if mode not in ("append", "overwrite"):
         raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
-    parse_name(name)
-    if is_databricks():
-        return _uc_write(df, name, mode, merge_schema, partition_by, enable_cdf, description)
-    data = _to_arrow(df)
-    return _with_retries(
-        f"write to {_full(name)!r}",
-        lambda: _write_once(data, name, mode, merge_schema, partition_by, enable_cdf, description),
-    )
+    full = _full(name)
+    sdf = _spark_df(df)
+    return _with_retries(f"write to {full!r}", lambda: _write_once(sdf, name, mode, merge_schema, partition_by,
+                                                                   enable_cdf, description))
 
 
-def _create(data: pa.Table, name: str, partition_by: list[str] | None, enable_cdf: bool, description: str | None) -> int:
-    from deltalake import write_deltalake
-    from deltalake.exceptions import DeltaError
-
-    untyped = [f.name for f in data.schema if pa.types.is_null(f.type)]
+def _create(sdf: SparkDataFrame, name: str, partition_by: list[str] | None, enable_cdf: bool,
+            description: str | None) -> int:
+    catalog, schema, _ = parse_name(name)
+    untyped = [c for c, t in _types(sdf).items() if t == "void"]
     if untyped:
         raise ValueError(
             f"cannot create table {_full(name)!r}: columns {untyped} hold only nulls, so they have no type; "
             "cast them first (e.g. df[col].astype('string'))"
         )
-    unknown = [c for c in partition_by or [] if c not in data.column_names]
+    unknown = [c for c in partition_by or [] if c not in sdf.columns]
     if unknown:
-        raise ValueError(f"partition columns {unknown} are not in the data (columns: {data.column_names})")
-    path = table_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise ValueError(f"partition columns {unknown} are not in the data (columns: {sdf.columns})")
+    get_spark().sql(f"CREATE SCHEMA IF NOT EXISTS `{catalog}`.`{schema}`")
+    writer = sdf.writeTo(_full(name)).using("delta")
+    if enable_cdf:
+        writer = writer.tableProperty(CDF_PROPERTY, "true")
+    if description:
+        writer = writer.tableProperty("comment", description)
+    if partition_by:
+        writer = writer.partitionedBy(*partition_by)
     try:
-        write_deltalake(
-            str(path), data, mode="error", partition_by=partition_by or None, name=_full(name),
-            description=description, configuration={CDF_PROPERTY: "true"} if enable_cdf else None,
-        )
-    except DeltaError as exc:
-        if "already exists" in str(exc):
+        writer.create()
+    except Exception as exc:
+        if any(marker in str(exc) for marker in _ALREADY_EXISTS_MARKERS):
             raise _Conflict(str(exc)) from exc  # another writer created it first: retry as a write to it
         raise
-    return 0
+    return current_version(name)
 
 
-def _write_once(
-    data: pa.Table, name: str, mode: str, merge_schema: bool, partition_by: list[str] | None,
-    enable_cdf: bool, description: str | None,
-) -> int:
-    from deltalake import write_deltalake
-
-    if not _is_delta(table_path(name)):
-        return _create(data, name, partition_by, enable_cdf, description)
-    dt = _open(name)
+def _write_once(sdf: SparkDataFrame, name: str, mode: str, merge_schema: bool, partition_by: list[str] | None,
+                enable_cdf: bool, description: str | None) -> int:
+    if not exists(name):
+        return _create(sdf, name, partition_by, enable_cdf, description)
+    full = _full(name)
     replace = mode == "overwrite" and merge_schema
-    current = dt.metadata().partition_columns
-    if partition_by is not None and not replace and list(partition_by) != list(current):
-        raise ValueError(
-            f"table {_full(name)!r} is partitioned by {current}, not {list(partition_by)}: "
-            "drop partition_by, or repartition with mode='overwrite', merge_schema=True"
-        )
-    data = _conform(name, data, dt, merge_schema, replace)
-    if description is not None and description != dt.metadata().description:
-        dt.alter.set_table_description(description)
-    write_deltalake(
-        dt, data, mode=mode,  # type: ignore[arg-type]
-        schema_mode="overwrite" if replace else "merge" if merge_schema else None,
-        partition_by=partition_by if replace else None,
-    )
-    return dt.version()
+    if not replace:
+        current = [r["col_name"] for r in _detail(full)["partitionColumns"]] if partition_by is not None else None
+        if partition_by is not None and list(partition_by) != current:
+            raise ValueError(
+                f"table {full!r} is partitioned by {current}, not {list(partition_by)}: "
+                "drop partition_by, or repartition with mode='overwrite', merge_schema=True"
+            )
+        sdf = _conform(name, sdf, merge_schema)
+    writer = sdf.write.format("delta").mode(mode)
+    if merge_schema:
+        writer = writer.option("overwriteSchema" if replace else "mergeSchema", "true")
+    if replace and partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.saveAsTable(full)
+    if description is not None and description != get_description(name):
+        set_description(name, description)
+    return current_version(name)
+
+
+def _detail(full: str) -> dict:
+    row = get_spark().sql(f"DESCRIBE DETAIL {full}").first()
+    detail = row.asDict()
+    detail["partitionColumns"] = [{"col_name": c} for c in detail.get("partitionColumns") or []]
+    return detail
 
 
 def merge(
@@ -476,71 +448,96 @@ def merge(
     delete_missing: bool = False,
     merge_schema: bool = False,
 ) -> dict:
-    """Upsert ``df`` into ``name`` matching rows on ``keys`` (creates the table if missing).
+    """Upsert ``df`` into ``name`` matching rows on ``keys`` with Delta's MERGE (creates the table if missing).
 
     Matched rows are updated (``update``), new keys inserted (``insert``), and table rows whose key is
     absent from ``df`` deleted (``delete_missing``). Returns ``num_inserted``, ``num_updated``,
-    ``num_deleted`` and the new ``version``. Duplicate or null keys in ``df`` raise ``ValueError``.
+    ``num_deleted`` (Delta's operation metrics) and the new ``version``.
+    Duplicate or null keys in ``df`` raise ``ValueError``; a schema mismatch ``SchemaMismatchError``.
     """
-    parse_name(name)
+    full = _full(name)
     if isinstance(keys, str) or not keys:
         raise ValueError(f"keys must be a non-empty list of column names, got {keys!r}")
     if not (update or insert or delete_missing):
         raise ValueError("merge needs at least one of update, insert, delete_missing")
-    if is_databricks():
-        return _uc_merge(df, name, list(keys), update, insert, delete_missing, merge_schema)
-    data = _to_arrow(df)
-    _check_keys(name, data, list(keys))
-    return _with_retries(
-        f"merge into {_full(name)!r}",
-        lambda: _merge_once(data, name, list(keys), update, insert, delete_missing, merge_schema),
-    )
+    keys = list(keys)
+    if _is_spark(df):
+        sdf = df
+        _check_spark_keys(full, sdf, keys)
+    else:
+        data = _to_arrow(df)
+        _check_keys(full, data, keys)
+        sdf = get_spark().createDataFrame(data)
+    return _with_retries(f"merge into {full!r}",
+                         lambda: _merge_once(sdf, name, keys, update, insert, delete_missing, merge_schema))
 
 
-def _check_keys(name: str, data: pa.Table, keys: list[str]) -> None:
+def _check_keys(full: str, data: pa.Table, keys: list[str]) -> None:
     missing = [k for k in keys if k not in data.column_names]
     if missing:
         raise ValueError(f"merge keys {missing} are not columns of the data (columns: {data.column_names})")
     nulls = [k for k in keys if data.column(k).null_count]
     if nulls:
-        raise ValueError(f"merge into {_full(name)!r}: key columns {nulls} contain nulls; nulls never match a key")
+        raise ValueError(f"merge into {full!r}: key columns {nulls} contain nulls; nulls never match a key")
     counts = data.select(keys).group_by(keys).aggregate([([], "count_all")])
     dupes = counts.filter(pc.greater(counts.column("count_all"), 1))
     if dupes.num_rows:
         examples = dupes.slice(0, 5).select(keys).to_pylist()
         raise ValueError(
-            f"merge into {_full(name)!r}: {dupes.num_rows} key value(s) of {keys} occur more than once in the "
+            f"merge into {full!r}: {dupes.num_rows} key value(s) of {keys} occur more than once in the "
             f"data, e.g. {examples}; deduplicate the data first (one row per key)"
         )
 
 
-def _merge_once(
-    data: pa.Table, name: str, keys: list[str], update: bool, insert: bool, delete_missing: bool, merge_schema: bool
-) -> dict:
-    if not _is_delta(table_path(name)):
+def _check_spark_keys(full: str, sdf: SparkDataFrame, keys: list[str]) -> None:
+    missing = [k for k in keys if k not in sdf.columns]
+    if missing:
+        raise ValueError(f"merge keys {missing} are not columns of the data (columns: {sdf.columns})")
+    if sdf.where(" OR ".join(f"`{k}` IS NULL" for k in keys)).limit(1).count():
+        raise ValueError(f"merge into {full!r}: key columns {keys} contain nulls; nulls never match a key")
+    dupes = sdf.groupBy(*keys).count().where("count > 1").limit(5).collect()
+    if dupes:
+        raise ValueError(
+            f"merge into {full!r}: key values of {keys} occur more than once in the data, e.g. "
+            f"{[{k: r[k] for k in keys} for r in dupes]}; deduplicate the data first (one row per key)"
+        )
+
+
+def _merge_once(sdf: SparkDataFrame, name: str, keys: list[str], update: bool, insert: bool,
+                delete_missing: bool, merge_schema: bool) -> dict:
+    from delta.tables import DeltaTable
+
+    full = _full(name)
+    if not exists(name):
         if not insert:
-            raise TableNotFoundError(_full(name))
-        version = _create(data, name, None, True, None)
-        return {"num_inserted": data.num_rows, "num_updated": 0, "num_deleted": 0, "version": version}
-    dt = _open(name)
-    absent = [k for k in keys if k not in pa.schema(dt.schema().to_arrow()).names]
+            raise TableNotFoundError(full)
+        version = _create(sdf, name, None, True, None)
+        return {"num_inserted": sdf.count(), "num_updated": 0, "num_deleted": 0, "version": version}
+    absent = [k for k in keys if k not in get_spark().table(full).columns]
     if absent:
-        raise ValueError(f"merge keys {absent} are not columns of table {_full(name)!r}")
-    data = _conform(name, data, dt, merge_schema)
-    predicate = " AND ".join(f't."{k}" = s."{k}"' for k in keys)
-    merger = dt.merge(data, predicate, source_alias="s", target_alias="t", merge_schema=merge_schema)
+        raise ValueError(f"merge keys {absent} are not columns of table {full!r}")
+    sdf = _conform(name, sdf, merge_schema)
+    before = current_version(name)
+    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    builder = DeltaTable.forName(get_spark(), full).alias("t").merge(sdf.alias("s"), condition)
+    if merge_schema:
+        builder = builder.withSchemaEvolution()
     if update:
-        merger = merger.when_matched_update_all()
+        builder = builder.whenMatchedUpdateAll()
     if insert:
-        merger = merger.when_not_matched_insert_all()
+        builder = builder.whenNotMatchedInsertAll()
     if delete_missing:
-        merger = merger.when_not_matched_by_source_delete()
-    metrics = merger.execute()
+        builder = builder.whenNotMatchedBySourceDelete()
+    builder.execute()
+    last = get_spark().sql(f"DESCRIBE HISTORY {full} LIMIT 1").first()
+    if int(last["version"]) == before:  # nothing to change: Delta commits no new version
+        return {"num_inserted": 0, "num_updated": 0, "num_deleted": 0, "version": before}
+    metrics = last["operationMetrics"] or {}
     return {
-        "num_inserted": int(metrics.get("num_target_rows_inserted", 0)),
-        "num_updated": int(metrics.get("num_target_rows_updated", 0)),
-        "num_deleted": int(metrics.get("num_target_rows_deleted", 0)),
-        "version": dt.version(),
+        "num_inserted": int(metrics.get("numTargetRowsInserted", 0)),
+        "num_updated": int(metrics.get("numTargetRowsUpdated", 0)),
+        "num_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
+        "version": int(last["version"]),
     }
 
 
@@ -553,272 +550,145 @@ def _as_utc(ts: Any) -> datetime:
     return stamp.to_pydatetime()
 
 
-def _open_at(name: str, version: int | None, timestamp: Any) -> Any:
-    """The local table at ``version`` or at the latest commit not after ``timestamp``."""
-    if version is not None and timestamp is not None:
-        raise ValueError("pass either version or timestamp, not both")
-    if timestamp is None:
-        return _open(name, version)
-    dt = _open(name)
-    when = _as_utc(timestamp)
-    commits = sorted((h["timestamp"], h["version"]) for h in dt.history())
-    first = datetime.fromtimestamp(commits[0][0] / 1000, timezone.utc)
-    last = datetime.fromtimestamp(commits[-1][0] / 1000, timezone.utc)
-    if not first <= when <= last:
-        raise VersionNotFoundError(
-            f"table {_full(name)!r} has no version at {when.isoformat()}: its commits run from "
-            f"{first.isoformat()} (version {commits[0][1]}) to {last.isoformat()} (version {commits[-1][1]})"
-        )
-    dt.load_as_version(when)
-    return dt
+def _version_range(name: str) -> tuple[int, int]:
+    versions = [r[0] for r in get_spark().sql(f"DESCRIBE HISTORY {_quoted(name)}").select("version").collect()]
+    return min(versions), max(versions)
 
 
 def read(name: str, version: int | None = None, timestamp: Any = None) -> SparkDataFrame:
-    """The table as a Spark DataFrame, optionally as of ``version`` or ``timestamp`` (str or datetime)."""
-    if is_databricks():
-        return _uc_read(name, version, timestamp)
-    return _to_spark(_normalize(_open_at(name, version, timestamp).to_pyarrow_table()))
+    """The table as a Spark DataFrame, optionally as of ``version`` (``versionAsOf``) or ``timestamp``.
+
+    Raises ``TableNotFoundError`` for an unknown table and ``VersionNotFoundError`` (with Delta's own
+    message) for a version or timestamp outside the table's history.
+    """
+    if version is not None and timestamp is not None:
+        raise ValueError("pass either version or timestamp, not both")
+    full = _require(name)
+    reader = get_spark().read
+    if version is not None:
+        if not isinstance(version, numbers.Integral) or isinstance(version, bool):
+            raise VersionNotFoundError(f"table {full!r} has no version {version!r}: versions are integers")
+        reader = reader.option("versionAsOf", int(version))
+    elif timestamp is not None:
+        reader = reader.option("timestampAsOf", _as_utc(timestamp).strftime("%Y-%m-%d %H:%M:%S.%f"))
+    try:
+        sdf = reader.table(full)
+        if version is not None or timestamp is not None:
+            sdf.schema  # noqa: B018 - time travel is resolved here, so a bad version fails now
+        return sdf
+    except Exception as exc:
+        text = str(exc)
+        travel = version is not None or timestamp is not None
+        if travel and any(m in text for m in ("VERSION_NOT_FOUND", "TIMESTAMP", "time travel", "TIME_TRAVEL")):
+            lo, hi = _version_range(name)
+            asked = f"version {version}" if version is not None else f"version at {timestamp}"
+            raise VersionNotFoundError(
+                f"table {full!r} has no {asked}: "
+                f"available versions are {lo} to {hi} (see DESCRIBE HISTORY). Delta said: {text.splitlines()[0]}"
+            ) from exc
+        raise
 
 
 def read_pandas(name: str, version: int | None = None, columns: list[str] | None = None) -> pd.DataFrame:
-    """The table (or ``columns`` of it) as pandas, without Spark; for small tables."""
-    if is_databricks():
-        sdf = _uc_read(name, version, None)
-        return (sdf.select(*columns) if columns else sdf).toPandas()
-    dt = _open(name, version)
+    """The table (or ``columns`` of it) as pandas; timestamps tz-aware UTC. For small tables."""
+    sdf = read(name, version)
     if columns:
-        unknown = [c for c in columns if c not in pa.schema(dt.schema().to_arrow()).names]
+        unknown = [c for c in columns if c not in sdf.columns]
         if unknown:
             raise ValueError(f"columns {unknown} are not in table {_full(name)!r}")
-    return _normalize(dt.to_pyarrow_table(columns=columns)).to_pandas()
+        sdf = sdf.select(*[f"`{c}`" for c in columns])
+    return _normalize(sdf.toArrow()).to_pandas()
 
 
 def current_version(name: str) -> int:
-    """Latest version of the table."""
-    if is_databricks():
-        return int(_uc_history(name, limit=1)["version"].iloc[0])
-    return int(_open(name).version())
+    """Latest version of the table (``DESCRIBE HISTORY ... LIMIT 1``)."""
+    return int(get_spark().sql(f"DESCRIBE HISTORY {_quoted(_require(name))} LIMIT 1").first()["version"])
 
 
 def history(name: str) -> pd.DataFrame:
     """Commits of the table, newest first (version, timestamp, operation, parameters, metrics)."""
-    if is_databricks():
-        return _uc_history(name)
-    frame = pd.DataFrame(_open(name).history())
+    frame = get_spark().sql(f"DESCRIBE HISTORY {_quoted(_require(name))}").toPandas()
     for col in ("operationParameters", "operationMetrics"):
-        if col not in frame:
-            frame[col] = None
-        frame[col] = frame[col].apply(lambda v: v if isinstance(v, dict) else {})
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="ms", utc=True)
-    first = ["version", "timestamp", "operation", "operationParameters", "operationMetrics"]
-    frame = frame[first + [c for c in frame.columns if c not in first]]
+        frame[col] = frame[col].apply(lambda v: dict(v) if isinstance(v, dict) else {})
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     return frame.sort_values("version", ascending=False, ignore_index=True)
 
 
 def read_changes(name: str, start_version: int, end_version: int | None = None) -> SparkDataFrame:
-    """Change data feed from ``start_version`` to ``end_version`` (inclusive, default latest).
+    """Change data feed (``readChangeFeed``) from ``start_version`` to ``end_version`` (inclusive, default latest).
 
     Rows carry ``_change_type`` (insert, delete, update_preimage, update_postimage),
     ``_commit_version`` and ``_commit_timestamp``.
     """
-    if is_databricks():
-        reader = get_spark().read.option("readChangeFeed", "true").option("startingVersion", start_version)
-        if end_version is not None:
-            reader = reader.option("endingVersion", end_version)
-        return reader.table(_full(name))
-    dt = _open(name)
-    lo, hi = _version_range(dt)
+    full = _require(name)
+    lo, hi = _version_range(name)
     end = hi if end_version is None else end_version
     if not lo <= start_version <= end <= hi:
         raise VersionNotFoundError(
-            f"table {_full(name)!r} has no change feed from version {start_version} to {end_version}: "
+            f"table {full!r} has no change feed from version {start_version} to {end_version}: "
             f"available versions are {lo} to {hi} and the start must not be after the end"
         )
+    if get_properties(name).get(CDF_PROPERTY, "false").lower() != "true":
+        raise LakehouseError(
+            f"table {full!r} has no change data feed: enable it with ALTER TABLE {full} SET TBLPROPERTIES "
+            f"({CDF_PROPERTY} = true) (new tables get it from write()); changes are recorded from then on"
+        )
+    reader = (get_spark().read.option("readChangeFeed", "true")
+              .option("startingVersion", int(start_version)).option("endingVersion", int(end)))
     try:
-        changes = _reader_to_arrow(dt.load_cdf(starting_version=start_version, ending_version=end))
+        changes = reader.table(full)
+        changes.schema  # noqa: B018 - resolve now so a table without the feed fails here
+        return changes
     except Exception as exc:
-        if "change data" not in str(exc).lower():
+        if "CHANGE_DATA" not in str(exc) and "change data" not in str(exc).lower():
             raise
         raise LakehouseError(
-            f"table {_full(name)!r} has no change data feed for versions {start_version} to {end}: {exc}; "
-            f"create tables with enable_cdf=True (the default) or set the property {CDF_PROPERTY}=true"
+            f"table {full!r} has no change data feed for versions {start_version} to {end}: "
+            f"{str(exc).splitlines()[0]}; enable it with ALTER TABLE {full} SET TBLPROPERTIES "
+            f"({CDF_PROPERTY} = true) (new tables get it from write())"
         ) from exc
-    return _to_spark(_normalize(changes))
 
 
 # ---------------------------------------------------------------- maintenance and metadata
 
 
 def optimize(name: str) -> dict:
-    """Compact small files; returns the compaction metrics (files added and removed, ...)."""
-    if is_databricks():
-        row = get_spark().sql(f"OPTIMIZE {_quoted(name)}").first()
-        return row["metrics"].asDict(recursive=True) if row else {}
-    return _with_retries(f"optimize {_full(name)!r}", lambda: dict(_open(name).optimize.compact()))
+    """Compact small files (``OPTIMIZE``); returns the compaction metrics (files added and removed, ...)."""
+    full = _quoted(_require(name))
+    row = _with_retries(f"optimize {full}", lambda: get_spark().sql(f"OPTIMIZE {full}").first())
+    return row["metrics"].asDict(recursive=True) if row else {}
 
 
 def vacuum(name: str, retention_hours: int = 168, dry_run: bool = False) -> list[str]:
-    """Delete files no longer referenced by versions younger than ``retention_hours``; returns them.
+    """Delete files no longer referenced by versions younger than ``retention_hours`` (``VACUUM``); returns them.
 
-    Time travel to versions older than the retention stops working for vacuumed files.
+    Time travel to versions older than the retention stops working for vacuumed files. A retention
+    under Delta's 168-hour safety check turns the check off for this session.
     """
     if retention_hours < 0:
         raise ValueError(f"retention_hours must be >= 0, got {retention_hours}")
-    if is_databricks():
-        spark, q = get_spark(), _quoted(name)
-        files = [r[0] for r in spark.sql(f"VACUUM {q} RETAIN {int(retention_hours)} HOURS DRY RUN").collect()]
-        if not dry_run:
-            spark.sql(f"VACUUM {q} RETAIN {int(retention_hours)} HOURS")
-        return files
-    dt = _open(name)
-    return list(dt.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False))
+    spark, full = get_spark(), _quoted(_require(name))
+    if retention_hours < 168:
+        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    files = [r[0] for r in spark.sql(f"VACUUM {full} RETAIN {int(retention_hours)} HOURS DRY RUN").collect()]
+    if not dry_run:
+        spark.sql(f"VACUUM {full} RETAIN {int(retention_hours)} HOURS")
+    return files
 
 
 def set_description(name: str, text: str) -> None:
-    """Set the table's description (comment)."""
-    if is_databricks():
-        escaped = text.replace("\\", "\\\\").replace("'", "\\'")
-        get_spark().sql(f"COMMENT ON TABLE {_quoted(name)} IS '{escaped}'")
-        return
-    _with_retries(f"set description of {_full(name)!r}", lambda: _open(name).alter.set_table_description(text))
+    """Set the table's description (``COMMENT ON TABLE``)."""
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'")
+    full = _quoted(_require(name))
+    _with_retries(f"set description of {full}", lambda: get_spark().sql(f"COMMENT ON TABLE {full} IS '{escaped}'"))
 
 
 def get_description(name: str) -> str | None:
     """The table's description, or None."""
-    if is_databricks():
-        return get_spark().sql(f"DESCRIBE DETAIL {_quoted(name)}").first()["description"]
-    return _open(name).metadata().description or None
+    return _detail(_quoted(_require(name))).get("description") or None
 
 
 def get_properties(name: str) -> dict[str, str]:
-    """The table's properties (e.g. ``delta.enableChangeDataFeed``)."""
-    if is_databricks():
-        return {r["key"]: r["value"] for r in get_spark().sql(f"SHOW TBLPROPERTIES {_quoted(name)}").collect()}
-    return dict(_open(name).metadata().configuration)
-
-
-# ---------------------------------------------------------------- Databricks (Unity Catalog) backend
-
-
-def _uc_spark_df(df: Any) -> SparkDataFrame:
-    if hasattr(df, "toArrow") and hasattr(df, "sparkSession"):
-        return df
-    return get_spark().createDataFrame(_to_arrow(df))
-
-
-def _uc_list_tables(catalog: str | None, schema: str | None) -> list[str]:
-    spark = get_spark()
-    catalog = catalog or spark.sql("SELECT current_catalog()").first()[0]
-    query = f"SELECT table_schema, table_name FROM `{catalog}`.information_schema.tables " \
-            "WHERE table_schema <> 'information_schema'"
-    if schema:
-        query += f" AND table_schema = '{schema}'"
-    return sorted(f"{catalog}.{r[0]}.{r[1]}" for r in spark.sql(query).collect())
-
-
-def _uc_types(sdf: SparkDataFrame) -> dict[str, str]:
-    return {f.name: f.dataType.simpleString() for f in sdf.schema.fields}
-
-
-def _uc_write(
-    df: Any, name: str, mode: str, merge_schema: bool, partition_by: list[str] | None,
-    enable_cdf: bool, description: str | None,
-) -> int:
-    sdf, full = _uc_spark_df(df), _full(name)
-
-    def once() -> int:
-        if not exists(name):
-            writer = sdf.writeTo(full).using("delta")
-            if enable_cdf:
-                writer = writer.tableProperty(CDF_PROPERTY, "true")
-            if description:
-                writer = writer.tableProperty("comment", description)
-            if partition_by:
-                writer = writer.partitionedBy(*partition_by)
-            writer.create()
-            return current_version(name)
-        if not merge_schema:
-            table = get_spark().table(full)
-            problems = _schema_problems(_uc_types(sdf), _uc_types(table), lambda a, b: a == b)
-            _check_schema(name, current_version(name), problems, merge_schema, replace=False)
-        writer = sdf.write.format("delta").mode(mode)
-        if merge_schema:
-            writer = writer.option("overwriteSchema" if mode == "overwrite" else "mergeSchema", "true")
-        if partition_by and mode == "overwrite" and merge_schema:
-            writer = writer.partitionBy(*partition_by)
-        writer.saveAsTable(full)
-        if description is not None:
-            set_description(name, description)
-        return current_version(name)
-
-    return _with_retries(f"write to {full!r}", once)
-
-
-def _uc_merge(
-    df: Any, name: str, keys: list[str], update: bool, insert: bool, delete_missing: bool, merge_schema: bool
-) -> dict:
-    from delta.tables import DeltaTable as SparkDeltaTable
-
-    sdf, full = _uc_spark_df(df), _full(name)
-    missing = [k for k in keys if k not in sdf.columns]
-    if missing:
-        raise ValueError(f"merge keys {missing} are not columns of the data (columns: {sdf.columns})")
-    if sdf.where(" OR ".join(f"`{k}` IS NULL" for k in keys)).limit(1).count():
-        raise ValueError(f"merge into {full!r}: key columns {keys} contain nulls; nulls never match a key")
-    dupes = sdf.groupBy(*keys).count().where("count > 1").limit(5).collect()
-    if dupes:
-        raise ValueError(
-            f"merge into {full!r}: key values of {keys} occur more than once in the data, e.g. "
-            f"{[r.asDict() for r in dupes]}; deduplicate the data first (one row per key)"
-        )
-
-    def once() -> dict:
-        if not exists(name):
-            if not insert:
-                raise TableNotFoundError(full)
-            version = _uc_write(sdf, name, "append", False, None, True, None)
-            return {"num_inserted": sdf.count(), "num_updated": 0, "num_deleted": 0, "version": version}
-        if not merge_schema:
-            problems = _schema_problems(_uc_types(sdf), _uc_types(get_spark().table(full)), lambda a, b: a == b)
-            _check_schema(name, current_version(name), problems, merge_schema, replace=False)
-        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-        builder = SparkDeltaTable.forName(get_spark(), full).alias("t").merge(sdf.alias("s"), condition)
-        if merge_schema:
-            builder = builder.withSchemaEvolution()
-        if update:
-            builder = builder.whenMatchedUpdateAll()
-        if insert:
-            builder = builder.whenNotMatchedInsertAll()
-        if delete_missing:
-            builder = builder.whenNotMatchedBySourceDelete()
-        builder.execute()
-        last = _uc_history(name, limit=1).iloc[0]
-        metrics = last["operationMetrics"] or {}
-        return {
-            "num_inserted": int(metrics.get("numTargetRowsInserted", 0)),
-            "num_updated": int(metrics.get("numTargetRowsUpdated", 0)),
-            "num_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
-            "version": int(last["version"]),
-        }
-
-    return _with_retries(f"merge into {full!r}", once)
-
-
-def _uc_read(name: str, version: int | None, timestamp: Any) -> SparkDataFrame:
-    if version is not None and timestamp is not None:
-        raise ValueError("pass either version or timestamp, not both")
-    if not exists(name):
-        raise TableNotFoundError(_full(name))
-    reader = get_spark().read
-    if version is not None:
-        reader = reader.option("versionAsOf", int(version))
-    elif timestamp is not None:
-        reader = reader.option("timestampAsOf", _as_utc(timestamp).isoformat())
-    return reader.table(_full(name))
-
-
-def _uc_history(name: str, limit: int | None = None) -> pd.DataFrame:
-    if not exists(name):
-        raise TableNotFoundError(_full(name))
-    query = f"DESCRIBE HISTORY {_quoted(name)}" + (f" LIMIT {int(limit)}" if limit else "")
-    return get_spark().sql(query).toPandas()
+    """The table's properties (e.g. ``delta.enableChangeDataFeed``), from ``SHOW TBLPROPERTIES``."""
+    full = _quoted(_require(name))
+    return {r["key"]: r["value"] for r in get_spark().sql(f"SHOW TBLPROPERTIES {full}").collect()}

@@ -91,7 +91,7 @@ def _connect(store: SqliteOnlineStore | str | Path | None, create: bool = False)
     if not path.exists() and not create:
         raise OnlineTableNotFoundError(
             f"online store {path} does not exist: publish a feature table first "
-            "(feature_client().publish_table(name=...))"
+            "(feature_client().publish_table(online_store=online_store_spec(), source_table_name=...))"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)
@@ -284,7 +284,8 @@ def online_table_info(table_name: str, store: SqliteOnlineStore | str | Path | N
     if info is None:
         raise OnlineTableNotFoundError(
             f"feature table {table_name!r} is not in the online store {_store(store).db_path()}: "
-            f"publish it first with feature_client().publish_table(name={table_name!r})"
+            "publish it first with feature_client().publish_table(online_store=online_store_spec(), "
+            f"source_table_name={table_name!r})"
         )
     return info
 
@@ -546,7 +547,8 @@ class OnlineFeatureLookup:
             if absent:
                 raise OnlineTableNotFoundError(
                     f"online table {lk.table_name!r} lacks features {absent} the model needs: "
-                    f"republish it with feature_client().publish_table(name={lk.table_name!r})"
+                    "republish it with feature_client().publish_table(online_store=online_store_spec(), "
+                    f"source_table_name={lk.table_name!r})"
                 )
 
     def __call__(self, records: pd.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> pd.DataFrame:

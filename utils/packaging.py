@@ -373,12 +373,14 @@ def _result_line(stdout: str) -> dict[str, Any]:
 
 
 def target_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a 'target environment' subprocess: same state dir, tracking and registry, no PYTHON* vars."""
+    """Environment for a 'target environment' subprocess: same state dir, jars, tracking and registry, no PYTHON* vars."""
+    from utils.local.jvm import jars_dir
     from utils.platform import raw_data_dir, registry_uri, tracking_uri
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update({"MLOPS_STATE_DIR": str(state_dir()), "MLOPS_RAW_DIR": str(raw_data_dir()),
-                "MLFLOW_TRACKING_URI": tracking_uri(), "MLFLOW_REGISTRY_URI": registry_uri()})
+                "MLFLOW_TRACKING_URI": tracking_uri(), "MLFLOW_REGISTRY_URI": registry_uri(),
+                "MLOPS_JARS_DIR": str(jars_dir())})  # the wheel's utils has no .jars of its own
     env.update(extra or {})
     return env
 

@@ -44,7 +44,7 @@ def state_dir() -> Path:
 
 
 def lakehouse_dir() -> Path:
-    """Folder holding local Delta tables as ``catalog/schema/table``."""
+    """Spark's warehouse folder: local Delta tables live in ``<schema>.db/<table>`` under it."""
     return state_dir() / "tables"
 
 
@@ -141,7 +141,7 @@ def java_version() -> int:
     java_home = os.environ.get("JAVA_HOME")
     java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
     hint = (
-        f"install a JDK {MIN_JAVA}+ (e.g. `apt-get install openjdk-17-jre-headless`, "
+        f"install a JDK {MIN_JAVA}+ (e.g. `apt-get install openjdk-17-jdk-headless`, "
         "`brew install openjdk@17`) or `conda env create -f environment.yml`"
     )
     if not java or not Path(java).exists():
@@ -178,8 +178,17 @@ def get_spark(app_name: str = "plantly-mlops") -> Any:
         return SparkSession.builder.getOrCreate()
     active = SparkSession.getActiveSession()
     if active is not None:
-        return active
+        if _same_path(active.conf.get("spark.sql.warehouse.dir"), lakehouse_dir()):
+            return active
+        active.stop()  # MLOPS_STATE_DIR moved: a session serves one warehouse (about a second to restart)
     java_version()
+    from utils.local import catalog as local_catalog
+    from utils.local import jvm
+
+    try:
+        delta_conf = jvm.spark_conf(catalogs=[_configured_catalog()])
+    except jvm.MissingJars as exc:
+        raise EnvironmentProblem(str(exc)) from None
     _prepare_local_spark_env()
     ensure_dirs()
     tmp = tmp_dir()
@@ -202,12 +211,68 @@ def get_spark(app_name: str = "plantly-mlops") -> Any:
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.memory", os.environ.get("MLOPS_DRIVER_MEMORY", "4g"))
         .config("spark.sql.adaptive.enabled", "true")
-        .config("spark.sql.warehouse.dir", str(state_dir() / "spark-warehouse"))
+        .config("spark.sql.warehouse.dir", str(lakehouse_dir()))
+        .config("spark.sql.catalogImplementation", "in-memory")
         .config("spark.pyspark.python", sys.executable)
     )
+    for key, value in delta_conf.items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    local_catalog.register_tables(spark, lakehouse_dir())
     return spark
+
+
+def _same_path(uri: str | None, path: Path) -> bool:
+    from urllib.parse import unquote, urlparse
+
+    if not uri:
+        return False
+    return Path(unquote(urlparse(uri).path) if uri.startswith("file:") else uri).resolve() == path.resolve()
+
+
+def _configured_catalog() -> str:
+    from utils.config import get_config
+
+    return get_config().catalog
+
+
+def use_catalog(name: str) -> None:
+    """Make sure Spark resolves tables of catalog ``name`` (Unity Catalog's three-level names).
+
+    Databricks: nothing to do, Unity Catalog knows its catalogs. Locally: ``name`` becomes an alias of
+    the session catalog (``utils.local.catalog``), so ``name.schema.table`` works in SQL and the API.
+    """
+    if is_databricks():
+        return
+    from utils.local import catalog as local_catalog
+
+    local_catalog.alias_catalog(get_spark(), name)
+
+
+def delete_table_files(location: str) -> None:
+    """Delete a dropped table's files (``location`` as ``DESCRIBE DETAIL`` gives it).
+
+    Databricks: nothing to do, Unity Catalog deletes a managed table's data itself. Locally: tables
+    another session created are registered as external, so ``DROP TABLE`` keeps their files; this
+    removes them, only inside the local warehouse folder.
+    """
+    if is_databricks():
+        return
+    from urllib.parse import unquote, urlparse
+
+    path = Path(unquote(urlparse(location).path)) if location.startswith("file:") else Path(location)
+    if path.is_dir() and path.resolve().is_relative_to(lakehouse_dir()):
+        shutil.rmtree(path)
+
+
+def refresh_tables() -> None:
+    """Let this session see tables another process created since it started (no-op on Databricks)."""
+    if is_databricks():
+        return
+    from utils.local import catalog as local_catalog
+
+    local_catalog.register_tables(get_spark(), lakehouse_dir())
 
 
 def stop_spark() -> None:
@@ -273,7 +338,7 @@ def environment_report() -> dict[str, str]:
     import platform as pyplatform
 
     report = {"python": pyplatform.python_version(), "platform": "databricks" if is_databricks() else "local"}
-    for pkg in ("pyspark", "deltalake", "delta-spark", "mlflow", "scikit-learn", "pandas", "pyarrow",
+    for pkg in ("pyspark", "delta-spark", "mlflow", "scikit-learn", "pandas", "pyarrow",
                 "shap", "fairlearn", "databricks-feature-engineering", "databricks-sdk"):
         try:
             report[pkg] = md.version(pkg)

@@ -265,39 +265,21 @@ def _worker_model(local_path: str) -> Any:
     return model
 
 
-def _partition_scorer(local_path: str, output_col: str, shipped: tuple[str, str] | None) -> Any:
-    """The function ``mapInArrow`` runs on executors: find the model folder there, then score the batches.
+def _partition_scorer(local_path: str, output_col: str) -> Any:
+    """The function ``mapInArrow`` runs on executors: score the batches with the model at ``local_path``.
 
+    ``local_path`` must be readable by every executor: the driver's disk in local mode and on a
+    one-machine cluster; a Unity Catalog volume (``/Volumes/...``) on Databricks. Spark Connect
+    (serverless) has no ``SparkContext.addFile``, so nothing is shipped by hand.
     It is a closure, so Spark ships it by value. Only ``_score_batches(batches, path, output_col)`` is
     looked up by name in the worker, where ``utils`` may be the older copy bundled with a model that
     ``spark_udf`` loaded first: keep that signature stable.
     """
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import os
-
-        path = local_path
-        if shipped is not None and not os.path.isdir(path):  # an executor on another machine
-            from pyspark import SparkFiles
-
-            path = os.path.join(SparkFiles.get(shipped[0]), shipped[1])
-        return _score_batches(batches, path, output_col)
+        return _score_batches(batches, local_path, output_col)
 
     return score
-
-
-def _ship_model(df: SparkDataFrame, folder: Path, local_path: str) -> tuple[str, str] | None:
-    """Ship ``folder`` (holding the model at ``local_path``) to every executor; None without a SparkContext.
-
-    Returns the folder's name and the model's path inside it, for ``SparkFiles.get`` on a worker.
-    """
-    import os
-
-    try:
-        df.sparkSession.sparkContext.addFile(str(folder), recursive=True)
-    except Exception:  # noqa: BLE001 - Spark Connect (serverless) has no SparkContext: workers share the path
-        return None
-    return folder.name, os.path.relpath(local_path, folder)
 
 
 def _score_batches(batches: Iterator[pa.RecordBatch], local_path: str, output_col: str) -> Iterator[pa.RecordBatch]:
@@ -334,9 +316,8 @@ def score_partitions(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
 
     folder = state_dir() / "scoring" / "models" / uuid.uuid4().hex
     local_path = download_model(model_uri, folder)
-    shipped = _ship_model(df, folder, local_path)  # executors on other machines cannot read the driver's disk
     schema = StructType([*df.schema.fields, StructField(output_col, DoubleType(), True)])
-    return df.mapInArrow(_partition_scorer(local_path, output_col, shipped), schema)
+    return df.mapInArrow(_partition_scorer(local_path, output_col), schema)
 
 
 def predictions_table(cfg: Config | None = None) -> str:

@@ -96,8 +96,12 @@ def test_alerts_from_breaches_have_stable_ids_severity_and_message():
         al.alerts_from_breaches([{"metric": "psi", "column": "x", "threshold": 0.2}], "m1")
 
 
-def test_alerts_to_frame_keeps_types_and_writes_to_delta(tmp_path):
-    from deltalake import DeltaTable, write_deltalake
+def test_alerts_to_frame_keeps_types_and_writes_to_delta(spark):
+    import uuid
+
+    from utils import lakehouse
+
+    name = f"test.alerts.alerts_{uuid.uuid4().hex[:8]}"
 
     frame = al.alerts_to_frame(_alerts(3))
     assert list(frame.columns) == [f.name for f in fields(al.Alert)]
@@ -105,11 +109,10 @@ def test_alerts_to_frame_keeps_types_and_writes_to_delta(tmp_path):
     empty = al.alerts_to_frame([])
     assert list(empty.columns) == list(frame.columns) and len(empty) == 0
     assert empty.dtypes.astype(str).tolist() == frame.dtypes.astype(str).tolist()
-    write_deltalake(str(tmp_path / "alerts"), empty)  # a first run without alerts still creates the table
-    write_deltalake(str(tmp_path / "alerts"), frame, mode="append")
-    table = DeltaTable(str(tmp_path / "alerts"))
-    assert str(table.schema().fields[2].type) == 'PrimitiveType("string")'
-    back = table.to_pandas()
+    lakehouse.write(empty, name)  # a first run without alerts still creates the table
+    lakehouse.write(frame, name, mode="append")
+    assert spark.table(name).schema.fields[2].dataType.simpleString() == "string"
+    back = lakehouse.read_pandas(name)
     assert sorted(back["alert_id"]) == sorted(frame["alert_id"]) and back["window_start"].notna().all()
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import ClassVar
 
 import mlflow
@@ -201,8 +202,11 @@ def test_bad_endpoint_url_is_refused_with_the_fix(fresh_state: Path, tmp_path: P
 def test_unreadable_table_becomes_a_section_error_and_the_page_still_renders(fresh_state: Path, tmp_path: Path) -> None:
     drift = monitoring_tables(get_config())["drift"]
     lakehouse.write(drift_to_arrow(drift_frame({"region": 0.5}, datetime(2026, 1, 1, tzinfo=timezone.utc))), drift)
-    log = min((lakehouse.table_path(drift) / "_delta_log").glob("*.json"))
-    log.write_text("this is not a delta log\n")
+    folder = Path(urlparse(lakehouse.table_location(drift)).path)
+    for data_file in folder.glob("*.parquet"):
+        data_file.unlink()  # the log names files that are gone: every read of the data fails
+    for log in (folder / "_delta_log").glob("*.json"):
+        log.write_text("this is not a delta log\n")  # and its history cannot be read either
     out = dashboard.build_dashboard(tmp_path / "d.html")
     page = out.read_text()
     assert "monitoring" in dashboard.section_errors(out)

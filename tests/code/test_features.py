@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from databricks.feature_engineering import FeatureLookup
+from databricks.ml_features.entities.feature_table import FeatureTable
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     DoubleType,
@@ -33,7 +34,9 @@ from utils.features import (
     feature_client,
     feature_lineage,
     load_feature_spec,
+    online_store_spec,
     record_lineage,
+    within_spine_time_range,
 )
 
 BASE = dt.datetime(2024, 1, 1)
@@ -42,6 +45,12 @@ SEEDS = range(6)
 
 def _name(prefix: str) -> str:
     return f"plantly.fs_test.{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def module_spark(spark):
+    """The shared Spark session, for module-scoped fixtures."""
+    return spark
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +149,9 @@ def _oracle(spine: pd.DataFrame, table: pd.DataFrame, lookup_key: list[str], pks
 
 
 @pytest.fixture(scope="module")
-def worlds(spark, fe):
+def worlds(module_spark, fe):
     """Three feature tables holding every seed's random data (disjoint keys), created once."""
+    spark = module_spark
     data = {s: _world(s) for s in SEEDS}
     rows = {k: [r for s in SEEDS for r in data[s][k]] for k in ("customers", "affinity", "plants")}
     names = {k: _name(k) for k in rows}
@@ -236,6 +246,36 @@ def test_point_in_time_join_never_leaks_the_future_where_a_naive_join_does(spark
     assert naive.where(F.col("spend") > event_minute).count() > 0  # a plain key join sees the future
 
 
+def test_timeseries_filtering_reads_only_the_spine_time_range_and_changes_nothing(spark, fe, worlds):
+    names = worlds["names"]
+    spine = spark.createDataFrame([r for s in SEEDS for r in worlds["data"][s]["spine"]], SPINE_SCHEMA)
+    lookups = [
+        FeatureLookup(table_name=names["customers"], lookup_key="customer_id", feature_names=["spend"],
+                      timestamp_lookup_key="event_ts"),
+        FeatureLookup(table_name=names["affinity"], lookup_key=["customer_id", "region"],
+                      timestamp_lookup_key="event_ts", lookback_window=dt.timedelta(minutes=3)),
+        FeatureLookup(table_name=names["plants"], lookup_key="plant_id", feature_names=["price"]),
+    ]
+
+    def build(filtering: bool) -> pd.DataFrame:
+        training_set = fe.create_training_set(df=spine, feature_lookups=lookups, label="label",
+                                              use_timeseries_filtering=filtering)
+        return training_set.load_df().toPandas().set_index("rid").sort_index()
+
+    plain, filtered = build(False), build(True)
+    assert list(filtered.columns) == list(plain.columns) and list(filtered.index) == list(plain.index)
+    for column in plain.columns:
+        assert [_value(v) for v in filtered[column]] == [_value(v) for v in plain[column]], column
+
+    narrow = spine.where(F.col("event_ts").between(F.lit(_minute(10)), F.lit(_minute(12))))
+    times = narrow.toPandas()["event_ts"]
+    table = fe.read_table(name=names["customers"])
+    kept = within_spine_time_range(table, narrow, "ts", "event_ts", dt.timedelta(minutes=3)).toPandas()
+    assert list(kept.columns) == table.columns
+    assert 0 < len(kept) < table.count()
+    assert kept["ts"].max() <= times.max() and kept["ts"].min() >= times.min() - pd.Timedelta(minutes=3)
+
+
 # ---------------------------------------------------------------- bad input: named, before any join
 
 
@@ -318,9 +358,13 @@ def test_create_get_and_drop_table(spark, fe):
     name = _name("plants")
     table = fe.create_table(name=name, primary_keys=["plant_id"], df=_plants(spark, [(1, 5.0, "easy")]),
                             description="plant prices", tags={"team": "plants"})
+    assert isinstance(table, FeatureTable)
     assert table.primary_keys == ["plant_id"] and table.timestamp_keys == []
     again = LocalFeatureEngineeringClient().get_table(name=name)  # a fresh client reads persisted metadata
-    assert (again.description, again.tags, again.features) == ("plant prices", {"team": "plants"}, ["price", "care"])
+    assert isinstance(again, FeatureTable) and again.table_id == table.table_id
+    # as from Unity Catalog, a table's features are all its columns, keys included
+    assert (again.description, again.tags, again.features) == (
+        "plant prices", {"team": "plants"}, ["plant_id", "price", "care"])
     fe.set_feature_table_tag(name=name, key="owner", value="ml")
     assert fe.get_table(name=name).tags == {"team": "plants", "owner": "ml"}
     fe.delete_feature_table_tag(name=name, key="team")
@@ -332,6 +376,22 @@ def test_create_get_and_drop_table(spark, fe):
     assert not lakehouse.exists(name)
     with pytest.raises(FeatureTableNotFoundError, match=name):
         fe.get_table(name=name)
+
+
+def test_time_series_table_keys_are_reported_as_databricks_does(spark, fe):
+    name = _name("ts_keys")
+    created = fe.create_table(name=name, primary_keys=["ts", "customer_id"], timeseries_column="ts",
+                              df=spark.createDataFrame([(1, _minute(0), 1.0, 1, "new")], CUSTOMER_SCHEMA))
+    for table in (created, fe.get_table(name=name)):
+        assert table.primary_keys == ["customer_id", "ts"]  # the timestamp key is part of the primary key, last
+        assert table.timestamp_keys == ["ts"]
+        assert not hasattr(table, "timeseries_column")  # the real FeatureTable has none: use timestamp_keys
+    # a lookup still gives one spine column per non-time key, and the timestamp key separately
+    spine = spark.createDataFrame([(1, _minute(3), 0)], "customer_id long, event_ts timestamp, label int")
+    got = fe.create_training_set(df=spine, label="label", feature_lookups=[
+        FeatureLookup(table_name=name, lookup_key="customer_id", feature_names=["spend"],
+                      timestamp_lookup_key="event_ts")]).load_df().first()
+    assert got["spend"] == 1.0
 
 
 def test_timeseries_column_must_be_a_primary_key(spark, fe):
@@ -400,7 +460,7 @@ def test_write_table_adds_new_columns_as_features(spark, fe):
     name = _name("evolve")
     fe.create_table(name=name, primary_keys="plant_id", df=_plants(spark, [(1, 5.0, "easy")]))
     fe.write_table(name=name, df=spark.createDataFrame([(2, 6.0, "hard", 3)], "plant_id int, price double, care string, light int"))
-    assert fe.get_table(name=name).features == ["price", "care", "light"]
+    assert fe.get_table(name=name).features == ["plant_id", "price", "care", "light"]
     got = fe.read_table(name=name).toPandas().set_index("plant_id").sort_index()
     assert got["light"].isna().tolist() == [True, False]
 
@@ -432,15 +492,16 @@ def test_lineage_records_source_tables_and_versions(spark, fe):
     assert table.table_data_sources == [source]
     lineage = feature_lineage(name)
     assert lineage[["source_table", "source_version"]].values.tolist() == [[source, source_version]]
-    assert lineage["feature_table_version"].tolist() == [table.version]
+    assert lineage["feature_table_version"].tolist() == [lakehouse.current_version(name)]
 
 
 # ---------------------------------------------------------------- models: log_model, score_batch, serving
 
 
 @pytest.fixture(scope="module")
-def logged_model(spark, fe, worlds):
+def logged_model(module_spark, fe, worlds):
     """A sklearn pipeline trained on a point-in-time training set and logged with its feature spec."""
+    spark = module_spark
     import mlflow
     import mlflow.sklearn
     from sklearn.impute import SimpleImputer
@@ -533,7 +594,7 @@ def test_logged_model_serves_from_keys_in_a_fresh_process(tmp_path, fe, logged_m
 
     names = logged_model["names"]
     for table in (names["customers"], names["plants"]):
-        fe.publish_table(name=table)
+        fe.publish_table(name=table, online_store=online_store_spec())
     keys = logged_model["spine"].select("customer_id", "plant_id").limit(20).toPandas()
     direct = mlflow_predict(logged_model["uri"], keys)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "PYTHONPATH"))}
@@ -560,8 +621,8 @@ def mlflow_predict(uri: str, keys: pd.DataFrame) -> list[Any]:
 
 def test_publish_table_puts_the_offline_latest_value_online(spark, fe, worlds):
     name = worlds["names"]["customers"]
-    fe.publish_table(name=name)
-    fe.publish_table(name=name)  # idempotent
+    fe.publish_table(source_table_name=name, online_store=online_store_spec())
+    fe.publish_table(name=name, online_store=online_store_spec())  # idempotent; name= as on Databricks
     offline = fe.read_table(name=name).toPandas()
     latest = offline.sort_values("ts").groupby("customer_id").tail(1).set_index("customer_id").sort_index()
     stored = online.read_online_table(name).set_index("customer_id").sort_index()
@@ -571,6 +632,10 @@ def test_publish_table_puts_the_offline_latest_value_online(spark, fe, worlds):
     unknown = online.lookup(name, [{"customer_id": -5}], default={"spend": 0.0})
     assert unknown[0]["spend"] == 0.0
     assert fe.get_table(name=name).online_stores[-1]["version"] == lakehouse.current_version(name)
+    fe.drop_online_table(name, online_store_spec())
+    assert fe.get_table(name=name).online_stores == []
+    with pytest.raises(online.OnlineTableNotFoundError):
+        online.read_online_table(name)
 
 
 def test_feature_client_is_local_off_databricks(monkeypatch):

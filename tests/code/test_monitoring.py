@@ -264,12 +264,15 @@ def test_label_and_prediction_drift_roles(spark):
     assert ("prediction", "population_stability_index") not in {(b["role"], b["metric"]) for b in breaches}
 
 
-def test_drift_and_profile_tables_write_to_delta(spark, tmp_path, shifted_drift):
-    from deltalake import DeltaTable, write_deltalake
+def test_drift_and_profile_tables_write_to_delta(spark, shifted_drift):
+    import uuid
 
-    write_deltalake(str(tmp_path / "drift"), m.drift_to_arrow(shifted_drift.reset_index()))
-    write_deltalake(str(tmp_path / "drift"), m.drift_to_arrow(m._drift_frame([])), mode="append")
-    back = DeltaTable(str(tmp_path / "drift")).to_pandas()
+    from utils import lakehouse
+
+    name = f"test.monitoring.drift_{uuid.uuid4().hex[:8]}"
+    lakehouse.write(m.drift_to_arrow(shifted_drift.reset_index()), name)
+    lakehouse.write(m.drift_to_arrow(m._drift_frame([])), name, mode="append")
+    back = lakehouse.read_pandas(name)
     assert sorted(back["column_name"]) == ["k", "x"] and list(back.columns) == list(m.DRIFT_COLUMNS)
     assert back.set_index("column_name").loc["x", "ks_test"]["statistic"] == pytest.approx(
         shifted_drift.loc["x", "ks_test"]["statistic"])
@@ -278,8 +281,10 @@ def test_drift_and_profile_tables_write_to_delta(spark, tmp_path, shifted_drift)
 # ------------------------------------------------------------------ profile metrics
 
 
-def test_profile_metrics_per_window_and_slice(spark, tmp_path):
-    from deltalake import DeltaTable, write_deltalake
+def test_profile_metrics_per_window_and_slice(spark):
+    import uuid
+
+    from utils import lakehouse
 
     ts = [T0 + timedelta(hours=h) for h in (1, 2, 3, 4, 5)] + [T0 + timedelta(days=1, hours=h) for h in (1, 2, 3)]
     price = [1.0, 2.0, None, 4.0, 10.0, 3.0, float("nan"), 5.0]
@@ -309,8 +314,9 @@ def test_profile_metrics_per_window_and_slice(spark, tmp_path):
     eu = rows[(1, "region", "eu", "price")]
     assert (eu["count"], eu["num_nulls"], eu["avg"]) == (3, 1, 2.5)
     assert rows[(1, None, None, ":table")]["count"] == 5 and rows[(1, "region", "us", ":table")]["count"] == 2
-    write_deltalake(str(tmp_path / "profile"), prof.toArrow())  # the Lakehouse-Monitoring-shaped table
-    assert DeltaTable(str(tmp_path / "profile")).to_pyarrow_table().num_rows == len(rows)
+    name = f"test.monitoring.profile_{uuid.uuid4().hex[:8]}"
+    lakehouse.write(prof, name)  # the Lakehouse-Monitoring-shaped table
+    assert spark.table(name).count() == len(rows)
 
 
 def test_profile_metrics_rejects_bad_input(spark):

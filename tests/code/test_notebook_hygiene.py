@@ -51,3 +51,31 @@ def test_the_hygiene_checks_can_fail() -> None:
     assert LOCAL_PATH.search('open("/home/me/data.csv")')
     assert SECRET.search('token = "dapi0123456789abcdef0123456789"')
     assert PLATFORM_BRANCH.search('if "DATABRICKS_RUNTIME_VERSION" in os.environ:')
+
+
+# ---------------------------------------------------------------- serverless (Spark Connect) readiness
+
+# What Databricks serverless and Free Edition refuse: no SparkContext, no RDDs, no cache()/persist(),
+# no SparkContext.addFile. The notebooks and the lifecycle code they call use none of them; only the
+# local session set-up in utils/platform.py and the local stand-ins in utils/local/ may.
+SERVERLESS_REFUSED = re.compile(r"\.sparkContext\b|\bSparkContext\b|\.rdd\b|\.cache\(\)|\.persist\(|\baddFile\(")
+LIFECYCLE_MODULES = sorted(p for p in (ROOT / "utils").glob("*.py") if p.name != "platform.py")
+
+
+def _code_lines(src: str) -> list[str]:
+    return [line for line in src.splitlines() if not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + LIFECYCLE_MODULES, ids=lambda p: p.name)
+def test_no_api_that_serverless_refuses(path: Path) -> None:
+    sources = [src for _, src in _code_cells(path)] if path.suffix == ".ipynb" else [path.read_text(encoding="utf-8")]
+    for src in sources:
+        hits = [line.strip() for line in _code_lines(src) if SERVERLESS_REFUSED.search(line)
+                and not re.search(r'^\s*("""|\'\'\'|[`"])', line) and "``" not in line]
+        assert not hits, f"{path.name}: Databricks serverless refuses {hits}"
+
+
+def test_the_serverless_check_can_fail() -> None:
+    for bad in ("df.cache()", "df.persist(StorageLevel.DISK_ONLY)", "spark.sparkContext.addFile(p)", "df.rdd.map(f)"):
+        assert SERVERLESS_REFUSED.search(bad), bad
+    assert not SERVERLESS_REFUSED.search("spark.table(name).count()")
