@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
+JARS := .jars/manifest.json
 BENCH_STAMP := $(VENV)/.bench-installed
 # Small data in CI and tests; `make demo ROWS=200000` for a bigger run.
 ROWS ?= 20000
@@ -29,20 +30,23 @@ java:
 	@$(PYTHON) -c "import sys; sys.path.insert(0, '.'); from utils.platform import java_version, EnvironmentProblem; \
 	exec('try:\n    java_version()\nexcept EnvironmentProblem as e:\n    sys.exit(str(e))')"
 
-$(STAMP): requirements.lock pyproject.toml utils/local/jvm.py utils/local/SessionCatalogAlias.java
+$(STAMP): requirements.lock pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 not found: install it (e.g. apt-get install python3.11) or use environment.yml"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
-	$(BIN)/python -m utils.local.jvm install
 	@mkdir -p $(VENV)/etc/ipython
 	@printf '# JVM output goes to the terminal, not into notebook cells.\nc.IPKernelApp.capture_fd_output = False\n' > $(VENV)/etc/ipython/ipython_kernel_config.py
 	@touch $(STAMP)
 
-install: $(STAMP)
+# Delta Lake's jars for the installed Spark and the catalog alias, resolved once (nothing is fetched at run time).
+$(JARS): $(STAMP) utils/local/jvm.py utils/local/SessionCatalogAlias.java
+	$(BIN)/python -m utils.local.jvm install --force
 
-demo: $(STAMP) java
+install: $(STAMP) $(JARS)
+
+demo: $(STAMP) $(JARS) java
 	$(BIN)/python -m utils.runner --rows $(ROWS) --output executed
 	@echo ""
 	@echo "Executed notebooks (with outputs, and HTML): executed/"
@@ -50,31 +54,31 @@ demo: $(STAMP) java
 	@echo "MLflow runs and registry:                    .lakehouse/mlflow (sqlite:///.lakehouse/mlflow/mlflow.db)"
 	@echo "Open the MLflow UI with:                     make ui   (then http://127.0.0.1:5000)"
 
-unit: $(STAMP)
+unit: $(STAMP) $(JARS)
 	$(BIN)/python -m pytest tests -q
 
 check-stripped: $(STAMP)
 	$(BIN)/nbstripout --verify --extra-keys "metadata.application/vnd.databricks.v1+notebook cell.metadata.application/vnd.databricks.v1+cell" $(NOTEBOOKS) \
 	  || { echo "Notebooks carry outputs: run 'make strip' and commit."; exit 1; }
 
-notebooks: $(STAMP) java
+notebooks: $(STAMP) $(JARS) java
 	rm -rf $(TEST_STATE)
 	MLOPS_STATE_DIR=$(CURDIR)/$(TEST_STATE) MLOPS_RAW_DIR=$(CURDIR)/$(TEST_STATE)/raw MLOPS_ROWS=$(TEST_ROWS) \
 	  $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider $(NOTEBOOKS) -q
 
-test: $(STAMP) java unit check-stripped notebooks
+test: $(STAMP) $(JARS) java unit check-stripped notebooks
 
 strip: $(STAMP)
 	$(BIN)/nbstripout --extra-keys "metadata.application/vnd.databricks.v1+notebook cell.metadata.application/vnd.databricks.v1+cell" $(NOTEBOOKS)
 
-lab: $(STAMP) java
+lab: $(STAMP) $(JARS) java
 	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
 	  --backend-store-uri sqlite:///$(CURDIR)/.lakehouse/mlflow/mlflow.db --default-artifact-root $(CURDIR)/.lakehouse/mlflow/artifacts
 
-dashboard: $(STAMP)
+dashboard: $(STAMP) $(JARS)
 	$(BIN)/python -m utils.dashboard --out reports/dashboard.html $(foreach u,$(ENDPOINTS),--endpoint $(u))
 
 # The benchmark extra (Evidently) on top of the lock; `uv pip sync` of the lock removes it again, hence the stamp chain.
@@ -89,7 +93,7 @@ bench-lock: $(STAMP)
 	  $$(sed -n 's/^\([A-Za-z0-9._-]*\)==.*/--no-emit-package \1/p' requirements.lock) \
 	  --custom-compile-command "make bench-lock" -o bench/requirements-bench.txt
 
-bench: $(BENCH_STAMP) java
+bench: $(BENCH_STAMP) $(JARS) java
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

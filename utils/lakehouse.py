@@ -282,17 +282,19 @@ def _check_schema(name: str, problems: tuple[list[str], list[str], list[str]], m
 
 
 def _conform(name: str, sdf: SparkDataFrame, merge_schema: bool) -> SparkDataFrame:
-    """``sdf`` checked against the table's schema, its integer and float columns widened to the table's."""
+    """``sdf`` checked against the table's schema: integer and float columns widened to the table's, and
+    (with ``merge_schema``) the table's columns it lacks added as typed nulls."""
     from pyspark.sql import functions as F
 
     table_types = _types(get_spark().table(_full(name)))
     data_types = _types(sdf)
     _check_schema(name, _schema_problems(data_types, table_types), merge_schema)
     widen = {c: t for c, t in table_types.items() if c in data_types and data_types[c] != t}
-    if not widen:
+    missing = [c for c in table_types if c not in data_types]
+    if not (widen or missing):
         return sdf
-    return sdf.select(*[F.col(f"`{c}`").cast(widen[c]).alias(c) if c in widen else F.col(f"`{c}`")
-                        for c in sdf.columns])
+    columns = [F.col(f"`{c}`").cast(widen[c]).alias(c) if c in widen else F.col(f"`{c}`") for c in sdf.columns]
+    return sdf.select(*columns, *[F.lit(None).cast(table_types[c]).alias(c) for c in missing])
 
 
 # ---------------------------------------------------------------- catalogue
@@ -365,10 +367,12 @@ def write(
 ) -> int:
     """Append or overwrite ``df`` (Spark, pandas or Arrow) into ``name``; returns the new table version.
 
-    A new table is created (``writeTo(...).create()``) with change data feed when ``enable_cdf``.
-    A schema differing from the table's raises ``SchemaMismatchError`` and changes nothing;
-    ``merge_schema=True`` adds new columns (Delta's ``mergeSchema``) and, with ``mode="overwrite"``,
-    replaces the schema (``overwriteSchema``).
+    A new table is created (``writeTo(...).create()``) with change data feed when ``enable_cdf``;
+    an append is ``writeTo(...).append()``, an overwrite ``writeTo(...).overwrite(lit(True))`` (the
+    table keeps its schema, properties and partitioning). A schema differing from the table's raises
+    ``SchemaMismatchError`` and changes nothing; ``merge_schema=True`` adds new columns (Delta's
+    ``mergeSchema``) and, with ``mode="overwrite"``, replaces schema and data in one commit
+    (``createOrReplace()``, keeping the description).
     """
     if mode not in ("append", "overwrite"):
         raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
@@ -409,25 +413,37 @@ def _create(sdf: SparkDataFrame, name: str, partition_by: list[str] | None, enab
 
 def _write_once(sdf: SparkDataFrame, name: str, mode: str, merge_schema: bool, partition_by: list[str] | None,
                 enable_cdf: bool, description: str | None) -> int:
+    from pyspark.sql import functions as F
+
     if not exists(name):
         return _create(sdf, name, partition_by, enable_cdf, description)
     full = _full(name)
-    replace = mode == "overwrite" and merge_schema
-    if not replace:
-        current = [r["col_name"] for r in _detail(full)["partitionColumns"]] if partition_by is not None else None
-        if partition_by is not None and list(partition_by) != current:
+    if mode == "overwrite" and merge_schema:  # replace schema and data in one commit (CREATE OR REPLACE)
+        comment = description if description is not None else get_description(name)
+        writer = sdf.writeTo(full).using("delta")
+        if enable_cdf:
+            writer = writer.tableProperty(CDF_PROPERTY, "true")
+        if comment:
+            writer = writer.tableProperty("comment", comment)
+        if partition_by:
+            writer = writer.partitionedBy(*partition_by)
+        writer.createOrReplace()
+        return current_version(name)
+    if partition_by is not None:
+        current = [r["col_name"] for r in _detail(full)["partitionColumns"]]
+        if list(partition_by) != current:
             raise ValueError(
                 f"table {full!r} is partitioned by {current}, not {list(partition_by)}: "
                 "drop partition_by, or repartition with mode='overwrite', merge_schema=True"
             )
-        sdf = _conform(name, sdf, merge_schema)
-    writer = sdf.write.format("delta").mode(mode)
+    writer = _conform(name, sdf, merge_schema).writeTo(full)
     if merge_schema:
-        writer = writer.option("overwriteSchema" if replace else "mergeSchema", "true")
-    if replace and partition_by:
-        writer = writer.partitionBy(*partition_by)
-    writer.saveAsTable(full)
-    if description is not None and description != get_description(name):
+        writer = writer.option("mergeSchema", "true")
+    if mode == "append":
+        writer.append()
+    else:
+        writer.overwrite(F.lit(True))  # keeps the table's schema, properties and partitioning
+    if description is not None and description != (get_spark().catalog.getTable(full).description or ""):
         set_description(name, description)
     return current_version(name)
 
