@@ -41,8 +41,10 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 # Delta Lake's jars for the installed Spark and the catalog alias, resolved once (nothing is fetched at run time).
-$(JARS): $(STAMP) utils/local/jvm.py utils/local/SessionCatalogAlias.java
-	$(BIN)/python -m utils.local.jvm install --force
+# Skips the fetch when the jars already match the installed Spark, Delta and sources (CI's restored cache).
+$(JARS): requirements.lock utils/local/jvm.py utils/local/SessionCatalogAlias.java | $(STAMP) java
+	$(BIN)/python -m utils.local.jvm install
+	@touch $(JARS)
 
 install: $(STAMP) $(JARS)
 
@@ -50,7 +52,7 @@ demo: $(STAMP) $(JARS) java
 	$(BIN)/python -m utils.runner --rows $(ROWS) --output executed
 	@echo ""
 	@echo "Executed notebooks (with outputs, and HTML): executed/"
-	@echo "Delta tables:                                .lakehouse/tables/<catalog>/<schema>/<table>"
+	@echo "Delta tables:                                .lakehouse/tables/<schema>.db/<table>"
 	@echo "MLflow runs and registry:                    .lakehouse/mlflow (sqlite:///.lakehouse/mlflow/mlflow.db)"
 	@echo "Open the MLflow UI with:                     make ui   (then http://127.0.0.1:5000)"
 

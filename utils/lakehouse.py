@@ -71,7 +71,7 @@ _CONFLICT_MARKERS = (
     "ProtocolChangedException", "DELTA_CONCURRENT", "DELTA_METADATA_CHANGED", "DELTA_PROTOCOL_CHANGED",
 )
 _ALREADY_EXISTS_MARKERS = ("TABLE_OR_VIEW_ALREADY_EXISTS", "LOCATION_ALREADY_EXISTS", "DELTA_TABLE_ALREADY_EXISTS",
-                           "already exists")
+                           "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION", "already exists")
 _WIDENING = {
     "tinyint": ("smallint", "int", "bigint"), "smallint": ("int", "bigint"), "int": ("bigint",),
     "float": ("double",),
@@ -140,6 +140,8 @@ def _quoted(name: str) -> str:
 
 
 def _is_conflict(exc: BaseException) -> bool:
+    if isinstance(exc, LakehouseError):  # a nested helper already retried and gave up: do not repeat the write
+        return False
     if isinstance(exc, _Conflict) or type(exc).__name__ == "CommitFailedError":
         return True
     text = f"{type(exc).__name__}: {exc}"
@@ -167,7 +169,7 @@ def _with_retries(what: str, fn: Callable[[], T]) -> T:
 
 
 def _normal_type(t: pa.DataType) -> pa.DataType:
-    """The Arrow type both Spark and delta-rs use for ``t`` (see the module docstring)."""
+    """The Arrow type Spark and Delta agree on for ``t`` (see the module docstring)."""
     types = pa.types
     if types.is_timestamp(t):
         return pa.timestamp("us", tz="UTC")
@@ -329,7 +331,8 @@ def list_tables(catalog: str | None = None, schema: str | None = None) -> list[s
     catalog = (catalog or get_config().catalog).lower()
     use_catalog(catalog)
     schemas = [schema.lower()] if schema else [
-        r[0] for r in spark.sql(f"SHOW SCHEMAS IN `{catalog}`").collect() if r[0] != "information_schema"
+        r[0] for r in spark.sql(f"SHOW SCHEMAS IN `{catalog}`").collect()
+        if r[0] != "information_schema" and _IDENT.match(r[0] or "")  # a schema Unity Catalog could name
     ]
     names = []
     for s in schemas:
@@ -372,7 +375,8 @@ def write(
     table keeps its schema, properties and partitioning). A schema differing from the table's raises
     ``SchemaMismatchError`` and changes nothing; ``merge_schema=True`` adds new columns (Delta's
     ``mergeSchema``) and, with ``mode="overwrite"``, replaces schema and data in one commit
-    (``createOrReplace()``, keeping the description).
+    (``createOrReplace()``, keeping the description, the table properties and, where its columns are
+    still there, the partitioning unless ``partition_by`` says otherwise).
     """
     if mode not in ("append", "overwrite"):
         raise ValueError(f"mode must be 'append' or 'overwrite', got {mode!r}")
@@ -419,14 +423,19 @@ def _write_once(sdf: SparkDataFrame, name: str, mode: str, merge_schema: bool, p
         return _create(sdf, name, partition_by, enable_cdf, description)
     full = _full(name)
     if mode == "overwrite" and merge_schema:  # replace schema and data in one commit (CREATE OR REPLACE)
-        comment = description if description is not None else get_description(name)
+        detail = _detail(full)
+        comment = description if description is not None else detail.get("description")
+        kept = [c["col_name"] for c in detail["partitionColumns"]]
+        partitions = partition_by if partition_by is not None else [c for c in kept if c in sdf.columns]
         writer = sdf.writeTo(full).using("delta")
+        for key, value in (detail.get("properties") or {}).items():
+            writer = writer.tableProperty(key, value)
         if enable_cdf:
             writer = writer.tableProperty(CDF_PROPERTY, "true")
         if comment:
             writer = writer.tableProperty("comment", comment)
-        if partition_by:
-            writer = writer.partitionedBy(*partition_by)
+        if partitions:
+            writer = writer.partitionedBy(*partitions)
         writer.createOrReplace()
         return current_version(name)
     if partition_by is not None:
@@ -443,7 +452,7 @@ def _write_once(sdf: SparkDataFrame, name: str, mode: str, merge_schema: bool, p
         writer.append()
     else:
         writer.overwrite(F.lit(True))  # keeps the table's schema, properties and partitioning
-    if description is not None and description != (get_spark().catalog.getTable(full).description or ""):
+    if description is not None and description != get_description(name):
         set_description(name, description)
     return current_version(name)
 
@@ -544,16 +553,15 @@ def _merge_once(sdf: SparkDataFrame, name: str, keys: list[str], update: bool, i
         builder = builder.whenNotMatchedInsertAll()
     if delete_missing:
         builder = builder.whenNotMatchedBySourceDelete()
-    builder.execute()
-    last = get_spark().sql(f"DESCRIBE HISTORY {full} LIMIT 1").first()
-    if int(last["version"]) == before:  # nothing to change: Delta commits no new version
+    counts = builder.execute().first()  # Delta's own metrics of this MERGE (not of a later commit)
+    version = current_version(name)
+    if counts is None or version == before:  # nothing to change: Delta commits no new version
         return {"num_inserted": 0, "num_updated": 0, "num_deleted": 0, "version": before}
-    metrics = last["operationMetrics"] or {}
     return {
-        "num_inserted": int(metrics.get("numTargetRowsInserted", 0)),
-        "num_updated": int(metrics.get("numTargetRowsUpdated", 0)),
-        "num_deleted": int(metrics.get("numTargetRowsDeleted", 0)),
-        "version": int(last["version"]),
+        "num_inserted": int(counts["num_inserted_rows"]),
+        "num_updated": int(counts["num_updated_rows"]),
+        "num_deleted": int(counts["num_deleted_rows"]),
+        "version": version,
     }
 
 
@@ -679,16 +687,22 @@ def vacuum(name: str, retention_hours: int = 168, dry_run: bool = False) -> list
     """Delete files no longer referenced by versions younger than ``retention_hours`` (``VACUUM``); returns them.
 
     Time travel to versions older than the retention stops working for vacuumed files. A retention
-    under Delta's 168-hour safety check turns the check off for this session.
+    under Delta's 168-hour safety check turns the check off for this call only.
     """
     if retention_hours < 0:
         raise ValueError(f"retention_hours must be >= 0, got {retention_hours}")
     spark, full = get_spark(), _quoted(_require(name))
+    check = "spark.databricks.delta.retentionDurationCheck.enabled"
+    previous = spark.conf.get(check, None)
     if retention_hours < 168:
-        spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-    files = [r[0] for r in spark.sql(f"VACUUM {full} RETAIN {int(retention_hours)} HOURS DRY RUN").collect()]
-    if not dry_run:
-        spark.sql(f"VACUUM {full} RETAIN {int(retention_hours)} HOURS")
+        spark.conf.set(check, "false")
+    try:
+        files = [r[0] for r in spark.sql(f"VACUUM {full} RETAIN {int(retention_hours)} HOURS DRY RUN").collect()]
+        if not dry_run:
+            spark.sql(f"VACUUM {full} RETAIN {int(retention_hours)} HOURS")
+    finally:
+        if retention_hours < 168:
+            spark.conf.unset(check) if previous is None else spark.conf.set(check, previous)
     return files
 
 

@@ -176,7 +176,7 @@ def get_spark(app_name: str = "plantly-mlops") -> Any:
 
     if is_databricks():
         return SparkSession.builder.getOrCreate()
-    active = SparkSession.getActiveSession()
+    active = SparkSession.getActiveSession() or _default_session()  # a new thread has no active session
     if active is not None:
         if _same_path(active.conf.get("spark.sql.warehouse.dir"), lakehouse_dir()):
             return active
@@ -221,6 +221,14 @@ def get_spark(app_name: str = "plantly-mlops") -> Any:
     spark.sparkContext.setLogLevel("ERROR")
     local_catalog.register_tables(spark, lakehouse_dir())
     return spark
+
+
+def _default_session() -> Any:
+    """The session the builder made in this process, if it still runs (any thread), else None."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession._instantiatedSession
+    return session if session is not None and session._sc._jsc is not None else None
 
 
 def _same_path(uri: str | None, path: Path) -> bool:

@@ -1,6 +1,7 @@
 """The local stand-in for Unity Catalog's table namespace: Spark's session catalog, kept in memory.
 
-Tables are Delta tables under the warehouse folder (``<warehouse>/<schema>.db/<table>``); the Delta
+Tables are Delta tables under the warehouse folder (``<warehouse>/<schema>.db/<table>``, and
+``<warehouse>/<table>`` for the ``default`` schema); the Delta
 transaction log is the only source of truth, so any number of processes (two notebooks, a test and
 its worker processes) share them without a metastore lock. Each session registers the tables it
 finds on disk (:func:`register_tables`), and catalog names resolve through
@@ -43,9 +44,11 @@ def register_tables(spark: Any, warehouse: Path) -> list[str]:
     if not warehouse.is_dir():
         return added
     known_schemas: set[str] | None = None
-    for log in sorted(warehouse.glob("*.db/*/_delta_log")):
+    logs = [(log, log.parent.parent.name[: -len(".db")]) for log in sorted(warehouse.glob("*.db/*/_delta_log"))]
+    logs += [(log, "default") for log in sorted(warehouse.glob("*/_delta_log"))]  # Spark keeps `default` at the top
+    for log, schema in logs:
         table_dir = log.parent
-        schema, table = table_dir.parent.name[: -len(".db")], table_dir.name
+        table = table_dir.name
         if not (_IDENT.match(schema) and _IDENT.match(table)) or not any(log.glob("*.json")):
             continue
         if spark.catalog.tableExists(f"spark_catalog.{schema}.{table}"):

@@ -73,7 +73,7 @@ def _compile_alias(dest: Path) -> Path:
     source = Path(__file__).with_name("SessionCatalogAlias.java")
     with tempfile.TemporaryDirectory() as build:
         proc = subprocess.run(
-            [javac, "-nowarn", "-d", build, "-cp", str(_pyspark_jars() / "*"), str(source)],
+            [javac, "-nowarn", "--release", "17", "-d", build, "-cp", str(_pyspark_jars() / "*"), str(source)],
             capture_output=True, text=True, timeout=300, check=False,
         )
         if proc.returncode:
@@ -108,6 +108,7 @@ def _resolve_with_ivy(coordinate: str, ivy_home: Path) -> list[Path]:
         "     .config('spark.ui.enabled', 'false').getOrCreate())\n"
         "s.stop()\n"
     )
+    shutil.rmtree(ivy_home / "jars", ignore_errors=True)  # Ivy only adds: jars of an older Delta would stay
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     proc = subprocess.run([sys.executable, "-c", code, coordinate, str(ivy_home)],
                           capture_output=True, text=True, timeout=1200, env=env, check=False)
@@ -123,11 +124,21 @@ def _resolve_with_ivy(coordinate: str, ivy_home: Path) -> list[Path]:
     return [j for j in jars if j.exists()]
 
 
+def _source_digest() -> str:
+    """Digest of what the installed jars are built from (this module and the catalog alias source)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in (Path(__file__), Path(__file__).with_name("SessionCatalogAlias.java")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def install(force: bool = False) -> dict:
     """Fetch Delta Lake's jars and build the catalog alias into :func:`jars_dir`, once.
 
-    Skips the work when the manifest already names the same Delta coordinate and every jar is there,
-    unless ``force``. Returns the manifest (coordinate, jar file names, seconds taken, total MiB).
+    Skips the work (nothing is fetched) when the manifest already names the same Delta coordinate
+    and source digest and every jar is there, unless ``force``. Returns the manifest (coordinate, jar file names, seconds taken, total MiB).
     Raises ``MissingJars`` when Maven Central cannot be reached or javac is missing.
     """
     dest = jars_dir()
@@ -135,7 +146,8 @@ def install(force: bool = False) -> dict:
     manifest_path = dest / _MANIFEST
     if not force and manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("coordinate") == coordinate and all((dest / j).exists() for j in manifest["jars"]):
+        if manifest.get("coordinate") == coordinate and manifest.get("source") == _source_digest() \
+                and all((dest / j).exists() for j in manifest["jars"]):
             return manifest
     started = time.perf_counter()
     dest.mkdir(parents=True, exist_ok=True)
@@ -144,6 +156,7 @@ def install(force: bool = False) -> dict:
     files = [j.relative_to(dest).as_posix() for j in [*jars, alias]]
     manifest = {
         "coordinate": coordinate,
+        "source": _source_digest(),
         "jars": files,
         "seconds": round(time.perf_counter() - started, 1),
         "mib": round(sum((dest / f).stat().st_size for f in files) / 2**20, 1),
