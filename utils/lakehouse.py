@@ -338,7 +338,8 @@ def list_tables(catalog: str | None = None, schema: str | None = None) -> list[s
     for s in schemas:
         if not spark.catalog.databaseExists(f"{catalog}.{s}"):
             continue
-        names += [f"{catalog}.{s}.{t.name}" for t in spark.catalog.listTables(f"{catalog}.{s}") if not t.isTemporary]
+        shown = spark.sql(f"SHOW TABLES IN `{catalog}`.`{s}`").collect()  # names only: no table is loaded
+        names += [f"{catalog}.{s}.{r['tableName']}" for r in shown if not r["isTemporary"]]
     return sorted(names)
 
 
