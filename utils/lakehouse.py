@@ -400,13 +400,7 @@ def _create(sdf: SparkDataFrame, name: str, partition_by: list[str] | None, enab
     if unknown:
         raise ValueError(f"partition columns {unknown} are not in the data (columns: {sdf.columns})")
     get_spark().sql(f"CREATE SCHEMA IF NOT EXISTS `{catalog}`.`{schema}`")
-    writer = sdf.writeTo(_full(name)).using("delta")
-    if enable_cdf:
-        writer = writer.tableProperty(CDF_PROPERTY, "true")
-    if description:
-        writer = writer.tableProperty("comment", description)
-    if partition_by:
-        writer = writer.partitionedBy(*partition_by)
+    writer = _table_writer(sdf, _full(name), {}, enable_cdf, description, partition_by)
     try:
         writer.create()
     except Exception as exc:
@@ -414,6 +408,17 @@ def _create(sdf: SparkDataFrame, name: str, partition_by: list[str] | None, enab
             raise _Conflict(str(exc)) from exc  # another writer created it first: retry as a write to it
         raise
     return current_version(name)
+
+
+def _table_writer(sdf: SparkDataFrame, full: str, properties: dict[str, str], enable_cdf: bool,
+                  comment: str | None, partition_by: list[str] | None) -> Any:
+    """``sdf.writeTo(full)`` as a Delta table with ``properties``, the change data feed, comment and partitioning."""
+    writer = sdf.writeTo(full).using("delta")
+    for key, value in {**properties, **({CDF_PROPERTY: "true"} if enable_cdf else {})}.items():
+        writer = writer.tableProperty(key, value)
+    if comment:
+        writer = writer.tableProperty("comment", comment)
+    return writer.partitionedBy(*partition_by) if partition_by else writer
 
 
 def _write_once(sdf: SparkDataFrame, name: str, mode: str, merge_schema: bool, partition_by: list[str] | None,
@@ -428,16 +433,7 @@ def _write_once(sdf: SparkDataFrame, name: str, mode: str, merge_schema: bool, p
         comment = description if description is not None else detail.get("description")
         kept = [c["col_name"] for c in detail["partitionColumns"]]
         partitions = partition_by if partition_by is not None else [c for c in kept if c in sdf.columns]
-        writer = sdf.writeTo(full).using("delta")
-        for key, value in (detail.get("properties") or {}).items():
-            writer = writer.tableProperty(key, value)
-        if enable_cdf:
-            writer = writer.tableProperty(CDF_PROPERTY, "true")
-        if comment:
-            writer = writer.tableProperty("comment", comment)
-        if partitions:
-            writer = writer.partitionedBy(*partitions)
-        writer.createOrReplace()
+        _table_writer(sdf, full, detail.get("properties") or {}, enable_cdf, comment, partitions).createOrReplace()
         return current_version(name)
     if partition_by is not None:
         current = [r["col_name"] for r in _detail(full)["partitionColumns"]]
