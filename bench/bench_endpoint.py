@@ -53,7 +53,7 @@ def parse_args() -> argparse.Namespace:
 def request_bodies(n: int, seed: int) -> tuple[list[bytes], list[bytes]]:
     """``n`` keys-only router bodies and the matching full-input endpoint bodies (same impressions)."""
     from utils import lakehouse
-    from utils.deploy import OnlineFeatures
+    from utils.online_features import OnlineFeatures
     from utils.plantly_features import training_set_table
     from utils.scoring import model_inputs
 
@@ -130,7 +130,7 @@ def main() -> None:
     machine = machine_description()
     try:
         from utils.deploy import Router, _Handler
-        from utils.serving import LocalEndpoint
+        from utils.local.endpoints import LocalEndpoint
 
         shipped_nodelay = bool(getattr(_Handler, "disable_nagle_algorithm", False))
         flipped_label = ("same router, Nagle's algorithm on" if shipped_nodelay

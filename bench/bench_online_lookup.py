@@ -1,7 +1,7 @@
 """Benchmark: online feature lookup latency from the local SQLite online store.
 
 Publishes a feature table of ``--rows`` keys (``--features`` float features) to a fresh SQLite
-online store, then times ``utils.online_store.lookup`` for one key and for a batch of ``--batch``
+online store, then times ``utils.local.online_store.lookup`` for one key and for a batch of ``--batch``
 keys (``--iterations`` each, a tenth of them unknown keys), and ``fetch_features`` (the serving
 path: a model's feature spec plus key-only records to a pandas frame) for the same batch size.
 Prints p50 / p99 / mean in milliseconds.
@@ -40,8 +40,8 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from utils import online_store as online
-    from utils.features import FeatureSpec, LookupSpec
+    from utils.local import online_store as online
+    from utils.local.feature_spec import FeatureSpec, LookupSpec
 
     args = parse_args()
     rng = np.random.default_rng(0)

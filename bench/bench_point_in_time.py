@@ -107,7 +107,7 @@ def main() -> None:
     from databricks.feature_engineering import FeatureLookup
     from pyspark.sql import functions as F
 
-    from utils.features import LocalFeatureEngineeringClient
+    from utils.local.feature_store import LocalFeatureEngineeringClient
     from utils.platform import get_spark
 
     spark = get_spark("bench-point-in-time")

@@ -75,7 +75,7 @@ def champion(args: argparse.Namespace, online: bool = True) -> Champion:
     from utils import registry
     from utils.catchup import catch_up
     from utils.config import get_config
-    from utils.deploy import ensure_online_features
+    from utils.online_features import ensure_online_features
     from utils.platform import configure_mlflow
 
     cfg = get_config()

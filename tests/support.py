@@ -53,7 +53,7 @@ def publish_tiny_online_store(activity_source_version: int | None = None) -> Non
 
     ``activity_source_version`` is the Delta version the customer-activity table claims to come from.
     """
-    from utils import online_store
+    from utils.local import online_store
     from utils.plantly_features import feature_table_names
 
     t = feature_table_names()

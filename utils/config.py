@@ -34,7 +34,7 @@ class Config:
     catalog: str = "plantly"
     schema: str = "mlops"
     model_base_name: str = "plantly_recommender"
-    experiment_base_name: str = "plantly_recommender"
+    experiment_name: str = "plantly_recommender"  # on Databricks under /Users/<you>/ (platform.experiment_path)
     endpoint_name: str = "plantly-recommender"
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
@@ -49,15 +49,6 @@ class Config:
     def model_name(self) -> str:
         """Registered model name (three-level, as Unity Catalog requires)."""
         return f"{self.catalog}.{self.schema}.{self.model_base_name}"
-
-    @property
-    def experiment_name(self) -> str:
-        """MLflow experiment name (a workspace path on Databricks)."""
-        from utils.platform import is_databricks
-
-        if is_databricks():
-            return f"/Shared/{self.project}/{self.experiment_base_name}"
-        return self.experiment_base_name
 
 
 def _cast(value: str, like: object) -> object:

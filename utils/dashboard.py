@@ -4,7 +4,7 @@ It reads only what the lifecycle already records:
 
 * the MLflow registry: versions, the ``champion`` / ``challenger`` aliases, the audit trail and the
   gate verdict tags (``utils.registry``);
-* endpoint health: the local endpoints this process runs (``utils.serving.running_endpoints()``),
+* endpoint health: the local endpoints this process runs (``utils.local.endpoints.running_endpoints()``),
   any endpoint URLs passed in (``GET /health``, else ``/ping``; a router's ``GET /routes`` gives its
   traffic split) and, on Databricks, the Model Serving endpoint ``cfg.endpoint_name``;
 * Delta tables (``utils.lakehouse``): the commit history of every project table (freshness), the
@@ -389,7 +389,7 @@ def endpoint_statuses(endpoint_urls: Sequence[str] = (), cfg: Config | None = No
     found = []
     if is_databricks():
         found.append(_databricks_endpoint(cfg))
-    from utils.serving import running_endpoints
+    from utils.local.endpoints import running_endpoints
 
     for ep in running_endpoints():
         up = ep.health()

@@ -44,7 +44,7 @@ from typing import Any
 import pandas as pd
 
 from utils.config import Config, get_config
-from utils.plantly_features import FEATURES, feature_table_names
+from utils.online_features import OnlineFeatures, UnknownKeyError
 
 REQUEST_FIELDS: dict[str, tuple[type, ...]] = {
     "customer_id": (str,), "plant_id": (str,), "page": (str,), "position": (int,), "price": (int, float),
@@ -52,12 +52,7 @@ REQUEST_FIELDS: dict[str, tuple[type, ...]] = {
 MAX_BODY_BYTES = 1_000_000
 MAX_RECORDS = 1000
 BUCKETS = 10_000
-_MISSING = object()
 
-CUSTOMER_FEATURES = ["region", "age_band", "device", "tenure_days"]
-CUSTOMER_ACTIVITY = {"cust_impressions_30d": 0.0, "cust_purchase_rate_30d": 0.0}
-PLANT_FEATURES = ["category", "care_level", "light_needs", "invasive"]
-PLANT_ACTIVITY = {"plant_impressions_30d": 0.0, "plant_purchase_rate_30d": 0.0}
 
 
 class RequestError(ValueError):
@@ -70,70 +65,6 @@ class RequestError(ValueError):
 
 class FeatureLookupError(RequestError):
     """A request names a customer or plant the online store does not know."""
-
-
-# ---------------------------------------------------------------- online store
-
-
-def ensure_online_features(cfg: Config | None = None) -> dict[str, int | None]:
-    """Publish every feature table to the online store unless it is there already; returns the published versions."""
-    from utils import online_store
-    from utils.features import feature_client, online_store_spec
-
-    present = set(online_store.list_online_tables())
-    fe, versions = None, {}
-    for table in feature_table_names(cfg).values():
-        if table not in present:
-            fe = fe or feature_client()
-            fe.publish_table(source_table_name=table, online_table_name=table, online_store=online_store_spec())
-        versions[table] = online_store.online_table_info(table).source_version
-    return versions
-
-
-class OnlineFeatures:
-    """Builds the model's 15 input columns for keys-only request records from the online store."""
-
-    def __init__(self, cfg: Config | None = None) -> None:
-        self.tables = feature_table_names(cfg)
-
-    def versions(self) -> dict[str, int | None]:
-        """The Delta version each online table was published from (recorded with every prediction)."""
-        from utils import online_store
-
-        return {t: online_store.online_table_info(t).source_version for t in self.tables.values()}
-
-    def build(self, records: Sequence[Mapping[str, Any]], strict: bool = True) -> tuple[pd.DataFrame, dict[int, str]]:
-        """The records with their features; unknown customers/plants raise (``strict``) or are returned by index."""
-        from utils import online_store
-
-        t = self.tables
-        cust = online_store.lookup(t["customer"], [{"customer_id": r["customer_id"]} for r in records],
-                                   CUSTOMER_FEATURES, default=_MISSING)
-        plant = online_store.lookup(t["plant"], [{"plant_id": r["plant_id"]} for r in records],
-                                    PLANT_FEATURES, default=_MISSING)
-        cust_act = online_store.lookup(t["customer_activity"], [{"customer_id": r["customer_id"]} for r in records],
-                                       list(CUSTOMER_ACTIVITY), default=CUSTOMER_ACTIVITY)
-        plant_act = online_store.lookup(t["plant_activity"], [{"plant_id": r["plant_id"]} for r in records],
-                                        list(PLANT_ACTIVITY), default=PLANT_ACTIVITY)
-        unknown: dict[int, str] = {}
-        rows = []
-        for i, rec in enumerate(records):
-            problems = []
-            if cust[i]["region"] is _MISSING:
-                problems.append(f"unknown customer_id {rec['customer_id']!r}")
-            if plant[i]["category"] is _MISSING:
-                problems.append(f"unknown plant_id {rec['plant_id']!r}")
-            if problems:
-                unknown[i] = "; ".join(problems)
-            row = {k: rec[k] for k in REQUEST_FIELDS}
-            for part in (cust[i], plant[i], cust_act[i], plant_act[i]):
-                row.update({k: (None if v is _MISSING else v) for k, v in part.items()})
-            rows.append(row)
-        if unknown and strict:
-            shown = "; ".join(f"record {i}: {why}" for i, why in list(unknown.items())[:5])
-            raise FeatureLookupError(f"{shown}: the online store has no features for it "
-                                     "(new customers and plants are served after the next feature publish)")
-        return pd.DataFrame(rows, columns=[*REQUEST_FIELDS, *[f for f in FEATURES if f not in REQUEST_FIELDS]]), unknown
 
 
 # ---------------------------------------------------------------- request validation
@@ -231,8 +162,8 @@ class RoutingTable:
 class Router:
     """A keys-only HTTP front door that looks features up and forwards to the routed model version.
 
-    Upstreams come from ``add_upstream`` or from a ``backend`` (``utils.serving.LocalBackend`` or
-    ``ModelServingBackend``), which ``reload`` asks to serve every version of the new table before
+    Upstreams come from ``add_upstream`` or from a ``backend`` (``utils.local.endpoints.LocalBackend`` or
+    ``utils.serving.ModelServingBackend``, see :func:`serving_backend`), which ``reload`` asks to serve every version of the new table before
     the router switches to it.
     """
 
@@ -363,7 +294,10 @@ class Router:
         table = self.routes  # one snapshot: the whole request sees one routing table
         if self._features is None:
             self._features = OnlineFeatures(self.cfg)
-        frame, _ = self._features.build(records, strict=True)
+        try:
+            frame, _ = self._features.build(records, strict=True)
+        except UnknownKeyError as exc:
+            raise FeatureLookupError(str(exc)) from None
         inputs = model_inputs(frame)  # once per request: the upstream call and the inference log share it
         weights = {a: w for a, w in table.weights.items()}
         arms = [assign_arm(r["customer_id"], weights, salt=self.model_name) for r in records]
@@ -579,6 +513,23 @@ class _Handler(BaseHTTPRequestHandler):
 # ---------------------------------------------------------------- serving aliases (local or Databricks)
 
 
+def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.0) -> Any:
+    """What a router forwards to: Model Serving on Databricks, local ``mlflow models serve`` processes elsewhere.
+
+    Returns ``utils.serving.ModelServingBackend`` (served entities of endpoint ``endpoint_name``) or
+    ``utils.local.endpoints.LocalBackend`` (one local endpoint per version, started within ``timeout_s``).
+    """
+    from utils.platform import is_databricks
+
+    if is_databricks():
+        from utils.serving import ModelServingBackend
+
+        return ModelServingBackend(endpoint_name, model_name)
+    from utils.local.endpoints import LocalBackend
+
+    return LocalBackend(model_name, timeout_s)
+
+
 def serve_aliases(model_name: str, weights: Mapping[str, int], cfg: Config | None = None,
                   timeout_s: float = 300.0) -> Router:
     """A started router serving the versions ``weights``' aliases point at (e.g. ``{"champion": 90, "challenger": 10}``).
@@ -587,8 +538,6 @@ def serve_aliases(model_name: str, weights: Mapping[str, int], cfg: Config | Non
     served entity of the Model Serving endpoint ``cfg.endpoint_name``, created or updated here with
     the same traffic split. ``reload`` keeps the backend in step with every alias move.
     """
-    from utils.serving import serving_backend
-
     cfg = cfg or get_config()
     router = Router(model_name, cfg, backend=serving_backend(model_name, cfg.endpoint_name, timeout_s))
     try:

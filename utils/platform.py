@@ -316,6 +316,20 @@ def artifact_root() -> str:
     return (mlflow_dir() / "artifacts").as_uri()
 
 
+def experiment_path(name: str) -> str:
+    """Where the MLflow experiment called ``name`` lives: ``/Users/<current user>/<name>`` on Databricks.
+
+    Databricks experiments are workspace objects and their parent folder must exist; every user has
+    ``/Users/<user name>``, and a per-user path keeps the attendees of one workshop in separate
+    experiments. Locally (and for a name that is already a path) the name is the name.
+    """
+    if not is_databricks() or name.startswith("/"):
+        return name
+    from databricks.sdk import WorkspaceClient
+
+    return f"/Users/{WorkspaceClient().current_user.me().user_name}/{name}"
+
+
 def configure_mlflow(experiment_name: str | None = None) -> str:
     """Point MLflow at this platform's tracking server and registry; returns the experiment id."""
     import logging
@@ -330,7 +344,7 @@ def configure_mlflow(experiment_name: str | None = None) -> str:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(registry_uri())
-    name = experiment_name or get_config().experiment_name
+    name = experiment_path(experiment_name or get_config().experiment_name)
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
         exp_id = mlflow.create_experiment(name, artifact_location=None if is_databricks() else artifact_root())

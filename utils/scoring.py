@@ -443,7 +443,7 @@ class StreamScorer:
 
     def score_batch(self, events: pd.DataFrame, batch_id: int) -> dict[str, int]:
         """Validate, look up features, score and log one micro-batch; returns counts (scored, logged, quarantined)."""
-        from utils.deploy import OnlineFeatures
+        from utils.online_features import OnlineFeatures
 
         self.batches_seen.append(int(batch_id))
         valid, bad = validate_events(events)

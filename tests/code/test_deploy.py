@@ -14,16 +14,19 @@ import pytest
 import requests
 
 from tests.support import publish_tiny_online_store, register_constant_model
-from utils import online_store
 from utils.config import get_config
 from utils.deploy import (
-    OnlineFeatures,
     RequestError,
     Router,
     assign_arm,
-    ensure_online_features,
     parse_request,
     two_proportion_test,
+)
+from utils.local import online_store
+from utils.online_features import (
+    OnlineFeatures,
+    UnknownKeyError,
+    ensure_online_features,
 )
 from utils.plantly_features import FEATURES, feature_table_names
 from utils.scoring import (
@@ -130,7 +133,7 @@ def test_online_features_fill_activity_defaults_and_refuse_unknown_keys(upstream
     assert frame.loc[0, "cust_impressions_30d"] == 7 and frame.loc[0, "region"] == "north"
     assert frame.loc[1, "cust_impressions_30d"] == 0 and frame.loc[1, "plant_purchase_rate_30d"] == 0.0
     assert bool(frame.loc[1, "invasive"]) is True
-    with pytest.raises(RequestError, match="unknown customer_id 'C9'"):
+    with pytest.raises(UnknownKeyError, match="unknown customer_id 'C9'"):
         feats.build([{**GOOD, "customer_id": "C9"}])
     _, unknown = feats.build([GOOD, {**GOOD, "plant_id": "P9"}], strict=False)
     assert list(unknown) == [1] and "unknown plant_id 'P9'" in unknown[1]
@@ -374,8 +377,8 @@ def test_ensure_online_features_publishes_missing_tables(spark):
 
 @pytest.mark.slow
 def test_router_in_front_of_a_real_mlflow_model_server(upstreams, two_versions):
-    from utils import serving
     from utils.deploy import serve_aliases
+    from utils.local import endpoints as serving
 
     name, blue, _ = two_versions
     router = serve_aliases(name, {"champion": 100})

@@ -20,7 +20,7 @@ from databricks.feature_engineering import FeatureEngineeringClient, FeatureLook
 from databricks.ml_features.entities.feature_table import FeatureTable
 from pyspark.sql.types import DoubleType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
-from utils.features import LocalFeatureEngineeringClient, resolve_lookups
+from utils.local.feature_store import LocalFeatureEngineeringClient, resolve_lookups
 
 LOCAL_METHODS = sorted(
     name for name, member in vars(LocalFeatureEngineeringClient).items()

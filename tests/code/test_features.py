@@ -24,18 +24,20 @@ from pyspark.sql.types import (
 )
 
 from utils import lakehouse
-from utils import online_store as online
 from utils.features import (
+    feature_client,
+    feature_lineage,
+    online_store_spec,
+    record_lineage,
+)
+from utils.local import online_store as online
+from utils.local.feature_spec import FeatureSpec
+from utils.local.feature_store import (
     FeatureLookupError,
-    FeatureSpec,
     FeatureTableNotFoundError,
     FeatureTableWriteError,
     LocalFeatureEngineeringClient,
-    feature_client,
-    feature_lineage,
     load_feature_spec,
-    online_store_spec,
-    record_lineage,
     within_spine_time_range,
 )
 

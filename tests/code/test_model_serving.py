@@ -22,14 +22,13 @@ from typing import Any
 import pytest
 
 from tests.support import publish_tiny_online_store, register_constant_model
-from utils.deploy import Router
+from utils.deploy import Router, serving_backend
+from utils.local.endpoints import LocalBackend
 from utils.serving import (
     EndpointError,
-    LocalBackend,
     ModelServingBackend,
     deploy_serving_endpoint,
     served_entity_name,
-    serving_backend,
     traffic_percentages,
 )
 

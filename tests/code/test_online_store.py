@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import online_store as online
-from utils.features import FeatureSpec, LookupSpec
+from utils.local import online_store as online
+from utils.local.feature_spec import FeatureSpec, LookupSpec
 
 
 def _name() -> str:

@@ -57,7 +57,7 @@ def test_router_and_model_endpoint_default_to_loopback() -> None:
     import inspect
 
     from utils.deploy import Router
-    from utils.serving import LocalEndpoint
+    from utils.local.endpoints import LocalEndpoint
 
     assert Router("m").host == "127.0.0.1"
     assert inspect.signature(LocalEndpoint).parameters["host"].default == "127.0.0.1"

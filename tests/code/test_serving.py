@@ -17,16 +17,14 @@ import pandas as pd
 import pytest
 import requests
 
+from utils.local.endpoints import LocalEndpoint, running_endpoints, serve
 from utils.platform import REPO_ROOT
 from utils.serving import (
     EndpointError,
-    LocalEndpoint,
     deploy_serving_endpoint,
     endpoint_config,
     free_port,
     resolve_versions,
-    running_endpoints,
-    serve,
 )
 
 # Every test here that starts a server waits for `mlflow models serve` to boot (several seconds each).
@@ -236,7 +234,7 @@ def report_after_stop_all():  # registered first, so atexit runs it after utils.
         print(json.dumps({"port_open_at_exit": sock.connect_ex(("127.0.0.1", ep.port)) == 0}), flush=True)
 
 atexit.register(report_after_stop_all)
-from utils.serving import serve
+from utils.local.endpoints import serve
 ep = serve(sys.argv[1], timeout_s=float(sys.argv[4]))
 preds = ep.predict(json.loads(sys.argv[3]))
 print(json.dumps({"pid": ep.pid, "port": ep.port, "preds": preds}), flush=True)
@@ -284,7 +282,7 @@ def test_a_server_not_ready_in_time_is_stopped_and_reported(model: dict) -> None
 
 
 def test_model_copies_left_by_dead_processes_are_swept(tmp_path: Path) -> None:
-    from utils.serving import _sweep_stale_tmp
+    from utils.local.endpoints import _sweep_stale_tmp
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -337,5 +335,5 @@ def test_aliases_resolve_to_versions_in_the_registry(model: dict) -> None:
 
 
 def test_deploying_a_serving_endpoint_off_databricks_names_the_local_alternative() -> None:
-    with pytest.raises(EndpointError, match=r"only on Databricks.*utils\.serving\.serve"):
+    with pytest.raises(EndpointError, match=r"only on Databricks.*utils\.local\.endpoints\.serve"):
         deploy_serving_endpoint("plantly-recommender", "plantly.mlops.rec", {"champion": "champion"}, {"champion": 100})

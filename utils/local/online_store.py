@@ -31,7 +31,7 @@ from utils.platform import state_dir
 if TYPE_CHECKING:
     import pandas as pd
 
-    from utils.features import FeatureSpec
+    from utils.local.feature_spec import FeatureSpec
 
 DEFAULT_DB_NAME = "online_store.db"
 META_TABLE = "_online_tables"
@@ -73,7 +73,7 @@ def _store(store: SqliteOnlineStore | str | Path | None) -> SqliteOnlineStore:
     if isinstance(store, (str, Path)):
         return SqliteOnlineStore(path=store)
     raise TypeError(
-        f"online_store={store!r} is not a local online store: pass utils.online_store.SqliteOnlineStore(path=...) "
+        f"online_store={store!r} is not a local online store: pass utils.local.online_store.SqliteOnlineStore(path=...) "
         "or None for the default SQLite file"
     )
 
@@ -352,7 +352,7 @@ def publish(
                 raise ValueError(
                     f"online table {table_name!r} was published with keys {existing.keys} and timeseries column "
                     f"{existing.timeseries_column!r}, not {keys} / {timeseries_column!r}: drop it first with "
-                    "utils.online_store.drop_online_table(...)"
+                    "utils.local.online_store.drop_online_table(...)"
                 )
             for c, k in kinds.items():
                 if c not in existing.kinds:
@@ -524,7 +524,7 @@ def _select(
 
 
 def _as_spec(spec: FeatureSpec | Mapping[str, Any]) -> FeatureSpec:
-    from utils.features import FeatureSpec
+    from utils.local.feature_spec import FeatureSpec
 
     return spec if isinstance(spec, FeatureSpec) else FeatureSpec.from_dict(dict(spec))
 
@@ -681,7 +681,7 @@ def _load_pyfunc(data_path: str) -> FeatureServingModel:
     """MLflow ``loader_module`` entry point for models logged with the local ``log_model``."""
     import mlflow.pyfunc
 
-    from utils.features import FeatureSpec
+    from utils.local.feature_spec import FeatureSpec
 
     root = Path(data_path)
     spec = FeatureSpec.load(root / "feature_spec.yaml")
