@@ -316,6 +316,19 @@ def artifact_root() -> str:
     return (mlflow_dir() / "artifacts").as_uri()
 
 
+def current_user() -> str:
+    """The Databricks user (or service principal) running this code; ``""`` off Databricks.
+
+    Databricks: ``WorkspaceClient().current_user.me().user_name``, authenticated by the runtime (the
+    login name there is ``root`` or a service account, never the person).
+    """
+    if not is_databricks():
+        return ""
+    from databricks.sdk import WorkspaceClient
+
+    return str(WorkspaceClient().current_user.me().user_name or "")
+
+
 def experiment_path(name: str) -> str:
     """Where the MLflow experiment called ``name`` lives: ``/Users/<current user>/<name>`` on Databricks.
 
@@ -325,9 +338,7 @@ def experiment_path(name: str) -> str:
     """
     if not is_databricks() or name.startswith("/"):
         return name
-    from databricks.sdk import WorkspaceClient
-
-    return f"/Users/{WorkspaceClient().current_user.me().user_name}/{name}"
+    return f"/Users/{current_user()}/{name}"
 
 
 def configure_mlflow(experiment_name: str | None = None) -> str:

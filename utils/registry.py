@@ -17,12 +17,12 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from utils.config import get_config
-from utils.platform import registry_uri, tracking_uri
+from utils.platform import current_user, registry_uri, tracking_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +40,10 @@ AUDIT_LOG_TAG = "audit_log"
 PREVIOUS_CHAMPION_TAG = "previous_champion"
 CHAMPION_HISTORY_TAG = "champion_history"
 HOOKS_TAG = "registration_hooks"
+# Unity Catalog refuses these characters in tag keys; checked everywhere so a local run fails as Databricks would.
+# Source: https://docs.databricks.com/aws/en/database-objects/tags ("not allowed in tag keys: . , - = / :").
+TAG_KEY_RESERVED = ".,-=/:"
+INPUT_TAG_PREFIX = "input__"
 AUDIT_COLUMNS = ["seq", "version", "action", "alias", "actor", "at", "reason", "gate_passed", "from_version"]
 
 Hook = Callable[["ModelVersion"], Any]
@@ -99,6 +103,9 @@ def _actor(actor: str | None) -> str:
         return actor
     if os.environ.get("MLOPS_ACTOR"):
         return os.environ["MLOPS_ACTOR"]
+    user = current_user()
+    if user:
+        return user
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (some containers)
@@ -228,6 +235,10 @@ def register(
 
     Sets the description and tags, then runs the registration hooks (results in ``last_hook_results``)
     unless ``run_hooks`` is False. Returns the version as it stands after the hooks ran.
+
+    Raises:
+        ValueError: ``model_uri`` is empty, or a tag key holds a character Unity Catalog refuses
+            (checked before anything is registered; :func:`input_tags` names input tables safely).
     """
     import mlflow
 
@@ -236,6 +247,7 @@ def register(
     check_mlflow_configured()
     name = name or get_config().model_name
     str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    check_tag_keys(str_tags)
     mv = mlflow.register_model(model_uri, name, await_registration_for=AWAIT_READY_S, tags=str_tags or None)
     client = _client()
     if mv.status != "READY":
@@ -289,8 +301,43 @@ def latest_version(name: str) -> ModelVersion | None:
     return _client().get_model_version(name, newest.version)
 
 
+def check_tag_keys(tags: Mapping[str, Any]) -> None:
+    """Refuse tag keys Unity Catalog refuses (any of ``. , - = / :``), on every platform.
+
+    Raises:
+        ValueError: naming the first bad key, its reserved characters, and a key that would do.
+    """
+    for key in tags:
+        bad = sorted({c for c in str(key) if c in TAG_KEY_RESERVED})
+        if bad:
+            fixed = "".join("_" if c in TAG_KEY_RESERVED else c for c in str(key))
+            raise ValueError(f"tag key {key!r} contains {' '.join(bad)}, which Unity Catalog refuses in tag keys: "
+                             f"use e.g. {fixed!r} (see registry.input_tags for table names)")
+
+
+def input_tags(inputs: Mapping[str, int | None]) -> dict[str, str]:
+    """Model-version tags recording the Delta version of each input table.
+
+    ``{"plantly.mlops.training_set": 3}`` gives ``{"input__plantly__mlops__training_set": "3"}``: the
+    dots of a three-level name become ``__``, as Unity Catalog refuses dots in tag keys. Read them back
+    with :func:`inputs_from_tags`.
+    """
+    return {INPUT_TAG_PREFIX + str(table).replace(".", "__"): "" if v is None else str(v) for table, v in inputs.items()}
+
+
+def inputs_from_tags(tags: Mapping[str, str]) -> dict[str, int | None]:
+    """The ``{table: Delta version}`` that :func:`input_tags` recorded (other tags are ignored)."""
+    return {k[len(INPUT_TAG_PREFIX):].replace("__", "."): (int(v) if v != "" else None)
+            for k, v in tags.items() if k.startswith(INPUT_TAG_PREFIX)}
+
+
 def set_version_tags(name: str, version: str | int, tags: dict[str, Any]) -> None:
-    """Set string tags on a model version, each value cut to the registry's tag-value limit."""
+    """Set string tags on a model version, each value cut to the registry's tag-value limit.
+
+    Raises:
+        ValueError: a key holds a character Unity Catalog refuses (:func:`check_tag_keys`).
+    """
+    check_tag_keys(tags)
     client = _client()
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), str(key), _fit(str(value), TAG_VALUE_LIMIT))

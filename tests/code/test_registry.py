@@ -96,6 +96,26 @@ def test_register_waits_ready_and_sets_description_and_tags(uris, name):
     assert str(registry.latest_version(name).version) == "2"
 
 
+@pytest.mark.parametrize("key", ["input.plantly.mlops.training_set", "git-commit", "a=b", "a/b", "a:b", "a,b"])
+def test_tag_keys_unity_catalog_refuses_are_refused_before_anything_is_registered(uris, name, key):
+    with pytest.raises(ValueError, match="Unity Catalog refuses"):
+        registry.register(uris["good"], name, tags={key: "1"})
+    assert registry.latest_version(name) is None  # nothing registered
+    mv = registry.register(uris["good"], name)
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        registry.set_version_tags(name, mv.version, {key: "1"})
+    assert key not in registry._client().get_model_version(name, mv.version).tags
+
+
+def test_input_tags_name_tables_with_keys_unity_catalog_accepts(uris, name):
+    inputs = {"plantly.mlops.training_set": 3, "plantly.mlops.customer_features": 0, "plantly.mlops.new": None}
+    tags = registry.input_tags(inputs)
+    assert tags["input__plantly__mlops__training_set"] == "3"
+    registry.check_tag_keys(tags)
+    mv = registry.register(uris["good"], name, tags={"family": "gbt", **tags})
+    assert registry.inputs_from_tags(mv.tags) == inputs
+
+
 def test_unset_alias_and_unknown_model_give_none(uris, name):
     assert registry.get_alias_version(name, "champion") is None  # model does not exist yet
     assert registry.latest_version(name) is None
