@@ -843,8 +843,10 @@ def land_raw_files(spec: GeneratorSpec, out_dir: Path | None = None, force: bool
     Files already there from the same spec and generator version are kept (checked by SHA-256)
     unless ``force``; regenerating the same spec writes byte-identical data files.
     """
-    from utils.platform import raw_data_dir
+    from utils.platform import ensure_dirs, raw_data_dir
 
+    if out_dir is None:
+        ensure_dirs()  # on Databricks: the schema and its volumes, `raw` among them
     out = Path(out_dir) if out_dir is not None else raw_data_dir()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -39,8 +39,36 @@ def _dbutils() -> Any:
 
 
 def state_dir() -> Path:
-    """Root of all local state (tables, MLflow, tmp); ``MLOPS_STATE_DIR`` moves it."""
-    return Path(os.environ.get("MLOPS_STATE_DIR", REPO_ROOT / ".lakehouse")).resolve()
+    """Root of all local state (tables, MLflow, tmp); ``MLOPS_STATE_DIR`` moves it.
+
+    Locally ``.lakehouse`` in the repository. On Databricks the repository is a Git folder under
+    ``/Workspace``, which cannot hold symlinks (a virtualenv) and caps files written from a cluster at
+    256 MB, so scratch state goes to the driver's local disk (``/local_disk0/tmp`` where it exists,
+    else the temp folder); durable files go to Unity Catalog volumes (:func:`files_dir`).
+    """
+    if os.environ.get("MLOPS_STATE_DIR"):
+        return Path(os.environ["MLOPS_STATE_DIR"]).resolve()
+    if is_databricks():
+        import tempfile
+
+        local_disk = Path("/local_disk0/tmp")
+        return (local_disk if local_disk.is_dir() else Path(tempfile.gettempdir())) / "plantly-mlops"
+    return (REPO_ROOT / ".lakehouse").resolve()
+
+
+def files_dir(name: str) -> Path:
+    """A folder for files both Python and Spark read and write (landing zones, streaming checkpoints).
+
+    Databricks: the Unity Catalog volume ``/Volumes/<catalog>/<schema>/<name>`` (a bare path there
+    means DBFS to Spark, so workspace or driver folders would not be seen by the executors).
+    Locally: ``state_dir()/<name>``. :func:`ensure_dirs` creates it on both.
+    """
+    if is_databricks():
+        from utils.config import get_config
+
+        cfg = get_config()
+        return Path(f"/Volumes/{cfg.catalog}/{cfg.schema}/{name}")
+    return state_dir() / name
 
 
 def lakehouse_dir() -> Path:
@@ -56,10 +84,7 @@ def mlflow_dir() -> Path:
 def raw_data_dir() -> Path:
     """Where generated raw files land (``data/raw`` unless ``MLOPS_RAW_DIR`` says otherwise)."""
     if is_databricks():
-        from utils.config import get_config
-
-        cfg = get_config()
-        return Path(f"/Volumes/{cfg.catalog}/{cfg.schema}/raw")
+        return files_dir("raw")
     return Path(os.environ.get("MLOPS_RAW_DIR", REPO_ROOT / "data" / "raw")).resolve()
 
 
@@ -68,11 +93,30 @@ def tmp_dir() -> Path:
     return state_dir() / "tmp"
 
 
+VOLUMES = ("raw", "landing", "checkpoints")
+"""The Unity Catalog volumes the lifecycle writes files to (``files_dir``); the bundle declares the same."""
+_UC_READY: set[tuple[str, str]] = set()
+
+
 def ensure_dirs() -> None:
-    """Create the local state folders (no-op on Databricks)."""
+    """Create the folders the lifecycle writes to.
+
+    Locally: the state folders and the raw-data folder. Databricks: the config's schema and its
+    volumes (``CREATE SCHEMA/VOLUME IF NOT EXISTS``, once per process; the catalog must exist and you
+    need ``USE CATALOG`` and ``CREATE SCHEMA`` on it, or an existing schema with ``CREATE VOLUME``).
+    """
     if is_databricks():
+        from utils.config import get_config
+
+        cfg = get_config()
+        if (cfg.catalog, cfg.schema) not in _UC_READY:
+            spark = get_spark()
+            spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{cfg.catalog}`.`{cfg.schema}`")
+            for volume in VOLUMES:
+                spark.sql(f"CREATE VOLUME IF NOT EXISTS `{cfg.catalog}`.`{cfg.schema}`.`{volume}`")
+            _UC_READY.add((cfg.catalog, cfg.schema))
         return
-    for d in (lakehouse_dir(), mlflow_dir(), raw_data_dir(), tmp_dir()):
+    for d in (lakehouse_dir(), mlflow_dir(), raw_data_dir(), tmp_dir(), *(files_dir(v) for v in VOLUMES[1:])):
         d.mkdir(parents=True, exist_ok=True)
 
 

@@ -351,10 +351,10 @@ def event_schema() -> Any:
 
 
 def landing_dir(cfg: Config | None = None) -> Path:
-    """Folder new events land in for the streaming scorer."""
-    from utils.platform import state_dir
+    """Folder new events land in for the streaming scorer (the ``landing`` volume on Databricks)."""
+    from utils.platform import files_dir
 
-    return state_dir() / "landing" / "events"
+    return files_dir("landing") / "events"
 
 
 def land_events(events: pd.DataFrame | Sequence[Mapping[str, Any]], folder: Path, name: str | None = None,
@@ -494,10 +494,10 @@ class StreamScorer:
 
 
 def stream_checkpoint(cfg: Config | None = None, name: str = "events") -> Path:
-    """Checkpoint folder of the streaming scorer (under the local state dir)."""
-    from utils.platform import state_dir
+    """Checkpoint folder of the streaming scorer (the ``checkpoints`` volume on Databricks)."""
+    from utils.platform import files_dir
 
-    return state_dir() / "checkpoints" / "scoring" / name
+    return files_dir("checkpoints") / "scoring" / name
 
 
 def start_stream(scorer: StreamScorer, folder: Path, checkpoint: Path, max_files_per_trigger: int = 1,

@@ -1,0 +1,73 @@
+"""Where the lifecycle puts files on Databricks: volumes for what Spark reads, local disk for scratch.
+
+These run the Databricks branches of ``utils.platform`` off Databricks by setting the runtime
+variable; the SQL they send is recorded rather than run (open-source Spark has no volumes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from utils import platform
+from utils.scoring import landing_dir, stream_checkpoint
+
+
+@pytest.fixture
+def on_databricks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    monkeypatch.delenv("MLOPS_STATE_DIR", raising=False)
+    monkeypatch.setenv("MLOPS_CATALOG", "workshop")
+    monkeypatch.setenv("MLOPS_SCHEMA", "ada")
+
+
+def test_spark_read_folders_are_volumes_on_databricks(on_databricks: None) -> None:
+    assert platform.raw_data_dir() == Path("/Volumes/workshop/ada/raw")
+    assert landing_dir() == Path("/Volumes/workshop/ada/landing/events")
+    assert stream_checkpoint() == Path("/Volumes/workshop/ada/checkpoints/scoring/events")
+
+
+def test_scratch_state_is_on_driver_disk_not_in_the_workspace_folder(on_databricks: None) -> None:
+    state = platform.state_dir()
+    assert not str(state).startswith("/Workspace") and not state.is_relative_to(platform.REPO_ROOT)
+    assert state.name == "plantly-mlops"
+
+
+def test_state_dir_variable_still_wins_on_databricks(on_databricks: None, monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path))
+    assert platform.state_dir() == tmp_path.resolve()
+
+
+def test_local_folders_follow_the_state_folder(isolated_state: Path) -> None:
+    assert landing_dir() == isolated_state.resolve() / "landing" / "events"
+    assert stream_checkpoint(name="x") == isolated_state.resolve() / "checkpoints" / "scoring" / "x"
+
+
+class _RecordingSpark:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def sql(self, statement: str) -> None:
+        self.statements.append(statement)
+
+
+def test_ensure_dirs_creates_the_schema_and_its_volumes_once_on_databricks(
+        on_databricks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    spark = _RecordingSpark()
+    monkeypatch.setattr(platform, "get_spark", lambda *a, **k: spark)
+    monkeypatch.setattr(platform, "_UC_READY", set())
+    platform.ensure_dirs()
+    platform.ensure_dirs()
+    assert spark.statements == [
+        "CREATE SCHEMA IF NOT EXISTS `workshop`.`ada`",
+        "CREATE VOLUME IF NOT EXISTS `workshop`.`ada`.`raw`",
+        "CREATE VOLUME IF NOT EXISTS `workshop`.`ada`.`landing`",
+        "CREATE VOLUME IF NOT EXISTS `workshop`.`ada`.`checkpoints`",
+    ]
+
+
+def test_experiment_is_a_name_locally() -> None:
+    assert platform.experiment_path("plantly_recommender") == "plantly_recommender"
+    assert platform.current_user() == ""
