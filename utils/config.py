@@ -35,7 +35,8 @@ class Config:
     schema: str = "mlops"
     model_base_name: str = "plantly_recommender"
     experiment_name: str = "plantly_recommender"  # on Databricks under /Users/<you>/ (platform.experiment_path)
-    endpoint_name: str = "plantly-recommender"
+    endpoint: str = ""  # "" = per catalog and schema (see endpoint_name); MLOPS_ENDPOINT sets one
+    prod_catalog: str = ""  # "" = <project>_prod; the catalog notebook 04 promotes to (MLOPS_PROD_CATALOG)
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
     seed: int = 42
@@ -44,6 +45,25 @@ class Config:
     def table(self, name: str) -> str:
         """Three-level name ``catalog.schema.name`` of a lifecycle table."""
         return f"{self.catalog}.{self.schema}.{name}"
+
+    @property
+    def endpoint_name(self) -> str:
+        """The Model Serving endpoint: ``endpoint``, else ``<model>-<catalog>-<schema>`` in endpoint spelling.
+
+        Derived from catalog and schema so that dev, staging and prod (and each attendee's schema in a
+        workshop) get an endpoint of their own, e.g. ``plantly-recommender-plantly-mlops``.
+        Model Serving names allow letters, digits, ``-`` and ``_``, at most 63 characters; Kubernetes
+        names do not allow ``_``, so ``-`` is used.
+        """
+        if self.endpoint:
+            return self.endpoint
+        return f"{self.model_base_name}-{self.catalog}-{self.schema}".replace("_", "-").lower()[:63].strip("-")
+
+    def catalog_for(self, env: str) -> str:
+        """The catalog of deployment environment ``env``: ``prod_catalog`` for prod if set, else ``<project>_<env>``."""
+        if env == "prod" and self.prod_catalog:
+            return self.prod_catalog
+        return f"{self.project}_{env}"
 
     @property
     def model_name(self) -> str:

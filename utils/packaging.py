@@ -224,11 +224,15 @@ def model_python_version(model_dir: Path) -> str:
 
 
 def target_model_name(env: str = "prod", cfg: Config | None = None) -> str:
-    """The registered-model name in environment ``env``: the catalog ``<catalog>_<env>``, same schema and model."""
+    """The registered-model name in environment ``env``: its catalog (``Config.catalog_for``), same schema and model.
+
+    ``plantly_prod.mlops.plantly_recommender`` by default, whichever catalog the notebook runs in (a dev
+    catalog ``plantly_dev`` promotes to ``plantly_prod`` too); ``MLOPS_PROD_CATALOG`` names another.
+    """
     cfg = cfg or get_config()
     if not re.fullmatch(r"[a-z][a-z0-9_]*", env):
         raise ValueError(f"environment name {env!r} must be lower-case letters, digits and underscores (e.g. 'prod')")
-    return f"{cfg.catalog}_{env}.{cfg.schema}.{cfg.model_base_name}"
+    return f"{cfg.catalog_for(env)}.{cfg.schema}.{cfg.model_base_name}"
 
 
 def promote_model_first(src_name: str, alias: str, dst_name: str, reason: str, actor: str | None = None) -> ModelVersion:
@@ -455,10 +459,10 @@ def dockerfile_problems(context_dir: Path) -> list[str]:
 
 
 def image_name(model_version: str | int, registry_prefix: str = "", cfg: Config | None = None) -> str:
-    """The image tag for a model version: ``[<registry>/]<endpoint name>:v<version>``."""
+    """The image tag for a model version: ``[<registry>/]<model name with - for _>:v<version>``."""
     cfg = cfg or get_config()
     prefix = registry_prefix.rstrip("/") + "/" if registry_prefix else ""
-    return f"{prefix}{cfg.endpoint_name}:v{model_version}"
+    return f"{prefix}{cfg.model_base_name.replace('_', '-').lower()}:v{model_version}"
 
 
 def kubernetes_manifests(
@@ -485,7 +489,7 @@ def kubernetes_manifests(
     cfg = cfg or get_config()
     if replicas < 1 or workers < 1:
         raise ValueError(f"replicas ({replicas}) and workers ({workers}) must be at least 1")
-    name = app_name or cfg.endpoint_name
+    name = app_name or cfg.model_base_name.replace("_", "-").lower()
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
         raise ValueError(f"{name!r} is not a valid Kubernetes name: lower-case letters, digits and '-', at most 63")
     selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "model-server"}

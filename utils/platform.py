@@ -374,15 +374,19 @@ def current_user() -> str:
 
 
 def experiment_path(name: str) -> str:
-    """Where the MLflow experiment called ``name`` lives: ``/Users/<current user>/<name>`` on Databricks.
+    """Where the MLflow experiment called ``name`` lives: ``/Users/<you>/<catalog>.<schema>.<name>`` on Databricks.
 
     Databricks experiments are workspace objects and their parent folder must exist; every user has
-    ``/Users/<user name>``, and a per-user path keeps the attendees of one workshop in separate
-    experiments. Locally (and for a name that is already a path) the name is the name.
+    ``/Users/<user name>``. The per-user folder keeps the attendees of one workshop apart, and the
+    catalog and schema in the name keep dev, staging and prod runs apart (notebook 03 searches the
+    experiment for its chosen run). Locally (and for a name that is already a path) the name is the name.
     """
     if not is_databricks() or name.startswith("/"):
         return name
-    return f"/Users/{current_user()}/{name}"
+    from utils.config import get_config
+
+    cfg = get_config()
+    return f"/Users/{current_user()}/{cfg.catalog}.{cfg.schema}.{name}"
 
 
 def configure_mlflow(experiment_name: str | None = None) -> str:

@@ -71,3 +71,25 @@ def test_ensure_dirs_creates_the_schema_and_its_volumes_once_on_databricks(
 def test_experiment_is_a_name_locally() -> None:
     assert platform.experiment_path("plantly_recommender") == "plantly_recommender"
     assert platform.current_user() == ""
+
+
+# ---------------------------------------------------------------- names that must not collide between targets
+
+
+def test_each_catalog_and_schema_gets_its_own_serving_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from utils.config import get_config
+
+    dev, prod = get_config(catalog="plantly_dev"), get_config(catalog="plantly_prod")
+    assert dev.endpoint_name == "plantly-recommender-plantly-dev-mlops" != prod.endpoint_name
+    assert get_config(schema="ada").endpoint_name != get_config(schema="grace").endpoint_name
+    monkeypatch.setenv("MLOPS_ENDPOINT", "recs-live")
+    assert get_config().endpoint_name == "recs-live"
+    long = get_config(catalog="c" * 80)
+    assert len(long.endpoint_name) <= 63 and not long.endpoint_name.endswith("-")
+
+
+def test_the_experiment_lives_in_the_users_folder_per_catalog_and_schema(on_databricks: None,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(platform, "current_user", lambda: "ada@example.com")
+    assert platform.experiment_path("plantly_recommender") == "/Users/ada@example.com/workshop.ada.plantly_recommender"
+    assert platform.experiment_path("/Shared/given") == "/Shared/given"

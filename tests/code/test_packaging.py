@@ -136,7 +136,11 @@ def test_target_model_name_moves_the_catalog() -> None:
     from utils.config import get_config
 
     cfg = get_config()
-    assert packaging.target_model_name("prod") == f"{cfg.catalog}_prod.{cfg.schema}.{cfg.model_base_name}"
+    assert packaging.target_model_name("prod") == f"{cfg.project}_prod.{cfg.schema}.{cfg.model_base_name}"
+    dev = get_config(catalog="plantly_dev")
+    assert packaging.target_model_name("prod", dev) == f"plantly_prod.{dev.schema}.{dev.model_base_name}"
+    assert packaging.target_model_name("staging", dev).startswith("plantly_staging.")
+    assert packaging.target_model_name("prod", get_config(prod_catalog="acme_live")).startswith("acme_live.")
     with pytest.raises(ValueError, match="lower-case"):
         packaging.target_model_name("Prod; drop")
 
