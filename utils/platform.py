@@ -403,6 +403,9 @@ def configure_mlflow(experiment_name: str | None = None) -> str:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
     mlflow.set_registry_uri(registry_uri())
+    if is_databricks():
+        # Databricks autologging would log an extra run for every fit outside the notebooks' own runs.
+        mlflow.autolog(disable=True)
     name = experiment_path(experiment_name or get_config().experiment_name)
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
@@ -414,11 +417,22 @@ def configure_mlflow(experiment_name: str | None = None) -> str:
 
 
 def environment_report() -> dict[str, str]:
-    """Versions of the pieces the workshop relies on, for the setup notebook."""
+    """Versions of the pieces the workshop relies on, for the setup notebook.
+
+    Installed distributions (``importlib.metadata``), plus what is imported and running: the pyspark
+    module's version and, on Databricks, the runtime version (its Spark, not a pip wheel, is the one
+    that runs there).
+    """
     import importlib.metadata as md
     import platform as pyplatform
 
+    import pyspark
+
     report = {"python": pyplatform.python_version(), "platform": "databricks" if is_databricks() else "local"}
+    if is_databricks():
+        report["databricks runtime"] = os.environ.get("DATABRICKS_RUNTIME_VERSION", "")
+    # What runs, not only what pip installed: on Databricks the runtime's Spark wins over any wheel.
+    report["pyspark (imported)"] = pyspark.__version__
     for pkg in ("pyspark", "delta-spark", "mlflow", "scikit-learn", "pandas", "pyarrow",
                 "shap", "fairlearn", "databricks-feature-engineering", "databricks-sdk"):
         try:

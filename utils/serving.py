@@ -73,11 +73,17 @@ class ModelServingBackend:
     matches the router's table: callers of the endpoint URL get the same split the router applies per
     customer. Versions the previous table served stay served at 0% traffic, so rolling back to them
     is a traffic change, not a new container build. ``stop`` leaves the endpoint in place: it outlives
-    the notebook and scales to zero when idle.
+    the notebook.
+
+    ``scale_to_zero`` is off by default here: the router calls each served entity directly, and an
+    entity at 0% traffic that scaled to zero answers its first call only after a cold start of
+    minutes, longer than the router's upstream timeout, so a blue/green switch or a rollback would
+    fail. An entity that does not scale to zero bills while it runs: delete the endpoint when the
+    workshop ends (Serving UI, or ``WorkspaceClient().serving_endpoints.delete(name)``).
     """
 
     def __init__(self, endpoint_name: str, model_name: str, client: Any = None, workload_size: str = "Small",
-                 scale_to_zero: bool = True) -> None:
+                 scale_to_zero: bool = False) -> None:
         self.endpoint_name = endpoint_name
         self.model_name = model_name
         self.client = client

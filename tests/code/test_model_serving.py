@@ -241,6 +241,8 @@ def test_the_router_serves_through_model_serving_and_moves_its_traffic_with_the_
             f"modelserving-{blue}": blue, f"modelserving-{green}": green}
         assert {r["served_entity_name"]: r["traffic_percentage"] for r in config["traffic_config"]["routes"]} == {
             f"modelserving-{blue}": 100, f"modelserving-{green}": 0}
+        # an entity the router calls directly at 0% traffic must not be scaled to zero (cold start > timeout)
+        assert [e["scale_to_zero_enabled"] for e in config["served_entities"]] == [False, False]
 
         answer = router.predict([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
         assert answer["model_version"] == blue and answer["predictions"] == [int(blue) / 100] * 2
