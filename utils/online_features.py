@@ -32,7 +32,7 @@ class UnknownKeyError(LookupError):
 
 def ensure_online_features(cfg: Config | None = None) -> dict[str, int | None]:
     """Publish every feature table to the online store unless it is there already; returns the published versions."""
-    from utils.features import feature_client, online_store_spec
+    from utils.features import feature_client, publish_online
     from utils.local import online_store
 
     present = set(online_store.list_online_tables())
@@ -40,7 +40,7 @@ def ensure_online_features(cfg: Config | None = None) -> dict[str, int | None]:
     for table in feature_table_names(cfg).values():
         if table not in present:
             fe = fe or feature_client()
-            fe.publish_table(source_table_name=table, online_table_name=table, online_store=online_store_spec())
+            publish_online(table, fe)
         versions[table] = online_store.online_table_info(table).source_version
     return versions
 
