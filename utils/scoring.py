@@ -520,6 +520,17 @@ def start_stream(scorer: StreamScorer, folder: Path, checkpoint: Path, max_files
     return writer.start()
 
 
+def batches_with_input(query: StreamingQuery) -> list[int]:
+    """Ids of the micro-batches of ``query`` that read at least one row, from the query's own progress reports.
+
+    Counting in the query's progress rather than in the ``foreachBatch`` function works on Spark
+    Connect too (Databricks serverless), where the function runs on the server and state it keeps is
+    never seen by the notebook. Progress keeps the last ``spark.sql.streaming.numRecentProgressUpdates``
+    (default 100) batches.
+    """
+    return [int(p.batchId) for p in query.recentProgress if p.numInputRows > 0]
+
+
 def run_stream(scorer: StreamScorer, folder: Path, checkpoint: Path, max_files_per_trigger: int = 1) -> StreamingQuery:
     """Score every event landed in ``folder`` since the last run (``availableNow``), then stop; returns the query."""
     query = start_stream(scorer, folder, checkpoint, max_files_per_trigger)
