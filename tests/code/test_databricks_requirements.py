@@ -52,14 +52,11 @@ def _source_requirements() -> list[Requirement]:
 @cache
 def _module_owners() -> dict[str, str]:
     """Importable module (``numpy``, ``databricks.sdk``) -> the distribution installed here that provides it."""
-    owners: dict[str, str] = {}
-    for dist in metadata.distributions():
-        for file in dist.files or []:
-            parts = file.parts
-            if parts and parts[-1].endswith(".py") and not parts[0].endswith((".dist-info", ".data")):
-                for depth in (1, 2):
-                    if len(parts) > depth:
-                        owners.setdefault(".".join(parts[:depth]), canonicalize_name(dist.metadata["Name"]))
+    owners = {module: canonicalize_name(dists[0]) for module, dists in metadata.packages_distributions().items()}
+    for name in metadata.packages_distributions().get("databricks", []):  # a namespace shared by several
+        for file in metadata.distribution(name).files or []:
+            if len(file.parts) > 2 and file.parts[0] == "databricks" and file.parts[-1].endswith(".py"):
+                owners[f"databricks.{file.parts[1]}"] = canonicalize_name(name)
     return owners
 
 
