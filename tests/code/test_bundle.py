@@ -85,7 +85,7 @@ def test_every_target_parses_as_bundle_models(target: str) -> None:
     resources = _target(target)["resources"]
     assert {"plantly_lifecycle", "plantly_retrain"} <= set(resources["jobs"])
     for spec in resources["jobs"].values():
-        job = Job.from_dict(spec)
+        job = Job.from_dict(spec)  # refuses any field the Jobs API does not have
         assert job.tasks, job.name
         for task in spec["tasks"]:
             assert ("job_cluster_key" in task) != ("environment_key" in task), (target, task["task_key"])
@@ -122,6 +122,7 @@ def test_classic_targets_run_every_task_on_a_dbr_17_3_lts_ml_job_cluster(target:
         clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
         for task in job["tasks"]:
             assert task["job_cluster_key"] in clusters, (name, task["task_key"])
+            assert task["libraries"] == [{"requirements": "${workspace.file_path}/requirements-databricks.txt"}]
         for cluster in clusters.values():
             assert cluster["spark_version"] == "${var.spark_version}"
             assert cluster["node_type_id"] == "${var.node_type}"
