@@ -199,10 +199,9 @@ def test_production_targets_deploy_one_copy_to_a_shared_root(target: str) -> Non
 
 def test_names_do_not_collide_across_targets_or_users() -> None:
     targets = CLASSIC_TARGETS + SERVERLESS_TARGETS
-    for field in ("endpoint_name", "experiment_name", "catalog"):
+    for field in ("endpoint_name", "experiment_name"):
         values = {t: _resolve(f"${{var.{field}}}", t) for t in targets}
-        if field != "catalog":
-            assert len(set(values.values())) == len(targets), values
+        assert len(set(values.values())) == len(targets), values
     catalogs = {t: _resolve("${var.catalog}", t) for t in targets}
     assert len({catalogs[t] for t in CLASSIC_TARGETS}) == len(CLASSIC_TARGETS), catalogs
     for target in ("dev", "serverless"):
