@@ -100,3 +100,10 @@ bench: $(BENCH_STAMP) $(JARS) java
 
 clean:
 	rm -rf .lakehouse $(TEST_STATE) executed data/raw/*.csv data/raw/*.json data/raw/*.jsonl
+
+# What a Databricks runtime lacks or must pin (the notebooks' first cell and the bundle's serverless jobs install it),
+# resolved for Python 3.12 with DBR 17.3 LTS ML's pre-installed packages held (constraints/), then checked against
+# serverless environment 4's. Needs the package index; tests/code/test_databricks_requirements.py checks the result offline.
+.PHONY: requirements-databricks
+requirements-databricks: $(STAMP)
+	$(BIN)/python constraints/compile_requirements.py --uv $(BIN)/uv
