@@ -129,7 +129,7 @@ def test_classic_targets_run_every_task_on_a_dbr_17_3_lts_ml_job_cluster(target:
             env = cluster["spark_env_vars"]
             assert env["MLOPS_CATALOG"] == "${var.catalog}"
             assert env["MLOPS_SCHEMA"] == "${resources.schemas.mlops.name}", "the schema as created (dev_<you>_ prefix)"
-            assert env["MLOPS_ENDPOINT_NAME"] == "${var.endpoint_name}"
+            assert env["MLOPS_ENDPOINT"] == "${var.endpoint_name}"
             assert env["MLOPS_EXPERIMENT_NAME"] == "${var.experiment_name}"
             config_fields = {f.name for f in fields(Config)}
             assert {k.removeprefix("MLOPS_").lower() for k in env} <= config_fields
@@ -168,7 +168,7 @@ def test_job_parameters_carry_the_config_on_every_compute() -> None:
     for name, (job, _) in _resources()["jobs"].items():
         params = {p["name"]: p["default"] for p in job["parameters"]}
         assert params["catalog"] == "${var.catalog}" and params["schema"] == "${resources.schemas.mlops.name}", name
-        assert params["endpoint_name"] == "${var.endpoint_name}", name
+        assert params["endpoint"] == "${var.endpoint_name}", name
         assert params["experiment_name"] == "${var.experiment_name}", name
         assert set(params) - {"rows", "seed", "scenario"} <= config_fields, name
 
