@@ -6,6 +6,7 @@ precision among the top-k scored impressions, and the expected revenue of the to
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -143,8 +144,6 @@ def fairness_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.Seri
     is defined; ``tpr_groups_defined`` / ``fpr_groups_defined`` say over how many of ``groups``. A range
     over fewer than two defined groups is NaN.
     """
-    import warnings
-
     from fairlearn.metrics import MetricFrame, demographic_parity_difference, selection_rate
     from sklearn.metrics import accuracy_score
 

@@ -321,7 +321,6 @@ def _check_latency(model: Any, features: pd.DataFrame, budget_ms: float, batch_s
 
 def _invasive_mask(col: pd.Series) -> np.ndarray:
     """True where a row is flagged invasive or its flag is unknown (null, or text other than false/0/no)."""
-    import numpy as np
     import pandas as pd
 
     unknown = col.isna().to_numpy()
@@ -354,7 +353,6 @@ def _probe_flags(probes: pd.DataFrame, col: pd.Series, invasive_col: str) -> lis
 def _check_compliance(model: Any, features: pd.DataFrame, scores: np.ndarray, invasive_col: str,
                       th: Thresholds) -> CheckResult:
     import numpy as np
-    import pandas as pd
 
     limit = th.gate_max_invasive_score
     mask = _invasive_mask(features[invasive_col])
