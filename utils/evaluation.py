@@ -144,7 +144,11 @@ def fairness_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.Seri
     is defined; ``tpr_groups_defined`` / ``fpr_groups_defined`` say over how many of ``groups``. A range
     over fewer than two defined groups is NaN.
     """
-    from fairlearn.metrics import MetricFrame, demographic_parity_difference, selection_rate
+    from fairlearn.metrics import (
+        MetricFrame,
+        demographic_parity_difference,
+        selection_rate,
+    )
     from sklearn.metrics import accuracy_score
 
     y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
