@@ -20,7 +20,8 @@ each check with its value, threshold and reason:
    to 200 other rows are scored again with the flag set and again with it null, so the rule is tested
    even when the frame holds few invasive plants;
 6. ``signature`` — the model's input signature matches the production feature schema
-   (``expected_features``: column -> MLflow type such as "double", "long", "string", "boolean");
+   (``expected_features``: column -> MLflow type such as "double", "long", "string", "boolean"); a
+   column the signature declares ``Any`` is compared by the type in the model's ``input_types`` metadata;
    missing, extra and mistyped columns are named. Without ``expected_features`` the signature is
    checked against the evaluation frame's columns (every model input present, with a compatible type).
 
@@ -220,6 +221,10 @@ def _check_signature(model: Any, expected: dict[str, str] | None, eval_features:
         return CheckResult("signature", False, None, expected,
                            "model has no named input signature: log it with signature=infer_signature(X, y)")
     model_cols = {spec.name: str(getattr(spec.type, "name", spec.type)) for spec in schema.inputs}
+    # A column declared Any reaches the model as sent and the model converts it itself; the type it
+    # converts to is in the model's metadata (utils.training.log_recommender records it there).
+    declared = (getattr(model.metadata, "metadata", None) or {}).get("input_types") or {}
+    model_cols = {c: str(declared.get(c, t)).lower() if t == "Any" else t for c, t in model_cols.items()}
     if expected is not None:
         basis = "production feature schema"
         want = {str(k): str(v).lower() for k, v in expected.items()}
@@ -230,7 +235,7 @@ def _check_signature(model: Any, expected: dict[str, str] | None, eval_features:
         missing = []  # the frame may hold keys and labels the model does not take
     extra = sorted(set(model_cols) - set(want))
     mistyped = sorted(c for c in set(model_cols) & set(want)
-                      if model_cols[c] != want[c] and (want[c], model_cols[c]) not in SAFE_UPCASTS)
+                      if model_cols[c] not in (want[c], "any") and (want[c], model_cols[c]) not in SAFE_UPCASTS)
     problems = []
     if missing:
         problems.append(f"missing from the model signature: {missing}")
