@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 SOURCES = ("realtime", "batch", "streaming")
+MAX_EXACT_INT = 2**53  # position becomes a float64 model input: integers beyond this would be rounded
 LOG_KEYS = ["source", "event_id", "model_version"]  # a replay is skipped; a new version's score is kept
 PREDICTION_COL = "prediction"
 
@@ -403,13 +404,19 @@ def _validate_event(rec: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]
     if missing:
         return f"missing fields {missing}", {}
     row = {k: rec[k] for k in EVENT_FIELDS}
-    try:
-        position = float(rec["position"])
-        if position != int(position):
-            raise ValueError
-        row["position"] = int(position)
-    except (TypeError, ValueError):
+    try:  # "3" and "3.0" are 3; text is read as an integer first, so a long one is not rounded through a float
+        text = str(rec["position"]).strip()
+        try:
+            row["position"] = int(text)
+        except ValueError:
+            position = float(text)
+            if not position.is_integer():
+                raise ValueError from None
+            row["position"] = int(position)
+    except (TypeError, ValueError, OverflowError):
         return f"position {rec['position']!r} is not an integer", {}
+    if not 0 <= row["position"] <= MAX_EXACT_INT:
+        return f"position {rec['position']!r} must be between 0 and 2**53 (a float64 model input holds it exactly)", {}
     try:
         row["price"] = float(rec["price"])
     except (TypeError, ValueError):
