@@ -241,3 +241,29 @@ def test_gate_reads_the_declared_input_types_of_any_columns(packages, frames, fa
                      expected_features={**feature_schema(), "price": "string"}, batch_size=100)
     assert not wrong.check("signature").passed
     assert "price (model double, production feature schema string)" in wrong.check("signature").reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("column, value, words", [
+    ("tenure_days", 2**53 + 1, "exceeds 2**53"),
+    ("position", 1.5, "not a whole number"),
+])
+def test_batch_refuses_values_a_double_cannot_hold_naming_the_column(spark, packages, rows, column, value, words) -> None:
+    from utils.scoring import spark_udf_scores
+
+    frame = rows.assign(invasive=False, position=rows["position"].astype("int64"),
+                        tenure_days=rows["tenure_days"].astype("int64"))
+    frame[column] = frame[column].astype(type(value))
+    frame.loc[0, column] = value
+    sdf = spark.createDataFrame(frame)
+    with pytest.raises(Exception, match=f"'{column}'.*{words.replace('*', '[*]')}"):
+        spark_udf_scores(sdf, packages["gboost"]["uri"]).collect()
+
+
+def test_unknown_flag_is_read_as_invasive_by_the_shared_model_input_step() -> None:
+    """The router and the streaming scorer build model inputs with model_inputs (features_frame)."""
+    from utils.scoring import model_inputs
+
+    frame = pd.DataFrame({c: ["x"] * 3 for c in CATEGORICAL} | {c: [1.0] * 3 for c in NUMERIC}
+                         | {"invasive": pd.Series([None, False, True], dtype=object)})
+    assert model_inputs(frame)["invasive"].tolist() == [True, False, True]
