@@ -65,3 +65,30 @@ def test_bad_or_conflicting_parameters_are_refused(flags: dict, environ: dict, n
         runner.resolve_parameters(flags, DECLARED, environ)
     for text in named:
         assert text in str(err.value)
+
+
+def test_bundle_job_parameters_parse_as_the_declared_types() -> None:
+    """Databricks job parameters fill widgets; every one a job passes must be a declared parameter of its type."""
+    import yaml
+
+    from utils.platform import cast_param
+
+    declared = runner.declared_parameters(runner.lifecycle_notebooks())
+    bundle = yaml.safe_load((REPO_ROOT / "databricks.yml").read_text())
+    values = [{k: v.get("default") for k, v in bundle["variables"].items()}]
+    values += [t.get("variables", {}) for t in bundle["targets"].values()]
+    jobs = yaml.safe_load((REPO_ROOT / "resources" / "jobs.yml").read_text())["resources"]["jobs"]
+    checked = 0
+    for job in jobs.values():
+        given = [(p["name"], p["default"]) for p in job.get("parameters", [])]
+        given += [kv for t in job["tasks"] for kv in t["notebook_task"].get("base_parameters", {}).items()]
+        for name, text in given:
+            assert name in declared, f"job parameter {name!r} is declared by no notebook's parameters cell"
+            texts = [str(text)]
+            if str(text).startswith("${var."):
+                var = str(text)[len("${var."):-1]
+                texts = [str(v[var]) for v in values if var in v]
+            for t in texts:
+                cast_param(name, t, declared[name][0], "the bundle")
+                checked += 1
+    assert checked >= 5
