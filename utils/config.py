@@ -71,14 +71,18 @@ class Config:
         return f"{self.catalog}.{self.schema}.{self.model_base_name}"
 
 
-def _cast(value: str, like: object) -> object:
-    if isinstance(like, bool):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
-    if isinstance(like, int):
-        return int(value)
-    if isinstance(like, float):
-        return float(value)
-    return value
+def _cast(value: str, like: object, variable: str = "") -> object:
+    """``value`` (an environment variable's text) as the type of the default ``like``.
+
+    Parsed as ``utils.platform.cast_param`` parses notebook parameters (``"7"`` -> 7, ``"0.3"`` -> 0.3,
+    ``"true"``/``"no"`` -> booleans); a value that does not parse raises ``ParameterError`` naming
+    the field, the value and the variable, instead of a default taking its place.
+    """
+    from utils.platform import cast_param
+
+    field_name = variable.removeprefix("MLOPS_THRESHOLD_").removeprefix("MLOPS_").lower() or "value"
+    return cast_param(field_name, value, type(like), f"the environment variable {variable}" if variable else "the environment",
+                      what="setting")
 
 
 def get_config(**overrides: object) -> Config:
@@ -88,13 +92,13 @@ def get_config(**overrides: object) -> Config:
     for f in fields(Config):
         raw = os.environ.get(f"MLOPS_{f.name.upper()}")
         if raw is not None and f.name != "thresholds":
-            env[f.name] = _cast(raw, getattr(cfg, f.name))
+            env[f.name] = _cast(raw, getattr(cfg, f.name), f"MLOPS_{f.name.upper()}")
     th = cfg.thresholds
     th_env = {}
     for f in fields(Thresholds):
         raw = os.environ.get(f"MLOPS_THRESHOLD_{f.name.upper()}")
         if raw is not None:
-            th_env[f.name] = float(raw)
+            th_env[f.name] = _cast(raw, getattr(th, f.name), f"MLOPS_THRESHOLD_{f.name.upper()}")
     if th_env:
         env["thresholds"] = replace(th, **th_env)
     return replace(cfg, **{**env, **overrides})

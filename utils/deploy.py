@@ -6,7 +6,8 @@ of a Model Serving endpoint (``utils.serving`` backends). A request carries only
 request context::
 
     POST /invocations   {"customer_id": "C0001", "plant_id": "P0001", "page": "home", "position": 1, "price": 12.5}
-    (or {"records": [ {...}, ... ]}, or a JSON list of records)
+    (or a JSON list of records, {"records": [...]}, or MLflow's formats: {"dataframe_records": [...]},
+    {"dataframe_split": {"columns": [...], "data": [[...]]}}, {"instances": [...]}, {"inputs": ...})
 
 The router looks the customer's and the plant's features up in the online store, builds the 15-column
 model input, sends it to the version its routing table names, and answers
@@ -70,8 +71,25 @@ class FeatureLookupError(RequestError):
 # ---------------------------------------------------------------- request validation
 
 
+# The request bodies the router reads: its own shapes, and MLflow's scoring formats (what Databricks Model
+# Serving clients send), with the key fields in place of feature columns.
+REQUEST_FORMATS = ("records", "dataframe_records", "dataframe_split", "instances", "inputs")
+ACCEPTED_FORMATS = ('one record {"customer_id": ..., "plant_id": ..., "page": ..., "position": ..., "price": ...}, '
+                    'a JSON list of records, {"records": [...]}, or one of MLflow\'s request formats: '
+                    '{"dataframe_records": [...]}, {"dataframe_split": {"columns": [...], "data": [[...], ...]}}, '
+                    '{"instances": [...]}, {"inputs": [...]} or {"inputs": {"customer_id": [...], ...}}')
+MAX_EXACT_INT = 2**53  # position and price become float64 model inputs: integers beyond this would be rounded
+
+
 def parse_request(body: bytes, max_records: int = MAX_RECORDS) -> list[dict[str, Any]]:
-    """The request records of a JSON body; raises ``RequestError`` saying what is wrong."""
+    """The request records of a JSON body (one dict per record, the ``REQUEST_FIELDS`` only); raises ``RequestError``.
+
+    Accepted bodies (``ACCEPTED_FORMATS``): a record, a list of records, ``{"records": [...]}``, and MLflow's
+    scoring formats ``dataframe_records``, ``dataframe_split`` (``columns`` + ``data``), ``instances`` and
+    ``inputs`` (records, or columns of equal length). Any other body is a 400 naming these formats; a
+    record with a missing or mistyped field is a 422 naming the record and the field. ``position`` may be
+    a whole-number float (``3.0`` is 3); values a float64 model input cannot hold exactly are refused.
+    """
     if not body or not body.strip():
         raise RequestError("empty request body: send a JSON object with customer_id, plant_id, page, position, price",
                            400)
@@ -81,36 +99,89 @@ def parse_request(body: bytes, max_records: int = MAX_RECORDS) -> list[dict[str,
         raise RequestError(f"invalid JSON: {exc}", 400) from None
     except (ValueError, RecursionError):  # an integer of over 4300 digits; nesting deeper than the parser's stack
         raise RequestError("invalid JSON: a number is too long or the nesting too deep", 400) from None
-    if isinstance(doc, Mapping) and ("records" in doc or "dataframe_records" in doc):
-        doc = doc.get("records", doc.get("dataframe_records"))
-    records = [doc] if isinstance(doc, Mapping) else doc
-    if not isinstance(records, list) or not records:
-        raise RequestError("expected a record, a list of records or {\"records\": [...]} with at least one record", 400)
+    records = _records_of(doc)
+    if not records:
+        raise RequestError(f"the request holds no record: send at least one record, as {ACCEPTED_FORMATS}", 400)
     if len(records) > max_records:
         raise RequestError(f"{len(records)} records in one request; at most {max_records}: split the request", 413)
-    for i, rec in enumerate(records):
-        _check_record(i, rec)
-    return [{k: rec[k] for k in REQUEST_FIELDS} for rec in records]
+    return [_check_record(i, rec) for i, rec in enumerate(records)]
 
 
-def _check_record(i: int, rec: Any) -> None:
+def _records_of(doc: Any) -> list[Any]:
+    """The list of records inside a parsed body, whichever accepted format it uses; 400 for any other shape."""
+    if isinstance(doc, list):
+        return doc
+    if not isinstance(doc, Mapping):
+        raise RequestError(f"a JSON {type(doc).__name__} is not a request: send {ACCEPTED_FORMATS}", 400)
+    formats = [k for k in REQUEST_FORMATS if k in doc]
+    if not formats:
+        if any(k in doc for k in REQUEST_FIELDS):
+            return [doc]  # one record
+        raise RequestError(f"unrecognised request format (top-level keys {sorted(map(str, doc))[:10]}): "
+                           f"send {ACCEPTED_FORMATS}", 400)
+    if len(formats) > 1:
+        raise RequestError(f"the body names {len(formats)} request formats {formats}: send exactly one, as "
+                           f"{ACCEPTED_FORMATS}", 400)
+    if doc.get("params"):
+        raise RequestError("this endpoint takes no params: send only the records", 400)
+    key = formats[0]
+    payload = doc[key]
+    if key == "dataframe_split":
+        return _split_records(payload)
+    if key == "inputs" and isinstance(payload, Mapping):
+        return _column_records(payload)
+    if not isinstance(payload, list):
+        raise RequestError(f'"{key}" must hold a list of records, got a JSON {type(payload).__name__}: send '
+                           f"{ACCEPTED_FORMATS}", 400)
+    return payload
+
+
+def _split_records(payload: Any) -> list[dict[str, Any]]:
+    """Records of MLflow's ``dataframe_split`` format: ``{"columns": [...], "data": [[...], ...]}`` (``index`` ignored)."""
+    if not isinstance(payload, Mapping) or not isinstance(payload.get("data"), list):
+        raise RequestError('"dataframe_split" must be {"columns": [...], "data": [[...], ...]}', 400)
+    columns = payload.get("columns")
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise RequestError('"dataframe_split" needs "columns": the field names, e.g. ["customer_id", "plant_id", '
+                           '"page", "position", "price"]', 400)
+    rows = payload["data"]
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise RequestError(f'"dataframe_split" row {i} must be a list of {len(columns)} values, one per column', 400)
+    return [dict(zip(columns, row)) for row in rows]
+
+
+def _column_records(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Records of MLflow's columnar ``inputs`` format: ``{"customer_id": [...], "plant_id": [...], ...}``."""
+    lengths = {k: len(v) for k, v in payload.items() if isinstance(v, list)}
+    if len(lengths) != len(payload) or len(set(lengths.values())) > 1:
+        raise RequestError('"inputs" as columns must map every field to a list, all of one length', 400)
+    n = next(iter(lengths.values()), 0)
+    return [{k: v[i] for k, v in payload.items()} for i in range(n)]
+
+
+def _check_record(i: int, rec: Any) -> dict[str, Any]:
+    """The ``REQUEST_FIELDS`` of record ``i``, checked and normalised (``position`` as int); 422 names what is wrong."""
     if not isinstance(rec, Mapping):
         raise RequestError(f"record {i} is a {type(rec).__name__}, expected a JSON object")
     missing = [k for k in REQUEST_FIELDS if k not in rec or rec[k] is None]
     if missing:
         raise RequestError(f"record {i} lacks required fields {missing} (a request needs {list(REQUEST_FIELDS)})")
+    out = {k: rec[k] for k in REQUEST_FIELDS}
     for key, types in REQUEST_FIELDS.items():
         value = rec[key]
+        if key == "position" and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = out[key] = int(value)  # a whole-number float is the integer it writes
         if isinstance(value, bool) or not isinstance(value, types):
             want = {str: "a string", int: "an integer"}.get(types[0], "a number") if len(types) == 1 else "a number"
             raise RequestError(f"record {i}: {key} must be {want}, got {type(value).__name__} {value!r}")
-    try:  # both become float64 model inputs and inference-log columns
-        price, position = float(rec["price"]), float(rec["position"])
-    except OverflowError:  # an integer beyond the float range (about 1.8e308)
-        raise RequestError(f"record {i}: price and position must be numbers a 64-bit float can hold") from None
+    for key in ("price", "position"):  # both become float64 model inputs and inference-log columns
+        if isinstance(out[key], int) and abs(out[key]) > MAX_EXACT_INT:
+            raise RequestError(f"record {i}: {key} {out[key]} is beyond 2**53: a 64-bit float cannot hold it exactly")
+    price = float(out["price"])
     if not math.isfinite(price) or price <= 0:
         raise RequestError(f"record {i}: price must be a positive number, got {rec['price']!r}")
-    if position < 0:
+    if out["position"] < 0:
         raise RequestError(f"record {i}: position must be >= 0, got {rec['position']!r}")
     if not rec["customer_id"].strip() or not rec["plant_id"].strip():
         raise RequestError(f"record {i}: customer_id and plant_id must not be empty")
@@ -119,6 +190,7 @@ def _check_record(i: int, rec: Any) -> None:
             rec[key].encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate ("\ud800"): the online store and the logs cannot store it
             raise RequestError(f"record {i}: {key} is not valid Unicode text (it holds a lone surrogate)") from None
+    return out
 
 
 # ---------------------------------------------------------------- traffic

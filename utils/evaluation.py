@@ -6,6 +6,7 @@ precision among the top-k scored impressions, and the expected revenue of the to
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -109,27 +110,72 @@ def shap_importance(pipeline: Any, X: pd.DataFrame, rows: int = 300, seed: int =
     return importance, explanation
 
 
+class UndefinedRateWarning(UserWarning):
+    """A per-group rate has no denominator in a group (e.g. a true-positive rate where the group has no positives)."""
+
+
+# Rate -> the rows its denominator counts (sklearn's recall with zero_division=nan gives NaN without them).
+_RATE_DENOMINATOR = {"tpr": "positive labels", "fpr": "negative labels"}
+
+
+def _true_positive_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """TP / (TP + FN); NaN when there are no positive labels."""
+    from sklearn.metrics import recall_score
+
+    return float(recall_score(y_true, y_pred, pos_label=1, labels=[0, 1], zero_division=np.nan))
+
+
+def _false_positive_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """FP / (FP + TN) = 1 - specificity; NaN when there are no negative labels."""
+    from sklearn.metrics import recall_score
+
+    return float(1.0 - recall_score(y_true, y_pred, pos_label=0, labels=[0, 1], zero_division=np.nan))
+
+
 def fairness_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.Series) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Fairlearn ``MetricFrame`` by group (selection rate, TPR, FPR, accuracy) and disparity summaries."""
+    """Fairlearn ``MetricFrame`` by group (selection rate, TPR, FPR, accuracy) and disparity summaries.
+
+    ``y_true`` and ``y_pred`` are 0/1 arrays of one length, ``sensitive`` the group of each row.
+    A rate whose denominator is empty in a group (TPR where the group has no positive labels, FPR where
+    it has no negatives) is undefined: it is NaN in the table and an ``UndefinedRateWarning`` names the
+    group, never a 0 that would read as the worst value. The summaries are Fairlearn's definitions
+    (demographic parity difference = max - min selection rate across groups; equalized odds difference
+    = the larger of the TPR and FPR ranges, Hardt et al. 2016) computed over the groups where each rate
+    is defined; ``tpr_groups_defined`` / ``fpr_groups_defined`` say over how many of ``groups``. A range
+    over fewer than two defined groups is NaN.
+    """
     from fairlearn.metrics import (
         MetricFrame,
         demographic_parity_difference,
-        equalized_odds_difference,
-        false_positive_rate,
         selection_rate,
-        true_positive_rate,
     )
     from sklearn.metrics import accuracy_score
 
+    y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
     frame = MetricFrame(
-        metrics={"selection_rate": selection_rate, "tpr": true_positive_rate, "fpr": false_positive_rate, "accuracy": accuracy_score},
+        metrics={"selection_rate": selection_rate, "tpr": _true_positive_rate, "fpr": _false_positive_rate,
+                 "accuracy": accuracy_score},
         y_true=y_true, y_pred=y_pred, sensitive_features=sensitive,
     )
+    by_group = frame.by_group
     summary = {
         "demographic_parity_difference": float(demographic_parity_difference(y_true, y_pred, sensitive_features=sensitive)),
-        "equalized_odds_difference": float(equalized_odds_difference(y_true, y_pred, sensitive_features=sensitive)),
+        "groups": float(len(by_group)),
     }
-    return frame.by_group, summary
+    ranges = {}
+    for rate, needs in _RATE_DENOMINATOR.items():
+        values = by_group[rate].astype(float)
+        undefined = [str(g) for g in values.index[values.isna()]]
+        defined = values.dropna()
+        summary[f"{rate}_groups_defined"] = float(len(defined))
+        ranges[rate] = float(defined.max() - defined.min()) if len(defined) >= 2 else float("nan")
+        if undefined:
+            warnings.warn(f"{rate} is undefined for group(s) {undefined} of {getattr(sensitive, 'name', None) or 'the sensitive feature'} "
+                          f"(no {needs} there): reported as NaN; summary differences use the {len(defined)} of "
+                          f"{len(values)} groups where it is defined", UndefinedRateWarning, stacklevel=2)
+    summary["equalized_odds_difference"] = float(np.nanmax(list(ranges.values()))) if any(
+        not np.isnan(v) for v in ranges.values()) else float("nan")
+    return by_group, summary
 
 
 def top_k_decisions(scores: np.ndarray, fraction: float = TOP_K_FRACTION) -> np.ndarray:

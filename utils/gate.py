@@ -15,13 +15,19 @@ each check with its value, threshold and reason:
    nobody, which would make any model look fair. Pass ``decision_threshold=0.5`` for a fixed cut;
 4. ``latency`` — the median of 3 predictions of a ``batch_size``-row batch takes at most
    ``latency_budget_ms``;
-5. ``compliance`` — no row flagged invasive scores above ``thresholds.gate_max_invasive_score``.
-   Besides the invasive rows of the frame, up to 200 other rows are scored again with the flag set,
-   so the rule is tested even when the frame holds few invasive plants;
+5. ``compliance`` — no row flagged invasive, or whose flag is unknown (null: the rule reads it as
+   invasive), scores above ``thresholds.gate_max_invasive_score``. Besides those rows of the frame, up
+   to 200 other rows are scored again with the flag set and again with it null, so the rule is tested
+   even when the frame holds few invasive plants;
 6. ``signature`` — the model's input signature matches the production feature schema
-   (``expected_features``: column -> MLflow type such as "double", "long", "string", "boolean");
+   (``expected_features``: column -> MLflow type such as "double", "long", "string", "boolean"); a
+   column the signature declares ``Any`` is compared by the type in the model's ``input_types`` metadata;
    missing, extra and mistyped columns are named. Without ``expected_features`` the signature is
    checked against the evaluation frame's columns (every model input present, with a compatible type).
+
+A check whose measured value is undefined (NaN) fails with a reason that says so; a check that cannot
+be measured at all (no sensitive column, a single group) passes with value None and a reason saying it
+was not measured.
 
 ``gate_and_set_challenger`` runs the gate on a registered version against the current champion and,
 only when it passes, moves the ``challenger`` alias (audited). It is what the registration hook
@@ -215,6 +221,10 @@ def _check_signature(model: Any, expected: dict[str, str] | None, eval_features:
         return CheckResult("signature", False, None, expected,
                            "model has no named input signature: log it with signature=infer_signature(X, y)")
     model_cols = {spec.name: str(getattr(spec.type, "name", spec.type)) for spec in schema.inputs}
+    # A column declared Any reaches the model as sent and the model converts it itself; the type it
+    # converts to is in the model's metadata (utils.training.log_recommender records it there).
+    declared = (getattr(model.metadata, "metadata", None) or {}).get("input_types") or {}
+    model_cols = {c: str(declared.get(c, t)).lower() if t == "Any" else t for c, t in model_cols.items()}
     if expected is not None:
         basis = "production feature schema"
         want = {str(k): str(v).lower() for k, v in expected.items()}
@@ -225,7 +235,7 @@ def _check_signature(model: Any, expected: dict[str, str] | None, eval_features:
         missing = []  # the frame may hold keys and labels the model does not take
     extra = sorted(set(model_cols) - set(want))
     mistyped = sorted(c for c in set(model_cols) & set(want)
-                      if model_cols[c] != want[c] and (want[c], model_cols[c]) not in SAFE_UPCASTS)
+                      if model_cols[c] not in (want[c], "any") and (want[c], model_cols[c]) not in SAFE_UPCASTS)
     problems = []
     if missing:
         problems.append(f"missing from the model signature: {missing}")
@@ -286,7 +296,9 @@ def _check_fairness(scores: np.ndarray, y: np.ndarray, groups: pd.Series | None,
 
     groups = groups.fillna("<missing>").astype(str)
     if groups.nunique() < 2:
-        return CheckResult("fairness", True, 0.0, limit, f"only one {sensitive_col} group in the evaluation rows")
+        return CheckResult("fairness", True, None, limit,
+                           f"not measured: only one {sensitive_col} group in the evaluation rows, so no difference "
+                           "between groups is defined; passed without a fairness measurement")
     dp = float(demographic_parity_difference(y, selected, sensitive_features=groups))
     rates = pd.Series(selected.astype(float)).groupby(groups.to_numpy()).mean()
     ok = dp <= limit
@@ -313,41 +325,61 @@ def _check_latency(model: Any, features: pd.DataFrame, budget_ms: float, batch_s
 
 
 def _invasive_mask(col: pd.Series) -> np.ndarray:
+    """True where a row is flagged invasive or its flag is unknown (null, or text other than false/0/no)."""
+    import pandas as pd
+
+    unknown = col.isna().to_numpy()
+    if pd.api.types.is_bool_dtype(col):
+        return unknown | col.fillna(True).to_numpy(dtype=bool)
+    if pd.api.types.is_numeric_dtype(col):
+        return unknown | (col.fillna(1).to_numpy() != 0)
+    clear_false = col.map(lambda v: v is False or v == 0 or str(v).strip().lower() in {"false", "0", "no"})
+    return unknown | ~clear_false.to_numpy(dtype=bool)
+
+
+def _probe_flags(probes: pd.DataFrame, col: pd.Series, invasive_col: str) -> list[pd.DataFrame]:
+    """``probes`` re-flagged invasive, and again with the flag unknown (null), in the column's own dtype."""
     import numpy as np
     import pandas as pd
 
+    flagged, unknown = probes.copy(), probes.copy()
     if pd.api.types.is_bool_dtype(col):
-        return col.fillna(False).to_numpy(dtype=bool)
-    if pd.api.types.is_numeric_dtype(col):
-        return col.fillna(0).to_numpy() != 0
-    return np.asarray(col.astype(str).str.strip().str.lower().isin({"true", "1", "yes"}))
+        flagged[invasive_col] = np.ones(len(probes), dtype=bool)
+        unknown[invasive_col] = pd.Series([None] * len(probes), index=probes.index, dtype=object)
+    elif pd.api.types.is_numeric_dtype(col):
+        flagged[invasive_col] = pd.Series(1, index=probes.index).astype(col.dtype)
+        unknown[invasive_col] = np.nan
+    else:
+        flagged[invasive_col] = "true"
+        unknown[invasive_col] = None
+    return [flagged, unknown]
 
 
 def _check_compliance(model: Any, features: pd.DataFrame, scores: np.ndarray, invasive_col: str,
                       th: Thresholds) -> CheckResult:
     import numpy as np
-    import pandas as pd
 
     limit = th.gate_max_invasive_score
     mask = _invasive_mask(features[invasive_col])
     flagged = scores[mask]
-    probes = features.loc[~mask].head(COMPLIANCE_PROBES).copy()
+    probes = features.loc[~mask].head(COMPLIANCE_PROBES)
     if len(probes):
-        col = features[invasive_col]
-        flag: Any = True if pd.api.types.is_bool_dtype(col) else 1 if pd.api.types.is_numeric_dtype(col) else "true"
-        probes[invasive_col] = flag
-        probes[invasive_col] = probes[invasive_col].astype(col.dtype)
-        try:
-            flagged = np.concatenate([flagged, _predict(model, probes)])
-        except Exception as exc:  # noqa: BLE001 - any failure becomes a failed check
-            return CheckResult("compliance", False, None, limit,
-                               f"cannot score rows flagged {invasive_col}: {type(exc).__name__}: {exc}")
-    top = float(flagged.max()) if len(flagged) else 0.0
+        for probe in _probe_flags(probes, features[invasive_col], invasive_col):
+            try:
+                flagged = np.concatenate([flagged, _predict(model, probe)])
+            except Exception as exc:  # noqa: BLE001 - any failure becomes a failed check
+                return CheckResult("compliance", False, None, limit,
+                                   f"cannot score rows whose {invasive_col} flag is "
+                                   f"{'unknown' if probe[invasive_col].isna().all() else 'set'}: {type(exc).__name__}: {exc}")
+    if not len(flagged):
+        return CheckResult("compliance", False, None, limit, "not measured: no row to check the invasive rule on")
+    top = float(flagged.max())
     n_over = int((flagged > limit).sum())
     ok = n_over == 0
     return CheckResult("compliance", ok, top, limit,
-                       f"max score over {len(flagged)} rows flagged {invasive_col} ({int(mask.sum())} in the frame, "
-                       f"{len(probes)} re-flagged probes) is {top:.4g}; {n_over} above {limit}")
+                       f"max score over {len(flagged)} rows flagged {invasive_col} or with the flag unknown "
+                       f"({int(mask.sum())} in the frame, {len(probes)} probes re-flagged invasive and again unknown) "
+                       f"is {top:.4g}; {n_over} above {limit}")
 
 
 def _failed_all(names: tuple[str, ...], why: str, th: Thresholds, budget_ms: float) -> list[CheckResult]:
@@ -425,8 +457,27 @@ def run_gate(
     result.checks.append(_check_fairness(scores, y, groups, th, decision_threshold, sensitive_col))
     result.checks.append(_check_latency(model, features, latency_budget_ms, batch_size))
     result.checks.append(_check_compliance(model, features, np.asarray(scores), invasive_col, th))
+    result.checks = [_refuse_undefined(c) for c in result.checks]
     result.passed = all(c.passed for c in result.checks)
     return result
+
+
+def _undefined(value: Any) -> bool:
+    """True when a measured value is, or holds, NaN (an undefined metric)."""
+    if isinstance(value, dict):
+        return any(_undefined(v) for v in value.values())
+    try:
+        return math.isnan(value)
+    except TypeError:
+        return False
+
+
+def _refuse_undefined(check: CheckResult) -> CheckResult:
+    """A check whose measurement is undefined (NaN) fails, saying so: a NaN never passes or fails a model silently."""
+    if not _undefined(check.value):
+        return check
+    return CheckResult(check.name, False, check.value, check.threshold,
+                       f"undefined metric (NaN): the gate does not pass a model on a value it could not measure; {check.reason}")
 
 
 def _recommendable(features: pd.DataFrame, y: Any, invasive_col: str | None) -> Any:

@@ -123,32 +123,65 @@ def ensure_dirs() -> None:
 # ---------------------------------------------------------------- parameters
 
 
-def _cast(value: Any, default: T) -> T:
-    if default is None or isinstance(value, type(default)) and not isinstance(default, bool):
-        return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value  # type: ignore[return-value]
-        return str(value).strip().lower() in {"1", "true", "yes", "on"}  # type: ignore[return-value]
-    try:
-        return type(default)(value)  # type: ignore[call-arg]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"parameter value {value!r} cannot be read as {type(default).__name__}") from exc
+class ParameterError(ValueError):
+    """A parameter value that does not parse as its declared type; the message names parameter, value and source."""
 
 
-def get_param(name: str, default: T) -> T:
-    """A notebook parameter, cast to the type of ``default``.
+PARAMETER_TYPES = (int, float, bool, str)
 
-    Databricks: a text widget (job parameters fill widgets). Locally: ``MLOPS_<NAME>`` if set,
-    else ``default`` (pass the value papermill injected into the ``parameters`` cell).
+
+def cast_param(name: str, value: Any, declared: type[T], source: str, what: str = "parameter") -> T:
+    """``value`` as the ``declared`` type (int, float, bool or str); raises ``ParameterError`` if it does not parse.
+
+    Parsing is pydantic's lax mode with finite floats: ``"5000"`` and ``5000.0`` are the int 5000,
+    ``"0.05"`` and ``0`` the floats 0.05 and 0.0, ``"true"/"yes"/"on"/"1"`` and ``"false"/"no"/"off"/"0"``
+    booleans; ``5000.5`` as an int, ``"nan"`` as a float, ``"ture"`` as a bool and a boolean given for a
+    number are refused. ``source`` says where the value came from and ``what`` what it is (``parameter``,
+    ``setting``); both are part of the message.
+    """
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    if declared not in PARAMETER_TYPES:
+        raise TypeError(f"parameter {name!r}: declared type must be one of "
+                        f"{[t.__name__ for t in PARAMETER_TYPES]}, got {declared!r}")
+    problem = None
+    if value is None:
+        problem = "no value"
+    elif isinstance(value, bool) and declared in (int, float):
+        problem = f"a boolean is not a {declared.__name__}"
+    else:
+        adapter = TypeAdapter(declared, config=ConfigDict(allow_inf_nan=False, str_strip_whitespace=True,
+                                                          coerce_numbers_to_str=True))
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"]
+    raise ParameterError(f"{what} {name!r}: value {value!r} from {source} cannot be read as "
+                         f"{declared.__name__}: {problem}")
+
+
+def get_param(name: str, value: Any, declared: type[T]) -> T:
+    """A notebook parameter as the type its ``parameters`` cell declares, whatever source supplies it.
+
+    ``value`` is the variable as the parameters cell left it: the cell's own default, or what papermill
+    injected after it (``-p``/``-r``, ``utils.runner``). ``declared`` is the type of the cell's default
+    (``rows = 20000`` declares int). Sources, first that is set wins: on Databricks the widget ``name``
+    (job parameters fill widgets); locally the environment variable ``MLOPS_<NAME>``; then ``value``.
+    Whatever the source, the value is cast to ``declared``; one that does not parse raises
+    ``ParameterError`` naming the parameter, the value and the source.
     """
     if is_databricks():
         dbutils = _dbutils()
-        dbutils.widgets.text(name, str(default))
+        dbutils.widgets.text(name, "" if value is None else str(value))
         raw: Any = dbutils.widgets.get(name)
-        return _cast(raw, default) if raw != "" else default
-    raw = os.environ.get(f"MLOPS_{name.upper()}")
-    return default if raw is None else _cast(raw, default)
+        if raw != "":
+            return cast_param(name, raw, declared, f"the widget / job parameter {name!r}")
+    else:
+        env = f"MLOPS_{name.upper()}"
+        raw = os.environ.get(env)
+        if raw is not None:
+            return cast_param(name, raw, declared, f"the environment variable {env}")
+    return cast_param(name, value, declared, "the notebook's parameters cell (its default, or what papermill injected)")
 
 
 class MissingSecret(KeyError):

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 SOURCES = ("realtime", "batch", "streaming")
+MAX_EXACT_INT = 2**53  # position becomes a float64 model input: integers beyond this would be rounded
 LOG_KEYS = ["source", "event_id", "model_version"]  # a replay is skipped; a new version's score is kept
 PREDICTION_COL = "prediction"
 
@@ -229,14 +230,32 @@ def feature_table_versions(cfg: Config | None = None) -> dict[str, int]:
 
 
 def model_input_columns(df: SparkDataFrame) -> list[Any]:
-    """Spark column expressions casting ``df``'s features to the model's input types (as ``features_frame``)."""
+    """Spark column expressions casting ``df``'s features to the model's input types (as ``features_frame``).
+
+    Null categoricals become ``"unknown"`` and a null ``invasive`` flag True (unknown = invasive, scored 0).
+    Numeric columns become double exactly or the query fails naming the column: an integer beyond 2**53
+    in magnitude (a double would round it), or a fraction in a whole-number column (``WHOLE_NUMBER``).
+    """
     from pyspark.sql import functions as F
+    from pyspark.sql.types import DecimalType, DoubleType, FloatType, IntegralType
+
+    from utils.training import MAX_EXACT_INT, WHOLE_NUMBER
 
     missing = [c for c in FEATURES if c not in df.columns]
     if missing:
         raise ValueError(f"DataFrame lacks the model's feature columns {missing}")
+    types = {f.name: f.dataType for f in df.schema.fields}
     cols = [F.coalesce(F.col(c).cast("string"), F.lit("unknown")).alias(c) for c in CATEGORICAL]
-    cols += [F.col(c).cast("double").alias(c) for c in NUMERIC]
+    for c in NUMERIC:
+        value = F.col(c).cast("double")
+        if isinstance(types[c], (IntegralType, DecimalType)):
+            value = F.when(F.abs(F.col(c)) > F.lit(MAX_EXACT_INT), F.raise_error(F.lit(
+                f"model input column '{c}': a value exceeds 2**53 in magnitude and would be rounded as double"))
+            ).otherwise(value)
+        if c in WHOLE_NUMBER and isinstance(types[c], (DoubleType, FloatType, DecimalType)):
+            value = F.when(value != F.floor(value), F.raise_error(F.lit(
+                f"model input column '{c}': a value is not a whole number"))).otherwise(value)
+        cols.append(value.alias(c))
     cols += [F.coalesce(F.col(c).cast("boolean"), F.lit(True)).alias(c) for c in BOOLEAN]
     return cols
 
@@ -403,13 +422,19 @@ def _validate_event(rec: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]
     if missing:
         return f"missing fields {missing}", {}
     row = {k: rec[k] for k in EVENT_FIELDS}
-    try:
-        position = float(rec["position"])
-        if position != int(position):
-            raise ValueError
-        row["position"] = int(position)
-    except (TypeError, ValueError):
+    try:  # "3" and "3.0" are 3; text is read as an integer first, so a long one is not rounded through a float
+        text = str(rec["position"]).strip()
+        try:
+            row["position"] = int(text)
+        except ValueError:
+            position = float(text)
+            if not position.is_integer():
+                raise ValueError from None
+            row["position"] = int(position)
+    except (TypeError, ValueError, OverflowError):
         return f"position {rec['position']!r} is not an integer", {}
+    if not 0 <= row["position"] <= MAX_EXACT_INT:
+        return f"position {rec['position']!r} must be between 0 and 2**53 (a float64 model input holds it exactly)", {}
     try:
         row["price"] = float(rec["price"])
     except (TypeError, ValueError):

@@ -33,3 +33,24 @@ def test_thresholds_override_and_types(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_explicit_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOPS_CATALOG", "acme")
     assert get_config(catalog="other").catalog == "other"
+
+
+@pytest.mark.parametrize(("variable", "raw"), [("MLOPS_SEED", "seven"), ("MLOPS_SEED", "7.5"),
+                                               ("MLOPS_THRESHOLD_PSI", "high"), ("MLOPS_THRESHOLD_GATE_MIN_AUC", "nan")])
+def test_bad_environment_override_is_refused_naming_field_value_and_variable(monkeypatch: pytest.MonkeyPatch,
+                                                                             variable: str, raw: str) -> None:
+    from utils.platform import ParameterError
+
+    monkeypatch.setenv(variable, raw)
+    with pytest.raises(ParameterError) as err:
+        get_config()
+    field = variable.removeprefix("MLOPS_THRESHOLD_").removeprefix("MLOPS_").lower()
+    assert f"'{field}'" in str(err.value) and repr(raw) in str(err.value) and variable in str(err.value)
+
+
+def test_whole_number_and_boolean_words_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_SEED", "7.0")
+    monkeypatch.setenv("MLOPS_THRESHOLD_PSI", "1")
+    cfg = get_config()
+    assert cfg.seed == 7 and type(cfg.seed) is int
+    assert cfg.thresholds.psi == 1.0 and type(cfg.thresholds.psi) is float

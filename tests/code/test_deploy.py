@@ -122,6 +122,64 @@ def test_request_shapes_single_list_and_records():
     assert parse_request(json.dumps({**GOOD, "extra": "x"}).encode()) == [GOOD]  # extra fields are dropped
 
 
+OTHER = {"customer_id": "C2", "plant_id": "P2", "page": "search", "position": 0, "price": 30}
+MLFLOW_FORMATS = {  # MLflow's scoring request formats (what Databricks Model Serving clients send), keys inside
+    "dataframe_records": {"dataframe_records": [GOOD, OTHER]},
+    "dataframe_split": {"dataframe_split": {"columns": list(GOOD), "data": [list(GOOD.values()), list(OTHER.values())]}},
+    "dataframe_split with index": {"dataframe_split": {"index": [7, 8], "columns": list(GOOD),
+                                                       "data": [list(GOOD.values()), list(OTHER.values())]}},
+    "instances": {"instances": [GOOD, OTHER]},
+    "inputs as records": {"inputs": [GOOD, OTHER]},
+    "inputs as columns": {"inputs": {k: [GOOD[k], OTHER[k]] for k in GOOD}},
+}
+
+
+@pytest.mark.parametrize("fmt", MLFLOW_FORMATS, ids=list(MLFLOW_FORMATS))
+def test_mlflow_request_formats_give_the_records(fmt):
+    assert parse_request(json.dumps(MLFLOW_FORMATS[fmt]).encode()) == [GOOD, OTHER]
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"data": [GOOD]}, ["unrecognised request format", "['data']"]),
+    ({"dataframe_records": [GOOD], "instances": [GOOD]}, ["2 request formats"]),
+    ({"dataframe_split": {"data": [list(GOOD.values())]}}, ['needs "columns"']),
+    ({"dataframe_split": {"columns": list(GOOD), "data": [["C1", "P1"]]}}, ["row 0", "5 values"]),
+    ({"dataframe_split": [GOOD]}, ['"dataframe_split" must be']),
+    ({"inputs": {"customer_id": ["C1", "C2"], "plant_id": ["P1"]}}, ["all of one length"]),
+    ({"instances": GOOD}, ['"instances" must hold a list of records']),
+    ({"dataframe_records": [GOOD], "params": {"k": 1}}, ["no params"]),
+    ({"dataframe_records": []}, ["no record"]),
+    ("C1", ["a JSON str is not a request"]),
+])
+def test_unrecognised_request_formats_get_400_naming_the_accepted_ones(body, words):
+    with pytest.raises(RequestError) as err:
+        parse_request(json.dumps(body).encode())
+    assert err.value.status == 400, str(err.value)
+    for word in words:
+        assert word in str(err.value)
+    if "unrecognised" in words[0] or "not a request" in words[0]:
+        for fmt in ("dataframe_records", "dataframe_split", "instances", "inputs"):
+            assert fmt in str(err.value)
+
+
+@pytest.mark.parametrize("position, expected", [(3.0, 3), (0.0, 0), (2**53, 2**53)])
+def test_whole_number_float_positions_are_the_integers_they_write(position, expected):
+    [record] = parse_request(json.dumps({**GOOD, "position": position}).encode())
+    assert record["position"] == expected and type(record["position"]) is int
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("position", 2.5, "position must be an integer"),
+    ("position", 2**53 + 1, "beyond 2**53"),
+    ("position", 1e30, "beyond 2**53"),
+    ("price", 2**60 + 1, "beyond 2**53"),
+])
+def test_values_a_float64_input_cannot_hold_are_refused(field, value, words):
+    with pytest.raises(RequestError, match=words.replace("*", r"\*")) as err:
+        parse_request(json.dumps({**GOOD, field: value}).encode())
+    assert err.value.status == 422 and field in str(err.value)
+
+
 # ---------------------------------------------------------------- features
 
 
@@ -169,6 +227,21 @@ def test_bad_input_gets_a_4xx_the_server_stays_up_and_nothing_is_logged(router, 
     assert router.pending_log_rows() == 0
     assert requests.get(router.url + "/health", timeout=10).status_code == 200
     assert router.predict(GOOD)["predictions"] == [0.1]  # still serving
+
+
+@pytest.mark.parametrize("fmt", MLFLOW_FORMATS, ids=list(MLFLOW_FORMATS))
+def test_router_serves_mlflow_request_formats_over_http(router, fmt):
+    resp = post(router, json.dumps(MLFLOW_FORMATS[fmt]))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["predictions"] == [0.1, 0.1] and router.pending_log_rows() == 2
+
+
+def test_router_answers_an_unknown_format_with_400_naming_the_accepted_ones(router):
+    resp = post(router, json.dumps({"data": [GOOD]}))
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert all(f in error for f in ("dataframe_records", "dataframe_split", "instances", "inputs", '"records"'))
+    assert router.pending_log_rows() == 0
 
 
 def test_unknown_path_is_404(router):

@@ -49,7 +49,11 @@ class ScoreModel(mlflow.pyfunc.PythonModel):
         elif self.mode == "biased":
             young = (df["age_band"] == "18-34").to_numpy()
             score = np.where(young, 0.5 + 0.5 * score, 0.5 * score)
-        invasive = df["invasive"].to_numpy(dtype=bool) if "invasive" in df else np.zeros(len(df), dtype=bool)
+        flag = df["invasive"] if "invasive" in df else pd.Series(False, index=df.index)
+        if self.mode == "null_is_safe":  # the fault the compliance check must catch: an unknown flag read as False
+            invasive = flag.where(flag.notna(), False).to_numpy(dtype=bool)
+        else:  # the rule: invasive, or unknown
+            invasive = flag.isna().to_numpy() | flag.where(flag.notna(), True).to_numpy(dtype=bool)
         if self.mode != "no_rule":
             score = np.where(invasive, 0.0, score)
         if self.mode == "frame":
@@ -75,7 +79,7 @@ def model_uris(isolated_state, eval_df: pd.DataFrame) -> dict[str, str]:
     other_sig = infer_signature(other, np.array([0.1, 0.2]))
     uris = {}
     with mlflow.start_run(run_name="gate-test-models"):
-        for mode in ("good", "frame", "random", "biased", "no_rule"):
+        for mode in ("good", "frame", "random", "biased", "no_rule", "null_is_safe"):
             info = mlflow.pyfunc.log_model(name=mode, python_model=ScoreModel(mode), signature=sig,
                                            pip_requirements=["mlflow"])
             uris[mode] = info.model_uri
@@ -108,6 +112,7 @@ def test_good_model_passes_every_check(model_uris, eval_df, variant):
         ("random", "min_auc", ["AUC", "minimum 0.65"]),
         ("biased", "fairness", ["demographic parity", "age_band", "18-34="]),
         ("no_rule", "compliance", ["invasive", "above 0.0"]),
+        ("null_is_safe", "compliance", ["flag unknown", "above 0.0"]),
     ],
 )
 def test_broken_model_fails_the_named_check(model_uris, eval_df, variant, failing, words):
@@ -165,6 +170,43 @@ def test_compliance_probes_rows_even_without_invasive_plants(model_uris, eval_df
     df = eval_df.assign(invasive=False)
     assert not gate(model_uris["no_rule"], df).check("compliance").passed
     assert gate(model_uris["good"], df).check("compliance").passed
+
+
+def test_compliance_probes_unknown_flags_too(model_uris, eval_df):
+    # No invasive and no unknown flag in the frame: only the null probes can catch a model reading null as False.
+    df = eval_df.assign(invasive=False)
+    check = gate(model_uris["null_is_safe"], df).check("compliance")
+    assert not check.passed and check.value > 0.0
+    assert gate(model_uris["good"], df).check("compliance").passed
+
+
+def test_rows_with_an_unknown_flag_in_the_frame_are_checked(model_uris, eval_df):
+    flags = eval_df["invasive"].astype(object)
+    flags[eval_df.index % 10 == 3] = None
+    check = gate(model_uris["good"], eval_df.assign(invasive=flags)).check("compliance")
+    assert check.passed
+    frame_rows = int(eval_df["invasive"].sum() + (eval_df.index % 10 == 3).sum()
+                     - (eval_df["invasive"] & (eval_df.index % 10 == 3)).sum())
+    assert f"({frame_rows} in the frame" in check.reason
+
+
+def test_single_group_fairness_is_not_measured_and_says_so(model_uris, eval_df):
+    check = gate(model_uris["good"], eval_df.assign(age_band="35-54")).check("fairness")
+    assert check.passed and check.value is None
+    assert "not measured" in check.reason and "only one age_band group" in check.reason
+
+
+def test_an_undefined_metric_fails_its_check_saying_so():
+    from utils.gate import CheckResult, _refuse_undefined
+
+    nan_check = _refuse_undefined(CheckResult("min_auc", True, float("nan"), 0.65, "AUC nan"))
+    assert not nan_check.passed and nan_check.reason.startswith("undefined metric (NaN)")
+    nested = _refuse_undefined(CheckResult("no_regression", True, {"auc": 0.8, "champion_auc": float("nan")}, 0.01, "x"))
+    assert not nested.passed
+    fine = CheckResult("latency", True, 12.0, 2000.0, "ok")
+    assert _refuse_undefined(fine) is fine
+    unmeasured = CheckResult("fairness", True, None, 0.25, "not measured")
+    assert _refuse_undefined(unmeasured) is unmeasured
 
 
 def test_result_serialises_and_summarises(model_uris, eval_df):
@@ -238,3 +280,47 @@ def test_champion_trained_on_the_evaluation_window_is_not_compared(model_uris, e
     skipped = gate(model_uris["random"], eval_df, champion_uri=None, champion_note=note)
     assert skipped.check("no_regression").passed and skipped.check("no_regression").reason == note
     assert not skipped.passed, "the absolute checks still decide: a random model fails them"
+
+
+# ---------------------------------------------------------------- fairness metrics (utils.evaluation)
+
+
+def test_undefined_rate_is_nan_with_a_warning_naming_the_group():
+    """The issue's example: perfect predictions, group b has no positives, so its TPR is undefined (not 0)."""
+    from utils.evaluation import UndefinedRateWarning, fairness_by_group
+
+    with pytest.warns(UndefinedRateWarning, match=r"tpr is undefined for group\(s\) \['b'\]") as record:
+        by_group, summary = fairness_by_group(np.array([1, 1, 0, 0, 0, 0, 0, 0]), np.array([1, 1, 0, 0, 0, 0, 0, 0]),
+                                              pd.Series(["a"] * 4 + ["b"] * 4))
+    assert len(record) == 1, "FPR is defined in both groups: one warning, for TPR"
+    assert by_group.loc["a", "tpr"] == 1.0 and np.isnan(by_group.loc["b", "tpr"])
+    assert by_group["fpr"].tolist() == [0.0, 0.0]
+    assert by_group["accuracy"].tolist() == [1.0, 1.0]
+    assert summary["equalized_odds_difference"] == 0.0
+    assert summary["tpr_groups_defined"] == 1.0 and summary["fpr_groups_defined"] == 2.0 and summary["groups"] == 2.0
+    assert summary["demographic_parity_difference"] == 0.5
+
+
+def test_defined_rates_keep_fairlearns_values():
+    import warnings
+
+    from fairlearn.metrics import equalized_odds_difference
+
+    from utils.evaluation import fairness_by_group
+
+    rng = np.random.default_rng(3)
+    y, pred = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
+    groups = pd.Series(BANDS[rng.integers(0, 3, 300)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every rate is defined: no warning
+        _, summary = fairness_by_group(y, pred, groups)
+    assert summary["equalized_odds_difference"] == pytest.approx(equalized_odds_difference(y, pred, sensitive_features=groups))
+
+
+def test_a_rate_defined_in_one_group_only_gives_an_undefined_difference():
+    from utils.evaluation import UndefinedRateWarning, fairness_by_group
+
+    with pytest.warns(UndefinedRateWarning) as record:
+        _, summary = fairness_by_group(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]), pd.Series(["a", "a", "b", "b"]))
+    assert {str(w.message).split(" ")[0] for w in record} == {"tpr", "fpr"}
+    assert np.isnan(summary["equalized_odds_difference"])

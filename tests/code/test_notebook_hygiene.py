@@ -38,13 +38,18 @@ def test_dbutils_only_in_the_databricks_only_cells(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_parameters_go_through_get_param(path: Path) -> None:
+def test_parameters_go_through_get_param_with_the_declared_type(path: Path) -> None:
+    """Every parameter is read through get_param with the type its parameters-cell default declares."""
+    import ast
+
     cells = _code_cells(path)
     params = next(src for tags, src in cells if "parameters" in tags)
-    names = re.findall(r"^(\w+)\s*=", params, flags=re.M)
+    declared = {node.targets[0].id: type(ast.literal_eval(node.value)).__name__ for node in ast.parse(params).body}
+    assert declared, f"{path.name}: the parameters cell declares nothing"
     after = "\n".join(src for _, src in cells)
-    for name in names:
-        assert f'{name} = get_param("{name}", {name})' in after, f"{path.name}: {name} is not read through get_param"
+    for name, kind in declared.items():
+        assert f'{name} = get_param("{name}", {name}, {kind})' in after, \
+            f"{path.name}: {name} is not read through get_param(..., {kind}) (its parameters cell declares {kind})"
 
 
 def test_the_hygiene_checks_can_fail() -> None:

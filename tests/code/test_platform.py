@@ -18,24 +18,113 @@ def test_is_databricks_follows_runtime_variable(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize(
-    ("raw", "default", "expected"),
-    [("123", 1, 123), ("0.25", 0.5, 0.25), ("true", False, True), ("0", True, False), ("demand_spike", "baseline", "demand_spike")],
+    ("raw", "declared", "expected"),
+    [("123", int, 123), ("0.25", float, 0.25), ("true", bool, True), ("0", bool, False), ("off", bool, False),
+     ("demand_spike", str, "demand_spike"), ("20000.0", int, 20000), (" 7 ", int, 7), ("0", float, 0.0)],
 )
-def test_get_param_reads_environment_cast_to_default_type(monkeypatch: pytest.MonkeyPatch, raw: str, default: object, expected: object) -> None:
+def test_get_param_reads_environment_cast_to_declared_type(monkeypatch: pytest.MonkeyPatch, raw: str,
+                                                           declared: type, expected: object) -> None:
     monkeypatch.setenv("MLOPS_SOMEPARAM", raw)
-    value = platform.get_param("someparam", default)
-    assert value == expected and type(value) is type(expected)
+    value = platform.get_param("someparam", declared(), declared)
+    assert value == expected and type(value) is declared
+
+
+def test_environment_value_is_cast_to_the_declared_type_not_the_injected_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # papermill -p bad_fraction 0 injects the int 0; the parameters cell declares a float (0.01).
+    monkeypatch.setenv("MLOPS_BAD_FRACTION", "0.05")
+    value = platform.get_param("bad_fraction", 0, float)
+    assert value == 0.05 and type(value) is float
+
+
+@pytest.mark.parametrize(("injected", "declared", "expected"),
+                         [(0, float, 0.0), ("5000", int, 5000), (5000.0, int, 5000), ("0.5", float, 0.5), (5, str, "5")])
+def test_injected_value_is_cast_to_the_declared_type(monkeypatch: pytest.MonkeyPatch, injected: object,
+                                                     declared: type, expected: object) -> None:
+    monkeypatch.delenv("MLOPS_SOMEPARAM", raising=False)
+    value = platform.get_param("someparam", injected, declared)
+    assert value == expected and type(value) is declared
 
 
 def test_get_param_falls_back_to_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLOPS_ROWS_UNSET", raising=False)
-    assert platform.get_param("rows_unset", 20000) == 20000
+    assert platform.get_param("rows_unset", 20000, int) == 20000
 
 
-def test_get_param_bad_value_names_type(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLOPS_ROWS", "many")
-    with pytest.raises(ValueError, match="int"):
-        platform.get_param("rows", 10)
+@pytest.mark.parametrize(("raw", "declared"), [("many", int), ("abc", int), ("2000.5", int), ("nan", float),
+                                               ("ture", bool), ("2", bool), ("inf", float)])
+def test_get_param_bad_environment_value_names_parameter_value_and_source(monkeypatch: pytest.MonkeyPatch, raw: str,
+                                                                          declared: type) -> None:
+    monkeypatch.setenv("MLOPS_ROWS", raw)
+    with pytest.raises(platform.ParameterError) as err:
+        platform.get_param("rows", declared(), declared)
+    message = str(err.value)
+    assert "'rows'" in message and repr(raw) in message and "MLOPS_ROWS" in message and declared.__name__ in message
+
+
+@pytest.mark.parametrize(("injected", "declared"), [(True, int), (False, float), (1.5, int), (None, str), ("x", float)])
+def test_bad_injected_value_is_refused_naming_the_parameters_cell(monkeypatch: pytest.MonkeyPatch, injected: object,
+                                                                  declared: type) -> None:
+    monkeypatch.delenv("MLOPS_SOMEPARAM", raising=False)
+    with pytest.raises(platform.ParameterError, match=r"'someparam'.*parameters cell"):
+        platform.get_param("someparam", injected, declared)
+
+
+class _Widgets:
+    """Databricks' ``dbutils.widgets`` text widgets: a default, and the value a job parameter set."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values, self.defaults = values, {}
+
+    def text(self, name: str, default: str) -> None:
+        self.defaults[name] = default
+
+    def get(self, name: str) -> str:
+        return self.values.get(name, self.defaults[name])
+
+
+@pytest.mark.parametrize(("widget", "expected"), [("0.05", 0.05), ("", 0.01), ("1", 1.0)])
+def test_widget_value_is_cast_to_the_declared_type(monkeypatch: pytest.MonkeyPatch, widget: str, expected: float) -> None:
+    widgets = _Widgets({"bad_fraction": widget})
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    monkeypatch.setattr(platform, "_dbutils", lambda: type("D", (), {"widgets": widgets})())
+    value = platform.get_param("bad_fraction", 0.01, float)
+    assert value == expected and type(value) is float
+    assert widgets.defaults["bad_fraction"] == "0.01"
+
+
+def test_bad_widget_value_names_the_widget(monkeypatch: pytest.MonkeyPatch) -> None:
+    widgets = _Widgets({"rows": "lots"})
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    monkeypatch.setattr(platform, "_dbutils", lambda: type("D", (), {"widgets": widgets})())
+    with pytest.raises(platform.ParameterError, match=r"'rows'.*'lots'.*widget / job parameter 'rows'.*int"):
+        platform.get_param("rows", 20000, int)
+
+
+def test_papermill_int_and_environment_float_give_the_declared_float(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    """The issue's example, run for real: papermill -p bad_fraction 0 with MLOPS_BAD_FRACTION=0.05 exported."""
+    import json
+
+    import nbformat
+    import papermill
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}})
+    nb.cells = [
+        nbformat.v4.new_code_cell("bad_fraction = 0.01\nrows = 20000", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("from utils.platform import get_param\n\n"
+                                  "bad_fraction = get_param('bad_fraction', bad_fraction, float)\n"
+                                  "rows = get_param('rows', rows, int)\n"
+                                  "import json; print(json.dumps([bad_fraction, type(bad_fraction).__name__, rows]))"),
+    ]
+    source, out = tmp_path / "params.ipynb", tmp_path / "params.out.ipynb"
+    nbformat.write(nb, source)
+    monkeypatch.setenv("MLOPS_BAD_FRACTION", "0.05")
+    monkeypatch.delenv("MLOPS_ROWS", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(platform.REPO_ROOT))
+    papermill.execute_notebook(str(source), str(out), parameters={"bad_fraction": 0, "rows": "300"},
+                               kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    printed = nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"]
+    assert json.loads(printed) == [0.05, "float", 300]
 
 
 def test_java_version_is_17_or_newer() -> None:

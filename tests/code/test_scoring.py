@@ -109,6 +109,22 @@ def test_validate_events_quarantines_with_reasons():
     assert "plant_id" in reasons["E4"] and "event_ts" in reasons["E5"] and reasons["-"] == "malformed JSON"
 
 
+@pytest.mark.parametrize("position, expected", [("3", 3), ("3.0", 3), (" 7 ", 7), ("0", 0), (str(2**53), 2**53)])
+def test_streamed_positions_are_read_exactly(position, expected):
+    event = {"event_id": "E1", "customer_id": "C1", "plant_id": "P1", "event_ts": "2024-01-01T00:00:00",
+             "page": "home", "position": position, "price": "9.5", "_corrupt_record": None}
+    valid, bad = validate_events(pd.DataFrame([event]))
+    assert bad.empty and valid["position"].tolist() == [expected]
+
+
+@pytest.mark.parametrize("position", ["2.5", "1e20", str(2**53 + 1), "-1", "inf", "nan"])
+def test_streamed_positions_a_model_input_cannot_hold_are_quarantined(position):
+    event = {"event_id": "E1", "customer_id": "C1", "plant_id": "P1", "event_ts": "2024-01-01T00:00:00",
+             "page": "home", "position": position, "price": "9.5", "_corrupt_record": None}
+    valid, bad = validate_events(pd.DataFrame([event]))
+    assert valid.empty and bad["reason"].str.contains(f"position {position!r}", regex=False).all()
+
+
 def test_fast_scorer_matches_spark_udf(spark, model_uri):
     df = spark.createDataFrame(feature_rows(40)).repartition(3)
     a = spark_udf_scores(df, model_uri).select("event_id", "prediction").toPandas().sort_values("event_id")

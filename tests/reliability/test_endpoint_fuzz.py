@@ -194,14 +194,13 @@ def _good_record(rec: object) -> bool:
     if any(rec[k] not in known for k, known in KNOWN_KEYS.items()):
         return False
     position, price = rec.get("position"), rec.get("price")
-    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+    if isinstance(position, float) and math.isfinite(position) and position.is_integer():
+        position = int(position)  # a whole-number float is the integer it writes
+    if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= 2**53:
         return False
-    if isinstance(price, bool) or not isinstance(price, (int, float)):
+    if isinstance(price, bool) or not isinstance(price, (int, float)) or (isinstance(price, int) and price > 2**53):
         return False
-    try:  # both become float64 model inputs and inference-log columns
-        return math.isfinite(float(position)) and math.isfinite(float(price)) and price > 0
-    except OverflowError:
-        return False
+    return math.isfinite(float(price)) and price > 0  # both become float64 model inputs and log columns
 
 
 def is_good_request(body: bytes) -> bool:
@@ -210,8 +209,26 @@ def is_good_request(body: bytes) -> bool:
         doc = json.loads(body)
     except (ValueError, RecursionError):
         return False
-    if isinstance(doc, dict) and ("records" in doc or "dataframe_records" in doc):
-        doc = doc.get("records", doc.get("dataframe_records"))
+    formats = [k for k in ("records", "dataframe_records", "dataframe_split", "instances", "inputs")
+               if isinstance(doc, dict) and k in doc]
+    if len(formats) > 1 or (formats and doc.get("params")):
+        return False
+    if formats == ["dataframe_split"]:
+        split = doc["dataframe_split"]
+        if not (isinstance(split, dict) and isinstance(split.get("columns"), list)
+                and all(isinstance(c, str) for c in split["columns"]) and isinstance(split.get("data"), list)
+                and all(isinstance(r, list) and len(r) == len(split["columns"]) for r in split["data"])):
+            return False
+        doc = [dict(zip(split["columns"], r)) for r in split["data"]]
+    elif formats == ["inputs"] and isinstance(doc["inputs"], dict):
+        cols = doc["inputs"]
+        if not all(isinstance(v, list) for v in cols.values()) or len({len(v) for v in cols.values()}) > 1:
+            return False
+        doc = [{k: v[i] for k, v in cols.items()} for i in range(len(next(iter(cols.values()), [])))]
+    elif formats:
+        doc = doc[formats[0]]
+        if not isinstance(doc, list):
+            return False
     records = [doc] if isinstance(doc, dict) else doc
     return isinstance(records, list) and 1 <= len(records) <= MAX_RECORDS and all(map(_good_record, records))
 
@@ -226,7 +243,8 @@ WRONG_TYPES: dict[str, list[object]] = {
 }
 BAD_NUMBERS: dict[str, list[str]] = {  # JSON number text that must be refused
     "price": ["1e309", "-1e309", "-1e308", "0", "-0.0", "1e-400", "-12.5", "NaN", "Infinity", "-Infinity"],
-    "position": ["-1", "-100000000000000000000000000000", "1e30", "2.000001", "NaN", "Infinity", "-Infinity", "3.0"],
+    "position": ["-1", "-100000000000000000000000000000", "1e30", "2.000001", "NaN", "Infinity", "-Infinity",
+                 "9007199254740993"],
 }
 UNKNOWN_IDS = ["C9", "c1", " C1", "C1 ", "C1\u0000", "' OR '1'='1", "%", "*", "C\u200b1", "\u202eC1", "Ｃ1", "🌱",
                "C" * 5000, "../C1", "null", "P1"]

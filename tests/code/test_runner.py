@@ -1,0 +1,94 @@
+"""The headless runner (`make demo`): parameters are validated against the notebooks' declared types first."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from utils import runner
+from utils.platform import REPO_ROOT, ParameterError
+
+
+def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_") or k in ("MLOPS_STATE_DIR", "MLOPS_RAW_DIR")}
+    return subprocess.run([sys.executable, "-m", "utils.runner", *args], check=False, cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**clean, **env}, timeout=120)
+
+
+def test_make_demo_with_a_bad_mlops_rows_fails_naming_rows_the_variable_and_the_value(tmp_path) -> None:
+    # `MLOPS_ROWS=abc make demo` runs `python -m utils.runner --rows 20000 --output executed`.
+    proc = _run(["--rows", "20000", "--output", str(tmp_path / "executed")], MLOPS_ROWS="abc")
+    assert proc.returncode == 2
+    assert "'rows'" in proc.stderr and "MLOPS_ROWS" in proc.stderr and "'abc'" in proc.stderr
+    assert "running" not in proc.stdout and not (tmp_path / "executed").exists(), "no notebook may run"
+
+
+def test_bad_variable_of_any_declared_parameter_fails_before_any_notebook(tmp_path) -> None:
+    proc = _run(["--output", str(tmp_path / "executed")], MLOPS_BAD_FRACTION="lots")
+    assert proc.returncode == 2
+    assert "'bad_fraction'" in proc.stderr and "MLOPS_BAD_FRACTION" in proc.stderr and "'lots'" in proc.stderr
+    assert "float" in proc.stderr
+
+
+def test_declared_parameters_come_from_the_parameters_cells() -> None:
+    declared = runner.declared_parameters(runner.lifecycle_notebooks())
+    assert declared["rows"] == (int, 20000)
+    assert declared["seed"] == (int, 42)
+    assert declared["bad_fraction"] == (float, 0.01)
+    assert declared["scenario"][0] is str
+
+
+DECLARED = {"rows": (int, 20000), "seed": (int, 42), "bad_fraction": (float, 0.01)}
+
+
+@pytest.mark.parametrize(("flags", "environ", "expected"), [
+    ({"rows": None, "seed": None}, {}, {"rows": 20000, "seed": 42}),
+    ({"rows": None, "seed": None}, {"MLOPS_ROWS": "5000"}, {"rows": 5000, "seed": 42}),
+    ({"rows": "3000", "seed": "7"}, {}, {"rows": 3000, "seed": 7}),
+    ({"rows": "3000", "seed": None}, {"MLOPS_ROWS": "3000.0"}, {"rows": 3000, "seed": 42}),
+])
+def test_resolve_parameters(flags: dict, environ: dict, expected: dict) -> None:
+    assert runner.resolve_parameters(flags, DECLARED, environ) == expected
+
+
+@pytest.mark.parametrize(("flags", "environ", "named"), [
+    ({"rows": "20000"}, {"MLOPS_ROWS": "abc"}, ["'rows'", "MLOPS_ROWS", "'abc'"]),
+    ({"rows": "20000"}, {"MLOPS_ROWS": "5000"}, ["'rows'", "--rows 20000", "MLOPS_ROWS=5000", "disagree"]),
+    ({"rows": "1e9x"}, {}, ["'rows'", "--rows", "'1e9x'"]),
+    ({"rows": None}, {"MLOPS_BAD_FRACTION": "0,05"}, ["'bad_fraction'", "MLOPS_BAD_FRACTION", "'0,05'"]),
+])
+def test_bad_or_conflicting_parameters_are_refused(flags: dict, environ: dict, named: list[str]) -> None:
+    with pytest.raises(ParameterError) as err:
+        runner.resolve_parameters(flags, DECLARED, environ)
+    for text in named:
+        assert text in str(err.value)
+
+
+def test_bundle_job_parameters_parse_as_the_declared_types() -> None:
+    """Databricks job parameters fill widgets; every one a job passes must be a declared parameter of its type."""
+    import yaml
+
+    from utils.platform import cast_param
+
+    declared = runner.declared_parameters(runner.lifecycle_notebooks())
+    bundle = yaml.safe_load((REPO_ROOT / "databricks.yml").read_text())
+    values = [{k: v.get("default") for k, v in bundle["variables"].items()}]
+    values += [t.get("variables", {}) for t in bundle["targets"].values()]
+    jobs = yaml.safe_load((REPO_ROOT / "resources" / "jobs.yml").read_text())["resources"]["jobs"]
+    checked = 0
+    for job in jobs.values():
+        given = [(p["name"], p["default"]) for p in job.get("parameters", [])]
+        given += [kv for t in job["tasks"] for kv in t["notebook_task"].get("base_parameters", {}).items()]
+        for name, text in given:
+            assert name in declared, f"job parameter {name!r} is declared by no notebook's parameters cell"
+            texts = [str(text)]
+            if str(text).startswith("${var."):
+                var = str(text)[len("${var."):-1]
+                texts = [str(v[var]) for v in values if var in v]
+            for t in texts:
+                cast_param(name, t, declared[name][0], "the bundle")
+                checked += 1
+    assert checked >= 5
