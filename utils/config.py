@@ -74,11 +74,11 @@ class Config:
 def _cast(value: str, like: object, variable: str = "") -> object:
     """``value`` (an environment variable's text) as the type of the default ``like``.
 
-    Parsed as ``utils.platform.cast_param`` parses notebook parameters (``"7"`` -> 7, ``"0.3"`` -> 0.3,
+    Parsed as ``utils.parameters.cast_param`` parses notebook parameters (``"7"`` -> 7, ``"0.3"`` -> 0.3,
     ``"true"``/``"no"`` -> booleans); a value that does not parse raises ``ParameterError`` naming
     the field, the value and the variable, instead of a default taking its place.
     """
-    from utils.platform import cast_param
+    from utils.parameters import cast_param
 
     field_name = variable.removeprefix("MLOPS_THRESHOLD_").removeprefix("MLOPS_").lower() or "value"
     return cast_param(field_name, value, type(like), f"the environment variable {variable}" if variable else "the environment",

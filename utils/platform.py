@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar
 
+from utils.parameters import cast_param
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MIN_JAVA = 17
 
@@ -123,43 +125,6 @@ def ensure_dirs() -> None:
 # ---------------------------------------------------------------- parameters
 
 
-class ParameterError(ValueError):
-    """A parameter value that does not parse as its declared type; the message names parameter, value and source."""
-
-
-PARAMETER_TYPES = (int, float, bool, str)
-
-
-def cast_param(name: str, value: Any, declared: type[T], source: str, what: str = "parameter") -> T:
-    """``value`` as the ``declared`` type (int, float, bool or str); raises ``ParameterError`` if it does not parse.
-
-    Parsing is pydantic's lax mode with finite floats: ``"5000"`` and ``5000.0`` are the int 5000,
-    ``"0.05"`` and ``0`` the floats 0.05 and 0.0, ``"true"/"yes"/"on"/"1"`` and ``"false"/"no"/"off"/"0"``
-    booleans; ``5000.5`` as an int, ``"nan"`` as a float, ``"ture"`` as a bool and a boolean given for a
-    number are refused. ``source`` says where the value came from and ``what`` what it is (``parameter``,
-    ``setting``); both are part of the message.
-    """
-    from pydantic import ConfigDict, TypeAdapter, ValidationError
-
-    if declared not in PARAMETER_TYPES:
-        raise TypeError(f"parameter {name!r}: declared type must be one of "
-                        f"{[t.__name__ for t in PARAMETER_TYPES]}, got {declared!r}")
-    problem = None
-    if value is None:
-        problem = "no value"
-    elif isinstance(value, bool) and declared in (int, float):
-        problem = f"a boolean is not a {declared.__name__}"
-    else:
-        adapter = TypeAdapter(declared, config=ConfigDict(allow_inf_nan=False, str_strip_whitespace=True,
-                                                          coerce_numbers_to_str=True))
-        try:
-            return adapter.validate_python(value)
-        except ValidationError as exc:
-            problem = exc.errors()[0]["msg"]
-    raise ParameterError(f"{what} {name!r}: value {value!r} from {source} cannot be read as "
-                         f"{declared.__name__}: {problem}")
-
-
 def get_param(name: str, value: Any, declared: type[T]) -> T:
     """A notebook parameter as the type its ``parameters`` cell declares, whatever source supplies it.
 
@@ -172,6 +137,7 @@ def get_param(name: str, value: Any, declared: type[T]) -> T:
     """
     if is_databricks():
         dbutils = _dbutils()
+        _config_from_job_parameters(dbutils)
         dbutils.widgets.text(name, "" if value is None else str(value))
         raw: Any = dbutils.widgets.get(name)
         if raw != "":
@@ -182,6 +148,36 @@ def get_param(name: str, value: Any, declared: type[T]) -> T:
         if raw is not None:
             return cast_param(name, raw, declared, f"the environment variable {env}")
     return cast_param(name, value, declared, "the notebook's parameters cell (its default, or what papermill injected)")
+
+
+_JOB_CONFIG_READ = False
+
+
+def _config_from_job_parameters(dbutils: Any) -> None:
+    """Copy job parameters named after config fields (``catalog``, ``schema``, ``endpoint``, ...) to ``MLOPS_<FIELD>``.
+
+    Serverless jobs have no cluster environment variables, so the bundle passes the config as job
+    parameters, which reach a notebook as widgets; ``get_config`` then reads them as it reads any
+    ``MLOPS_<FIELD>``. Runs once per process, at the first ``get_param``; a widget that does not exist
+    (an interactive notebook) is skipped, and a variable already set wins.
+    """
+    global _JOB_CONFIG_READ
+    if _JOB_CONFIG_READ:
+        return
+    from dataclasses import fields
+
+    from utils.config import Config
+
+    for f in fields(Config):
+        if f.name == "thresholds" or os.environ.get(f"MLOPS_{f.name.upper()}"):
+            continue
+        try:
+            raw = dbutils.widgets.get(f.name)
+        except Exception:  # noqa: BLE001, S112 - dbutils raises a Py4J/Connect error for a widget that does not exist
+            continue
+        if raw not in (None, ""):
+            os.environ[f"MLOPS_{f.name.upper()}"] = str(raw)
+    _JOB_CONFIG_READ = True
 
 
 class MissingSecret(KeyError):
@@ -200,7 +196,7 @@ def get_secret(key: str, scope: str | None = None) -> str:
         scope = scope or get_config().project
         try:
             return str(_dbutils().secrets.get(scope=scope, key=key))
-        except Exception as exc:  # noqa: BLE001 - the SDK raises several types for a missing secret
+        except Exception as exc:
             raise MissingSecret(f"no secret {key!r} in scope {scope!r}: "
                                 f"databricks secrets put-secret {scope} {key}") from exc
     name = f"MLOPS_{key.upper()}"

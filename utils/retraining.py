@@ -168,11 +168,24 @@ def retrain_and_gate(seed: int, reason: str, family: str = "gboost", cfg: Config
             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def close_the_loop(result: MonitorResult, seed: int, cfg: Config | None = None) -> dict[str, Any] | None:
-    """Retrain when the monitor raised alerts; None (and nothing retrained) when it did not."""
+def close_the_loop(result: MonitorResult, seed: int, cfg: Config | None = None,
+                   retrain_job_id: str | int | None = None) -> dict[str, Any] | None:
+    """Retrain when the monitor raised alerts; None (and nothing retrained) when it did not.
+
+    Without ``retrain_job_id`` the retraining runs here (:func:`retrain_and_gate`) and the result is
+    its outcome. With it (the bundle passes ``${resources.jobs.plantly_retrain.id}`` to the monitor
+    task) the Databricks job is started instead, ``WorkspaceClient().jobs.run_now``, and the result
+    says which run: ``{"job_id", "job_run_id", "reason", "gate_summary"}``; that job gates and promotes.
+    """
     if not result.alerts:
         return None
     metrics = sorted({f"{a.metric}:{a.column}" for a in result.alerts})
     reason = f"{len(result.alerts)} alerts ({', '.join(metrics[:6])}{'…' if len(metrics) > 6 else ''})"
+    if retrain_job_id not in (None, ""):
+        from databricks.sdk import WorkspaceClient
+
+        run = WorkspaceClient().jobs.run_now(job_id=int(retrain_job_id))
+        return {"job_id": int(retrain_job_id), "job_run_id": run.run_id, "reason": reason,
+                "gate_summary": f"retraining job {retrain_job_id} started (run {run.run_id}): {reason}"}
     return retrain_and_gate(seed, reason, cfg=cfg)
 

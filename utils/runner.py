@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from utils.platform import REPO_ROOT, ParameterError, cast_param
+from utils.parameters import ParameterError, cast_param
+from utils.platform import REPO_ROOT
 
 
 def lifecycle_notebooks(folder: Path | None = None) -> list[Path]:

@@ -39,7 +39,7 @@ def test_explicit_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
                                                ("MLOPS_THRESHOLD_PSI", "high"), ("MLOPS_THRESHOLD_GATE_MIN_AUC", "nan")])
 def test_bad_environment_override_is_refused_naming_field_value_and_variable(monkeypatch: pytest.MonkeyPatch,
                                                                              variable: str, raw: str) -> None:
-    from utils.platform import ParameterError
+    from utils.parameters import ParameterError
 
     monkeypatch.setenv(variable, raw)
     with pytest.raises(ParameterError) as err:

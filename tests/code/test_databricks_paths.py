@@ -93,3 +93,36 @@ def test_the_experiment_lives_in_the_users_folder_per_catalog_and_schema(on_data
     monkeypatch.setattr(platform, "current_user", lambda: "ada@example.com")
     assert platform.experiment_path("plantly_recommender") == "/Users/ada@example.com/workshop.ada.plantly_recommender"
     assert platform.experiment_path("/Shared/given") == "/Shared/given"
+
+
+class _Widgets:
+    """Databricks notebook widgets as a job fills them: job parameters become widgets."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = dict(values)
+
+    def text(self, name: str, default: str) -> None:
+        self.values.setdefault(name, default)
+
+    def get(self, name: str) -> str:
+        if name not in self.values:
+            raise ValueError(f"InputWidgetNotDefined: {name}")
+        return self.values[name]
+
+
+def test_serverless_job_parameters_become_the_config(on_databricks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serverless jobs have no cluster variables: catalog, schema and endpoint arrive as job parameters."""
+    from types import SimpleNamespace
+
+    from utils.config import get_config
+
+    for name in ("MLOPS_CATALOG", "MLOPS_SCHEMA", "MLOPS_ENDPOINT"):
+        monkeypatch.setenv(name, "")  # unset for the code, and restored by monkeypatch after the test
+    dbutils = SimpleNamespace(widgets=_Widgets({"catalog": "workspace", "schema": "dev_ada_mlops", "endpoint": "",
+                                                "rows": "6000"}))
+    monkeypatch.setattr(platform, "_dbutils", lambda: dbutils)
+    monkeypatch.setattr(platform, "_JOB_CONFIG_READ", False)
+    assert platform.get_param("rows", 20000, int) == 6000
+    cfg = get_config()
+    assert (cfg.catalog, cfg.schema) == ("workspace", "dev_ada_mlops")
+    assert cfg.endpoint_name == "plantly-recommender-workspace-dev-ada-mlops"  # empty parameter: derived name

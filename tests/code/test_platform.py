@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from utils import platform
+from utils.parameters import ParameterError
 
 
 def test_is_databricks_follows_runtime_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +56,7 @@ def test_get_param_falls_back_to_default(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_get_param_bad_environment_value_names_parameter_value_and_source(monkeypatch: pytest.MonkeyPatch, raw: str,
                                                                           declared: type) -> None:
     monkeypatch.setenv("MLOPS_ROWS", raw)
-    with pytest.raises(platform.ParameterError) as err:
+    with pytest.raises(ParameterError) as err:
         platform.get_param("rows", declared(), declared)
     message = str(err.value)
     assert "'rows'" in message and repr(raw) in message and "MLOPS_ROWS" in message and declared.__name__ in message
@@ -65,7 +66,7 @@ def test_get_param_bad_environment_value_names_parameter_value_and_source(monkey
 def test_bad_injected_value_is_refused_naming_the_parameters_cell(monkeypatch: pytest.MonkeyPatch, injected: object,
                                                                   declared: type) -> None:
     monkeypatch.delenv("MLOPS_SOMEPARAM", raising=False)
-    with pytest.raises(platform.ParameterError, match=r"'someparam'.*parameters cell"):
+    with pytest.raises(ParameterError, match=r"'someparam'.*parameters cell"):
         platform.get_param("someparam", injected, declared)
 
 
@@ -96,7 +97,7 @@ def test_bad_widget_value_names_the_widget(monkeypatch: pytest.MonkeyPatch) -> N
     widgets = _Widgets({"rows": "lots"})
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
     monkeypatch.setattr(platform, "_dbutils", lambda: type("D", (), {"widgets": widgets})())
-    with pytest.raises(platform.ParameterError, match=r"'rows'.*'lots'.*widget / job parameter 'rows'.*int"):
+    with pytest.raises(ParameterError, match=r"'rows'.*'lots'.*widget / job parameter 'rows'.*int"):
         platform.get_param("rows", 20000, int)
 
 

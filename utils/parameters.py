@@ -1,0 +1,48 @@
+"""Notebook parameters and settings read as their declared types, whatever source supplies them.
+
+A leaf module (it imports no other ``utils`` module) so that both the config (``MLOPS_<FIELD>``
+settings) and the platform layer (papermill, environment, widgets) parse values the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ParameterError(ValueError):
+    """A parameter value that does not parse as its declared type; the message names parameter, value and source."""
+
+
+PARAMETER_TYPES = (int, float, bool, str)
+
+
+def cast_param(name: str, value: Any, declared: type[T], source: str, what: str = "parameter") -> T:
+    """``value`` as the ``declared`` type (int, float, bool or str); raises ``ParameterError`` if it does not parse.
+
+    Parsing is pydantic's lax mode with finite floats: ``"5000"`` and ``5000.0`` are the int 5000,
+    ``"0.05"`` and ``0`` the floats 0.05 and 0.0, ``"true"/"yes"/"on"/"1"`` and ``"false"/"no"/"off"/"0"``
+    booleans; ``5000.5`` as an int, ``"nan"`` as a float, ``"ture"`` as a bool and a boolean given for a
+    number are refused. ``source`` says where the value came from and ``what`` what it is (``parameter``,
+    ``setting``); both are part of the message.
+    """
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    if declared not in PARAMETER_TYPES:
+        raise TypeError(f"parameter {name!r}: declared type must be one of "
+                        f"{[t.__name__ for t in PARAMETER_TYPES]}, got {declared!r}")
+    problem = None
+    if value is None:
+        problem = "no value"
+    elif isinstance(value, bool) and declared in (int, float):
+        problem = f"a boolean is not a {declared.__name__}"
+    else:
+        adapter = TypeAdapter(declared, config=ConfigDict(allow_inf_nan=False, str_strip_whitespace=True,
+                                                          coerce_numbers_to_str=True))
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"]
+    raise ParameterError(f"{what} {name!r}: value {value!r} from {source} cannot be read as "
+                         f"{declared.__name__}: {problem}")
