@@ -26,7 +26,9 @@ def sigmoid_price(price: pd.Series) -> np.ndarray:
 
 
 class PriceModel(mlflow.pyfunc.PythonModel):
-    """Cheaper plants sell better; invasive plants score 0. ``noisy`` replaces the score with noise."""
+    """Cheaper plants sell better; invasive plants, and plants whose flag is unknown, score 0.
+
+    ``noisy`` replaces the score with noise."""
 
     def __init__(self, noisy: bool = False) -> None:
         self.noisy = noisy
@@ -35,7 +37,8 @@ class PriceModel(mlflow.pyfunc.PythonModel):
         score = sigmoid_price(model_input["price"])
         if self.noisy:
             score = np.random.default_rng(len(model_input)).random(len(model_input))
-        return np.where(model_input["invasive"].to_numpy(dtype=bool), 0.0, score)
+        unknown_or_invasive = model_input["invasive"].astype(object).fillna(True).to_numpy(dtype=bool)
+        return np.where(unknown_or_invasive, 0.0, score)
 
 
 @pytest.fixture(scope="module")
