@@ -35,6 +35,26 @@ def _dbutils() -> Any:
     return dbutils
 
 
+def install_on_databricks() -> str:
+    """Install this project into the notebook's environment on Databricks, then restart Python.
+
+    Databricks: ``%pip install -r requirements.lock`` and ``%pip install --no-deps -e`` of the repository,
+    through IPython's ``run_line_magic`` (the call a ``%pip`` line stands for), then
+    ``dbutils.library.restartPython()``. Locally: nothing, since ``make install`` built the environment
+    the kernel runs in; returns a sentence saying so. Each notebook's first code cell calls it, so
+    "Run All" works in a plain Jupyter kernel and on Databricks alike.
+    """
+    if not is_databricks():
+        return "Nothing to install locally: the kernel runs in the environment `make install` built."
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    shell.run_line_magic("pip", f"install --quiet -r {REPO_ROOT / 'requirements.lock'}")
+    shell.run_line_magic("pip", f"install --quiet --no-deps -e {REPO_ROOT}")
+    _dbutils().library.restartPython()
+    return "Installed; Python restarted."
+
+
 # ---------------------------------------------------------------- local paths
 
 

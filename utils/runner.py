@@ -23,22 +23,15 @@ def lifecycle_notebooks(folder: Path | None = None) -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
-def local_cells_only(nb: dict) -> dict:
-    """The notebook without its Databricks-only cells (tagged ``nbval-skip``, e.g. ``%pip`` + restart)."""
-    cells = [c for c in nb["cells"] if "nbval-skip" not in c.get("metadata", {}).get("tags", [])]
-    return {**nb, "cells": cells}
-
-
 def run_notebook(path: Path, output_dir: Path, parameters: dict[str, object], timeout_s: int = 1800) -> Path:
-    """Execute one notebook with papermill; returns the executed copy's path."""
+    """Execute one notebook with papermill, every cell in order as JupyterLab's Run All does; returns the executed copy."""
     import papermill
+    from traitlets.config import Config
 
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / path.name
-    source = output_dir / f".{path.stem}.input.ipynb"
-    source.write_text(json.dumps(local_cells_only(json.loads(path.read_text()))), encoding="utf-8")
     papermill.execute_notebook(
-        str(source),
+        str(path),
         str(out),
         parameters=parameters,
         cwd=str(path.parent),
@@ -46,9 +39,23 @@ def run_notebook(path: Path, output_dir: Path, parameters: dict[str, object], ti
         execution_timeout=timeout_s,
         progress_bar=False,
         report_mode=False,
+        skip_cells_with_tag="",  # nbclient would skip cells tagged `skip-execution`; Run All skips none
+        # The kernel talks to the runner over local sockets (IPC), not unencrypted TCP ports.
+        config=Config({"KernelManager": {"transport": "ipc"}}),
     )
-    source.unlink(missing_ok=True)
     return out
+
+
+def stderr_outputs(nb: dict) -> list[tuple[int, str]]:
+    """``(code cell number, text)`` of every stderr stream an executed notebook shows, in order."""
+    found = []
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    for number, cell in enumerate(code_cells, start=1):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = out.get("text", "")
+                found.append((number, "".join(text) if isinstance(text, list) else text))
+    return found
 
 
 def render_html(executed: Path) -> Path:
@@ -89,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         render_html(out)
         timings.append((nb.name, time.perf_counter() - start))
-        print(f"  done in {timings[-1][1]:.1f} s -> {out}", flush=True)
+        stderr = stderr_outputs(json.loads(out.read_text(encoding="utf-8")))
+        note = f", {len(stderr)} stderr output(s) in cells {sorted({n for n, _ in stderr})}" if stderr else ""
+        print(f"  done in {timings[-1][1]:.1f} s -> {out}{note}", flush=True)
     total = sum(t for _, t in timings)
     print(f"{len(timings)} notebooks in {total:.1f} s")
     if args.timings:

@@ -1,0 +1,79 @@
+"""The headless runner and the notebooks' first cell: every cell runs, Databricks-only set-up does nothing locally."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from utils import platform
+from utils.runner import run_notebook, stderr_outputs
+
+
+def test_install_on_databricks_does_nothing_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython
+
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: pytest.fail("no %pip may run locally"))
+    monkeypatch.setattr(platform, "_dbutils", lambda: pytest.fail("no dbutils locally"))
+    assert "Nothing to install" in platform.install_on_databricks()
+
+
+def test_install_on_databricks_pip_installs_then_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython
+
+    calls: list[tuple[str, str]] = []
+
+    class Shell:
+        def run_line_magic(self, name: str, line: str) -> None:
+            calls.append((name, line))
+
+    class Library:
+        def restartPython(self) -> None:  # noqa: N802 - dbutils' own name
+            calls.append(("restart", ""))
+
+    class DbUtils:
+        library = Library()
+
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
+    monkeypatch.setattr(platform, "_dbutils", lambda: DbUtils())
+    platform.install_on_databricks()
+    assert [name for name, _ in calls] == ["pip", "pip", "restart"]
+    assert calls[0][1].split()[:3] == ["install", "--quiet", "-r"]
+    assert calls[0][1].endswith("requirements.lock")
+    assert calls[1][1].split()[:4] == ["install", "--quiet", "--no-deps", "-e"]
+    assert Path(calls[1][1].split()[-1]) == platform.REPO_ROOT
+
+
+def _notebook(*cells: nbformat.NotebookNode) -> dict:
+    nb = nbformat.v4.new_notebook(cells=list(cells))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return json.loads(nbformat.writes(nb))
+
+
+def test_stderr_outputs_lists_stderr_streams_by_code_cell() -> None:
+    nb = _notebook(nbformat.v4.new_markdown_cell("# t"), nbformat.v4.new_code_cell("1"), nbformat.v4.new_code_cell("2"))
+    nb["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "fine\n"}]
+    nb["cells"][2]["outputs"] = [{"output_type": "stream", "name": "stderr", "text": ["Warn", "ing\n"]},
+                                 {"output_type": "execute_result", "data": {"text/plain": "2"}, "metadata": {},
+                                  "execution_count": 2}]
+    assert stderr_outputs(nb) == [(2, "Warning\n")]
+    nb["cells"][2]["outputs"] = []
+    assert stderr_outputs(nb) == []
+
+
+def test_run_notebook_runs_cells_a_runner_could_skip(tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    tagged = nbformat.v4.new_code_cell(f"open({str(marker)!r}, 'w').write('yes')")
+    tagged.metadata["tags"] = ["nbval-skip", "skip-execution"]
+    params = nbformat.v4.new_code_cell("rows = 1")
+    params.metadata["tags"] = ["parameters"]
+    source = tmp_path / "nb" / "01_t.ipynb"
+    source.parent.mkdir()
+    source.write_text(json.dumps(_notebook(params, tagged, nbformat.v4.new_code_cell("import sys\nprint('x', file=sys.stderr)"))))
+    out = run_notebook(source, tmp_path / "out", {"rows": 2}, timeout_s=120)
+    assert marker.read_text() == "yes"
+    assert stderr_outputs(json.loads(out.read_text())) == [(4, "x\n")]  # after the injected parameters cell
