@@ -44,6 +44,9 @@ def business_metrics() -> list[Any]:
     from sklearn.metrics import roc_auc_score
 
     def _auc(predictions: pd.Series, targets: pd.Series, probability: pd.Series) -> MetricValue:
+        # MLflow first tries each custom metric on the first row alone: one class, where AUC is undefined (NaN).
+        if targets.nunique() < 2:
+            return MetricValue(aggregate_results={"auc": float("nan")})
         return MetricValue(aggregate_results={"auc": float(roc_auc_score(targets, probability))})
 
     def _p_at_k(predictions: pd.Series, targets: pd.Series, probability: pd.Series) -> MetricValue:

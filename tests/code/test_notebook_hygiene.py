@@ -32,7 +32,7 @@ def test_no_local_paths_secrets_or_platform_branches(path: Path) -> None:
 
 # Databricks-only names and magics: a plain Jupyter kernel has no `dbutils`, and a `%pip` line would reinstall
 # the lock locally; `utils.platform.install_on_databricks()` does both on Databricks only.
-DATABRICKS_ONLY = re.compile(r"\bdbutils\b|^\s*[%!]pip\b|^\s*%(sql|sh|fs|run|scala|r)\b", flags=re.M)
+DATABRICKS_ONLY = re.compile(r"\bdbutils\b|^\s*[%!]pip\b|^\s*%(sql|sh|fs|run|scala|r)\b", flags=re.MULTILINE)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -31,7 +31,7 @@ def test_install_on_databricks_pip_installs_then_restarts(monkeypatch: pytest.Mo
             calls.append((name, line))
 
     class Library:
-        def restartPython(self) -> None:  # noqa: N802 - dbutils' own name
+        def restartPython(self) -> None:  # dbutils' own name
             calls.append(("restart", ""))
 
     class DbUtils:
