@@ -16,7 +16,19 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # otherwise oversubscribes the cores and scoring gets tens of times slower.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install demo test unit check-stripped notebooks lab ui bench bench-env bench-lock dashboard strip clean java
+# A JAVA_HOME left pointing at a removed JDK stops Spark (its launcher prefers $JAVA_HOME/bin/java) even with a
+# good java on PATH: then every recipe below uses the Java on PATH, and make says how to fix the setting.
+ifneq ($(JAVA_HOME),)
+ifeq ($(wildcard $(JAVA_HOME)/bin/java),)
+PATH_JAVA_HOME := $(patsubst %/bin/java,%,$(realpath $(shell command -v java 2>/dev/null)))
+ifneq ($(PATH_JAVA_HOME),)
+$(info note: JAVA_HOME=$(JAVA_HOME) has no bin/java; using the Java on PATH ($(PATH_JAVA_HOME)). To fix it for good: export JAVA_HOME=$(PATH_JAVA_HOME), or unset JAVA_HOME)
+export JAVA_HOME := $(PATH_JAVA_HOME)
+endif
+endif
+endif
+
+.PHONY: help install demo test unit check-stripped notebooks lab ui bench bench-env bench-lock dashboard strip clean java prereqs
 
 help:
 	@echo "make demo   - set up .venv and run every notebook headless, in order (executed copies in executed/)"
@@ -30,8 +42,16 @@ java:
 	@$(PYTHON) -c "import sys; sys.path.insert(0, '.'); from utils.platform import java_version, EnvironmentProblem; \
 	exec('try:\n    java_version()\nexcept EnvironmentProblem as e:\n    sys.exit(str(e))')"
 
-$(STAMP): requirements.lock pyproject.toml
+# What the install needs, checked before it downloads anything (about 2 GB): Python 3.10-3.12 and a JDK 17+.
+prereqs:
 	@test -n "$(PYTHON)" || { echo "Python 3.11 not found: install it (e.g. apt-get install python3.11) or use environment.yml"; exit 1; }
+	@$(PYTHON) -c "import sys; v = sys.version_info[:2]; sys.exit(None if (3, 10) <= v < (3, 13) else \
+	f'{sys.executable} is Python {v[0]}.{v[1]}; this project needs 3.10-3.12: install python3.11 (make PYTHON=python3.11 ...) or use environment.yml')"
+	@$(MAKE) --no-print-directory java
+	@command -v javac >/dev/null || test -x "$$JAVA_HOME/bin/javac" || { echo "javac not found: the install compiles a small catalog \
+	plugin, so it needs a JDK, not only a Java runtime: apt-get install openjdk-17-jdk-headless, brew install openjdk@17, or environment.yml"; exit 1; }
+
+$(STAMP): requirements.lock pyproject.toml | prereqs
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
