@@ -28,12 +28,13 @@ endif
 endif
 endif
 
-.PHONY: help install demo test unit check-stripped notebooks lab ui bench bench-env bench-lock dashboard strip clean java prereqs
+.PHONY: help install demo test unit check-stripped notebooks lab ui bench bench-env bench-lock dashboard strip clean java prereqs hooks
 
 help:
 	@echo "make demo   - set up .venv and run every notebook headless, in order (executed copies in executed/)"
 	@echo "make test   - set up .venv, run unit/data/model tests, check notebooks are stripped, run every notebook (Run All)"
 	@echo "make lab    - JupyterLab on the notebooks"
+	@echo "make hooks  - strip notebook outputs on every commit (pre-commit)"
 	@echo "make ui     - MLflow UI on http://127.0.0.1:5000"
 	@echo "make bench  - benchmark scripts (figures appended to bench/results.md; installs the bench extra, Evidently)"
 	@echo "make dashboard - one-page status: what is deployed, health, freshness, drift, alerts (reports/dashboard.html)"
@@ -95,8 +96,12 @@ test: $(STAMP) $(JARS) java unit check-stripped notebooks
 strip: $(STAMP)
 	$(BIN)/nbstripout --extra-keys "metadata.application/vnd.databricks.v1+notebook cell.metadata.application/vnd.databricks.v1+cell" $(NOTEBOOKS)
 
+# --allow-root: containers, cloud workstations and devcontainers run as root, where JupyterLab otherwise refuses to start.
 lab: $(STAMP) $(JARS) java
-	$(BIN)/jupyter lab --ip 127.0.0.1 notebooks
+	$(BIN)/jupyter lab --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
+
+hooks: $(STAMP)
+	$(BIN)/pre-commit install
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
