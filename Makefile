@@ -7,6 +7,8 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 JARS := .jars/manifest.json
 BENCH_STAMP := $(VENV)/.bench-installed
+# Local state (tables, MLflow): .lakehouse, or MLOPS_STATE_DIR; then executed/, reports/ and raw files live there too.
+STATE_DIR := $(abspath $(or $(MLOPS_STATE_DIR),.lakehouse))
 # Small data in CI and tests; `make demo ROWS=200000` for a bigger run.
 ROWS ?= 20000
 TEST_ROWS ?= 6000
@@ -32,6 +34,7 @@ endif
 
 help:
 	@echo "make demo   - set up .venv and run every notebook headless, in order (executed copies in executed/)"
+	@echo "make clean  - start over: delete the local state, executed notebooks, reports and generated raw files"
 	@echo "make test   - set up .venv, run unit/data/model tests, check notebooks are stripped, run every notebook (Run All)"
 	@echo "make lab    - JupyterLab on the notebooks"
 	@echo "make hooks  - strip notebook outputs on every commit (pre-commit)"
@@ -70,12 +73,7 @@ $(JARS): requirements.lock utils/local/jvm.py utils/local/SessionCatalogAlias.ja
 install: $(STAMP) $(JARS)
 
 demo: $(STAMP) $(JARS) java
-	$(BIN)/python -m utils.runner --rows $(ROWS) --output executed
-	@echo ""
-	@echo "Executed notebooks (with outputs, and HTML): executed/"
-	@echo "Delta tables:                                .lakehouse/tables/<schema>.db/<table>"
-	@echo "MLflow runs and registry:                    .lakehouse/mlflow (sqlite:///.lakehouse/mlflow/mlflow.db)"
-	@echo "Open the MLflow UI with:                     make ui   (then http://127.0.0.1:5000)"
+	$(BIN)/python -m utils.runner --rows $(ROWS)
 
 unit: $(STAMP) $(JARS)
 	$(BIN)/python -m pytest tests -q
@@ -105,10 +103,11 @@ hooks: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
-	  --backend-store-uri sqlite:///$(CURDIR)/.lakehouse/mlflow/mlflow.db --default-artifact-root $(CURDIR)/.lakehouse/mlflow/artifacts
+	  --backend-store-uri sqlite:///$(STATE_DIR)/mlflow/mlflow.db --default-artifact-root $(STATE_DIR)/mlflow/artifacts
 
+# ENDPOINTS="http://127.0.0.1:PORT ..." probes endpoints started elsewhere (05 stops its own when it ends).
 dashboard: $(STAMP) $(JARS)
-	$(BIN)/python -m utils.dashboard --out reports/dashboard.html $(foreach u,$(ENDPOINTS),--endpoint $(u))
+	$(BIN)/python -m utils.dashboard $(foreach u,$(ENDPOINTS),--endpoint $(u))
 
 # The benchmark extra (Evidently) on top of the lock; `uv pip sync` of the lock removes it again, hence the stamp chain.
 $(BENCH_STAMP): $(STAMP) bench/requirements-bench.txt
@@ -126,4 +125,4 @@ bench: $(BENCH_STAMP) $(JARS) java
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf .lakehouse $(TEST_STATE) executed data/raw/*.csv data/raw/*.json data/raw/*.jsonl
+	rm -rf .lakehouse $(TEST_STATE) executed reports data/raw/*.csv data/raw/*.json data/raw/*.jsonl

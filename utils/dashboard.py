@@ -40,9 +40,8 @@ from typing import Any
 import pandas as pd
 
 from utils.config import Config, get_config
-from utils.platform import REPO_ROOT, is_databricks, registry_uri, tracking_uri
+from utils.platform import is_databricks, output_dir, registry_uri, tracking_uri
 
-DEFAULT_OUT = REPO_ROOT / "reports" / "dashboard.html"
 SECTION_IDS = ("status", "models", "deployments", "freshness", "monitoring", "lineage", "alerts")
 STALE_AFTER_HOURS = 24.0  # a table not written for longer is flagged stale
 RECENT_HOURS = 24.0  # the window of "recent" inference traffic
@@ -1108,14 +1107,19 @@ def collect_sections(endpoint_urls: Sequence[str] = (), cfg: Config | None = Non
     return [_banner(cfg, found, now), *(found[k] for k in order)]
 
 
+def default_out() -> Path:
+    """``reports/dashboard.html``, under the state folder when ``MLOPS_STATE_DIR`` chooses one."""
+    return output_dir("reports") / "dashboard.html"
+
+
 def build_dashboard(out: Path | None = None, endpoint_urls: list[str] | None = None) -> Path:
-    """Write the dashboard page to ``out`` (default ``reports/dashboard.html``) and return its path."""
+    """Write the dashboard page to ``out`` (default :func:`default_out`) and return its path."""
     urls = [_check_url(u) for u in endpoint_urls or []]
     cfg = get_config()
     ensure_mlflow()
     now = _now()
     page = render(collect_sections(urls, cfg, now), cfg, now)
-    path = Path(out) if out is not None else DEFAULT_OUT
+    path = Path(out) if out is not None else default_out()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
@@ -1141,9 +1145,9 @@ def section_errors(path: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m utils.dashboard --out reports/dashboard.html [--endpoint URL ...]``."""
+    """``python -m utils.dashboard [--out PATH] [--endpoint URL ...]``."""
     parser = argparse.ArgumentParser(prog="python -m utils.dashboard", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where to write the page (default {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=default_out(), help=f"where to write the page (default {default_out()})")
     parser.add_argument("--endpoint", action="append", default=[], metavar="URL",
                         help="an endpoint or router base URL to probe (repeatable), e.g. http://127.0.0.1:5001")
     args = parser.parse_args(argv)

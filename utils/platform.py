@@ -64,6 +64,12 @@ def state_dir() -> Path:
     return Path(os.environ.get("MLOPS_STATE_DIR", REPO_ROOT / ".lakehouse")).resolve()
 
 
+def output_dir(name: str) -> Path:
+    """A folder of results for people to read (``executed``, ``reports``): ``<repo>/<name>`` by default, or
+    ``$MLOPS_STATE_DIR/<name>`` when a state folder is chosen, so each state keeps its own results."""
+    return (state_dir() if os.environ.get("MLOPS_STATE_DIR") else REPO_ROOT) / name
+
+
 def lakehouse_dir() -> Path:
     """Spark's warehouse folder: local Delta tables live in ``<schema>.db/<table>`` under it."""
     return state_dir() / "tables"
@@ -75,13 +81,16 @@ def mlflow_dir() -> Path:
 
 
 def raw_data_dir() -> Path:
-    """Where generated raw files land (``data/raw`` unless ``MLOPS_RAW_DIR`` says otherwise)."""
+    """Where generated raw files land: ``MLOPS_RAW_DIR``, else ``$MLOPS_STATE_DIR/raw`` when a state folder is
+    chosen, else ``data/raw``; on Databricks the volume ``/Volumes/<catalog>/<schema>/raw``."""
     if is_databricks():
         from utils.config import get_config
 
         cfg = get_config()
         return Path(f"/Volumes/{cfg.catalog}/{cfg.schema}/raw")
-    return Path(os.environ.get("MLOPS_RAW_DIR", REPO_ROOT / "data" / "raw")).resolve()
+    if os.environ.get("MLOPS_RAW_DIR"):
+        return Path(os.environ["MLOPS_RAW_DIR"]).resolve()
+    return state_dir() / "raw" if os.environ.get("MLOPS_STATE_DIR") else (REPO_ROOT / "data" / "raw").resolve()
 
 
 def tmp_dir() -> Path:

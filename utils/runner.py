@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from utils.platform import REPO_ROOT
+from utils.platform import REPO_ROOT, output_dir
 
 
 def lifecycle_notebooks(folder: Path | None = None) -> list[Path]:
@@ -68,15 +68,32 @@ def render_html(executed: Path) -> Path:
     return html
 
 
+def where_things_are(executed: Path) -> str:
+    """Where a run left its results, as lines to print (each path follows ``MLOPS_STATE_DIR``)."""
+    from utils.platform import lakehouse_dir, raw_data_dir, tracking_uri
+
+    rows = [
+        ("Executed notebooks (with outputs, and HTML):", executed),
+        ("Delta tables:", f"{lakehouse_dir()}/<schema>.db/<table>"),
+        ("MLflow runs and registry:", tracking_uri()),
+        ("Raw files:", raw_data_dir()),
+        ("Open the MLflow UI with:", "make ui   (then http://127.0.0.1:5000)"),
+        ("Status page:", "make dashboard"),
+    ]
+    return "\n".join(f"{label:<45}{value}" for label, value in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns a process exit code."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=20000, help="impressions to generate")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--output", type=Path, default=REPO_ROOT / "executed")
+    ap.add_argument("--output", type=Path, default=None,
+                    help="where the executed copies go (default executed/, or $MLOPS_STATE_DIR/executed)")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run (e.g. 00 01)")
     ap.add_argument("--timings", type=Path, help="also write {notebook: seconds} as JSON here")
     args = ap.parse_args(argv)
+    args.output = args.output or output_dir("executed")
     # get_param() prefers MLOPS_<NAME> to the injected parameter: an exported MLOPS_ROWS / MLOPS_SEED
     # must not silently override --rows / --seed.
     os.environ["MLOPS_ROWS"] = str(args.rows)
@@ -101,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  done in {timings[-1][1]:.1f} s -> {out}{note}", flush=True)
     total = sum(t for _, t in timings)
     print(f"{len(timings)} notebooks in {total:.1f} s")
+    print(where_things_are(args.output))
     if args.timings:
         args.timings.write_text(json.dumps(dict(timings), indent=2), encoding="utf-8")
     return 0
