@@ -48,6 +48,8 @@ def test_notebook_follows_the_contract(path: Path) -> None:
     assert first.startswith(f"# {path.stem[:2]} · ")
     for field in ("**You will learn:**", "**Reads:**", "**Writes:**", "**Parameters:**", "**Runs on:**"):
         assert field in first, f"{path.name} header lacks {field}"
+    # Names change with MLOPS_CATALOG / MLOPS_SCHEMA: a header names tables without the default catalog.schema.
+    assert not re.search(r"\bplantly(_prod)?\.mlops\.", first), f"{path.name} header hard-codes plantly.mlops.*"
     tags = [c.get("metadata", {}).get("tags", []) for c in cells]
     assert sum("parameters" in t for t in tags) == 1, "exactly one papermill parameters cell"
     assert not [t for t in tags if set(t) & SKIP_TAGS], "every cell runs in Run All: no skip tags"
