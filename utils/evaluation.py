@@ -6,6 +6,7 @@ precision among the top-k scored impressions, and the expected revenue of the to
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -74,10 +75,14 @@ def evaluate_scores(frame: pd.DataFrame, label: str, probability: np.ndarray, th
     data["probability"] = np.asarray(probability, dtype=float)
     data["prediction"] = (data["probability"] >= threshold).astype(int)
     data[label] = data[label].astype(int)
-    result = mlflow.models.evaluate(
-        data=data, targets=label, predictions="prediction", model_type="classifier",
-        extra_metrics=business_metrics(), evaluators=["default"],
-    )
+    with warnings.catch_warnings():
+        # MLflow hints that integer columns of the logged evaluation data cannot hold missing values at inference
+        # time; this frame is never a model's input schema, so the hint does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        result = mlflow.models.evaluate(
+            data=data, targets=label, predictions="prediction", model_type="classifier",
+            extra_metrics=business_metrics(), evaluators=["default"],
+        )
     import matplotlib.pyplot as plt
 
     plt.close("all")  # the evaluator's plots are logged as artifacts; do not echo them into notebooks

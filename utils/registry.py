@@ -14,9 +14,13 @@ Catalog accepts.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import io
 import json
 import os
+import re
+import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -217,6 +221,10 @@ def run_registration_hooks(mv: ModelVersion) -> list[Any]:
     return list(last_hook_results)
 
 
+# What mlflow.register_model prints on success; the caller shows the version itself (a table, the gate's verdict).
+_MLFLOW_REGISTRATION_NOTE = re.compile(r"(Successfully registered model |Registered model .* already exists|Created version )")
+
+
 def register(
     model_uri: str,
     name: str | None = None,
@@ -236,7 +244,11 @@ def register(
     check_mlflow_configured()
     name = name or get_config().model_name
     str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
-    mv = mlflow.register_model(model_uri, name, await_registration_for=AWAIT_READY_S, tags=str_tags or None)
+    with contextlib.redirect_stderr(io.StringIO()) as said:  # MLflow prints each registration to stderr
+        mv = mlflow.register_model(model_uri, name, await_registration_for=AWAIT_READY_S, tags=str_tags or None)
+    unexpected = [line for line in said.getvalue().splitlines() if not _MLFLOW_REGISTRATION_NOTE.match(line)]
+    if unexpected:  # anything else MLflow said still reaches the reader
+        print("\n".join(unexpected), file=sys.stderr)
     client = _client()
     if mv.status != "READY":
         raise RuntimeError(

@@ -47,9 +47,13 @@ def run_notebook(path: Path, output_dir: Path, parameters: dict[str, object], ti
 
 
 def stderr_outputs(nb: dict) -> list[tuple[int, str]]:
-    """``(code cell number, text)`` of every stderr stream an executed notebook shows, in order."""
+    """``(code cell number, text)`` of every stderr stream an executed notebook shows, in order.
+
+    Code cells are numbered from 1 as in the source notebook (papermill's injected parameters cell is not counted).
+    """
     found = []
-    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"
+                  and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     for number, cell in enumerate(code_cells, start=1):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stderr":

@@ -76,4 +76,4 @@ def test_run_notebook_runs_cells_a_runner_could_skip(tmp_path: Path) -> None:
     source.write_text(json.dumps(_notebook(params, tagged, nbformat.v4.new_code_cell("import sys\nprint('x', file=sys.stderr)"))))
     out = run_notebook(source, tmp_path / "out", {"rows": 2}, timeout_s=120)
     assert marker.read_text() == "yes"
-    assert stderr_outputs(json.loads(out.read_text())) == [(4, "x\n")]  # after the injected parameters cell
+    assert stderr_outputs(json.loads(out.read_text())) == [(3, "x\n")]  # numbered as in the source notebook
