@@ -21,7 +21,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -221,8 +221,21 @@ def run_registration_hooks(mv: ModelVersion) -> list[Any]:
     return list(last_hook_results)
 
 
-# What mlflow.register_model prints on success; the caller shows the version itself (a table, the gate's verdict).
-_MLFLOW_REGISTRATION_NOTE = re.compile(r"(Successfully registered model |Registered model .* already exists|Created version )")
+# What MLflow prints to stderr when a registration or a copy succeeds; callers show the version themselves.
+_MLFLOW_REGISTRATION_NOTE = re.compile(
+    r"(Successfully registered model |Registered model .* already exists|Created version |Copied version )")
+
+
+@contextlib.contextmanager
+def registration_notes_hidden() -> Iterator[None]:
+    """Keep MLflow's success notes (registered, created, copied) off stderr; anything else it prints still shows."""
+    with contextlib.redirect_stderr(io.StringIO()) as said:
+        try:
+            yield
+        finally:
+            unexpected = [line for line in said.getvalue().splitlines() if not _MLFLOW_REGISTRATION_NOTE.match(line)]
+    if unexpected:
+        print("\n".join(unexpected), file=sys.stderr)
 
 
 def register(
@@ -244,11 +257,8 @@ def register(
     check_mlflow_configured()
     name = name or get_config().model_name
     str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
-    with contextlib.redirect_stderr(io.StringIO()) as said:  # MLflow prints each registration to stderr
+    with registration_notes_hidden():
         mv = mlflow.register_model(model_uri, name, await_registration_for=AWAIT_READY_S, tags=str_tags or None)
-    unexpected = [line for line in said.getvalue().splitlines() if not _MLFLOW_REGISTRATION_NOTE.match(line)]
-    if unexpected:  # anything else MLflow said still reaches the reader
-        print("\n".join(unexpected), file=sys.stderr)
     client = _client()
     if mv.status != "READY":
         raise RuntimeError(

@@ -14,7 +14,7 @@ def test_register_prints_nothing_on_success(capsys: pytest.CaptureFixture[str]) 
     from utils.platform import configure_mlflow
 
     class Echo(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input):  # noqa: ANN001, ANN201 - MLflow's signature
+        def predict(self, context, model_input):  # MLflow's signature
             return model_input
 
     with mlflow_restored():
@@ -35,3 +35,14 @@ def test_the_quiet_filter_only_matches_mlflows_success_notes() -> None:
     assert note.match("Successfully registered model 'a.b.c'.") and note.match("Created version '2' of model 'a.b.c'.")
     assert note.match("Registered model 'a.b.c' already exists. Creating a new version of this model...")
     assert not note.match("WARNING mlflow: something went wrong") and not note.match("Traceback (most recent call last):")
+
+
+def test_notes_hidden_passes_other_stderr_through(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from utils.registry import registration_notes_hidden
+
+    with registration_notes_hidden():
+        print("Copied version '1' of model 'a.b.c' to version '1' of model 'a_prod.b.c'.", file=sys.stderr)
+        print("something MLflow warns about", file=sys.stderr)
+    assert capsys.readouterr().err == "something MLflow warns about\n"
