@@ -62,11 +62,22 @@ def stderr_outputs(nb: dict) -> list[tuple[int, str]]:
     return found
 
 
+# JupyterLab's page without the scripts it fetches from a CDN (require.js, MathJax, Mermaid): the page reads offline.
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{% block html_head_js_requirejs %}{% endblock %}
+{% block html_head_js_mathjax %}{% endblock %}
+{% block html_head_js_mermaidjs %}{% endblock %}
+"""
+
+
 def render_html(executed: Path) -> Path:
-    """HTML rendering of an executed notebook, so results can be read without Jupyter."""
+    """HTML rendering of an executed notebook, so results can be read without Jupyter (or a network)."""
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_filename(str(executed))
+    exporter = HTMLExporter(extra_loaders=[DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})],
+                            template_file="offline.html.j2")
+    body, _ = exporter.from_filename(str(executed))
     html = executed.with_suffix(".html")
     html.write_text(body, encoding="utf-8")
     return html

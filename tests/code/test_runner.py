@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from utils import platform
-from utils.runner import run_notebook, stderr_outputs
+from utils.runner import render_html, run_notebook, stderr_outputs
 
 
 def test_install_on_databricks_does_nothing_locally(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,3 +77,15 @@ def test_run_notebook_runs_cells_a_runner_could_skip(tmp_path: Path) -> None:
     out = run_notebook(source, tmp_path / "out", {"rows": 2}, timeout_s=120)
     assert marker.read_text() == "yes"
     assert stderr_outputs(json.loads(out.read_text())) == [(3, "x\n")]  # numbered as in the source notebook
+
+
+def test_html_rendering_fetches_nothing(tmp_path: Path) -> None:
+    import re
+
+    nb = _notebook(nbformat.v4.new_markdown_cell("# Title"), nbformat.v4.new_code_cell("1 + 1"))
+    nb["cells"][1]["outputs"] = [{"output_type": "execute_result", "data": {"text/plain": "2"}, "metadata": {},
+                                  "execution_count": 1}]
+    path = tmp_path / "t.ipynb"
+    path.write_text(json.dumps(nb))
+    page = render_html(path).read_text()
+    assert "Title" in page and not re.findall(r'(?:src|href)="https?://', page)
