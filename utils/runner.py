@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import IO, Any
 
 from utils.platform import REPO_ROOT, output_dir
 
@@ -23,26 +24,50 @@ def lifecycle_notebooks(folder: Path | None = None) -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
+def _kernel_manager_logging_to(log: IO[str]) -> type:
+    """A kernel manager whose kernel process (and the JVM it starts) writes its own stdout and stderr to ``log``."""
+    from jupyter_client import AsyncKernelManager
+
+    class KernelLoggingToFile(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdout": log, "stderr": log})
+
+    return KernelLoggingToFile
+
+
+def kernel_log(output_dir: Path, notebook: Path) -> Path:
+    """Where :func:`run_notebook` keeps what the kernel process printed outside the cells (JVM start-up, shutdown)."""
+    return output_dir / "logs" / f"{notebook.stem}.kernel.log"
+
+
 def run_notebook(path: Path, output_dir: Path, parameters: dict[str, object], timeout_s: int = 1800) -> Path:
-    """Execute one notebook with papermill, every cell in order as JupyterLab's Run All does; returns the executed copy."""
+    """Execute one notebook with papermill, every cell in order as JupyterLab's Run All does; returns the executed copy.
+
+    Cell outputs go into the copy; what the kernel process itself prints (the JVM's start-up lines, asyncio's
+    notes at shutdown) goes to :func:`kernel_log`, not the terminal.
+    """
     import papermill
     from traitlets.config import Config
 
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / path.name
-    papermill.execute_notebook(
-        str(path),
-        str(out),
-        parameters=parameters,
-        cwd=str(path.parent),
-        kernel_name="python3",
-        execution_timeout=timeout_s,
-        progress_bar=False,
-        report_mode=False,
-        skip_cells_with_tag="",  # nbclient would skip cells tagged `skip-execution`; Run All skips none
-        # The kernel talks to the runner over local sockets (IPC), not unencrypted TCP ports.
-        config=Config({"KernelManager": {"transport": "ipc"}}),
-    )
+    log_path = kernel_log(output_dir, path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as log:
+        papermill.execute_notebook(
+            str(path),
+            str(out),
+            parameters=parameters,
+            cwd=str(path.parent),
+            kernel_name="python3",
+            execution_timeout=timeout_s,
+            progress_bar=False,
+            report_mode=False,
+            skip_cells_with_tag="",  # nbclient would skip cells tagged `skip-execution`; Run All skips none
+            kernel_manager_class=_kernel_manager_logging_to(log),
+            # The kernel talks to the runner over local sockets (IPC), not unencrypted TCP ports.
+            config=Config({"KernelManager": {"transport": "ipc"}}),
+        )
     return out
 
 
@@ -124,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             out = run_notebook(nb, args.output, {"rows": args.rows, "seed": args.seed})
         except Exception as exc:  # papermill raises PapermillExecutionError with the failing cell
             print(f"FAILED {nb.name}: {exc}", file=sys.stderr)
-            print(f"the partially executed copy is in {args.output / nb.name}", file=sys.stderr)
+            print(f"the partially executed copy is in {args.output / nb.name}; "
+                  f"what the kernel printed besides is in {kernel_log(args.output, nb)}", file=sys.stderr)
             return 1
         render_html(out)
         timings.append((nb.name, time.perf_counter() - start))

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from utils import platform
-from utils.runner import render_html, run_notebook, stderr_outputs
+from utils.runner import kernel_log, render_html, run_notebook, stderr_outputs
 
 
 def test_install_on_databricks_does_nothing_locally(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,6 +76,7 @@ def test_run_notebook_runs_cells_a_runner_could_skip(tmp_path: Path) -> None:
     source.write_text(json.dumps(_notebook(params, tagged, nbformat.v4.new_code_cell("import sys\nprint('x', file=sys.stderr)"))))
     out = run_notebook(source, tmp_path / "out", {"rows": 2}, timeout_s=120)
     assert marker.read_text() == "yes"
+    assert kernel_log(tmp_path / "out", source).exists()
     assert stderr_outputs(json.loads(out.read_text())) == [(3, "x\n")]  # numbered as in the source notebook
 
 
@@ -89,3 +90,15 @@ def test_html_rendering_fetches_nothing(tmp_path: Path) -> None:
     path.write_text(json.dumps(nb))
     page = render_html(path).read_text()
     assert "Title" in page and not re.findall(r'(?:src|href)="https?://', page)
+
+
+def test_kernel_noise_goes_to_the_log_not_the_terminal(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    cell = nbformat.v4.new_code_cell("import os\nos.write(2, b'noise from the kernel process\\n')")
+    source = tmp_path / "nb" / "t.ipynb"
+    source.parent.mkdir()
+    source.write_text(json.dumps(_notebook(cell)))
+    run_notebook(source, tmp_path / "out", {}, timeout_s=120)
+    said = capfd.readouterr()
+    assert "noise from the kernel process" not in said.err + said.out
+    assert "noise from the kernel process" in kernel_log(tmp_path / "out", source).read_text()
+    assert "without encryption" not in said.err + kernel_log(tmp_path / "out", source).read_text()  # IPC, not TCP
