@@ -1,8 +1,9 @@
 """Run the lifecycle notebooks headless, in order, as `make demo` does.
 
-``python -m utils.runner --rows 20000 --output executed`` executes every ``notebooks/NN_*.ipynb``
-with papermill (parameters injected into each notebook's ``parameters`` cell), writes the executed
-copies with outputs to ``--output`` and an HTML rendering next to them.
+``python -m utils.runner --rows 20000`` executes every ``notebooks/NN_*.ipynb`` with papermill, every cell
+in order as JupyterLab's "Run All" does (parameters injected after each notebook's ``parameters`` cell),
+and writes the executed copies with outputs, an HTML rendering of each and the kernels' logs to ``--output``
+(``executed/``, or ``$MLOPS_STATE_DIR/executed``). ``--only 04 05`` runs some of them.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ def _kernel_manager_logging_to(log: IO[str]) -> type:
     return KernelLoggingToFile
 
 
-def kernel_log(output_dir: Path, notebook: Path) -> Path:
+def kernel_log(out_dir: Path, notebook: Path) -> Path:
     """Where :func:`run_notebook` keeps what the kernel process printed outside the cells (JVM start-up, shutdown)."""
-    return output_dir / "logs" / f"{notebook.stem}.kernel.log"
+    return out_dir / "logs" / f"{notebook.stem}.kernel.log"
 
 
-def run_notebook(path: Path, output_dir: Path, parameters: dict[str, object], timeout_s: int = 1800) -> Path:
+def run_notebook(path: Path, out_dir: Path, parameters: dict[str, object], timeout_s: int = 1800) -> Path:
     """Execute one notebook with papermill, every cell in order as JupyterLab's Run All does; returns the executed copy.
 
     Cell outputs go into the copy; what the kernel process itself prints (the JVM's start-up lines, asyncio's
@@ -49,9 +50,9 @@ def run_notebook(path: Path, output_dir: Path, parameters: dict[str, object], ti
     import papermill
     from traitlets.config import Config
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    out = output_dir / path.name
-    log_path = kernel_log(output_dir, path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / path.name
+    log_path = kernel_log(out_dir, path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w", encoding="utf-8") as log:
         papermill.execute_notebook(
