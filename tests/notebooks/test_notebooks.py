@@ -48,7 +48,7 @@ def test_notebook_runs_every_cell_in_order(path: Path, executed_dir: Path) -> No
     executed = _code_cells(json.loads(out.read_text(encoding="utf-8")))
     assert [_text(c) for c in executed] == [_text(c) for c in source], f"{path.name}: a cell was skipped or reordered"
     counts = [c["execution_count"] for c in executed]
-    assert counts == sorted(counts) and None not in counts, f"{path.name}: not every cell ran, in order: {counts}"
+    assert None not in counts and counts == sorted(counts), f"{path.name}: not every cell ran, in order: {counts}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
