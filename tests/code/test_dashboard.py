@@ -248,7 +248,8 @@ def test_real_state_shows_the_recorded_values(fresh_state: Path, tmp_path: Path,
     assert "<td>predictions</td><td>4</td>" in deployments
     p50 = np.percentile([10.0, 20.0, 30.0, 400.0], 50)  # answered requests only: the refused one is not timed
     assert f"{p50:.1f} / " in deployments
-    assert "20.00% of 5 requests (1 refused with 4xx, 0 failed with 5xx)" in deployments
+    assert "0.00% of 5 requests (0 failed)" in deployments  # a 4xx is not a failure
+    assert "1 of 5 (20.0%): invalid requests turned away with a reason" in deployments
     # three predictions were made before the promotion, one after it
     assert "served by the champion</td><td>100% of 4 predictions in the window; 100% of 1 since v1 became champion" \
         in deployments
