@@ -18,6 +18,17 @@ def isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+NOTEBOOK_SUITE = Path(__file__).resolve().parent / "notebooks"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave the notebook suite (``tests/notebooks``, minutes long, its own state) out unless it is named on the command line."""
+    if collection_path.resolve() != NOTEBOOK_SUITE:
+        return None
+    named = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+    return not any(p == NOTEBOOK_SUITE or NOTEBOOK_SUITE in p.parents for p in named)
+
+
 class _ActiveSpark:
     """Stands for the active local Spark session: ``get_spark()`` restarts it (in about a second) when a
     test moves ``MLOPS_STATE_DIR``, since a session serves one warehouse; this forwards to the current one."""

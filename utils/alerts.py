@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -131,18 +132,36 @@ class Notifier(Protocol):
 
 
 class LogNotifier:
-    """Writes one log line per alert (``WARNING``, or ``ERROR`` for critical ones)."""
+    """Writes one line per alert: to ``logger`` (``WARNING``, or ``ERROR`` for critical ones), or appended to ``path``.
+
+    With ``path`` the lines go to that file only, each with its UTC time, as a service's log that an
+    on-call tool tails; a notebook then shows the alerts as a table rather than as red log lines.
+    """
 
     name = "log"
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
+    def __init__(self, logger: logging.Logger | None = None, path: str | Path | None = None) -> None:
         self.logger = logger or log
+        self.path = Path(path) if path is not None else None
 
     def send(self, alerts: list[Alert]) -> None:
         """Log every alert."""
-        for a in alerts:
-            level = logging.ERROR if a.severity == "critical" else logging.WARNING
-            self.logger.log(level, "ALERT [%s] %s (alert_id=%s)", a.severity, a.message, a.alert_id)
+        lines = [(a, f"ALERT [{a.severity}] {a.message} (alert_id={a.alert_id})") for a in alerts]
+        if self.path is None:
+            for a, line in lines:
+                self.logger.log(logging.ERROR if a.severity == "critical" else logging.WARNING, "%s", line)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.writelines(f"{now} {line}\n" for _, line in lines)
+
+
+def message_preview(message: Mapping[str, Any], lines: int = 6) -> str:
+    """The first ``lines`` lines of a Slack-compatible message's text, and how many more there are."""
+    text = str(message.get("text", "")).splitlines()
+    more = len(text) - lines
+    return "\n".join(text[:lines] + ([f"- … and {more} more"] if more > 0 else []))
 
 
 @dataclass

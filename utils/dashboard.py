@@ -40,9 +40,8 @@ from typing import Any
 import pandas as pd
 
 from utils.config import Config, get_config
-from utils.platform import REPO_ROOT, is_databricks, registry_uri, tracking_uri
+from utils.platform import is_databricks, output_dir, registry_uri, tracking_uri
 
-DEFAULT_OUT = REPO_ROOT / "reports" / "dashboard.html"
 SECTION_IDS = ("status", "models", "deployments", "freshness", "monitoring", "lineage", "alerts")
 STALE_AFTER_HOURS = 24.0  # a table not written for longer is flagged stale
 RECENT_HOURS = 24.0  # the window of "recent" inference traffic
@@ -449,7 +448,10 @@ def inference_summary(log: pd.DataFrame) -> dict[str, Any]:
 
 
 def request_summary(requests: pd.DataFrame) -> dict[str, Any]:
-    """Latency percentiles of answered requests and the share refused (4xx) or failed (5xx), from the request log."""
+    """Latency percentiles of answered requests, and the shares failed (5xx: ``error_rate``) and refused (4xx).
+
+    A 4xx is the endpoint doing its job (a bad request refused with a reason), so only 5xx count as errors.
+    """
     out: dict[str, Any] = {"requests": len(requests)}
     if requests.empty:
         return out
@@ -458,7 +460,8 @@ def request_summary(requests: pd.DataFrame) -> dict[str, Any]:
     if len(ok):
         q = ok.quantile([0.5, 0.95, 0.99])
         out["latency_ms"] = {"p50": float(q.loc[0.5]), "p95": float(q.loc[0.95]), "p99": float(q.loc[0.99])}
-    out["error_rate"] = float((status >= 400).mean())
+    out["error_rate"] = float((status >= 500).mean())
+    out["refused_rate"] = float(((status >= 400) & (status < 500)).mean())
     out["client_errors"] = int(((status >= 400) & (status < 500)).sum())
     out["server_errors"] = int((status >= 500).sum())
     return out
@@ -528,9 +531,12 @@ def _deployments_section(cfg: Config, endpoint_urls: Sequence[str], now: datetim
         if not endpoints:
             s.missing.append("endpoints")
             parts.append(_missing(
-                "No endpoint is running in this process and no endpoint URL was given.",
-                f"{_code(NOTEBOOK['deploy'])} starts one (utils.deploy.deploy); pass its URL with "
-                f"{_code('python -m utils.dashboard --endpoint URL')} or build_dashboard(endpoint_urls=[...])."))
+                "No endpoint is running in this process and no endpoint URL was given "
+                f"({_code(NOTEBOOK['deploy'])} stops the endpoints it starts when it ends, so after "
+                f"{_code('make demo')} none is running).",
+                f"{_code(NOTEBOOK['deploy'])} starts one (utils.deploy.deploy): run it in JupyterLab up to its endpoint cells, "
+                f"then pass the URL it shows with {_code('make dashboard ENDPOINTS=http://127.0.0.1:PORT')} "
+                f"({_code('python -m utils.dashboard --endpoint URL')}, or build_dashboard(endpoint_urls=[...]))."))
         else:
             frame = pd.DataFrame([{
                 "endpoint": e.name, "kind": e.kind, "state": "UP" if e.up else "DOWN", "url": e.url,
@@ -585,8 +591,10 @@ def _deployments_section(cfg: Config, endpoint_urls: Sequence[str], now: datetim
         rows.append(("endpoint latency p50 / p95 / p99", f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms" if lat
                      else f"not recorded (no answered request in the request log {cfg.table('request_log')})"))
         if "error_rate" in req:
-            rows.append(("endpoint error rate", f"{100 * req['error_rate']:.2f}% of {req['requests']:,} requests "
-                         f"({req['client_errors']} refused with 4xx, {req['server_errors']} failed with 5xx)"))
+            rows.append(("endpoint error rate (5xx)", f"{100 * req['error_rate']:.2f}% of {req['requests']:,} requests "
+                         f"({req['server_errors']} failed)"))
+            rows.append(("refused requests (4xx)", f"{req['client_errors']} of {req['requests']:,} "
+                         f"({100 * req['refused_rate']:.1f}%): invalid requests turned away with a reason, not failures"))
         else:
             rows.append(("endpoint error rate", f"not recorded (the request log {cfg.table('request_log')} "
                          "has no request in the window)"))
@@ -960,7 +968,8 @@ def _banner(cfg: Config, sections: dict[str, Section], now: datetime) -> Section
     elif up:
         items.append(("endpoints", f"{up} up", "all answering /health", "ok"))
     else:
-        items.append(("endpoints", "none", "no endpoint running or given", "warn"))
+        items.append(("endpoints", "none running", "nothing deployed here now (05 stops its endpoints); "
+                      "ENDPOINTS=URL probes one", "ok"))
     if "last_prediction" in deps.facts:
         items.append(("predictions", f"{deps.facts.get('recent_predictions', 0):,}",
                       f"last {RECENT_HOURS:.0f} h; newest {_age(deps.facts['last_prediction'], now)}",
@@ -1098,14 +1107,19 @@ def collect_sections(endpoint_urls: Sequence[str] = (), cfg: Config | None = Non
     return [_banner(cfg, found, now), *(found[k] for k in order)]
 
 
+def default_out() -> Path:
+    """``reports/dashboard.html``, under the state folder when ``MLOPS_STATE_DIR`` chooses one."""
+    return output_dir("reports") / "dashboard.html"
+
+
 def build_dashboard(out: Path | None = None, endpoint_urls: list[str] | None = None) -> Path:
-    """Write the dashboard page to ``out`` (default ``reports/dashboard.html``) and return its path."""
+    """Write the dashboard page to ``out`` (default :func:`default_out`) and return its path."""
     urls = [_check_url(u) for u in endpoint_urls or []]
     cfg = get_config()
     ensure_mlflow()
     now = _now()
     page = render(collect_sections(urls, cfg, now), cfg, now)
-    path = Path(out) if out is not None else DEFAULT_OUT
+    path = Path(out) if out is not None else default_out()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
@@ -1131,9 +1145,9 @@ def section_errors(path: Path) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m utils.dashboard --out reports/dashboard.html [--endpoint URL ...]``."""
+    """``python -m utils.dashboard [--out PATH] [--endpoint URL ...]``."""
     parser = argparse.ArgumentParser(prog="python -m utils.dashboard", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where to write the page (default {DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=default_out(), help=f"where to write the page (default {default_out()})")
     parser.add_argument("--endpoint", action="append", default=[], metavar="URL",
                         help="an endpoint or router base URL to probe (repeatable), e.g. http://127.0.0.1:5001")
     args = parser.parse_args(argv)

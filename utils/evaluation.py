@@ -45,6 +45,9 @@ def business_metrics() -> list[Any]:
     from sklearn.metrics import roc_auc_score
 
     def _auc(predictions: pd.Series, targets: pd.Series, probability: pd.Series) -> MetricValue:
+        # MLflow first tries each custom metric on the first row alone: one class, where AUC is undefined (NaN).
+        if targets.nunique() < 2:
+            return MetricValue(aggregate_results={"auc": float("nan")})
         return MetricValue(aggregate_results={"auc": float(roc_auc_score(targets, probability))})
 
     def _p_at_k(predictions: pd.Series, targets: pd.Series, probability: pd.Series) -> MetricValue:
@@ -72,10 +75,14 @@ def evaluate_scores(frame: pd.DataFrame, label: str, probability: np.ndarray, th
     data["probability"] = np.asarray(probability, dtype=float)
     data["prediction"] = (data["probability"] >= threshold).astype(int)
     data[label] = data[label].astype(int)
-    result = mlflow.models.evaluate(
-        data=data, targets=label, predictions="prediction", model_type="classifier",
-        extra_metrics=business_metrics(), evaluators=["default"],
-    )
+    with warnings.catch_warnings():
+        # MLflow hints that integer columns of the logged evaluation data cannot hold missing values at inference
+        # time; this frame is never a model's input schema, so the hint does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        result = mlflow.models.evaluate(
+            data=data, targets=label, predictions="prediction", model_type="classifier",
+            extra_metrics=business_metrics(), evaluators=["default"],
+        )
     import matplotlib.pyplot as plt
 
     plt.close("all")  # the evaluator's plots are logged as artifacts; do not echo them into notebooks

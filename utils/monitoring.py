@@ -915,7 +915,9 @@ def model_quality_by_window(
     arrived yet appear with ``n_labeled == 0`` and NaN metrics. AUC is the Mann-Whitney statistic
     (ties count half), equal to ``sklearn.metrics.roc_auc_score``; precision is NaN with no predicted
     positive, AUC NaN with one class. ECE: ``sum(n_b / n * |mean score_b - positive rate_b|)``
-    over ``ece_bins`` equal-width score bins.
+    over ``ece_bins`` equal-width score bins. ``window_start`` / ``window_end`` are the window's bounds
+    clipped to the data's first and last timestamp, so a window wider than the data (one window over
+    everything) reports the span the rows cover, not the calendar-aligned bucket around it.
     """
     F, _, Window = _spark()
     _require_columns(df, [label_col, score_col], "scored")
@@ -929,6 +931,7 @@ def model_quality_by_window(
         raise ValueError(f"ece_bins must be >= 1, got {ece_bins}")
     base = df.select(
         F.window(ts, window).alias("window"),
+        F.unix_micros(ts).alias("t"),
         F.col(label_col).cast("double").alias("y"),
         F.col(score_col).cast("double").alias("s"),
     )
@@ -938,6 +941,8 @@ def model_quality_by_window(
     lab = base.where(labeled)
     counts = base.groupBy("window").agg(
         F.count(F.lit(1)).alias("count"),
+        F.min("t").alias("t_min"),
+        F.max("t").alias("t_max"),
         F.count(F.when(labeled, 1)).alias("n_labeled"),
         F.count(F.when(y.isNotNull() & ~y.isin(0.0, 1.0), 1)).alias("bad_labels"),
         F.min(F.when(labeled, s)).alias("s_min"),
@@ -980,6 +985,8 @@ def model_quality_by_window(
         .toPandas()
     )
     out = stats.merge(auc, on="ws", how="left").merge(ece, on="ws", how="left").sort_values("ws")
+    start = out["ws"].clip(lower=out["t_min"].min())
+    end = out["we"].clip(upper=out["t_max"].max())
     n = out["n_labeled"].astype(float)
     pos = out["positives"].astype(float)
     neg = n - pos
@@ -988,8 +995,8 @@ def model_quality_by_window(
         precision = (tp / (tp + fp)).where(tp + fp > 0)
         recall = (tp / pos).where(pos > 0)
         frame = pd.DataFrame({
-            "window_start": pd.to_datetime(out["ws"], unit="us", utc=True),
-            "window_end": pd.to_datetime(out["we"], unit="us", utc=True),
+            "window_start": pd.to_datetime(start, unit="us", utc=True),
+            "window_end": pd.to_datetime(end, unit="us", utc=True),
             "count": out["count"].astype("int64"),
             "n_labeled": out["n_labeled"].astype("int64"),
             "positives": pos.fillna(0).astype("int64"),

@@ -250,7 +250,8 @@ def promote_model_first(src_name: str, alias: str, dst_name: str, reason: str, a
     if source is None:
         raise ValueError(f"{src_name} has no {alias!r} alias: register and promote a model first (notebook 03)")
     client = MlflowClient(tracking_uri=tracking_uri(), registry_uri=registry_uri())
-    copy = client.copy_model_version(f"models:/{src_name}@{alias}", dst_name)
+    with registry.registration_notes_hidden():
+        copy = client.copy_model_version(f"models:/{src_name}@{alias}", dst_name)
     # The copy keeps the source's tags (gate verdict, inputs: provenance worth keeping) but the source's
     # audit entries describe alias moves in the *source* model, so they are dropped from the copy.
     for key in client.get_model_version(dst_name, copy.version).tags:

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +36,27 @@ def _dbutils() -> Any:
     from databricks.sdk.runtime import dbutils  # only importable on Databricks
 
     return dbutils
+
+
+def install_on_databricks() -> str:
+    """Install this project into the notebook's environment on Databricks, then restart Python.
+
+    Databricks: ``%pip install -r requirements-databricks.txt`` (only what the runtime lacks or must pin,
+    never pyspark, delta-spark or Jupyter, so the runtime's own Spark stays) and ``%pip install --no-deps -e``
+    of the repository (so ``utils`` imports after the restart wherever the files were deployed), through
+    IPython's ``run_line_magic`` (the call a ``%pip`` line stands for), then ``dbutils.library.restartPython()``. Locally: nothing, since ``make install`` built the environment
+    the kernel runs in; returns a sentence saying so. Each notebook's first code cell calls it, so
+    "Run All" works in a plain Jupyter kernel and on Databricks alike.
+    """
+    if not is_databricks():
+        return "Nothing to install locally: the kernel runs in the environment `make install` built."
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    shell.run_line_magic("pip", f"install --quiet -r {REPO_ROOT / 'requirements-databricks.txt'}")
+    shell.run_line_magic("pip", f"install --quiet --no-deps -e {REPO_ROOT}")
+    _dbutils().library.restartPython()
+    return "Installed; Python restarted."
 
 
 # ---------------------------------------------------------------- local paths
@@ -73,6 +95,12 @@ def files_dir(name: str) -> Path:
     return state_dir() / name
 
 
+def output_dir(name: str) -> Path:
+    """A folder of results for people to read (``executed``, ``reports``): ``<repo>/<name>`` by default, or
+    ``$MLOPS_STATE_DIR/<name>`` when a state folder is chosen, so each state keeps its own results."""
+    return (state_dir() if os.environ.get("MLOPS_STATE_DIR") else REPO_ROOT) / name
+
+
 def lakehouse_dir() -> Path:
     """Spark's warehouse folder: local Delta tables live in ``<schema>.db/<table>`` under it."""
     return state_dir() / "tables"
@@ -84,10 +112,13 @@ def mlflow_dir() -> Path:
 
 
 def raw_data_dir() -> Path:
-    """Where generated raw files land (``data/raw`` unless ``MLOPS_RAW_DIR`` says otherwise)."""
+    """Where generated raw files land: ``MLOPS_RAW_DIR``, else ``$MLOPS_STATE_DIR/raw`` when a state folder is
+    chosen, else ``data/raw``; on Databricks the volume ``/Volumes/<catalog>/<schema>/raw``."""
     if is_databricks():
         return files_dir("raw")
-    return Path(os.environ.get("MLOPS_RAW_DIR", REPO_ROOT / "data" / "raw")).resolve()
+    if os.environ.get("MLOPS_RAW_DIR"):
+        return Path(os.environ["MLOPS_RAW_DIR"]).resolve()
+    return state_dir() / "raw" if os.environ.get("MLOPS_STATE_DIR") else (REPO_ROOT / "data" / "raw").resolve()
 
 
 def tmp_dir() -> Path:
@@ -209,27 +240,55 @@ def get_secret(key: str, scope: str | None = None) -> str:
 # ---------------------------------------------------------------- Java and Spark
 
 
-def java_version() -> int:
-    """Major version of the ``java`` on ``JAVA_HOME`` or ``PATH``; raises a one-line fix if absent."""
-    java_home = os.environ.get("JAVA_HOME")
-    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
-    hint = (
-        f"install a JDK {MIN_JAVA}+ (e.g. `apt-get install openjdk-17-jdk-headless`, "
-        "`brew install openjdk@17`) or `conda env create -f environment.yml`"
-    )
-    if not java or not Path(java).exists():
-        raise EnvironmentProblem(f"Java not found: {hint}")
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+JAVA_HINT = (
+    f"install a JDK {MIN_JAVA}+ (e.g. `apt-get install openjdk-17-jdk-headless`, "
+    "`brew install openjdk@17`) or `conda env create -f environment.yml`"
+)
+
+
+def _java_major(java: str) -> int:
+    """Major version of the ``java`` executable at ``java``; raises a one-line fix if unreadable or too old."""
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
     text = out.stderr + out.stdout
     match = re.search(r'version "(\d+)(?:\.(\d+))?', text)
     if not match:
-        raise EnvironmentProblem(f"cannot read the Java version from {text.strip()!r}: {hint}")
+        raise EnvironmentProblem(f"cannot read the Java version from {text.strip()!r} ({java}): {JAVA_HINT}")
     major = int(match.group(1))
     if major == 1 and match.group(2):  # "1.8.0" style
         major = int(match.group(2))
     if major < MIN_JAVA:
-        raise EnvironmentProblem(f"Java {major} is too old, Spark 4 needs Java {MIN_JAVA}+: {hint}")
+        raise EnvironmentProblem(f"Java {major} is too old ({java}), Spark 4 needs Java {MIN_JAVA}+: {JAVA_HINT}")
     return major
+
+
+def java_version() -> int:
+    """Major version of the ``java`` on ``JAVA_HOME`` or ``PATH``; raises a one-line fix if absent.
+
+    Spark starts ``$JAVA_HOME/bin/java`` whenever ``JAVA_HOME`` is set, so a ``JAVA_HOME`` naming a folder
+    without ``bin/java`` (left over from an old JDK) would stop it even with a good Java on ``PATH``: then
+    that Java is used (``JAVA_HOME`` is pointed at it for this process) and a warning says how to fix it.
+    """
+    java_home = os.environ.get("JAVA_HOME")
+    on_path = shutil.which("java")
+    if java_home and not (Path(java_home) / "bin" / "java").is_file():
+        if not on_path:
+            raise EnvironmentProblem(
+                f"Java not found: JAVA_HOME={java_home} has no bin/java (a JDK removed or moved?) and there is "
+                f"no java on PATH; {JAVA_HINT}, then set JAVA_HOME to its folder or `unset JAVA_HOME`"
+            )
+        major = _java_major(on_path)
+        home = Path(on_path).resolve().parents[1]
+        warnings.warn(
+            f"JAVA_HOME={java_home} has no bin/java; using the Java {major} on PATH ({home}) instead. "
+            f"To fix it for good: `export JAVA_HOME={home}` or `unset JAVA_HOME`.",
+            stacklevel=2,
+        )
+        os.environ["JAVA_HOME"] = str(home)
+        return major
+    java = str(Path(java_home) / "bin" / "java") if java_home else on_path
+    if not java:
+        raise EnvironmentProblem(f"Java not found (no JAVA_HOME, no java on PATH): {JAVA_HINT}")
+    return _java_major(java)
 
 
 def _prepare_local_spark_env() -> None:

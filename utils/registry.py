@@ -14,10 +14,14 @@ Catalog accepts.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import io
 import json
 import os
-from collections.abc import Callable, Mapping
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +228,23 @@ def run_registration_hooks(mv: ModelVersion) -> list[Any]:
     return list(last_hook_results)
 
 
+# What MLflow prints to stderr when a registration or a copy succeeds; callers show the version themselves.
+_MLFLOW_REGISTRATION_NOTE = re.compile(
+    r"(Successfully registered model |Registered model .* already exists|Created version |Copied version )")
+
+
+@contextlib.contextmanager
+def registration_notes_hidden() -> Iterator[None]:
+    """Keep MLflow's success notes (registered, created, copied) off stderr; anything else it prints still shows."""
+    with contextlib.redirect_stderr(io.StringIO()) as said:
+        try:
+            yield
+        finally:
+            unexpected = [line for line in said.getvalue().splitlines() if not _MLFLOW_REGISTRATION_NOTE.match(line)]
+    if unexpected:
+        print("\n".join(unexpected), file=sys.stderr)
+
+
 def register(
     model_uri: str,
     name: str | None = None,
@@ -248,7 +269,8 @@ def register(
     name = name or get_config().model_name
     str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
     check_tag_keys(str_tags)
-    mv = mlflow.register_model(model_uri, name, await_registration_for=AWAIT_READY_S, tags=str_tags or None)
+    with registration_notes_hidden():
+        mv = mlflow.register_model(model_uri, name, await_registration_for=AWAIT_READY_S, tags=str_tags or None)
     client = _client()
     if mv.status != "READY":
         raise RuntimeError(

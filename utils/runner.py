@@ -1,8 +1,9 @@
 """Run the lifecycle notebooks headless, in order, as `make demo` does.
 
-``python -m utils.runner --rows 20000 --output executed`` executes every ``notebooks/NN_*.ipynb``
-with papermill (parameters injected into each notebook's ``parameters`` cell), writes the executed
-copies with outputs to ``--output`` and an HTML rendering next to them.
+``python -m utils.runner --rows 20000`` executes every ``notebooks/NN_*.ipynb`` with papermill, every cell
+in order as JupyterLab's "Run All" does (parameters injected after each notebook's ``parameters`` cell),
+and writes the executed copies with outputs, an HTML rendering of each and the kernels' logs to ``--output``
+(``executed/``, or ``$MLOPS_STATE_DIR/executed``). ``--only 04 05`` runs some of them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from utils.parameters import ParameterError, cast_param
-from utils.platform import REPO_ROOT
+from utils.platform import REPO_ROOT, output_dir
 
 
 def lifecycle_notebooks(folder: Path | None = None) -> list[Path]:
@@ -26,39 +27,85 @@ def lifecycle_notebooks(folder: Path | None = None) -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
-def local_cells_only(nb: dict) -> dict:
-    """The notebook without its Databricks-only cells (tagged ``nbval-skip``, e.g. ``%pip`` + restart)."""
-    cells = [c for c in nb["cells"] if "nbval-skip" not in c.get("metadata", {}).get("tags", [])]
-    return {**nb, "cells": cells}
+def _kernel_manager_logging_to(log: IO[str]) -> type:
+    """A kernel manager whose kernel process (and the JVM it starts) writes its own stdout and stderr to ``log``."""
+    from jupyter_client import AsyncKernelManager
+
+    class KernelLoggingToFile(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdout": log, "stderr": log})
+
+    return KernelLoggingToFile
 
 
-def run_notebook(path: Path, output_dir: Path, parameters: dict[str, object], timeout_s: int = 1800) -> Path:
-    """Execute one notebook with papermill; returns the executed copy's path."""
+def kernel_log(out_dir: Path, notebook: Path) -> Path:
+    """Where :func:`run_notebook` keeps what the kernel process printed outside the cells (JVM start-up, shutdown)."""
+    return out_dir / "logs" / f"{notebook.stem}.kernel.log"
+
+
+def run_notebook(path: Path, out_dir: Path, parameters: dict[str, object], timeout_s: int = 1800) -> Path:
+    """Execute one notebook with papermill, every cell in order as JupyterLab's Run All does; returns the executed copy.
+
+    Cell outputs go into the copy; what the kernel process itself prints (the JVM's start-up lines, asyncio's
+    notes at shutdown) goes to :func:`kernel_log`, not the terminal.
+    """
     import papermill
+    from traitlets.config import Config
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    out = output_dir / path.name
-    source = output_dir / f".{path.stem}.input.ipynb"
-    source.write_text(json.dumps(local_cells_only(json.loads(path.read_text()))), encoding="utf-8")
-    papermill.execute_notebook(
-        str(source),
-        str(out),
-        parameters=parameters,
-        cwd=str(path.parent),
-        kernel_name="python3",
-        execution_timeout=timeout_s,
-        progress_bar=False,
-        report_mode=False,
-    )
-    source.unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / path.name
+    log_path = kernel_log(out_dir, path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as log:
+        papermill.execute_notebook(
+            str(path),
+            str(out),
+            parameters=parameters,
+            cwd=str(path.parent),
+            kernel_name="python3",
+            execution_timeout=timeout_s,
+            progress_bar=False,
+            report_mode=False,
+            skip_cells_with_tag="",  # nbclient would skip cells tagged `skip-execution`; Run All skips none
+            kernel_manager_class=_kernel_manager_logging_to(log),
+            # The kernel talks to the runner over local sockets (IPC), not unencrypted TCP ports.
+            config=Config({"KernelManager": {"transport": "ipc"}}),
+        )
     return out
 
 
+def stderr_outputs(nb: dict) -> list[tuple[int, str]]:
+    """``(code cell number, text)`` of every stderr stream an executed notebook shows, in order.
+
+    Code cells are numbered from 1 as in the source notebook (papermill's injected parameters cell is not counted).
+    """
+    found = []
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"
+                  and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    for number, cell in enumerate(code_cells, start=1):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = out.get("text", "")
+                found.append((number, "".join(text) if isinstance(text, list) else text))
+    return found
+
+
+# JupyterLab's page without the scripts it fetches from a CDN (require.js, MathJax, Mermaid): the page reads offline.
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{% block html_head_js_requirejs %}{% endblock %}
+{% block html_head_js_mathjax %}{% endblock %}
+{% block html_head_js_mermaidjs %}{% endblock %}
+"""
+
+
 def render_html(executed: Path) -> Path:
-    """HTML rendering of an executed notebook, so results can be read without Jupyter."""
+    """HTML rendering of an executed notebook, so results can be read without Jupyter (or a network)."""
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_filename(str(executed))
+    exporter = HTMLExporter(extra_loaders=[DictLoader({"offline.html.j2": _OFFLINE_TEMPLATE})],
+                            template_file="offline.html.j2")
+    body, _ = exporter.from_filename(str(executed))
     html = executed.with_suffix(".html")
     html.write_text(body, encoding="utf-8")
     return html
@@ -125,15 +172,32 @@ def resolve_parameters(flags: dict[str, str | None], declared: dict[str, tuple[t
     return values
 
 
+def where_things_are(executed: Path) -> str:
+    """Where a run left its results, as lines to print (each path follows ``MLOPS_STATE_DIR``)."""
+    from utils.platform import lakehouse_dir, raw_data_dir, tracking_uri
+
+    rows = [
+        ("Executed notebooks (with outputs, and HTML):", executed),
+        ("Delta tables:", f"{lakehouse_dir()}/<schema>.db/<table>"),
+        ("MLflow runs and registry:", tracking_uri()),
+        ("Raw files:", raw_data_dir()),
+        ("Open the MLflow UI with:", "make ui   (then http://127.0.0.1:5000)"),
+        ("Status page:", "make dashboard"),
+    ]
+    return "\n".join(f"{label:<45}{value}" for label, value in rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns a process exit code (2 for a bad parameter)."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", help="impressions to generate (default: MLOPS_ROWS, else the notebooks' 20000)")
     ap.add_argument("--seed", help="random seed (default: MLOPS_SEED, else the notebooks' 42)")
-    ap.add_argument("--output", type=Path, default=REPO_ROOT / "executed")
+    ap.add_argument("--output", type=Path, default=None,
+                    help="where the executed copies go (default executed/, or $MLOPS_STATE_DIR/executed)")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run (e.g. 00 01)")
     ap.add_argument("--timings", type=Path, help="also write {notebook: seconds} as JSON here")
     args = ap.parse_args(argv)
+    args.output = args.output or output_dir("executed")
     try:
         declared = declared_parameters(lifecycle_notebooks())
         params = resolve_parameters({"rows": args.rows, "seed": args.seed}, declared)
@@ -154,13 +218,17 @@ def main(argv: list[str] | None = None) -> int:
             out = run_notebook(nb, args.output, params)
         except Exception as exc:  # papermill raises PapermillExecutionError with the failing cell
             print(f"FAILED {nb.name}: {exc}", file=sys.stderr)
-            print(f"the partially executed copy is in {args.output / nb.name}", file=sys.stderr)
+            print(f"the partially executed copy is in {args.output / nb.name}; "
+                  f"what the kernel printed besides is in {kernel_log(args.output, nb)}", file=sys.stderr)
             return 1
         render_html(out)
         timings.append((nb.name, time.perf_counter() - start))
-        print(f"  done in {timings[-1][1]:.1f} s -> {out}", flush=True)
+        stderr = stderr_outputs(json.loads(out.read_text(encoding="utf-8")))
+        note = f", {len(stderr)} stderr output(s) in cells {sorted({n for n, _ in stderr})}" if stderr else ""
+        print(f"  done in {timings[-1][1]:.1f} s -> {out}{note}", flush=True)
     total = sum(t for _, t in timings)
     print(f"{len(timings)} notebooks in {total:.1f} s")
+    print(where_things_are(args.output))
     if args.timings:
         args.timings.write_text(json.dumps(dict(timings), indent=2), encoding="utf-8")
     return 0

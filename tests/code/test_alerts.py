@@ -228,3 +228,22 @@ def test_dispatch_with_no_alerts_sends_nothing(server):
     assert outcome == {n: {"ok": True, "sent": 0, "error": None} for n in ("webhook", "log", "log#2")}
     with pytest.raises(TypeError, match="send"):
         al.dispatch(_alerts(1), [object()])
+
+
+def test_log_notifier_with_a_path_appends_lines_to_the_file_only(tmp_path, caplog):
+    alerts = al.alerts_from_breaches([_breach(value=0.25), _breach(column="age", value=0.9)], "m1")
+    path = tmp_path / "logs" / "alerts.log"
+    with caplog.at_level(logging.DEBUG, logger="utils.alerts"):
+        al.LogNotifier(path=path).send(alerts)
+        al.LogNotifier(path=path).send(alerts[:1])
+    assert not [r for r in caplog.records if "ALERT" in r.getMessage()]  # nothing on the console
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and "ALERT [warning]" in lines[0] and lines[1].endswith(f"(alert_id={alerts[1].alert_id})")
+
+
+def test_message_preview_shows_the_head_and_counts_the_rest():
+    message = al.slack_payload(al.alerts_from_breaches([_breach(column=f"c{i}", value=0.25) for i in range(9)], "m1"))
+    preview = al.message_preview(message, lines=4)
+    assert preview.splitlines()[0] == "9 monitoring alerts for m1"
+    assert len(preview.splitlines()) == 5 and preview.endswith("- … and 6 more")
+    assert al.message_preview({"text": "one line"}) == "one line"

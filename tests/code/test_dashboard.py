@@ -248,7 +248,8 @@ def test_real_state_shows_the_recorded_values(fresh_state: Path, tmp_path: Path,
     assert "<td>predictions</td><td>4</td>" in deployments
     p50 = np.percentile([10.0, 20.0, 30.0, 400.0], 50)  # answered requests only: the refused one is not timed
     assert f"{p50:.1f} / " in deployments
-    assert "20.00% of 5 requests (1 refused with 4xx, 0 failed with 5xx)" in deployments
+    assert "0.00% of 5 requests (0 failed)" in deployments  # a 4xx is not a failure
+    assert "1 of 5 (20.0%): invalid requests turned away with a reason" in deployments
     # three predictions were made before the promotion, one after it
     assert "served by the champion</td><td>100% of 4 predictions in the window; 100% of 1 since v1 became champion" \
         in deployments
@@ -308,7 +309,8 @@ def test_request_summary_times_answered_requests_and_counts_refusals() -> None:
     log = pd.DataFrame({"status_code": [200, 200, 200, 422, 503], "latency_ms": [1.0, 2.0, 3.0, 50.0, 90.0]})
     summary = dashboard.request_summary(log)
     assert summary["requests"] == 5 and summary["latency_ms"]["p50"] == 2.0
-    assert summary["error_rate"] == 0.4 and summary["client_errors"] == 1 and summary["server_errors"] == 1
+    assert summary["error_rate"] == 0.2 and summary["server_errors"] == 1  # only 5xx are failures
+    assert summary["refused_rate"] == 0.2 and summary["client_errors"] == 1  # a 4xx is a refusal with a reason
     assert dashboard.request_summary(log.iloc[:0]) == {"requests": 0}
 
 
@@ -347,3 +349,19 @@ def test_champion_share_flags_traffic_still_going_to_an_older_version() -> None:
     assert text.startswith("0% of 3 predictions in the window; 0% of 2 since v2") and "still serves an older version" in text
     text = dashboard._champion_share(log, {"version": 1, "at": promoted}, now)
     assert "100% of 2 since v1" in text and "older" not in text
+
+
+def test_a_clean_demo_reads_all_clear() -> None:
+    """After `make demo`: a champion, no endpoint left running (05 stops its own), no open alert, fresh tables."""
+    now = datetime.now(timezone.utc)
+    cfg = get_config()
+    sections = {
+        "models": dashboard.Section("models", "m", facts={cfg.champion_alias: {"version": "3", "at": now}}),
+        "deployments": dashboard.Section("deployments", "d", facts={"endpoints_up": 0, "endpoints_down": 0}),
+        "freshness": dashboard.Section("freshness", "f", facts={"stalest": {"table": "a.b.c", "at": now, "hours": 0.1}}),
+        "alerts": dashboard.Section("alerts", "a", facts={"open": 0, "critical": 0}),
+    }
+    status = dashboard._banner(cfg, sections, now)
+    assert status.facts["level"] == "ok" and "All clear" in status.body and "none running" in status.body
+    sections["alerts"].facts = {"open": 2, "critical": 1}
+    assert dashboard._banner(cfg, sections, now).facts["level"] == "bad"  # the banner still reacts

@@ -30,11 +30,15 @@ def test_no_local_paths_secrets_or_platform_branches(path: Path) -> None:
         assert not PLATFORM_BRANCH.search(src), f"{path.name}: notebooks must not branch on the platform\n{src}"
 
 
+# Databricks-only names and magics: a plain Jupyter kernel has no `dbutils`, and a `%pip` line would reinstall
+# the lock locally; `utils.platform.install_on_databricks()` does both on Databricks only.
+DATABRICKS_ONLY = re.compile(r"\bdbutils\b|^\s*[%!]pip\b|^\s*%(sql|sh|fs|run|scala|r)\b", flags=re.MULTILINE)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_dbutils_only_in_the_databricks_only_cells(path: Path) -> None:
-    for tags, src in _code_cells(path):
-        if "dbutils" in src:
-            assert "nbval-skip" in tags and src.strip() == "dbutils.library.restartPython()", f"{path.name}: {src}"
+def test_no_databricks_only_names_or_magics(path: Path) -> None:
+    for _, src in _code_cells(path):
+        assert not DATABRICKS_ONLY.search(src), f"{path.name}: a plain kernel cannot run\n{src}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -56,6 +60,9 @@ def test_the_hygiene_checks_can_fail() -> None:
     assert LOCAL_PATH.search('open("/home/me/data.csv")')
     assert SECRET.search('token = "dapi0123456789abcdef0123456789"')
     assert PLATFORM_BRANCH.search('if "DATABRICKS_RUNTIME_VERSION" in os.environ:')
+    for bad in ("dbutils.library.restartPython()", "%pip install -r ../requirements.lock", "x = 1\n%run ./other"):
+        assert DATABRICKS_ONLY.search(bad), bad
+    assert not DATABRICKS_ONLY.search("from utils.platform import install_on_databricks\n\ninstall_on_databricks()")
 
 
 # ---------------------------------------------------------------- serverless (Spark Connect) readiness

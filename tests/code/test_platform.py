@@ -134,7 +134,8 @@ def test_java_version_is_17_or_newer() -> None:
 
 def test_missing_java_gives_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
-    with pytest.raises(platform.EnvironmentProblem, match="Java not found: install a JDK 17"):
+    monkeypatch.setenv("PATH", str(tmp_path))  # and no java on PATH either
+    with pytest.raises(platform.EnvironmentProblem, match="Java not found: .*install a JDK 17"):
         platform.java_version()
 
 

@@ -154,7 +154,7 @@ def test_values_that_would_lose_information_are_refused_naming_the_column(packag
 
 @pytest.fixture(scope="module")
 def served(packages):
-    from utils.serving import LocalEndpoint
+    from utils.local.endpoints import LocalEndpoint
 
     ep = LocalEndpoint(packages["gboost"]["uri"], timeout_s=300)
     ep.start()

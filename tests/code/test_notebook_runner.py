@@ -1,0 +1,104 @@
+"""The headless runner and the notebooks' first cell: every cell runs, Databricks-only set-up does nothing locally."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from utils import platform
+from utils.runner import kernel_log, render_html, run_notebook, stderr_outputs
+
+
+def test_install_on_databricks_does_nothing_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython
+
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: pytest.fail("no %pip may run locally"))
+    monkeypatch.setattr(platform, "_dbutils", lambda: pytest.fail("no dbutils locally"))
+    assert "Nothing to install" in platform.install_on_databricks()
+
+
+def test_install_on_databricks_pip_installs_then_restarts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython
+
+    calls: list[tuple[str, str]] = []
+
+    class Shell:
+        def run_line_magic(self, name: str, line: str) -> None:
+            calls.append((name, line))
+
+    class Library:
+        def restartPython(self) -> None:  # dbutils' own name
+            calls.append(("restart", ""))
+
+    class DbUtils:
+        library = Library()
+
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
+    monkeypatch.setattr(platform, "_dbutils", lambda: DbUtils())
+    platform.install_on_databricks()
+    assert [name for name, _ in calls] == ["pip", "pip", "restart"]
+    assert calls[0][1].split()[:3] == ["install", "--quiet", "-r"]
+    assert calls[0][1].endswith("requirements-databricks.txt")
+    assert calls[1][1].split()[:4] == ["install", "--quiet", "--no-deps", "-e"]
+    assert Path(calls[1][1].split()[-1]) == platform.REPO_ROOT
+
+
+def _notebook(*cells: nbformat.NotebookNode) -> dict:
+    nb = nbformat.v4.new_notebook(cells=list(cells))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return json.loads(nbformat.writes(nb))
+
+
+def test_stderr_outputs_lists_stderr_streams_by_code_cell() -> None:
+    nb = _notebook(nbformat.v4.new_markdown_cell("# t"), nbformat.v4.new_code_cell("1"), nbformat.v4.new_code_cell("2"))
+    nb["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "fine\n"}]
+    nb["cells"][2]["outputs"] = [{"output_type": "stream", "name": "stderr", "text": ["Warn", "ing\n"]},
+                                 {"output_type": "execute_result", "data": {"text/plain": "2"}, "metadata": {},
+                                  "execution_count": 2}]
+    assert stderr_outputs(nb) == [(2, "Warning\n")]
+    nb["cells"][2]["outputs"] = []
+    assert stderr_outputs(nb) == []
+
+
+def test_run_notebook_runs_cells_a_runner_could_skip(tmp_path: Path) -> None:
+    marker = tmp_path / "ran.txt"
+    tagged = nbformat.v4.new_code_cell(f"open({str(marker)!r}, 'w').write('yes')")
+    tagged.metadata["tags"] = ["nbval-skip", "skip-execution"]
+    params = nbformat.v4.new_code_cell("rows = 1")
+    params.metadata["tags"] = ["parameters"]
+    source = tmp_path / "nb" / "01_t.ipynb"
+    source.parent.mkdir()
+    source.write_text(json.dumps(_notebook(params, tagged, nbformat.v4.new_code_cell("import sys\nprint('x', file=sys.stderr)"))))
+    out = run_notebook(source, tmp_path / "out", {"rows": 2}, timeout_s=120)
+    assert marker.read_text() == "yes"
+    assert kernel_log(tmp_path / "out", source).exists()
+    assert stderr_outputs(json.loads(out.read_text())) == [(3, "x\n")]  # numbered as in the source notebook
+
+
+def test_html_rendering_fetches_nothing(tmp_path: Path) -> None:
+    import re
+
+    nb = _notebook(nbformat.v4.new_markdown_cell("# Title"), nbformat.v4.new_code_cell("1 + 1"))
+    nb["cells"][1]["outputs"] = [{"output_type": "execute_result", "data": {"text/plain": "2"}, "metadata": {},
+                                  "execution_count": 1}]
+    path = tmp_path / "t.ipynb"
+    path.write_text(json.dumps(nb))
+    page = render_html(path).read_text()
+    assert "Title" in page and not re.findall(r'(?:src|href)="https?://', page)
+
+
+def test_kernel_noise_goes_to_the_log_not_the_terminal(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    cell = nbformat.v4.new_code_cell("import os\nos.write(2, b'noise from the kernel process\\n')")
+    source = tmp_path / "nb" / "t.ipynb"
+    source.parent.mkdir()
+    source.write_text(json.dumps(_notebook(cell)))
+    run_notebook(source, tmp_path / "out", {}, timeout_s=120)
+    said = capfd.readouterr()
+    assert "noise from the kernel process" not in said.err + said.out
+    assert "noise from the kernel process" in kernel_log(tmp_path / "out", source).read_text()
+    assert "without encryption" not in said.err + kernel_log(tmp_path / "out", source).read_text()  # IPC, not TCP

@@ -1,0 +1,39 @@
+"""A chosen state folder (MLOPS_STATE_DIR) holds everything a run leaves: tables, MLflow, raw files, executed notebooks, reports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from utils import dashboard, platform, runner
+
+
+def test_default_outputs_stay_in_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLOPS_STATE_DIR", raising=False)
+    monkeypatch.delenv("MLOPS_RAW_DIR", raising=False)
+    assert platform.output_dir("executed") == platform.REPO_ROOT / "executed"
+    assert platform.raw_data_dir() == platform.REPO_ROOT / "data" / "raw"
+    assert dashboard.default_out() == platform.REPO_ROOT / "reports" / "dashboard.html"
+
+
+def test_everything_follows_a_chosen_state_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("MLOPS_RAW_DIR", raising=False)
+    assert platform.output_dir("executed") == tmp_path.resolve() / "executed"
+    assert platform.raw_data_dir() == tmp_path.resolve() / "raw"
+    assert dashboard.default_out() == tmp_path.resolve() / "reports" / "dashboard.html"
+    summary = runner.where_things_are(platform.output_dir("executed"))
+    assert str(tmp_path.resolve()) in summary and ".lakehouse" not in summary
+    monkeypatch.setenv("MLOPS_RAW_DIR", str(tmp_path / "elsewhere"))
+    assert platform.raw_data_dir() == (tmp_path / "elsewhere").resolve()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_ui_opens_the_chosen_state(tmp_path: Path) -> None:
+    plan = subprocess.run(["make", "-n", "ui"], cwd=platform.REPO_ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "MLOPS_STATE_DIR": str(tmp_path)}, check=True).stdout
+    assert f"sqlite:///{tmp_path}/mlflow/mlflow.db" in plan and ".lakehouse" not in plan
