@@ -87,7 +87,8 @@ check-stripped: $(STAMP)
 notebooks: $(STAMP) $(JARS) java
 	rm -rf $(TEST_STATE)
 	MLOPS_STATE_DIR=$(CURDIR)/$(TEST_STATE) MLOPS_RAW_DIR=$(CURDIR)/$(TEST_STATE)/raw MLOPS_ROWS=$(TEST_ROWS) \
-	  $(BIN)/python -m pytest tests/notebooks -p no:cacheprovider -q
+	  $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p tests.notebooks.executed_copies -p no:cacheprovider \
+	  $(NOTEBOOKS) tests/notebooks -q
 
 test: $(STAMP) $(JARS) java unit check-stripped notebooks
 

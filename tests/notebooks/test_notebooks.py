@@ -1,25 +1,23 @@
-"""The notebook suite: every lifecycle notebook runs as JupyterLab's "Run All" does, and its saved outputs read clean.
+"""The notebook suite: every lifecycle notebook ran under nbval as JupyterLab's "Run All" runs it, and its outputs read clean.
 
-Each notebook is executed with papermill, which honours no skip tag: every cell, in order, in a fresh kernel,
-the Databricks-only first cell included. The executed copies (and their HTML) are kept under the state folder's
-``executed/``, where the second test reads them: a stderr stream in a cell looks like a failure to a reader,
-so none may appear unless this file names it and says why.
+``make notebooks`` runs ``pytest --nbval-lax`` over the notebooks, in order, then this file: nbval executes
+every code cell in one fresh kernel per notebook (no cell is tagged to be skipped, the Databricks-only first
+cell included), and the ``executed_copies`` plugin keeps what each cell printed as executed notebooks (with
+HTML) under the state folder's ``executed/``. These tests read those copies: every cell ran, in order, and
+no cell shows a stderr stream, which a reader takes for a failure, unless this file names it and says why.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 
-from utils.runner import lifecycle_notebooks, render_html, run_notebook, stderr_outputs
+from utils.runner import lifecycle_notebooks, stderr_outputs
 
 NOTEBOOKS = lifecycle_notebooks()
-ROWS = int(os.environ.get("MLOPS_ROWS", "6000"))
-SEED = int(os.environ.get("MLOPS_SEED", "42"))
 
 # stderr a reader may see, by notebook stem: a regular expression and the reason it is expected.
 EXPECTED_STDERR: dict[str, list[tuple[str, str]]] = {}
@@ -27,8 +25,18 @@ EXPECTED_STDERR: dict[str, list[tuple[str, str]]] = {}
 
 @pytest.fixture(scope="module")
 def executed_dir(isolated_state: Path) -> Path:
-    """Where the executed notebooks and their HTML renderings go: ``<state folder>/executed``."""
-    return isolated_state / "executed"
+    """Where nbval's executed copies are: ``<state folder>/executed`` (see ``executed_copies``)."""
+    from tests.notebooks.executed_copies import executed_dir
+
+    return executed_dir()
+
+
+def _executed(path: Path, executed_dir: Path) -> dict:
+    out = executed_dir / path.name
+    if not out.exists():
+        pytest.fail(f"{out} is missing: run the notebooks first, `make notebooks` "
+                    "(pytest --nbval-lax notebooks/*.ipynb tests/notebooks -p tests.notebooks.executed_copies)")
+    return json.loads(out.read_text(encoding="utf-8"))
 
 
 def _code_cells(nb: dict) -> list[dict]:
@@ -41,23 +49,19 @@ def _text(cell: dict) -> str:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_every_cell_in_order(path: Path, executed_dir: Path) -> None:
-    out = run_notebook(path, executed_dir, {"rows": ROWS, "seed": SEED}, timeout_s=900)
-    render_html(out)
+def test_notebook_ran_every_cell_in_order(path: Path, executed_dir: Path) -> None:
     source = _code_cells(json.loads(path.read_text(encoding="utf-8")))
-    executed = _code_cells(json.loads(out.read_text(encoding="utf-8")))
+    executed = _code_cells(_executed(path, executed_dir))
     assert [_text(c) for c in executed] == [_text(c) for c in source], f"{path.name}: a cell was skipped or reordered"
     counts = [c["execution_count"] for c in executed]
-    assert None not in counts and counts == sorted(counts), f"{path.name}: not every cell ran, in order: {counts}"
+    assert None not in counts and counts == list(range(1, len(counts) + 1)), \
+        f"{path.name}: not every cell ran, in order: {counts}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_executed_notebook_shows_no_unexpected_stderr(path: Path, executed_dir: Path) -> None:
-    out = executed_dir / path.name
-    if not out.exists():
-        pytest.fail(f"{out} is missing: test_notebook_runs_every_cell_in_order[{path.stem}] writes it")
     allowed = EXPECTED_STDERR.get(path.stem, [])
-    unexpected = [(n, text) for n, text in stderr_outputs(json.loads(out.read_text(encoding="utf-8")))
+    unexpected = [(n, text) for n, text in stderr_outputs(_executed(path, executed_dir))
                   if not any(re.search(pattern, text) for pattern, _ in allowed)]
     shown = "\n".join(f"code cell {n}: {text[:300]!r}" for n, text in unexpected)
     assert not unexpected, f"{path.name}: {len(unexpected)} stderr output(s) a reader would take for a failure:\n{shown}"

@@ -1,0 +1,67 @@
+"""pytest plugin: what nbval executes is kept as executed notebooks, with outputs, counts and HTML.
+
+``make notebooks`` runs every lifecycle notebook under ``pytest --nbval-lax`` (every code cell, in order,
+in one fresh kernel per notebook; nothing is tagged to be skipped). nbval compares no outputs in lax mode
+and saves none, so this plugin puts each cell's outputs and an execution count back on the notebook nbval
+read and writes it, once its last cell has run, to ``<state folder>/executed/<notebook>.ipynb`` plus an
+HTML rendering: the copies CI uploads and ``tests/notebooks/test_notebooks.py`` reads.
+Load it with ``-p tests.notebooks.executed_copies``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_EXECUTED: dict[str, int] = {}  # notebook path -> execution count given so far
+
+
+def executed_dir() -> Path:
+    """Where executed copies go: ``executed/`` under the state folder (``make notebooks`` sets one)."""
+    from utils.platform import output_dir
+
+    return output_dir("executed")
+
+
+def _is_nbval_cell(item: pytest.Item) -> bool:
+    try:
+        from nbval.plugin import IPyNbCell
+    except ImportError:  # pragma: no cover - nbval is a dev dependency
+        return False
+    return isinstance(item, IPyNbCell)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    """After a cell ran, copy what the kernel sent back onto the cell, numbered in run order."""
+    outcome = yield
+    if call.when != "call" or not _is_nbval_cell(item):
+        return
+    report = outcome.get_result()
+    key = str(item.parent.fspath)
+    if report.skipped:
+        return
+    count = _EXECUTED.get(key, 0) + 1
+    _EXECUTED[key] = count
+    item.cell.outputs = list(item.test_outputs or [])
+    item.cell.execution_count = count
+    for out in item.cell.outputs:
+        if out.get("output_type") == "execute_result":
+            out["execution_count"] = count
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After a notebook's last cell, write its executed copy and HTML."""
+    if not _is_nbval_cell(item) or (nextitem is not None and nextitem.parent is item.parent):
+        return
+    import nbformat
+
+    from utils.runner import render_html
+
+    folder = executed_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / Path(str(item.parent.fspath)).name
+    nbformat.write(item.parent.nb, str(out))
+    render_html(out)
