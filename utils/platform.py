@@ -144,9 +144,18 @@ def ensure_dirs() -> None:
         cfg = get_config()
         if (cfg.catalog, cfg.schema) not in _UC_READY:
             spark = get_spark()
-            spark.sql(f"CREATE SCHEMA IF NOT EXISTS `{cfg.catalog}`.`{cfg.schema}`")
-            for volume in VOLUMES:
-                spark.sql(f"CREATE VOLUME IF NOT EXISTS `{cfg.catalog}`.`{cfg.schema}`.`{volume}`")
+            statements = [f"CREATE SCHEMA IF NOT EXISTS `{cfg.catalog}`.`{cfg.schema}`"]
+            statements += [f"CREATE VOLUME IF NOT EXISTS `{cfg.catalog}`.`{cfg.schema}`.`{v}`" for v in VOLUMES]
+            for statement in statements:
+                try:
+                    spark.sql(statement)
+                except Exception as exc:  # noqa: BLE001 - Spark Connect and classic raise different types
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise EnvironmentProblem(
+                        f"{statement} failed ({first[:300]}): use a catalog you may create schemas in "
+                        f"(USE CATALOG and CREATE SCHEMA; on Free Edition the catalog `workspace`) through the "
+                        "`catalog` job parameter or MLOPS_CATALOG, or ask for those privileges on "
+                        f"`{cfg.catalog}`") from exc
             _UC_READY.add((cfg.catalog, cfg.schema))
         return
     for d in (lakehouse_dir(), mlflow_dir(), raw_data_dir(), tmp_dir(), *(files_dir(v) for v in VOLUMES[1:])):

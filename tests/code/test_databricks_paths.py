@@ -46,10 +46,13 @@ def test_local_folders_follow_the_state_folder(isolated_state: Path) -> None:
 
 
 class _RecordingSpark:
-    def __init__(self) -> None:
+    def __init__(self, refuse: str = "") -> None:
         self.statements: list[str] = []
+        self.refuse = refuse
 
     def sql(self, statement: str) -> None:
+        if self.refuse and self.refuse in statement:
+            raise RuntimeError("[NO_SUCH_CATALOG_EXCEPTION] Catalog 'workshop' was not found.\nSQLSTATE: 42704")
         self.statements.append(statement)
 
 
@@ -66,6 +69,15 @@ def test_ensure_dirs_creates_the_schema_and_its_volumes_once_on_databricks(
         "CREATE VOLUME IF NOT EXISTS `workshop`.`ada`.`landing`",
         "CREATE VOLUME IF NOT EXISTS `workshop`.`ada`.`checkpoints`",
     ]
+
+
+def test_a_schema_that_cannot_be_created_is_named_with_what_to_do(
+        on_databricks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(platform, "get_spark", lambda *a, **k: _RecordingSpark(refuse="CREATE SCHEMA"))
+    monkeypatch.setattr(platform, "_UC_READY", set())
+    with pytest.raises(platform.EnvironmentProblem, match=r"CREATE SCHEMA IF NOT EXISTS `workshop`.`ada` failed "
+                                                          r"\(\[NO_SUCH_CATALOG_EXCEPTION\].*MLOPS_CATALOG"):
+        platform.ensure_dirs()
 
 
 def test_experiment_is_a_name_locally() -> None:
