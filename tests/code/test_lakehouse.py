@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing as mp
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -349,7 +350,12 @@ def _concurrent_writer(worker: int, table: str, barrier, results) -> None:
     results.put(worker)
 
 
-def test_concurrent_writers_lose_and_duplicate_nothing(name: str) -> None:
+def test_concurrent_writers_lose_and_duplicate_nothing(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from utils.platform import REPO_ROOT
+
+    # Loading an MLflow model with code_paths (earlier tests do) puts the model's bundled copy of `utils`
+    # first on sys.path, and spawned children inherit sys.path: they must import the project under test.
+    monkeypatch.setattr(sys, "path", [str(REPO_ROOT), *(p for p in sys.path if p != str(REPO_ROOT))])
     ctx = mp.get_context("spawn")  # a JVM does not survive fork
     barrier, results = ctx.Barrier(2), ctx.Queue()
     workers = [ctx.Process(target=_concurrent_writer, args=(w, name, barrier, results)) for w in (1, 2)]
