@@ -40,7 +40,14 @@ from typing import Any
 import pandas as pd
 
 from utils.config import Config, get_config
-from utils.platform import is_databricks, output_dir, registry_uri, tracking_uri
+from utils.platform import (
+    EnvironmentProblem,
+    output_dir,
+    platform_name,
+    registry_uri,
+    tracking_uri,
+    workspace_client,
+)
 
 SECTION_IDS = ("status", "models", "deployments", "freshness", "monitoring", "lineage", "alerts")
 STALE_AFTER_HOURS = 24.0  # a table not written for longer is flagged stale
@@ -360,13 +367,12 @@ def _add_routes(status: EndpointStatus, timeout: float) -> None:
         status.weights = {str(k): int(v) for k, v in routes["weights"].items()}
 
 
-def _databricks_endpoint(cfg: Config) -> EndpointStatus:
-    """State and traffic split of the Model Serving endpoint ``cfg.endpoint_name`` (Databricks only)."""
-    from databricks.sdk import WorkspaceClient
+def _databricks_endpoint(cfg: Config, client: Any) -> EndpointStatus:
+    """State and traffic split of the Model Serving endpoint ``cfg.endpoint_name`` (``client``: a WorkspaceClient)."""
     from databricks.sdk.errors import NotFound
 
     try:
-        ep = WorkspaceClient().serving_endpoints.get(cfg.endpoint_name)
+        ep = client.serving_endpoints.get(cfg.endpoint_name)
     except NotFound:
         return EndpointStatus(cfg.endpoint_name, "", "databricks", False, "no such serving endpoint")
     ready = ep.state is not None and getattr(ep.state.ready, "value", None) == "READY"
@@ -386,8 +392,12 @@ def endpoint_statuses(endpoint_urls: Sequence[str] = (), cfg: Config | None = No
     cfg = cfg or get_config()
     urls = [_check_url(u) for u in endpoint_urls]
     found = []
-    if is_databricks():
-        found.append(_databricks_endpoint(cfg))
+    try:
+        client = workspace_client()
+    except EnvironmentProblem:
+        client = None  # no workspace, so no Model Serving endpoint to show
+    if client is not None:
+        found.append(_databricks_endpoint(cfg, client))
     from utils.local.endpoints import running_endpoints
 
     for ep in running_endpoints():
@@ -406,19 +416,14 @@ def endpoint_statuses(endpoint_urls: Sequence[str] = (), cfg: Config | None = No
 
 def read_recent(name: str, ts_col: str, since: pd.Timestamp | None = None) -> pd.DataFrame:
     """Rows of table ``name`` whose ``ts_col`` is at or after ``since`` (all rows when None), as pandas."""
+    from pyspark.sql import functions as F
+
     from utils import lakehouse
 
-    if is_databricks():  # filter in Spark: the inference log can be large
-        from pyspark.sql import functions as F
-
-        sdf = lakehouse.read(name)
-        if since is not None:
-            sdf = sdf.where(F.col(ts_col) >= F.lit(since.to_pydatetime()))
-        return sdf.toPandas()
-    frame = lakehouse.read_pandas(name)
-    if since is not None and ts_col in frame:
-        frame = frame[pd.to_datetime(frame[ts_col], utc=True) >= since]
-    return frame
+    sdf = lakehouse.read(name)  # filtered in Spark: the inference log can be large
+    if since is not None and ts_col in sdf.columns:
+        sdf = sdf.where(F.col(ts_col) >= F.lit(since.to_pydatetime()))
+    return lakehouse.to_pandas(sdf)
 
 
 def inference_summary(log: pd.DataFrame) -> dict[str, Any]:
@@ -1080,7 +1085,7 @@ def render(sections: Sequence[Section], cfg: Config, now: datetime) -> str:
 {_ERROR_SCRIPT}
 <h1>{_esc(cfg.project)} · 360° view of {_code(cfg.model_name)}</h1>
 <p class="meta">Generated {now:%Y-%m-%d %H:%M:%S} UTC <span id="generated-age"></span> from the registry,
-the Delta tables and the endpoints; {'Databricks' if is_databricks() else 'local'} platform.</p>
+the Delta tables and the endpoints; {platform_name()} platform.</p>
 <nav>{nav}</nav>
 {chr(10).join(blocks)}
 {_READY_SCRIPT}

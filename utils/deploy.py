@@ -46,6 +46,7 @@ import pandas as pd
 
 from utils.config import Config, get_config
 from utils.online_features import OnlineFeatures, UnknownKeyError
+from utils.platform import serving_backend
 
 REQUEST_FIELDS: dict[str, tuple[type, ...]] = {
     "customer_id": (str,), "plant_id": (str,), "page": (str,), "position": (int,), "price": (int, float),
@@ -235,7 +236,7 @@ class Router:
     """A keys-only HTTP front door that looks features up and forwards to the routed model version.
 
     Upstreams come from ``add_upstream`` or from a ``backend`` (``utils.local.endpoints.LocalBackend`` or
-    ``utils.serving.ModelServingBackend``, see :func:`serving_backend`), which ``reload`` asks to serve every version of the new table before
+    ``utils.serving.ModelServingBackend``, see ``utils.platform.serving_backend``), which ``reload`` asks to serve every version of the new table before
     the router switches to it.
     """
 
@@ -583,23 +584,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 # ---------------------------------------------------------------- serving aliases (local or Databricks)
-
-
-def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.0) -> Any:
-    """What a router forwards to: Model Serving on Databricks, local ``mlflow models serve`` processes elsewhere.
-
-    Returns ``utils.serving.ModelServingBackend`` (served entities of endpoint ``endpoint_name``) or
-    ``utils.local.endpoints.LocalBackend`` (one local endpoint per version, started within ``timeout_s``).
-    """
-    from utils.platform import is_databricks
-
-    if is_databricks():
-        from utils.serving import ModelServingBackend
-
-        return ModelServingBackend(endpoint_name, model_name)
-    from utils.local.endpoints import LocalBackend
-
-    return LocalBackend(model_name, timeout_s)
 
 
 def serve_aliases(model_name: str, weights: Mapping[str, int], cfg: Config | None = None,

@@ -618,6 +618,14 @@ def read_pandas(name: str, version: int | None = None, columns: list[str] | None
         if unknown:
             raise ValueError(f"columns {unknown} are not in table {_full(name)!r}")
         sdf = sdf.select(*[f"`{c}`" for c in columns])
+    return to_pandas(sdf)
+
+
+def to_pandas(sdf: SparkDataFrame) -> pd.DataFrame:
+    """A Spark DataFrame as pandas through Arrow, timestamps tz-aware UTC (as :func:`read_pandas` gives them).
+
+    Filter in Spark first: everything the DataFrame holds is collected to the driver.
+    """
     return _normalize(sdf.toArrow()).to_pandas()
 
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -457,6 +458,133 @@ def artifact_root() -> str:
     return (mlflow_dir() / "artifacts").as_uri()
 
 
+# ---------------------------------------------------------------- services: Databricks' own, or their local stand-ins
+# The one place that picks an implementation by platform. The implementations are imported inside the
+# functions (this module is the composition root: they may import its paths; it imports them only when called).
+
+
+def platform_name() -> str:
+    """``"Databricks"`` or ``"local"``: where this code runs, for people to read (pages, reports)."""
+    return "Databricks" if is_databricks() else "local"
+
+
+def workspace_client() -> Any:
+    """``databricks.sdk.WorkspaceClient()``, authenticated by the Databricks runtime.
+
+    Raises:
+        EnvironmentProblem: off Databricks, where there is no workspace to talk to (callers that can
+            do without one, such as the status page, catch it).
+    """
+    if not is_databricks():
+        raise EnvironmentProblem("no Databricks workspace: this runs outside a Databricks runtime")
+    from databricks.sdk import WorkspaceClient
+
+    return WorkspaceClient()
+
+
+def feature_client() -> Any:
+    """The Feature Engineering client: Databricks' ``FeatureEngineeringClient`` there, its local twin elsewhere.
+
+    The twin, ``utils.local.feature_store.LocalFeatureEngineeringClient``, has the real client's methods
+    and keyword arguments and returns the real package's entities, so notebook code is the same.
+    """
+    if is_databricks():
+        from databricks.feature_engineering import FeatureEngineeringClient
+
+        return FeatureEngineeringClient()
+    from utils.local.feature_store import LocalFeatureEngineeringClient
+
+    return LocalFeatureEngineeringClient()
+
+
+def online_store_spec(name: str | None = None, timeout_s: float = 900.0) -> Any:
+    """The online store ``publish_table`` writes to: a Lakebase online store on Databricks, SQLite locally.
+
+    Databricks: ``utils.features.lakebase_online_store(name, timeout_s)`` (got or created, then waited
+    for until available). Locally: ``utils.local.online_store.SqliteOnlineStore()``.
+    """
+    if is_databricks():
+        from utils.features import lakebase_online_store
+
+        return lakebase_online_store(name, timeout_s)
+    from utils.local.online_store import SqliteOnlineStore
+
+    return SqliteOnlineStore()
+
+
+def online_table_name(table: str) -> str:
+    """The name of ``table``'s online table in the store :func:`online_store_spec` gives.
+
+    Locally the SQLite store names it after the feature table. On Databricks, ``<table>_online``: a
+    Lakebase online table is a Unity Catalog table of its own (a synced table), so it cannot take the
+    offline Delta table's name.
+    """
+    return f"{table}_online" if is_databricks() else table
+
+
+def delete_online_store(name: str | None = None) -> bool:
+    """Delete the Lakebase online store ``name`` (default ``<project>-online``) so it stops billing; False if none.
+
+    Locally there is nothing to delete (the SQLite store is part of the state folder): returns False.
+    """
+    if not is_databricks():
+        return False
+    from utils.config import get_config
+
+    client = feature_client()
+    store_name = name or f"{get_config().project}-online"
+    if client.get_online_store(name=store_name) is None:
+        return False
+    client.delete_online_store(name=store_name)
+    return True
+
+
+def record_lineage(name: str, sources: Mapping[str, int | None] | Sequence[str], version: int | None = None) -> None:
+    """Record that feature table ``name`` (at ``version``, default its latest) was built from ``sources``.
+
+    ``sources`` maps source table to the Delta version read (a list of names means their current
+    versions). A no-op on Databricks, where Unity Catalog captures lineage itself; locally the twin's
+    registry keeps it (``utils.local.feature_store.record_lineage``).
+    """
+    if is_databricks():
+        return
+    from utils.local import feature_store
+
+    feature_store.record_lineage(name, sources, version)
+
+
+def feature_lineage(name: str) -> Any:
+    """The sources of feature table ``name`` as a pandas DataFrame, one row per source table.
+
+    Databricks: the table's ``table_data_sources`` as Unity Catalog records them (columns
+    ``feature_table``, ``source_table``). Locally also per version written: ``feature_table``,
+    ``feature_table_version``, ``mode``, ``source_table``, ``source_version``, ``written_at``.
+    """
+    if is_databricks():
+        import pandas as pd
+
+        table = feature_client().get_table(name=name)
+        return pd.DataFrame({"feature_table": name, "source_table": list(table.table_data_sources)})
+    from utils.local import feature_store
+
+    return feature_store.feature_lineage(name)
+
+
+def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.0) -> Any:
+    """What a router forwards to: Model Serving on Databricks, local ``mlflow models serve`` processes elsewhere.
+
+    Returns ``utils.serving.ModelServingBackend`` (served entities of endpoint ``endpoint_name``) or
+    ``utils.local.endpoints.LocalBackend`` (one local endpoint per version, started within ``timeout_s``).
+    """
+    if is_databricks():
+        from utils.serving import ModelServingBackend
+
+        return ModelServingBackend(endpoint_name, model_name)
+    from utils.local.endpoints import LocalBackend
+
+    return LocalBackend(model_name, timeout_s)
+
+
 def current_user() -> str:
     """The Databricks user (or service principal) running this code; ``""`` off Databricks.
 
@@ -465,9 +593,7 @@ def current_user() -> str:
     """
     if not is_databricks():
         return ""
-    from databricks.sdk import WorkspaceClient
-
-    return str(WorkspaceClient().current_user.me().user_name or "")
+    return str(workspace_client().current_user.me().user_name or "")
 
 
 def experiment_path(name: str) -> str:

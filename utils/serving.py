@@ -3,7 +3,7 @@
 ``deploy_serving_endpoint`` creates or updates a Model Serving endpoint; ``ModelServingBackend`` gives
 a router (``utils.deploy.Router``) one served entity per model version of one endpoint, addressed
 through its own URL. The local stand-in, ``mlflow models serve`` processes, is
-``utils.local.endpoints``; ``utils.deploy.serving_backend`` picks by platform.
+``utils.local.endpoints``; ``utils.platform.serving_backend`` picks by platform.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from utils.platform import is_databricks, registry_uri, tracking_uri
+from utils.platform import EnvironmentProblem, registry_uri, tracking_uri
+from utils.platform import workspace_client as platform_workspace_client
 
 
 class EndpointError(RuntimeError):
@@ -115,15 +116,18 @@ class ModelServingBackend:
 
 
 def workspace_client() -> Any:
-    """``databricks.sdk.WorkspaceClient()``, authenticated by the runtime; only on Databricks."""
-    if not is_databricks():
+    """``databricks.sdk.WorkspaceClient()``, authenticated by the runtime (``utils.platform.workspace_client``).
+
+    Raises:
+        EndpointError: off Databricks, naming the alternatives (a client of your own, or a local endpoint).
+    """
+    try:
+        return platform_workspace_client()
+    except EnvironmentProblem:
         raise EndpointError(
             "Model Serving endpoints exist only on Databricks: run this on a Databricks cluster, "
             "pass client=WorkspaceClient(host=..., token=...), or serve locally with utils.local.endpoints.serve(model_uri)"
-        )
-    from databricks.sdk import WorkspaceClient
-
-    return WorkspaceClient()
+        ) from None
 
 
 def served_entity_name(model_name: str, version: str | int) -> str:

@@ -44,10 +44,17 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
     return found
 
 
+COMPOSITION_ROOT = "utils.platform"
+"""The one module that picks implementations by platform. Its imports inside functions are the picks
+(made when called); they do not count as dependencies. At import time it may import leaf modules only."""
+
+
 def _graph() -> dict[str, set[str]]:
     graph = {m: set() for m in MODULES}
     for module, path in MODULES.items():
-        for target, _ in _imports(path):
+        for target, top in _imports(path):
+            if module == COMPOSITION_ROOT and not top:
+                continue
             # a module's own package __init__ runs first anyway, and utils/__init__ imports nothing
             if target != module and not module.startswith(target + "."):
                 graph[module].add(target)
@@ -97,6 +104,25 @@ def test_cycle_finder_finds_a_cycle() -> None:
 def test_utils_has_no_import_cycles() -> None:
     """Function-level imports count too: a cycle hidden in a function is still a tangle."""
     assert _cycles(_graph()) == []
+
+
+def test_the_platform_imports_only_leaf_modules_at_import_time() -> None:
+    """What the platform picks may use its paths, so it must not depend on them when it is imported."""
+    eager = {t for t, top in _imports(MODULES[COMPOSITION_ROOT]) if top}
+    assert eager <= {"utils.parameters"} and not any(_imports(MODULES[t]) for t in eager), eager
+
+
+def _calls(path: Path, name: str) -> list[int]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == name]
+
+
+def test_only_the_platform_asks_where_it_runs() -> None:
+    """One code path: every other module gets the platform's pick (a client, a backend, a path), never branches."""
+    asking = {module: _calls(path, "is_databricks") for module, path in MODULES.items() if module != COMPOSITION_ROOT}
+    assert {m: lines for m, lines in asking.items() if lines} == {}
+    assert _calls(MODULES[COMPOSITION_ROOT], "is_databricks"), "the check finds calls where there are some"
 
 
 def test_lifecycle_modules_do_not_need_the_local_stand_ins_to_import() -> None:
