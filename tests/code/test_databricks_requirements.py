@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import sys
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from packaging.requirements import Requirement
@@ -35,18 +37,20 @@ REPLACES = {
 NOT_FROM_PIP = {"pyspark", "delta", "IPython", "papermill", "nbconvert"}
 
 
-def _pins(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text().splitlines():
-        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)", line.strip())
-        if m:
-            out[canonicalize_name(m.group(1))] = m.group(2)
-    return out
+def _compiler() -> ModuleType:
+    """``constraints/compile_requirements.py``, the script that writes the file: its parsers are reused here."""
+    spec = importlib.util.spec_from_file_location("compile_requirements", ROOT / "constraints" / "compile_requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_COMPILER = _compiler()
+_pins = _COMPILER.pinned
 
 
 def _source_requirements() -> list[Requirement]:
-    lines = (line.split("#", 1)[0].strip() for line in SOURCE.read_text().splitlines())
-    return [Requirement(line) for line in lines if line]
+    return _COMPILER.requirements(SOURCE)
 
 
 @cache
