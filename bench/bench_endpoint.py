@@ -1,32 +1,41 @@
-"""Benchmark: real-time endpoint latency, through the keys-only router and straight to `mlflow models serve`.
+"""Benchmark: the keys-only endpoint against its floor and against bare `mlflow models serve`, side by side.
 
-Builds an isolated lifecycle state (``catch_up("05")``: data, features, a registered champion,
-the online store), starts one ``mlflow models serve --env-manager local`` endpoint for the
-champion version and a ``utils.deploy.Router`` in front of it, then times, side by side:
+Builds an isolated lifecycle state (``catch_up("05")``: data, features, a registered champion, the online
+store), then times, one record per request, for the same champion version:
 
-* ``router + online lookup``: ``POST /invocations`` to the router with a keys-only body
-  ``{"records": [{"customer_id", "plant_id", "page", "position", "price"}]}`` (one record per request,
-  keys that exist); the router looks the features up in the SQLite online store, forwards the
-  15 model inputs to the endpoint and logs the prediction;
-* ``mlflow models serve``: the same model version, ``POST`` of the full 15-column model input row
-  (the very row the router would forward) as ``dataframe_records`` to the endpoint's ``/invocations``.
+* ``floor``: in-process ``pyfunc.predict`` of one 15-column model-input row (no HTTP, no lookup);
+* ``mlflow models serve``: MLflow's scoring server (``--env-manager local``), ``POST`` of the full
+  15-column model-input row as ``dataframe_records``;
+* ``keys-only endpoint``: the project's endpoint (``utils.deploy.serve_aliases``: uvicorn + the router's
+  ASGI app, the champion loaded once in memory), ``POST`` of the keys and request context only; it looks
+  the features up in the SQLite online store, scores in process and buffers the log rows;
+* the same endpoint with two processes sharing the port (``SO_REUSEPORT``), where the kernel spreads
+  connections over them: the multi-worker case on 2 cores.
 
-Each case runs ``--requests`` requests at concurrency 1 and 10 (a thread pool, one keep-alive
-HTTP session per thread) after ``--warmup`` untimed ones. Latency is measured by the client.
+Each endpoint runs in its own process, so its CPU time per request is read from ``/proc`` (the server
+process and its children), apart from the client's. HTTP cases run at concurrency 1 and 10 (threads,
+one keep-alive session each) after untimed warm-up requests; latency is measured by the client.
+Finally one ``predict`` is broken down (schema enforcement, the model's own conversion, the classifier)
+to say where the floor's milliseconds go.
 
     .venv/bin/python bench/bench_endpoint.py                     # 300 requests per case
-    .venv/bin/python bench/bench_endpoint.py --requests 50 --no-record
+    .venv/bin/python bench/bench_endpoint.py --requests 50 --no-record --state-dir /tmp/epstate
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
+import socket
+import statistics
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -34,24 +43,26 @@ from common import fmt, machine_description, markdown_table, percentiles, record
 from state import add_state_args, champion, cleanup, isolate
 
 SCRIPT = "bench/bench_endpoint.py"
-ENDPOINT = "`mlflow models serve`, full input row"
-ROUTER = "router + online lookup, keys only"
+FLOOR = "floor: in-process `pyfunc.predict`, one row"
+BARE = "`mlflow models serve`, full input row"
+KEYS = "keys-only endpoint (uvicorn, model in memory, online lookup)"
+KEYS2 = "keys-only endpoint, 2 processes (SO_REUSEPORT)"
 KEY_FIELDS = ["customer_id", "plant_id", "page", "position", "price"]
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def parse_args() -> argparse.Namespace:
     """Command-line sizes."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=300, help="timed requests per case")
-    p.add_argument("--warmup", type=int, default=20, help="untimed requests before each case")
+    p.add_argument("--warmup", type=int, default=30, help="untimed requests before each case")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 10], help="client threads")
-    p.add_argument("--workers", type=int, default=1, help="`mlflow models serve --workers`")
     add_state_args(p)
     return p.parse_args()
 
 
-def request_bodies(n: int, seed: int) -> tuple[list[bytes], list[bytes]]:
-    """``n`` keys-only router bodies and the matching full-input endpoint bodies (same impressions)."""
+def request_bodies(n: int, seed: int) -> tuple[list[bytes], list[bytes], Any]:
+    """``n`` keys-only bodies, the matching full-input bodies (same impressions), and the model-input frame."""
     from utils import lakehouse
     from utils.online_features import OnlineFeatures
     from utils.plantly_features import training_set_table
@@ -61,17 +72,79 @@ def request_bodies(n: int, seed: int) -> tuple[list[bytes], list[bytes]]:
     keys = keys.sample(n=n, replace=len(keys) < n, random_state=seed).reset_index(drop=True)
     records = [{"customer_id": str(r["customer_id"]), "plant_id": str(r["plant_id"]), "page": str(r["page"]),
                 "position": int(r["position"]), "price": float(r["price"])} for r in keys.to_dict(orient="records")]
-    frame, _ = OnlineFeatures().build(records, strict=True)  # what the router forwards, row for row
-    rows = model_inputs(frame).to_dict(orient="records")
-    routed = [json.dumps({"records": [r]}).encode() for r in records]
-    direct = [json.dumps({"dataframe_records": [r]}).encode() for r in rows]
-    return routed, direct
+    frame, _ = OnlineFeatures().build(records, strict=True)  # what the endpoint scores, row for row
+    inputs = model_inputs(frame)
+    routed = [json.dumps({"dataframe_records": [r]}).encode() for r in records]
+    direct = [json.dumps({"dataframe_records": [r]}).encode() for r in inputs.to_dict(orient="records")]
+    return routed, direct, inputs
 
 
-def run_case(url: str, warm: list[bytes], bodies: list[bytes], concurrency: int, label: str) -> dict[str, float]:
+# ---------------------------------------------------------------- the keys-only endpoint in its own process
+
+
+def _endpoint_process(model_name: str, port: int, ready: Any, stop: Any) -> None:
+    """Child process: serve ``model_name``'s champion on ``port`` (SO_REUSEPORT) until ``stop`` is set."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from utils.deploy import serve_aliases
+
+    router = serve_aliases(model_name, {"champion": 100}, port=port, reuse_port=True)
+    ready.set()
+    stop.wait()
+    router.log_predictions = False
+    router.stop()
+
+
+class EndpointProcesses:
+    """``workers`` processes serving the keys-only endpoint on one port; ``cpu_s()`` sums their CPU time."""
+
+    def __init__(self, model_name: str, workers: int) -> None:
+        ctx = mp.get_context("spawn")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.stop_event = ctx.Event()
+        self.procs = []
+        for _ in range(workers):
+            ready = ctx.Event()
+            proc = ctx.Process(target=_endpoint_process, args=(model_name, self.port, ready, self.stop_event), daemon=True)
+            proc.start()
+            if not ready.wait(300):
+                raise RuntimeError("the endpoint process did not start in 300 s")
+            self.procs.append(proc)
+        self.url = f"http://127.0.0.1:{self.port}/invocations"
+
+    def cpu_s(self) -> float:
+        return sum(process_cpu_s(p.pid) for p in self.procs)
+
+    def close(self) -> None:
+        self.stop_event.set()
+        for p in self.procs:
+            p.join(60)
+            if p.is_alive():
+                p.kill()
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its children (``/proc/<pid>/task`` and descendants)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        total = sum(proc.cpu_times()[:2])
+        for child in proc.children(recursive=True):
+            total += sum(child.cpu_times()[:2])
+        return total
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+# ---------------------------------------------------------------- timing
+
+
+def run_case(url: str, warm: list[bytes], bodies: list[bytes], concurrency: int, label: str,
+             cpu: Any) -> dict[str, float]:
     """POST ``warm`` (untimed), then every body of ``bodies`` to ``url`` from ``concurrency`` threads."""
     import requests
-    from tqdm import tqdm
 
     local = threading.local()
 
@@ -90,115 +163,143 @@ def run_case(url: str, warm: list[bytes], bodies: list[bytes], concurrency: int,
         return elapsed
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(post, warm))  # untimed: opens the connections, warms both servers
-        latencies: list[float] = []
-        bar = tqdm(total=len(bodies), desc=f"{label}, concurrency {concurrency}", unit="req", leave=False,
-                   file=sys.stderr)
+        list(pool.map(post, warm))  # untimed: opens the connections, warms the server
+        cpu0 = cpu()
         start = time.perf_counter()
-        for latency in pool.map(post, bodies):
-            latencies.append(latency)
-            bar.update()
+        latencies = list(pool.map(post, bodies))
         wall = time.perf_counter() - start
-        bar.close()
-    return {**percentiles(latencies), "rps": len(bodies) / wall, "n": len(bodies)}
+        cpu_ms = (cpu() - cpu0) * 1000 / len(bodies)
+    print(f"  {label}, concurrency {concurrency}: p50 {statistics.median(latencies) * 1000:.2f} ms", flush=True)
+    return {**percentiles(latencies), "rps": len(bodies) / wall, "n": len(bodies), "cpu_ms": cpu_ms}
 
 
-def same_predictions(router_url: str, endpoint_url: str, routed: list[bytes], direct: list[bytes], k: int = 20) -> float:
-    """Largest difference between the router's and the endpoint's prediction for the first ``k`` requests."""
+def floor_case(model: Any, inputs: Any, n: int, warmup: int) -> dict[str, float]:
+    """In-process ``pyfunc.predict`` of one row at a time: latency per call and CPU ms per call."""
+    rows = [inputs.iloc[[i % len(inputs)]] for i in range(n + warmup)]
+    for row in rows[:warmup]:
+        model.predict(row)
+    latencies = []
+    cpu0, start = time.process_time(), time.perf_counter()
+    for row in rows[warmup:]:
+        t = time.perf_counter()
+        model.predict(row)
+        latencies.append(time.perf_counter() - t)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    return {**percentiles(latencies), "rps": n / wall, "n": n, "cpu_ms": cpu * 1000 / n}
+
+
+def predict_breakdown(model: Any, inputs: Any, n: int = 200) -> dict[str, float]:
+    """Median ms of one row through each layer of the champion: pyfunc, the python model, the classifier."""
+    from utils.training import features_frame
+
+    python_model = model.unwrap_python_model()
+    clf = python_model.classifier
+    columns = python_model.columns or list(inputs.columns)
+    row = inputs.iloc[[0]]
+    X = features_frame(row)[columns]
+
+    def median_ms(fn: Any) -> float:
+        for _ in range(20):
+            fn()
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1000
+
+    return {"pyfunc.predict (signature check + model)": median_ms(lambda: model.predict(row)),
+            "python model predict (conversion + rule + classifier)": median_ms(lambda: python_model.predict(None, row)),
+            "features_frame (the model's input conversion)": median_ms(lambda: features_frame(row)),
+            "classifier.predict_proba (sklearn pipeline)": median_ms(lambda: clf.predict_proba(X))}
+
+
+def main() -> None:
+    """Serve, time every path at each concurrency, print and record the table."""
+    args = parse_args()
+    state = isolate(args, "bench-endpoint-")
+    machine = machine_description()
+    try:
+        import mlflow.pyfunc
+
+        from utils.local.endpoints import LocalEndpoint
+        from utils.platform import stop_spark
+
+        model = champion(args, online=True)
+        stop_spark()  # catch_up's Spark session is not needed for serving: free its memory and threads
+        routed, direct, inputs = request_bodies(args.requests + args.warmup, args.seed)
+        warm_r, timed_r = routed[:args.warmup], routed[args.warmup:]
+        warm_d, timed_d = direct[:args.warmup], direct[args.warmup:]
+        pyfunc = mlflow.pyfunc.load_model(model.uri)
+        results: list[tuple[str, int, dict[str, float]]] = [
+            (FLOOR, 1, floor_case(pyfunc, inputs, args.requests, args.warmup))]
+        print(f"  floor: p50 {results[0][2]['p50_ms']:.2f} ms", flush=True)
+        breakdown = predict_breakdown(pyfunc, inputs)
+        bare = LocalEndpoint(model.uri, timeout_s=300).start()
+        one = EndpointProcesses(model.name, 1)
+        try:
+            diff = same_predictions(one.url, bare.invocations_url, routed, direct)
+            if diff > 1e-9:
+                raise AssertionError(f"the endpoint and mlflow models serve disagree by {diff} on the same impression")
+            bare_cpu = lambda: process_cpu_s(bare.pid)  # noqa: E731
+            for concurrency in args.concurrency:  # the two paths side by side at each concurrency
+                results.append((BARE, concurrency, run_case(bare.invocations_url, warm_d, timed_d, concurrency, BARE, bare_cpu)))
+                results.append((KEYS, concurrency, run_case(one.url, warm_r, timed_r, concurrency, KEYS, one.cpu_s)))
+        finally:
+            one.close()
+            bare.stop()
+        two = EndpointProcesses(model.name, 2)
+        try:
+            c = max(args.concurrency)
+            results.append((KEYS2, c, run_case(two.url, warm_r * 2, timed_r, c, KEYS2, two.cpu_s)))
+        finally:
+            two.close()
+    finally:
+        cleanup(args, state)
+
+    rows = [[label, c, fmt(r["n"]), fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(r["rps"], 1), fmt(r["cpu_ms"])]
+            for label, c, r in results]
+    table = markdown_table(["case", "concurrency", "requests", "p50 ms", "p99 ms", "req/s", "server CPU ms/request"],
+                           rows, "lrrrrrr")
+    by = {(label, c): r for label, c, r in results}
+    floor = by[(FLOOR, 1)]
+    notes = [f"the keys-only endpoint's p50 is {by[(KEYS, 1)]['p50_ms'] - floor['p50_ms']:+.1f} ms from the floor at "
+             "concurrency 1"]
+    for c in args.concurrency:
+        notes.append(f"concurrency {c}: {by[(KEYS, c)]['rps'] / by[(BARE, c)]['rps']:.2f}× the req/s of "
+                     f"`mlflow models serve` given the full row")
+    parts = "; ".join(f"{k} {v:.2f} ms" for k, v in breakdown.items())
+    body = (f"Champion v{model.version} ({args.data_rows:,} generated impressions); one record per request, "
+            f"{args.warmup} untimed warm-up requests per case, client-side latency, keep-alive sessions; each server "
+            "in its own process, its CPU time read from /proc (server process and children), so the client's is not "
+            f"counted. Endpoint and `mlflow models serve` predictions identical (max difference {diff:.1e}). "
+            f"`mlflow models serve --env-manager local` runs 1 uvicorn worker.\n\n{table}\n\n"
+            + "; ".join(notes) + f".\n\nWhere one in-process predict goes (median of 200): {parts}.")
+    print(table)
+    print(body.rsplit("\n\n", 1)[-1])
+    if args.no_record:
+        return
+    record("Real-time endpoint: keys-only endpoint vs its floor and `mlflow models serve`", body, SCRIPT, machine)
+
+
+def same_predictions(endpoint_url: str, bare_url: str, routed: list[bytes], direct: list[bytes], k: int = 20) -> float:
+    """Largest difference between the endpoint's and `mlflow models serve`'s prediction for the first ``k`` requests."""
     import requests
 
     worst = 0.0
     json_type = {"Content-Type": "application/json"}
     for r_body, d_body in zip(routed[:k], direct[:k]):
-        resp = requests.post(router_url, data=r_body, headers=json_type, timeout=60)
+        resp = requests.post(endpoint_url, data=r_body, headers=json_type, timeout=60)
         resp.raise_for_status()
-        via_router = resp.json()["predictions"][0]
-        resp = requests.post(endpoint_url, data=d_body, headers=json_type, timeout=60)
+        via_endpoint = resp.json()["predictions"][0]
+        resp = requests.post(bare_url, data=d_body, headers=json_type, timeout=60)
         resp.raise_for_status()
         out = resp.json()
         direct_pred = out["predictions"][0] if isinstance(out, dict) else out[0]
         if isinstance(direct_pred, dict):
             direct_pred = next(iter(direct_pred.values()))
-        worst = max(worst, abs(float(via_router) - float(direct_pred)))
+        worst = max(worst, abs(float(via_endpoint) - float(direct_pred)))
     return worst
-
-
-def main() -> None:
-    """Serve, time both paths at each concurrency, print and record the table."""
-    args = parse_args()
-    state = isolate(args, "bench-endpoint-")
-    machine = machine_description()
-    try:
-        from utils.deploy import Router, _Handler
-        from utils.local.endpoints import LocalEndpoint
-
-        shipped_nodelay = bool(getattr(_Handler, "disable_nagle_algorithm", False))
-        flipped_label = ("same router, Nagle's algorithm on" if shipped_nodelay
-                         else "same router, TCP_NODELAY")
-        flipped_short = "with Nagle's algorithm on" if shipped_nodelay else "with TCP_NODELAY"
-
-        model = champion(args, online=True)
-        from utils.platform import stop_spark
-
-        stop_spark()  # catch_up's Spark session is not needed for serving: free its memory and threads
-        routed, direct = request_bodies(args.requests + args.warmup, args.seed)
-        warm_r, timed_r = routed[:args.warmup], routed[args.warmup:]
-        warm_d, timed_d = direct[:args.warmup], direct[args.warmup:]
-        results: list[tuple[str, int, dict[str, float]]] = []
-        endpoint = LocalEndpoint(model.uri, workers=args.workers, timeout_s=300)
-        with endpoint:
-            print(f"endpoint {endpoint.command} ready in {endpoint.startup_s:.1f} s", flush=True)
-            router = Router(model.name)
-            router.add_upstream(model.version, endpoint)  # not owned: the `with` above stops it
-            router.set_routes({"champion": model.version}, {"champion": 100})
-            # the same router with the other TCP_NODELAY setting on its response sockets (StreamRequestHandler
-            # reads the class attribute per connection): shows what Nagle's algorithm costs a small response
-            flipped = Router(model.name)
-            flipped.add_upstream(model.version, endpoint)
-            flipped.set_routes({"champion": model.version}, {"champion": 100})
-            with router, flipped:
-                flipped._server.RequestHandlerClass.disable_nagle_algorithm = not shipped_nodelay
-                router_url = f"{router.url}/invocations"
-                diff = same_predictions(router_url, endpoint.invocations_url, routed, direct)
-                if diff > 1e-9:
-                    raise AssertionError(f"router and endpoint disagree by {diff} on the same impression")
-                cases: list[tuple[str, str, list[bytes], list[bytes]]] = [
-                    (ENDPOINT, endpoint.invocations_url, warm_d, timed_d),
-                    (ROUTER, router_url, warm_r, timed_r),
-                    (flipped_label, f"{flipped.url}/invocations", warm_r, timed_r),
-                ]
-                for concurrency in args.concurrency:  # all paths side by side at each concurrency
-                    for label, url, warm, bodies in cases:
-                        results.append((label, concurrency, run_case(url, warm, bodies, concurrency, label)))
-                logged = router.pending_log_rows() + flipped.pending_log_rows()
-            print(f"the routers logged {logged:,} predictions (written to the inference log on stop)")
-    finally:
-        cleanup(args, state)
-
-    rows = [[label, c, fmt(r["n"]), fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(r["rps"], 1)]
-            for label, c, r in results]
-    table = markdown_table(["case", "concurrency", "requests", "p50 ms", "p99 ms", "req/s"], rows, "lrrrrr")
-    by = {(label, c): r for label, c, r in results}
-    notes = []
-    for c in args.concurrency:
-        base, routed_r, fixed = by.get((ENDPOINT, c)), by.get((ROUTER, c)), by.get((flipped_label, c))
-        if base and routed_r and fixed:
-            notes.append(f"concurrency {c}: the router adds {routed_r['p50_ms'] - base['p50_ms']:.1f} ms at p50 "
-                         f"({routed_r['rps'] / base['rps']:.2f}× the endpoint's req/s), "
-                         f"{fixed['p50_ms'] - base['p50_ms']:.1f} ms {flipped_short}")
-    body = (f"Champion v{model.version} ({args.data_rows:,} generated impressions), one `mlflow models serve "
-            f"--env-manager local --workers {args.workers}` process; the router (`utils.deploy.Router`, stdlib "
-            f"threading HTTP server) looks up the 4 online feature tables (SQLite) and forwards to that same process. "
-            f"One record per request, {args.warmup} untimed warm-up requests per case, client-side latency, "
-            f"keep-alive sessions. Router and endpoint predictions identical (max difference {diff:.1e}). "
-            f"The router as shipped has TCP_NODELAY {'on' if shipped_nodelay else 'off'} on its response sockets; "
-            f"the third case is the same router with it {'off' if shipped_nodelay else 'on'} (with Nagle's algorithm "
-            f"on, the response's header and body writes can wait for the client's delayed ACK).\n\n"
-            f"{table}\n\n" + "; ".join(notes) + ".")
-    print(table)
-    if args.no_record:
-        return
-    record("Real-time endpoint latency: router with online lookup vs `mlflow models serve`", body, SCRIPT, machine)
 
 
 if __name__ == "__main__":

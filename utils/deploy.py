@@ -1,16 +1,17 @@
-"""Deployment: a keys-only request router in front of model endpoints, blue/green and A/B traffic, A/B analysis.
+"""Deployment: a keys-only endpoint (router) over served model versions, blue/green and A/B traffic, A/B analysis.
 
-The router is a real HTTP server (stdlib ``ThreadingHTTPServer`` on 127.0.0.1) in front of one model
-endpoint per served version: a local ``mlflow models serve`` process, or on Databricks a served entity
-of a Model Serving endpoint (``utils.serving`` backends). A request carries only keys and the
-request context::
+The router is a real HTTP server on 127.0.0.1: uvicorn serving its ASGI application (``RouterApp``,
+Starlette's request and response types; ``utils.http_server``). Behind it, each served version is a
+*served entity*: locally a model loaded once into this process (``utils.local.endpoints.ServedModel``,
+no second HTTP hop), on Databricks a served entity of a Model Serving endpoint (``utils.serving``
+backends), called over HTTPS. A request carries only keys and the request context::
 
     POST /invocations   {"customer_id": "C0001", "plant_id": "P0001", "page": "home", "position": 1, "price": 12.5}
     (or a JSON list of records, {"records": [...]}, or MLflow's formats: {"dataframe_records": [...]},
     {"dataframe_split": {"columns": [...], "data": [[...]]}}, {"instances": [...]}, {"inputs": ...})
 
-The router looks the customer's and the plant's features up in the online store, builds the 15-column
-model input, sends it to the version its routing table names, and answers
+The router looks the customer's and the plant's features up in the online store, scores the 15 feature
+columns with the version its routing table names, and answers
 ``{"predictions": [...], "model_version": "3", "model_versions": [...], "arms": [...], "request_id": "..."}``.
 
 Unknown keys: a customer or plant absent from the online store's *profile* tables is refused with a
@@ -38,7 +39,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from statistics import NormalDist
 from typing import Any
 
@@ -52,6 +52,7 @@ REQUEST_FIELDS: dict[str, tuple[type, ...]] = {
     "customer_id": (str,), "plant_id": (str,), "page": (str,), "position": (int,), "price": (int, float),
 }
 MAX_BODY_BYTES = 1_000_000
+MAX_HEADER_BYTES = 16 * 1024
 MAX_RECORDS = 1000
 BUCKETS = 10_000
 
@@ -245,16 +246,16 @@ class Router:
     host: str = "127.0.0.1"
     port: int | None = None
     max_body_bytes: int = MAX_BODY_BYTES
+    reuse_port: bool = False
     log_predictions: bool = True
     upstream_timeout_s: float = 60.0
     upstreams: dict[str, Any] = field(default_factory=dict)
     backend: Any = None
     _table: RoutingTable | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _log: list[pd.DataFrame] = field(default_factory=list, init=False, repr=False)
+    _log: list[tuple[Any, ...]] = field(default_factory=list, init=False, repr=False)
     _requests: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
-    _server: ThreadingHTTPServer | None = field(default=None, init=False, repr=False)
-    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _server: Any = field(default=None, init=False, repr=False)
     _owned: list[Any] = field(default_factory=list, init=False, repr=False)
     _features: OnlineFeatures | None = field(default=None, init=False, repr=False)
 
@@ -307,28 +308,25 @@ class Router:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> Router:
-        """Start the HTTP server in a background thread; returns ``self``."""
+        """Start the HTTP server (uvicorn, in a background thread); returns ``self``.
+
+        Raises:
+            RuntimeError: the server could not start (e.g. ``port`` is in use), with the reason.
+        """
         if self._server is not None:
             return self
-        from utils.serving import free_port
+        from utils.http_server import BackgroundServer
 
-        handler = type("RouterHandler", (_Handler,), {"router": self})
-        self._server = ThreadingHTTPServer((self.host, self.port or free_port(self.host)), handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"router-{self.port}", daemon=True)
-        self._thread.start()
+        server = BackgroundServer(RouterApp(self), self.host, self.port or 0, name="router",
+                                  reuse_port=self.reuse_port).start()
+        self._server, self.port = server, server.port
         return self
 
     def stop(self) -> None:
-        """Stop the server, flush the inference log, and stop the endpoints this router or its backend started."""
+        """Stop the server (requests in flight finish), flush the logs, stop what this router or its backend started."""
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+            server.stop()
         try:
             self.flush_log()
         finally:
@@ -354,13 +352,41 @@ class Router:
     @property
     def running(self) -> bool:
         """True while the HTTP server thread is alive."""
-        return self._thread is not None and self._thread.is_alive()
+        return self._server is not None and self._server.running
+
+    def endpoint_config(self) -> dict[str, Any]:
+        """The routing table in the shape of a Model Serving endpoint config (served entities, traffic config).
+
+        ``{"served_entities": [{"name", "entity_name", "entity_version"}], "traffic_config": {"routes":
+        [{"served_entity_name", "traffic_percentage"}]}}``; percentages sum to 100 (largest remainder,
+        ``utils.serving.traffic_percentages``). Unlike Model Serving, which splits requests at random, the
+        router assigns each customer to an arm by a stable hash, so a customer always sees the same version.
+        """
+        from utils.serving import served_entity_name, traffic_percentages
+
+        table = self._table
+        if table is None:
+            return {"served_entities": [], "traffic_config": {"routes": []}}
+        by_version: dict[str, int] = {}
+        for arm, version in table.versions.items():
+            by_version[version] = by_version.get(version, 0) + int(table.weights.get(arm, 0))
+        names = {v: served_entity_name(self.model_name, v) for v in by_version}
+        routes = traffic_percentages({names[v]: w for v, w in by_version.items()})
+        return {"served_entities": [{"name": names[v], "entity_name": self.model_name, "entity_version": v}
+                                    for v in sorted(by_version, key=_version_key)],
+                "traffic_config": {"routes": [{"served_entity_name": n, "traffic_percentage": p}
+                                              for n, p in routes.items()]}}
 
     # ------------------------------------------------------------ scoring
 
     def handle(self, body: bytes) -> dict[str, Any]:
-        """Score one request body (what ``POST /invocations`` does); raises ``RequestError`` on bad input."""
-        from utils.scoring import model_inputs
+        """Score one request body (what ``POST /invocations`` does); raises ``RequestError`` on bad input.
+
+        The served model gets the looked-up feature columns as they are and converts them itself (the
+        packaged model's ``features_frame``, as for every other path); the inference log's typed model
+        inputs are derived at flush time, off the request path.
+        """
+        from utils.plantly_features import FEATURES
 
         started = time.perf_counter()
         records = parse_request(body)
@@ -371,7 +397,7 @@ class Router:
             frame, _ = self._features.build(records, strict=True)
         except UnknownKeyError as exc:
             raise FeatureLookupError(str(exc)) from None
-        inputs = model_inputs(frame)  # once per request: the upstream call and the inference log share it
+        inputs = frame[FEATURES]
         weights = {a: w for a, w in table.weights.items()}
         arms = [assign_arm(r["customer_id"], weights, salt=self.model_name) for r in records]
         versions = [table.versions[a] for a in arms]
@@ -383,18 +409,36 @@ class Router:
                 predictions[i] = float(s)
         request_id = uuid.uuid4().hex
         if self.log_predictions:
-            self._remember(frame, inputs, predictions, versions, arms, request_id)
+            self._remember(frame, predictions, versions, arms, request_id)
         unique = sorted(set(versions))
         return {"predictions": predictions, "model_version": unique[0] if len(unique) == 1 else "mixed",
                 "model_versions": versions, "arms": arms, "request_id": request_id,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     def _forward(self, version: str, inputs: pd.DataFrame) -> list[float]:
-        import requests
-
         upstream = self.upstreams.get(version)
         if upstream is None:
             raise RequestError(f"model version {version} has no endpoint", 503)
+        if callable(getattr(upstream, "predict_frame", None)):  # a served model in this process: no second hop
+            try:
+                preds = upstream.predict_frame(inputs)
+            except Exception as exc:
+                if getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE":  # the model refused the input
+                    raise RequestError(f"model version {version} refused the input: {getattr(exc, 'message', exc)}",
+                                       422) from None
+                raise
+            if len(preds) != len(inputs):
+                raise RequestError(f"model version {version} returned {len(preds)} predictions for {len(inputs)} rows", 502)
+            return preds
+        return self._forward_http(version, upstream, inputs)
+
+    def _forward_http(self, version: str, upstream: Any, inputs: pd.DataFrame) -> list[float]:
+        import requests
+
+        from utils.scoring import model_inputs
+
+        inputs = model_inputs(inputs)  # typed values for JSON: str, float, bool
+
         url = upstream if isinstance(upstream, str) else upstream.invocations_url
         headers = {"Content-Type": "application/json"}
         if callable(getattr(upstream, "headers", None)):  # Model Serving: the workspace's auth header
@@ -415,16 +459,24 @@ class Router:
             raise RequestError(f"model version {version} returned {len(preds)} predictions for {len(inputs)} rows", 502)
         return [float(p) for p in preds]
 
-    def _remember(self, frame: pd.DataFrame, inputs: pd.DataFrame, predictions: list[float], versions: list[str],
-                  arms: list[str], request_id: str) -> None:
+    def _remember(self, frame: pd.DataFrame, predictions: list[float], versions: list[str], arms: list[str],
+                  request_id: str) -> None:
+        """Buffer one answered request; its inference-log rows are built at flush time, off the request path."""
+        assert self._features is not None
+        entry = (frame, predictions, versions, arms, request_id, self._features.versions(),
+                 datetime.now(timezone.utc))
+        with self._lock:
+            self._log.append(entry)
+
+    def _log_rows(self, entries: list[tuple[Any, ...]]) -> pd.DataFrame:
+        """The inference-log rows of buffered requests (``utils.scoring.inference_rows``, one row per prediction)."""
         from utils.scoring import inference_rows
 
-        assert self._features is not None
-        rows = inference_rows(frame, predictions, source="realtime", model_name=self.model_name,
-                              model_version=versions, feature_versions=self._features.versions(),
-                              request_id=request_id, arm=arms, inputs=inputs)
-        with self._lock:
-            self._log.append(rows)
+        frames = [inference_rows(frame, predictions, source="realtime", model_name=self.model_name,
+                                 model_version=versions, feature_versions=feature_versions, request_id=request_id,
+                                 arm=arms, ts=answered_at)
+                  for frame, predictions, versions, arms, request_id, feature_versions, answered_at in entries]
+        return pd.concat(frames, ignore_index=True)
 
     def record_request(self, path: str, status: int, started: float, answer: Mapping[str, Any]) -> None:
         """Remember one HTTP request for the request log: status, latency, records and versions, or the error."""
@@ -443,7 +495,7 @@ class Router:
     def pending_log_rows(self) -> int:
         """Predictions answered but not yet written to the inference log."""
         with self._lock:
-            return sum(len(f) for f in self._log)
+            return sum(len(entry[1]) for entry in self._log)
 
     def pending_requests(self) -> int:
         """Requests (answered or refused) not yet written to the request log."""
@@ -461,7 +513,7 @@ class Router:
             if requests:
                 append_request_log(requests, self.cfg)
                 requests = []
-            return append_inference_log(pd.concat(frames, ignore_index=True), self.cfg) if frames else 0
+            return append_inference_log(self._log_rows(frames), self.cfg) if frames else 0
         except BaseException:
             with self._lock:  # a failed write keeps the rows for the next flush: nothing is lost
                 self._requests[:0] = requests
@@ -480,122 +532,109 @@ class Router:
         return resp.json()
 
 
+def _version_key(version: str) -> tuple[int, int | str]:
+    return (0, int(version)) if version.isdigit() else (1, version)
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """HTTP face of a ``Router`` (``router`` is set on a subclass per router)."""
+_USAGE = "use POST /invocations, GET /health, GET /routes or GET /config"
 
-    router: Router
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # header and body go out at once, not after a delayed ACK (bench_endpoint.py)
-    default_request_version = "HTTP/1.1"  # even an unparsable request line gets a status line and headers back
-    timeout = 60  # seconds a client may stall mid-request before its connection (and thread) is released
 
-    def log_message(self, format: str, *args: Any) -> None:
-        return
+class RouterApp:
+    """The router's HTTP face: an ASGI application (Starlette's request and response types, served by uvicorn).
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Errors the stdlib answers by itself (bad request line, unknown method, long URI or headers), as JSON.
+    ``POST /invocations`` (or ``/predict``) scores keys-only records; ``GET /health``, ``GET /routes`` (arm ->
+    version and weight) and ``GET /config`` (the endpoint config in Model Serving's shape) describe it.
+    Every refusal is JSON: 404 for another path, 405 with ``Allow`` for another method, 400 for a query
+    string, a body that ended early or invalid input, 413 for a body over the limit, 415 for a compressed
+    body, 422 for an unknown key or a mistyped field, 431 for headers over ``MAX_HEADER_BYTES``.
+    Scoring runs in a worker thread, so the event loop keeps reading other connections while a model predicts.
+    """
 
-        A method the router does not serve is a 405 with ``Allow``, not the stdlib's 501.
-        """
-        if code == HTTPStatus.NOT_IMPLEMENTED:
-            code = HTTPStatus.METHOD_NOT_ALLOWED
-            message = f"method {self.command!r} is not allowed: use POST /invocations, GET /health or GET /routes"
-        self.close_connection = True
-        data = json.dumps({"error": message or self.responses.get(code, ("request refused",))[0]}).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
-        if code == HTTPStatus.METHOD_NOT_ALLOWED:
-            self.send_header("Allow", "GET, POST")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+    def __init__(self, router: Router) -> None:
+        self.router = router
 
-    def _send(self, status: int, payload: Mapping[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        from starlette.requests import Request
 
-    def do_GET(self) -> None:
-        if self.path == "/health":
-            self._send(200, {"status": "ok"})
-        elif self.path == "/routes":
-            table = self.router._table
-            self._send(200, {"versions": dict(table.versions) if table else {},
-                             "weights": dict(table.weights) if table else {}})
-        else:
-            self._send(404, {"error": f"no such path {self.path!r}: use POST /invocations, GET /health or GET /routes"})
-
-    def do_POST(self) -> None:
-        started = time.perf_counter()
-        status, answer = self._answer_post()
-        # Recorded before answering, so a client that has its answer also finds its request counted.
-        self.router.record_request(self.path, status, started, answer)
-        self._send(status, answer)
-
-    def _answer_post(self) -> tuple[int, dict[str, Any]]:
-        """Status and JSON answer of one POST (the body is read or drained here)."""
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            return 400, {"error": "Content-Length must be a whole number of bytes >= 0"}
-        if self.path not in ("/invocations", "/predict"):
-            self._drain(length)
-            return 404, {"error": f"no such path {self.path!r}: POST keys to /invocations"}
-        limit = self.router.max_body_bytes
-        if length > limit:
-            self._drain(length)
-            return 413, {"error": f"request body of {length} bytes is over the {limit}-byte limit: "
-                                  f"send at most {MAX_RECORDS} records per request"}
-        body = self.rfile.read(length) if length else b""
-        if len(body) < length:  # the client stopped sending: an incomplete request is not served
-            self.close_connection = True
-            return 400, {"error": f"the body ended after {len(body)} of the {length} bytes Content-Length announced"}
-        try:
-            return 200, self.router.handle(body)
-        except RequestError as exc:
-            return exc.status, {"error": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - a bug answers 500, the server stays up
-            return 500, {"error": f"{type(exc).__name__}: {exc}"}
-
-    def _drain(self, length: int) -> None:
-        """Read (and drop) a body so the client sees our answer; very large bodies close the connection."""
-        if length > 64 * self.router.max_body_bytes:
-            self.close_connection = True
+        if scope["type"] != "http":
             return
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                break
-            length -= len(chunk)
+        started = time.perf_counter()
+        request = Request(scope, receive)
+        status, answer, close = await self._answer(request)
+        if request.method == "POST":
+            # Recorded before answering, so a client that has its answer also finds its request counted.
+            self.router.record_request(scope["path"], status, started, answer)
+        await self._send(status, answer, close)(scope, receive, send)
+
+    def _send(self, status: int, answer: Mapping[str, Any], close: bool) -> Any:
+        from starlette.responses import Response
+
+        headers = {"Connection": "close"} if close else {}
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            headers["Allow"] = "GET, POST"
+        return Response(json.dumps(answer, default=_json_default), status, headers, media_type="application/json")
+
+    async def _answer(self, request: Any) -> tuple[int, dict[str, Any], bool]:
+        from starlette.concurrency import run_in_threadpool
+
+        from utils.http_server import BodyError, read_body
+
+        router, path, method = self.router, request.url.path, request.method
+        header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
+        if header_bytes > MAX_HEADER_BYTES:
+            return 431, {"error": f"request headers of {header_bytes} bytes are over the {MAX_HEADER_BYTES}-byte limit"}, True
+        if method in ("GET", "HEAD"):
+            if path == "/health":
+                return 200, {"status": "ok"}, False
+            if path == "/routes":
+                table = router._table
+                return 200, {"versions": dict(table.versions) if table else {},
+                             "weights": dict(table.weights) if table else {}}, False
+            if path == "/config":
+                return 200, router.endpoint_config(), False
+        elif method != "POST":
+            return 405, {"error": f"method {method!r} is not allowed: {_USAGE}"}, False
+        try:
+            body = await read_body(request, router.max_body_bytes)
+        except BodyError as exc:
+            return exc.status, {"error": f"{exc}: send at most {MAX_RECORDS} records per request"
+                                         if exc.status == 413 else str(exc)}, exc.close
+        if method != "POST" or path not in ("/invocations", "/predict"):
+            return 404, {"error": f"no such path {path!r}: {_USAGE}"}, False
+        if request.url.query:
+            return 400, {"error": "query parameters are not accepted: send everything in the JSON body"}, False
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            return 415, {"error": f"Content-Encoding {encoding!r} is not accepted: send the JSON body uncompressed"}, False
+        try:
+            return 200, await run_in_threadpool(router.handle, body), False
+        except RequestError as exc:
+            return exc.status, {"error": str(exc)}, False
+        except Exception as exc:  # noqa: BLE001 - a bug answers 500, the server stays up
+            return 500, {"error": f"{type(exc).__name__}: {exc}"}, False
 
 
 # ---------------------------------------------------------------- serving aliases (local or Databricks)
 
 
 def serve_aliases(model_name: str, weights: Mapping[str, int], cfg: Config | None = None,
-                  timeout_s: float = 300.0) -> Router:
+                  timeout_s: float = 300.0, port: int | None = None, reuse_port: bool = False) -> Router:
     """A started router serving the versions ``weights``' aliases point at (e.g. ``{"champion": 90, "challenger": 10}``).
 
-    Locally each version runs in its own ``mlflow models serve`` process; on Databricks each is a
-    served entity of the Model Serving endpoint ``cfg.endpoint_name``, created or updated here with
-    the same traffic split. ``reload`` keeps the backend in step with every alias move.
+    Locally each version is loaded once into this process (``utils.local.endpoints.ServedModel``) and
+    scored in memory; on Databricks each is a served entity of the Model Serving endpoint
+    ``cfg.endpoint_name``, created or updated here with the same traffic split. ``reload`` keeps the
+    backend in step with every alias move. ``port``/``reuse_port`` as for ``Router``.
     """
     cfg = cfg or get_config()
-    router = Router(model_name, cfg, backend=serving_backend(model_name, cfg.endpoint_name, timeout_s))
+    router = Router(model_name, cfg, port=port, reuse_port=reuse_port,
+                    backend=serving_backend(model_name, cfg.endpoint_name, timeout_s))
     try:
         router.reload(weights)
         return router.start()

@@ -571,10 +571,10 @@ def feature_lineage(name: str) -> Any:
 
 
 def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.0) -> Any:
-    """What a router forwards to: Model Serving on Databricks, local ``mlflow models serve`` processes elsewhere.
+    """What a router scores with: Model Serving on Databricks, models loaded in the router's process elsewhere.
 
     Returns ``utils.serving.ModelServingBackend`` (served entities of endpoint ``endpoint_name``) or
-    ``utils.local.endpoints.LocalBackend`` (one local endpoint per version, started within ``timeout_s``).
+    ``utils.local.endpoints.LocalBackend`` (one in-memory served model per version, loaded once).
     """
     if is_databricks():
         from utils.serving import ModelServingBackend

@@ -449,17 +449,34 @@ def test_ensure_online_features_publishes_missing_tables(spark):
 
 
 @pytest.mark.slow
-def test_router_in_front_of_a_real_mlflow_model_server(upstreams, two_versions):
+def test_the_local_endpoint_serves_registered_versions_in_its_own_process(upstreams, two_versions):
+    """serve_aliases loads each routed version once, in memory, and blue/green swaps the endpoint config."""
+    import sys
+
+    from utils import registry
     from utils.deploy import serve_aliases
     from utils.local import endpoints as serving
 
-    name, blue, _ = two_versions
-    router = serve_aliases(name, {"champion": 100})
+    name, blue, green = two_versions
+    registry.set_alias(name, "champion", blue, "test: blue serves")
+    registry.set_alias(name, "challenger", green, "test: green waits")
+    path_before = list(sys.path)
+    router = serve_aliases(name, {"champion": 100, "challenger": 0})
     try:
-        assert [ep.running for ep in router.backend.endpoints.values()] == [True]
+        served = router.backend.served
+        assert sorted(served) == sorted([blue, green]) and all(isinstance(m, serving.ServedModel) for m in served.values())
+        assert sys.path == path_before, "loading a model must not leave its bundled code first on sys.path"
+        assert not serving.running_endpoints(), "no second server process: the versions are served in memory"
         out = router.predict([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
         assert out["predictions"] == [0.5, 0.5] and out["model_version"] == blue
+        config = requests.get(f"{router.url}/config", timeout=10).json()
+        assert [e["entity_version"] for e in config["served_entities"]] == sorted([blue, green], key=int)
+        assert {r["traffic_percentage"] for r in config["traffic_config"]["routes"]} == {100, 0}
+        loaded = {v: id(m) for v, m in served.items()}
+        router.reload({"challenger": 100})
+        assert router.predict(GOOD)["model_version"] == green
+        assert {v: id(m) for v, m in router.backend.served.items()} == loaded, "a switch must not reload models"
         assert post(router, json.dumps({**GOOD, "price": "abc"})).status_code == 422
     finally:
         router.stop()
-    assert not router.running and not serving.running_endpoints()
+    assert not router.running and not router.backend.served

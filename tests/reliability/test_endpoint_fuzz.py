@@ -1,10 +1,11 @@
-"""Fuzzing the keys-only router: hundreds of seeded bad requests, each refused with a JSON 4xx, nothing logged.
+"""Fuzzing the keys-only router: over a thousand seeded bad requests, each refused with a JSON 4xx, nothing logged.
 
-A real ``Router`` (HTTP server on 127.0.0.1) over the tiny online store of ``tests/code/test_deploy.py`` and a
+A real ``Router`` (uvicorn serving its ASGI application on 127.0.0.1) over the tiny online store of ``tests/code/test_deploy.py`` and a
 stub model server that counts its calls. Requests go over raw sockets, so the fuzzer controls every byte:
 invalid and truncated JSON, wrong top-level types, missing keys, wrong key types, nulls, huge numbers, nesting,
 unicode junk, empty bodies, unknown customers and plants, too many records, oversized bodies, wrong
-Content-Length, bad paths and bad methods. Every answer must be a 4xx with a JSON ``{"error": "..."}``, the
+Content-Length, bad paths and bad methods, MLflow scoring formats with wrong shapes, broken chunked framing,
+unsupported transfer and content encodings, and malformed request lines and header blocks. Every answer must be a 4xx with a JSON ``{"error": "..."}``, the
 connection must not be dropped (except where the server deliberately closes after a 413 for a body it will not
 read), no bad request may reach the model or leave an inference-log row, and afterwards the router must still
 answer a good request and flush its logs.
@@ -262,7 +263,8 @@ def generate(seed: int = SEED) -> list[Case]:
     good = _dumps(GOOD)
     cases: list[Case] = []
 
-    framing = {"empty_body", "wrong_content_length", "short_body", "bad_paths", "unsupported_method"}
+    framing = {"empty_body", "wrong_content_length", "short_body", "bad_paths", "unsupported_method",
+               "transfer_encoding", "content_encoding"}
 
     def add(category: str, body: bytes, **kw: object) -> None:
         if category not in framing and is_good_request(body):
@@ -286,7 +288,7 @@ def generate(seed: int = SEED) -> list[Case]:
                 b"True", b"nul", b"{\"customer_id\": \"C1\" \"plant_id\": \"P1\"}", b"\"unterminated"]
     for body in classics:
         add("invalid_json", body)
-    while sum(c.category == "invalid_json" for c in cases) < 60:
+    while sum(c.category == "invalid_json" for c in cases) < 250:
         body = bytearray(good)
         for _ in range(rng.randint(1, 4)):
             pos = rng.randrange(len(body))
@@ -303,7 +305,7 @@ def generate(seed: int = SEED) -> list[Case]:
     # truncated JSON
     for doc in (GOOD, [GOOD, GOOD], {"records": [GOOD, GOOD, GOOD]}):
         text = _dumps(doc)
-        for cut in sorted(rng.sample(range(1, len(text)), 12)):
+        for cut in sorted(rng.sample(range(1, len(text)), 24)):
             if text[:cut].strip():
                 add("truncated_json", text[:cut])
 
@@ -316,7 +318,7 @@ def generate(seed: int = SEED) -> list[Case]:
 
     # missing keys (with and without unknown extra keys)
     keys = list(GOOD)
-    for _ in range(40):
+    for _ in range(120):
         gone = rng.sample(keys, rng.randint(1, len(keys)))
         rec = record(**{k: _DROP for k in gone})
         if rng.random() < 0.4:
@@ -327,7 +329,7 @@ def generate(seed: int = SEED) -> list[Case]:
     for key, values in WRONG_TYPES.items():
         for value in values:
             add("wrong_key_types", _dumps(record(**{key: value})))
-    for _ in range(20):
+    for _ in range(80):
         changes = {k: rng.choice(WRONG_TYPES[k]) for k in rng.sample(keys, rng.randint(2, 5))}
         add("wrong_key_types", _dumps({"records": [GOOD, record(**changes)]}))
 
@@ -352,7 +354,7 @@ def generate(seed: int = SEED) -> list[Case]:
     add("int_overflow_position", _dumps({"records": [GOOD, record(position=2**1100)]}))
 
     # nested objects and arrays
-    for _ in range(25):
+    for _ in range(60):
         depth = rng.randint(2, 30)
         value: object = rng.choice([GOOD, "C1", 1, None])
         for _ in range(depth):
@@ -364,7 +366,7 @@ def generate(seed: int = SEED) -> list[Case]:
         add("deep_nesting", b'{"records": ' + b"[" * depth + b"]" * depth + b"}")
 
     # unicode junk: invalid UTF-8, and valid but odd strings in every field
-    for _ in range(20):
+    for _ in range(60):
         body = bytearray(good)
         pos = good.index(b"C1") + 1
         body[pos:pos] = bytes(rng.choice([0x80, 0xBF, 0xC0, 0xC1, 0xF5, 0xFF, 0xFE, 0xED]) for _ in range(rng.randint(1, 4)))
@@ -390,7 +392,7 @@ def generate(seed: int = SEED) -> list[Case]:
         key = rng.choice(["customer_id", "plant_id"])
         bad = record(**{key: s})
         add("unknown_keys", _dumps(rng.choice([bad, [GOOD, bad], {"records": [bad, GOOD, GOOD]}])))
-    for _ in range(20):
+    for _ in range(60):
         bad = record(customer_id=f"C{rng.randint(3, 10**6)}", plant_id=rng.choice(["P1", "P2", f"P{rng.randint(3, 999)}"]))
         add("unknown_keys", _dumps({"records": [GOOD] * rng.randint(0, 5) + [bad]}))
 
@@ -423,11 +425,63 @@ def generate(seed: int = SEED) -> list[Case]:
     for method in BAD_METHODS:
         add("unsupported_method", good, method=method, path=rng.choice(["/invocations", "/health", "/x"]))
 
-    # errors the stdlib answers itself (malformed request line, URI too long, too many headers)
-    cases.append(Case("stdlib_error", b"GARBAGE\r\n\r\n"))
-    cases.append(Case("stdlib_error", b"POST /invocations HTTP/1.1 extra\r\n\r\n"))
-    cases.append(Case("stdlib_error", b"POST /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n"))
-    cases.append(Case("stdlib_error", http_request(body=good, extra=[f"X-{i}: y".encode() for i in range(150)])))
+    # MLflow scoring formats with wrong shapes
+    wrong_shapes: list[object] = [
+        {"dataframe_split": {"columns": keys, "data": [[GOOD[k] for k in keys][:-1]]}},  # a row one value short
+        {"dataframe_split": {"columns": keys, "data": [[GOOD[k] for k in keys] + [1]]}},  # one value too many
+        {"dataframe_split": {"columns": keys[:-1], "data": [[GOOD[k] for k in keys[:-1]]]}},  # a column missing
+        {"dataframe_split": {"columns": keys, "data": [GOOD]}},  # records where rows belong
+        {"dataframe_split": {"columns": keys, "data": {"0": [GOOD[k] for k in keys]}}},
+        {"dataframe_split": {"columns": [1, 2, 3, 4, 5], "data": [[GOOD[k] for k in keys]]}},
+        {"dataframe_split": {"data": [[GOOD[k] for k in keys]]}}, {"dataframe_split": {"columns": keys}},
+        {"dataframe_split": [[GOOD[k] for k in keys]]}, {"dataframe_split": {"columns": keys, "data": []}},
+        {"inputs": {k: [GOOD[k], GOOD[k]] for k in keys} | {"price": [12.5]}},  # columns of unequal length
+        {"inputs": {k: GOOD[k] for k in keys}}, {"inputs": {k: [] for k in keys}}, {"inputs": [[GOOD]]},
+        {"inputs": {k: [GOOD[k]] for k in keys[:-1]}}, {"instances": GOOD}, {"instances": [[GOOD[k] for k in keys]]},
+        {"dataframe_records": GOOD}, {"dataframe_records": [[GOOD[k] for k in keys]]},
+        {"dataframe_records": [GOOD], "inputs": [GOOD]}, {"records": [GOOD], "instances": [GOOD]},
+        {"dataframe_records": [GOOD], "params": {"k": 1}}, {"dataframe_records": [GOOD], "params": "x"},
+    ]
+    for doc in wrong_shapes:
+        add("mlflow_wrong_shape", _dumps(doc))
+    split = {"columns": keys, "data": [[GOOD[k] for k in keys]]}
+    for _ in range(60):  # a good split with one row or the column list damaged
+        damaged = json.loads(json.dumps(split))
+        target = rng.choice(["row", "columns"])
+        seq = damaged["data"][0] if target == "row" else damaged["columns"]
+        op = rng.choice(["drop", "extra", "junk"])
+        if op == "drop":
+            del seq[rng.randrange(len(seq))]
+        elif op == "extra":
+            seq.insert(rng.randrange(len(seq) + 1), rng.choice(JUNK_VALUES))
+        else:
+            seq[rng.randrange(len(seq))] = rng.choice([None, [], {}, 1.5, True] if target == "columns" else JUNK_VALUES)
+        add("mlflow_wrong_shape", _dumps({"dataframe_split": damaged}))
+
+    # broken chunked framing, unsupported transfer and content encodings
+    te = [b"Transfer-Encoding: chunked"]
+    for raw_body in (b"zz\r\n" + good + b"\r\n0\r\n\r\n", b"5\r\n" + good + b"\r\n0\r\n\r\n",
+                     b"-5\r\nabcde\r\n0\r\n\r\n", b"ffffffffffffffffff\r\n", b"5;\x00\r\nabcde\r\n0\r\n\r\n"):
+        add("transfer_encoding", raw_body, content_length=None, extra=te, half_close=True, may_close=True)
+    for encoding in ("gzip", "chunked, gzip", "identity", "compress", "x-unknown"):
+        add("transfer_encoding", good, content_length=None, extra=[b"Transfer-Encoding: " + encoding.encode()],
+            half_close=True, may_close=True)
+    add("transfer_encoding", good, extra=te, half_close=True, may_close=True)  # both Content-Length and chunked
+    for encoding in ("gzip", "deflate", "br", "x-unknown", "gzip, identity"):
+        add("content_encoding", good, extra=[b"Content-Encoding: " + encoding.encode()])
+    import gzip
+    add("content_encoding", gzip.compress(good, mtime=0), extra=[b"Content-Encoding: gzip"])
+
+    # malformed request lines and header blocks (answered by the HTTP layer, before the application)
+    for line in (b"GARBAGE", b"POST /invocations HTTP/1.1 extra", b"POST /invocations", b"POST  /invocations HTTP/1.1",
+                 b"POST /invocations HTTP/9.9", b"POST /invocations HTTP/1.1\x00", b"\x16\x03\x01\x02\x00\x01",
+                 b"POST /" + b"a" * 70_000 + b" HTTP/1.1"):
+        cases.append(Case("protocol_error", line + b"\r\n\r\n", may_close=True))
+    for header in (b"No colon here", b"Bad Name: x", b": empty name", b"X-A: \x00", b"Host: a\r\nHost: b",
+                   b"Content-Length: 5\r\nContent-Length: 6", b"X-Big: " + b"y" * 70_000):
+        cases.append(Case("protocol_error", http_request(body=good, extra=[header]), may_close=True))
+    cases.append(Case("protocol_error", http_request(body=good, extra=[f"X-{i}: {'y' * 100}".encode() for i in range(700)]),
+                      may_close=True))  # a header block over the server's 64 KB limit
 
     rng.shuffle(cases)
     return cases
@@ -439,7 +493,7 @@ _DROP = object()
 # ---------------------------------------------------------------- the fuzz test
 
 
-def test_generator_covers_every_category_with_several_hundred_requests():
+def test_generator_covers_every_category_with_over_a_thousand_requests():
     cases = generate()
     counts: dict[str, int] = {}
     for c in cases:
@@ -447,8 +501,9 @@ def test_generator_covers_every_category_with_several_hundred_requests():
     expected = {"invalid_json", "truncated_json", "wrong_top_level", "missing_keys", "wrong_key_types", "nulls",
                 "huge_numbers", "nested_objects", "unicode_junk", "empty_body", "unknown_keys", "too_many_records",
                 "oversized_body", "wrong_content_length", "bad_paths", "unsupported_method"}
+    expected |= {"mlflow_wrong_shape", "transfer_encoding", "content_encoding", "protocol_error"}
     assert expected <= set(counts), counts
-    assert len(cases) >= 400, counts
+    assert len(cases) >= 1000, counts
     assert generate() == cases  # seeded: the same requests every run
 
 
@@ -457,7 +512,7 @@ def test_fuzzed_bad_requests_get_a_json_4xx_and_leave_no_trace(router, model_cal
     calls_before, rows_before = len(calls), router.pending_log_rows()
     failures: dict[str, list[str]] = {}
     cases = generate()
-    assert len(cases) >= 400
+    assert len(cases) >= 1000
     for case in cases:
         answer = exchange(router, case)
         problem = problems_with(case, answer)
@@ -526,7 +581,7 @@ REPRODUCERS: dict[str, list[tuple[str, bytes, bool]]] = {
                        ("POST", _good_with(b'"home"', b'"\\ud800"'), False)],  # 200, then flush_log raises
     "unsupported_method": [("PUT", http_request(method="PUT", body=_GOOD_BODY), False),
                            ("DELETE", http_request(method="DELETE", path="/x"), False)],
-    "stdlib_error": [("POST", b"GARBAGE\r\n\r\n", False)],
+    "protocol_error": [("POST", b"GARBAGE\r\n\r\n", False)],
     "short_body": [("POST", http_request(body=_GOOD_BODY, content_length=str(len(_GOOD_BODY) + 10)), True)],
 }
 
@@ -547,3 +602,53 @@ def test_a_bug_fuzzing_found_stays_fixed(model_calls, bug):
         assert r.flush_log() == 0  # and the logs still flush
     finally:
         r.stop()
+
+
+# ---------------------------------------------------------------- slow clients and many connections (loopback only)
+
+
+def test_a_slow_client_does_not_hold_up_other_clients(router):
+    """A client trickling its request one byte at a time costs one socket, not the server: others are served meanwhile."""
+    import time
+
+    raw = http_request(body=_dumps(GOOD))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with socket.create_connection((router.host, router.port), timeout=30) as sock:
+            for i in range(len(raw) - 1):  # never the last byte: the request stays incomplete
+                if stop.is_set():
+                    return
+                sock.sendall(raw[i:i + 1])
+                time.sleep(0.02)
+
+    slow = [threading.Thread(target=trickle, daemon=True) for _ in range(5)]
+    for t in slow:
+        t.start()
+    try:
+        time.sleep(0.3)  # the slow clients are mid-request
+        started = time.perf_counter()
+        for _ in range(10):
+            answer = exchange(router, Case("good", http_request(body=_dumps(GOOD))), timeout=10)
+            assert answer.status == 200, answer
+        assert time.perf_counter() - started < 20, "good requests waited for the slow clients"
+    finally:
+        stop.set()
+        for t in slow:
+            t.join(timeout=30)
+    assert router.running
+
+
+def test_many_idle_connections_do_not_stop_the_endpoint(router):
+    """200 connections opened and left idle (bounded: loopback, 200 sockets, seconds): a new client is still served."""
+    socks = [socket.create_connection((router.host, router.port), timeout=30) for _ in range(200)]
+    try:
+        for sock in socks[::2]:  # half of them send part of a request and stall
+            sock.sendall(http_request(body=_dumps(GOOD))[:40])
+        answer = exchange(router, Case("good", http_request(body=_dumps(GOOD))), timeout=10)
+        assert answer.status == 200 and json.loads(answer.body)["predictions"] == [STUB_SCORE], answer
+    finally:
+        for sock in socks:
+            sock.close()
+    answer = exchange(router, Case("good", http_request(body=_dumps(GOOD))), timeout=10)
+    assert answer.status == 200 and router.running

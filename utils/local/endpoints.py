@@ -1,10 +1,14 @@
-"""Local model endpoints: ``mlflow models serve --env-manager local`` processes, managed.
+"""Local model endpoints: served models in the router's process, and ``mlflow models serve`` processes.
 
-The local stand-in of a Databricks Model Serving served entity. ``LocalEndpoint`` runs the model
-server as a child process on 127.0.0.1, waits until it answers ``/health``, and always stops it again
-(``stop()``, ``with``, ``stop_all()`` and an ``atexit`` hook), so a failing notebook cell leaves no
-server behind. ``LocalBackend`` gives a router (``utils.deploy.Router``) one endpoint per model
-version, as ``utils.serving.ModelServingBackend`` gives it one served entity per version on Databricks.
+The local stand-ins of a Databricks Model Serving endpoint's *served entities*. ``LocalBackend`` gives a
+router (``utils.deploy.Router``) one in-memory ``ServedModel`` per model version, loaded once, so the
+endpoint is one process answering keys-only requests with no second HTTP hop, as
+``utils.serving.ModelServingBackend`` gives it one served entity per version on Databricks.
+
+``LocalEndpoint`` runs MLflow's own scoring server (``mlflow models serve --env-manager local``) for one
+model as a child process on 127.0.0.1, waits until it answers ``/health``, and always stops it again
+(``stop()``, ``with``, ``stop_all()`` and an ``atexit`` hook), so a failing notebook cell leaves no server
+behind: notebook 04 serves the packaged model with it, and the endpoint benchmark compares against it.
 """
 
 from __future__ import annotations
@@ -453,24 +457,90 @@ def serve(model_uri: str, **kwargs: Any) -> LocalEndpoint:
     return LocalEndpoint(model_uri, **kwargs).start()
 
 
+class ServedModel:
+    """One model version served inside the endpoint's process: loaded once, scored in memory.
+
+    The local stand-in of a Model Serving *served entity*: ``models:/<name>/<version>`` is loaded with
+    ``mlflow.pyfunc.load_model`` when the endpoint config first names it and stays loaded while it is
+    served, so a request costs one ``predict`` and no second HTTP hop. Loading adds the model's bundled
+    ``code_paths`` to ``sys.path`` (MLflow's behaviour); this class puts ``sys.path`` back afterwards, so
+    processes started later from this one import the project, not a model's copy of it.
+    """
+
+    def __init__(self, model_name: str, version: str | int) -> None:
+        self.model_name = model_name
+        self.version = str(version)
+        self.model_uri = f"models:/{model_name}/{self.version}"
+        self._model: Any = None
+        self._lock = threading.Lock()
+        self.load_s: float | None = None
+
+    def load(self) -> ServedModel:
+        """Load the model now (idempotent); returns ``self``.
+
+        Raises:
+            EndpointError: the version cannot be loaded (missing, or its flavour fails), with MLflow's reason.
+        """
+        with self._lock:
+            if self._model is None:
+                import mlflow.pyfunc
+
+                from mlflow import MlflowClient
+
+                t0 = time.perf_counter()
+                saved_path = list(sys.path)
+                try:  # this platform's registry, whatever MLflow's global URIs point at in this process
+                    client = MlflowClient(tracking_uri=tracking_uri(), registry_uri=registry_uri())
+                    source = client.get_model_version_download_uri(self.model_name, self.version)
+                    self._model = mlflow.pyfunc.load_model(source)
+                except Exception as exc:  # noqa: BLE001 - any load failure is the endpoint's to explain
+                    raise EndpointError(f"could not load {self.model_uri} to serve it: {type(exc).__name__}: {exc}") from exc
+                finally:
+                    sys.path[:] = saved_path
+                self.load_s = time.perf_counter() - t0
+        return self
+
+    def predict_frame(self, inputs: pd.DataFrame) -> list[float]:
+        """Predictions (floats, one per row of ``inputs``) of this version for its model-input frame."""
+        import numpy as np
+
+        out = self.load()._model.predict(inputs)
+        if hasattr(out, "columns"):  # a DataFrame: the model's single output column
+            out = out.iloc[:, 0]
+        return [float(p) for p in np.asarray(out, dtype=float).ravel()]
+
+    def stop(self) -> None:
+        """Release the loaded model."""
+        with self._lock:
+            self._model = None
+
+    def __repr__(self) -> str:
+        return f"ServedModel({self.model_uri!r}, loaded={self._model is not None})"
+
+
 class LocalBackend:
-    """One ``LocalEndpoint`` per model version, started the first time a routing table names it."""
+    """The local endpoint's served entities: one in-memory ``ServedModel`` per model version.
+
+    ``apply`` loads every version the new endpoint config names before the router switches to it (a
+    version that cannot load fails the switch and leaves the old config serving); loaded versions stay
+    loaded, so switching back (a rollback) is instant, as a served entity kept at 0% traffic is on
+    Databricks.
+    """
 
     def __init__(self, model_name: str, timeout_s: float = 300.0) -> None:
         self.model_name = model_name
         self.timeout_s = timeout_s
-        self.endpoints: dict[str, LocalEndpoint] = {}
+        self.served: dict[str, ServedModel] = {}
 
-    def apply(self, weights_by_version: Mapping[str, int]) -> dict[str, LocalEndpoint]:
-        """Start an endpoint for every version not served yet; returns version -> endpoint."""
+    def apply(self, weights_by_version: Mapping[str, int]) -> dict[str, ServedModel]:
+        """Load every version not served yet; returns version -> served model (all versions loaded so far)."""
         for version in weights_by_version:
-            if str(version) not in self.endpoints:
-                uri = f"models:/{self.model_name}/{version}"
-                self.endpoints[str(version)] = LocalEndpoint(uri, timeout_s=self.timeout_s).start()
-        return dict(self.endpoints)
+            if str(version) not in self.served:
+                self.served[str(version)] = ServedModel(self.model_name, version).load()
+        return dict(self.served)
 
     def stop(self) -> None:
-        """Stop every endpoint this backend started."""
-        endpoints, self.endpoints = list(self.endpoints.values()), {}
-        for ep in endpoints:
-            ep.stop()
+        """Release every served model."""
+        served, self.served = list(self.served.values()), {}
+        for model in served:
+            model.stop()
