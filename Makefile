@@ -9,8 +9,9 @@ JARS := .jars/manifest.json
 BENCH_STAMP := $(VENV)/.bench-installed
 # Local state (tables, MLflow): .lakehouse, or MLOPS_STATE_DIR; then executed/, reports/ and raw files live there too.
 STATE_DIR := $(abspath $(or $(MLOPS_STATE_DIR),.lakehouse))
-# Small data in CI and tests; `make demo ROWS=200000` for a bigger run.
-ROWS ?= 20000
+# Small data in CI and tests; `make demo ROWS=200000` for a bigger run. Unset, the runner takes MLOPS_ROWS, else
+# the notebooks' default (20000), so `MLOPS_ROWS=5000 make demo` is not contradicted by a default passed as --rows.
+ROWS ?=
 TEST_ROWS ?= 6000
 TEST_STATE := .lakehouse-test
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
@@ -73,7 +74,7 @@ $(JARS): requirements.lock utils/local/jvm.py utils/local/SessionCatalogAlias.ja
 install: $(STAMP) $(JARS)
 
 demo: $(STAMP) $(JARS) java
-	$(BIN)/python -m utils.runner --rows $(ROWS)
+	$(BIN)/python -m utils.runner $(if $(ROWS),--rows $(ROWS))
 
 unit: $(STAMP) $(JARS)
 	$(BIN)/python -m pytest tests -q
@@ -125,8 +126,14 @@ bench-lock: $(STAMP)
 bench: $(BENCH_STAMP) $(JARS) java
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
+# With MLOPS_STATE_DIR set, only that state folder goes (everything of that state lives in it); never /, $HOME or the repo.
 clean:
+ifneq ($(MLOPS_STATE_DIR),)
+	@case "$(STATE_DIR)" in /|"$(HOME)"|"$(CURDIR)") echo "refusing to delete MLOPS_STATE_DIR=$(STATE_DIR)"; exit 1;; esac
+	rm -rf "$(STATE_DIR)"
+else
 	rm -rf .lakehouse $(TEST_STATE) executed reports data/raw/*.csv data/raw/*.json data/raw/*.jsonl
+endif
 
 # What a Databricks runtime lacks or must pin (the notebooks' first cell and the bundle's serverless jobs install it),
 # resolved for Python 3.12 with DBR 17.3 LTS ML's pre-installed packages held (constraints/), then checked against

@@ -322,13 +322,20 @@ class Router:
         self._server, self.port = server, server.port
         return self
 
-    def stop(self) -> None:
-        """Stop the server (requests in flight finish), flush the logs, stop what this router or its backend started."""
+    def stop(self, flush: bool = True) -> None:
+        """Stop the server (requests in flight finish), flush the logs, stop what this router or its backend started.
+
+        ``flush=False`` drops the buffered log rows instead of writing them (a benchmark's throwaway requests).
+        """
         server, self._server = self._server, None
         if server is not None:
             server.stop()
         try:
-            self.flush_log()
+            if flush:
+                self.flush_log()
+            else:
+                with self._lock:
+                    self._log, self._requests = [], []
         finally:
             for ep in self._owned:
                 ep.stop()

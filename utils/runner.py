@@ -12,11 +12,13 @@ import argparse
 import ast
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
 from typing import IO, Any
 
+from utils.config import get_config
 from utils.parameters import ParameterError, cast_param
 from utils.platform import REPO_ROOT, output_dir
 
@@ -172,6 +174,12 @@ def resolve_parameters(flags: dict[str, str | None], declared: dict[str, tuple[t
     return values
 
 
+def _state_prefix() -> str:
+    """``MLOPS_STATE_DIR=<folder> `` when a state folder is set (so a copied command opens that state), else ``""``."""
+    folder = os.environ.get("MLOPS_STATE_DIR")
+    return f"MLOPS_STATE_DIR={shlex.quote(folder)} " if folder else ""
+
+
 def where_things_are(executed: Path) -> str:
     """Where a run left its results, as lines to print (each path follows ``MLOPS_STATE_DIR``)."""
     from utils.platform import lakehouse_dir, raw_data_dir, tracking_uri
@@ -181,8 +189,8 @@ def where_things_are(executed: Path) -> str:
         ("Delta tables:", f"{lakehouse_dir()}/<schema>.db/<table>"),
         ("MLflow runs and registry:", tracking_uri()),
         ("Raw files:", raw_data_dir()),
-        ("Open the MLflow UI with:", "make ui   (then http://127.0.0.1:5000)"),
-        ("Status page:", "make dashboard"),
+        ("Open the MLflow UI with:", f"{_state_prefix()}make ui   (then http://127.0.0.1:5000)"),
+        ("Status page:", f"{_state_prefix()}make dashboard"),
     ]
     return "\n".join(f"{label:<45}{value}" for label, value in rows)
 
@@ -195,21 +203,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, default=None,
                     help="where the executed copies go (default executed/, or $MLOPS_STATE_DIR/executed)")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes to run (e.g. 00 01)")
+    ap.add_argument("--from", dest="start", help="run this notebook and every later one (a prefix, e.g. 04)")
     ap.add_argument("--timings", type=Path, help="also write {notebook: seconds} as JSON here")
     args = ap.parse_args(argv)
     args.output = args.output or output_dir("executed")
     try:
         declared = declared_parameters(lifecycle_notebooks())
         params = resolve_parameters({"rows": args.rows, "seed": args.seed}, declared)
+        get_config()  # every MLOPS_<FIELD> and MLOPS_THRESHOLD_<NAME> is checked before any notebook runs
     except (ParameterError, ValueError) as exc:
         print(f"bad parameter: {exc}", file=sys.stderr)
+        print("fix or unset the variable named above (README, 'Parameters'), then run again", file=sys.stderr)
         return 2
     # get_param() prefers MLOPS_<NAME> to the injected parameter: set it to the value resolved here.
     os.environ["MLOPS_ROWS"] = str(params["rows"])
     os.environ["MLOPS_SEED"] = str(params["seed"])
-    notebooks = lifecycle_notebooks()
+    available = lifecycle_notebooks()
+    notebooks = available
     if args.only:
         notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in args.only)]
+    if args.start:
+        first = [i for i, p in enumerate(available) if p.name.startswith(args.start)]
+        notebooks = [p for p in notebooks if first and available.index(p) >= first[0]]
+    if not notebooks:
+        names = ", ".join(p.name for p in available)
+        print(f"no notebook matches --only {' '.join(args.only or [])} --from {args.start or ''}".rstrip()
+              + f": the notebooks are {names}", file=sys.stderr)
+        return 2
     timings: list[tuple[str, float]] = []
     for nb in notebooks:
         start = time.perf_counter()

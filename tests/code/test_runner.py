@@ -34,6 +34,27 @@ def test_bad_variable_of_any_declared_parameter_fails_before_any_notebook(tmp_pa
     assert "float" in proc.stderr
 
 
+def test_a_bad_threshold_variable_fails_before_any_notebook(tmp_path) -> None:
+    proc = _run(["--output", str(tmp_path / "executed")], MLOPS_THRESHOLD_PSI="abc")
+    assert proc.returncode == 2 and "running" not in proc.stdout and not (tmp_path / "executed").exists()
+    assert "MLOPS_THRESHOLD_PSI" in proc.stderr and "'abc'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_prefix_that_matches_no_notebook_is_refused_with_the_list(tmp_path) -> None:
+    for args in (["--only", "99"], ["--from", "99"]):
+        proc = _run([*args, "--output", str(tmp_path / "executed")])
+        assert proc.returncode == 2 and "no notebook matches" in proc.stderr and "00_setup.ipynb" in proc.stderr
+
+
+def test_the_closing_hints_open_the_state_folder_of_the_run(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path / "my state"))
+    text = runner.where_things_are(tmp_path / "executed")
+    assert f"MLOPS_STATE_DIR='{tmp_path / 'my state'}' make ui" in text
+    assert f"MLOPS_STATE_DIR='{tmp_path / 'my state'}' make dashboard" in text
+    monkeypatch.delenv("MLOPS_STATE_DIR")
+    assert "MLOPS_STATE_DIR" not in runner.where_things_are(tmp_path / "executed")
+
+
 def test_declared_parameters_come_from_the_parameters_cells() -> None:
     declared = runner.declared_parameters(runner.lifecycle_notebooks())
     assert declared["rows"] == (int, 20000)
