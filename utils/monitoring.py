@@ -120,6 +120,9 @@ if TYPE_CHECKING:
 QUANTILE_LEVELS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 PERCENTILE_ACCURACY = 10_000  # approx_percentile accuracy of profile quantiles: rank error <= n / accuracy
 EDGE_ACCURACY = 1_000  # accuracy of the baseline quantiles used as bin edges (statistics are exact given the edges)
+FINE_TOP_BINS = 64  # KS / Wasserstein fine bins: baseline quantiles at k / 64 (plus the PSI edges and the tails) ...
+FINE_SUB_BINS = 64  # ... each top-level bin cut into 64 equal-width sub-bins: about 4,700 fine bins a column
+FINE_TAIL_LEVELS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.995, 0.998, 0.999)
 DRIFT_TYPES = ("BASELINE", "CONSECUTIVE")
 ROLES = ("feature", "label", "prediction")
 DRIFT_COLUMNS: tuple[str, ...] = (
@@ -554,20 +557,28 @@ def _side_columns(df: DataFrame, numeric: list[str], categorical: list[str]) -> 
     return cols + [F.col(c).cast("string").alias(f"_k{i}") for i, c in enumerate(categorical)]
 
 
+def _top_levels(bins: int) -> list[float]:
+    """Quantile levels of the baseline sketch: the ``k / bins`` bin edges, ``k / FINE_TOP_BINS`` and the tails."""
+    levels = {k / bins for k in range(1, bins)} | {k / FINE_TOP_BINS for k in range(1, FINE_TOP_BINS)} | set(FINE_TAIL_LEVELS)
+    return sorted(levels)
+
+
 def _group_totals(
     combined: DataFrame, numeric: list[str], categorical: list[str], bins: int, with_ts: bool
 ) -> dict[int, dict[str, Any]]:
-    """Per comparison group ``_g``, one aggregation: rows, non-null counts, means, baseline bin edges."""
+    """Spark job 1. Per comparison group ``_g``, one aggregation: rows, non-null counts, means, min and max
+    of each numeric column over both sides, and the baseline's quantile sketch at :func:`_top_levels`
+    (the ``k / bins`` levels give the PSI bin edges; all of them give the fine bins' top-level edges)."""
     F, _, _ = _spark()
     is_b, is_c = F.col("_src") == "b", F.col("_src") == "c"
     exprs: list[Column] = [F.count(F.when(is_b, 1)), F.count(F.when(is_c, 1))]
     names = ["rows_b", "rows_c"]
-    levels = [k / bins for k in range(1, bins)]
+    levels = _top_levels(bins)
     for i in range(len(numeric)):
         v = F.col(f"_n{i}")
         exprs += [F.count(F.when(is_b, v)), F.count(F.when(is_c, v)), F.avg(F.when(is_b, v)), F.avg(F.when(is_c, v)),
-                  F.percentile_approx(F.when(is_b, v), levels, EDGE_ACCURACY)]
-        names += [f"nn_b_n{i}", f"nn_c_n{i}", f"avg_b_n{i}", f"avg_c_n{i}", f"q_n{i}"]
+                  F.min(v), F.max(v), F.percentile_approx(F.when(is_b, v), levels, EDGE_ACCURACY)]
+        names += [f"nn_b_n{i}", f"nn_c_n{i}", f"avg_b_n{i}", f"avg_c_n{i}", f"min_n{i}", f"max_n{i}", f"q_n{i}"]
     for i in range(len(categorical)):
         v = F.col(f"_k{i}")
         exprs += [F.count(F.when(is_b, v)), F.count(F.when(is_c, v))]
@@ -577,91 +588,188 @@ def _group_totals(
                   F.min(F.when(is_c, F.col("_ts"))), F.max(F.when(is_c, F.col("_ts")))]
         names += ["ts_min_b", "ts_max_b", "ts_min_c", "ts_max_c"]
     rows = combined.groupBy("_g").agg(*[e.alias(f"_a{j}") for j, e in enumerate(exprs)]).collect()
-    return {int(r["_g"]): dict(zip(names, list(r)[1:], strict=True)) for r in rows}
-
-
-def _numeric_stats(
-    combined: DataFrame, edges: dict[tuple[int, int], list[float]], sizes: dict[tuple[int, int], tuple[int, int]], bins: int
-) -> dict[tuple[int, str], dict[str, Any]]:
-    """One Spark job: per (group, numeric column) the exact KS statistic, the Wasserstein distance and
-    the counts per baseline-quantile bin, from running counts over the values sorted per column.
-
-    ``edges`` and ``sizes`` (non-null counts, baseline and current) are keyed by (group, column index);
-    only those pairs are computed.
-    """
-    F, T, Window = _spark()
-    if not edges:
-        return {}
-    spark = combined.sparkSession
-    schema = T.StructType([
-        T.StructField("_g", T.LongType()), T.StructField("col", T.StringType()),
-        T.StructField("n_b", T.DoubleType()), T.StructField("n_c", T.DoubleType()),
-        T.StructField("edges", T.ArrayType(T.DoubleType())),
-    ])
-    params = spark.createDataFrame(
-        [(g, f"n{i}", float(sizes[(g, i)][0]), float(sizes[(g, i)][1]), [float(x) for x in e]) for (g, i), e in edges.items()],
-        schema,
-    )
-    columns = sorted({i for _, i in edges})
-    structs = [F.struct(F.lit(f"n{i}").alias("col"), F.col(f"_n{i}").alias("v")) for i in columns]
-    is_b = (F.col("_src") == "b").cast("long")
-    rows = (
-        combined.select("_src", "_g", F.explode(F.array(*structs)).alias("_e"))
-        .select("_g", "_e.col", "_e.v", is_b.alias("is_b"), (1 - is_b).alias("is_c"))
-        .where(F.col("v").isNotNull())
-        .join(F.broadcast(params), on=["_g", "col"], how="inner")
-    )
-    ordered = Window.partitionBy("_g", "col").orderBy("v")
-    upto = ordered.rangeBetween(Window.unboundedPreceding, Window.currentRow)  # ties: all peers included
-    edge = F.col("edges")
-    bin_idx = sum((F.when(F.col("v") > F.try_element_at(edge, F.lit(j + 1)), 1).otherwise(0) for j in range(bins - 1)), F.lit(0))
-    steps = rows.select(
-        "_g", "col", "v", "is_b", "is_c", bin_idx.alias("bin"),
-        F.abs(F.sum("is_b").over(upto) / F.col("n_b") - F.sum("is_c").over(upto) / F.col("n_c")).alias("diff"),
-        F.lead("v").over(ordered).alias("v_next"),
-    )
-    bin_sums = [F.sum(F.when(F.col("bin") == k, F.col(side))).alias(f"{side}_{k}") for k in range(bins) for side in ("is_b", "is_c")]
-    result = steps.groupBy("_g", "col").agg(
-        F.max("diff").alias("ks"),
-        F.sum(F.coalesce(F.col("diff") * (F.col("v_next") - F.col("v")), F.lit(0.0))).alias("w"),
-        *bin_sums,
-    ).collect()
-    out: dict[tuple[int, str], dict[str, Any]] = {}
-    for r in result:
-        g, i = int(r["_g"]), int(r["col"][1:])
-        n_bins = len(edges[(g, i)]) + 1
-        hist = {"b": {str(k): int(r[f"is_b_{k}"] or 0) for k in range(n_bins)},
-                "c": {str(k): int(r[f"is_c_{k}"] or 0) for k in range(n_bins)}}
-        out[(g, f"n{i}")] = {"ks": float(r["ks"]), "w": float(r["w"]), "hist": hist}
+    out = {int(r["_g"]): dict(zip(names, list(r)[1:], strict=True)) for r in rows}
+    for t in out.values():
+        for i in range(len(numeric)):
+            q = [float(x) for x in (t[f"q_n{i}"] or [])]
+            t[f"q_n{i}"] = q
+            t[f"edges_n{i}"] = sorted({x for lv, x in zip(levels, q, strict=True) if _is_bin_level(lv, bins)})
     return out
 
 
-def _category_counts(
-    combined: DataFrame, groups: set[int], n_categorical: int, max_categories: int
+def _is_bin_level(level: float, bins: int) -> bool:
+    return abs(level * bins - round(level * bins)) < 1e-9
+
+
+class _FineGrid:
+    """The fine bins of one numeric column, shared by every comparison group.
+
+    Top-level edges ``E`` (sorted, unique) hold every group's PSI edges and up to
+    ``2 * FINE_TOP_BINS`` of the groups' baseline quantiles; top bin ``c`` is ``(E[c-1], E[c]]``
+    (the outer two are bounded by the column's min and max over all rows) and is cut into
+    ``FINE_SUB_BINS`` equal-width, right-closed sub-bins. Fine bin ``c * FINE_SUB_BINS + s``.
+    """
+
+    def __init__(self, top: list[float], lo: float, hi: float) -> None:
+        self.top = np.asarray(top, dtype=float)
+        self.lower = np.concatenate([[lo], self.top])  # top bin c spans (lower[c], upper[c]]
+        self.upper = np.concatenate([self.top, [hi]])
+        self.n_top = len(self.top) + 1
+
+    def top_sql(self, v: str) -> str:
+        """SQL expression: the top-level bin of column ``v``, a binary search over the edges as literals
+        (one string, so building it costs one call however many edges there are)."""
+
+        def search(lo: int, hi: int) -> str:  # bins lo..hi; the edges between them are top[lo..hi-1]
+            if lo == hi:
+                return str(lo)
+            mid = (lo + hi) // 2
+            return f"IF({v} <= {_sql_double(self.top[mid])}, {search(lo, mid)}, {search(mid + 1, hi)})"
+
+        return search(0, self.n_top - 1)
+
+    def fine_sql(self, v: str, top: str) -> str:
+        """SQL expression: the fine bin of column ``v`` given its top-level bin in column ``top``."""
+        width = self.upper - self.lower
+        scale = np.where(width > 0, FINE_SUB_BINS / np.where(width > 0, width, 1.0), 0.0)
+        lower = f"array({', '.join(_sql_double(x) for x in self.lower)})[{top}]"
+        per = f"array({', '.join(_sql_double(x) for x in scale)})[{top}]"
+        return f"CAST({top} AS BIGINT) * {FINE_SUB_BINS} + LEAST(GREATEST(CEIL(({v} - {lower}) * {per}) - 1, 0), {FINE_SUB_BINS - 1})"
+
+    def coarse_index(self, edges: list[float]) -> np.ndarray:
+        """For each fine bin, its PSI bin ``(e[i-1], e[i]]`` among ``edges`` (a subset of the top-level edges)."""
+        top_of_top = np.searchsorted(np.asarray(edges, dtype=float), self.upper, side="left")
+        top_of_top[-1] = len(edges)
+        return np.repeat(top_of_top, FINE_SUB_BINS)
+
+
+def _fine_grids(tot: dict[int, dict[str, Any]], n_numeric: int) -> dict[int, _FineGrid]:
+    """One :class:`_FineGrid` per numeric column, from every group's baseline sketch (job 1)."""
+    grids = {}
+    for i in range(n_numeric):
+        live = [t for t in tot.values() if t[f"nn_b_n{i}"] > 0 and t[f"nn_c_n{i}"] > 0]
+        if not live:
+            continue
+        psi = {e for t in live for e in t[f"edges_n{i}"]}
+        fine = np.unique([x for t in live for x in t[f"q_n{i}"]])
+        if len(fine) > 2 * FINE_TOP_BINS:
+            fine = fine[np.linspace(0, len(fine) - 1, 2 * FINE_TOP_BINS).round().astype(int)]
+        lo = min(float(t[f"min_n{i}"]) for t in live)
+        hi = max(float(t[f"max_n{i}"]) for t in live)
+        grids[i] = _FineGrid(sorted(psi | set(fine.tolist())), lo, hi)
+    return grids
+
+
+def _bin_counts(
+    combined: DataFrame, grids: dict[int, _FineGrid], categorical: list[str], groups: set[int], max_categories: int
 ) -> dict[tuple[int, str], dict[str, Any]]:
-    """Counts per (group, categorical column, category) and side, from one small group-by."""
+    """Spark job 2, one aggregation over both sides: every row is exploded into one entry per column,
+    then counted per (group, column, fine bin or category, side), with the sum, min and max of the
+    numeric values. Returns per (group, ``"n{i}"``) the fine bins as a frame and per (group, ``"k{i}"``)
+    each side's category counts."""
     F, _, _ = _spark()
-    if n_categorical == 0 or not groups:
+    if not grids and not (categorical and groups):
         return {}
-    structs = [F.struct(F.lit(f"k{i}").alias("col"), F.col(f"_k{i}").alias("key")) for i in range(n_categorical)]
+    side = (F.col("_src") == "b").cast("long")
+    tops = combined.select("_g", side.alias("_b"), *[F.col(f"_n{i}") for i in grids], *[F.col(f"_k{i}") for i in range(len(categorical))],
+                           *[F.expr(g.top_sql(f"_n{i}")).alias(f"_t{i}") for i, g in grids.items()])
+    # entry key: column id << 33 | fine bin << 1 | side (1 = baseline); categorical entries also carry the value
+    entries = [f"named_struct('key', {i << 33} + ({g.fine_sql(f'_n{i}', f'_t{i}')}) * 2 + _b, 'item', CAST(NULL AS STRING), 'v', _n{i})"
+               for i, g in grids.items()]
+    entries += [f"named_struct('key', {(_CAT + i) << 33} + _b, 'item', _k{i}, 'v', CAST(NULL AS DOUBLE))" for i in range(len(categorical))]
+    limit = len(groups) * 2 * (sum(g.n_top * FINE_SUB_BINS for g in grids.values()) + len(categorical) * max_categories) + 1
     counts = (
-        combined.select("_src", "_g", F.explode(F.array(*structs)).alias("_h"))
-        .select("_src", "_g", "_h.col", "_h.key")
-        .where(F.col("key").isNotNull())
-        .groupBy("_src", "_g", "col", "key")
-        .count()
+        tops.select("_g", F.expr(f"inline(array({', '.join(entries)}))"))
+        .where(F.col("v").isNotNull() | F.col("item").isNotNull())
+        .groupBy("_g", "key", "item")
+        .agg(F.count(F.lit(1)).alias("n"), F.sum("v").alias("s"), F.min("v").alias("lo"), F.max("v").alias("hi"))
+        .limit(limit)
+        .toPandas()
     )
-    limit = 2 * len(groups) * n_categorical * max_categories + 1
-    rows = counts.limit(limit).collect()
-    if len(rows) >= limit:
+    if len(counts) >= limit:
         raise ValueError(
             f"categorical columns have more than max_categories={max_categories} distinct values; "
             "leave high-cardinality columns (ids, free text) out, bucket them, or raise max_categories"
         )
+    key = counts["key"].to_numpy(np.int64)
+    counts["col"], counts["bin"], counts["b"] = key >> 33, (key & ((1 << 33) - 1)) >> 1, key & 1
     out: dict[tuple[int, str], dict[str, Any]] = {}
-    for r in rows:
-        out.setdefault((int(r["_g"]), r["col"]), {"hist": {"b": {}, "c": {}}})["hist"][r["_src"]][r["key"]] = int(r["count"])
+    for (g, col), part in counts[counts["col"] < _CAT].groupby(["_g", "col"]):
+        base, cur = part[part["b"] == 1].set_index("bin"), part[part["b"] == 0].set_index("bin")
+        idx = base.index.union(cur.index)
+        base, cur = base.reindex(idx), cur.reindex(idx)
+        out[(int(g), f"n{int(col)}")] = {"fine": pd.DataFrame({
+            "bin": idx.to_numpy(np.int64),
+            "n_b": base["n"].fillna(0).to_numpy(float), "n_c": cur["n"].fillna(0).to_numpy(float),
+            "s_b": base["s"].fillna(0).to_numpy(float), "s_c": cur["s"].fillna(0).to_numpy(float),
+            "lo": np.fmin(base["lo"].to_numpy(float), cur["lo"].to_numpy(float)),
+            "hi": np.fmax(base["hi"].to_numpy(float), cur["hi"].to_numpy(float)),
+        })}
+    for (g, col), part in counts[counts["col"] >= _CAT].groupby(["_g", "col"]):
+        hist: dict[str, dict[str, int]] = {"b": {}, "c": {}}
+        for item, b, n in zip(part["item"], part["b"], part["n"], strict=True):
+            hist["b" if b == 1 else "c"][item] = int(n)
+        out[(int(g), f"k{int(col) - _CAT}")] = {"hist": hist}
     return out
+
+
+def _sql_double(x: float) -> str:
+    """A double literal in Spark SQL (``repr`` round-trips; the ``D`` suffix keeps it a double)."""
+    return f"{float(x)!r}D" if math.isfinite(x) else f"CAST('{x}' AS DOUBLE)"
+
+
+_CAT = 1 << 20  # column ids of categorical entries in the job-2 aggregation start here
+
+
+def _fine_statistics(
+    n_b: np.ndarray, n_c: np.ndarray, s_b: np.ndarray, s_c: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> dict[str, float]:
+    """KS statistic and Wasserstein distance from per-bin counts and sums, with their error bounds.
+
+    Inputs, one entry per non-empty fine bin, bins in increasing order (disjoint value ranges): each
+    side's count and sum of values, and the smallest and largest value in the bin over both sides.
+    KS is the largest ``|F - G|`` at the bin boundaries (the empirical CDFs are exact there). For
+    Wasserstein each side's mass in a bin is put at its mean there (at ``lo`` when ``lo == hi``) and
+    ``integral |F - G|`` is computed exactly on these atoms (as :func:`wasserstein` does on samples);
+    the atoms keep each bin's ``integral (F - G)``, so only bins where ``F - G`` changes sign add error.
+    Returns ``ks``, ``wasserstein``, ``ks_bound`` and ``wasserstein_bound``: with ``p_j``, ``q_j`` the two
+    sides' shares of bin ``j`` and ``J`` the bins holding more than one distinct value,
+    ``0 <= KS - ks <= max_J max(p_j, q_j)`` and ``|wasserstein - W| <= 2 * sum_J (hi_j - lo_j) * max(p_j, q_j)``;
+    both bounds are 0, and both statistics exact, when no bin holds two distinct values.
+    """
+    tb, tc = n_b.sum(), n_c.sum()
+    single = lo == hi
+    ks = float(np.abs(np.cumsum(n_b) / tb - np.cumsum(n_c) / tc).max())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos_b = np.where(single, lo, s_b / np.where(n_b > 0, n_b, 1))
+        pos_c = np.where(single, lo, s_c / np.where(n_c > 0, n_c, 1))
+    pos = np.concatenate([pos_b[n_b > 0], pos_c[n_c > 0]])
+    wb = np.concatenate([n_b[n_b > 0] / tb, np.zeros(int((n_c > 0).sum()))])
+    wc = np.concatenate([np.zeros(int((n_b > 0).sum())), n_c[n_c > 0] / tc])
+    order = np.argsort(pos, kind="stable")
+    pos, wb, wc = pos[order], wb[order], wc[order]
+    uniq, start = np.unique(pos, return_index=True)
+    d = np.abs(np.cumsum(np.add.reduceat(wb, start)) - np.cumsum(np.add.reduceat(wc, start)))
+    w = float(np.sum(d[:-1] * np.diff(uniq)))
+    share = np.maximum(n_b / tb, n_c / tc)
+    multi = ~single
+    return {
+        "ks": min(ks, 1.0), "wasserstein": w,
+        "ks_bound": float(share[multi].max()) if multi.any() else 0.0,
+        "wasserstein_bound": float(2.0 * np.sum((hi - lo)[multi] * share[multi])),
+    }
+
+
+def _numeric_from_fine(fine: pd.DataFrame, grid: _FineGrid, edges: list[float]) -> dict[str, Any]:
+    """KS, Wasserstein and the PSI-bin counts of one (group, numeric column) from its fine bins."""
+    fine = fine.sort_values("bin")
+    n_b, n_c = fine["n_b"].to_numpy(float), fine["n_c"].to_numpy(float)
+    stats = _fine_statistics(n_b, n_c, fine["s_b"].to_numpy(float), fine["s_c"].to_numpy(float),
+                             fine["lo"].to_numpy(float), fine["hi"].to_numpy(float))
+    coarse = grid.coarse_index(edges)[fine["bin"].to_numpy(np.int64)]
+    p = np.bincount(coarse, weights=n_b, minlength=len(edges) + 1).astype(float)
+    q = np.bincount(coarse, weights=n_c, minlength=len(edges) + 1).astype(float)
+    return {**stats, "p": p, "q": q}
 
 
 def _drift_rows(
@@ -675,13 +783,14 @@ def _drift_rows(
     max_categories: int,
     with_ts: bool = False,
 ) -> pd.DataFrame:
-    """Drift rows for every comparison group ``_g`` of a tagged union (``_src`` 'b' = comparison side)."""
+    """Drift rows for every comparison group ``_g`` of a tagged union (``_src`` 'b' = comparison side).
+
+    Two Spark jobs whatever the number of columns and groups: :func:`_group_totals`, then
+    :func:`_bin_counts`; every statistic is then computed on the driver from the collected counts.
+    """
     tot = _group_totals(combined, numeric, categorical, bins, with_ts)
-    edges = {(g, i): sorted({float(q) for q in t[f"q_n{i}"]}) for g, t in tot.items() for i in range(len(numeric))
-             if t[f"nn_b_n{i}"] > 0 and t[f"nn_c_n{i}"] > 0}
-    sizes = {(g, i): (int(tot[g][f"nn_b_n{i}"]), int(tot[g][f"nn_c_n{i}"])) for g, i in edges}
-    vstats = _numeric_stats(combined, edges, sizes, bins)
-    vstats.update(_category_counts(combined, set(tot), len(categorical), max_categories))
+    grids = _fine_grids(tot, len(numeric))
+    vstats = _bin_counts(combined, grids, categorical, set(tot), max_categories)
     rows = []
     for g in sorted(labels):
         t = tot.get(g) or {k: 0 for k in ("rows_b", "rows_c")}
@@ -704,22 +813,25 @@ def _drift_rows(
                     rows.append({**row, "note": _empty_note(t, nn_b, nn_c)})
                     continue
                 vs = vstats.get((g, f"{kind}{i}"), {})
-                h = vs.get("hist", {"b": {}, "c": {}})
-                keys = [str(k) for k in range(len(edges[(g, i)]) + 1)] if kind == "n" else sorted(set(h["b"]) | set(h["c"]))
-                if kind == "k" and len(keys) > max_categories:
-                    raise ValueError(
-                        f"categorical column {c!r} has {len(keys)} distinct values (> max_categories={max_categories}); "
-                        "leave high-cardinality columns out, bucket them, or raise max_categories"
-                    )
-                p = np.array([h["b"].get(k, 0) for k in keys], float)
-                q = np.array([h["c"].get(k, 0) for k in keys], float)
-                row.update(_binned(p, q, smoothing))
                 if kind == "n":
-                    stat, wdist = vs["ks"], vs["w"]
+                    num = _numeric_from_fine(vs["fine"], grids[i], t[f"edges_n{i}"])
+                    p, q = num["p"], num["q"]
+                    row.update(_binned(p, q, smoothing))
+                    stat = num["ks"]
                     row.update({"avg_delta": float(t[f"avg_c_n{i}"] - t[f"avg_b_n{i}"]),
                                 "ks_test": {"statistic": stat, "pvalue": ks_pvalue(stat, nn_b, nn_c)},
-                                "wasserstein_distance": wdist})
+                                "wasserstein_distance": num["wasserstein"]})
                 else:
+                    h = vs.get("hist", {"b": {}, "c": {}})
+                    keys = sorted(set(h["b"]) | set(h["c"]))
+                    if len(keys) > max_categories:
+                        raise ValueError(
+                            f"categorical column {c!r} has {len(keys)} distinct values (> max_categories={max_categories}); "
+                            "leave high-cardinality columns out, bucket them, or raise max_categories"
+                        )
+                    p = np.array([h["b"].get(k, 0) for k in keys], float)
+                    q = np.array([h["c"].get(k, 0) for k in keys], float)
+                    row.update(_binned(p, q, smoothing))
                     stat, pvalue = chi_squared_test(p, q)
                     row["chi_squared_test"] = {"statistic": stat, "pvalue": pvalue}
                 rows.append(row)
