@@ -119,10 +119,7 @@ if TYPE_CHECKING:
 
 QUANTILE_LEVELS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 PERCENTILE_ACCURACY = 10_000  # approx_percentile accuracy of profile quantiles: rank error <= n / accuracy
-EDGE_ACCURACY = 1_000  # accuracy of the baseline quantiles used as bin edges (statistics are exact given the edges)
-FINE_TOP_BINS = 64  # KS / Wasserstein fine bins: baseline quantiles at k / 64 (plus the PSI edges and the tails) ...
-FINE_SUB_BINS = 64  # ... each top-level bin cut into 64 equal-width sub-bins: about 4,700 fine bins a column
-FINE_TAIL_LEVELS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.995, 0.998, 0.999)
+LOG_BINS_PER_OCTAVE = 4096  # fine bins of numeric drift: 4,096 per doubling of |value| (each 0.017% wide)
 DRIFT_TYPES = ("BASELINE", "CONSECUTIVE")
 ROLES = ("feature", "label", "prediction")
 DRIFT_COLUMNS: tuple[str, ...] = (
@@ -557,202 +554,127 @@ def _side_columns(df: DataFrame, numeric: list[str], categorical: list[str]) -> 
     return cols + [F.col(c).cast("string").alias(f"_k{i}") for i, c in enumerate(categorical)]
 
 
-def _top_levels(bins: int) -> list[float]:
-    """Quantile levels of the baseline sketch: the ``k / bins`` bin edges, ``k / FINE_TOP_BINS`` and the tails."""
-    levels = {k / bins for k in range(1, bins)} | {k / FINE_TOP_BINS for k in range(1, FINE_TOP_BINS)} | set(FINE_TAIL_LEVELS)
-    return sorted(levels)
+def _log_bin_sql(v: str) -> str:
+    """SQL: the fine bin of a finite double column ``v``, ordered like the values: 0 for zero, else
+    ``sign(v) * (floor(log2|v| * LOG_BINS_PER_OCTAVE) + 2^23)`` (a bin is a factor ``2^(1/LOG_BINS_PER_OCTAVE)`` wide)."""
+    return (f"IF({v} = 0, 0L, CAST(SIGN({v}) AS BIGINT) * "
+            f"(CAST(FLOOR(LOG2(ABS({v})) * {LOG_BINS_PER_OCTAVE}) AS BIGINT) + {1 << 23}))")
 
 
-def _group_totals(
-    combined: DataFrame, numeric: list[str], categorical: list[str], bins: int, with_ts: bool
-) -> dict[int, dict[str, Any]]:
-    """Spark job 1. Per comparison group ``_g``, one aggregation: rows, non-null counts, means, min and max
-    of each numeric column over both sides, and the baseline's quantile sketch at :func:`_top_levels`
-    (the ``k / bins`` levels give the PSI bin edges; all of them give the fine bins' top-level edges)."""
-    F, _, _ = _spark()
-    is_b, is_c = F.col("_src") == "b", F.col("_src") == "c"
-    exprs: list[Column] = [F.count(F.when(is_b, 1)), F.count(F.when(is_c, 1))]
-    names = ["rows_b", "rows_c"]
-    levels = _top_levels(bins)
-    for i in range(len(numeric)):
-        v = F.col(f"_n{i}")
-        exprs += [F.count(F.when(is_b, v)), F.count(F.when(is_c, v)), F.avg(F.when(is_b, v)), F.avg(F.when(is_c, v)),
-                  F.min(v), F.max(v), F.percentile_approx(F.when(is_b, v), levels, EDGE_ACCURACY)]
-        names += [f"nn_b_n{i}", f"nn_c_n{i}", f"avg_b_n{i}", f"avg_c_n{i}", f"min_n{i}", f"max_n{i}", f"q_n{i}"]
-    for i in range(len(categorical)):
-        v = F.col(f"_k{i}")
-        exprs += [F.count(F.when(is_b, v)), F.count(F.when(is_c, v))]
-        names += [f"nn_b_k{i}", f"nn_c_k{i}"]
-    if with_ts:
-        exprs += [F.min(F.when(is_b, F.col("_ts"))), F.max(F.when(is_b, F.col("_ts"))),
-                  F.min(F.when(is_c, F.col("_ts"))), F.max(F.when(is_c, F.col("_ts")))]
-        names += ["ts_min_b", "ts_max_b", "ts_min_c", "ts_max_c"]
-    rows = combined.groupBy("_g").agg(*[e.alias(f"_a{j}") for j, e in enumerate(exprs)]).collect()
-    out = {int(r["_g"]): dict(zip(names, list(r)[1:], strict=True)) for r in rows}
-    for t in out.values():
-        for i in range(len(numeric)):
-            q = [float(x) for x in (t[f"q_n{i}"] or [])]
-            t[f"q_n{i}"] = q
-            t[f"edges_n{i}"] = sorted({x for lv, x in zip(levels, q, strict=True) if _is_bin_level(lv, bins)})
-    return out
+def _counts_job(
+    combined: DataFrame, n_numeric: int, n_categorical: int, groups_hint: int, max_categories: int, with_ts: bool
+) -> pd.DataFrame:
+    """The one Spark job: a union of small aggregations over the tagged union of both sides.
 
-
-def _is_bin_level(level: float, bins: int) -> bool:
-    return abs(level * bins - round(level * bins)) < 1e-9
-
-
-class _FineGrid:
-    """The fine bins of one numeric column, shared by every comparison group.
-
-    Top-level edges ``E`` (sorted, unique) hold every group's PSI edges and up to
-    ``2 * FINE_TOP_BINS`` of the groups' baseline quantiles; top bin ``c`` is ``(E[c-1], E[c]]``
-    (the outer two are bounded by the column's min and max over all rows) and is cut into
-    ``FINE_SUB_BINS`` equal-width, right-closed sub-bins. Fine bin ``c * FINE_SUB_BINS + s``.
+    Per group ``_g`` and side ``b`` (1 = comparison side): rows (``col = -1``, and the first / last
+    ``_ts`` when ``with_ts``); per numeric column ``i`` (``col = i``) and fine bin ``key``
+    (:func:`_log_bin_sql`): count, sum, min and max of the non-null values; per categorical column
+    (``col = _CAT + i``) and value ``item``: count. Each categorical part stops at
+    ``2 * groups_hint * max_categories + 1`` rows, so a high-cardinality column is caught early.
     """
-
-    def __init__(self, top: list[float], lo: float, hi: float) -> None:
-        self.top = np.asarray(top, dtype=float)
-        self.lower = np.concatenate([[lo], self.top])  # top bin c spans (lower[c], upper[c]]
-        self.upper = np.concatenate([self.top, [hi]])
-        self.n_top = len(self.top) + 1
-
-    def top_sql(self, v: str) -> str:
-        """SQL expression: the top-level bin of column ``v``, a binary search over the edges as literals
-        (one string, so building it costs one call however many edges there are)."""
-
-        def search(lo: int, hi: int) -> str:  # bins lo..hi; the edges between them are top[lo..hi-1]
-            if lo == hi:
-                return str(lo)
-            mid = (lo + hi) // 2
-            return f"IF({v} <= {_sql_double(self.top[mid])}, {search(lo, mid)}, {search(mid + 1, hi)})"
-
-        return search(0, self.n_top - 1)
-
-    def fine_sql(self, v: str, top: str) -> str:
-        """SQL expression: the fine bin of column ``v`` given its top-level bin in column ``top``."""
-        width = self.upper - self.lower
-        scale = np.where(width > 0, FINE_SUB_BINS / np.where(width > 0, width, 1.0), 0.0)
-        lower = f"array({', '.join(_sql_double(x) for x in self.lower)})[{top}]"
-        per = f"array({', '.join(_sql_double(x) for x in scale)})[{top}]"
-        return f"CAST({top} AS BIGINT) * {FINE_SUB_BINS} + LEAST(GREATEST(CEIL(({v} - {lower}) * {per}) - 1, 0), {FINE_SUB_BINS - 1})"
-
-    def coarse_index(self, edges: list[float]) -> np.ndarray:
-        """For each fine bin, its PSI bin ``(e[i-1], e[i]]`` among ``edges`` (a subset of the top-level edges)."""
-        top_of_top = np.searchsorted(np.asarray(edges, dtype=float), self.upper, side="left")
-        top_of_top[-1] = len(edges)
-        return np.repeat(top_of_top, FINE_SUB_BINS)
-
-
-def _fine_grids(tot: dict[int, dict[str, Any]], n_numeric: int) -> dict[int, _FineGrid]:
-    """One :class:`_FineGrid` per numeric column, from every group's baseline sketch (job 1)."""
-    grids = {}
-    for i in range(n_numeric):
-        live = [t for t in tot.values() if t[f"nn_b_n{i}"] > 0 and t[f"nn_c_n{i}"] > 0]
-        if not live:
-            continue
-        psi = {e for t in live for e in t[f"edges_n{i}"]}
-        fine = np.unique([x for t in live for x in t[f"q_n{i}"]])
-        if len(fine) > 2 * FINE_TOP_BINS:
-            fine = fine[np.linspace(0, len(fine) - 1, 2 * FINE_TOP_BINS).round().astype(int)]
-        lo = min(float(t[f"min_n{i}"]) for t in live)
-        hi = max(float(t[f"max_n{i}"]) for t in live)
-        grids[i] = _FineGrid(sorted(psi | set(fine.tolist())), lo, hi)
-    return grids
-
-
-def _bin_counts(
-    combined: DataFrame, grids: dict[int, _FineGrid], categorical: list[str], groups: set[int], max_categories: int
-) -> dict[tuple[int, str], dict[str, Any]]:
-    """Spark job 2, one aggregation over both sides: every row is exploded into one entry per column,
-    then counted per (group, column, fine bin or category, side), with the sum, min and max of the
-    numeric values. Returns per (group, ``"n{i}"``) the fine bins as a frame and per (group, ``"k{i}"``)
-    each side's category counts."""
     F, _, _ = _spark()
-    if not grids and not (categorical and groups):
-        return {}
-    side = (F.col("_src") == "b").cast("long")
-    tops = combined.select("_g", side.alias("_b"), *[F.col(f"_n{i}") for i in grids], *[F.col(f"_k{i}") for i in range(len(categorical))],
-                           *[F.expr(g.top_sql(f"_n{i}")).alias(f"_t{i}") for i, g in grids.items()])
-    # entry key: column id << 33 | fine bin << 1 | side (1 = baseline); categorical entries also carry the value
-    entries = [f"named_struct('key', {i << 33} + ({g.fine_sql(f'_n{i}', f'_t{i}')}) * 2 + _b, 'item', CAST(NULL AS STRING), 'v', _n{i})"
-               for i, g in grids.items()]
-    entries += [f"named_struct('key', {(_CAT + i) << 33} + _b, 'item', _k{i}, 'v', CAST(NULL AS DOUBLE))" for i in range(len(categorical))]
-    limit = len(groups) * 2 * (sum(g.n_top * FINE_SUB_BINS for g in grids.values()) + len(categorical) * max_categories) + 1
-    counts = (
-        tops.select("_g", F.expr(f"inline(array({', '.join(entries)}))"))
-        .where(F.col("v").isNotNull() | F.col("item").isNotNull())
-        .groupBy("_g", "key", "item")
-        .agg(F.count(F.lit(1)).alias("n"), F.sum("v").alias("s"), F.min("v").alias("lo"), F.max("v").alias("hi"))
-        .limit(limit)
-        .toPandas()
-    )
-    if len(counts) >= limit:
-        raise ValueError(
-            f"categorical columns have more than max_categories={max_categories} distinct values; "
-            "leave high-cardinality columns (ids, free text) out, bucket them, or raise max_categories"
+    side = F.expr("IF(_src = 'b', 1, 0)").alias("b")
+    none_s, none_d = F.lit(None).cast("string"), F.lit(None).cast("double")
+    cols = ["_g", "col", "key", "b", "item", "n", "s", "lo", "hi"]
+    ts_lo = F.min("_ts").cast("double") if with_ts else none_d
+    ts_hi = F.max("_ts").cast("double") if with_ts else none_d
+    parts = [combined.groupBy("_g", side).agg(F.count(F.lit(1)).alias("n"), ts_lo.alias("lo"), ts_hi.alias("hi"))
+             .select("_g", F.lit(-1).alias("col"), F.lit(0).cast("long").alias("key"), "b", none_s.alias("item"), "n",
+                     none_d.alias("s"), "lo", "hi")]
+    for i in range(n_numeric):
+        v = F.col(f"_n{i}")
+        parts.append(
+            combined.where(v.isNotNull()).groupBy("_g", F.expr(_log_bin_sql(f"_n{i}")).alias("key"), side)
+            .agg(F.count(F.lit(1)).alias("n"), F.sum(v).alias("s"), F.min(v).alias("lo"), F.max(v).alias("hi"))
+            .select("_g", F.lit(i).alias("col"), "key", "b", none_s.alias("item"), "n", "s", "lo", "hi")
         )
-    key = counts["key"].to_numpy(np.int64)
-    counts["col"], counts["bin"], counts["b"] = key >> 33, (key & ((1 << 33) - 1)) >> 1, key & 1
-    out: dict[tuple[int, str], dict[str, Any]] = {}
-    for (g, col), part in counts[counts["col"] < _CAT].groupby(["_g", "col"]):
-        base, cur = part[part["b"] == 1].set_index("bin"), part[part["b"] == 0].set_index("bin")
-        idx = base.index.union(cur.index)
-        base, cur = base.reindex(idx), cur.reindex(idx)
-        out[(int(g), f"n{int(col)}")] = {"fine": pd.DataFrame({
-            "bin": idx.to_numpy(np.int64),
-            "n_b": base["n"].fillna(0).to_numpy(float), "n_c": cur["n"].fillna(0).to_numpy(float),
-            "s_b": base["s"].fillna(0).to_numpy(float), "s_c": cur["s"].fillna(0).to_numpy(float),
-            "lo": np.fmin(base["lo"].to_numpy(float), cur["lo"].to_numpy(float)),
-            "hi": np.fmax(base["hi"].to_numpy(float), cur["hi"].to_numpy(float)),
-        })}
-    for (g, col), part in counts[counts["col"] >= _CAT].groupby(["_g", "col"]):
-        hist: dict[str, dict[str, int]] = {"b": {}, "c": {}}
-        for item, b, n in zip(part["item"], part["b"], part["n"], strict=True):
-            hist["b" if b == 1 else "c"][item] = int(n)
-        out[(int(g), f"k{int(col) - _CAT}")] = {"hist": hist}
+    limit = 2 * max(groups_hint, 1) * max_categories + 1
+    for i in range(n_categorical):
+        k = F.col(f"_k{i}")
+        parts.append(
+            combined.where(k.isNotNull()).groupBy("_g", k.alias("item"), side).agg(F.count(F.lit(1)).alias("n")).limit(limit)
+            .select("_g", F.lit(_CAT + i).alias("col"), F.lit(0).cast("long").alias("key"), "b", "item", "n",
+                    none_d.alias("s"), none_d.alias("lo"), none_d.alias("hi"))
+        )
+    union = parts[0]
+    for p in parts[1:]:
+        union = union.unionByName(p)
+    counts = union.select(*cols).toPandas()
+    for i in range(n_categorical):
+        if int((counts["col"] == _CAT + i).sum()) >= limit:
+            raise ValueError(
+                f"categorical columns have more than max_categories={max_categories} distinct values; "
+                "leave high-cardinality columns (ids, free text) out, bucket them, or raise max_categories"
+            )
+    return counts
+
+
+_CAT = 1 << 20  # column ids of categorical parts in the counts job start here
+
+
+def _fine_bins(part: pd.DataFrame) -> dict[str, np.ndarray]:
+    """One (group, numeric column)'s fine bins, in value order, as per-side arrays."""
+    base, cur = part[part["b"] == 1].set_index("key"), part[part["b"] == 0].set_index("key")
+    idx = base.index.union(cur.index).sort_values()
+    base, cur = base.reindex(idx), cur.reindex(idx)
+    out = {"key": idx.to_numpy(np.int64)}
+    for name, df in (("b", base), ("c", cur)):
+        out[f"n_{name}"] = df["n"].fillna(0).to_numpy(float)
+        out[f"s_{name}"] = df["s"].fillna(0).to_numpy(float)
+        out[f"lo_{name}"] = df["lo"].to_numpy(float)
+        out[f"hi_{name}"] = df["hi"].to_numpy(float)
     return out
 
 
-def _sql_double(x: float) -> str:
-    """A double literal in Spark SQL (``repr`` round-trips; the ``D`` suffix keeps it a double)."""
-    return f"{float(x)!r}D" if math.isfinite(x) else f"CAST('{x}' AS DOUBLE)"
+def _quantile_edges(fb: dict[str, np.ndarray], bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """PSI bin edges from the baseline's fine bins, and the fine bin each edge lies in.
+
+    The edge at level ``k / bins`` is the baseline's ``inverted_cdf`` quantile (the value of rank
+    ``ceil(k * n / bins)``): exact when the fine bin holding that rank has a single distinct baseline
+    value, else that bin's largest baseline value (rank error at most that bin's baseline count).
+    """
+    n_b = fb["n_b"]
+    cum = np.cumsum(n_b)
+    total = cum[-1]
+    ranks = [max(1, math.ceil(k * total / bins - 1e-9)) for k in range(1, bins)]
+    at = np.searchsorted(cum, ranks, side="left")
+    values = fb["hi_b"][at]
+    uniq, first = np.unique(values, return_index=True)
+    return uniq, at[first]
 
 
-_CAT = 1 << 20  # column ids of categorical entries in the job-2 aggregation start here
+def _fine_statistics(fb: dict[str, np.ndarray]) -> dict[str, float]:
+    """KS statistic and Wasserstein distance from one column's fine bins, with their error bounds.
 
-
-def _fine_statistics(
-    n_b: np.ndarray, n_c: np.ndarray, s_b: np.ndarray, s_c: np.ndarray, lo: np.ndarray, hi: np.ndarray
-) -> dict[str, float]:
-    """KS statistic and Wasserstein distance from per-bin counts and sums, with their error bounds.
-
-    Inputs, one entry per non-empty fine bin, bins in increasing order (disjoint value ranges): each
-    side's count and sum of values, and the smallest and largest value in the bin over both sides.
-    KS is the largest ``|F - G|`` at the bin boundaries (the empirical CDFs are exact there). For
-    Wasserstein each side's mass in a bin is put at its mean there (at ``lo`` when ``lo == hi``) and
-    ``integral |F - G|`` is computed exactly on these atoms (as :func:`wasserstein` does on samples);
-    the atoms keep each bin's ``integral (F - G)``, so only bins where ``F - G`` changes sign add error.
+    ``fb``: per non-empty fine bin, in value order (disjoint value ranges), each side's count, sum,
+    smallest and largest value. KS is the largest ``|F - G|`` at the bin boundaries (the empirical
+    CDFs are exact there). For Wasserstein each side's mass in a bin is put at its mean there (its
+    value, when the side has one distinct value in the bin) and ``integral |F - G|`` is computed
+    exactly on these atoms, as :func:`wasserstein` does on samples; the atoms keep each bin's
+    ``integral (F - G)``, so only bins where ``F - G`` changes sign add error.
     Returns ``ks``, ``wasserstein``, ``ks_bound`` and ``wasserstein_bound``: with ``p_j``, ``q_j`` the two
     sides' shares of bin ``j`` and ``J`` the bins holding more than one distinct value,
     ``0 <= KS - ks <= max_J max(p_j, q_j)`` and ``|wasserstein - W| <= 2 * sum_J (hi_j - lo_j) * max(p_j, q_j)``;
     both bounds are 0, and both statistics exact, when no bin holds two distinct values.
     """
+    n_b, n_c = fb["n_b"], fb["n_c"]
     tb, tc = n_b.sum(), n_c.sum()
-    single = lo == hi
     ks = float(np.abs(np.cumsum(n_b) / tb - np.cumsum(n_c) / tc).max())
+    lo, hi = np.fmin(fb["lo_b"], fb["lo_c"]), np.fmax(fb["hi_b"], fb["hi_c"])
     with np.errstate(divide="ignore", invalid="ignore"):
-        pos_b = np.where(single, lo, s_b / np.where(n_b > 0, n_b, 1))
-        pos_c = np.where(single, lo, s_c / np.where(n_c > 0, n_c, 1))
-    pos = np.concatenate([pos_b[n_b > 0], pos_c[n_c > 0]])
-    wb = np.concatenate([n_b[n_b > 0] / tb, np.zeros(int((n_c > 0).sum()))])
-    wc = np.concatenate([np.zeros(int((n_b > 0).sum())), n_c[n_c > 0] / tc])
+        pos_b = np.where(fb["lo_b"] == fb["hi_b"], fb["lo_b"], fb["s_b"] / n_b)
+        pos_c = np.where(fb["lo_c"] == fb["hi_c"], fb["lo_c"], fb["s_c"] / n_c)
+    has_b, has_c = n_b > 0, n_c > 0
+    pos = np.concatenate([pos_b[has_b], pos_c[has_c]])
+    wb = np.concatenate([n_b[has_b] / tb, np.zeros(int(has_c.sum()))])
+    wc = np.concatenate([np.zeros(int(has_b.sum())), n_c[has_c] / tc])
     order = np.argsort(pos, kind="stable")
     pos, wb, wc = pos[order], wb[order], wc[order]
     uniq, start = np.unique(pos, return_index=True)
     d = np.abs(np.cumsum(np.add.reduceat(wb, start)) - np.cumsum(np.add.reduceat(wc, start)))
     w = float(np.sum(d[:-1] * np.diff(uniq)))
     share = np.maximum(n_b / tb, n_c / tc)
-    multi = ~single
+    multi = lo < hi
     return {
         "ks": min(ks, 1.0), "wasserstein": w,
         "ks_bound": float(share[multi].max()) if multi.any() else 0.0,
@@ -760,16 +682,18 @@ def _fine_statistics(
     }
 
 
-def _numeric_from_fine(fine: pd.DataFrame, grid: _FineGrid, edges: list[float]) -> dict[str, Any]:
-    """KS, Wasserstein and the PSI-bin counts of one (group, numeric column) from its fine bins."""
-    fine = fine.sort_values("bin")
-    n_b, n_c = fine["n_b"].to_numpy(float), fine["n_c"].to_numpy(float)
-    stats = _fine_statistics(n_b, n_c, fine["s_b"].to_numpy(float), fine["s_c"].to_numpy(float),
-                             fine["lo"].to_numpy(float), fine["hi"].to_numpy(float))
-    coarse = grid.coarse_index(edges)[fine["bin"].to_numpy(np.int64)]
-    p = np.bincount(coarse, weights=n_b, minlength=len(edges) + 1).astype(float)
-    q = np.bincount(coarse, weights=n_c, minlength=len(edges) + 1).astype(float)
-    return {**stats, "p": p, "q": q}
+def _numeric_from_fine(fb: dict[str, np.ndarray], bins: int) -> dict[str, Any]:
+    """KS, Wasserstein, PSI-bin counts and PSI edges of one (group, numeric column) from its fine bins.
+
+    Fine bins below an edge's bin count below the edge; the edge's own bin counts below it too (all
+    its baseline values are <= the edge; its current values above the edge, possible only when the
+    edge is approximate, are the PSI counts' only error).
+    """
+    edges, edge_bins = _quantile_edges(fb, bins)
+    coarse = np.searchsorted(edge_bins, np.arange(len(fb["key"])), side="left")
+    p = np.bincount(coarse, weights=fb["n_b"], minlength=len(edges) + 1).astype(float)
+    q = np.bincount(coarse, weights=fb["n_c"], minlength=len(edges) + 1).astype(float)
+    return {**_fine_statistics(fb), "p": p, "q": q, "edges": edges}
 
 
 def _drift_rows(
@@ -785,52 +709,55 @@ def _drift_rows(
 ) -> pd.DataFrame:
     """Drift rows for every comparison group ``_g`` of a tagged union (``_src`` 'b' = comparison side).
 
-    Two Spark jobs whatever the number of columns and groups: :func:`_group_totals`, then
-    :func:`_bin_counts`; every statistic is then computed on the driver from the collected counts.
+    One Spark job (:func:`_counts_job`) whatever the number of columns and groups; every statistic is
+    then computed on the driver from the collected counts.
     """
-    tot = _group_totals(combined, numeric, categorical, bins, with_ts)
-    grids = _fine_grids(tot, len(numeric))
-    vstats = _bin_counts(combined, grids, categorical, set(tot), max_categories)
+    counts = _counts_job(combined, len(numeric), len(categorical), len(labels), max_categories, with_ts)
+    by_part = {key: part for key, part in counts.groupby(["_g", "col"])}
     rows = []
     for g in sorted(labels):
-        t = tot.get(g) or {k: 0 for k in ("rows_b", "rows_c")}
         lab = dict(labels[g])
-        if with_ts and g in tot:
-            if lab.get("window") is None and t["ts_min_c"] is not None:
-                lab["window"] = (_utc(t["ts_min_c"]), _utc(t["ts_max_c"]))
-            if lab.get("window_cmp") is None and t["ts_min_b"] is not None:
-                lab["window_cmp"] = (_utc(t["ts_min_b"]), _utc(t["ts_max_b"]))
+        rc = by_part.get((g, -1), counts.iloc[:0])
+        side_rows = {int(b): r for b, r in zip(rc["b"], rc.to_dict("records"), strict=True)}
+        t = {"rows_b": int(side_rows[1]["n"]) if 1 in side_rows else 0, "rows_c": int(side_rows[0]["n"]) if 0 in side_rows else 0}
+        if with_ts:
+            if lab.get("window") is None and 0 in side_rows and pd.notna(side_rows[0]["lo"]):
+                lab["window"] = (_utc(int(side_rows[0]["lo"])), _utc(int(side_rows[0]["hi"])))
+            if lab.get("window_cmp") is None and 1 in side_rows and pd.notna(side_rows[1]["lo"]):
+                lab["window_cmp"] = (_utc(int(side_rows[1]["lo"])), _utc(int(side_rows[1]["hi"])))
         common = {
             **lab, "window": _window_struct(lab.get("window")), "window_cmp": _window_struct(lab.get("window_cmp")),
             "slice_key": None, "slice_value": None,
-            "count": int(t["rows_c"]), "count_cmp": int(t["rows_b"]), "count_delta": int(t["rows_c"] - t["rows_b"]),
+            "count": t["rows_c"], "count_cmp": t["rows_b"], "count_delta": t["rows_c"] - t["rows_b"],
         }
         for kind, cols in (("n", numeric), ("k", categorical)):
             for i, c in enumerate(cols):
-                nn_b, nn_c = t.get(f"nn_b_{kind}{i}", 0), t.get(f"nn_c_{kind}{i}", 0)
+                part = by_part.get((g, i if kind == "n" else _CAT + i), counts.iloc[:0])
+                nn_b, nn_c = int(part.loc[part["b"] == 1, "n"].sum()), int(part.loc[part["b"] == 0, "n"].sum())
                 row = {**common, "column_name": c, "data_type": types[c], "percent_null_delta": _pct_null_delta(t, nn_b, nn_c)}
                 if nn_b == 0 or nn_c == 0:
                     rows.append({**row, "note": _empty_note(t, nn_b, nn_c)})
                     continue
-                vs = vstats.get((g, f"{kind}{i}"), {})
                 if kind == "n":
-                    num = _numeric_from_fine(vs["fine"], grids[i], t[f"edges_n{i}"])
-                    p, q = num["p"], num["q"]
-                    row.update(_binned(p, q, smoothing))
+                    fb = _fine_bins(part)
+                    num = _numeric_from_fine(fb, bins)
+                    row.update(_binned(num["p"], num["q"], smoothing))
                     stat = num["ks"]
-                    row.update({"avg_delta": float(t[f"avg_c_n{i}"] - t[f"avg_b_n{i}"]),
+                    row.update({"avg_delta": float(fb["s_c"].sum() / nn_c - fb["s_b"].sum() / nn_b),
                                 "ks_test": {"statistic": stat, "pvalue": ks_pvalue(stat, nn_b, nn_c)},
                                 "wasserstein_distance": num["wasserstein"]})
                 else:
-                    h = vs.get("hist", {"b": {}, "c": {}})
-                    keys = sorted(set(h["b"]) | set(h["c"]))
+                    h: dict[int, dict[str, int]] = {0: {}, 1: {}}
+                    for item, b, n in zip(part["item"], part["b"], part["n"], strict=True):
+                        h[int(b)][item] = int(n)
+                    keys = sorted(set(h[0]) | set(h[1]))
                     if len(keys) > max_categories:
                         raise ValueError(
                             f"categorical column {c!r} has {len(keys)} distinct values (> max_categories={max_categories}); "
                             "leave high-cardinality columns out, bucket them, or raise max_categories"
                         )
-                    p = np.array([h["b"].get(k, 0) for k in keys], float)
-                    q = np.array([h["c"].get(k, 0) for k in keys], float)
+                    p = np.array([h[1].get(k, 0) for k in keys], float)
+                    q = np.array([h[0].get(k, 0) for k in keys], float)
                     row.update(_binned(p, q, smoothing))
                     stat, pvalue = chi_squared_test(p, q)
                     row["chi_squared_test"] = {"statistic": stat, "pvalue": pvalue}
