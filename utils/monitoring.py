@@ -14,19 +14,34 @@ Four drifts (data, label, prediction, concept) map to functions:
 
 Statistics (numeric = N, categorical = C; the baseline is the *expected* distribution):
 
-- ``ks_test`` (N): two-sample Kolmogorov-Smirnov statistic computed exactly (running counts of each
-  side over both samples sorted together, ties taken at once); the two-sided p-value is Smirnov's asymptotic one,
+How the Spark functions compute (one Spark job for any number of columns and windows): every
+non-null numeric value falls in a *fine bin*, ``sign(v) * floor(log2|v| * LOG_BINS_PER_OCTAVE)`` (zero has
+its own bin), so a bin spans a factor of ``2^(1/4096)`` (0.017%) and needs no first pass over the data;
+one union of group-bys counts per (window, column, fine bin or category, side) the rows, the sum, the
+smallest and the largest value; everything below is computed on the driver from those counts with numpy.
+Where a value range holds one distinct value per fine bin (integers, rounded values, up to about
+4,096 distinct values per doubling) every statistic is exact; otherwise the bounds below apply, with
+``p_j``, ``q_j`` the baseline's and the current data's shares of fine bin ``j``, ``J`` the bins holding two or
+more distinct values and ``w_j`` their spread (largest minus smallest value in the bin).
+
+- ``ks_test`` (N): two-sample Kolmogorov-Smirnov statistic, the largest ``|F - G|`` over the fine-bin
+  boundaries, where both empirical CDFs are exact: ``0 <= D - ks <= max_J max(p_j, q_j)`` against the exact
+  statistic ``D`` (``scipy.stats.ks_2samp``). The two-sided p-value is Smirnov's asymptotic one,
   ``scipy.stats.kstwo.sf(D, round(n*m/(n+m)))``, identical to ``scipy.stats.ks_2samp(method="asymp")``
-  (the effective size is floored at 1).
-- ``wasserstein_distance`` (N): the integral of ``|F - G|`` over the two empirical CDFs, exactly as
-  ``scipy.stats.wasserstein_distance``.
+  given the statistic (the effective size is floored at 1). The numpy :func:`ks_test` is exact.
+- ``wasserstein_distance`` (N): the integral of ``|F - G|`` over the two empirical CDFs
+  (``scipy.stats.wasserstein_distance``), computed with each side's mass in a fine bin put at its mean
+  there: the integral of ``F - G`` over every bin is kept, so only bins where ``F - G`` changes sign add
+  error, ``|wasserstein - W| <= 2 * sum_J w_j * max(p_j, q_j)``. The numpy :func:`wasserstein` is exact.
 - ``chi_squared_test`` (C): Pearson's test of homogeneity on the 2 x K table of category counts,
   no Yates correction (``scipy.stats.chi2_contingency(table, correction=False)``); with fewer than two
   categories in all the statistic is 0 and the p-value 1.
-- Binned distances, on baseline quantile bins for N (interior edges are the unique
-  ``approx_percentile`` values of the baseline at ``k/bins``: numpy's ``inverted_cdf`` quantiles, exactly
-  so up to a few hundred rows and within ``n / EDGE_ACCURACY`` ranks beyond; bins are right-closed,
-  ``(e[i-1], e[i]]``) and on the union of categories for C:
+- Binned distances, on baseline quantile bins for N (interior edges are the unique baseline
+  quantiles at ``k/bins``, numpy's ``inverted_cdf`` quantiles (the value of rank ``ceil(k * n / bins)``):
+  exact when the fine bin holding that rank has one distinct baseline value, else that bin's largest
+  baseline value, a rank error of at most ``p_j * n``; bins are right-closed, ``(e[i-1], e[i]]``, and
+  current values above an approximate edge but inside its fine bin count below it) and on the union
+  of categories for C:
 
   - ``population_stability_index``: ``sum((q - p) * ln(q / p))``;
   - ``kl_divergence``: ``KL(current || baseline) = sum(q * ln(q / p))`` (natural log);
@@ -564,48 +579,29 @@ def _log_bin_sql(v: str) -> str:
 def _counts_job(
     combined: DataFrame, n_numeric: int, n_categorical: int, groups_hint: int, max_categories: int, with_ts: bool
 ) -> pd.DataFrame:
-    """The one Spark job: a union of small aggregations over the tagged union of both sides.
+    """The one Spark job: every row of the tagged union of both sides is exploded into one entry per
+    column, and one group-by (one shuffle) counts them.
 
-    Per group ``_g`` and side ``b`` (1 = comparison side): rows (``col = -1``, and the first / last
-    ``_ts`` when ``with_ts``); per numeric column ``i`` (``col = i``) and fine bin ``key``
+    Per group ``_g`` and side ``b`` (1 = comparison side): rows (``col = -1``; ``lo`` / ``hi`` the first and
+    last ``_ts`` when ``with_ts``); per numeric column ``i`` (``col = i``) and fine bin ``key``
     (:func:`_log_bin_sql`): count, sum, min and max of the non-null values; per categorical column
-    (``col = _CAT + i``) and value ``item``: count. Each categorical part stops at
-    ``2 * groups_hint * max_categories + 1`` rows, so a high-cardinality column is caught early.
+    (``col = _CAT + i``) and value ``item``: count. A categorical column over ``max_categories`` raises
+    ``ValueError`` after the job (``groups_hint`` is unused and kept for the callers).
     """
     F, _, _ = _spark()
-    side = F.expr("IF(_src = 'b', 1, 0)").alias("b")
-    none_s, none_d = F.lit(None).cast("string"), F.lit(None).cast("double")
-    cols = ["_g", "col", "key", "b", "item", "n", "s", "lo", "hi"]
-    ts_lo = F.min("_ts").cast("double") if with_ts else none_d
-    ts_hi = F.max("_ts").cast("double") if with_ts else none_d
-    parts = [combined.groupBy("_g", side).agg(F.count(F.lit(1)).alias("n"), ts_lo.alias("lo"), ts_hi.alias("hi"))
-             .select("_g", F.lit(-1).alias("col"), F.lit(0).cast("long").alias("key"), "b", none_s.alias("item"), "n",
-                     none_d.alias("s"), "lo", "hi")]
-    for i in range(n_numeric):
-        v = F.col(f"_n{i}")
-        parts.append(
-            combined.where(v.isNotNull()).groupBy("_g", F.expr(_log_bin_sql(f"_n{i}")).alias("key"), side)
-            .agg(F.count(F.lit(1)).alias("n"), F.sum(v).alias("s"), F.min(v).alias("lo"), F.max(v).alias("hi"))
-            .select("_g", F.lit(i).alias("col"), "key", "b", none_s.alias("item"), "n", "s", "lo", "hi")
-        )
-    limit = 2 * max(groups_hint, 1) * max_categories + 1
-    for i in range(n_categorical):
-        k = F.col(f"_k{i}")
-        parts.append(
-            combined.where(k.isNotNull()).groupBy("_g", k.alias("item"), side).agg(F.count(F.lit(1)).alias("n")).limit(limit)
-            .select("_g", F.lit(_CAT + i).alias("col"), F.lit(0).cast("long").alias("key"), "b", "item", "n",
-                    none_d.alias("s"), none_d.alias("lo"), none_d.alias("hi"))
-        )
-    union = parts[0]
-    for p in parts[1:]:
-        union = union.unionByName(p)
-    counts = union.select(*cols).toPandas()
-    for i in range(n_categorical):
-        if int((counts["col"] == _CAT + i).sum()) >= limit:
-            raise ValueError(
-                f"categorical columns have more than max_categories={max_categories} distinct values; "
-                "leave high-cardinality columns (ids, free text) out, bucket them, or raise max_categories"
-            )
+    ts = "CAST(_ts AS DOUBLE)" if with_ts else "CAST(NULL AS DOUBLE)"
+    entries = [f"named_struct('col', -1, 'key', 0L, 'item', CAST(NULL AS STRING), 'v', {ts})"]
+    entries += [f"named_struct('col', {i}, 'key', {_log_bin_sql(f'_n{i}')}, 'item', CAST(NULL AS STRING), 'v', _n{i})"
+                for i in range(n_numeric)]
+    entries += [f"named_struct('col', {_CAT + i}, 'key', 0L, 'item', _k{i}, 'v', CAST(NULL AS DOUBLE))"
+                for i in range(n_categorical)]
+    counts = (
+        combined.select("_g", F.expr("IF(_src = 'b', 1, 0)").alias("b"), F.expr(f"inline(array({', '.join(entries)}))"))
+        .where("col = -1 OR v IS NOT NULL OR item IS NOT NULL")
+        .groupBy("_g", "col", "key", "item", "b")
+        .agg(F.count(F.lit(1)).alias("n"), F.sum("v").alias("s"), F.min("v").alias("lo"), F.max("v").alias("hi"))
+        .toPandas()
+    )
     return counts
 
 
@@ -751,7 +747,7 @@ def _drift_rows(
                     for item, b, n in zip(part["item"], part["b"], part["n"], strict=True):
                         h[int(b)][item] = int(n)
                     keys = sorted(set(h[0]) | set(h[1]))
-                    if len(keys) > max_categories:
+                    if len(keys) > max_categories:  # checked per group and column
                         raise ValueError(
                             f"categorical column {c!r} has {len(keys)} distinct values (> max_categories={max_categories}); "
                             "leave high-cardinality columns out, bucket them, or raise max_categories"
