@@ -577,7 +577,7 @@ def _log_bin_sql(v: str) -> str:
 
 
 def _counts_job(
-    combined: DataFrame, n_numeric: int, n_categorical: int, groups_hint: int, max_categories: int, with_ts: bool
+    combined: DataFrame, n_numeric: int, n_categorical: int, with_ts: bool
 ) -> pd.DataFrame:
     """The one Spark job: every row of the tagged union of both sides is exploded into one entry per
     column, and one group-by (one shuffle) counts them.
@@ -585,8 +585,7 @@ def _counts_job(
     Per group ``_g`` and side ``b`` (1 = comparison side): rows (``col = -1``; ``lo`` / ``hi`` the first and
     last ``_ts`` when ``with_ts``); per numeric column ``i`` (``col = i``) and fine bin ``key``
     (:func:`_log_bin_sql`): count, sum, min and max of the non-null values; per categorical column
-    (``col = _CAT + i``) and value ``item``: count. A categorical column over ``max_categories`` raises
-    ``ValueError`` after the job (``groups_hint`` is unused and kept for the callers).
+    (``col = _CAT + i``) and value ``item``: count (the caller checks ``max_categories`` on the result).
     """
     F, _, _ = _spark()
     ts = "CAST(_ts AS DOUBLE)" if with_ts else "CAST(NULL AS DOUBLE)"
@@ -708,7 +707,7 @@ def _drift_rows(
     One Spark job (:func:`_counts_job`) whatever the number of columns and groups; every statistic is
     then computed on the driver from the collected counts.
     """
-    counts = _counts_job(combined, len(numeric), len(categorical), len(labels), max_categories, with_ts)
+    counts = _counts_job(combined, len(numeric), len(categorical), with_ts)
     by_part = {key: part for key, part in counts.groupby(["_g", "col"])}
     rows = []
     for g in sorted(labels):
