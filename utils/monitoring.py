@@ -14,19 +14,34 @@ Four drifts (data, label, prediction, concept) map to functions:
 
 Statistics (numeric = N, categorical = C; the baseline is the *expected* distribution):
 
-- ``ks_test`` (N): two-sample Kolmogorov-Smirnov statistic computed exactly (running counts of each
-  side over both samples sorted together, ties taken at once); the two-sided p-value is Smirnov's asymptotic one,
+How the Spark functions compute (one Spark job for any number of columns and windows): every
+non-null numeric value falls in a *fine bin*, ``sign(v) * floor(log2|v| * LOG_BINS_PER_OCTAVE)`` (zero has
+its own bin), so a bin spans a factor of ``2^(1/4096)`` (0.017%) and needs no first pass over the data;
+one union of group-bys counts per (window, column, fine bin or category, side) the rows, the sum, the
+smallest and the largest value; everything below is computed on the driver from those counts with numpy.
+Where a value range holds one distinct value per fine bin (integers, rounded values, up to about
+4,096 distinct values per doubling) every statistic is exact; otherwise the bounds below apply, with
+``p_j``, ``q_j`` the baseline's and the current data's shares of fine bin ``j``, ``J`` the bins holding two or
+more distinct values and ``w_j`` their spread (largest minus smallest value in the bin).
+
+- ``ks_test`` (N): two-sample Kolmogorov-Smirnov statistic, the largest ``|F - G|`` over the fine-bin
+  boundaries, where both empirical CDFs are exact: ``0 <= D - ks <= max_J max(p_j, q_j)`` against the exact
+  statistic ``D`` (``scipy.stats.ks_2samp``). The two-sided p-value is Smirnov's asymptotic one,
   ``scipy.stats.kstwo.sf(D, round(n*m/(n+m)))``, identical to ``scipy.stats.ks_2samp(method="asymp")``
-  (the effective size is floored at 1).
-- ``wasserstein_distance`` (N): the integral of ``|F - G|`` over the two empirical CDFs, exactly as
-  ``scipy.stats.wasserstein_distance``.
+  given the statistic (the effective size is floored at 1). The numpy :func:`ks_test` is exact.
+- ``wasserstein_distance`` (N): the integral of ``|F - G|`` over the two empirical CDFs
+  (``scipy.stats.wasserstein_distance``), computed with each side's mass in a fine bin put at its mean
+  there: the integral of ``F - G`` over every bin is kept, so only bins where ``F - G`` changes sign add
+  error, ``|wasserstein - W| <= 2 * sum_J w_j * max(p_j, q_j)``. The numpy :func:`wasserstein` is exact.
 - ``chi_squared_test`` (C): Pearson's test of homogeneity on the 2 x K table of category counts,
   no Yates correction (``scipy.stats.chi2_contingency(table, correction=False)``); with fewer than two
   categories in all the statistic is 0 and the p-value 1.
-- Binned distances, on baseline quantile bins for N (interior edges are the unique
-  ``approx_percentile`` values of the baseline at ``k/bins``: numpy's ``inverted_cdf`` quantiles, exactly
-  so up to a few hundred rows and within ``n / EDGE_ACCURACY`` ranks beyond; bins are right-closed,
-  ``(e[i-1], e[i]]``) and on the union of categories for C:
+- Binned distances, on baseline quantile bins for N (interior edges are the unique baseline
+  quantiles at ``k/bins``, numpy's ``inverted_cdf`` quantiles (the value of rank ``ceil(k * n / bins)``):
+  exact when the fine bin holding that rank has one distinct baseline value, else that bin's largest
+  baseline value, a rank error of at most ``p_j * n``; bins are right-closed, ``(e[i-1], e[i]]``, and
+  current values above an approximate edge but inside its fine bin count below it) and on the union
+  of categories for C:
 
   - ``population_stability_index``: ``sum((q - p) * ln(q / p))``;
   - ``kl_divergence``: ``KL(current || baseline) = sum(q * ln(q / p))`` (natural log);
@@ -119,7 +134,7 @@ if TYPE_CHECKING:
 
 QUANTILE_LEVELS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 PERCENTILE_ACCURACY = 10_000  # approx_percentile accuracy of profile quantiles: rank error <= n / accuracy
-EDGE_ACCURACY = 1_000  # accuracy of the baseline quantiles used as bin edges (statistics are exact given the edges)
+LOG_BINS_PER_OCTAVE = 4096  # fine bins of numeric drift: 4,096 per doubling of |value| (each 0.017% wide)
 DRIFT_TYPES = ("BASELINE", "CONSECUTIVE")
 ROLES = ("feature", "label", "prediction")
 DRIFT_COLUMNS: tuple[str, ...] = (
@@ -554,114 +569,126 @@ def _side_columns(df: DataFrame, numeric: list[str], categorical: list[str]) -> 
     return cols + [F.col(c).cast("string").alias(f"_k{i}") for i, c in enumerate(categorical)]
 
 
-def _group_totals(
-    combined: DataFrame, numeric: list[str], categorical: list[str], bins: int, with_ts: bool
-) -> dict[int, dict[str, Any]]:
-    """Per comparison group ``_g``, one aggregation: rows, non-null counts, means, baseline bin edges."""
-    F, _, _ = _spark()
-    is_b, is_c = F.col("_src") == "b", F.col("_src") == "c"
-    exprs: list[Column] = [F.count(F.when(is_b, 1)), F.count(F.when(is_c, 1))]
-    names = ["rows_b", "rows_c"]
-    levels = [k / bins for k in range(1, bins)]
-    for i in range(len(numeric)):
-        v = F.col(f"_n{i}")
-        exprs += [F.count(F.when(is_b, v)), F.count(F.when(is_c, v)), F.avg(F.when(is_b, v)), F.avg(F.when(is_c, v)),
-                  F.percentile_approx(F.when(is_b, v), levels, EDGE_ACCURACY)]
-        names += [f"nn_b_n{i}", f"nn_c_n{i}", f"avg_b_n{i}", f"avg_c_n{i}", f"q_n{i}"]
-    for i in range(len(categorical)):
-        v = F.col(f"_k{i}")
-        exprs += [F.count(F.when(is_b, v)), F.count(F.when(is_c, v))]
-        names += [f"nn_b_k{i}", f"nn_c_k{i}"]
-    if with_ts:
-        exprs += [F.min(F.when(is_b, F.col("_ts"))), F.max(F.when(is_b, F.col("_ts"))),
-                  F.min(F.when(is_c, F.col("_ts"))), F.max(F.when(is_c, F.col("_ts")))]
-        names += ["ts_min_b", "ts_max_b", "ts_min_c", "ts_max_c"]
-    rows = combined.groupBy("_g").agg(*[e.alias(f"_a{j}") for j, e in enumerate(exprs)]).collect()
-    return {int(r["_g"]): dict(zip(names, list(r)[1:], strict=True)) for r in rows}
+def _log_bin_sql(v: str) -> str:
+    """SQL: the fine bin of a finite double column ``v``, ordered like the values: 0 for zero, else
+    ``sign(v) * (floor(log2|v| * LOG_BINS_PER_OCTAVE) + 2^23)`` (a bin is a factor ``2^(1/LOG_BINS_PER_OCTAVE)`` wide)."""
+    return (f"IF({v} = 0, 0L, CAST(SIGN({v}) AS BIGINT) * "
+            f"(CAST(FLOOR(LOG2(ABS({v})) * {LOG_BINS_PER_OCTAVE}) AS BIGINT) + {1 << 23}))")
 
 
-def _numeric_stats(
-    combined: DataFrame, edges: dict[tuple[int, int], list[float]], sizes: dict[tuple[int, int], tuple[int, int]], bins: int
-) -> dict[tuple[int, str], dict[str, Any]]:
-    """One Spark job: per (group, numeric column) the exact KS statistic, the Wasserstein distance and
-    the counts per baseline-quantile bin, from running counts over the values sorted per column.
+def _counts_job(
+    combined: DataFrame, n_numeric: int, n_categorical: int, with_ts: bool
+) -> pd.DataFrame:
+    """The one Spark job: every row of the tagged union of both sides is exploded into one entry per
+    column, and one group-by (one shuffle) counts them.
 
-    ``edges`` and ``sizes`` (non-null counts, baseline and current) are keyed by (group, column index);
-    only those pairs are computed.
+    Per group ``_g`` and side ``b`` (1 = comparison side): rows (``col = -1``; ``lo`` / ``hi`` the first and
+    last ``_ts`` when ``with_ts``); per numeric column ``i`` (``col = i``) and fine bin ``key``
+    (:func:`_log_bin_sql`): count, sum, min and max of the non-null values; per categorical column
+    (``col = _CAT + i``) and value ``item``: count (the caller checks ``max_categories`` on the result).
     """
-    F, T, Window = _spark()
-    if not edges:
-        return {}
-    spark = combined.sparkSession
-    schema = T.StructType([
-        T.StructField("_g", T.LongType()), T.StructField("col", T.StringType()),
-        T.StructField("n_b", T.DoubleType()), T.StructField("n_c", T.DoubleType()),
-        T.StructField("edges", T.ArrayType(T.DoubleType())),
-    ])
-    params = spark.createDataFrame(
-        [(g, f"n{i}", float(sizes[(g, i)][0]), float(sizes[(g, i)][1]), [float(x) for x in e]) for (g, i), e in edges.items()],
-        schema,
-    )
-    columns = sorted({i for _, i in edges})
-    structs = [F.struct(F.lit(f"n{i}").alias("col"), F.col(f"_n{i}").alias("v")) for i in columns]
-    is_b = (F.col("_src") == "b").cast("long")
-    rows = (
-        combined.select("_src", "_g", F.explode(F.array(*structs)).alias("_e"))
-        .select("_g", "_e.col", "_e.v", is_b.alias("is_b"), (1 - is_b).alias("is_c"))
-        .where(F.col("v").isNotNull())
-        .join(F.broadcast(params), on=["_g", "col"], how="inner")
-    )
-    ordered = Window.partitionBy("_g", "col").orderBy("v")
-    upto = ordered.rangeBetween(Window.unboundedPreceding, Window.currentRow)  # ties: all peers included
-    edge = F.col("edges")
-    bin_idx = sum((F.when(F.col("v") > F.try_element_at(edge, F.lit(j + 1)), 1).otherwise(0) for j in range(bins - 1)), F.lit(0))
-    steps = rows.select(
-        "_g", "col", "v", "is_b", "is_c", bin_idx.alias("bin"),
-        F.abs(F.sum("is_b").over(upto) / F.col("n_b") - F.sum("is_c").over(upto) / F.col("n_c")).alias("diff"),
-        F.lead("v").over(ordered).alias("v_next"),
-    )
-    bin_sums = [F.sum(F.when(F.col("bin") == k, F.col(side))).alias(f"{side}_{k}") for k in range(bins) for side in ("is_b", "is_c")]
-    result = steps.groupBy("_g", "col").agg(
-        F.max("diff").alias("ks"),
-        F.sum(F.coalesce(F.col("diff") * (F.col("v_next") - F.col("v")), F.lit(0.0))).alias("w"),
-        *bin_sums,
-    ).collect()
-    out: dict[tuple[int, str], dict[str, Any]] = {}
-    for r in result:
-        g, i = int(r["_g"]), int(r["col"][1:])
-        n_bins = len(edges[(g, i)]) + 1
-        hist = {"b": {str(k): int(r[f"is_b_{k}"] or 0) for k in range(n_bins)},
-                "c": {str(k): int(r[f"is_c_{k}"] or 0) for k in range(n_bins)}}
-        out[(g, f"n{i}")] = {"ks": float(r["ks"]), "w": float(r["w"]), "hist": hist}
-    return out
-
-
-def _category_counts(
-    combined: DataFrame, groups: set[int], n_categorical: int, max_categories: int
-) -> dict[tuple[int, str], dict[str, Any]]:
-    """Counts per (group, categorical column, category) and side, from one small group-by."""
     F, _, _ = _spark()
-    if n_categorical == 0 or not groups:
-        return {}
-    structs = [F.struct(F.lit(f"k{i}").alias("col"), F.col(f"_k{i}").alias("key")) for i in range(n_categorical)]
+    ts = "CAST(_ts AS DOUBLE)" if with_ts else "CAST(NULL AS DOUBLE)"
+    entries = [f"named_struct('col', -1, 'key', 0L, 'item', CAST(NULL AS STRING), 'v', {ts})"]
+    entries += [f"named_struct('col', {i}, 'key', {_log_bin_sql(f'_n{i}')}, 'item', CAST(NULL AS STRING), 'v', _n{i})"
+                for i in range(n_numeric)]
+    entries += [f"named_struct('col', {_CAT + i}, 'key', 0L, 'item', _k{i}, 'v', CAST(NULL AS DOUBLE))"
+                for i in range(n_categorical)]
     counts = (
-        combined.select("_src", "_g", F.explode(F.array(*structs)).alias("_h"))
-        .select("_src", "_g", "_h.col", "_h.key")
-        .where(F.col("key").isNotNull())
-        .groupBy("_src", "_g", "col", "key")
-        .count()
+        combined.select("_g", F.expr("IF(_src = 'b', 1, 0)").alias("b"), F.expr(f"inline(array({', '.join(entries)}))"))
+        .where("col = -1 OR v IS NOT NULL OR item IS NOT NULL")
+        .groupBy("_g", "col", "key", "item", "b")
+        .agg(F.count(F.lit(1)).alias("n"), F.sum("v").alias("s"), F.min("v").alias("lo"), F.max("v").alias("hi"))
+        .toPandas()
     )
-    limit = 2 * len(groups) * n_categorical * max_categories + 1
-    rows = counts.limit(limit).collect()
-    if len(rows) >= limit:
-        raise ValueError(
-            f"categorical columns have more than max_categories={max_categories} distinct values; "
-            "leave high-cardinality columns (ids, free text) out, bucket them, or raise max_categories"
-        )
-    out: dict[tuple[int, str], dict[str, Any]] = {}
-    for r in rows:
-        out.setdefault((int(r["_g"]), r["col"]), {"hist": {"b": {}, "c": {}}})["hist"][r["_src"]][r["key"]] = int(r["count"])
+    return counts
+
+
+_CAT = 1 << 20  # column ids of categorical parts in the counts job start here
+
+
+def _fine_bins(part: pd.DataFrame) -> dict[str, np.ndarray]:
+    """One (group, numeric column)'s fine bins, in value order, as per-side arrays."""
+    base, cur = part[part["b"] == 1].set_index("key"), part[part["b"] == 0].set_index("key")
+    idx = base.index.union(cur.index).sort_values()
+    base, cur = base.reindex(idx), cur.reindex(idx)
+    out = {"key": idx.to_numpy(np.int64)}
+    for name, df in (("b", base), ("c", cur)):
+        out[f"n_{name}"] = df["n"].fillna(0).to_numpy(float)
+        out[f"s_{name}"] = df["s"].fillna(0).to_numpy(float)
+        out[f"lo_{name}"] = df["lo"].to_numpy(float)
+        out[f"hi_{name}"] = df["hi"].to_numpy(float)
     return out
+
+
+def _quantile_edges(fb: dict[str, np.ndarray], bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """PSI bin edges from the baseline's fine bins, and the fine bin each edge lies in.
+
+    The edge at level ``k / bins`` is the baseline's ``inverted_cdf`` quantile (the value of rank
+    ``ceil(k * n / bins)``): exact when the fine bin holding that rank has a single distinct baseline
+    value, else that bin's largest baseline value (rank error at most that bin's baseline count).
+    """
+    n_b = fb["n_b"]
+    cum = np.cumsum(n_b)
+    total = cum[-1]
+    ranks = [max(1, math.ceil(k * total / bins - 1e-9)) for k in range(1, bins)]
+    at = np.searchsorted(cum, ranks, side="left")
+    values = fb["hi_b"][at]
+    uniq, first = np.unique(values, return_index=True)
+    return uniq, at[first]
+
+
+def _fine_statistics(fb: dict[str, np.ndarray]) -> dict[str, float]:
+    """KS statistic and Wasserstein distance from one column's fine bins, with their error bounds.
+
+    ``fb``: per non-empty fine bin, in value order (disjoint value ranges), each side's count, sum,
+    smallest and largest value. KS is the largest ``|F - G|`` at the bin boundaries (the empirical
+    CDFs are exact there). For Wasserstein each side's mass in a bin is put at its mean there (its
+    value, when the side has one distinct value in the bin) and ``integral |F - G|`` is computed
+    exactly on these atoms, as :func:`wasserstein` does on samples; the atoms keep each bin's
+    ``integral (F - G)``, so only bins where ``F - G`` changes sign add error.
+    Returns ``ks``, ``wasserstein``, ``ks_bound`` and ``wasserstein_bound``: with ``p_j``, ``q_j`` the two
+    sides' shares of bin ``j`` and ``J`` the bins holding more than one distinct value,
+    ``0 <= KS - ks <= max_J max(p_j, q_j)`` and ``|wasserstein - W| <= 2 * sum_J (hi_j - lo_j) * max(p_j, q_j)``;
+    both bounds are 0, and both statistics exact, when no bin holds two distinct values.
+    """
+    n_b, n_c = fb["n_b"], fb["n_c"]
+    tb, tc = n_b.sum(), n_c.sum()
+    ks = float(np.abs(np.cumsum(n_b) / tb - np.cumsum(n_c) / tc).max())
+    lo, hi = np.fmin(fb["lo_b"], fb["lo_c"]), np.fmax(fb["hi_b"], fb["hi_c"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos_b = np.where(fb["lo_b"] == fb["hi_b"], fb["lo_b"], fb["s_b"] / n_b)
+        pos_c = np.where(fb["lo_c"] == fb["hi_c"], fb["lo_c"], fb["s_c"] / n_c)
+    has_b, has_c = n_b > 0, n_c > 0
+    pos = np.concatenate([pos_b[has_b], pos_c[has_c]])
+    wb = np.concatenate([n_b[has_b] / tb, np.zeros(int(has_c.sum()))])
+    wc = np.concatenate([np.zeros(int(has_b.sum())), n_c[has_c] / tc])
+    order = np.argsort(pos, kind="stable")
+    pos, wb, wc = pos[order], wb[order], wc[order]
+    uniq, start = np.unique(pos, return_index=True)
+    d = np.abs(np.cumsum(np.add.reduceat(wb, start)) - np.cumsum(np.add.reduceat(wc, start)))
+    w = float(np.sum(d[:-1] * np.diff(uniq)))
+    share = np.maximum(n_b / tb, n_c / tc)
+    multi = lo < hi
+    return {
+        "ks": min(ks, 1.0), "wasserstein": w,
+        "ks_bound": float(share[multi].max()) if multi.any() else 0.0,
+        "wasserstein_bound": float(2.0 * np.sum((hi - lo)[multi] * share[multi])),
+    }
+
+
+def _numeric_from_fine(fb: dict[str, np.ndarray], bins: int) -> dict[str, Any]:
+    """KS, Wasserstein, PSI-bin counts and PSI edges of one (group, numeric column) from its fine bins.
+
+    Fine bins below an edge's bin count below the edge; the edge's own bin counts below it too (all
+    its baseline values are <= the edge; its current values above the edge, possible only when the
+    edge is approximate, are the PSI counts' only error).
+    """
+    edges, edge_bins = _quantile_edges(fb, bins)
+    coarse = np.searchsorted(edge_bins, np.arange(len(fb["key"])), side="left")
+    p = np.bincount(coarse, weights=fb["n_b"], minlength=len(edges) + 1).astype(float)
+    q = np.bincount(coarse, weights=fb["n_c"], minlength=len(edges) + 1).astype(float)
+    return {**_fine_statistics(fb), "p": p, "q": q, "edges": edges}
 
 
 def _drift_rows(
@@ -675,51 +702,58 @@ def _drift_rows(
     max_categories: int,
     with_ts: bool = False,
 ) -> pd.DataFrame:
-    """Drift rows for every comparison group ``_g`` of a tagged union (``_src`` 'b' = comparison side)."""
-    tot = _group_totals(combined, numeric, categorical, bins, with_ts)
-    edges = {(g, i): sorted({float(q) for q in t[f"q_n{i}"]}) for g, t in tot.items() for i in range(len(numeric))
-             if t[f"nn_b_n{i}"] > 0 and t[f"nn_c_n{i}"] > 0}
-    sizes = {(g, i): (int(tot[g][f"nn_b_n{i}"]), int(tot[g][f"nn_c_n{i}"])) for g, i in edges}
-    vstats = _numeric_stats(combined, edges, sizes, bins)
-    vstats.update(_category_counts(combined, set(tot), len(categorical), max_categories))
+    """Drift rows for every comparison group ``_g`` of a tagged union (``_src`` 'b' = comparison side).
+
+    One Spark job (:func:`_counts_job`) whatever the number of columns and groups; every statistic is
+    then computed on the driver from the collected counts.
+    """
+    counts = _counts_job(combined, len(numeric), len(categorical), with_ts)
+    by_part = {key: part for key, part in counts.groupby(["_g", "col"])}
     rows = []
     for g in sorted(labels):
-        t = tot.get(g) or {k: 0 for k in ("rows_b", "rows_c")}
         lab = dict(labels[g])
-        if with_ts and g in tot:
-            if lab.get("window") is None and t["ts_min_c"] is not None:
-                lab["window"] = (_utc(t["ts_min_c"]), _utc(t["ts_max_c"]))
-            if lab.get("window_cmp") is None and t["ts_min_b"] is not None:
-                lab["window_cmp"] = (_utc(t["ts_min_b"]), _utc(t["ts_max_b"]))
+        rc = by_part.get((g, -1), counts.iloc[:0])
+        side_rows = {int(b): r for b, r in zip(rc["b"], rc.to_dict("records"), strict=True)}
+        t = {"rows_b": int(side_rows[1]["n"]) if 1 in side_rows else 0, "rows_c": int(side_rows[0]["n"]) if 0 in side_rows else 0}
+        if with_ts:
+            if lab.get("window") is None and 0 in side_rows and pd.notna(side_rows[0]["lo"]):
+                lab["window"] = (_utc(int(side_rows[0]["lo"])), _utc(int(side_rows[0]["hi"])))
+            if lab.get("window_cmp") is None and 1 in side_rows and pd.notna(side_rows[1]["lo"]):
+                lab["window_cmp"] = (_utc(int(side_rows[1]["lo"])), _utc(int(side_rows[1]["hi"])))
         common = {
             **lab, "window": _window_struct(lab.get("window")), "window_cmp": _window_struct(lab.get("window_cmp")),
             "slice_key": None, "slice_value": None,
-            "count": int(t["rows_c"]), "count_cmp": int(t["rows_b"]), "count_delta": int(t["rows_c"] - t["rows_b"]),
+            "count": t["rows_c"], "count_cmp": t["rows_b"], "count_delta": t["rows_c"] - t["rows_b"],
         }
         for kind, cols in (("n", numeric), ("k", categorical)):
             for i, c in enumerate(cols):
-                nn_b, nn_c = t.get(f"nn_b_{kind}{i}", 0), t.get(f"nn_c_{kind}{i}", 0)
+                part = by_part.get((g, i if kind == "n" else _CAT + i), counts.iloc[:0])
+                nn_b, nn_c = int(part.loc[part["b"] == 1, "n"].sum()), int(part.loc[part["b"] == 0, "n"].sum())
                 row = {**common, "column_name": c, "data_type": types[c], "percent_null_delta": _pct_null_delta(t, nn_b, nn_c)}
                 if nn_b == 0 or nn_c == 0:
                     rows.append({**row, "note": _empty_note(t, nn_b, nn_c)})
                     continue
-                vs = vstats.get((g, f"{kind}{i}"), {})
-                h = vs.get("hist", {"b": {}, "c": {}})
-                keys = [str(k) for k in range(len(edges[(g, i)]) + 1)] if kind == "n" else sorted(set(h["b"]) | set(h["c"]))
-                if kind == "k" and len(keys) > max_categories:
-                    raise ValueError(
-                        f"categorical column {c!r} has {len(keys)} distinct values (> max_categories={max_categories}); "
-                        "leave high-cardinality columns out, bucket them, or raise max_categories"
-                    )
-                p = np.array([h["b"].get(k, 0) for k in keys], float)
-                q = np.array([h["c"].get(k, 0) for k in keys], float)
-                row.update(_binned(p, q, smoothing))
                 if kind == "n":
-                    stat, wdist = vs["ks"], vs["w"]
-                    row.update({"avg_delta": float(t[f"avg_c_n{i}"] - t[f"avg_b_n{i}"]),
+                    fb = _fine_bins(part)
+                    num = _numeric_from_fine(fb, bins)
+                    row.update(_binned(num["p"], num["q"], smoothing))
+                    stat = num["ks"]
+                    row.update({"avg_delta": float(fb["s_c"].sum() / nn_c - fb["s_b"].sum() / nn_b),
                                 "ks_test": {"statistic": stat, "pvalue": ks_pvalue(stat, nn_b, nn_c)},
-                                "wasserstein_distance": wdist})
+                                "wasserstein_distance": num["wasserstein"]})
                 else:
+                    h: dict[int, dict[str, int]] = {0: {}, 1: {}}
+                    for item, b, n in zip(part["item"], part["b"], part["n"], strict=True):
+                        h[int(b)][item] = int(n)
+                    keys = sorted(set(h[0]) | set(h[1]))
+                    if len(keys) > max_categories:  # checked per group and column
+                        raise ValueError(
+                            f"categorical column {c!r} has {len(keys)} distinct values (> max_categories={max_categories}); "
+                            "leave high-cardinality columns out, bucket them, or raise max_categories"
+                        )
+                    p = np.array([h[1].get(k, 0) for k in keys], float)
+                    q = np.array([h[0].get(k, 0) for k in keys], float)
+                    row.update(_binned(p, q, smoothing))
                     stat, pvalue = chi_squared_test(p, q)
                     row["chi_squared_test"] = {"statistic": stat, "pvalue": pvalue}
                 rows.append(row)

@@ -137,6 +137,30 @@ def test_spark_numeric_drift_matches_scipy(samples, shifted_drift):
     assert row["chi_squared_test"] is None and row["role"] == "feature" and row["data_type"] == "double"
 
 
+def test_spark_ks_and_wasserstein_stay_within_their_stated_bounds(spark):
+    """Continuous values crowded into few fine bins (U(100, 101) spans 64 of them): the approximate path."""
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(100, 101, 50_000), rng.uniform(100.02, 101.05, 40_000)
+    row = m.drift_metrics(_frame(spark, v=x.tolist()), _frame(spark, v=y.tolist()), ["v"], []).iloc[0]
+    # the documented bounds, from the fine bins (floor(log2 v * 4096)) computed here with numpy
+    kx, ky = np.floor(np.log2(x) * m.LOG_BINS_PER_OCTAVE), np.floor(np.log2(y) * m.LOG_BINS_PER_OCTAVE)
+    keys = np.union1d(kx, ky)
+    p = np.array([(kx == k).sum() for k in keys]) / len(x)
+    q = np.array([(ky == k).sum() for k in keys]) / len(y)
+    both = np.concatenate([x, y])
+    kb = np.concatenate([kx, ky])
+    spread = np.array([np.ptp(both[kb == k]) for k in keys])
+    ks_bound = np.maximum(p, q)[spread > 0].max()
+    w_bound = 2 * np.sum(spread * np.maximum(p, q))
+    assert 0.01 < ks_bound < 0.02 and 0 < w_bound < 0.05  # every bin holds many values: nothing is exact here
+    ks = stats.ks_2samp(x, y).statistic
+    assert 0 <= ks - row["ks_test"]["statistic"] <= ks_bound
+    assert abs(row["wasserstein_distance"] - stats.wasserstein_distance(x, y)) <= w_bound
+    # in practice far inside the bounds: the shift is found to a few parts in a thousand
+    assert row["ks_test"]["statistic"] == pytest.approx(ks, abs=2e-3)
+    assert row["wasserstein_distance"] == pytest.approx(stats.wasserstein_distance(x, y), rel=5e-3)
+
+
 def test_spark_categorical_drift_matches_scipy(samples, shifted_drift):
     row = shifted_drift.loc["k"]
     cats, p, q = m.category_counts(samples["b_k"], samples["c_k"])
