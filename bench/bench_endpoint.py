@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import fmt, machine_description, markdown_table, percentiles, record
+from common import fmt, machine_description, markdown_table, percentiles, record, timed
 from state import add_state_args, champion, cleanup, isolate
 
 SCRIPT = "bench/bench_endpoint.py"
@@ -198,14 +198,7 @@ def predict_breakdown(model: Any, inputs: Any, n: int = 200) -> dict[str, float]
     X = features_frame(row)[columns]
 
     def median_ms(fn: Any) -> float:
-        for _ in range(20):
-            fn()
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times) * 1000
+        return statistics.median(timed(fn, n)) * 1000
 
     return {"pyfunc.predict (signature check + model)": median_ms(lambda: model.predict(row)),
             "python model predict (conversion + rule + classifier)": median_ms(lambda: python_model.predict(None, row)),
@@ -240,7 +233,7 @@ def main() -> None:
             diff = same_predictions(one.url, bare.invocations_url, routed, direct)
             if diff > 1e-9:
                 raise AssertionError(f"the endpoint and mlflow models serve disagree by {diff} on the same impression")
-            bare_cpu = lambda: process_cpu_s(bare.pid)  # noqa: E731
+            bare_cpu = lambda: process_cpu_s(bare.pid)
             for concurrency in args.concurrency:  # the two paths side by side at each concurrency
                 results.append((BARE, concurrency, run_case(bare.invocations_url, warm_d, timed_d, concurrency, BARE, bare_cpu)))
                 results.append((KEYS, concurrency, run_case(one.url, warm_r, timed_r, concurrency, KEYS, one.cpu_s)))
@@ -262,8 +255,8 @@ def main() -> None:
                            rows, "lrrrrrr")
     by = {(label, c): r for label, c, r in results}
     floor = by[(FLOOR, 1)]
-    notes = [f"the keys-only endpoint's p50 is {by[(KEYS, 1)]['p50_ms'] - floor['p50_ms']:+.1f} ms from the floor at "
-             "concurrency 1"]
+    notes = [(f"the keys-only endpoint's p50 is {by[(KEYS, 1)]['p50_ms'] - floor['p50_ms']:+.1f} ms from the floor at "
+              "concurrency 1")]
     for c in args.concurrency:
         notes.append(f"concurrency {c}: {by[(KEYS, c)]['rps'] / by[(BARE, c)]['rps']:.2f}× the req/s of "
                      f"`mlflow models serve` given the full row")
