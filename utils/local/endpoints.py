@@ -484,7 +484,6 @@ class ServedModel:
         with self._lock:
             if self._model is None:
                 import mlflow.pyfunc
-
                 from mlflow import MlflowClient
 
                 t0 = time.perf_counter()
@@ -493,7 +492,7 @@ class ServedModel:
                     client = MlflowClient(tracking_uri=tracking_uri(), registry_uri=registry_uri())
                     source = client.get_model_version_download_uri(self.model_name, self.version)
                     self._model = mlflow.pyfunc.load_model(source)
-                except Exception as exc:  # noqa: BLE001 - any load failure is the endpoint's to explain
+                except Exception as exc:  # any load failure is the endpoint's to explain
                     raise EndpointError(f"could not load {self.model_uri} to serve it: {type(exc).__name__}: {exc}") from exc
                 finally:
                     sys.path[:] = saved_path
