@@ -16,7 +16,8 @@ Design:
   folders, and survives ``VACUUM`` of the table folder. Writes record the sources
   ``utils.lakehouse.sources_of(df)`` can trace when the lakehouse offers it; :func:`record_lineage`
   records them explicitly.
-- Point-in-time lookups run in Spark as a union + running window (see :func:`point_in_time_join`).
+- Point-in-time lookups run in Spark as a union + running window, one pass for all the lookups that
+  share a lookup key and timestamp (see :func:`point_in_time_join_tables`).
 - ``log_model`` stores ``feature_spec.yaml`` (``utils.local.feature_spec``: tables, Delta versions,
   keys, features, renames, defaults, timestamp keys) inside the MLflow model, which is a pyfunc that
   looks its features up in the online store (``utils.local.online_store``) when served, as a
@@ -369,6 +370,22 @@ def _as_list(value: str | Sequence[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+@dataclass(frozen=True)
+class AsOfFeatures:
+    """One feature table's part of a point-in-time join (see :func:`point_in_time_join_tables`).
+
+    ``features`` holds keys ``feature_keys`` (in the order of the join's lookup keys) and the time
+    ``timeseries_column``; ``outputs`` maps feature column to output column name;
+    ``lookback_window`` (a ``timedelta`` or seconds) bounds how old a matched row may be.
+    """
+
+    features: DataFrame
+    feature_keys: Sequence[str]
+    timeseries_column: str
+    outputs: Mapping[str, str]
+    lookback_window: dt.timedelta | float | None = None
+
+
 def point_in_time_join(
     df: DataFrame,
     features: DataFrame,
@@ -384,45 +401,72 @@ def point_in_time_join(
     A feature row matches when its keys equal the row's ``lookup_key`` values and its
     ``timeseries_column`` is <= the row's ``timestamp_lookup_key`` (and >= that time minus
     ``lookback_window`` when given); no match gives nulls. ``outputs`` maps feature column to
-    output column name.
+    output column name. One table's case of :func:`point_in_time_join_tables`.
+    """
+    part = AsOfFeatures(features, feature_keys, timeseries_column, outputs, lookback_window)
+    return point_in_time_join_tables(df, lookup_key, timestamp_lookup_key, [part])
 
-    How: the spine rows and the feature rows are stacked into one frame, partitioned by key and
-    ordered by time (feature rows before spine rows at equal times), and each spine row takes the
-    last non-null feature struct seen so far: ``last(..., ignorenulls)`` over a running window.
-    That is one shuffle and one sort per lookup, linear in the rows of both sides, whatever the
-    number of feature rows per key, with no row ids and no join back (duplicate spine rows stay).
+
+def point_in_time_join_tables(
+    df: DataFrame,
+    lookup_key: Sequence[str],
+    timestamp_lookup_key: str,
+    tables: Sequence[AsOfFeatures],
+) -> DataFrame:
+    """``df`` plus, per row and per table of ``tables``, the features of that table's latest row at or before its time.
+
+    Every table is looked up with the same ``lookup_key`` columns of ``df`` and at the same
+    ``timestamp_lookup_key``; each table matches as in :func:`point_in_time_join` (its own lookback
+    window; no match gives nulls). Returns ``df``'s columns, then each table's outputs in order.
+
+    How: the spine rows and every table's feature rows are stacked into one frame, partitioned by
+    key and ordered by time (feature rows before spine rows at equal times), and each spine row
+    takes, per table, the last non-null feature struct seen so far: ``last(..., ignorenulls)`` over
+    a running window. That is one shuffle and one sort for all the tables, linear in the rows of
+    every side, whatever the number of feature rows per key, with no row ids and no join back
+    (duplicate spine rows stay).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    feats = features.select(
-        *[F.col(fk).cast(df.schema[lk].dataType).alias(lk) for fk, lk in zip(feature_keys, lookup_key)],
-        F.col(timeseries_column).cast("timestamp").alias(_TS),
-        F.lit(0).alias(_SRC),
-        F.struct(
-            F.col(timeseries_column).cast("timestamp").alias(_FTS),
-            *[F.col(f).alias(o) for f, o in outputs.items()],
-        ).alias(_ROW),
-    )
-    row_type = feats.schema[_ROW].dataType
-    spine = df.select(
+    rows = [f"{_ROW}{i}" for i in range(len(tables))]
+    parts = [
+        t.features.select(
+            *[F.col(fk).cast(df.schema[lk].dataType).alias(lk) for fk, lk in zip(t.feature_keys, lookup_key)],
+            F.col(t.timeseries_column).cast("timestamp").alias(_TS),
+            F.lit(0).alias(_SRC),
+            F.struct(
+                F.col(t.timeseries_column).cast("timestamp").alias(_FTS),
+                *[F.col(f).alias(o) for f, o in t.outputs.items()],
+            ).alias(row),
+        )
+        for t, row in zip(tables, rows)
+    ]
+    stacked = df.select(
         "*",
         F.col(timestamp_lookup_key).cast("timestamp").alias(_TS),
         F.lit(1).alias(_SRC),
-        F.lit(None).cast(row_type).alias(_ROW),
+        *[F.lit(None).cast(part.schema[row].dataType).alias(row) for part, row in zip(parts, rows)],
     )
-    stacked = spine.unionByName(feats, allowMissingColumns=True)
+    for part in parts:
+        stacked = stacked.unionByName(part, allowMissingColumns=True)
     window = (
         Window.partitionBy(*lookup_key)
         .orderBy(F.col(_TS).asc_nulls_first(), F.col(_SRC))
         .rowsBetween(Window.unboundedPreceding, Window.currentRow)
     )
-    matched = stacked.withColumn(_ROW, F.last(_ROW, ignorenulls=True).over(window)).where(F.col(_SRC) == 1)
-    if lookback_window is not None:
-        seconds = lookback_window.total_seconds() if isinstance(lookback_window, dt.timedelta) else lookback_window
-        age = F.col(_TS).cast("double") - F.col(f"{_ROW}.{_FTS}").cast("double")
-        matched = matched.withColumn(_ROW, F.when(age <= F.lit(float(seconds)), F.col(_ROW)))
-    return matched.select(*[F.col(f"`{c}`") for c in df.columns], *[F.col(_ROW)[o].alias(o) for o in outputs.values()])
+    matched = stacked.withColumns({row: F.last(row, ignorenulls=True).over(window) for row in rows})
+    matched = matched.where(F.col(_SRC) == 1)
+    for t, row in zip(tables, rows):
+        if t.lookback_window is not None:
+            lookback = t.lookback_window
+            seconds = lookback.total_seconds() if isinstance(lookback, dt.timedelta) else lookback
+            age = F.col(_TS).cast("double") - F.col(f"{row}.{_FTS}").cast("double")
+            matched = matched.withColumn(row, F.when(age <= F.lit(float(seconds)), F.col(row)))
+    return matched.select(
+        *[F.col(f"`{c}`") for c in df.columns],
+        *[F.col(row)[o].alias(o) for t, row in zip(tables, rows) for o in t.outputs.values()],
+    )
 
 
 def exact_join(
@@ -650,38 +694,59 @@ def apply_lookups(
             index[group_key] = len(groups)
         groups.append((lk, dict(outputs), dict(lk.default_values)))
 
+    # point-in-time lookups whose keys and timestamp are columns of df share one pass per (keys, timestamp)
+    passes: list[list[int]] = []
+    by_key: dict[tuple[Any, ...], int] = {}
+    for i, (lk, _, _) in enumerate(groups):
+        as_of = bool(lk.timeseries_column and lk.timestamp_lookup_key)
+        from_source = as_of and all(k in df.columns for k in [*lk.lookup_key, lk.timestamp_lookup_key])
+        pass_key = (tuple(lk.lookup_key), lk.timestamp_lookup_key)
+        if from_source and pass_key in by_key:
+            passes[by_key[pass_key]].append(i)
+            continue
+        if from_source:
+            by_key[pass_key] = len(passes)
+        passes.append([i])
+
     result = df
     tables: dict[tuple[str, int | None], DataFrame] = {}
-    for lk, outputs, defaults in groups:
+
+    def read(lk: LookupSpec) -> DataFrame:
         version = lk.table_version if use_pinned_versions else None
         if (lk.table_name, version) not in tables:  # each table version is read once per training set
             tables[(lk.table_name, version)] = lakehouse.read(lk.table_name, version=version)
-        table = tables[(lk.table_name, version)]
-        if lk.timeseries_column and lk.timestamp_lookup_key:
-            if use_timeseries_filtering:
-                spine = df if lk.timestamp_lookup_key in df.columns else result  # bounds from the cheaper plan
-                table = within_spine_time_range(
-                    table, spine, lk.timeseries_column, lk.timestamp_lookup_key, lk.lookback_window_seconds
+        return tables[(lk.table_name, version)]
+
+    for members in passes:
+        first = groups[members[0]][0]
+        if first.timeseries_column and first.timestamp_lookup_key:
+            parts = []
+            for i in members:
+                lk, outputs, _ = groups[i]
+                table = read(lk)
+                if use_timeseries_filtering:
+                    spine = df if lk.timestamp_lookup_key in df.columns else result  # bounds from the cheaper plan
+                    table = within_spine_time_range(
+                        table, spine, lk.timeseries_column, lk.timestamp_lookup_key, lk.lookback_window_seconds
+                    )
+                parts.append(
+                    AsOfFeatures(table, lk.primary_keys, lk.timeseries_column, outputs, lk.lookback_window_seconds)
                 )
-            result = point_in_time_join(
-                result,
-                table,
-                lk.lookup_key,
-                lk.primary_keys,
-                lk.timestamp_lookup_key,
-                lk.timeseries_column,
-                outputs,
-                lk.lookback_window_seconds,
-            )
+            result = point_in_time_join_tables(result, first.lookup_key, first.timestamp_lookup_key, parts)
         else:
+            lk, outputs, _ = groups[members[0]]
+            table = read(lk)
             if lk.timeseries_column:  # no timestamp to look up at: the latest value, as served online
                 table = latest_rows(table, lk.primary_keys, lk.timeseries_column)
             result = exact_join(result, table, lk.lookup_key, lk.primary_keys, outputs)
-        for out in outputs.values():
-            if out in defaults and defaults[out] is not None:
-                dtype = result.schema[out].dataType
-                result = result.withColumn(out, F.coalesce(F.col(f"`{out}`"), F.lit(defaults[out]).cast(dtype)))
-    return result
+        for i in members:
+            _, outputs, defaults = groups[i]
+            for out in outputs.values():
+                if out in defaults and defaults[out] is not None:
+                    dtype = result.schema[out].dataType
+                    result = result.withColumn(out, F.coalesce(F.col(f"`{out}`"), F.lit(defaults[out]).cast(dtype)))
+    order = [*df.columns, *[out for _, outputs, _ in groups for out in outputs.values()]]
+    return result.select(*[F.col(f"`{c}`") for c in order])
 
 
 # ---------------------------------------------------------------- training set
