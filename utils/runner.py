@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from utils.config import get_config
-from utils.parameters import ParameterError, cast_param
+from utils.config import get_config, warn_unknown_variables
+from utils.parameters import ParameterError, as_text, cast_param, example_of
 from utils.platform import REPO_ROOT, output_dir
 
 
@@ -147,11 +147,12 @@ def resolve_parameters(flags: dict[str, str | None], declared: dict[str, tuple[t
     """
     environ = dict(os.environ if environ is None else environ)
     problems, from_env = [], {}
-    for name, (kind, _) in declared.items():
+    for name, (kind, default) in declared.items():
         variable = f"MLOPS_{name.upper()}"
         if variable in environ:
             try:
-                from_env[name] = cast_param(name, environ[variable], kind, f"the environment variable {variable}")
+                from_env[name] = cast_param(name, environ[variable], kind, f"the environment variable {variable}",
+                                            example=f"{variable}={as_text(example_of(kind, default))}")
             except ParameterError as exc:
                 problems.append(str(exc))
     values = {}
@@ -162,7 +163,7 @@ def resolve_parameters(flags: dict[str, str | None], declared: dict[str, tuple[t
             values[name] = from_env.get(name, default)
             continue
         try:
-            values[name] = cast_param(name, text, kind, f"--{name}")
+            values[name] = cast_param(name, text, kind, f"--{name}", example=f"--{name} {as_text(example_of(kind, default))}")
         except ParameterError as exc:
             problems.append(str(exc))
             continue
@@ -207,13 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timings", type=Path, help="also write {notebook: seconds} as JSON here")
     args = ap.parse_args(argv)
     args.output = args.output or output_dir("executed")
+    warn_unknown_variables()  # a misspelled MLOPS_* variable would otherwise be silently ignored
     try:
         declared = declared_parameters(lifecycle_notebooks())
         params = resolve_parameters({"rows": args.rows, "seed": args.seed}, declared)
         get_config()  # every MLOPS_<FIELD> and MLOPS_THRESHOLD_<NAME> is checked before any notebook runs
     except (ParameterError, ValueError) as exc:
         print(f"bad parameter: {exc}", file=sys.stderr)
-        print("fix or unset the variable named above (README, 'Parameters'), then run again", file=sys.stderr)
         return 2
     # get_param() prefers MLOPS_<NAME> to the injected parameter: set it to the value resolved here.
     os.environ["MLOPS_ROWS"] = str(params["rows"])

@@ -40,6 +40,26 @@ def test_a_bad_threshold_variable_fails_before_any_notebook(tmp_path) -> None:
     assert "MLOPS_THRESHOLD_PSI" in proc.stderr and "'abc'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_misspelled_variable_is_warned_about_with_the_closest_name(tmp_path) -> None:
+    proc = _run(["--only", "99", "--output", str(tmp_path / "executed")], MLOPS_ROW="5000")
+    assert "warning: MLOPS_ROW is not a variable this project reads, so it has no effect; did you mean MLOPS_ROWS?" \
+        in proc.stderr.splitlines()
+    assert "MLOPS_ROWS " not in proc.stderr and "MLOPS_STATE_DIR" not in proc.stderr, "known variables are not warned about"
+
+
+@pytest.mark.parametrize(("args", "env", "example"), [
+    (["--rows", "abc"], {}, "e.g. --rows 20000"),
+    ([], {"MLOPS_ROWS": "abc"}, "e.g. MLOPS_ROWS=20000"),
+    ([], {"MLOPS_BAD_FRACTION": "lots"}, "e.g. MLOPS_BAD_FRACTION=0.01"),
+    ([], {"MLOPS_THRESHOLD_GATE_MIN_AUC": "high"}, "e.g. MLOPS_THRESHOLD_GATE_MIN_AUC=0.65"),
+])
+def test_a_bad_parameter_is_one_line_with_a_valid_example(tmp_path, args: list[str], env: dict, example: str) -> None:
+    proc = _run([*args, "--output", str(tmp_path / "executed")], **env)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("bad parameter: ")
+    assert example in proc.stderr, proc.stderr
+
+
 def test_a_prefix_that_matches_no_notebook_is_refused_with_the_list(tmp_path) -> None:
     for args in (["--only", "99"], ["--from", "99"]):
         proc = _run([*args, "--output", str(tmp_path / "executed")])
