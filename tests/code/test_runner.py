@@ -143,3 +143,21 @@ def test_bundle_job_parameters_parse_as_the_declared_types() -> None:
                 cast_param(name, t, declared[name][0], "the bundle")
                 checked += 1
     assert checked >= 5
+
+
+ALARMS = ("without encryption", "eavesdropping", "Task was destroyed but it is pending", "KeyboardInterrupt")
+
+
+def test_a_successful_run_prints_what_happened_not_alarms(tmp_path) -> None:
+    """The cheapest notebook, for real, in a state folder of its own: the terminal shows progress and results only."""
+    state = tmp_path / "state"
+    proc = subprocess.run([sys.executable, "-m", "utils.runner", "--only", "00", "--rows", "300"], check=False,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
+                               "MLOPS_STATE_DIR": str(state), "MLOPS_RAW_DIR": str(state / "raw")})
+    assert proc.returncode == 0, proc.stderr
+    assert "running 00_setup.ipynb" in proc.stdout and "1 notebooks in" in proc.stdout
+    said = proc.stdout + proc.stderr
+    assert [a for a in ALARMS if a in said] == [], said
+    kernel = runner.kernel_log(state / "executed", REPO_ROOT / "notebooks" / "00_setup.ipynb").read_text()
+    assert [a for a in ("eavesdropping", "KeyboardInterrupt") if a in kernel] == [], kernel
