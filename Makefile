@@ -97,8 +97,9 @@ strip: $(STAMP)
 	$(BIN)/nbstripout --extra-keys "metadata.application/vnd.databricks.v1+notebook cell.metadata.application/vnd.databricks.v1+cell" $(NOTEBOOKS)
 
 # --allow-root: containers, cloud workstations and devcontainers run as root, where JupyterLab otherwise refuses to start.
+# Kernels talk to the server over local IPC sockets, not unencrypted TCP ports (which ipykernel warns about).
 lab: $(STAMP) $(JARS) java
-	$(BIN)/jupyter lab --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
+	$(BIN)/jupyter lab --ip 127.0.0.1 --KernelManager.transport=ipc $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
 
 hooks: $(STAMP)
 	$(BIN)/pre-commit install

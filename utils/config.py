@@ -6,8 +6,12 @@ e.g. ``MLOPS_CATALOG=acme`` renames every table the notebooks create.
 
 from __future__ import annotations
 
+import difflib
 import os
+import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import IO
 
 
 @dataclass(frozen=True)
@@ -71,22 +75,94 @@ class Config:
         return f"{self.catalog}.{self.schema}.{self.model_base_name}"
 
 
+# ---------------------------------------------------------------- the MLOPS_* variables the project reads
+
+NOTEBOOK_PARAMETERS = ("rows", "seed", "scenario", "bad_fraction", "retrain_job_id")
+"""The names the notebooks' ``parameters`` cells declare; ``get_param`` reads each from ``MLOPS_<NAME>`` locally
+(``tests/code/test_config.py`` checks this list against the notebooks)."""
+
+ENVIRONMENT_SETTINGS = {
+    "MLOPS_STATE_DIR": "folder of all local state (tables, MLflow, executed notebooks, reports)",
+    "MLOPS_RAW_DIR": "folder the raw files are generated into",
+    "MLOPS_PROGRESS": "0 turns progress lines off",
+    "MLOPS_ACTOR": "the name the audit trail records",
+    "MLOPS_LAKEBASE": "true also publishes feature tables to a Lakebase online store (Databricks)",
+    "MLOPS_ONLINE_STORE": "path of the SQLite online store",
+    "MLOPS_JARS_DIR": "folder of the resolved Delta Lake jars",
+    "MLOPS_SHUFFLE_PARTITIONS": "Spark's shuffle partitions and default parallelism (local sessions)",
+    "MLOPS_DRIVER_MEMORY": "Spark's driver memory (local sessions)",
+    "MLOPS_CHROMIUM": "the browser tests/browser drives",
+    "MLOPS_CLUSTER_DIR": "folder of bench/spark_cluster.py's standalone cluster",
+}
+"""Every other ``MLOPS_*`` variable the code reads (paths, switches, tuning), with what it does."""
+
+
+def known_variables() -> list[str]:
+    """Every ``MLOPS_*`` environment variable the project reads, sorted.
+
+    The notebook parameters (``MLOPS_ROWS``), the config fields (``MLOPS_CATALOG``), the thresholds
+    (``MLOPS_THRESHOLD_PSI``) and :data:`ENVIRONMENT_SETTINGS`. Secrets read with
+    ``utils.platform.get_secret(key)`` (``MLOPS_<KEY>``) are the caller's and not listed.
+    """
+    names = {f"MLOPS_{p.upper()}" for p in NOTEBOOK_PARAMETERS}
+    names |= {f"MLOPS_{f.name.upper()}" for f in fields(Config) if f.name != "thresholds"}
+    names |= {f"MLOPS_THRESHOLD_{f.name.upper()}" for f in fields(Thresholds)}
+    return sorted(names | set(ENVIRONMENT_SETTINGS))
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None, also_known: Iterable[str] = ()) -> list[str]:
+    """One warning line per ``MLOPS_*`` variable in ``environ`` (default ``os.environ``) the project does not read.
+
+    Each line names the variable and, when one is close (``difflib.get_close_matches``), the known name
+    it was probably meant to be (``MLOPS_ROWS`` for a missing S). ``also_known`` adds names a caller reads
+    (``get_param(name, ...)`` reads ``MLOPS_<NAME>``). Returns ``[]`` when every variable is known.
+    """
+    environ = os.environ if environ is None else environ
+    known = set(known_variables()) | set(also_known)
+    lines = []
+    for name in sorted(v for v in environ if v.startswith("MLOPS_") and v not in known):
+        # compared without the shared prefix, which would make any two names look alike
+        close = difflib.get_close_matches(name.removeprefix("MLOPS_"), [k.removeprefix("MLOPS_") for k in sorted(known)], n=1)
+        hint = f"did you mean MLOPS_{close[0]}?" if close else "utils.config.known_variables() lists the ones it reads"
+        lines.append(f"warning: {name} is not a variable this project reads, so it has no effect; {hint}")
+    return lines
+
+
+_WARNED: set[str] = set()
+
+
+def warn_unknown_variables(environ: Mapping[str, str] | None = None, also_known: Iterable[str] = (),
+                           stream: IO[str] | None = None) -> list[str]:
+    """Print :func:`unknown_variables`' lines to ``stream`` (stderr), each once per process; returns the lines printed."""
+    fresh = [line for line in unknown_variables(environ, also_known) if line not in _WARNED]
+    for line in fresh:
+        print(line, file=stream or sys.stderr)
+    _WARNED.update(fresh)
+    return fresh
+
+
 def _cast(value: str, like: object, variable: str = "") -> object:
     """``value`` (an environment variable's text) as the type of the default ``like``.
 
     Parsed as ``utils.parameters.cast_param`` parses notebook parameters (``"7"`` -> 7, ``"0.3"`` -> 0.3,
     ``"true"``/``"no"`` -> booleans); a value that does not parse raises ``ParameterError`` naming
-    the field, the value and the variable, instead of a default taking its place.
+    the field, the value, the variable and the default as an example, instead of a default taking its place.
     """
-    from utils.parameters import cast_param
+    from utils.parameters import as_text, cast_param, example_of
 
     field_name = variable.removeprefix("MLOPS_THRESHOLD_").removeprefix("MLOPS_").lower() or "value"
+    example = as_text(example_of(type(like), like))
     return cast_param(field_name, value, type(like), f"the environment variable {variable}" if variable else "the environment",
-                      what="setting")
+                      what="setting", example=f"{variable or field_name}={example}")
 
 
 def get_config(**overrides: object) -> Config:
-    """The config, with ``MLOPS_<FIELD>`` environment overrides, then explicit ``overrides``."""
+    """The config, with ``MLOPS_<FIELD>`` environment overrides, then explicit ``overrides``.
+
+    Raises ``ParameterError`` (one line: field, value, variable and an example) when an override does not
+    parse; warns once on stderr about any ``MLOPS_*`` variable the project does not read (a misspelling).
+    """
+    warn_unknown_variables()
     cfg = Config()
     env: dict[str, object] = {}
     for f in fields(Config):

@@ -18,14 +18,32 @@ class ParameterError(ValueError):
 PARAMETER_TYPES = (int, float, bool, str)
 
 
-def cast_param(name: str, value: Any, declared: type[T], source: str, what: str = "parameter") -> T:
+TYPE_WORDS = {int: "a whole number", float: "a finite number", bool: "true or false", str: "text"}
+"""How each declared type is described to a user whose value did not parse."""
+
+
+def example_of(declared: type, default: Any = None) -> Any:
+    """A value of type ``declared`` to show in an error: ``default`` when it is one, else a typical one (5000, 0.05, True)."""
+    if type(default) is declared and default != "":
+        return default
+    return {int: 5000, float: 0.05, bool: True, str: "baseline"}[declared]
+
+
+def as_text(value: Any) -> str:
+    """``value`` as an environment variable, widget or command-line flag takes it (booleans as ``true``/``false``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def cast_param(name: str, value: Any, declared: type[T], source: str, what: str = "parameter",
+               example: str | None = None) -> T:
     """``value`` as the ``declared`` type (int, float, bool or str); raises ``ParameterError`` if it does not parse.
 
     Parsing is pydantic's lax mode with finite floats: ``"5000"`` and ``5000.0`` are the int 5000,
     ``"0.05"`` and ``0`` the floats 0.05 and 0.0, ``"true"/"yes"/"on"/"1"`` and ``"false"/"no"/"off"/"0"``
     booleans; ``5000.5`` as an int, ``"nan"`` as a float, ``"ture"`` as a bool and a boolean given for a
     number are refused. ``source`` says where the value came from and ``what`` what it is (``parameter``,
-    ``setting``); both are part of the message.
+    ``setting``); ``example`` is a valid setting written as that source takes it (``MLOPS_ROWS=20000``,
+    ``--rows 20000``), else ``name = <typical value>``. All are part of the one-line message.
     """
     from pydantic import ConfigDict, TypeAdapter, ValidationError
 
@@ -44,5 +62,6 @@ def cast_param(name: str, value: Any, declared: type[T], source: str, what: str 
             return adapter.validate_python(value)
         except ValidationError as exc:
             problem = exc.errors()[0]["msg"]
+    example = example or f"{name} = {example_of(declared)!r}"
     raise ParameterError(f"{what} {name!r}: value {value!r} from {source} cannot be read as "
-                         f"{declared.__name__}: {problem}")
+                         f"{declared.__name__} ({problem}); give {TYPE_WORDS[declared]}, e.g. {example}")

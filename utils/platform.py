@@ -174,21 +174,30 @@ def get_param(name: str, value: Any, declared: type[T]) -> T:
     (``rows = 20000`` declares int). Sources, first that is set wins: on Databricks the widget ``name``
     (job parameters fill widgets); locally the environment variable ``MLOPS_<NAME>``; then ``value``.
     Whatever the source, the value is cast to ``declared``; one that does not parse raises
-    ``ParameterError`` naming the parameter, the value and the source.
+    ``ParameterError`` (one line) naming the parameter, the value, the source and a valid example.
+    Locally, any ``MLOPS_*`` variable the project does not read gets a one-line warning on stderr
+    (``utils.config.warn_unknown_variables``).
     """
+    from utils.config import warn_unknown_variables
+    from utils.parameters import as_text, example_of
+
+    example = as_text(example_of(declared, value))
     if is_databricks():
         dbutils = _dbutils()
         _config_from_job_parameters(dbutils)
         dbutils.widgets.text(name, "" if value is None else str(value))
         raw: Any = dbutils.widgets.get(name)
         if raw != "":
-            return cast_param(name, raw, declared, f"the widget / job parameter {name!r}")
+            return cast_param(name, raw, declared, f"the widget / job parameter {name!r}",
+                              example=f"the widget / job parameter {name} set to {example}")
     else:
         env = f"MLOPS_{name.upper()}"
+        warn_unknown_variables(also_known=[env])
         raw = os.environ.get(env)
         if raw is not None:
-            return cast_param(name, raw, declared, f"the environment variable {env}")
-    return cast_param(name, value, declared, "the notebook's parameters cell (its default, or what papermill injected)")
+            return cast_param(name, raw, declared, f"the environment variable {env}", example=f"{env}={example}")
+    return cast_param(name, value, declared, "the notebook's parameters cell (its default, or what papermill injected)",
+                      example=f"{name} = {example_of(declared)!r}")
 
 
 _JOB_CONFIG_READ = False

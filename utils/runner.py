@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from utils.config import get_config
-from utils.parameters import ParameterError, cast_param
+from utils.config import get_config, warn_unknown_variables
+from utils.parameters import ParameterError, as_text, cast_param, example_of
 from utils.platform import REPO_ROOT, output_dir
 
 
@@ -30,14 +30,29 @@ def lifecycle_notebooks(folder: Path | None = None) -> list[Path]:
 
 
 def _kernel_manager_logging_to(log: IO[str]) -> type:
-    """A kernel manager whose kernel process (and the JVM it starts) writes its own stdout and stderr to ``log``."""
+    """A kernel manager whose kernel process (and the JVM it starts) writes its own stdout and stderr to ``log``,
+    and which shuts a kernel down by request alone.
+
+    jupyter_client's ``shutdown_kernel`` first interrupts the kernel: SIGINT to its whole process group, the
+    processes a notebook started included. A notebook that has finished needs no interrupt, and one that lands
+    while the kernel is still handling a message is printed as "KeyboardInterrupt caught in kernel" (and a
+    child process, e.g. a model server, prints its own KeyboardInterrupt). So at shutdown this manager only
+    sends the ``shutdown_request`` and waits ``shutdown_wait_time`` for the kernel to exit, after which
+    jupyter_client terminates it as usual. An interrupt asked for while the kernel runs (a cell timeout) is
+    sent as before.
+    """
     from jupyter_client import AsyncKernelManager
 
-    class KernelLoggingToFile(AsyncKernelManager):
+    class QuietKernelManager(AsyncKernelManager):
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             await super()._async_launch_kernel(kernel_cmd, **{**kw, "stdout": log, "stderr": log})
 
-    return KernelLoggingToFile
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:  # set by shutdown_kernel before it interrupts
+                return
+            await super()._async_interrupt_kernel()
+
+    return QuietKernelManager
 
 
 def kernel_log(out_dir: Path, notebook: Path) -> Path:
@@ -48,8 +63,10 @@ def kernel_log(out_dir: Path, notebook: Path) -> Path:
 def run_notebook(path: Path, out_dir: Path, parameters: dict[str, object], timeout_s: int = 1800) -> Path:
     """Execute one notebook with papermill, every cell in order as JupyterLab's Run All does; returns the executed copy.
 
-    Cell outputs go into the copy; what the kernel process itself prints (the JVM's start-up lines, asyncio's
-    notes at shutdown) goes to :func:`kernel_log`, not the terminal.
+    Cell outputs go into the copy; what the kernel process itself prints (the JVM's start-up line, ipykernel's
+    notes when it is terminated) goes to :func:`kernel_log`, not the terminal. The kernel is launched on IPC sockets and shut down by request,
+    without an interrupt (see :func:`_kernel_manager_logging_to`). Raises papermill's
+    ``PapermillExecutionError`` naming the failing cell.
     """
     import papermill
     from traitlets.config import Config
@@ -70,7 +87,8 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, object], timeo
             report_mode=False,
             skip_cells_with_tag="",  # nbclient would skip cells tagged `skip-execution`; Run All skips none
             kernel_manager_class=_kernel_manager_logging_to(log),
-            # The kernel talks to the runner over local sockets (IPC), not unencrypted TCP ports.
+            # The kernel talks to the runner over local sockets (IPC), not unencrypted TCP ports (over TCP
+            # ipykernel warns that the traffic is "susceptible to eavesdropping").
             config=Config({"KernelManager": {"transport": "ipc"}}),
         )
     return out
@@ -147,11 +165,12 @@ def resolve_parameters(flags: dict[str, str | None], declared: dict[str, tuple[t
     """
     environ = dict(os.environ if environ is None else environ)
     problems, from_env = [], {}
-    for name, (kind, _) in declared.items():
+    for name, (kind, default) in declared.items():
         variable = f"MLOPS_{name.upper()}"
         if variable in environ:
             try:
-                from_env[name] = cast_param(name, environ[variable], kind, f"the environment variable {variable}")
+                from_env[name] = cast_param(name, environ[variable], kind, f"the environment variable {variable}",
+                                            example=f"{variable}={as_text(example_of(kind, default))}")
             except ParameterError as exc:
                 problems.append(str(exc))
     values = {}
@@ -162,7 +181,7 @@ def resolve_parameters(flags: dict[str, str | None], declared: dict[str, tuple[t
             values[name] = from_env.get(name, default)
             continue
         try:
-            values[name] = cast_param(name, text, kind, f"--{name}")
+            values[name] = cast_param(name, text, kind, f"--{name}", example=f"--{name} {as_text(example_of(kind, default))}")
         except ParameterError as exc:
             problems.append(str(exc))
             continue
@@ -207,13 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timings", type=Path, help="also write {notebook: seconds} as JSON here")
     args = ap.parse_args(argv)
     args.output = args.output or output_dir("executed")
+    warn_unknown_variables()  # a misspelled MLOPS_* variable would otherwise be silently ignored
     try:
         declared = declared_parameters(lifecycle_notebooks())
         params = resolve_parameters({"rows": args.rows, "seed": args.seed}, declared)
         get_config()  # every MLOPS_<FIELD> and MLOPS_THRESHOLD_<NAME> is checked before any notebook runs
     except (ParameterError, ValueError) as exc:
         print(f"bad parameter: {exc}", file=sys.stderr)
-        print("fix or unset the variable named above (README, 'Parameters'), then run again", file=sys.stderr)
         return 2
     # get_param() prefers MLOPS_<NAME> to the injected parameter: set it to the value resolved here.
     os.environ["MLOPS_ROWS"] = str(params["rows"])

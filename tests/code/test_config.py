@@ -54,3 +54,64 @@ def test_whole_number_and_boolean_words_are_read(monkeypatch: pytest.MonkeyPatch
     cfg = get_config()
     assert cfg.seed == 7 and type(cfg.seed) is int
     assert cfg.thresholds.psi == 1.0 and type(cfg.thresholds.psi) is float
+
+
+def test_a_misspelled_variable_is_named_with_the_closest_known_one(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from utils import config
+
+    monkeypatch.setattr(config, "_WARNED", set())
+    monkeypatch.setenv("MLOPS_ROW", "5000")
+    monkeypatch.setenv("MLOPS_TRESHOLD_PSI", "0.3")
+    monkeypatch.setenv("MLOPS_ZZZ", "1")
+    get_config()
+    get_config()  # once per process, not at every call
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "warning: MLOPS_ROW is not a variable this project reads, so it has no effect; did you mean MLOPS_ROWS?",
+        ("warning: MLOPS_TRESHOLD_PSI is not a variable this project reads, so it has no effect; "
+         "did you mean MLOPS_THRESHOLD_PSI?"),
+        ("warning: MLOPS_ZZZ is not a variable this project reads, so it has no effect; "
+         "utils.config.known_variables() lists the ones it reads"),
+    ]
+
+
+def test_known_variables_warn_nothing() -> None:
+    from utils.config import known_variables, unknown_variables
+
+    environ = dict.fromkeys(known_variables(), "1")
+    assert "MLOPS_ROWS" in environ and "MLOPS_CATALOG" in environ and "MLOPS_THRESHOLD_PSI" in environ
+    assert unknown_variables({**environ, "PATH": "/bin"}) == []
+    assert unknown_variables({"MLOPS_SOMEPARAM": "1"}, also_known=["MLOPS_SOMEPARAM"]) == []
+
+
+def test_every_variable_the_code_reads_is_known() -> None:
+    """The list in utils/config.py is the one place: a variable read anywhere else but missing there fails here."""
+    import re
+
+    from utils.config import known_variables
+    from utils.platform import REPO_ROOT
+
+    files = [*REPO_ROOT.glob("utils/**/*.py"), *REPO_ROOT.glob("bench/*.py"), *REPO_ROOT.glob("notebooks/*.ipynb"),
+             *REPO_ROOT.glob("resources/*.yml"), *REPO_ROOT.glob("tests/browser/*.py"),
+             REPO_ROOT / "Makefile", REPO_ROOT / "README.md", REPO_ROOT / "databricks.yml"]
+    # full names only: MLOPS_<FIELD>, MLOPS_THRESHOLD_<NAME>, f"MLOPS_{...}" are patterns, not variables
+    pattern = re.compile(r"\bMLOPS_[A-Z0-9_]*[A-Z0-9]\b(?![<{])")
+    found = {m for f in files for m in pattern.findall(f.read_text(encoding="utf-8"))}
+    assert {"MLOPS_ROWS", "MLOPS_STATE_DIR", "MLOPS_SHUFFLE_PARTITIONS"} <= found
+    assert sorted(found - set(known_variables())) == []
+
+
+def test_the_notebook_parameters_are_the_ones_the_notebooks_declare() -> None:
+    from utils.config import NOTEBOOK_PARAMETERS
+    from utils.runner import declared_parameters, lifecycle_notebooks
+
+    assert sorted(NOTEBOOK_PARAMETERS) == sorted(declared_parameters(lifecycle_notebooks()))
+
+
+def test_a_bad_override_gives_a_valid_example_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from utils.parameters import ParameterError
+
+    monkeypatch.setenv("MLOPS_SEED", "seven")
+    with pytest.raises(ParameterError) as err:
+        get_config()
+    assert "e.g. MLOPS_SEED=42" in str(err.value) and "a whole number" in str(err.value) and "\n" not in str(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -102,3 +103,30 @@ def test_kernel_noise_goes_to_the_log_not_the_terminal(tmp_path: Path, capfd: py
     assert "noise from the kernel process" not in said.err + said.out
     assert "noise from the kernel process" in kernel_log(tmp_path / "out", source).read_text()
     assert "without encryption" not in said.err + kernel_log(tmp_path / "out", source).read_text()  # IPC, not TCP
+
+
+def test_a_finished_notebook_is_shut_down_without_an_interrupt(tmp_path: Path) -> None:
+    """jupyter_client's shutdown sends SIGINT to the kernel's process group first; the runner's does not."""
+    record = tmp_path / "signals.txt"
+    child = ("import pathlib, signal, sys, time\n"
+             f"out = pathlib.Path({str(record)!r})\n"
+             "signal.signal(signal.SIGINT, lambda *a: out.write_text(out.read_text() + 'SIGINT\\n'))\n"
+             "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+             "out.write_text('ready\\n')\n"
+             "time.sleep(60)\n")
+    cell = nbformat.v4.new_code_cell(
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {child!r}])  # in the kernel's process group\n"
+        f"while not __import__('pathlib').Path({str(record)!r}).exists():\n"
+        "    time.sleep(0.05)\n"
+        "print(child.pid)")
+    source = tmp_path / "nb" / "t.ipynb"
+    source.parent.mkdir()
+    source.write_text(json.dumps(_notebook(cell)))
+    out = run_notebook(source, tmp_path / "out", {}, timeout_s=120)
+    pid = int("".join(json.loads(out.read_text())["cells"][0]["outputs"][0]["text"]).strip())
+    assert record.read_text() == "ready\n", "the child process was sent SIGINT at shutdown"
+    try:  # jupyter_client terminates what is left of the process group; do not leave the child behind
+        os.kill(pid, 15)
+    except ProcessLookupError:
+        pass

@@ -62,6 +62,27 @@ def test_get_param_bad_environment_value_names_parameter_value_and_source(monkey
     assert "'rows'" in message and repr(raw) in message and "MLOPS_ROWS" in message and declared.__name__ in message
 
 
+@pytest.mark.parametrize(("default", "raw", "example"), [(20000, "abc", "a whole number, e.g. MLOPS_ROWS=20000"),
+                                                         (0.01, "1,5", "a finite number, e.g. MLOPS_ROWS=0.01"),
+                                                         (False, "ture", "true or false, e.g. MLOPS_ROWS=false")])
+def test_a_bad_environment_value_gets_an_example_of_a_good_one(monkeypatch: pytest.MonkeyPatch, default: object,
+                                                               raw: str, example: str) -> None:
+    monkeypatch.setenv("MLOPS_ROWS", raw)
+    with pytest.raises(ParameterError) as err:
+        platform.get_param("rows", default, type(default))
+    assert str(err.value).endswith(example) and "\n" not in str(err.value)
+
+
+def test_get_param_warns_about_a_misspelled_variable(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from utils import config
+
+    monkeypatch.setattr(config, "_WARNED", set())
+    monkeypatch.setenv("MLOPS_BAD_FRACTON", "0.05")
+    assert platform.get_param("bad_fraction", 0.01, float) == 0.01
+    err = capsys.readouterr().err
+    assert "MLOPS_BAD_FRACTON is not a variable this project reads" in err and "did you mean MLOPS_BAD_FRACTION?" in err
+
+
 @pytest.mark.parametrize(("injected", "declared"), [(True, int), (False, float), (1.5, int), (None, str), ("x", float)])
 def test_bad_injected_value_is_refused_naming_the_parameters_cell(monkeypatch: pytest.MonkeyPatch, injected: object,
                                                                   declared: type) -> None:
@@ -97,8 +118,9 @@ def test_bad_widget_value_names_the_widget(monkeypatch: pytest.MonkeyPatch) -> N
     widgets = _Widgets({"rows": "lots"})
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
     monkeypatch.setattr(platform, "_dbutils", lambda: type("D", (), {"widgets": widgets})())
-    with pytest.raises(ParameterError, match=r"'rows'.*'lots'.*widget / job parameter 'rows'.*int"):
+    with pytest.raises(ParameterError, match=r"'rows'.*'lots'.*widget / job parameter 'rows'.*int") as err:
         platform.get_param("rows", 20000, int)
+    assert str(err.value).endswith("e.g. the widget / job parameter rows set to 20000")
 
 
 def test_papermill_int_and_environment_float_give_the_declared_float(monkeypatch: pytest.MonkeyPatch,

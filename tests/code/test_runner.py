@@ -40,6 +40,26 @@ def test_a_bad_threshold_variable_fails_before_any_notebook(tmp_path) -> None:
     assert "MLOPS_THRESHOLD_PSI" in proc.stderr and "'abc'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_misspelled_variable_is_warned_about_with_the_closest_name(tmp_path) -> None:
+    proc = _run(["--only", "99", "--output", str(tmp_path / "executed")], MLOPS_ROW="5000")
+    assert "warning: MLOPS_ROW is not a variable this project reads, so it has no effect; did you mean MLOPS_ROWS?" \
+        in proc.stderr.splitlines()
+    assert "MLOPS_ROWS " not in proc.stderr and "MLOPS_STATE_DIR" not in proc.stderr, "known variables are not warned about"
+
+
+@pytest.mark.parametrize(("args", "env", "example"), [
+    (["--rows", "abc"], {}, "e.g. --rows 20000"),
+    ([], {"MLOPS_ROWS": "abc"}, "e.g. MLOPS_ROWS=20000"),
+    ([], {"MLOPS_BAD_FRACTION": "lots"}, "e.g. MLOPS_BAD_FRACTION=0.01"),
+    ([], {"MLOPS_THRESHOLD_GATE_MIN_AUC": "high"}, "e.g. MLOPS_THRESHOLD_GATE_MIN_AUC=0.65"),
+])
+def test_a_bad_parameter_is_one_line_with_a_valid_example(tmp_path, args: list[str], env: dict, example: str) -> None:
+    proc = _run([*args, "--output", str(tmp_path / "executed")], **env)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("bad parameter: ")
+    assert example in proc.stderr, proc.stderr
+
+
 def test_a_prefix_that_matches_no_notebook_is_refused_with_the_list(tmp_path) -> None:
     for args in (["--only", "99"], ["--from", "99"]):
         proc = _run([*args, "--output", str(tmp_path / "executed")])
@@ -123,3 +143,21 @@ def test_bundle_job_parameters_parse_as_the_declared_types() -> None:
                 cast_param(name, t, declared[name][0], "the bundle")
                 checked += 1
     assert checked >= 5
+
+
+ALARMS = ("without encryption", "eavesdropping", "Task was destroyed but it is pending", "KeyboardInterrupt")
+
+
+def test_a_successful_run_prints_what_happened_not_alarms(tmp_path) -> None:
+    """The cheapest notebook, for real, in a state folder of its own: the terminal shows progress and results only."""
+    state = tmp_path / "state"
+    proc = subprocess.run([sys.executable, "-m", "utils.runner", "--only", "00", "--rows", "300"], check=False,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+                          env={**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
+                               "MLOPS_STATE_DIR": str(state), "MLOPS_RAW_DIR": str(state / "raw")})
+    assert proc.returncode == 0, proc.stderr
+    assert "running 00_setup.ipynb" in proc.stdout and "1 notebooks in" in proc.stdout
+    said = proc.stdout + proc.stderr
+    assert [a for a in ALARMS if a in said] == [], said
+    kernel = runner.kernel_log(state / "executed", REPO_ROOT / "notebooks" / "00_setup.ipynb").read_text()
+    assert [a for a in ("eavesdropping", "KeyboardInterrupt") if a in kernel] == [], kernel
