@@ -54,6 +54,11 @@ REQUEST_FIELDS: dict[str, tuple[type, ...]] = {
 MAX_BODY_BYTES = 1_000_000
 MAX_HEADER_BYTES = 16 * 1024
 MAX_RECORDS = 1000
+INLINE_BODY_BYTES = 4 * 1024
+"""Bodies up to this size (a few records) are scored on the server's event loop when every served version is in
+this process: a one-record predict takes about as long as the hand-off to a worker thread and back, and
+measured on 2 cores the hand-off costs about 1.5 ms of CPU per request. Bigger bodies, and every request
+forwarded over HTTP (Model Serving on Databricks), are scored in a worker thread so the loop keeps serving."""
 BUCKETS = 10_000
 
 
@@ -297,6 +302,13 @@ class Router:
                 by_version[version] = by_version.get(version, 0) + int(weights[alias])
             self.upstreams.update(self.backend.apply(by_version))
         return self.set_routes(versions, weights)
+
+    def scores_in_process(self) -> bool:
+        """True when every routed version is a model loaded in this process (no network hop to wait on)."""
+        table = self._table
+        if table is None:
+            return False
+        return all(callable(getattr(self.upstreams.get(v), "predict_frame", None)) for v in table.versions.values())
 
     @property
     def routes(self) -> RoutingTable:
@@ -560,7 +572,8 @@ class RouterApp:
     Every refusal is JSON: 404 for another path, 405 with ``Allow`` for another method, 400 for a query
     string, a body that ended early or invalid input, 413 for a body over the limit, 415 for a compressed
     body, 422 for an unknown key or a mistyped field, 431 for headers over ``MAX_HEADER_BYTES``.
-    Scoring runs in a worker thread, so the event loop keeps reading other connections while a model predicts.
+    A small request to models loaded in this process is scored on the event loop (see ``INLINE_BODY_BYTES``);
+    anything bigger, or forwarded over HTTP, runs in a worker thread so the loop keeps reading other connections.
     """
 
     def __init__(self, router: Router) -> None:
@@ -620,6 +633,8 @@ class RouterApp:
         if encoding != "identity":
             return 415, {"error": f"Content-Encoding {encoding!r} is not accepted: send the JSON body uncompressed"}, False
         try:
+            if len(body) <= INLINE_BODY_BYTES and router.scores_in_process():
+                return 200, router.handle(body), False
             return 200, await run_in_threadpool(router.handle, body), False
         except RequestError as exc:
             return exc.status, {"error": str(exc)}, False

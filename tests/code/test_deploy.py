@@ -480,3 +480,37 @@ def test_the_local_endpoint_serves_registered_versions_in_its_own_process(upstre
     finally:
         router.stop()
     assert not router.running and not router.backend.served
+
+
+class ThreadRecordingModel:
+    """An in-process served model (it has ``predict_frame``) that records which thread scored each call."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+
+    def predict_frame(self, inputs):
+        self.threads.append(threading.current_thread().name)
+        return [0.3] * len(inputs)
+
+
+def test_small_requests_to_in_process_models_are_scored_on_the_event_loop_big_ones_in_a_worker(upstreams):
+    from utils.deploy import INLINE_BODY_BYTES
+
+    model = ThreadRecordingModel()
+    r = Router("test.models.inline", log_predictions=False)
+    r.add_upstream("1", model)
+    r.set_routes({"champion": "1"}, {"champion": 100})
+    with r:
+        assert r.scores_in_process()
+        small = json.dumps([GOOD])
+        big = json.dumps([GOOD] * 60)
+        assert len(small) <= INLINE_BODY_BYTES < len(big)
+        assert post(r, small).json()["predictions"] == [0.3]
+        assert post(r, big).json()["predictions"] == [0.3] * 60
+    server_thread, worker_thread = model.threads
+    assert server_thread.startswith("router"), model.threads  # uvicorn's loop runs in the thread BackgroundServer names
+    assert worker_thread != server_thread, model.threads
+    url_router = Router("test.models.http")
+    url_router.add_upstream("1", upstreams["1"][0])
+    url_router.set_routes({"champion": "1"}, {"champion": 100})
+    assert not url_router.scores_in_process(), "a network hop is never awaited on the event loop"
