@@ -60,6 +60,19 @@ def kernel_log(out_dir: Path, notebook: Path) -> Path:
     return out_dir / "logs" / f"{notebook.stem}.kernel.log"
 
 
+def cell_progress_wanted(stream: IO[str] | None = None) -> bool:
+    """True when the runner should show papermill's cell-by-cell progress bar on ``stream`` (default stdout).
+
+    Only on a terminal, and not when ``MLOPS_PROGRESS=0``: a notebook that first catches up on missing upstream
+    state (a late joiner's ``--from 05``) can run for minutes in one cell, and the bar's clock shows it is alive;
+    CI logs (not a terminal) stay one line per notebook.
+    """
+    from utils.progress import enabled
+
+    stream = stream or sys.stdout
+    return enabled() and bool(getattr(stream, "isatty", lambda: False)())
+
+
 def run_notebook(path: Path, out_dir: Path, parameters: dict[str, object], timeout_s: int = 1800) -> Path:
     """Execute one notebook with papermill, every cell in order as JupyterLab's Run All does; returns the executed copy.
 
@@ -83,7 +96,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, object], timeo
             cwd=str(path.parent),
             kernel_name="python3",
             execution_timeout=timeout_s,
-            progress_bar=False,
+            progress_bar=cell_progress_wanted(),
             report_mode=False,
             skip_cells_with_tag="",  # nbclient would skip cells tagged `skip-execution`; Run All skips none
             kernel_manager_class=_kernel_manager_logging_to(log),

@@ -161,3 +161,19 @@ def test_a_successful_run_prints_what_happened_not_alarms(tmp_path) -> None:
     assert [a for a in ALARMS if a in said] == [], said
     kernel = runner.kernel_log(state / "executed", REPO_ROOT / "notebooks" / "00_setup.ipynb").read_text()
     assert [a for a in ("eavesdropping", "KeyboardInterrupt") if a in kernel] == [], kernel
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_cell_progress_shows_on_a_terminal_only_and_respects_mlops_progress(monkeypatch) -> None:
+    monkeypatch.delenv("MLOPS_PROGRESS", raising=False)
+    assert runner.cell_progress_wanted(_Stream(True))
+    assert not runner.cell_progress_wanted(_Stream(False))  # CI logs: one line per notebook
+    monkeypatch.setenv("MLOPS_PROGRESS", "0")
+    assert not runner.cell_progress_wanted(_Stream(True))
