@@ -68,6 +68,15 @@ NOTEBOOK = {
     "monitor": "notebooks/06_monitor.ipynb",
 }
 
+WRITERS = {
+    "sources": ("notebooks/01_explore.ipynb", "notebooks/06_monitor.ipynb"),  # 06 lands new data through the same steps
+    "training_set": ("notebooks/02_evaluate.ipynb", "notebooks/03_develop.ipynb", "notebooks/05_deploy.ipynb",
+                     "notebooks/06_monitor.ipynb"),  # each rebuilds it before training or scoring
+    "deploy": ("notebooks/05_deploy.ipynb",),
+    "monitor": ("notebooks/06_monitor.ipynb",),
+}
+"""Every notebook that writes each kind of table (the freshness table's ``written_by``), in lifecycle order."""
+
 
 # ---------------------------------------------------------------- small helpers
 
@@ -623,22 +632,28 @@ def _deployments_section(cfg: Config, endpoint_urls: Sequence[str], now: datetim
 
 
 def table_layer(name: str, cfg: Config | None = None) -> tuple[str, str]:
-    """The lifecycle layer of table ``name`` (source, feature, inference, monitoring, other) and the notebook writing it."""
+    """The lifecycle layer of table ``name`` (source, feature, inference, monitoring, other) and every notebook writing it.
+
+    The writers are comma-separated notebook paths in lifecycle order (:data:`WRITERS`), "" for a table no
+    notebook writes: a source table is written by 01 and again by 06 when new data lands.
+    """
     from utils.retraining import monitoring_tables
 
     cfg = cfg or get_config()
     short = name.rsplit(".", 1)[-1]
     if name in monitoring_tables(cfg).values():
-        return "monitoring", NOTEBOOK["monitor"]
-    if name in (cfg.table("inference_log"), cfg.table("request_log"), cfg.table("streaming_quarantine")):
-        return "inference", NOTEBOOK["deploy"]
-    if short.startswith(("bronze_", "silver_")) or short == "quarantine":
-        return "source", NOTEBOOK["sources"]
-    if short.endswith("_features"):
-        return "feature", NOTEBOOK["sources"]
-    if short == "training_set":
-        return "feature", NOTEBOOK["training_set"]
-    return "other", ""
+        layer, writers = "monitoring", WRITERS["monitor"]
+    elif name in (cfg.table("inference_log"), cfg.table("request_log"), cfg.table("streaming_quarantine")):
+        layer, writers = "inference", WRITERS["deploy"]
+    elif short.startswith(("bronze_", "silver_")) or short == "quarantine":
+        layer, writers = "source", WRITERS["sources"]
+    elif short.endswith("_features"):
+        layer, writers = "feature", WRITERS["sources"]
+    elif short == "training_set":
+        layer, writers = "feature", WRITERS["training_set"]
+    else:
+        layer, writers = "other", ()
+    return layer, ", ".join(writers)
 
 
 def table_freshness(cfg: Config | None = None, now: datetime | None = None) -> pd.DataFrame:

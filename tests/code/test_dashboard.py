@@ -330,6 +330,19 @@ def test_table_layer(short: str, layer: str) -> None:
     assert dashboard.table_layer(get_config().table(short))[0] == layer
 
 
+@pytest.mark.parametrize(("short", "writers"), [
+    ("silver_clickstream", ["01_explore", "06_monitor"]),  # 06 lands new data through ingestion
+    ("plant_features", ["01_explore", "06_monitor"]),
+    ("training_set", ["02_evaluate", "03_develop", "05_deploy", "06_monitor"]),
+    ("inference_log", ["05_deploy"]),
+    ("monitoring_alerts", ["06_monitor"]),
+    ("demo_orders", []),
+])
+def test_written_by_credits_every_notebook_that_writes_the_table(short: str, writers: list[str]) -> None:
+    credited = dashboard.table_layer(get_config().table(short))[1]
+    assert [w.rsplit("/", 1)[-1].removesuffix(".ipynb") for w in credited.split(", ") if w] == writers
+
+
 def test_show_embeds_the_page_in_an_isolated_iframe(fresh_state: Path, tmp_path: Path) -> None:
     import html as html_lib
 
