@@ -621,14 +621,41 @@ def experiment_path(name: str) -> str:
     return f"/Users/{current_user()}/{cfg.catalog}.{cfg.schema}.{name}"
 
 
+def load_plot_backend() -> None:
+    """In a notebook kernel, load matplotlib's backend now, so plots keep showing after MLflow autologging.
+
+    The inline backend turns pyplot's interactive mode on when it is first loaded. MLflow's scikit-learn
+    autologging draws its first figure (a confusion matrix) inside ``matplotlib.rc_context``; if that is where the
+    backend first loads, leaving the context puts ``interactive`` back to False and no later figure of the notebook
+    is shown. Outside a kernel, or once the backend is interactive, this does nothing.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    if not matplotlib.is_interactive():
+        plt.switch_backend(matplotlib.get_backend())
+
+
 def configure_mlflow(experiment_name: str | None = None) -> str:
-    """Point MLflow at this platform's tracking server and registry; returns the experiment id."""
+    """Point MLflow at this platform's tracking server and registry; returns the experiment id.
+
+    In a notebook it also loads the plot backend first (:func:`load_plot_backend`), so autologging cannot hide
+    the notebook's later figures.
+    """
     import logging
 
     import mlflow
 
     from utils.config import get_config
 
+    load_plot_backend()
     ensure_dirs()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.ERROR)

@@ -65,3 +65,15 @@ def test_executed_notebook_shows_no_unexpected_stderr(path: Path, executed_dir: 
                   if not any(re.search(pattern, text) for pattern, _ in allowed)]
     shown = "\n".join(f"code cell {n}: {text[:300]!r}" for n, text in unexpected)
     assert not unexpected, f"{path.name}: {len(unexpected)} stderr output(s) a reader would take for a failure:\n{shown}"
+
+
+DRAWS = re.compile(r"\.plot[.(]|plt\.(subplots|figure|plot|bar|hist)\(|shap\.(plots\.|summary_plot)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_cell_that_draws_shows_its_figure(path: Path, executed_dir: Path) -> None:
+    """A plotting cell's figure is in the executed copy (MLflow autologging once hid every later figure of 02)."""
+    missing = [n for n, cell in enumerate(_code_cells(_executed(path, executed_dir)), start=1)
+               if DRAWS.search(_text(cell))
+               and not any("image/png" in o.get("data", {}) for o in cell.get("outputs", []))]
+    assert not missing, f"{path.name}: code cells {missing} draw a figure that the executed copy does not show"
