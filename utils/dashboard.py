@@ -493,6 +493,8 @@ def _traffic_figure(log: pd.DataFrame) -> Any:
     else:
         counts = frame.groupby("hour").size()
         ax.plot(counts.index, counts.to_numpy(), marker="o")
+    # An hour either side of the data: matplotlib's default for a single date spans years around it.
+    ax.set_xlim(counts.index.min() - pd.Timedelta(hours=1), counts.index.max() + pd.Timedelta(hours=1))
     ax.set_ylabel("predictions / hour")
     ax.set_title("Predictions per hour by model version")
     fig.autofmt_xdate()

@@ -378,3 +378,17 @@ def test_a_clean_demo_reads_all_clear() -> None:
     assert status.facts["level"] == "ok" and "All clear" in status.body and "none running" in status.body
     sections["alerts"].facts = {"open": 2, "critical": 1}
     assert dashboard._banner(cfg, sections, now).facts["level"] == "bad"  # the banner still reacts
+
+
+def test_traffic_chart_of_one_hour_spans_hours_not_years() -> None:
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    log = pd.DataFrame({"ts": pd.date_range("2026-11-30 10:05", periods=40, freq="1min", tz="UTC"),
+                        "model_version": ["1"] * 30 + ["2"] * 10})
+    fig = dashboard._traffic_figure(log)
+    try:
+        lo, hi = fig.axes[0].get_xlim()
+        assert (hi - lo) * 24 <= 3.0, (mdates.num2date(lo), mdates.num2date(hi))  # date units are days
+    finally:
+        plt.close(fig)
