@@ -39,7 +39,7 @@ help:
 	@echo "make test   - set up .venv, run unit/data/model tests, check notebooks are stripped, run every notebook (Run All)"
 	@echo "make lab    - JupyterLab on the notebooks"
 	@echo "make hooks  - strip notebook outputs on every commit (pre-commit)"
-	@echo "make ui     - MLflow UI on http://127.0.0.1:5000"
+	@echo "make ui     - MLflow UI on http://127.0.0.1:5000 (another port: make ui UI_PORT=5001)"
 	@echo "make bench  - benchmark scripts (figures appended to bench/results.md; installs the bench extra, Evidently)"
 	@echo "make dashboard - one-page status: what is deployed, health, freshness, drift, alerts (reports/dashboard.html)"
 
@@ -104,9 +104,11 @@ lab: $(STAMP) $(JARS) java
 hooks: $(STAMP)
 	$(BIN)/pre-commit install
 
+# The MLflow UI on $(STATE_DIR)/mlflow (SQLite store mlflow.db, artifacts/), announced once /health answers;
+# Ctrl-C stops it. Port 5000 taken (e.g. macOS AirPlay): make ui UI_PORT=5001.
+UI_PORT ?= 5000
 ui: $(STAMP)
-	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 \
-	  --backend-store-uri sqlite:///$(STATE_DIR)/mlflow/mlflow.db --default-artifact-root $(STATE_DIR)/mlflow/artifacts
+	@$(BIN)/python -m utils.ui --port $(UI_PORT) --state-dir "$(STATE_DIR)"
 
 # ENDPOINTS="http://127.0.0.1:PORT ..." probes endpoints started elsewhere (05 stops its own when it ends).
 dashboard: $(STAMP) $(JARS)

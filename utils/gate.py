@@ -103,12 +103,26 @@ class GateResult:
         }
 
     def summary(self) -> str:
-        """One line per check: PASS/FAIL, name, value, threshold, reason."""
+        """Readable verdict: a headline, then one line per check (PASS/FAIL, name, value, threshold, reason).
+
+        Presentation only (``to_dict`` holds the data): a value or threshold that is None shows as ``n/a``
+        (the reason says why), whole numbers show without decimals, the signature check shows column
+        counts rather than the expected schema, and a reason identical to an earlier check's (a model
+        that cannot score fails every check with the same error) is written in full once and referred
+        to afterwards. A reason spanning several lines (an exception message) keeps every line, indented.
+        """
         label = self.model_name + (f" v{self.version}" if self.version else "")
         lines = [f"{label}: {'PASSED' if self.passed else 'FAILED'}"]
+        first_with: dict[str, str] = {}
         for c in self.checks:
-            lines.append(f"{'PASS' if c.passed else 'FAIL'} {c.name}: value={_short(c.value)} "
-                         f"threshold={_short(c.threshold)} — {c.reason}")
+            value, threshold = _display(c)
+            reason = c.reason
+            if reason in first_with:
+                reason = f"same reason as {first_with[reason]} above"
+            else:
+                first_with[reason] = c.name
+            reason = reason.replace("\n", "\n    ")
+            lines.append(f"{'PASS' if c.passed else 'FAIL'} {c.name}: value={value} threshold={threshold} — {reason}")
         return "\n".join(lines)
 
 
@@ -126,9 +140,43 @@ def _plain(value: Any) -> Any:
 
 
 def _short(value: Any) -> str:
+    """A number or value as the summary shows it: ``n/a`` for None, whole numbers without decimals, else 4 digits."""
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()  # numpy scalar
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
-        return f"{value:.4g}"
+        if not math.isfinite(value):
+            return str(value)
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
     return str(value)
+
+
+UNITS = {"latency": " ms"}
+
+
+def _display(check: CheckResult) -> tuple[str, str]:
+    """The summary's (value, threshold) text of one check; the signature check as column counts."""
+    if check.name != "signature":
+        unit = UNITS.get(check.name, "")
+        value = check.value
+        if isinstance(value, dict) and set(value) == {"auc", "champion_auc"}:
+            shown = f"{_short(value['auc'])} vs champion {_short(value['champion_auc'])}"
+        else:
+            shown = _short(value) + (unit if value is not None else "")
+        return shown, _short(check.threshold) + (unit if check.threshold is not None else "")
+    expected = check.threshold
+    threshold = (f"{len(expected)} columns of the production feature schema" if isinstance(expected, dict)
+                 else "the evaluation frame's columns")
+    found = check.value
+    if not isinstance(found, dict):
+        return "n/a", threshold
+    counts = [f"{len(found.get(k) or [])} {k}" for k in ("missing", "extra", "mistyped") if found.get(k)]
+    return (", ".join(counts) if counts else "all match"), threshold
 
 
 # ---------------------------------------------------------------- inputs and scores
@@ -321,7 +369,7 @@ def _check_latency(model: Any, features: pd.DataFrame, budget_ms: float, batch_s
     ok = median <= budget_ms
     return CheckResult("latency", ok, median, budget_ms,
                        f"median of {LATENCY_RUNS} predictions of {batch_size} rows took {median:.1f} ms "
-                       f"{'<=' if ok else '>'} budget {budget_ms} ms")
+                       f"{'<=' if ok else '>'} budget {_short(budget_ms)} ms")
 
 
 def _invasive_mask(col: pd.Series) -> np.ndarray:
@@ -445,7 +493,7 @@ def run_gate(
     try:
         scores = _predict(model, features)
     except Exception as exc:  # noqa: BLE001 - a model that cannot score fails the gate, it does not crash it
-        why = f"the model cannot score the evaluation rows: {type(exc).__name__}: {str(exc)[:500]}"
+        why = f"the model cannot score the evaluation rows: {type(exc).__name__}: {exc}"
         result.checks.extend(_failed_all(CHECK_NAMES[1:], why, th, latency_budget_ms))
         return result
     eligible = _recommendable(features, y, invasive_col)

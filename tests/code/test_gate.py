@@ -15,6 +15,8 @@ from utils.gate import CHECK_NAMES, GateResult, run_gate, scores_from_output
 LABEL = "purchased"
 FEATURES = {"price": "double", "age_band": "string", "invasive": "boolean"}
 BANDS = np.array(["18-34", "35-54", "55+"])
+# An error message longer than any cut the gate might apply, over two lines, its end marked.
+LONG_ERROR = "price column rejected: see below\n" + "detail " * 150 + "END-OF-MESSAGE"
 
 
 def make_eval_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -43,6 +45,8 @@ class ScoreModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         df = model_input
+        if self.mode == "raises":
+            raise ValueError(LONG_ERROR)
         score = price_score(df["price"])
         if self.mode == "random":
             score = np.random.default_rng(len(df)).random(len(df))
@@ -79,7 +83,7 @@ def model_uris(isolated_state, eval_df: pd.DataFrame) -> dict[str, str]:
     other_sig = infer_signature(other, np.array([0.1, 0.2]))
     uris = {}
     with mlflow.start_run(run_name="gate-test-models"):
-        for mode in ("good", "frame", "random", "biased", "no_rule", "null_is_safe"):
+        for mode in ("good", "frame", "random", "biased", "no_rule", "null_is_safe", "raises"):
             info = mlflow.pyfunc.log_model(name=mode, python_model=ScoreModel(mode), signature=sig,
                                            pip_requirements=["mlflow"])
             uris[mode] = info.model_uri
@@ -217,6 +221,54 @@ def test_result_serialises_and_summarises(model_uris, eval_df):
     lines = result.summary().splitlines()
     assert len(lines) == 1 + len(CHECK_NAMES)
     assert any(line.startswith("FAIL fairness") for line in lines)
+
+
+def test_summary_shows_the_signature_as_column_counts_not_the_schema():
+    from utils.gate import CheckResult
+
+    schema = {f"feature_number_{i:02d}": "double" for i in range(15)}
+    ok = CheckResult("signature", True, {"missing": [], "extra": [], "mistyped": []}, schema,
+                     "all 15 model inputs match the production feature schema")
+    bad = CheckResult("signature", False, {"missing": ["a"], "extra": ["b", "c"], "mistyped": []}, schema,
+                      "signature does not match the production feature schema: missing from the model signature: ['a']; "
+                      "not in the production feature schema: ['b', 'c']")
+    lines = GateResult("m", "1", False, [ok, bad]).summary().splitlines()
+    assert all("feature_number_00" not in line and len(line) < 300 for line in lines), lines
+    assert "threshold=15 columns of the production feature schema" in lines[1]
+    assert "value=1 missing, 2 extra " in lines[2]
+
+
+def test_summary_says_n_a_never_none(model_uris, eval_df):
+    result = gate(model_uris["good"], eval_df.assign(age_band="35-54"))  # no champion, a single age band
+    summary = result.summary()
+    assert result.check("no_regression").value is None and result.check("fairness").value is None
+    assert "None" not in summary, summary
+    lines = {line.split(":")[0]: line for line in summary.splitlines()[1:]}
+    assert "value=n/a" in lines["PASS no_regression"] and "no champion yet" in lines["PASS no_regression"]
+    assert "value=n/a" in lines["PASS fairness"] and "not measured" in lines["PASS fairness"]
+    assert str(FEATURES) not in summary
+
+
+def test_summary_prints_whole_numbers_without_decimals(model_uris, eval_df):
+    from utils.gate import CheckResult
+
+    result = gate(model_uris["good"], eval_df, latency_budget_ms=2000.0)
+    latency = next(line for line in result.summary().splitlines() if "latency" in line)
+    assert "threshold=2000 ms" in latency and "2000.0" not in latency, latency
+    assert "budget 2000 ms" in result.check("latency").reason
+    counted = GateResult("m", None, True, [CheckResult("latency", True, 5.0, np.float64(30000.0), "ok")]).summary()
+    assert "value=5 ms threshold=30000 ms" in counted, counted
+
+
+def test_a_model_that_cannot_score_keeps_its_whole_error_message(model_uris, eval_df):
+    result = gate(model_uris["raises"], eval_df)
+    assert not result.passed and result.check("signature").passed
+    for check in result.checks[1:]:
+        assert not check.passed and check.reason.endswith(f"ValueError: {LONG_ERROR}"), check.reason[-80:]
+    summary = result.summary()
+    assert summary.count("END-OF-MESSAGE") == 1, summary  # in full once; the other checks refer to it
+    assert "ValueError: price column rejected: see below" in summary
+    assert "same reason as min_auc above" in summary
 
 
 @pytest.mark.parametrize(
