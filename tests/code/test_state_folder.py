@@ -36,4 +36,8 @@ def test_everything_follows_a_chosen_state_folder(monkeypatch: pytest.MonkeyPatc
 def test_make_ui_opens_the_chosen_state(tmp_path: Path) -> None:
     plan = subprocess.run(["make", "-n", "ui"], cwd=platform.REPO_ROOT, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "MLOPS_STATE_DIR": str(tmp_path)}, check=True).stdout
-    assert f"sqlite:///{tmp_path}/mlflow/mlflow.db" in plan and ".lakehouse" not in plan
+    assert f'--state-dir "{tmp_path}"' in plan and ".lakehouse" not in plan
+    from utils import ui
+
+    state = tmp_path.resolve()
+    assert ui.store_paths(tmp_path) == (f"sqlite:///{state}/mlflow/mlflow.db", state / "mlflow" / "artifacts")
