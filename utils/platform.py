@@ -629,12 +629,9 @@ def load_plot_backend() -> None:
     backend first loads, leaving the context puts ``interactive`` back to False and no later figure of the notebook
     is shown. Outside a kernel, or once the backend is interactive, this does nothing.
     """
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return
-    shell = get_ipython()
-    if shell is None or not hasattr(shell, "kernel"):
+    from utils.progress import notebook_shell
+
+    if notebook_shell() is None:
         return
     import matplotlib
     import matplotlib.pyplot as plt

@@ -20,7 +20,7 @@ def enabled() -> bool:
     return os.environ.get("MLOPS_PROGRESS", "1").strip().lower() not in ("0", "false", "no")
 
 
-def _notebook_shell() -> Any:
+def notebook_shell() -> Any:
     """The IPython kernel's shell when running in a notebook kernel, else None."""
     try:
         from IPython import get_ipython
@@ -64,7 +64,7 @@ def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str 
     if not enabled():
         yield from items
         return
-    if _notebook_shell() is not None:
+    if notebook_shell() is not None:
         yield from _notebook_progress(items, desc, total, unit)
         return
     from tqdm import tqdm
