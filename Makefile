@@ -1,6 +1,11 @@
 # plantly.shop MLOps workshop: `make demo` runs the lifecycle, `make test` proves it.
 SHELL := /bin/bash
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.12, as on the Databricks targets (serverless 4, DBR 17.3 LTS): python3.12 on PATH, else pyenv's 3.12,
+# else 3.11 (also supported, the lock covers both). `make PYTHON=/path/to/python` picks another.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,python3.12 $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12) python3.11 python3,\
+  $(shell $(p) -c 'import sys; print(sys.executable) if (3, 11) <= sys.version_info[:2] < (3, 13) else None' 2>/dev/null | grep -v None)))
+endif
 VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
@@ -31,7 +36,7 @@ endif
 endif
 endif
 
-.PHONY: help install demo test unit check-stripped notebooks lab ui bench bench-env bench-lock dashboard strip clean java prereqs hooks
+.PHONY: help install demo test unit check-stripped notebooks lab ui bench bench-env bench-lock lock dashboard strip clean java prereqs hooks
 
 help:
 	@echo "make demo   - set up .venv and run every notebook headless, in order (executed copies in executed/)"
@@ -47,16 +52,18 @@ java:
 	@$(PYTHON) -c "import sys; sys.path.insert(0, '.'); from utils.platform import java_version, EnvironmentProblem; \
 	exec('try:\n    java_version()\nexcept EnvironmentProblem as e:\n    sys.exit(str(e))')"
 
-# What the install needs, checked before it downloads anything (about 2 GB): Python 3.10-3.12 and a JDK 17+.
+# What the install needs, checked before it downloads anything (about 2 GB): Python 3.12 (or 3.11) and a JDK 17+.
 prereqs:
-	@test -n "$(PYTHON)" || { echo "Python 3.11 not found: install it (e.g. apt-get install python3.11) or use environment.yml"; exit 1; }
-	@$(PYTHON) -c "import sys; v = sys.version_info[:2]; sys.exit(None if (3, 10) <= v < (3, 13) else \
-	f'{sys.executable} is Python {v[0]}.{v[1]}; this project needs 3.10-3.12: install python3.11 (make PYTHON=python3.11 ...) or use environment.yml')"
+	@test -n "$(PYTHON)" || { echo "Python 3.12 (or 3.11) not found: install it (e.g. apt-get install python3.12, pyenv install 3.12) or use environment.yml"; exit 1; }
+	@$(PYTHON) -c "import sys; v = sys.version_info[:2]; sys.exit(None if (3, 11) <= v < (3, 13) else \
+	f'{sys.executable} is Python {v[0]}.{v[1]}; this project needs 3.12 (or 3.11): install python3.12 (make PYTHON=python3.12 ...) or use environment.yml')"
 	@$(MAKE) --no-print-directory java
 	@command -v javac >/dev/null || test -x "$$JAVA_HOME/bin/javac" || { echo "javac not found: the install compiles a small catalog \
 	plugin, so it needs a JDK, not only a Java runtime: apt-get install openjdk-17-jdk-headless, brew install openjdk@17, or environment.yml"; exit 1; }
 
 $(STAMP): requirements.lock pyproject.toml | prereqs
+	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c 'import sys; print(sys.version_info[:2])')" != "$$($(PYTHON) -c 'import sys; print(sys.version_info[:2])')" ]; then \
+	  echo "$(VENV) has another Python than $(PYTHON): recreating it"; rm -rf $(VENV); fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
@@ -77,7 +84,7 @@ demo: $(STAMP) $(JARS) java
 	$(BIN)/python -m utils.runner $(if $(ROWS),--rows $(ROWS))
 
 unit: $(STAMP) $(JARS)
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --durations=25
 
 check-stripped: $(STAMP)
 	$(BIN)/nbstripout --verify --extra-keys "metadata.application/vnd.databricks.v1+notebook cell.metadata.application/vnd.databricks.v1+cell" $(NOTEBOOKS) \
@@ -89,7 +96,7 @@ notebooks: $(STAMP) $(JARS) java
 	rm -rf $(TEST_STATE)
 	MLOPS_STATE_DIR=$(CURDIR)/$(TEST_STATE) MLOPS_RAW_DIR=$(CURDIR)/$(TEST_STATE)/raw MLOPS_ROWS=$(TEST_ROWS) \
 	  $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p tests.notebooks.executed_copies -p no:cacheprovider \
-	  $(NOTEBOOKS) tests/notebooks -q
+	  $(NOTEBOOKS) tests/notebooks -q --durations=25
 
 test: $(STAMP) $(JARS) java unit check-stripped notebooks
 
@@ -121,8 +128,13 @@ $(BENCH_STAMP): $(STAMP) bench/requirements-bench.txt
 
 bench-env: $(BENCH_STAMP)
 
+# One lock for every platform and for Python 3.11 and 3.12 (markers say which line applies where).
+lock: $(STAMP)
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --universal --python-version 3.11 \
+	  --custom-compile-command "make lock" -o requirements.lock
+
 bench-lock: $(STAMP)
-	$(BIN)/uv pip compile --quiet pyproject.toml --extra bench --python-version 3.11 -c requirements.lock \
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra bench --universal --python-version 3.11 -c requirements.lock \
 	  $$(sed -n 's/^\([A-Za-z0-9._-]*\)==.*/--no-emit-package \1/p' requirements.lock) \
 	  --custom-compile-command "make bench-lock" -o bench/requirements-bench.txt
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -258,7 +259,7 @@ def test_generated_dockerfile_copies_the_model_and_serves_it(champion: str, tmp_
     context = packaging.generate_dockerfile(champion, tmp_path / "docker")
     assert packaging.dockerfile_problems(context) == []
     text = (context / "Dockerfile").read_text()
-    assert text.splitlines()[1].startswith("FROM python:3.11")
+    assert text.splitlines()[1].startswith(f"FROM python:{sys.version_info.major}.{sys.version_info.minor}")  # the logging Python
     assert f"COPY model_dir {packaging.CONTAINER_MODEL_DIR}" in text
     assert "_install_pyfunc_deps" in text and "ENTRYPOINT" in text
     model_copy = context / "model_dir"
