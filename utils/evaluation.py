@@ -139,7 +139,7 @@ def _false_positive_rate(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(1.0 - recall_score(y_true, y_pred, pos_label=0, labels=[0, 1], zero_division=np.nan))
 
 
-def fairness_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.Series) -> tuple[pd.DataFrame, dict[str, float]]:
+def fairness_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.Series) -> tuple[pd.DataFrame, dict[str, float | int]]:
     """Fairlearn ``MetricFrame`` by group (selection rate, TPR, FPR, accuracy) and disparity summaries.
 
     ``y_true`` and ``y_pred`` are 0/1 arrays of one length, ``sensitive`` the group of each row.
@@ -148,8 +148,8 @@ def fairness_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.Seri
     group, never a 0 that would read as the worst value. The summaries are Fairlearn's definitions
     (demographic parity difference = max - min selection rate across groups; equalized odds difference
     = the larger of the TPR and FPR ranges, Hardt et al. 2016) computed over the groups where each rate
-    is defined; ``tpr_groups_defined`` / ``fpr_groups_defined`` say over how many of ``groups``. A range
-    over fewer than two defined groups is NaN.
+    is defined; ``tpr_groups_defined`` / ``fpr_groups_defined`` say over how many of ``groups`` (these three
+    are ``int`` counts, the rest ``float``). A range over fewer than two defined groups is NaN.
     """
     from fairlearn.metrics import (
         MetricFrame,
@@ -167,14 +167,14 @@ def fairness_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.Seri
     by_group = frame.by_group
     summary = {
         "demographic_parity_difference": float(demographic_parity_difference(y_true, y_pred, sensitive_features=sensitive)),
-        "groups": float(len(by_group)),
+        "groups": len(by_group),
     }
     ranges = {}
     for rate, needs in _RATE_DENOMINATOR.items():
         values = by_group[rate].astype(float)
         undefined = [str(g) for g in values.index[values.isna()]]
         defined = values.dropna()
-        summary[f"{rate}_groups_defined"] = float(len(defined))
+        summary[f"{rate}_groups_defined"] = len(defined)
         ranges[rate] = float(defined.max() - defined.min()) if len(defined) >= 2 else float("nan")
         if undefined:
             warnings.warn(f"{rate} is undefined for group(s) {undefined} of {getattr(sensitive, 'name', None) or 'the sensitive feature'} "
