@@ -594,6 +594,16 @@ def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.
     return LocalBackend(model_name, timeout_s)
 
 
+def code_first_runner() -> str:
+    """Where code-first retraining runs (``utils.packaging.retrain_with_wheel``): ``"job"`` or ``"subprocess"``.
+
+    Databricks: ``"job"``, a one-time job run of the wheel (``utils.packaging.retrain_in_job``), because a
+    child process of the notebook has neither its credentials nor its Spark session. Elsewhere:
+    ``"subprocess"``, an isolated local process that imports only the unpacked wheel.
+    """
+    return "job" if is_databricks() else "subprocess"
+
+
 def current_user() -> str:
     """The Databricks user (or service principal) running this code; ``""`` off Databricks.
 

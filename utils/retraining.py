@@ -168,24 +168,63 @@ def retrain_and_gate(seed: int, reason: str, family: str = "gboost", cfg: Config
             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
+class RetrainJobError(RuntimeError):
+    """The retraining job could not be started; the message (one line) says what is missing and what to do."""
+
+
+def start_retraining_job(job_id: str | int, reason: str, client: Any = None) -> dict[str, Any]:
+    """Start Databricks job ``job_id`` (the bundle's ``plantly_retrain``) with ``jobs.run_now``; returns what was started.
+
+    ``client`` is a ``databricks.sdk.WorkspaceClient`` (default the runtime's,
+    ``utils.platform.workspace_client()``). Returns ``{"job_id", "job_run_id", "reason", "gate_summary"}``.
+
+    Raises:
+        RetrainJobError: ``job_id`` is not a number, the workspace has no such job, or the caller may
+            not run it (PERMISSION_DENIED); the message names the job and the fix, not an SDK traceback.
+    """
+    from databricks.sdk.errors import DatabricksError
+
+    from utils.platform import workspace_client
+
+    try:
+        job = int(str(job_id).strip())
+    except ValueError:
+        raise RetrainJobError(f"retrain_job_id {job_id!r} is not a job id (a number): pass the id of the retraining "
+                              "job, as the bundle does with ${resources.jobs.plantly_retrain.id}") from None
+    client = client or workspace_client()
+    try:
+        run = client.jobs.run_now(job_id=job)
+    except DatabricksError as exc:
+        code = getattr(exc, "error_code", "") or type(exc).__name__
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        if code == "PERMISSION_DENIED" or type(exc).__name__ == "PermissionDenied":
+            fix = (f"you may not run job {job} ({code}: {first}): ask its owner for CAN MANAGE RUN on it, "
+                   "or run the monitor as the job's owner")
+        elif "does not exist" in first.lower() or type(exc).__name__ in ("NotFound", "ResourceDoesNotExist"):
+            fix = (f"job {job} does not exist in this workspace ({code}: {first}): deploy the bundle "
+                   "(databricks bundle deploy) and pass its id, ${resources.jobs.plantly_retrain.id}, as retrain_job_id")
+        else:
+            fix = f"starting job {job} failed ({code}: {first}): check the job in the workspace's Jobs page"
+        raise RetrainJobError(f"the retraining job was not started: {fix}") from None
+    return {"job_id": job, "job_run_id": run.run_id, "reason": reason,
+            "gate_summary": f"retraining job {job} started (run {run.run_id}): {reason}"}
+
+
 def close_the_loop(result: MonitorResult, seed: int, cfg: Config | None = None,
-                   retrain_job_id: str | int | None = None) -> dict[str, Any] | None:
+                   retrain_job_id: str | int | None = None, client: Any = None) -> dict[str, Any] | None:
     """Retrain when the monitor raised alerts; None (and nothing retrained) when it did not.
 
     Without ``retrain_job_id`` the retraining runs here (:func:`retrain_and_gate`) and the result is
     its outcome. With it (the bundle passes ``${resources.jobs.plantly_retrain.id}`` to the monitor
-    task) the Databricks job is started instead, ``WorkspaceClient().jobs.run_now``, and the result
-    says which run: ``{"job_id", "job_run_id", "reason", "gate_summary"}``; that job gates and promotes.
+    task) the Databricks job is started instead (:func:`start_retraining_job`, ``jobs.run_now``;
+    ``client`` a ``WorkspaceClient``, default the runtime's), and the result says which run:
+    ``{"job_id", "job_run_id", "reason", "gate_summary"}``; that job gates and promotes.
+    Raises RetrainJobError when the job cannot be started.
     """
     if not result.alerts:
         return None
     metrics = sorted({f"{a.metric}:{a.column}" for a in result.alerts})
     reason = f"{len(result.alerts)} alerts ({', '.join(metrics[:6])}{'…' if len(metrics) > 6 else ''})"
     if retrain_job_id not in (None, ""):
-        from databricks.sdk import WorkspaceClient
-
-        run = WorkspaceClient().jobs.run_now(job_id=int(retrain_job_id))
-        return {"job_id": int(retrain_job_id), "job_run_id": run.run_id, "reason": reason,
-                "gate_summary": f"retraining job {retrain_job_id} started (run {run.run_id}): {reason}"}
+        return start_retraining_job(retrain_job_id, reason, client=client)
     return retrain_and_gate(seed, reason, cfg=cfg)
-

@@ -1,26 +1,23 @@
 """Databricks Model Serving through databricks-sdk, against a local stand-in for the workspace REST API.
 
 No workspace is reachable from CI, so these tests run the real ``databricks.sdk.WorkspaceClient`` (its
-authentication, URL building, JSON bodies, error mapping and waiting) against a small HTTP server that
-answers the serving-endpoints API the way the REST reference documents it: ``GET``/``POST``
-``/api/2.0/serving-endpoints``, ``PUT .../{name}/config``, and scoring at
+authentication, URL building, JSON bodies, error mapping and waiting) against ``tests.databricks_workspace``,
+a small HTTP server that answers the serving-endpoints API the way the REST reference documents it:
+``GET``/``POST /api/2.0/serving-endpoints``, ``PUT .../{name}/config``, and scoring at
 ``/serving-endpoints/{name}/served-models/{served}/invocations``. What they cannot show is how a real
 workspace builds and runs the model's container.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import secrets
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.databricks_workspace import RunningWorkspace, StandInWorkspace
 from tests.support import publish_tiny_online_store, register_constant_model
 from utils.deploy import Router, serving_backend
 from utils.local.endpoints import LocalBackend
@@ -32,105 +29,18 @@ from utils.serving import (
     traffic_percentages,
 )
 
-TOKEN = secrets.token_hex(16)  # made up per run: the stand-in accepts only this one
 GOOD = {"customer_id": "C1", "plant_id": "P1", "page": "home", "position": 2, "price": 12.5}
 
 
-class Workspace(BaseHTTPRequestHandler):
-    """The serving-endpoints part of a workspace: endpoints kept in memory, every call recorded."""
-
-    endpoints: dict[str, dict[str, Any]]
-    calls: list[tuple[str, str, Any]]
-    in_progress_polls: list[int]  # GETs left that report an update in progress
-
-    def log_message(self, *args: Any) -> None:
-        return
-
-    def _answer(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        return json.loads(self.rfile.read(length)) if length else None
-
-    def _authorized(self) -> bool:
-        if self.headers.get("Authorization") == f"Bearer {TOKEN}":
-            return True
-        self._answer(401, {"error_code": "UNAUTHENTICATED", "message": "missing or wrong token"})
-        return False
-
-    def _detailed(self, name: str) -> dict[str, Any]:
-        updating = "IN_PROGRESS" if self.in_progress_polls and self.in_progress_polls[0] > 0 else "NOT_UPDATING"
-        if updating == "IN_PROGRESS":
-            self.in_progress_polls[0] -= 1
-        return {"name": name, "state": {"ready": "READY", "config_update": updating},
-                "config": self.endpoints[name]}
-
-    def do_GET(self) -> None:
-        self.calls.append(("GET", self.path, None))
-        found = re.fullmatch(r"/api/2\.0/serving-endpoints/([^/]+)", self.path)
-        if not found:  # e.g. the client's look at /.well-known/databricks-config
-            return self._answer(404, {"error_code": "NOT_FOUND", "message": f"no route {self.path}"})
-        if not self._authorized():
-            return None
-        if found.group(1) not in self.endpoints:
-            return self._answer(404, {"error_code": "RESOURCE_DOES_NOT_EXIST",
-                                      "message": f"Endpoint with name '{found.group(1)}' does not exist."})
-        self._answer(200, self._detailed(found.group(1)))
-
-    def do_POST(self) -> None:
-        body = self._body()
-        self.calls.append(("POST", self.path, body))
-        if not self._authorized():
-            return
-        if self.path == "/api/2.0/serving-endpoints":
-            self.endpoints[body["name"]] = body["config"]
-            return self._answer(200, self._detailed(body["name"]))
-        found = re.fullmatch(r"/serving-endpoints/([^/]+)/served-models/([^/]+)/invocations", self.path)
-        config = self.endpoints.get(found.group(1)) if found else None
-        entity = next((e for e in (config or {}).get("served_entities", []) if e["name"] == found.group(2)), None)
-        if entity is None:
-            return self._answer(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"nothing at {self.path}"})
-        rows = body["dataframe_records"]
-        self._answer(200, {"predictions": [int(entity["entity_version"]) / 100 for _ in rows]})
-
-    def do_PUT(self) -> None:
-        body = self._body()
-        self.calls.append(("PUT", self.path, body))
-        found = re.fullmatch(r"/api/2\.0/serving-endpoints/([^/]+)/config", self.path)
-        if not self._authorized():
-            return
-        if not found or found.group(1) not in self.endpoints:
-            return self._answer(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"nothing at {self.path}"})
-        self.endpoints[found.group(1)] = {k: body[k] for k in ("served_entities", "traffic_config")}
-        self._answer(200, self._detailed(found.group(1)))
-
-
 @pytest.fixture
-def workspace() -> Iterator[tuple[Any, type[Workspace]]]:
+def workspace() -> Iterator[tuple[Any, StandInWorkspace]]:
     """A started stand-in workspace and a ``WorkspaceClient`` authenticated to it with a token."""
-    from databricks.sdk import WorkspaceClient
-    from databricks.sdk.core import Config
-
-    handler = type("StandIn", (Workspace,), {"endpoints": {}, "calls": [], "in_progress_polls": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    host = f"http://127.0.0.1:{server.server_address[1]}"
-    client = WorkspaceClient(config=Config(host=host, token=TOKEN, auth_type="pat", retry_timeout_seconds=30))
-    try:
-        yield client, handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with RunningWorkspace() as running:
+        yield running.client(), running.workspace
 
 
-def writes(handler: type[Workspace]) -> list[tuple[str, str, Any]]:
-    return [c for c in handler.calls if c[0] in ("POST", "PUT") and c[1].startswith("/api/")]
+def writes(ws: StandInWorkspace) -> list[tuple[str, str, Any]]:
+    return ws.writes()
 
 
 # ---------------------------------------------------------------- names and traffic

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from tests.support import pandas_training_frames
 import yaml
 
+from tests.support import pandas_training_frames
 from utils import packaging
 
 pytestmark = pytest.mark.timeout(900)
@@ -204,6 +203,7 @@ def test_code_first_retrain_from_the_wheel_reproduces_the_metrics(frames, wheel,
     out = packaging.retrain_with_wheel(wheel, spec)
     site = (packaging.package_dir() / "code-first" / "site").resolve()
     assert Path(out["utils_file"]).is_relative_to(site), out["utils_file"]
+    assert out["from_wheel"] is True, "the entry point must see utils as the plantly-mlops wheel's own files"
     logged = packaging.run_metrics(original.run_id)
     for key in ("roc_auc", "f1_score", "precision_at_5pct"):
         assert out["metrics"][key] == logged[key] == original.metrics[key], key
@@ -265,6 +265,28 @@ def test_generated_dockerfile_copies_the_model_and_serves_it(champion: str, tmp_
     model_copy = context / "model_dir"
     assert (model_copy / "MLmodel").exists() and (model_copy / "code" / "utils" / "recommender_model.py").exists()
     assert packaging.unpinned(packaging.model_requirements(model_copy)) == []
+
+
+def test_the_dockerfile_generator_gets_a_downloaded_folder_and_no_registry(champion: str, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model is downloaded in this process (which has the credentials); the child only reads a local folder."""
+    seen: list[tuple[list[str], dict[str, str]]] = []
+    real_run = packaging._run
+
+    def recording_run(cmd: list[str], what: str, fix: str, **kwargs):
+        uri = cmd[cmd.index("--model-uri") + 1]
+        assert uri.startswith("/") and (Path(uri) / "MLmodel").is_file(), cmd  # a local folder, not models:/
+        seen.append((cmd, kwargs["env"]))
+        return real_run(cmd, what, fix, **kwargs)
+
+    monkeypatch.setattr(packaging, "_run", recording_run)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")  # a child that called the registry would fail here
+    context = packaging.generate_dockerfile(champion, tmp_path / "docker")
+    (cmd, env), = seen
+    assert not any(k.startswith(("MLFLOW_TRACKING", "MLFLOW_REGISTRY", "PYTHON")) for k in env)
+    assert not Path(cmd[cmd.index("--model-uri") + 1]).exists(), "the downloaded copy is cleaned up"
+    assert packaging.dockerfile_problems(context) == []
+    assert (context / "model_dir" / "code" / "utils" / "recommender_model.py").exists()
 
 
 @pytest.mark.parametrize("dockerfile, problem", [

@@ -1,0 +1,311 @@
+"""A local stand-in for the Databricks workspace REST API, for tests that run the real ``databricks-sdk``.
+
+No workspace is reachable from CI, so tests point the real ``databricks.sdk.WorkspaceClient`` (its
+authentication, URL building, JSON bodies, error mapping and waiting) at this small HTTP server. It
+checks the bearer token, records every call, answers 404 for routes it does not know, and answers
+the routes the project calls with the shapes of the SDK's own dataclasses (``databricks.sdk.service``):
+
+* Model Serving: ``GET``/``POST /api/2.0/serving-endpoints``, ``PUT .../{name}/config`` and scoring at
+  ``/serving-endpoints/{name}/served-models/{served}/invocations`` (``serving.ServingEndpointDetailed``);
+* the current user: ``GET /api/2.0/preview/scim/v2/Me`` (``iam.User``, SCIM field names);
+* Jobs 2.2: ``POST /jobs/run-now`` (``jobs.RunNowResponse``), ``POST /jobs/runs/submit``
+  (``jobs.SubmitRunResponse``), ``GET /jobs/runs/get`` (``jobs.Run``), ``GET /jobs/runs/get-output``
+  (``jobs.RunOutput``, for a task run only, as the service refuses a multi-task run's id);
+* Files: ``PUT /api/2.0/fs/files{path}`` (the single-shot upload the SDK uses below 50 MB).
+
+A submitted run does not execute anything: its task is handed to ``task_runner`` (a test supplies
+it), which returns the result state, the task's printed output and its error. What the stand-in
+cannot show is how a real workspace installs the environment and runs the task.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+Answer = tuple[int, Any]
+Route = Callable[["StandInWorkspace", re.Match, dict[str, str], Any], Answer]
+
+
+def error(status: int, code: str, message: str) -> Answer:
+    """An error answer the way the REST API gives it: ``{"error_code", "message"}``."""
+    return status, {"error_code": code, "message": message}
+
+
+@dataclass
+class TaskResult:
+    """What a submitted task did: ``result_state`` (SUCCESS, FAILED, ...), printed output, error and trace."""
+
+    result_state: str = "SUCCESS"
+    logs: str = ""
+    error: str | None = None
+    error_trace: str | None = None
+
+
+@dataclass
+class StandInWorkspace:
+    """Workspace state kept in memory, the routes that answer from it, and every call made."""
+
+    token: str = field(default_factory=lambda: secrets.token_hex(16))  # made up per run: only this one is accepted
+    user_name: str = "ada@example.com"
+    host: str = ""
+    calls: list[tuple[str, str, Any]] = field(default_factory=list)
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    in_progress_polls: list[int] = field(default_factory=list)  # serving GETs left that report an update in progress
+    jobs: dict[int, dict[str, Any]] = field(default_factory=dict)  # job id -> settings (run-now refuses other ids)
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # run id -> the run as runs/get answers it
+    outputs: dict[int, dict[str, Any]] = field(default_factory=dict)  # task run id -> runs/get-output's answer
+    files: dict[str, bytes] = field(default_factory=dict)
+    running_polls: int = 1  # runs/get answers RUNNING this many times before the run terminates
+    task_runner: Callable[[dict[str, Any], StandInWorkspace], TaskResult] = lambda task, ws: TaskResult()
+    refusals: dict[str, Answer] = field(default_factory=dict)  # path regex -> the error every matching call gets
+    _next_id: int = 100
+
+    # ------------------------------------------------------------ helpers for tests
+
+    def writes(self, prefix: str = "/api/") -> list[tuple[str, str, Any]]:
+        """The POST and PUT calls under ``prefix``, in order."""
+        return [c for c in self.calls if c[0] in ("POST", "PUT") and c[1].startswith(prefix)]
+
+    def refuse(self, path_pattern: str, status: int, code: str, message: str) -> None:
+        """Make every call whose path matches ``path_pattern`` fail with ``status`` and ``code``."""
+        self.refusals[path_pattern] = error(status, code, message)
+
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    # ------------------------------------------------------------ the current user
+
+    def me(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        return 200, {"id": "4711", "userName": self.user_name, "displayName": "Ada Lovelace", "active": True,
+                     "emails": [{"value": self.user_name, "primary": True, "type": "work"}],
+                     "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"]}
+
+    # ------------------------------------------------------------ jobs
+
+    def run_now(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        job_id = body.get("job_id")
+        if job_id not in self.jobs:
+            # What the Jobs API answers for an id it does not know (HTTP 400, INVALID_PARAMETER_VALUE).
+            return error(400, "INVALID_PARAMETER_VALUE", f"Job {job_id} does not exist.")
+        run_id = self.new_id()
+        self.runs[run_id] = self._run(run_id, job_id, self.jobs[job_id].get("name", f"job {job_id}"), [])
+        return 200, {"run_id": run_id, "number_in_job": run_id}
+
+    def submit(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        tasks = body.get("tasks") or []
+        if not tasks:
+            return error(400, "INVALID_PARAMETER_VALUE", "At least one task is required.")
+        run_id = self.new_id()
+        self.runs[run_id] = self._run(run_id, None, body.get("run_name", ""), tasks)
+        return 200, {"run_id": run_id}
+
+    def _run(self, run_id: int, job_id: int | None, name: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+        page = f"{self.host}/?o=0#job/{job_id or 0}/run/{run_id}"
+        task_runs = [{"run_id": self.new_id(), "task_key": t["task_key"], "run_page_url": page,
+                      "state": {"life_cycle_state": "PENDING", "state_message": ""}, "_task": t} for t in tasks]
+        return {"run_id": run_id, "job_id": job_id, "run_name": name, "run_page_url": page, "run_type": "SUBMIT_RUN",
+                "state": {"life_cycle_state": "PENDING", "state_message": "Waiting for compute"},
+                "status": {"state": "PENDING"}, "tasks": task_runs, "_polls": 0}
+
+    def _advance(self, run: dict[str, Any]) -> None:
+        """PENDING → RUNNING (``running_polls`` times) → TERMINATED, the task run by ``task_runner`` on the way."""
+        if run["state"]["life_cycle_state"] == "TERMINATED":
+            return
+        run["_polls"] += 1
+        if run["_polls"] <= self.running_polls:
+            run["state"] = {"life_cycle_state": "RUNNING", "state_message": "In run"}
+            run["status"] = {"state": "RUNNING"}
+            return
+        overall = "SUCCESS"
+        for task_run in run["tasks"]:
+            result = self.task_runner(task_run["_task"], self)
+            message = "" if result.result_state == "SUCCESS" else (result.error or "")
+            task_run["state"] = {"life_cycle_state": "TERMINATED", "result_state": result.result_state,
+                                 "state_message": message}
+            self.outputs[task_run["run_id"]] = {"logs": result.logs, "logs_truncated": False, "error": result.error,
+                                                "error_trace": result.error_trace}
+            if result.result_state != "SUCCESS":
+                overall = result.result_state
+        failed = next((t["task_key"] for t in run["tasks"] if t["state"]["result_state"] != "SUCCESS"), None)
+        run["state"] = {"life_cycle_state": "TERMINATED", "result_state": overall,
+                        "state_message": f"Task {failed} failed. This caused all downstream tasks to get skipped."
+                        if failed else ""}
+        code = "SUCCESS" if overall == "SUCCESS" else "RUN_EXECUTION_ERROR"
+        run["status"] = {"state": "TERMINATED", "termination_details": {
+            "code": code, "type": "SUCCESS" if code == "SUCCESS" else "CLIENT_ERROR",
+            "message": "" if code == "SUCCESS" else run["state"]["state_message"]}}
+
+    @staticmethod
+    def _public(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: StandInWorkspace._public(v) for k, v in value.items() if not k.startswith("_")}
+        if isinstance(value, list):
+            return [StandInWorkspace._public(v) for v in value]
+        return value
+
+    def get_run(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        run = self.runs.get(int(query.get("run_id", "0") or 0))
+        if run is None:
+            return error(400, "INVALID_PARAMETER_VALUE", f"Run {query.get('run_id')} does not exist.")
+        self._advance(run)
+        return 200, self._public(run)
+
+    def get_run_output(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        run_id = int(query.get("run_id", "0") or 0)
+        if run_id in self.runs and self.runs[run_id]["tasks"]:
+            return error(400, "INVALID_PARAMETER_VALUE", "Retrieving the output of runs with multiple tasks is not "
+                         "supported. Please retrieve the output of each individual task run instead.")
+        task_run = next((t for r in self.runs.values() for t in r["tasks"] if t["run_id"] == run_id), None)
+        if task_run is None:
+            return error(400, "INVALID_PARAMETER_VALUE", f"Run {run_id} does not exist.")
+        return 200, {**self.outputs.get(run_id, {}), "metadata": self._public(task_run)}
+
+    # ------------------------------------------------------------ files
+
+    def upload(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        path = unquote(found.group(1))
+        if not path.startswith("/Volumes/") or len(path.split("/")) < 6:
+            return error(400, "INVALID_PARAMETER_VALUE", f"Invalid path {path}: expected /Volumes/<catalog>/<schema>/<volume>/...")
+        if path in self.files and query.get("overwrite") == "false":
+            return error(409, "ALREADY_EXISTS", f"The file being created already exists: {path}")
+        self.files[path] = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return 204, None
+
+    # ------------------------------------------------------------ Model Serving
+
+    def _detailed(self, name: str) -> dict[str, Any]:
+        updating = "IN_PROGRESS" if self.in_progress_polls and self.in_progress_polls[0] > 0 else "NOT_UPDATING"
+        if updating == "IN_PROGRESS":
+            self.in_progress_polls[0] -= 1
+        return {"name": name, "state": {"ready": "READY", "config_update": updating}, "config": self.endpoints[name]}
+
+    def get_endpoint(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        if found.group(1) not in self.endpoints:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Endpoint with name '{found.group(1)}' does not exist.")
+        return 200, self._detailed(found.group(1))
+
+    def create_endpoint(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        self.endpoints[body["name"]] = body["config"]
+        return 200, self._detailed(body["name"])
+
+    def update_config(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        if found.group(1) not in self.endpoints:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Endpoint with name '{found.group(1)}' does not exist.")
+        self.endpoints[found.group(1)] = {k: body[k] for k in ("served_entities", "traffic_config")}
+        return 200, self._detailed(found.group(1))
+
+    def invoke(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        config = self.endpoints.get(found.group(1))
+        entity = next((e for e in (config or {}).get("served_entities", []) if e["name"] == found.group(2)), None)
+        if entity is None:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"nothing at {found.group(0)}")
+        return 200, {"predictions": [int(entity["entity_version"]) / 100 for _ in body["dataframe_records"]]}
+
+
+ROUTES: list[tuple[str, str, Callable[..., Answer]]] = [
+    ("GET", r"/api/2\.0/preview/scim/v2/Me", StandInWorkspace.me),
+    ("POST", r"/api/2\.2/jobs/run-now", StandInWorkspace.run_now),
+    ("POST", r"/api/2\.2/jobs/runs/submit", StandInWorkspace.submit),
+    ("GET", r"/api/2\.2/jobs/runs/get", StandInWorkspace.get_run),
+    ("GET", r"/api/2\.2/jobs/runs/get-output", StandInWorkspace.get_run_output),
+    ("PUT", r"/api/2\.0/fs/files(/.+)", StandInWorkspace.upload),
+    ("GET", r"/api/2\.0/serving-endpoints/([^/]+)", StandInWorkspace.get_endpoint),
+    ("POST", r"/api/2\.0/serving-endpoints", StandInWorkspace.create_endpoint),
+    ("PUT", r"/api/2\.0/serving-endpoints/([^/]+)/config", StandInWorkspace.update_config),
+    ("POST", r"/serving-endpoints/([^/]+)/served-models/([^/]+)/invocations", StandInWorkspace.invoke),
+]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    workspace: StandInWorkspace
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+    def _answer(self, status: int, payload: Any) -> None:
+        data = b"" if payload is None else json.dumps(payload).encode()
+        self.send_response(status)
+        if payload is not None:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if "octet-stream" in (self.headers.get("Content-Type") or ""):
+            return raw
+        return json.loads(raw) if raw else None
+
+    def _dispatch(self, method: str) -> None:
+        ws = self.workspace
+        parts = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        body = self._body() if method in ("POST", "PUT", "PATCH") else None
+        ws.calls.append((method, parts.path, body if method != "GET" else (query or None)))
+        route = next(((fn, m) for verb, pattern, fn in ROUTES if verb == method
+                      for m in [re.fullmatch(pattern, parts.path)] if m), None)
+        if route is None:  # e.g. the client's look at /.well-known/databricks-config
+            return self._answer(*error(404, "NOT_FOUND", f"no route {method} {parts.path}"))
+        if self.headers.get("Authorization") != f"Bearer {ws.token}":
+            return self._answer(*error(401, "UNAUTHENTICATED", "missing or wrong token"))
+        refused = next((a for pattern, a in ws.refusals.items() if re.search(pattern, parts.path)), None)
+        if refused is not None:
+            return self._answer(*refused)
+        fn, found = route
+        self._answer(*fn(ws, found, query, body))
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+
+class RunningWorkspace:
+    """A started stand-in (``with`` it, or ``start()`` / ``stop()``): ``.workspace`` holds the state, ``.client()`` talks to it."""
+
+    def __init__(self, workspace: StandInWorkspace | None = None) -> None:
+        self.workspace = workspace or StandInWorkspace()
+        handler = type("StandIn", (_Handler,), {"workspace": self.workspace})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.workspace.host = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def host(self) -> str:
+        return self.workspace.host
+
+    def start(self) -> RunningWorkspace:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> RunningWorkspace:  # noqa: PYI034 - typing.Self needs Python 3.11
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def client(self, token: str | None = None, retry_timeout_seconds: int = 30) -> Any:
+        """A real ``WorkspaceClient`` authenticated to the stand-in with a personal access token."""
+        from databricks.sdk import WorkspaceClient
+        from databricks.sdk.core import Config
+
+        return WorkspaceClient(config=Config(host=self.host, token=token or self.workspace.token, auth_type="pat",
+                                             retry_timeout_seconds=retry_timeout_seconds))
