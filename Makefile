@@ -130,11 +130,11 @@ bench-env: $(BENCH_STAMP)
 
 # One lock for every platform and for Python 3.11 and 3.12 (markers say which line applies where).
 lock: $(STAMP)
-	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --universal --python-version 3.11 \
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra spark --extra dev --universal --python-version 3.11 \
 	  --custom-compile-command "make lock" -o requirements.lock
 
 bench-lock: $(STAMP)
-	$(BIN)/uv pip compile --quiet pyproject.toml --extra bench --universal --python-version 3.11 -c requirements.lock \
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra spark --extra bench --universal --python-version 3.11 -c requirements.lock \
 	  $$(sed -n 's/^\([A-Za-z0-9._-]*\)==.*/--no-emit-package \1/p' requirements.lock) \
 	  --custom-compile-command "make bench-lock" -o bench/requirements-bench.txt
 

@@ -20,6 +20,7 @@ Local state goes under ``package_dir()`` (inside ``utils.platform.state_dir()``)
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -103,7 +104,8 @@ def build_wheel(out_dir: Path | None = None, source_root: Path = REPO_ROOT) -> P
 
     The build runs on a staged copy of ``pyproject.toml``, ``README.md`` and ``utils/``, so no
     ``build/`` or ``*.egg-info`` lands in the repository. Uses ``uv build`` (its cache first, so it
-    works offline once warmed), else ``python -m build``.
+    works offline once warmed), else ``python -m build``, else ``pip wheel --no-deps`` (what a Databricks
+    runtime has).
     """
     out_dir = Path(out_dir or package_dir() / "dist")
     if not (source_root / "pyproject.toml").exists() or not (source_root / "utils").is_dir():
@@ -122,9 +124,12 @@ def build_wheel(out_dir: Path | None = None, source_root: Path = REPO_ROOT) -> P
         if uv:
             _uv_with_offline_first([uv, "build", "--wheel", "--quiet", "--out-dir", str(out_dir), str(src)],
                                    "building the wheel with uv", fix, cwd=src)
-        else:
+        elif importlib.util.find_spec("build") is not None:
             _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out_dir), str(src)],
                  "building the wheel with python -m build", f"{fix}; or install uv", cwd=src)
+        else:  # a Databricks runtime has neither uv nor build, but pip builds the same wheel
+            _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out_dir), str(src)],
+                 "building the wheel with pip wheel", fix, cwd=src)
     wheels = sorted(out_dir.glob("*.whl"))
     if len(wheels) != 1:
         raise PackagingError(f"expected one wheel in {out_dir}, found {[w.name for w in wheels]}")

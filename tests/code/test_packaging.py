@@ -79,6 +79,22 @@ def test_wheel_holds_the_utils_package_and_lands_in_the_state_dir(wheel: Path, i
     assert not list(packaging.package_dir().glob("wheel-src-*")), "the staged sources must be cleaned up"
 
 
+def test_build_wheel_falls_back_to_pip_where_neither_uv_nor_build_is_installed(tmp_path: Path, monkeypatch) -> None:
+    """A Databricks runtime has pip but neither uv nor the build package: the same wheel comes from pip wheel."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(packaging, "uv_executable", lambda: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "build" else real_find_spec(name, *a))
+    built = packaging.build_wheel(tmp_path / "dist")
+    names = zipfile.ZipFile(built).namelist()
+    assert built.name.startswith("plantly_mlops-") and "utils/packaging.py" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "plantly-retrain = utils.packaging:retrain_main" in zipfile.ZipFile(built).read(entry_points).decode()
+    requires = zipfile.ZipFile(built).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "Requires-Dist: pyspark" in requires and 'extra == "spark"' in requires.split("Requires-Dist: pyspark")[1].splitlines()[0]
+
+
 def test_build_wheel_names_a_folder_without_a_project(tmp_path: Path) -> None:
     with pytest.raises(packaging.PackagingError, match="pyproject.toml"):
         packaging.build_wheel(tmp_path / "out", source_root=tmp_path)
