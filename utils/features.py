@@ -28,11 +28,12 @@ LAKEBASE_READY_TIMEOUT_S = 900.0
 
 
 def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_READY_TIMEOUT_S) -> Any:
-    """The Databricks (Lakebase) online store ``name``, default ``<project>-online``, ready to publish to.
+    """The Databricks (Lakebase) online store ``name``, default ``get_config().online_store_name``, ready to publish to.
 
     Gets it, or creates it with the smallest capacity (``CU_1``), then waits until its state is
     ``AVAILABLE`` (creation returns while it is still ``STARTING``). A Lakebase store bills while it
-    exists: ``delete_online_store()`` removes it. Called on Databricks by ``online_store_spec()``, and
+    exists: ``delete_online_store()`` removes it. The default name is per catalog and schema, so the
+    attendees of one workshop each get their own store. Called on Databricks by ``online_store_spec()``, and
     only when ``MLOPS_LAKEBASE=true`` (see :func:`publish_online`).
 
     Raises:
@@ -43,7 +44,7 @@ def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_R
     from utils.config import get_config
 
     client = feature_client()
-    store_name = name or f"{get_config().project}-online"
+    store_name = name or get_config().online_store_name
     store = client.get_online_store(name=store_name)
     if store is None:
         store = client.create_online_store(name=store_name, capacity="CU_1")

@@ -532,16 +532,18 @@ def online_table_name(table: str) -> str:
 
 
 def delete_online_store(name: str | None = None) -> bool:
-    """Delete the Lakebase online store ``name`` (default ``<project>-online``) so it stops billing; False if none.
+    """Delete the Lakebase online store ``name`` so it stops billing; False if there is none.
 
-    Locally there is nothing to delete (the SQLite store is part of the state folder): returns False.
+    ``name`` defaults to ``get_config().online_store_name``, the store of this catalog and schema, so
+    one attendee's clean-up never deletes another's store. Locally there is nothing to delete (the
+    SQLite store is part of the state folder): returns False.
     """
     if not is_databricks():
         return False
     from utils.config import get_config
 
     client = feature_client()
-    store_name = name or f"{get_config().project}-online"
+    store_name = name or get_config().online_store_name
     if client.get_online_store(name=store_name) is None:
         return False
     client.delete_online_store(name=store_name)
