@@ -5,7 +5,7 @@ The notebooks call the real client's API on whatever ``feature_client()`` return
 ``utils.local.feature_store.LocalFeatureEngineeringClient`` everywhere else (same methods, same
 keyword arguments, the real package's ``FeatureLookup`` and ``FeatureTable`` classes).
 ``utils.platform`` picks them (``feature_client``, ``online_store_spec``, ``record_lineage``,
-``feature_lineage``, ``delete_online_store``, re-exported here); this module holds what is the same on
+``feature_lineage``, ``lineage_is_immediate``, ``delete_online_store``, re-exported here); this module holds what is the same on
 both platforms, publishing for the router, and the Lakebase store the platform asks for on Databricks.
 """
 
@@ -19,6 +19,7 @@ from utils.platform import (  # noqa: F401 - re-exported for the notebooks
     feature_client,
     feature_lineage,
     get_spark,
+    lineage_is_immediate,
     online_store_spec,
     online_table_name,
     record_lineage,
