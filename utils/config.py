@@ -111,6 +111,7 @@ ENVIRONMENT_SETTINGS = {
     "MLOPS_PROGRESS": "0 turns progress lines off",
     "MLOPS_ACTOR": "the name the audit trail records",
     "MLOPS_LAKEBASE": "true also publishes feature tables to a Lakebase online store (Databricks)",
+    "MLOPS_ALERT_WEBHOOK_URL": "the secret alert_webhook_url locally: the Slack-compatible webhook alerts go to",
     "MLOPS_ONLINE_STORE": "path of the SQLite online store",
     "MLOPS_JARS_DIR": "folder of the resolved Delta Lake jars",
     "MLOPS_SHUFFLE_PARTITIONS": "Spark's shuffle partitions and default parallelism (local sessions)",

@@ -244,9 +244,17 @@ def get_secret(key: str, scope: str | None = None) -> str:
         from utils.config import get_config
 
         scope = scope or get_config().project
+        dbutils = _dbutils()
         try:
-            return str(_dbutils().secrets.get(scope=scope, key=key))
+            return str(dbutils.secrets.get(scope=scope, key=key))
         except Exception as exc:
+            try:
+                scopes = {getattr(s, "name", s) for s in dbutils.secrets.listScopes()}
+            except Exception:  # listing scopes may be refused too; then name the key only
+                scopes = {scope}
+            if scope not in scopes:
+                raise MissingSecret(f"no secret scope {scope!r}: databricks secrets create-scope {scope}, then "
+                                    f"databricks secrets put-secret {scope} {key}") from exc
             raise MissingSecret(f"no secret {key!r} in scope {scope!r}: "
                                 f"databricks secrets put-secret {scope} {key}") from exc
     name = f"MLOPS_{key.upper()}"
@@ -254,6 +262,36 @@ def get_secret(key: str, scope: str | None = None) -> str:
     if not value:
         raise MissingSecret(f"secret {key!r} is not set: export {name}=... (never commit it)")
     return value
+
+
+class _NoInbox:
+    """No webhook inbox: what :func:`alert_inbox` gives on Databricks (``url`` None, no messages)."""
+
+    url: str | None = None
+
+    def messages(self) -> list[dict[str, Any]]:
+        return []
+
+    def __enter__(self) -> _NoInbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def alert_inbox() -> Any:
+    """A context manager giving a webhook receiver to show alerts arriving, where there can be one.
+
+    Locally: ``utils.local.webhook_inbox.LocalWebhookInbox`` on 127.0.0.1 (a stand-in for Slack, started on
+    ``with`` and stopped after; ``url`` and ``messages()``). On Databricks: an inbox with ``url`` None and
+    no messages, since a server on the driver is no stand-in for a chat tool there; alerts reach people
+    through the webhook in the secret ``alert_webhook_url`` (``utils.alerts.alert_notifiers``).
+    """
+    if is_databricks():
+        return _NoInbox()
+    from utils.local.webhook_inbox import LocalWebhookInbox
+
+    return LocalWebhookInbox()
 
 
 # ---------------------------------------------------------------- Java and Spark
