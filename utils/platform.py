@@ -238,7 +238,8 @@ def get_secret(key: str, scope: str | None = None) -> str:
     """A secret (webhook URL, token): a Databricks secret scope on Databricks, ``MLOPS_<KEY>`` locally.
 
     Secrets never live in code, config files or notebooks; a missing one raises ``MissingSecret``
-    naming the environment variable or the scope to fill.
+    naming the environment variable or the scope to fill (and the command creating the scope, when
+    ``dbutils.secrets.listScopes()`` shows the scope itself is missing).
     """
     if is_databricks():
         from utils.config import get_config
