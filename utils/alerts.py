@@ -202,21 +202,23 @@ class WebhookNotifier:
     ``retries`` is the number of extra attempts after the first; the wait before retry ``k`` is
     ``backoff * 2 ** (k - 1)`` seconds (or the server's ``Retry-After`` on 429, up to 60 s).
     Alerts go in batches that fit Slack's block limit. The URL's path (Slack puts its secret there)
-    is never logged or put in an error.
+    is never logged or put in an error. ``name`` is how :func:`dispatch` reports it.
     """
 
     name = "webhook"
 
     def __init__(self, url: str, timeout: float = 5.0, retries: int = 3, backoff: float = 0.5,
-                 *, batch_size: int = SLACK_MAX_BLOCKS - 1, headers: Mapping[str, str] | None = None) -> None:
+                 *, batch_size: int = SLACK_MAX_BLOCKS - 1, headers: Mapping[str, str] | None = None,
+                 name: str = "webhook") -> None:
         if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
-            raise ValueError(f"webhook url must be an http(s) URL, got {_redact(url) if '://' in url else url!r}")
+            shown = _redact(url) if "://" in url else f"{len(url)} characters without a scheme"  # never the secret
+            raise ValueError(f"webhook url must be an http(s) URL, got {shown}")
         if timeout <= 0 or retries < 0 or backoff < 0:
             raise ValueError("timeout must be > 0, retries and backoff >= 0")
         if not 1 <= batch_size <= SLACK_MAX_BLOCKS - 1:
             raise ValueError(f"batch_size must be within 1..{SLACK_MAX_BLOCKS - 1} (Slack allows {SLACK_MAX_BLOCKS} blocks)")
         self.url, self.timeout, self.retries, self.backoff = url, float(timeout), int(retries), float(backoff)
-        self.batch_size = batch_size
+        self.batch_size, self.name = batch_size, name
         self.headers = {"Content-Type": "application/json", **(headers or {})}
         self.results: list[DeliveryResult] = []
 
@@ -299,3 +301,50 @@ def dispatch(alerts: Sequence[Alert], notifiers: Iterable[Notifier]) -> dict[str
         else:
             outcome[name] = {"ok": True, "sent": len(alerts), "error": None}
     return outcome
+
+
+# ---------------------------------------------------------------- which notifiers run
+
+ALERT_WEBHOOK_SECRET = "alert_webhook_url"
+"""The secret holding the team's alert webhook (a Slack incoming webhook or any Slack-compatible one)."""
+
+_SAID: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _SAID:
+        _SAID.add(line)
+        print(line)
+
+
+def alert_notifiers(log_path: str | Path | None = None, *, demo_url: str | None = None, timeout: float = 5.0,
+                    retries: int = 3) -> list[Notifier]:
+    """The notifiers alerts go to: the log always, the team's webhook when one is configured, and a demo inbox.
+
+    - :class:`LogNotifier` (to ``log_path`` if given, else the ``utils.alerts`` logger), always;
+    - :class:`WebhookNotifier` named ``webhook`` to the secret ``alert_webhook_url`` when it exists:
+      ``utils.platform.get_secret`` reads it from the project's Databricks secret scope there, from
+      ``MLOPS_ALERT_WEBHOOK_URL`` locally;
+    - :class:`WebhookNotifier` named ``inbox`` to ``demo_url`` when given (notebook 06 passes
+      ``utils.platform.alert_inbox()``'s URL: a local receiver standing in for Slack; None on Databricks).
+
+    When the secret is missing this prints one line, once per process, saying what to set (on Databricks
+    also whether the scope itself is missing), and the other notifiers still run: no traceback.
+
+    Raises:
+        ValueError: the secret holds something that is not an http(s) URL (the message hides its path).
+    """
+    from utils.platform import MissingSecret, get_secret
+
+    notifiers: list[Notifier] = [LogNotifier(path=log_path)]
+    try:
+        url = get_secret(ALERT_WEBHOOK_SECRET)
+    except MissingSecret as exc:
+        reason = exc.args[0] if exc.args else str(exc)
+        where = "the log and the demo inbox" if demo_url else "the log only"
+        _say_once(f"no alert webhook configured, so alerts go to {where}; to send them to Slack: {reason}")
+    else:
+        notifiers.append(WebhookNotifier(url, timeout=timeout, retries=retries))
+    if demo_url:
+        notifiers.append(WebhookNotifier(demo_url, timeout=timeout, retries=retries, name="inbox"))
+    return notifiers

@@ -7,7 +7,9 @@ e.g. ``MLOPS_CATALOG=acme`` renames every table the notebooks create.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -41,6 +43,7 @@ class Config:
     experiment_name: str = "plantly_recommender"  # on Databricks under /Users/<you>/ (platform.experiment_path)
     endpoint: str = ""  # "" = per catalog and schema (see endpoint_name); MLOPS_ENDPOINT sets one
     prod_catalog: str = ""  # "" = <project>_prod; the catalog notebook 04 promotes to (MLOPS_PROD_CATALOG)
+    lakebase_store: str = ""  # "" = per catalog and schema (see online_store_name); MLOPS_LAKEBASE_STORE sets one
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
     seed: int = 42
@@ -62,6 +65,27 @@ class Config:
         if self.endpoint:
             return self.endpoint
         return f"{self.model_base_name}-{self.catalog}-{self.schema}".replace("_", "-").lower()[:63].strip("-")
+
+    @property
+    def online_store_name(self) -> str:
+        """The Lakebase online store (Databricks): ``lakebase_store``, else ``<project>-online-<catalog>-<schema>``.
+
+        Derived from catalog and schema like :attr:`endpoint_name`, so every attendee of a workshop (and
+        dev, staging and prod) gets a store of their own instead of sharing, and deleting, one billable
+        store. Lakebase instance names are 1-63 characters of letters and hyphens
+        (https://docs.databricks.com/aws/en/oltp/create/): lower case, every other character becomes
+        ``-``, runs of ``-`` collapse, the name starts with a letter and never ends in ``-``. Digits are
+        kept (two schemas ``ada1`` and ``ada2`` must not share a store). A name cut to 63 characters
+        ends in 8 hex digits of its full spelling, so two long schemas that share a prefix stay apart.
+        """
+        if self.lakebase_store:
+            return self.lakebase_store
+        name = re.sub(r"[^a-z0-9]+", "-", f"{self.project}-online-{self.catalog}-{self.schema}".lower()).strip("-")
+        name = name if name[:1].isalpha() else f"s-{name}"
+        if len(name) > 63:
+            digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+            name = f"{name[:54].rstrip('-')}-{digest}"
+        return name
 
     def catalog_for(self, env: str) -> str:
         """The catalog of deployment environment ``env``: ``prod_catalog`` for prod if set, else ``<project>_<env>``."""
@@ -87,6 +111,7 @@ ENVIRONMENT_SETTINGS = {
     "MLOPS_PROGRESS": "0 turns progress lines off",
     "MLOPS_ACTOR": "the name the audit trail records",
     "MLOPS_LAKEBASE": "true also publishes feature tables to a Lakebase online store (Databricks)",
+    "MLOPS_ALERT_WEBHOOK_URL": "the secret alert_webhook_url locally: the Slack-compatible webhook alerts go to",
     "MLOPS_ONLINE_STORE": "path of the SQLite online store",
     "MLOPS_JARS_DIR": "folder of the resolved Delta Lake jars",
     "MLOPS_SHUFFLE_PARTITIONS": "Spark's shuffle partitions and default parallelism (local sessions)",

@@ -5,7 +5,7 @@ The notebooks call the real client's API on whatever ``feature_client()`` return
 ``utils.local.feature_store.LocalFeatureEngineeringClient`` everywhere else (same methods, same
 keyword arguments, the real package's ``FeatureLookup`` and ``FeatureTable`` classes).
 ``utils.platform`` picks them (``feature_client``, ``online_store_spec``, ``record_lineage``,
-``feature_lineage``, ``delete_online_store``, re-exported here); this module holds what is the same on
+``feature_lineage``, ``lineage_is_immediate``, ``delete_online_store``, re-exported here); this module holds what is the same on
 both platforms, publishing for the router, and the Lakebase store the platform asks for on Databricks.
 """
 
@@ -19,6 +19,7 @@ from utils.platform import (  # noqa: F401 - re-exported for the notebooks
     feature_client,
     feature_lineage,
     get_spark,
+    lineage_is_immediate,
     online_store_spec,
     online_table_name,
     record_lineage,
@@ -28,11 +29,12 @@ LAKEBASE_READY_TIMEOUT_S = 900.0
 
 
 def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_READY_TIMEOUT_S) -> Any:
-    """The Databricks (Lakebase) online store ``name``, default ``<project>-online``, ready to publish to.
+    """The Databricks (Lakebase) online store ``name``, default ``get_config().online_store_name``, ready to publish to.
 
     Gets it, or creates it with the smallest capacity (``CU_1``), then waits until its state is
     ``AVAILABLE`` (creation returns while it is still ``STARTING``). A Lakebase store bills while it
-    exists: ``delete_online_store()`` removes it. Called on Databricks by ``online_store_spec()``, and
+    exists: ``delete_online_store()`` removes it. The default name is per catalog and schema, so the
+    attendees of one workshop each get their own store. Called on Databricks by ``online_store_spec()``, and
     only when ``MLOPS_LAKEBASE=true`` (see :func:`publish_online`).
 
     Raises:
@@ -43,7 +45,7 @@ def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_R
     from utils.config import get_config
 
     client = feature_client()
-    store_name = name or f"{get_config().project}-online"
+    store_name = name or get_config().online_store_name
     store = client.get_online_store(name=store_name)
     if store is None:
         store = client.create_online_store(name=store_name, capacity="CU_1")

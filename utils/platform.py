@@ -238,15 +238,24 @@ def get_secret(key: str, scope: str | None = None) -> str:
     """A secret (webhook URL, token): a Databricks secret scope on Databricks, ``MLOPS_<KEY>`` locally.
 
     Secrets never live in code, config files or notebooks; a missing one raises ``MissingSecret``
-    naming the environment variable or the scope to fill.
+    naming the environment variable or the scope to fill (and the command creating the scope, when
+    ``dbutils.secrets.listScopes()`` shows the scope itself is missing).
     """
     if is_databricks():
         from utils.config import get_config
 
         scope = scope or get_config().project
+        dbutils = _dbutils()
         try:
-            return str(_dbutils().secrets.get(scope=scope, key=key))
+            return str(dbutils.secrets.get(scope=scope, key=key))
         except Exception as exc:
+            try:
+                scopes = {getattr(s, "name", s) for s in dbutils.secrets.listScopes()}
+            except Exception:  # listing scopes may be refused too; then name the key only
+                scopes = {scope}
+            if scope not in scopes:
+                raise MissingSecret(f"no secret scope {scope!r}: databricks secrets create-scope {scope}, then "
+                                    f"databricks secrets put-secret {scope} {key}") from exc
             raise MissingSecret(f"no secret {key!r} in scope {scope!r}: "
                                 f"databricks secrets put-secret {scope} {key}") from exc
     name = f"MLOPS_{key.upper()}"
@@ -254,6 +263,36 @@ def get_secret(key: str, scope: str | None = None) -> str:
     if not value:
         raise MissingSecret(f"secret {key!r} is not set: export {name}=... (never commit it)")
     return value
+
+
+class _NoInbox:
+    """No webhook inbox: what :func:`alert_inbox` gives on Databricks (``url`` None, no messages)."""
+
+    url: str | None = None
+
+    def messages(self) -> list[dict[str, Any]]:
+        return []
+
+    def __enter__(self) -> _NoInbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def alert_inbox() -> Any:
+    """A context manager giving a webhook receiver to show alerts arriving, where there can be one.
+
+    Locally: ``utils.local.webhook_inbox.LocalWebhookInbox`` on 127.0.0.1 (a stand-in for Slack, started on
+    ``with`` and stopped after; ``url`` and ``messages()``). On Databricks: an inbox with ``url`` None and
+    no messages, since a server on the driver is no stand-in for a chat tool there; alerts reach people
+    through the webhook in the secret ``alert_webhook_url`` (``utils.alerts.alert_notifiers``).
+    """
+    if is_databricks():
+        return _NoInbox()
+    from utils.local.webhook_inbox import LocalWebhookInbox
+
+    return LocalWebhookInbox()
 
 
 # ---------------------------------------------------------------- Java and Spark
@@ -532,16 +571,18 @@ def online_table_name(table: str) -> str:
 
 
 def delete_online_store(name: str | None = None) -> bool:
-    """Delete the Lakebase online store ``name`` (default ``<project>-online``) so it stops billing; False if none.
+    """Delete the Lakebase online store ``name`` so it stops billing; False if there is none.
 
-    Locally there is nothing to delete (the SQLite store is part of the state folder): returns False.
+    ``name`` defaults to ``get_config().online_store_name``, the store of this catalog and schema, so
+    one attendee's clean-up never deletes another's store. Locally there is nothing to delete (the
+    SQLite store is part of the state folder): returns False.
     """
     if not is_databricks():
         return False
     from utils.config import get_config
 
     client = feature_client()
-    store_name = name or f"{get_config().project}-online"
+    store_name = name or get_config().online_store_name
     if client.get_online_store(name=store_name) is None:
         return False
     client.delete_online_store(name=store_name)
@@ -552,8 +593,9 @@ def record_lineage(name: str, sources: Mapping[str, int | None] | Sequence[str],
     """Record that feature table ``name`` (at ``version``, default its latest) was built from ``sources``.
 
     ``sources`` maps source table to the Delta version read (a list of names means their current
-    versions). A no-op on Databricks, where Unity Catalog captures lineage itself; locally the twin's
-    registry keeps it (``utils.local.feature_store.record_lineage``).
+    versions). A no-op on Databricks, where Unity Catalog captures lineage itself from the queries that
+    run (see :func:`feature_lineage`); locally the twin's registry keeps it
+    (``utils.local.feature_store.record_lineage``).
     """
     if is_databricks():
         return
@@ -562,21 +604,70 @@ def record_lineage(name: str, sources: Mapping[str, int | None] | Sequence[str],
     feature_store.record_lineage(name, sources, version)
 
 
-def feature_lineage(name: str) -> Any:
-    """The sources of feature table ``name`` as a pandas DataFrame, one row per source table.
+LINEAGE_QUERY = """
+SELECT DISTINCT target_table_full_name AS feature_table, source_table_full_name AS source_table, source_type,
+       entity_type, entity_id, entity_run_id, created_by, event_time
+FROM system.access.table_lineage
+WHERE target_table_full_name = :table AND source_table_full_name IS NOT NULL AND source_table_full_name <> :table
+ORDER BY event_time, source_table, entity_run_id
+""".strip()
+"""Unity Catalog's lineage of one table: its writes' sources, oldest first (named parameter ``:table``)."""
 
-    Databricks: the table's ``table_data_sources`` as Unity Catalog records them (columns
-    ``feature_table``, ``source_table``). Locally also per version written: ``feature_table``,
-    ``feature_table_version``, ``mode``, ``source_table``, ``source_version``, ``written_at``.
+LINEAGE_COLUMNS = ["feature_table", "source_table", "source_type", "entity_type", "entity_id", "entity_run_id",
+                   "created_by", "event_time"]
+"""The columns :func:`feature_lineage` returns on Databricks."""
+
+
+def lineage_is_immediate() -> bool:
+    """True where :func:`feature_lineage` shows a write as soon as it is made: locally, where lineage is
+    recorded with the write. False on Databricks, where Unity Catalog's lineage system table fills
+    after the write (minutes later), so a check right after a write cannot require it yet.
     """
-    if is_databricks():
-        import pandas as pd
+    return not is_databricks()
 
-        table = feature_client().get_table(name=name)
-        return pd.DataFrame({"feature_table": name, "source_table": list(table.table_data_sources)})
-    from utils.local import feature_store
 
-    return feature_store.feature_lineage(name)
+def feature_lineage(name: str) -> Any:
+    """The sources of feature table ``name`` as a pandas DataFrame, one row per source table and write.
+
+    Locally (``utils.local.feature_store.feature_lineage``): ``feature_table``, ``feature_table_version``,
+    ``mode``, ``source_table``, ``source_version``, ``written_at``, one row per version written and source,
+    recorded with the write.
+
+    Databricks: Unity Catalog's table lineage system table, ``system.access.table_lineage``, read with
+    :data:`LINEAGE_QUERY` (named parameter markers, no string formatting): ``feature_table``
+    (``target_table_full_name``), ``source_table`` (``source_table_full_name``), ``source_type``
+    (TABLE, VIEW, PATH, STREAMING_TABLE), ``entity_type``/``entity_id``/``entity_run_id`` (the notebook,
+    job or pipeline and its run), ``created_by`` and ``event_time``, oldest first; a table reading itself
+    (a MERGE reads its target) and path reads without a table name are left out. Unity Catalog feature
+    tables leave the client's ``table_data_sources`` empty, so the system table is where the lineage
+    is. Sources: the lineage system tables reference (https://docs.databricks.com/aws/en/admin/system-tables/lineage),
+    which says records are emitted only when lineage can be inferred and that the ``system.access``
+    schema must be enabled; "View data lineage using Unity Catalog"
+    (https://docs.databricks.com/aws/en/data-governance/unity-catalog/data-lineage) says Catalog
+    Explorer shows lineage "in near real time". Neither page promises a latency for the system table,
+    which is a Databricks-hosted analytical store filled after the fact: expect a write's rows minutes
+    later, not at once (:func:`lineage_is_immediate` is False there). An empty result prints a one-line
+    note saying so; a system table this user cannot read (schema not enabled, no ``SELECT``) prints one
+    line naming the fix and returns the empty frame, never a traceback.
+    """
+    if not is_databricks():
+        from utils.local import feature_store
+
+        return feature_store.feature_lineage(name)
+    import pandas as pd
+
+    try:
+        rows = get_spark().sql(LINEAGE_QUERY, args={"table": name.lower()}).collect()
+    except Exception as exc:  # Spark Connect and classic Spark raise different types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        print(f"lineage of {name} unavailable: cannot read system.access.table_lineage ({first}); ask a workspace "
+              "admin to enable the system.access schema and GRANT SELECT on it, or see Catalog Explorer > Lineage")
+        return pd.DataFrame(columns=LINEAGE_COLUMNS)
+    frame = pd.DataFrame([r.asDict() for r in rows], columns=LINEAGE_COLUMNS)
+    if frame.empty:
+        print(f"no lineage rows yet for {name}: Unity Catalog fills system.access.table_lineage minutes after "
+              "a write; rerun later, or open the table's Lineage tab in Catalog Explorer")
+    return frame
 
 
 def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.0) -> Any:

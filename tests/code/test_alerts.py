@@ -247,3 +247,106 @@ def test_message_preview_shows_the_head_and_counts_the_rest():
     assert preview.splitlines()[0] == "9 monitoring alerts for m1"
     assert len(preview.splitlines()) == 5 and preview.endswith("- … and 6 more")
     assert al.message_preview({"text": "one line"}) == "one line"
+
+
+# ------------------------------------------------------------------ which notifiers run, per platform
+
+
+class _Secrets:
+    """``dbutils.secrets`` of a workspace holding ``stored`` ({scope: {key: value}})."""
+
+    def __init__(self, stored: dict[str, dict[str, str]]) -> None:
+        self.stored = stored
+
+    def get(self, scope: str, key: str) -> str:
+        if scope not in self.stored or key not in self.stored[scope]:
+            raise RuntimeError(f"IllegalArgumentException: Secret does not exist with scope: {scope} and key: {key}")
+        return self.stored[scope][key]
+
+    def listScopes(self) -> list:  # dbutils' own spelling
+        return [type("SecretScope", (), {"name": name})() for name in self.stored]
+
+
+@pytest.fixture
+def fresh_notes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(al, "_SAID", set())
+
+
+def _on_databricks(monkeypatch: pytest.MonkeyPatch, stored: dict[str, dict[str, str]]) -> None:
+    from utils import platform
+
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    monkeypatch.setattr(platform, "_dbutils", lambda: type("DBUtils", (), {"secrets": _Secrets(stored)})())
+
+
+def _kinds(notifiers) -> list[tuple[str, str | None]]:
+    return [(n.name, getattr(n, "url", None)) for n in notifiers]
+
+
+def test_locally_without_a_webhook_alerts_go_to_the_log_and_the_demo_inbox(monkeypatch, capsys, fresh_notes,
+                                                                           tmp_path) -> None:
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    monkeypatch.delenv("MLOPS_ALERT_WEBHOOK_URL", raising=False)
+    notifiers = al.alert_notifiers(tmp_path / "alerts.log", demo_url="http://127.0.0.1:9/hook")
+    assert _kinds(notifiers) == [("log", None), ("inbox", "http://127.0.0.1:9/hook")]
+    note = capsys.readouterr().out
+    assert note.count("\n") == 1 and "MLOPS_ALERT_WEBHOOK_URL" in note and "demo inbox" in note
+    al.alert_notifiers(tmp_path / "alerts.log", demo_url="http://127.0.0.1:9/hook")
+    assert capsys.readouterr().out == "", "said once per process"
+
+
+def test_locally_a_webhook_in_the_environment_is_added(monkeypatch, capsys, fresh_notes, server) -> None:
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", server.url)
+    notifiers = al.alert_notifiers(demo_url=None)
+    assert _kinds(notifiers) == [("log", None), ("webhook", server.url)]
+    assert capsys.readouterr().out == ""
+    outcome = al.dispatch(_alerts(3), notifiers)
+    assert outcome["webhook"] == {"ok": True, "sent": 3, "error": None} and len(server.requests) == 1
+
+
+def test_on_databricks_the_webhook_comes_from_the_secret_scope(monkeypatch, capsys, fresh_notes) -> None:
+    from utils import platform
+
+    _on_databricks(monkeypatch, {"plantly": {"alert_webhook_url": "https://hooks.slack.com/services/T1/B2/xyz"}})
+    with platform.alert_inbox() as inbox:
+        assert inbox.url is None and inbox.messages() == []
+        notifiers = al.alert_notifiers(demo_url=inbox.url)
+    assert _kinds(notifiers) == [("log", None), ("webhook", "https://hooks.slack.com/services/T1/B2/xyz")]
+    assert capsys.readouterr().out == ""
+
+
+def test_on_databricks_a_missing_key_is_one_line_saying_what_to_put(monkeypatch, capsys, fresh_notes) -> None:
+    _on_databricks(monkeypatch, {"plantly": {}})
+    assert _kinds(al.alert_notifiers()) == [("log", None)]
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "the log only" in out
+    assert "databricks secrets put-secret plantly alert_webhook_url" in out and "create-scope" not in out
+
+
+def test_on_databricks_a_missing_scope_is_one_line_saying_how_to_create_it(monkeypatch, capsys, fresh_notes) -> None:
+    _on_databricks(monkeypatch, {"other": {}})
+    assert _kinds(al.alert_notifiers()) == [("log", None)]
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "Traceback" not in out
+    assert "no secret scope 'plantly': databricks secrets create-scope plantly" in out
+
+
+def test_a_secret_that_is_not_a_url_is_refused_without_showing_it(monkeypatch, fresh_notes) -> None:
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    monkeypatch.setenv("MLOPS_ALERT_WEBHOOK_URL", "T000/B000/SECRETTOKEN")
+    with pytest.raises(ValueError, match="http") as refused:
+        al.alert_notifiers()
+    assert "SECRETTOKEN" not in str(refused.value)
+
+
+def test_the_local_alert_inbox_receives_what_the_inbox_notifier_sends(monkeypatch, fresh_notes) -> None:
+    from utils import platform
+
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    monkeypatch.delenv("MLOPS_ALERT_WEBHOOK_URL", raising=False)
+    with platform.alert_inbox() as inbox:
+        outcome = al.dispatch(_alerts(2), al.alert_notifiers(demo_url=inbox.url))
+        received = inbox.messages()
+    assert outcome["inbox"]["ok"] and outcome["log"]["ok"]
+    assert len(received) == 1 and len(received[0]["blocks"]) == 3

@@ -115,3 +115,28 @@ def test_a_bad_override_gives_a_valid_example_on_one_line(monkeypatch: pytest.Mo
     with pytest.raises(ParameterError) as err:
         get_config()
     assert "e.g. MLOPS_SEED=42" in str(err.value) and "a whole number" in str(err.value) and "\n" not in str(err.value)
+
+
+_LAKEBASE_NAME = r"[a-z][a-z0-9-]{0,62}"  # 1-63 characters, letters (lower case), digits and hyphens
+
+
+@pytest.mark.parametrize(("catalog", "schema"), [("plantly", "mlops"), ("workshop", "ada_lovelace"), ("Acme.Dev", "9recs"),
+                                                 ("a" * 40, "attendee_" + "x" * 40), ("_", "__")])
+def test_online_store_name_is_a_valid_lakebase_name(catalog: str, schema: str) -> None:
+    import re
+
+    name = Config(catalog=catalog, schema=schema).online_store_name
+    assert re.fullmatch(_LAKEBASE_NAME, name) and not name.endswith("-") and "--" not in name, name
+
+
+def test_each_schema_gets_its_own_online_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Config().online_store_name == "plantly-online-plantly-mlops"
+    names = {Config(catalog="workshop", schema=s).online_store_name for s in ("ada", "grace", "ada1", "ada2")}
+    assert len(names) == 4
+    long_a, long_b = (Config(catalog="workshop", schema="attendee_" + "x" * 60 + tail).online_store_name for tail in "ab")
+    assert long_a != long_b and len(long_a) == len(long_b) == 63
+    monkeypatch.setenv("MLOPS_LAKEBASE_STORE", "team-store")
+    assert get_config().online_store_name == "team-store"
+    from utils.config import known_variables
+
+    assert "MLOPS_LAKEBASE_STORE" in known_variables()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -50,3 +51,49 @@ def test_publish_online_is_idempotent(spark) -> None:
     before = online_store.read_online_table(table)
     publish_online(table, fe)
     pd.testing.assert_frame_equal(online_store.read_online_table(table), before)
+
+
+class _RecordingStoreClient:
+    """The Feature Engineering client's online-store calls, recorded; every store is AVAILABLE at once."""
+
+    def __init__(self) -> None:
+        self.stores: dict[str, SimpleNamespace] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    def get_online_store(self, *, name: str):
+        self.calls.append(("get", name))
+        return self.stores.get(name)
+
+    def create_online_store(self, *, name: str, capacity: str):
+        self.calls.append(("create", name))
+        self.stores[name] = SimpleNamespace(name=name, capacity=capacity, state="AVAILABLE")
+        return self.stores[name]
+
+    def delete_online_store(self, *, name: str) -> None:
+        self.calls.append(("delete", name))
+        del self.stores[name]
+
+
+def test_each_attendee_creates_and_deletes_only_their_own_lakebase_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    from utils import features, platform
+
+    client = _RecordingStoreClient()
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    monkeypatch.setattr(platform, "feature_client", lambda: client)
+    monkeypatch.setattr(features, "feature_client", lambda: client)
+    monkeypatch.setenv("MLOPS_CATALOG", "workshop")
+    for schema in ("ada", "grace"):
+        monkeypatch.setenv("MLOPS_SCHEMA", schema)
+        assert features.lakebase_online_store().name == f"plantly-online-workshop-{schema}"
+    assert sorted(client.stores) == ["plantly-online-workshop-ada", "plantly-online-workshop-grace"]
+    assert platform.delete_online_store() is True  # grace's, the schema in use
+    assert sorted(client.stores) == ["plantly-online-workshop-ada"]
+    assert platform.delete_online_store() is False
+    assert ("delete", "plantly-online-workshop-ada") not in client.calls
+
+
+def test_there_is_no_online_store_to_delete_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    from utils import platform
+
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    assert platform.delete_online_store() is False
