@@ -22,6 +22,25 @@ TYPE_WORDS = {int: "a whole number", float: "a finite number", bool: "true or fa
 """How each declared type is described to a user whose value did not parse."""
 
 
+UNIT = (0.0, 1.0)
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "rows": (1, None), "seed": (0, None), "bad_fraction": UNIT,
+    "psi": (0.0, None), "prediction_psi": (0.0, None), "js_distance": UNIT, "ks_pvalue": UNIT, "chi2_pvalue": UNIT,
+    "min_auc_drop": UNIT, "gate_min_auc": UNIT, "gate_max_dp_difference": UNIT, "gate_max_invasive_score": UNIT,
+    "gate_max_auc_regression": UNIT,
+}
+"""Inclusive (low, high) range of each numeric parameter and threshold (None: unbounded), checked by ``cast_param``.
+
+Rows and seeds are counts (numpy seeds are non-negative); fractions, p-values, AUCs, the Jensen-Shannon
+distance (base 2) and demographic-parity differences lie in [0, 1]; PSI is non-negative and unbounded."""
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"between {low:g} and {high:g}"
+    return f"at least {low:g}" if low is not None else f"at most {high:g}"
+
+
 def example_of(declared: type, default: Any = None) -> Any:
     """A value of type ``declared`` to show in an error: ``default`` when it is one, else a typical one (5000, 0.05, True)."""
     if type(default) is declared and default != "":
@@ -44,6 +63,7 @@ def cast_param(name: str, value: Any, declared: type[T], source: str, what: str 
     number are refused. ``source`` says where the value came from and ``what`` what it is (``parameter``,
     ``setting``); ``example`` is a valid setting written as that source takes it (``MLOPS_ROWS=20000``,
     ``--rows 20000``), else ``name = <typical value>``. All are part of the one-line message.
+    A number outside its :data:`BOUNDS` (``rows`` below 1, a p-value above 1) raises ``ParameterError`` too.
     """
     from pydantic import ConfigDict, TypeAdapter, ValidationError
 
@@ -59,9 +79,16 @@ def cast_param(name: str, value: Any, declared: type[T], source: str, what: str 
         adapter = TypeAdapter(declared, config=ConfigDict(allow_inf_nan=False, str_strip_whitespace=True,
                                                           coerce_numbers_to_str=True))
         try:
-            return adapter.validate_python(value)
+            parsed = adapter.validate_python(value)
         except ValidationError as exc:
             problem = exc.errors()[0]["msg"]
+        else:
+            low, high = BOUNDS.get(name, (None, None)) if declared in (int, float) else (None, None)
+            if (low is None or parsed >= low) and (high is None or parsed <= high):
+                return parsed
+            example = example or f"{name} = {example_of(declared)!r}"
+            raise ParameterError(f"{what} {name!r}: value {value!r} from {source} is out of range; give "
+                                 f"{TYPE_WORDS[declared]} {_range_text(low, high)}, e.g. {example}")
     example = example or f"{name} = {example_of(declared)!r}"
     raise ParameterError(f"{what} {name!r}: value {value!r} from {source} cannot be read as "
                          f"{declared.__name__} ({problem}); give {TYPE_WORDS[declared]}, e.g. {example}")

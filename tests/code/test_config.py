@@ -36,7 +36,9 @@ def test_explicit_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(("variable", "raw"), [("MLOPS_SEED", "seven"), ("MLOPS_SEED", "7.5"),
-                                               ("MLOPS_THRESHOLD_PSI", "high"), ("MLOPS_THRESHOLD_GATE_MIN_AUC", "nan")])
+                                               ("MLOPS_THRESHOLD_PSI", "high"), ("MLOPS_THRESHOLD_GATE_MIN_AUC", "nan"),
+                                               ("MLOPS_THRESHOLD_GATE_MIN_AUC", "1.5"), ("MLOPS_THRESHOLD_PSI", "-1"),
+                                               ("MLOPS_THRESHOLD_KS_PVALUE", "5"), ("MLOPS_SEED", "-3")])
 def test_bad_environment_override_is_refused_naming_field_value_and_variable(monkeypatch: pytest.MonkeyPatch,
                                                                              variable: str, raw: str) -> None:
     from utils.parameters import ParameterError
@@ -140,3 +142,13 @@ def test_each_schema_gets_its_own_online_store(monkeypatch: pytest.MonkeyPatch) 
     from utils.config import known_variables
 
     assert "MLOPS_LAKEBASE_STORE" in known_variables()
+
+
+def test_every_threshold_has_a_range() -> None:
+    """A new threshold gets its range in utils.parameters.BOUNDS, so an impossible value is refused up front."""
+    from dataclasses import fields
+
+    from utils.config import Thresholds
+    from utils.parameters import BOUNDS
+
+    assert {f.name for f in fields(Thresholds)} <= set(BOUNDS)

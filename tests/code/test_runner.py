@@ -101,6 +101,9 @@ def test_resolve_parameters(flags: dict, environ: dict, expected: dict) -> None:
     ({"rows": "20000"}, {"MLOPS_ROWS": "5000"}, ["'rows'", "--rows 20000", "MLOPS_ROWS=5000", "disagree"]),
     ({"rows": "1e9x"}, {}, ["'rows'", "--rows", "'1e9x'"]),
     ({"rows": None}, {"MLOPS_BAD_FRACTION": "0,05"}, ["'bad_fraction'", "MLOPS_BAD_FRACTION", "'0,05'"]),
+    ({"rows": None}, {"MLOPS_ROWS": "-5"}, ["'rows'", "MLOPS_ROWS", "'-5'", "out of range", "at least 1"]),
+    ({"rows": "0"}, {}, ["'rows'", "--rows", "out of range"]),
+    ({"rows": None}, {"MLOPS_BAD_FRACTION": "1.5"}, ["'bad_fraction'", "MLOPS_BAD_FRACTION", "between 0 and 1"]),
 ])
 def test_bad_or_conflicting_parameters_are_refused(flags: dict, environ: dict, named: list[str]) -> None:
     with pytest.raises(ParameterError) as err:
