@@ -147,7 +147,7 @@ ifneq ($(MLOPS_STATE_DIR),)
 	@case "$(STATE_DIR)" in /|"$(HOME)"|"$(CURDIR)") echo "refusing to delete MLOPS_STATE_DIR=$(STATE_DIR)"; exit 1;; esac
 	rm -rf "$(STATE_DIR)"
 else
-	rm -rf .lakehouse $(TEST_STATE) executed reports data/raw/*.csv data/raw/*.json data/raw/*.jsonl
+	rm -rf .lakehouse $(TEST_STATE) executed reports data/raw/*.csv data/raw/*.json data/raw/*.jsonl notebooks/kernel-ipc-*
 endif
 
 # What a Databricks runtime lacks or must pin (the notebooks' first cell and the bundle's serverless jobs install it),

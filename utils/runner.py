@@ -13,7 +13,10 @@ import ast
 import json
 import os
 import shlex
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -88,6 +91,19 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, object], timeo
     out = out_dir / path.name
     log_path = kernel_log(out_dir, path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # The IPC socket files live in a folder of their own, not next to the notebooks: a run killed before it can
+    # shut its kernel down leaves them in the temporary folder rather than in notebooks/.
+    sockets = tempfile.mkdtemp(prefix="plantly-kernel-")
+    try:
+        _execute(papermill, path, out, parameters, timeout_s, log_path, Config(
+            {"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel-ipc")}}))
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+    return out
+
+
+def _execute(papermill: Any, path: Path, out: Path, parameters: dict[str, object], timeout_s: int, log_path: Path,
+             config: Any) -> None:
     with log_path.open("w", encoding="utf-8") as log:
         papermill.execute_notebook(
             str(path),
@@ -102,9 +118,13 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, object], timeo
             kernel_manager_class=_kernel_manager_logging_to(log),
             # The kernel talks to the runner over local sockets (IPC), not unencrypted TCP ports (over TCP
             # ipykernel warns that the traffic is "susceptible to eavesdropping").
-            config=Config({"KernelManager": {"transport": "ipc"}}),
+            config=config,
         )
-    return out
+
+
+def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (a closed terminal, ``timeout``, CI cancelling) handled as Ctrl-C, so the kernel is shut down cleanly."""
+    raise KeyboardInterrupt
 
 
 def stderr_outputs(nb: dict) -> list[tuple[int, str]]:
@@ -263,11 +283,17 @@ def main(argv: list[str] | None = None) -> int:
               + f": the notebooks are {names}", file=sys.stderr)
         return 2
     timings: list[tuple[str, float]] = []
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     for nb in notebooks:
         start = time.perf_counter()
         print(f"running {nb.name} ...", flush=True)
         try:
             out = run_notebook(nb, args.output, params)
+        except KeyboardInterrupt:
+            print(f"interrupted in {nb.name} after {time.perf_counter() - start:.0f} s: its partial copy is in "
+                  f"{args.output / nb.name}; run it again with python -m utils.runner --from {nb.name[:2]}",
+                  file=sys.stderr)
+            return 130
         except Exception as exc:  # papermill raises PapermillExecutionError with the failing cell
             print(f"FAILED {nb.name}: {exc}", file=sys.stderr)
             print(f"the partially executed copy is in {args.output / nb.name}; "

@@ -130,3 +130,38 @@ def test_a_finished_notebook_is_shut_down_without_an_interrupt(tmp_path: Path) -
         os.kill(pid, 15)
     except ProcessLookupError:
         pass
+
+
+def test_a_terminated_run_shuts_its_kernel_down_and_leaves_no_socket_files(tmp_path: Path) -> None:
+    """SIGTERM (a closed terminal, `timeout`) ends the run as Ctrl-C does: no socket files left anywhere."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    started = tmp_path / "started"
+    cell = nbformat.v4.new_code_cell(f"import pathlib, time\npathlib.Path({str(started)!r}).write_text('x')\ntime.sleep(120)")
+    source = tmp_path / "nb" / "t.ipynb"
+    source.parent.mkdir()
+    source.write_text(json.dumps(_notebook(cell)))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    script = ("import signal, sys\nfrom pathlib import Path\n"
+              "from utils.runner import _terminate_as_interrupt, run_notebook\n"
+              "signal.signal(signal.SIGTERM, _terminate_as_interrupt)\n"
+              "try:\n"
+              f"    run_notebook(Path({str(source)!r}), Path({str(tmp_path / 'out')!r}), {{}}, timeout_s=300)\n"
+              "except KeyboardInterrupt:\n"
+              "    print('interrupted'); sys.exit(130)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=str(Path(__file__).resolve().parents[2]),
+                            env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 180
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert started.exists(), proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in out, (out, err)
+    assert "Traceback" not in err, err
+    assert not list(source.parent.glob("kernel-ipc*")) and not list(scratch.glob("plantly-kernel-*"))
