@@ -114,8 +114,9 @@ hooks: $(STAMP)
 # The MLflow UI on $(STATE_DIR)/mlflow (SQLite store mlflow.db, artifacts/), announced once /health answers;
 # Ctrl-C stops it. Port 5000 taken (e.g. macOS AirPlay): make ui UI_PORT=5001.
 UI_PORT ?= 5000
+UI_TIMEOUT ?= 180
 ui: $(STAMP)
-	@$(BIN)/python -m utils.ui --port $(UI_PORT) --state-dir "$(STATE_DIR)"
+	@$(BIN)/python -m utils.ui --port $(UI_PORT) --state-dir "$(STATE_DIR)" --timeout $(UI_TIMEOUT)
 
 # ENDPOINTS="http://127.0.0.1:PORT ..." probes endpoints started elsewhere (05 stops its own when it ends).
 dashboard: $(STAMP) $(JARS)

@@ -27,7 +27,7 @@ from typing import IO
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
-READY_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 180.0  # a first start on a shared 2-core laptop can take a minute or more
 STOP_GRACE_S = 10.0
 
 
@@ -84,8 +84,8 @@ def wait_ready(url: str, process: subprocess.Popen | None = None, timeout: float
             last = str(getattr(exc, "reason", exc))
         if time.monotonic() - start >= timeout:
             raise UIError(f"the MLflow server did not answer {url} with 200 within {timeout:.0f} s (last: {last}): "
-                          "see its log above; a first start on a large database migrates it and can take longer: "
-                          "python -m utils.ui --timeout 180")
+                          "see its log above; on a busy machine, or a first start that migrates a large database, "
+                          f"wait longer: make ui UI_TIMEOUT={int(timeout * 2)}")
         time.sleep(interval)
 
 
@@ -120,7 +120,10 @@ def serve(port: int = DEFAULT_PORT, state: Path | None = None, timeout: float = 
     _, artifacts = store_paths(state)
     artifacts.mkdir(parents=True, exist_ok=True)  # also creates the folder of the SQLite file
     # The server's log (some of it on its stdout) goes to stderr: stdout carries the one ready line.
-    process = subprocess.Popen(ui_command(port, state), stdout=sys.stderr.fileno())
+    # MLflow's server mounts its Flask app with starlette's WSGI middleware, which warns about its own
+    # deprecation once per worker: a note for MLflow's developers, not for someone opening the UI.
+    env = {**os.environ, "PYTHONWARNINGS": "ignore:starlette.middleware.wsgi is deprecated"}
+    process = subprocess.Popen(ui_command(port, state), stdout=sys.stderr.fileno(), env=env)
     try:
         wait_ready(f"http://{HOST}:{port}/health", process, timeout)
         print(f"MLflow UI ready at http://{HOST}:{port} (Ctrl-C stops it)", file=out, flush=True)
@@ -129,7 +132,13 @@ def serve(port: int = DEFAULT_PORT, state: Path | None = None, timeout: float = 
     except KeyboardInterrupt:
         return 0
     finally:
-        _stop(process)
+        # A second Ctrl-C or SIGTERM while the server stops must not abandon it half-way (or print a traceback).
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            _stop(process)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

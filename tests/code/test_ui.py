@@ -51,7 +51,7 @@ def test_wait_ready_returns_only_after_a_200(monkeypatch):
 
 def test_wait_ready_fails_clearly_when_nothing_answers_or_the_server_exits():
     url = f"http://127.0.0.1:{free_port()}/health"
-    with pytest.raises(ui.UIError, match=r"did not answer .*/health with 200 within 1 s .*--timeout"):
+    with pytest.raises(ui.UIError, match=r"did not answer .*/health with 200 within 1 s .*make ui UI_TIMEOUT="):
         ui.wait_ready(url, timeout=1, interval=0.1)
     dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     dead.wait()
@@ -105,6 +105,9 @@ def test_the_ui_is_announced_once_it_answers_and_ctrl_c_stops_it(tmp_path):
         reader.join(timeout=5)
         assert lines == [lines[0]]  # one line, nothing else on stdout
         ui.check_port_free(port)  # the server went with it
+        server_log = (tmp_path / "server.log").read_text()
+        assert "utils/ui.py" not in server_log, server_log[-2000:]  # no traceback of its own while stopping
+        assert "starlette.middleware.wsgi is deprecated" not in server_log, server_log[-2000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
