@@ -116,7 +116,7 @@ def catch_up(stage: str, rows: int, seed: int) -> CatchUpReport:
     from utils.progress import progress
 
     details = []
-    for step in progress(STAGES[stage], f"catch-up for {stage}"):
+    for step in progress(STAGES[stage], f"catch-up for {stage}: checking upstream state"):
         start = time.perf_counter()
         built = step(rows, seed)
         details.append({"step": step.__name__, "what": WHAT.get(step.__name__, step.__name__), "built": built,

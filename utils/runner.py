@@ -227,9 +227,17 @@ def resolve_parameters(flags: dict[str, str | None], declared: dict[str, tuple[t
 
 
 def _state_prefix() -> str:
-    """``MLOPS_STATE_DIR=<folder> `` when a state folder is set (so a copied command opens that state), else ``""``."""
-    folder = os.environ.get("MLOPS_STATE_DIR")
-    return f"MLOPS_STATE_DIR={shlex.quote(folder)} " if folder else ""
+    """The settings a copied command needs to open this run's state: ``MLOPS_STATE_DIR`` and the names (``""`` if none).
+
+    ``MLOPS_STATE_DIR=<folder>`` when set, and every ``MLOPS_<FIELD>`` of the config that is set (a renamed
+    catalog, schema or model), since the status page and the UI look for those names.
+    """
+    from dataclasses import fields
+
+    from utils.config import Config
+
+    names = ["MLOPS_STATE_DIR"] + [f"MLOPS_{f.name.upper()}" for f in fields(Config) if f.name != "thresholds"]
+    return "".join(f"{n}={shlex.quote(os.environ[n])} " for n in names if os.environ.get(n))
 
 
 def where_things_are(executed: Path) -> str:

@@ -73,6 +73,9 @@ def test_the_closing_hints_open_the_state_folder_of_the_run(monkeypatch, tmp_pat
     assert f"MLOPS_STATE_DIR='{tmp_path / 'my state'}' make dashboard" in text
     monkeypatch.delenv("MLOPS_STATE_DIR")
     assert "MLOPS_STATE_DIR" not in runner.where_things_are(tmp_path / "executed")
+    monkeypatch.setenv("MLOPS_CATALOG", "acme")  # a renamed run: the dashboard must look for its names
+    monkeypatch.setenv("MLOPS_SCHEMA", "recs")
+    assert "MLOPS_CATALOG=acme MLOPS_SCHEMA=recs make dashboard" in runner.where_things_are(tmp_path / "executed")
 
 
 def test_declared_parameters_come_from_the_parameters_cells() -> None:
