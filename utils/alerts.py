@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -83,7 +83,7 @@ def _alert_id(model_name: str, metric: str, column: str, drift_type: str, start:
 
 def alerts_from_breaches(breaches: Iterable[Mapping[str, Any]], model_name: str, *, now: datetime | None = None) -> list[Alert]:
     """One :class:`Alert` per breach, with a stable id, a severity and a readable message."""
-    created = now or datetime.now(timezone.utc)
+    created = now or datetime.now(UTC)
     alerts = []
     for i, b in enumerate(breaches):
         missing = [k for k in ("metric", "column", "value", "threshold") if k not in b]
@@ -152,7 +152,7 @@ class LogNotifier:
                 self.logger.log(logging.ERROR if a.severity == "critical" else logging.WARNING, "%s", line)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         with self.path.open("a", encoding="utf-8") as fh:
             fh.writelines(f"{now} {line}\n" for _, line in lines)
 

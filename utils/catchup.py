@@ -8,7 +8,7 @@ its output already exists, so calling it after running the earlier notebooks cos
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from utils.config import Config, get_config
 

@@ -903,7 +903,7 @@ def land_raw_files(spec: GeneratorSpec, out_dir: Path | None = None, force: bool
         "window": {"start": start.isoformat(), "current_start": current_start.isoformat(), "end": end.isoformat()},
         "entities": {k: len(v) for k, v in frames.items()},
         "files": files,
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "generation_seconds": round(time.perf_counter() - t0, 3),
     }
     _write_atomic(paths["manifest"], json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
 from statistics import NormalDist
 from typing import Any
@@ -483,7 +483,7 @@ class Router:
         """Buffer one answered request; its inference-log rows are built at flush time, off the request path."""
         assert self._features is not None
         entry = (frame, predictions, versions, arms, request_id, self._features.versions(),
-                 datetime.now(timezone.utc))
+                 datetime.now(UTC))
         with self._lock:
             self._log.append(entry)
 
@@ -502,7 +502,7 @@ class Router:
         if not self.log_predictions:
             return
         versions = answer.get("model_versions") or []
-        row = {"request_id": answer.get("request_id") or uuid.uuid4().hex, "ts": datetime.now(timezone.utc),
+        row = {"request_id": answer.get("request_id") or uuid.uuid4().hex, "ts": datetime.now(UTC),
                "model_name": self.model_name, "path": path, "status_code": int(status),
                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                "records": len(answer.get("predictions") or []),

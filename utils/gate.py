@@ -41,6 +41,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from utils import registry
@@ -570,7 +571,7 @@ def gate_and_set_challenger(name: str, version: str | int, eval_df: pd.DataFrame
     The verdict is always recorded as version tags (``gate_passed``, ``gate_failed``, ``gate_summary``,
     ``gate_checked_at``); a failure changes no alias. ``kw`` goes to ``run_gate``.
     """
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     cfg = get_config()
     version = str(version)
@@ -586,7 +587,7 @@ def gate_and_set_challenger(name: str, version: str | int, eval_df: pd.DataFrame
         "gate_passed": str(result.passed).lower(),
         "gate_failed": ",".join(c.name for c in result.failed()),
         "gate_summary": "; ".join(f"{c.name}: {c.reason}" for c in result.failed()) or "all checks passed",
-        "gate_checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "gate_checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
     })
     if result.passed:
         registry.set_alias(name, cfg.challenger_alias, version, "passed the validation gate",

@@ -94,7 +94,7 @@ def read_raw_lines(path: Path, has_header: bool) -> Any:
         lines.pop()
     first = 2 if has_header else 1
     body = lines[1:] if has_header else lines
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return pa.table({
         "source_file": pa.array([path.name] * len(body), pa.string()),
         "line_no": pa.array(range(first, first + len(body)), pa.int64()),
@@ -106,7 +106,6 @@ def read_raw_lines(path: Path, has_header: bool) -> Any:
 def land_bronze(raw_dir: Path, cfg: Config | None = None) -> dict[str, int]:
     """Write every raw file to its bronze table (overwrite: bronze mirrors the landed files); returns row counts."""
     from utils import lakehouse
-
     from utils.progress import progress
 
     counts = {}

@@ -68,7 +68,11 @@ def score_training_set(model_uri: str, cfg: Config | None = None) -> Any:
 
     from utils import lakehouse
     from utils.features import feature_client
-    from utils.plantly_features import load_training_frame, materialize_training_set, training_set_table
+    from utils.plantly_features import (
+        load_training_frame,
+        materialize_training_set,
+        training_set_table,
+    )
     from utils.platform import get_spark
     from utils.training import features_frame
 
@@ -165,7 +169,7 @@ def retrain_and_gate(seed: int, reason: str, family: str = "gboost", cfg: Config
         promoted = True
     return {"run_id": result.run_id, "version": str(version.version), "gate_passed": verdict.passed,
             "gate_summary": verdict.summary(), "promoted": promoted, "metrics": result.metrics,
-            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 
 
 class RetrainJobError(RuntimeError):

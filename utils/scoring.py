@@ -22,7 +22,7 @@ import json
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,7 +117,7 @@ def inference_rows(
     out = pd.DataFrame({
         "request_id": request_id,
         "event_id": events,
-        "ts": pd.Timestamp(ts or datetime.now(timezone.utc)),
+        "ts": pd.Timestamp(ts or datetime.now(UTC)),
         "source": source,
         "model_name": model_name,
         "model_version": [str(v) for v in model_version] if isinstance(model_version, (list, tuple, pd.Series))
@@ -381,7 +381,7 @@ def land_events(events: pd.DataFrame | Sequence[Mapping[str, Any]], folder: Path
     """Write ``events`` (plus any ``raw_lines`` as they are) as one JSON-lines file in ``folder``; returns it."""
     frame = pd.DataFrame(list(events)) if not isinstance(events, pd.DataFrame) else events
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (name or f"events-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}.json")
+    path = folder / (name or f"events-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}.json")
     lines = [json.dumps({k: _plain(v) for k, v in rec.items()}) for rec in frame.to_dict(orient="records")]
     tmp = path.with_name("." + path.name + ".tmp")  # write then rename: the stream never sees half a file
     tmp.write_text("\n".join([*lines, *raw_lines]) + "\n")
@@ -505,7 +505,7 @@ class StreamScorer:
             "batch_id": int(batch_id),
             "event_id": [None if v is None or pd.isna(v) else str(v) for v in bad.get("event_id", [None] * len(bad))],
             "reason": bad["reason"].astype(str), "raw": raw.astype(str),
-            "quarantined_at": pd.Timestamp(datetime.now(timezone.utc)),
+            "quarantined_at": pd.Timestamp(datetime.now(UTC)),
         })
         rows = rows.drop_duplicates("quarantine_id")
         schema = pa.schema([("quarantine_id", pa.string()), ("batch_id", pa.int64()), ("event_id", pa.string()),

@@ -441,7 +441,11 @@ def develop(
     import mlflow
 
     from utils.features import feature_client
-    from utils.plantly_features import load_training_frame, materialize_training_set, training_set_table
+    from utils.plantly_features import (
+        load_training_frame,
+        materialize_training_set,
+        training_set_table,
+    )
 
     inputs = materialize_training_set(feature_client(), cfg)
     train, test = time_split(load_training_frame(inputs[training_set_table(cfg)], cfg), test_fraction=test_fraction)

@@ -11,7 +11,7 @@ import re
 import struct
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -73,7 +73,7 @@ def state_with_tables(browser: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 def write_tables() -> None:
     """An inference log (two versions served), two monitoring passes of drift, and quality per window."""
     cfg, names = get_config(), monitoring_tables(get_config())
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     lakehouse.write(pd.DataFrame({
         "request_id": [f"r{i}" for i in range(6)], "ts": [now - timedelta(minutes=15 * i) for i in range(6)],
         "source": "realtime", "model_name": cfg.model_name, "model_version": ["1", "1", "2", "1", "2", "1"],
@@ -83,7 +83,7 @@ def write_tables() -> None:
         rows = []
         for i, col in enumerate(("region", "device", "tenure_days")):
             row = dict.fromkeys(DRIFT_COLUMNS)
-            start = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(weeks=week)
+            start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(weeks=week)
             row.update(column_name=col, role="feature", drift_type="BASELINE",
                        window={"start": start, "end": start + timedelta(days=7)},
                        population_stability_index=shift * (i + 1), js_distance=shift / 2)
@@ -129,7 +129,7 @@ def test_dashboard_renders_in_chromium_without_script_errors(browser: Path, stat
 
 def test_script_errors_on_the_page_are_caught(browser: Path, tmp_path: Path) -> None:
     """The error recorder works, so the test above can fail: a page with a broken script is flagged."""
-    cfg, now = get_config(), datetime.now(timezone.utc)
+    cfg, now = get_config(), datetime.now(UTC)
     broken = dashboard.Section("alerts", "Alerts", body="<script>thisFunctionDoesNotExist();</script>")
     page = tmp_path / "broken.html"
     page.write_text(dashboard.render([broken], cfg, now), encoding="utf-8")

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
@@ -85,7 +85,7 @@ def test_alerts_from_breaches_have_stable_ids_severity_and_message():
     assert [a.severity for a in alerts] == ["warning", "critical", "warning", "critical"]
     a = alerts[0]
     assert (a.metric, a.column, a.value, a.threshold, a.model_name) == ("population_stability_index", "price", 0.25, 0.2, "m1")
-    assert a.window_start == datetime(2024, 3, 5, tzinfo=timezone.utc) and a.window_end == datetime(2024, 3, 6, tzinfo=timezone.utc)
+    assert a.window_start == datetime(2024, 3, 5, tzinfo=UTC) and a.window_end == datetime(2024, 3, 6, tzinfo=UTC)
     assert "price" in a.message and "above the threshold 0.2" in a.message and "2024-03-05" in a.message
     again = al.alerts_from_breaches(breaches[:1], "m1")[0]
     assert again.alert_id == a.alert_id  # re-running the monitor gives the same id (idempotent MERGE)

@@ -8,11 +8,11 @@ import re
 import shutil
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlparse
 from typing import ClassVar
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
@@ -103,7 +103,7 @@ def make_small_state(now: datetime) -> dict[str, object]:
         {"metric": "js_distance", "column": "device", "value": 0.13, "threshold": 0.1},
     ], cfg.model_name)  # raised now, after the promotion: open
     lakehouse.write(alerts_to_frame(new_alerts), names["alerts"], mode="append")
-    ts = [now - timedelta(minutes=m) for m in (90, 50, 20)] + [datetime.now(timezone.utc)]  # the last after the promotion
+    ts = [now - timedelta(minutes=m) for m in (90, 50, 20)] + [datetime.now(UTC)]  # the last after the promotion
     lakehouse.write(pd.DataFrame({
         "request_id": ["r1", "r2", "r3", "r4"], "ts": ts, "source": ["realtime", "realtime", "batch", "realtime"],
         "model_name": cfg.model_name, "model_version": str(mv.version), "customer_id": "C1", "plant_id": "P1",
@@ -116,7 +116,7 @@ def make_small_state(now: datetime) -> dict[str, object]:
                         for i, (t, code, ms) in enumerate(zip(ts + [ts[-1]], (200, 200, 200, 200, 422),
                                                               (10.0, 20.0, 30.0, 400.0, 1.0)))], cfg)
     for week, psi in enumerate(({"region": 0.05, "device": 0.02}, {"region": 4.04, "device": 0.09})):
-        lakehouse.write(drift_to_arrow(drift_frame(psi, datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(weeks=week))),
+        lakehouse.write(drift_to_arrow(drift_frame(psi, datetime(2026, 1, 1, tzinfo=UTC) + timedelta(weeks=week))),
                         names["drift"], mode="overwrite")
     lakehouse.write(pd.DataFrame({
         "window_start": pd.date_range("2026-01-01", periods=3, freq="7D", tz="UTC"),
@@ -201,7 +201,7 @@ def test_bad_endpoint_url_is_refused_with_the_fix(fresh_state: Path, tmp_path: P
 
 def test_unreadable_table_becomes_a_section_error_and_the_page_still_renders(fresh_state: Path, tmp_path: Path) -> None:
     drift = monitoring_tables(get_config())["drift"]
-    lakehouse.write(drift_to_arrow(drift_frame({"region": 0.5}, datetime(2026, 1, 1, tzinfo=timezone.utc))), drift)
+    lakehouse.write(drift_to_arrow(drift_frame({"region": 0.5}, datetime(2026, 1, 1, tzinfo=UTC))), drift)
     folder = Path(urlparse(lakehouse.table_location(drift)).path)
     for data_file in folder.glob("*.parquet"):
         data_file.unlink()  # the log names files that are gone: every read of the data fails
@@ -222,7 +222,7 @@ def test_unreadable_table_becomes_a_section_error_and_the_page_still_renders(fre
 
 def test_real_state_shows_the_recorded_values(fresh_state: Path, tmp_path: Path, router_url: str) -> None:
     cfg = get_config()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     facts = make_small_state(now)
     down = f"http://127.0.0.1:{free_port()}"
     out = dashboard.build_dashboard(tmp_path / "d.html", endpoint_urls=[router_url, down])
@@ -354,7 +354,7 @@ def test_show_embeds_the_page_in_an_isolated_iframe(fresh_state: Path, tmp_path:
 
 
 def test_champion_share_flags_traffic_still_going_to_an_older_version() -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     promoted = pd.Timestamp(now - timedelta(hours=1))
     log = pd.DataFrame({"ts": [now - timedelta(hours=2), now - timedelta(minutes=10), now],
                         "model_version": ["1", "1", "1"]})
@@ -366,7 +366,7 @@ def test_champion_share_flags_traffic_still_going_to_an_older_version() -> None:
 
 def test_a_clean_demo_reads_all_clear() -> None:
     """After `make demo`: a champion, no endpoint left running (05 stops its own), no open alert, fresh tables."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cfg = get_config()
     sections = {
         "models": dashboard.Section("models", "m", facts={cfg.champion_alias: {"version": "3", "at": now}}),

@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 from databricks.feature_engineering import FeatureEngineeringClient, FeatureLookup
 from databricks.ml_features.entities.feature_table import FeatureTable
-from pyspark.sql.types import DoubleType, IntegerType, LongType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import (
+    DoubleType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+)
 
 from utils.local.feature_store import LocalFeatureEngineeringClient, resolve_lookups
 

@@ -241,7 +241,7 @@ def test_point_in_time_join_never_leaks_the_future_where_a_naive_join_does(spark
     pit = fe.create_training_set(df=spine, label="label", feature_lookups=[
         FeatureLookup(table_name=name, lookup_key="customer_id", feature_names=["spend"],
                       timestamp_lookup_key="event_ts")]).load_df()
-    event_minute = (F.col("event_ts").cast("long") - int(BASE.replace(tzinfo=dt.timezone.utc).timestamp())) / 60
+    event_minute = (F.col("event_ts").cast("long") - int(BASE.replace(tzinfo=dt.UTC).timestamp())) / 60
     assert pit.where(F.col("spend") > event_minute).count() == 0
     assert pit.where(F.col("spend").isNotNull()).count() > 0
     naive = spine.join(fe.read_table(name=name).select("customer_id", "spend"), "customer_id")

@@ -69,7 +69,7 @@ def test_pandas_and_arrow_round_trip_into_a_real_delta_table(spark, name: str) -
 
 
 def test_spark_round_trip_and_read_returns_spark(spark, name: str) -> None:
-    ts = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.timezone.utc)
+    ts = dt.datetime(2024, 5, 1, 12, 30, tzinfo=dt.UTC)
     df = spark.createDataFrame([(1, "a", ts), (2, "b", ts)], "id long, label string, ts timestamp")
     assert lh.write(df, name) == 0
     back = lh.read(name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
@@ -52,7 +52,7 @@ def _view(spark, name: str, table: pa.Table) -> None:
 
 def test_every_dataset_query_runs_on_the_lifecycle_table_schemas(spark) -> None:
     cfg = Config()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     requests = pd.DataFrame({
         "request_id": ["a", "b", "c", "d"], "ts": [now - timedelta(minutes=m) for m in (1, 2, 3, 60 * 30)],
         "model_name": cfg.model_name, "path": "/invocations", "status_code": [200, 200, 422, 200],

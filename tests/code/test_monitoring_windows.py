@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
@@ -11,7 +11,7 @@ from utils import monitoring as m
 from utils.alerts import alerts_from_breaches
 from utils.config import Thresholds
 
-T0 = datetime(2026, 10, 5, 9, 30, tzinfo=timezone.utc)  # a Monday morning
+T0 = datetime(2026, 10, 5, 9, 30, tzinfo=UTC)  # a Monday morning
 
 
 def _scored(spark, days: int):

@@ -19,7 +19,7 @@ PLANTS = SourceSpec(
 def _bronze(spark, lines: list[str]):
     import datetime as dt
 
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     rows = [("f", i + 1, line, now) for i, line in enumerate(lines)]
     return spark.createDataFrame(rows, "source_file string, line_no long, raw string, ingested_at timestamp")
 

@@ -117,13 +117,12 @@ def test_bad_or_conflicting_parameters_are_refused(flags: dict, environ: dict, n
 
 def test_bundle_job_parameters_parse_as_the_declared_types() -> None:
     """Databricks job parameters fill widgets; every one a job passes must be a declared parameter of its type."""
-    import yaml
-
-    from utils.parameters import cast_param
-
     from dataclasses import fields
 
+    import yaml
+
     from utils.config import Config
+    from utils.parameters import cast_param
 
     config_fields = {f.name for f in fields(Config)} - {"thresholds"}
     declared = runner.declared_parameters(runner.lifecycle_notebooks())

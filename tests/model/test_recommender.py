@@ -37,7 +37,12 @@ def packaged(frames, model, family, isolated_state):
     import mlflow
 
     from utils.platform import configure_mlflow
-    from utils.training import TrainResult, log_recommender, pinned_requirements, skops_trusted_types
+    from utils.training import (
+        TrainResult,
+        log_recommender,
+        pinned_requirements,
+        skops_trusted_types,
+    )
 
     configure_mlflow("model-tests")
     clf, threshold = model
@@ -116,7 +121,12 @@ def test_select_family_picks_on_the_training_rows_and_passes_the_gate_floor_at_a
 
     from utils.config import get_config
     from utils.plantly_features import LABEL
-    from utils.training import DEFAULT_PARAMS, build_pipeline, features_frame, select_family
+    from utils.training import (
+        DEFAULT_PARAMS,
+        build_pipeline,
+        features_frame,
+        select_family,
+    )
 
     train, test = pandas_training_frames(5000, 42)
     family, params = select_family(train, seed=42)

@@ -295,7 +295,7 @@ def record_lineage(name: str, sources: Mapping[str, int | None] | Sequence[str],
             conn.execute(
                 "INSERT INTO feature_table_writes (name, version, mode, rows, sources, written_at) "
                 "VALUES (?, ?, 'external', NULL, ?, ?)",
-                (name, target, json.dumps(merged), dt.datetime.now(dt.timezone.utc).isoformat()),
+                (name, target, json.dumps(merged), dt.datetime.now(dt.UTC).isoformat()),
             )
         else:
             conn.execute(
@@ -952,7 +952,7 @@ class LocalFeatureEngineeringClient:
                     json.dumps(_as_list(partition_columns)),
                     description,
                     json.dumps(dict(tags or {})),
-                    int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000),
+                    int(dt.datetime.now(dt.UTC).timestamp() * 1000),
                 ),
             )
         finally:
@@ -1134,7 +1134,7 @@ class LocalFeatureEngineeringClient:
             exclude_columns=exclude,
             output_columns=output,
             data_types={c: t for c, t in data_types.items() if c in output},
-            created_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+            created_at=dt.datetime.now(dt.UTC).isoformat(),
         )
         return LocalTrainingSet(df, spec, use_timeseries_filtering=use_timeseries_filtering)
 
@@ -1350,7 +1350,7 @@ class LocalFeatureEngineeringClient:
             "path": str(online._store(store).db_path()),
             "online_table_name": name,
             "version": version,
-            "published_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "published_at": dt.datetime.now(dt.UTC).isoformat(),
         }
         stores = [s for s in meta.online_stores if s["path"] != entry["path"]] + [entry]
         conn = _registry()
@@ -1482,7 +1482,7 @@ def _record_write(name: str, version: int, mode: str, rows: int | None, df: Any)
         conn.execute(
             "INSERT OR REPLACE INTO feature_table_writes (name, version, mode, rows, sources, written_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (name, int(version), mode, rows, json.dumps(sources), dt.datetime.now(dt.timezone.utc).isoformat()),
+            (name, int(version), mode, rows, json.dumps(sources), dt.datetime.now(dt.UTC).isoformat()),
         )
     finally:
         conn.close()

@@ -382,7 +382,7 @@ def publish(
                 timeseries_column,
                 json.dumps(kinds),
                 source_version,
-                dt.datetime.now(dt.timezone.utc).isoformat(),
+                dt.datetime.now(dt.UTC).isoformat(),
             ),
         )
         conn.execute("COMMIT")
