@@ -62,7 +62,8 @@ def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_R
     deadline = time.monotonic() + timeout_s
     while "AVAILABLE" not in str(getattr(store, "state", "AVAILABLE")):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"online store {store_name!r} is {store.state} after {timeout_s:.0f} s: "
+            state = getattr(store.state, "value", store.state)  # STARTING, not the enum's State.STARTING
+            raise TimeoutError(f"online store {store_name!r} is {state} after {timeout_s:.0f} s: "
                                "check it in Compute → Lakebase, then rerun")
         time.sleep(10)
         store = client.get_online_store(name=store_name)
