@@ -11,7 +11,11 @@ the routes the project calls with the shapes of the SDK's own dataclasses (``dat
 * Jobs 2.2: ``POST /jobs/run-now`` (``jobs.RunNowResponse``), ``POST /jobs/runs/submit``
   (``jobs.SubmitRunResponse``), ``GET /jobs/runs/get`` (``jobs.Run``), ``GET /jobs/runs/get-output``
   (``jobs.RunOutput``, for a task run only, as the service refuses a multi-task run's id);
-* Files: ``PUT /api/2.0/fs/files{path}`` (the single-shot upload the SDK uses below 50 MB).
+* Files: ``PUT /api/2.0/fs/files{path}`` (the single-shot upload the SDK uses below 50 MB);
+* Lakebase online stores (``FeatureEngineeringClient``'s ``*_online_store`` go through them):
+  ``POST``/``GET /api/2.0/feature-store/online-stores`` and ``GET``/``DELETE .../{name}`` (``ml.OnlineStore``,
+  ``ml.ListOnlineStoresResponse``). A created store answers ``STARTING`` for ``starting_polls`` GETs, then
+  ``AVAILABLE``; an unknown name is 404 ``RESOURCE_DOES_NOT_EXIST``, which the SDK raises as ``NotFound``.
 
 A submitted run does not execute anything: its task is handed to ``task_runner`` (a test supplies
 it), which returns the result state, the task's printed output and its error. What the stand-in
@@ -63,6 +67,9 @@ class StandInWorkspace:
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # run id -> the run as runs/get answers it
     outputs: dict[int, dict[str, Any]] = field(default_factory=dict)  # task run id -> runs/get-output's answer
     files: dict[str, bytes] = field(default_factory=dict)
+    online_stores: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> ml.OnlineStore's JSON, + _polls
+    starting_polls: int = 1  # GETs of a new online store that answer STARTING before it is AVAILABLE
+    store_capacities: tuple[str, ...] = ("CU_1", "CU_2", "CU_4", "CU_8")  # what create accepts (ml.OnlineStore.capacity)
     running_polls: int = 1  # runs/get answers RUNNING this many times before the run terminates
     task_runner: Callable[[dict[str, Any], StandInWorkspace], TaskResult] = lambda task, ws: TaskResult()
     refusals: dict[str, Answer] = field(default_factory=dict)  # path regex -> the error every matching call gets
@@ -71,8 +78,8 @@ class StandInWorkspace:
     # ------------------------------------------------------------ helpers for tests
 
     def writes(self, prefix: str = "/api/") -> list[tuple[str, str, Any]]:
-        """The POST and PUT calls under ``prefix``, in order."""
-        return [c for c in self.calls if c[0] in ("POST", "PUT") and c[1].startswith(prefix)]
+        """The calls under ``prefix`` that change something (POST, PUT, DELETE), in order."""
+        return [c for c in self.calls if c[0] in ("POST", "PUT", "DELETE") and c[1].startswith(prefix)]
 
     def refuse(self, path_pattern: str, status: int, code: str, message: str) -> None:
         """Make every call whose path matches ``path_pattern`` fail with ``status`` and ``code``."""
@@ -180,6 +187,50 @@ class StandInWorkspace:
         self.files[path] = body if isinstance(body, bytes) else json.dumps(body).encode()
         return 204, None
 
+    # ------------------------------------------------------------ Lakebase online stores
+
+    def _store(self, name: str) -> dict[str, Any]:
+        """A store as ``GET`` answers it: ``STARTING`` for its first ``starting_polls`` answers, then ``AVAILABLE``."""
+        store = self.online_stores[name]
+        if store["state"] == "STARTING":
+            store["_polls"] += 1
+            if store["_polls"] > self.starting_polls:
+                store["state"] = "AVAILABLE"
+        return self._public(store)
+
+    def create_online_store(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name, capacity = (body or {}).get("name"), (body or {}).get("capacity")
+        if not name or capacity not in self.store_capacities:
+            return error(400, "INVALID_PARAMETER_VALUE", f"Invalid online store: name {name!r}, capacity {capacity!r} "
+                         f"(valid capacities: {', '.join(self.store_capacities)}).")
+        if name in self.online_stores:
+            return error(409, "RESOURCE_ALREADY_EXISTS", f"Online store with name '{name}' already exists.")
+        self.online_stores[name] = {"name": name, "capacity": capacity, "creator": self.user_name,
+                                    "creation_time": "2024-01-01T00:00:00Z",
+                                    "read_replica_count": body.get("read_replica_count") or 0,
+                                    "state": "STARTING", "_polls": 0}
+        return 200, self._public(self.online_stores[name])
+
+    def get_online_store(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = unquote(found.group(1))
+        if name not in self.online_stores:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Online store with name '{name}' does not exist.")
+        return 200, self._store(name)
+
+    def delete_online_store(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = unquote(found.group(1))
+        if self.online_stores.pop(name, None) is None:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Online store with name '{name}' does not exist.")
+        return 200, {}
+
+    def list_online_stores(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        names = sorted(self.online_stores)
+        start, size = int(query.get("page_token") or 0), int(query.get("page_size") or 100)
+        page = {"online_stores": [self._public(self.online_stores[n]) for n in names[start:start + size]]}
+        if start + size < len(names):
+            page["next_page_token"] = str(start + size)
+        return 200, page
+
     # ------------------------------------------------------------ Model Serving
 
     def _detailed(self, name: str) -> dict[str, Any]:
@@ -222,6 +273,10 @@ ROUTES: list[tuple[str, str, Callable[..., Answer]]] = [
     ("POST", r"/api/2\.0/serving-endpoints", StandInWorkspace.create_endpoint),
     ("PUT", r"/api/2\.0/serving-endpoints/([^/]+)/config", StandInWorkspace.update_config),
     ("POST", r"/serving-endpoints/([^/]+)/served-models/([^/]+)/invocations", StandInWorkspace.invoke),
+    ("POST", r"/api/2\.0/feature-store/online-stores", StandInWorkspace.create_online_store),
+    ("GET", r"/api/2\.0/feature-store/online-stores", StandInWorkspace.list_online_stores),
+    ("GET", r"/api/2\.0/feature-store/online-stores/([^/]+)", StandInWorkspace.get_online_store),
+    ("DELETE", r"/api/2\.0/feature-store/online-stores/([^/]+)", StandInWorkspace.delete_online_store),
 ]
 
 
@@ -273,6 +328,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
 
 
 class RunningWorkspace:

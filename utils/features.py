@@ -38,9 +38,12 @@ def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_R
     only when ``MLOPS_LAKEBASE=true`` (see :func:`publish_online`).
 
     Raises:
+        PermissionError: the workspace refused to create the store (one line: the store and the permission).
         TimeoutError: the store is not available after ``timeout_s`` seconds.
     """
     import time
+
+    from databricks.sdk.errors import PermissionDenied
 
     from utils.config import get_config
 
@@ -48,11 +51,19 @@ def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_R
     store_name = name or get_config().online_store_name
     store = client.get_online_store(name=store_name)
     if store is None:
-        store = client.create_online_store(name=store_name, capacity="CU_1")
+        try:
+            store = client.create_online_store(name=store_name, capacity="CU_1")
+        except PermissionDenied as exc:
+            reason = str(exc).split(". Config: ")[0].rstrip(".")  # the workspace's reason, not the SDK's config dump
+            raise PermissionError(
+                f"cannot create Lakebase online store {store_name!r}: you lack the permission to create Lakebase "
+                f"database instances in this workspace ({reason}); ask a workspace admin to grant it or to create "
+                "the store, or set MLOPS_LAKEBASE_STORE to a store you can use") from None
     deadline = time.monotonic() + timeout_s
     while "AVAILABLE" not in str(getattr(store, "state", "AVAILABLE")):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"online store {store_name!r} is {store.state} after {timeout_s:.0f} s: "
+            state = getattr(store.state, "value", store.state)  # STARTING, not the enum's State.STARTING
+            raise TimeoutError(f"online store {store_name!r} is {state} after {timeout_s:.0f} s: "
                                "check it in Compute → Lakebase, then rerun")
         time.sleep(10)
         store = client.get_online_store(name=store_name)
