@@ -39,6 +39,7 @@ def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_R
 
     Raises:
         PermissionError: the workspace refused to create the store (one line: the store and the permission).
+        RuntimeError: the store is STOPPED or DELETING (waiting would not help), or vanished while starting.
         TimeoutError: the store is not available after ``timeout_s`` seconds.
     """
     import time
@@ -60,14 +61,21 @@ def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_R
                 f"database instances in this workspace ({reason}); ask a workspace admin to grant it or to create "
                 "the store, or set MLOPS_LAKEBASE_STORE to a store you can use") from None
     deadline = time.monotonic() + timeout_s
-    while "AVAILABLE" not in str(getattr(store, "state", "AVAILABLE")):
+    while True:
+        if store is None:
+            raise RuntimeError(f"online store {store_name!r} disappeared while it was starting (deleted by someone "
+                               "else?): rerun to create it again")
+        state = str(getattr(store.state, "value", store.state))  # STARTING, not the enum's State.STARTING
+        if state == "AVAILABLE":
+            return store
+        if state in ("STOPPED", "DELETING"):  # waiting will not make it available
+            raise RuntimeError(f"online store {store_name!r} is {state}: start it in Compute → Lakebase (or wait "
+                               "until it is deleted), then rerun")
         if time.monotonic() > deadline:
-            state = getattr(store.state, "value", store.state)  # STARTING, not the enum's State.STARTING
             raise TimeoutError(f"online store {store_name!r} is {state} after {timeout_s:.0f} s: "
                                "check it in Compute → Lakebase, then rerun")
         time.sleep(10)
         store = client.get_online_store(name=store_name)
-    return store
 
 
 def publish_online(table: str, fe: Any = None) -> int | None:

@@ -150,3 +150,15 @@ def test_unknown_stores_and_capacities_are_refused_as_the_api_does(workspace: St
         client.delete_online_store(name="nobody")
     with pytest.raises(InvalidParameterValue, match="CU_3"):
         client.create_online_store(name="plantly-online-x", capacity="CU_3")
+
+
+@pytest.mark.parametrize("state", ["STOPPED", "DELETING"])
+def test_a_stopped_or_deleting_store_fails_at_once_instead_of_waiting(
+        workspace: StandInWorkspace, sleeps: list[float], state: str) -> None:
+    name = get_config().online_store_name
+    workspace.online_stores[name] = {"name": name, "capacity": "CU_1", "creator": workspace.user_name,
+                                     "creation_time": "2024-01-01T00:00:00Z", "read_replica_count": 0,
+                                     "state": state, "_polls": 0}
+    with pytest.raises(RuntimeError, match=f"online store '{name}' is {state}: start it in Compute → Lakebase"):
+        features.lakebase_online_store()
+    assert sleeps == [], "waiting would not make it available"
