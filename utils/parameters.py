@@ -24,14 +24,15 @@ TYPE_WORDS = {int: "a whole number", float: "a finite number", bool: "true or fa
 
 UNIT = (0.0, 1.0)
 BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    "rows": (1, None), "seed": (0, None), "bad_fraction": UNIT,
+    "rows": (2000, None), "seed": (0, None), "bad_fraction": UNIT,
     "psi": (0.0, None), "prediction_psi": (0.0, None), "js_distance": UNIT, "ks_pvalue": UNIT, "chi2_pvalue": UNIT,
     "min_auc_drop": UNIT, "gate_min_auc": UNIT, "gate_max_dp_difference": UNIT, "gate_max_invasive_score": UNIT,
     "gate_max_auc_regression": UNIT,
 }
 """Inclusive (low, high) range of each numeric parameter and threshold (None: unbounded), checked by ``cast_param``.
 
-Rows and seeds are counts (numpy seeds are non-negative); fractions, p-values, AUCs, the Jensen-Shannon
+Rows are impressions, at least 2,000: fewer leave the raw files, the time splits and the gate's slices with too
+few rows or conversions to train and evaluate (1 row stops notebook 00). Seeds are non-negative (numpy); fractions, p-values, AUCs, the Jensen-Shannon
 distance (base 2) and demographic-parity differences lie in [0, 1]; PSI is non-negative and unbounded."""
 
 

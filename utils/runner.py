@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             out = run_notebook(nb, args.output, params)
         except KeyboardInterrupt:
             print(f"interrupted in {nb.name} after {time.perf_counter() - start:.0f} s: its partial copy is in "
-                  f"{args.output / nb.name}; run it again with python -m utils.runner --from {nb.name[:2]}",
+                  f"{args.output / nb.name}; run it again with {_state_prefix()}{Path(sys.executable).parent / 'python'} "
+                  f"-m utils.runner --from {nb.name[:2]}",
                   file=sys.stderr)
             return 130
         except Exception as exc:  # papermill raises PapermillExecutionError with the failing cell

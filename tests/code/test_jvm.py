@@ -13,7 +13,7 @@ from utils.local import jvm
 from utils.platform import REPO_ROOT
 
 
-def run_python(code: str, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+def run_python(code: str, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:  # a hang guard
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **env}, cwd=REPO_ROOT, check=False)
 

@@ -144,10 +144,10 @@ def test_papermill_int_and_environment_float_give_the_declared_float(monkeypatch
     monkeypatch.setenv("MLOPS_BAD_FRACTION", "0.05")
     monkeypatch.delenv("MLOPS_ROWS", raising=False)
     monkeypatch.setenv("PYTHONPATH", str(platform.REPO_ROOT))
-    papermill.execute_notebook(str(source), str(out), parameters={"bad_fraction": 0, "rows": "300"},
+    papermill.execute_notebook(str(source), str(out), parameters={"bad_fraction": 0, "rows": "3000"},
                                kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
     printed = nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"]
-    assert json.loads(printed) == [0.05, "float", 300]
+    assert json.loads(printed) == [0.05, "float", 3000]
 
 
 def test_java_version_is_17_or_newer() -> None:

@@ -104,7 +104,8 @@ def test_resolve_parameters(flags: dict, environ: dict, expected: dict) -> None:
     ({"rows": "20000"}, {"MLOPS_ROWS": "5000"}, ["'rows'", "--rows 20000", "MLOPS_ROWS=5000", "disagree"]),
     ({"rows": "1e9x"}, {}, ["'rows'", "--rows", "'1e9x'"]),
     ({"rows": None}, {"MLOPS_BAD_FRACTION": "0,05"}, ["'bad_fraction'", "MLOPS_BAD_FRACTION", "'0,05'"]),
-    ({"rows": None}, {"MLOPS_ROWS": "-5"}, ["'rows'", "MLOPS_ROWS", "'-5'", "out of range", "at least 1"]),
+    ({"rows": None}, {"MLOPS_ROWS": "-5"}, ["'rows'", "MLOPS_ROWS", "'-5'", "out of range", "at least 2000"]),
+    ({"rows": "1"}, {}, ["'rows'", "--rows", "out of range", "at least 2000"]),
     ({"rows": "0"}, {}, ["'rows'", "--rows", "out of range"]),
     ({"rows": None}, {"MLOPS_BAD_FRACTION": "1.5"}, ["'bad_fraction'", "MLOPS_BAD_FRACTION", "between 0 and 1"]),
 ])
@@ -156,7 +157,7 @@ ALARMS = ("without encryption", "eavesdropping", "Task was destroyed but it is p
 def test_a_successful_run_prints_what_happened_not_alarms(tmp_path) -> None:
     """The cheapest notebook, for real, in a state folder of its own: the terminal shows progress and results only."""
     state = tmp_path / "state"
-    proc = subprocess.run([sys.executable, "-m", "utils.runner", "--only", "00", "--rows", "300"], check=False,
+    proc = subprocess.run([sys.executable, "-m", "utils.runner", "--only", "00", "--rows", "2000"], check=False,
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
                           env={**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
                                "MLOPS_STATE_DIR": str(state), "MLOPS_RAW_DIR": str(state / "raw")})
