@@ -305,7 +305,7 @@ def dispatch(alerts: Sequence[Alert], notifiers: Iterable[Notifier]) -> dict[str
 
 # ---------------------------------------------------------------- which notifiers run
 
-ALERT_WEBHOOK_SECRET = "alert_webhook_url"
+ALERT_WEBHOOK_SECRET_KEY = "alert_webhook_url"
 """The secret holding the team's alert webhook (a Slack incoming webhook or any Slack-compatible one)."""
 
 _SAID: set[str] = set()
@@ -338,7 +338,7 @@ def alert_notifiers(log_path: str | Path | None = None, *, demo_url: str | None 
 
     notifiers: list[Notifier] = [LogNotifier(path=log_path)]
     try:
-        url = get_secret(ALERT_WEBHOOK_SECRET)
+        url = get_secret(ALERT_WEBHOOK_SECRET_KEY)
     except MissingSecret as exc:
         reason = exc.args[0] if exc.args else str(exc)
         where = "the log and the demo inbox" if demo_url else "the log only"

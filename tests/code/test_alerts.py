@@ -308,11 +308,11 @@ def test_locally_a_webhook_in_the_environment_is_added(monkeypatch, capsys, fres
 def test_on_databricks_the_webhook_comes_from_the_secret_scope(monkeypatch, capsys, fresh_notes) -> None:
     from utils import platform
 
-    _on_databricks(monkeypatch, {"plantly": {"alert_webhook_url": "https://hooks.slack.com/services/T1/B2/xyz"}})
+    _on_databricks(monkeypatch, {"plantly": {"alert_webhook_url": "https://hooks.example.com/services/T1/B2/xyz"}})
     with platform.alert_inbox() as inbox:
         assert inbox.url is None and inbox.messages() == []
         notifiers = al.alert_notifiers(demo_url=inbox.url)
-    assert _kinds(notifiers) == [("log", None), ("webhook", "https://hooks.slack.com/services/T1/B2/xyz")]
+    assert _kinds(notifiers) == [("log", None), ("webhook", "https://hooks.example.com/services/T1/B2/xyz")]
     assert capsys.readouterr().out == ""
 
 

@@ -71,7 +71,7 @@ def calls_to(ws: StandInWorkspace, path: str) -> list[tuple[str, str, Any]]:
 def test_the_stand_in_wants_the_token_and_knows_its_routes(running: RunningWorkspace) -> None:
     from databricks.sdk.errors import DatabricksError
 
-    wrong = running.client(token="not-the-token", retry_timeout_seconds=5)
+    wrong = running.client(token=running.workspace.token[::-1], retry_timeout_seconds=5)  # reversed: not the token
     with pytest.raises(DatabricksError, match="missing or wrong token"):
         wrong.current_user.me()
     with pytest.raises(DatabricksError, match="no route"):
