@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -298,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             out = run_notebook(nb, args.output, params)
         except KeyboardInterrupt:
+            # nbclient's cancelled tasks are collected on the way out; asyncio would log each one with a traceback.
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
             print(f"interrupted in {nb.name} after {time.perf_counter() - start:.0f} s: its partial copy is in "
                   f"{args.output / nb.name}; run it again with {_state_prefix()}{Path(sys.executable).parent / 'python'} "
                   f"-m utils.runner --from {nb.name[:2]}",

@@ -165,3 +165,38 @@ def test_a_terminated_run_shuts_its_kernel_down_and_leaves_no_socket_files(tmp_p
     assert proc.returncode == 130 and "interrupted" in out, (out, err)
     assert "Traceback" not in err, err
     assert not list(source.parent.glob("kernel-ipc*")) and not list(scratch.glob("plantly-kernel-*"))
+
+
+def test_ctrl_c_on_the_whole_run_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the runner, its kernel and the kernel's children at once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    started = tmp_path / "started"
+    cell = nbformat.v4.new_code_cell(
+        "import pathlib, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"pathlib.Path({str(started)!r}).write_text('x')\n"
+        "try:\n    time.sleep(120)\n"
+        "except KeyboardInterrupt:  # as a Spark cell does: its JVM got the SIGINT too\n"
+        "    raise RuntimeError('the JVM went away')")
+    parameters = nbformat.v4.new_code_cell("rows = 2000\nseed = 42", metadata={"tags": ["parameters"]})
+    source = tmp_path / "nb" / "00_t.ipynb"
+    source.parent.mkdir()
+    source.write_text(json.dumps(_notebook(parameters, cell)))
+    script = ("import sys\nfrom pathlib import Path\nimport utils.runner as r\n"
+              f"r.lifecycle_notebooks = lambda folder=None: [Path({str(source)!r})]\n"
+              f"sys.exit(r.main(['--output', {str(tmp_path / 'out')!r}]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=str(Path(__file__).resolve().parents[2]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's job
+    deadline = time.monotonic() + 180
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert started.exists(), proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert err.startswith("interrupted in 00_t.ipynb") and err.count("\n") == 1, err  # nothing but the one line
