@@ -689,8 +689,9 @@ def _freshness_section(cfg: Config, now: datetime) -> Section:
                               f"{_code(NOTEBOOK['sources'])} lands the source and feature tables.")
             return
         known = fresh.dropna(subset=["age_hours"])
+        pipeline = known[known["layer"] != "other"]  # a lesson's scratch table (01's demo_orders) going stale is fine
         if not known.empty:
-            stalest = known.sort_values("age_hours", ascending=False).iloc[0]
+            stalest = (pipeline if not pipeline.empty else known).sort_values("age_hours", ascending=False).iloc[0]
             s.facts["stalest"] = {"table": stalest["table"], "at": stalest["last_commit"], "hours": stalest["age_hours"]}
         s.facts["stale"] = int((known["age_hours"] > STALE_AFTER_HOURS).sum())
         s.facts["tables"] = len(fresh)
@@ -702,7 +703,9 @@ def _freshness_section(cfg: Config, now: datetime) -> Section:
             age_hours=fresh["age_hours"].map(lambda h: _fmt(h, 1)),
         )
         s.body = (f"<p>Last commit of every table in {_code(cfg.catalog + '.' + cfg.schema)} (Delta history); "
-                  f"older than {STALE_AFTER_HOURS:.0f} h is marked stale.</p>"
+                  f"older than {STALE_AFTER_HOURS:.0f} h is marked stale. The status banner's stalest table is "
+                  "taken from the pipeline's layers (source, feature, inference, monitoring), not from "
+                  "<i>other</i> tables such as the lessons' scratch copies.</p>"
                   + _table(shown, "freshness-table",
                            lambda r: "stale" if r["age_hours"] not in ("—",) and float(r["age_hours"]) > STALE_AFTER_HOURS else ""))
 
@@ -816,6 +819,7 @@ def _monitoring_section(cfg: Config, now: datetime) -> Section:
                                           "AUC per time window of the monitored predictions"))
                 last = quality.sort_values("window_start").dropna(subset=["auc"]).iloc[-1]
                 s.facts["latest_auc"] = float(last["auc"])
+                s.facts["latest_window_end"] = _utc(last.get("window_end"))
                 parts.append(f"<p>Latest window AUC: <b>{float(last['auc']):.3f}</b> "
                              f"({int(last.get('n_labeled', 0))} labelled predictions).</p>")
         else:
@@ -967,6 +971,28 @@ def _lineage_section(cfg: Config, now: datetime, champion: dict[str, Any] | None
 # ---------------------------------------------------------------- status banner and page
 
 
+def _quality_card(cfg: Config, monitoring: Section, champion: dict | None) -> tuple[str, str, str, str]:
+    """The banner's model-quality card: (label, value, sub-line, level).
+
+    Never measured is a warning (06 computes it); the latest window's AUC under ``gate_min_auc`` is bad when it
+    measured the current champion, and only noted when a newer champion was set after that window ended (the
+    retraining the alert asked for already happened).
+    """
+    auc, end = monitoring.facts.get("latest_auc"), monitoring.facts.get("latest_window_end")
+    floor = cfg.thresholds.gate_min_auc
+    if monitoring.error:
+        return ("model quality", "unknown", "the monitoring section failed", "bad")
+    if auc is None:
+        return ("model quality", "not measured", f"no AUC per window yet: {NOTEBOOK['monitor']} computes it", "warn")
+    if auc >= floor:
+        return ("model quality", f"AUC {auc:.3f}", f"latest window, at or above {floor:g}", "ok")
+    set_at = None if champion is None else champion.get("at")
+    if set_at is not None and end is not None and set_at >= end:
+        return ("model quality", f"AUC {auc:.3f}", f"under {floor:g} in the last window measured, before "
+                f"v{champion['version']} became {cfg.champion_alias}; not measured since", "ok")
+    return ("model quality", f"AUC {auc:.3f}", f"latest window under {floor:g}: retrain or roll back", "bad")
+
+
 def _banner(cfg: Config, sections: dict[str, Section], now: datetime) -> Section:
     models, deps, fresh, alerts = (sections[k] for k in ("models", "deployments", "freshness", "alerts"))
     champion = models.facts.get(cfg.champion_alias)
@@ -999,6 +1025,7 @@ def _banner(cfg: Config, sections: dict[str, Section], now: datetime) -> Section
     n_open, critical = alerts.facts.get("open", 0), alerts.facts.get("critical", 0)
     items.append(("open alerts", str(n_open), f"{critical} critical" if n_open else "none open",
                   "bad" if critical else "warn" if n_open else "ok"))
+    items.append(_quality_card(cfg, sections["monitoring"], champion))
     stalest = fresh.facts.get("stalest")
     if stalest:
         items.append(("stalest table", stalest["table"].rsplit(".", 1)[-1], f"last written {_age(stalest['at'], now)}",
@@ -1101,8 +1128,8 @@ def render(sections: Sequence[Section], cfg: Config, now: datetime) -> str:
 <body><div id="dashboard" data-generated-at="{stamp}" data-model="{_esc(cfg.model_name)}">
 {_ERROR_SCRIPT}
 <h1>{_esc(cfg.project)} · 360° view of {_code(cfg.model_name)}</h1>
-<p class="meta">Generated {now:%Y-%m-%d %H:%M:%S} UTC <span id="generated-age"></span> from the registry,
-the Delta tables and the endpoints; {platform_name()} platform.</p>
+<p class="meta">State read at {now:%Y-%m-%d %H:%M:%S} UTC <span id="generated-age"></span> from the registry,
+the Delta tables and the endpoints (page written at {_now():%H:%M:%S}); {platform_name()} platform.</p>
 <nav>{nav}</nav>
 {chr(10).join(blocks)}
 {_READY_SCRIPT}
@@ -1111,20 +1138,30 @@ the Delta tables and the endpoints; {platform_name()} platform.</p>
 
 
 def collect_sections(endpoint_urls: Sequence[str] = (), cfg: Config | None = None,
-                     now: datetime | None = None) -> list[Section]:
-    """Every section of the page, in reading order, the status banner first."""
+                     now: datetime | None = None, progress: Callable[[str], None] | None = None) -> list[Section]:
+    """Every section of the page, in reading order, the status banner first.
+
+    ``progress``, when given, is called with one line before each section is read (the command line prints
+    them: reading the registry and the Delta tables can take a minute on a cold Spark session).
+    """
     cfg = cfg or get_config()
     now = now or _now()
-    models = _models_section(cfg, now)
-    champion = models.facts.get(cfg.champion_alias)
-    found = {
-        "models": models,
-        "deployments": _deployments_section(cfg, endpoint_urls, now, champion),
-        "freshness": _freshness_section(cfg, now),
-        "monitoring": _monitoring_section(cfg, now),
-        "lineage": _lineage_section(cfg, now, champion),
-        "alerts": _alerts_section(cfg, now, None if champion is None else champion["at"]),
+    say = progress or (lambda _line: None)
+    readers: dict[str, tuple[str, Callable[[dict | None], Section]]] = {
+        "models": ("the model registry", lambda _c: _models_section(cfg, now)),
+        "deployments": ("the endpoints and the inference log", lambda c: _deployments_section(cfg, endpoint_urls, now, c)),
+        "freshness": ("the Delta tables' histories", lambda _c: _freshness_section(cfg, now)),
+        "monitoring": ("the monitoring tables", lambda _c: _monitoring_section(cfg, now)),
+        "lineage": ("the champion's lineage", lambda c: _lineage_section(cfg, now, c)),
+        "alerts": ("the alert log", lambda c: _alerts_section(cfg, now, None if c is None else c["at"])),
     }
+    found: dict[str, Section] = {}
+    champion = None
+    for key, (what, read) in readers.items():
+        say(f"reading {what} ...")
+        found[key] = read(champion)
+        if key == "models":
+            champion = found[key].facts.get(cfg.champion_alias)
     order = ("deployments", "alerts", "monitoring", "models", "lineage", "freshness")  # what on-call reads first
     return [_banner(cfg, found, now), *(found[k] for k in order)]
 
@@ -1134,13 +1171,17 @@ def default_out() -> Path:
     return output_dir("reports") / "dashboard.html"
 
 
-def build_dashboard(out: Path | None = None, endpoint_urls: list[str] | None = None) -> Path:
-    """Write the dashboard page to ``out`` (default :func:`default_out`) and return its path."""
+def build_dashboard(out: Path | None = None, endpoint_urls: list[str] | None = None,
+                    progress: Callable[[str], None] | None = None) -> Path:
+    """Write the dashboard page to ``out`` (default :func:`default_out`) and return its path.
+
+    ``progress`` is passed to :func:`collect_sections`. Raises ValueError for an endpoint URL that is not http(s).
+    """
     urls = [_check_url(u) for u in endpoint_urls or []]
     cfg = get_config()
     ensure_mlflow()
     now = _now()
-    page = render(collect_sections(urls, cfg, now), cfg, now)
+    page = render(collect_sections(urls, cfg, now, progress), cfg, now)
     path = Path(out) if out is not None else default_out()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
@@ -1173,8 +1214,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--endpoint", action="append", default=[], metavar="URL",
                         help="an endpoint or router base URL to probe (repeatable), e.g. http://127.0.0.1:5001")
     args = parser.parse_args(argv)
+    started = _now()
+
+    def progress(line: str) -> None:
+        print(f"[{(_now() - started).total_seconds():5.1f} s] {line}", file=sys.stderr, flush=True)
+
     try:
-        path = build_dashboard(args.out, args.endpoint)
+        path = build_dashboard(args.out, args.endpoint, progress)
     except ValueError as exc:
         parser.error(str(exc))
     print(f"dashboard written to {path}")

@@ -373,11 +373,34 @@ def test_a_clean_demo_reads_all_clear() -> None:
         "deployments": dashboard.Section("deployments", "d", facts={"endpoints_up": 0, "endpoints_down": 0}),
         "freshness": dashboard.Section("freshness", "f", facts={"stalest": {"table": "a.b.c", "at": now, "hours": 0.1}}),
         "alerts": dashboard.Section("alerts", "a", facts={"open": 0, "critical": 0}),
+        "monitoring": dashboard.Section("monitoring", "q", facts={"latest_auc": 0.71, "latest_window_end": now}),
     }
     status = dashboard._banner(cfg, sections, now)
     assert status.facts["level"] == "ok" and "All clear" in status.body and "none running" in status.body
     sections["alerts"].facts = {"open": 2, "critical": 1}
     assert dashboard._banner(cfg, sections, now).facts["level"] == "bad"  # the banner still reacts
+
+
+def test_the_banner_judges_model_quality_against_the_champion_it_measured() -> None:
+    now = datetime.now(UTC)
+    cfg = get_config()
+    floor = cfg.thresholds.gate_min_auc
+    sections = {
+        "models": dashboard.Section("models", "m", facts={cfg.champion_alias: {"version": "4", "at": now}}),
+        "deployments": dashboard.Section("deployments", "d", facts={"endpoints_up": 0, "endpoints_down": 0}),
+        "freshness": dashboard.Section("freshness", "f", facts={"stalest": {"table": "a.b.c", "at": now, "hours": 0.1}}),
+        "alerts": dashboard.Section("alerts", "a", facts={"open": 0, "critical": 0}),
+        "monitoring": dashboard.Section("monitoring", "q"),
+    }
+    level = lambda: dashboard._banner(cfg, sections, now).facts["level"]  # noqa: E731
+    assert level() == "warn"  # monitoring never ran: not "All clear"
+    sections["monitoring"].facts = {"latest_auc": floor - 0.05, "latest_window_end": now - timedelta(hours=1)}
+    assert level() == "ok"  # under the floor, but measured before v4 became champion (the retrain happened)
+    assert "before v4 became" in dashboard._banner(cfg, sections, now).body
+    sections["monitoring"].facts = {"latest_auc": floor - 0.05, "latest_window_end": now + timedelta(hours=1)}
+    assert level() == "bad"  # the current champion is under the floor
+    sections["monitoring"].facts = {"latest_auc": floor + 0.05, "latest_window_end": now}
+    assert level() == "ok"
 
 
 def test_traffic_chart_of_one_hour_spans_hours_not_years() -> None:
