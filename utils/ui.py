@@ -42,9 +42,13 @@ def store_paths(state: Path) -> tuple[str, Path]:
 
 
 def ui_command(port: int, state: Path, host: str = HOST) -> list[str]:
-    """The ``mlflow ui`` command line (this interpreter's MLflow) serving ``state``'s tracking store on ``host:port``."""
+    """The ``mlflow ui`` command line (this interpreter's MLflow) serving ``state``'s tracking store on ``host:port``.
+
+    Two workers, not MLflow's default four: one person's browser needs no more, and four processes each
+    importing MLflow take about 40 s to answer on two cores.
+    """
     backend, artifacts = store_paths(state)
-    return [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port),
+    return [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port), "--workers", "2",
             "--backend-store-uri", backend, "--default-artifact-root", str(artifacts)]
 
 
@@ -90,15 +94,20 @@ def wait_ready(url: str, process: subprocess.Popen | None = None, timeout: float
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Interrupt the server as Ctrl-C would, then terminate, then kill, each after a grace period."""
+    """Interrupt the server as Ctrl-C would, then terminate, then kill, each after a grace period; then end
+    whatever its process group still holds (a worker the server did not wait for)."""
     for stop in (lambda: process.send_signal(signal.SIGINT), process.terminate, process.kill):
         if process.poll() is not None:
-            return
+            break
         stop()
         try:
             process.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
             continue
+    try:
+        os.killpg(process.pid, signal.SIGTERM)  # the server leads its own session (serve starts it so)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -123,7 +132,9 @@ def serve(port: int = DEFAULT_PORT, state: Path | None = None, timeout: float = 
     # MLflow's server mounts its Flask app with starlette's WSGI middleware, which warns about its own
     # deprecation once per worker: a note for MLflow's developers, not for someone opening the UI.
     env = {**os.environ, "PYTHONWARNINGS": "ignore:starlette.middleware.wsgi is deprecated"}
-    process = subprocess.Popen(ui_command(port, state), stdout=sys.stderr.fileno(), env=env)
+    # Its own session: a terminal's Ctrl-C reaches this wrapper alone, which stops the server and its workers in
+    # order (a SIGINT to the whole group makes each uvicorn and job worker print its own KeyboardInterrupt).
+    process = subprocess.Popen(ui_command(port, state), stdout=sys.stderr.fileno(), env=env, start_new_session=True)
     try:
         wait_ready(f"http://{HOST}:{port}/health", process, timeout)
         print(f"MLflow UI ready at http://{HOST}:{port} (Ctrl-C stops it)", file=out, flush=True)

@@ -107,6 +107,7 @@ def test_the_ui_is_announced_once_it_answers_and_ctrl_c_stops_it(tmp_path):
         ui.check_port_free(port)  # the server went with it
         server_log = (tmp_path / "server.log").read_text()
         assert "utils/ui.py" not in server_log, server_log[-2000:]  # no traceback of its own while stopping
+        assert "Traceback" not in server_log and "KeyboardInterrupt" not in server_log, server_log[-3000:]  # nor its workers'
         assert "starlette.middleware.wsgi is deprecated" not in server_log, server_log[-2000:]
     finally:
         if proc.poll() is None:
