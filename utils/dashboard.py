@@ -988,8 +988,9 @@ def _quality_card(cfg: Config, monitoring: Section, champion: dict | None) -> tu
         return ("model quality", f"AUC {auc:.3f}", f"latest window, at or above {floor:g}", "ok")
     set_at = None if champion is None else champion.get("at")
     if set_at is not None and end is not None and set_at >= end:
-        return ("model quality", f"AUC {auc:.3f}", f"under {floor:g} in the last window measured, before "
-                f"v{champion['version']} became {cfg.champion_alias}; not measured since", "ok")
+        note = (f"under {floor:g} in the last window measured, before v{champion['version']} became "
+                f"{cfg.champion_alias}; not measured since")
+        return ("model quality", f"AUC {auc:.3f}", note, "ok")
     return ("model quality", f"AUC {auc:.3f}", f"latest window under {floor:g}: retrain or roll back", "bad")
 
 

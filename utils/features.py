@@ -11,6 +11,7 @@ both platforms, publishing for the router, and the Lakebase store the platform a
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 # The feature-store entry points: the platform picks Databricks' own or the local twin.
@@ -42,7 +43,6 @@ def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_R
         RuntimeError: the store is STOPPED or DELETING (waiting would not help), or vanished while starting.
         TimeoutError: the store is not available after ``timeout_s`` seconds.
     """
-    import time
 
     from databricks.sdk.errors import PermissionDenied
 

@@ -392,7 +392,10 @@ def test_the_banner_judges_model_quality_against_the_champion_it_measured() -> N
         "alerts": dashboard.Section("alerts", "a", facts={"open": 0, "critical": 0}),
         "monitoring": dashboard.Section("monitoring", "q"),
     }
-    level = lambda: dashboard._banner(cfg, sections, now).facts["level"]  # noqa: E731
+
+    def level() -> str:
+        return dashboard._banner(cfg, sections, now).facts["level"]
+
     assert level() == "warn"  # monitoring never ran: not "All clear"
     sections["monitoring"].facts = {"latest_auc": floor - 0.05, "latest_window_end": now - timedelta(hours=1)}
     assert level() == "ok"  # under the floor, but measured before v4 became champion (the retrain happened)

@@ -186,12 +186,12 @@ def test_ctrl_c_on_the_whole_run_prints_one_line_and_no_traceback(tmp_path: Path
     source = tmp_path / "nb" / "00_t.ipynb"
     source.parent.mkdir()
     source.write_text(json.dumps(_notebook(parameters, cell)))
-    script = ("import sys\nfrom pathlib import Path\nimport utils.runner as r\n"
+    script = ("import signal, sys\nfrom pathlib import Path\nimport utils.runner as r\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started with it ignored\n"
               f"r.lifecycle_notebooks = lambda folder=None: [Path({str(source)!r})]\n"
               f"sys.exit(r.main(['--output', {str(tmp_path / 'out')!r}]))\n")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=str(Path(__file__).resolve().parents[2]),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's job
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 180
     while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)

@@ -51,9 +51,16 @@ def workspace(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInWorkspace]:
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The waits between polls, recorded instead of slept."""
+    """The waits between polls of ``utils.features``, recorded instead of slept.
+
+    Only that module's ``time`` is replaced: patching ``time.sleep`` itself would also record (and turn into
+    busy loops) the sleeps of every other thread still running in the test process.
+    """
+    import time
+    import types
+
     waited: list[float] = []
-    monkeypatch.setattr("time.sleep", waited.append)
+    monkeypatch.setattr(features, "time", types.SimpleNamespace(sleep=waited.append, monotonic=time.monotonic))
     return waited
 
 
