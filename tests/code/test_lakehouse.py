@@ -335,12 +335,12 @@ N_APPENDS = 6
 
 
 def _concurrent_writer(worker: int, table: str, barrier, results) -> None:
-    """Append one row at a time and upsert every third step, from a Spark session of its own."""
+    """Append one row at a time and upsert every third step, in this process's own Spark session."""
     from utils import lakehouse
     from utils.platform import get_spark
 
     get_spark()
-    barrier.wait()
+    barrier.wait(timeout=600)  # both sessions up: the writes overlap (a writer that died breaks the barrier)
     for i in range(N_APPENDS):
         key = worker * 1000 + i
         lakehouse.write(pd.DataFrame({"id": [key], "worker": [worker], "touched": [0]}), table)
@@ -358,13 +358,14 @@ def test_concurrent_writers_lose_and_duplicate_nothing(name: str, monkeypatch: p
     monkeypatch.setattr(sys, "path", [str(REPO_ROOT), *(p for p in sys.path if p != str(REPO_ROOT))])
     ctx = mp.get_context("spawn")  # a JVM does not survive fork
     barrier, results = ctx.Barrier(2), ctx.Queue()
-    workers = [ctx.Process(target=_concurrent_writer, args=(w, name, barrier, results)) for w in (1, 2)]
-    for p in workers:
-        p.start()
-    for p in workers:
-        p.join(timeout=300)
-    assert [p.exitcode for p in workers] == [0, 0]
-    assert sorted(results.get(timeout=5) for _ in workers) == [1, 2]
+    child = ctx.Process(target=_concurrent_writer, args=(1, name, barrier, results))
+    child.start()
+    try:  # this test process is the second writer, with its own JVM: two processes, two Delta writers
+        _concurrent_writer(2, name, barrier, results)
+    finally:
+        child.join(timeout=300)
+    assert child.exitcode == 0
+    assert sorted(results.get(timeout=5) for _ in range(2)) == [1, 2]
     got = lh.read_pandas(name)
     expected = {w * 1000 + i for w in (1, 2) for i in range(N_APPENDS)}
     expected |= {w * 1000 + i + 500 for w in (1, 2) for i in range(N_APPENDS) if i % 3 == 2}
