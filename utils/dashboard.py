@@ -819,7 +819,7 @@ def _monitoring_section(cfg: Config, now: datetime) -> Section:
                                           "AUC per time window of the monitored predictions"))
                 last = quality.sort_values("window_start").dropna(subset=["auc"]).iloc[-1]
                 s.facts["latest_auc"] = float(last["auc"])
-                s.facts["latest_window_end"] = _utc(last.get("window_end"))
+                s.facts["quality_measured_at"] = _utc(lakehouse.history(names["quality"]).iloc[0]["timestamp"])
                 parts.append(f"<p>Latest window AUC: <b>{float(last['auc']):.3f}</b> "
                              f"({int(last.get('n_labeled', 0))} labelled predictions).</p>")
         else:
@@ -975,10 +975,11 @@ def _quality_card(cfg: Config, monitoring: Section, champion: dict | None) -> tu
     """The banner's model-quality card: (label, value, sub-line, level).
 
     Never measured is a warning (06 computes it); the latest window's AUC under ``gate_min_auc`` is bad when it
-    measured the current champion, and only noted when a newer champion was set after that window ended (the
-    retraining the alert asked for already happened).
+    measured the current champion, and only noted when a new champion was set after the quality table was last
+    written (the retraining the alert asked for already happened). The comparison is of wall-clock times (the
+    table's last Delta commit against the alias move), never of the window's event times.
     """
-    auc, end = monitoring.facts.get("latest_auc"), monitoring.facts.get("latest_window_end")
+    auc, end = monitoring.facts.get("latest_auc"), monitoring.facts.get("quality_measured_at")
     floor = cfg.thresholds.gate_min_auc
     if monitoring.error:
         return ("model quality", "unknown", "the monitoring section failed", "bad")
@@ -988,8 +989,8 @@ def _quality_card(cfg: Config, monitoring: Section, champion: dict | None) -> tu
         return ("model quality", f"AUC {auc:.3f}", f"latest window, at or above {floor:g}", "ok")
     set_at = None if champion is None else champion.get("at")
     if set_at is not None and end is not None and set_at >= end:
-        note = (f"under {floor:g} in the last window measured, before v{champion['version']} became "
-                f"{cfg.champion_alias}; not measured since")
+        note = (f"under {floor:g} in the last window, measured before v{champion['version']} became "
+                f"{cfg.champion_alias}; v{champion['version']} not measured yet")
         return ("model quality", f"AUC {auc:.3f}", note, "ok")
     return ("model quality", f"AUC {auc:.3f}", f"latest window under {floor:g}: retrain or roll back", "bad")
 

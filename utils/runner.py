@@ -237,7 +237,10 @@ def _state_prefix() -> str:
 
     from utils.config import Config
 
-    names = ["MLOPS_STATE_DIR"] + [f"MLOPS_{f.name.upper()}" for f in fields(Config) if f.name != "thresholds"]
+    # Not the notebook parameters (rows, seed): they size the data, and the runner itself sets MLOPS_ROWS and
+    # MLOPS_SEED for its kernels; the resume hint passes them as --rows and --seed.
+    names = ["MLOPS_STATE_DIR"] + [f"MLOPS_{f.name.upper()}" for f in fields(Config)
+                                   if f.name not in ("thresholds", "rows", "seed")]
     return "".join(f"{n}={shlex.quote(os.environ[n])} " for n in names if os.environ.get(n))
 
 
@@ -303,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("asyncio").setLevel(logging.CRITICAL)
             print(f"interrupted in {nb.name} after {time.perf_counter() - start:.0f} s: its partial copy is in "
                   f"{args.output / nb.name}; run it again with {_state_prefix()}{Path(sys.executable).parent / 'python'} "
-                  f"-m utils.runner --from {nb.name[:2]}",
+                  f"-m utils.runner --from {nb.name[:2]} --rows {params['rows']} --seed {params['seed']}",
                   file=sys.stderr)
             return 130
         except Exception as exc:  # papermill raises PapermillExecutionError with the failing cell

@@ -373,7 +373,7 @@ def test_a_clean_demo_reads_all_clear() -> None:
         "deployments": dashboard.Section("deployments", "d", facts={"endpoints_up": 0, "endpoints_down": 0}),
         "freshness": dashboard.Section("freshness", "f", facts={"stalest": {"table": "a.b.c", "at": now, "hours": 0.1}}),
         "alerts": dashboard.Section("alerts", "a", facts={"open": 0, "critical": 0}),
-        "monitoring": dashboard.Section("monitoring", "q", facts={"latest_auc": 0.71, "latest_window_end": now}),
+        "monitoring": dashboard.Section("monitoring", "q", facts={"latest_auc": 0.71, "quality_measured_at": now}),
     }
     status = dashboard._banner(cfg, sections, now)
     assert status.facts["level"] == "ok" and "All clear" in status.body and "none running" in status.body
@@ -397,12 +397,12 @@ def test_the_banner_judges_model_quality_against_the_champion_it_measured() -> N
         return dashboard._banner(cfg, sections, now).facts["level"]
 
     assert level() == "warn"  # monitoring never ran: not "All clear"
-    sections["monitoring"].facts = {"latest_auc": floor - 0.05, "latest_window_end": now - timedelta(hours=1)}
+    sections["monitoring"].facts = {"latest_auc": floor - 0.05, "quality_measured_at": now - timedelta(hours=1)}
     assert level() == "ok"  # under the floor, but measured before v4 became champion (the retrain happened)
     assert "before v4 became" in dashboard._banner(cfg, sections, now).body
-    sections["monitoring"].facts = {"latest_auc": floor - 0.05, "latest_window_end": now + timedelta(hours=1)}
-    assert level() == "bad"  # the current champion is under the floor
-    sections["monitoring"].facts = {"latest_auc": floor + 0.05, "latest_window_end": now}
+    sections["monitoring"].facts = {"latest_auc": floor - 0.05, "quality_measured_at": now + timedelta(hours=1)}
+    assert level() == "bad"  # measured after v4 became champion: the current champion is under the floor
+    sections["monitoring"].facts = {"latest_auc": floor + 0.05, "quality_measured_at": now}
     assert level() == "ok"
 
 

@@ -200,3 +200,5 @@ def test_ctrl_c_on_the_whole_run_prints_one_line_and_no_traceback(tmp_path: Path
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
     assert err.startswith("interrupted in 00_t.ipynb") and err.count("\n") == 1, err  # nothing but the one line
+    assert err.rstrip().endswith("-m utils.runner --from 00 --rows 2000 --seed 42"), err  # resumes at the same size
+    assert "MLOPS_SEED=" not in err and "MLOPS_ROWS=" not in err, err  # set by the runner, not by the user
