@@ -322,6 +322,18 @@ def download_model(model_uri: str, dst: Path | None = None) -> str:
     return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst))
 
 
+def scoring_model_dir() -> Path:
+    """A new folder every executor can read, for the model :func:`score_partitions` ships to its tasks.
+
+    Databricks: under the ``checkpoints`` Unity Catalog volume (``/Volumes/<catalog>/<schema>/checkpoints/
+    scoring-models/<uuid>``), since the driver's own disk is not visible to workers or to serverless compute.
+    Locally: under the state folder. ``addFile`` is not used: serverless refuses it.
+    """
+    from utils.platform import files_dir
+
+    return files_dir("checkpoints") / "scoring-models" / uuid.uuid4().hex
+
+
 def score_partitions(df: SparkDataFrame, model_uri: str, output_col: str = PREDICTION_COL) -> SparkDataFrame:
     """``df`` plus ``output_col``, scored with ``mapInArrow``: the model loads once per worker, not per batch."""
     from pyspark.sql.types import DoubleType, StructField, StructType
@@ -331,10 +343,7 @@ def score_partitions(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
     model_inputs_check = [c for c in FEATURES if c not in df.columns]
     if model_inputs_check:
         raise ValueError(f"DataFrame lacks the model's feature columns {model_inputs_check}")
-    from utils.platform import state_dir
-
-    folder = state_dir() / "scoring" / "models" / uuid.uuid4().hex
-    local_path = download_model(model_uri, folder)
+    local_path = download_model(model_uri, scoring_model_dir())
     schema = StructType([*df.schema.fields, StructField(output_col, DoubleType(), True)])
     return df.mapInArrow(_partition_scorer(local_path, output_col), schema)
 
