@@ -822,13 +822,14 @@ def fresh_env_predict(model_uri: str, sample: pd.DataFrame, workdir: Path | None
     The model is downloaded, a venv is created with ``uv venv`` on this Python, ``uv pip install -r
     requirements.txt`` fills it (from uv's cache when possible, else the package index), and an
     isolated interpreter (``-I``, working folder outside the repository) loads the model folder and
-    predicts. The environment is deleted afterwards unless ``keep``.
+    predicts. Where uv is not installed (a Databricks runtime) the standard library's ``venv`` and the
+    venv's own pip do the same, from the package index. The environment is deleted afterwards unless ``keep``.
+
+    Raises PackagingError naming the step that failed (venv, install, predict) and what to check.
     """
     import numpy as np
 
     uv = uv_executable()
-    if uv is None:
-        raise PackagingError("uv not found: `pip install uv` (make env installs it into .venv)")
     if sample.empty:
         raise ValueError("the sample to predict is empty: pass a few feature rows")
     workdir = Path(workdir or package_dir() / "fresh-env")
@@ -843,14 +844,24 @@ def fresh_env_predict(model_uri: str, sample: pd.DataFrame, workdir: Path | None
     seconds["download"] = time.perf_counter() - t0
     env_dir = workdir / "venv"
     t0 = time.perf_counter()
-    _run([uv, "venv", "--quiet", "--python", sys.executable, str(env_dir)], "creating the fresh venv",
-         "check that uv can use this Python", cwd=workdir)
+    if uv is not None:
+        _run([uv, "venv", "--quiet", "--python", sys.executable, str(env_dir)], "creating the fresh venv",
+             "check that uv can use this Python", cwd=workdir)
+    else:
+        _run([sys.executable, "-m", "venv", str(env_dir)], "creating the fresh venv (uv not found: standard venv)",
+             "this Python needs its venv and ensurepip modules, or install uv", cwd=workdir)
     python = env_dir / "bin" / "python"
     seconds["venv"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _uv_with_offline_first([uv, "pip", "install", "--quiet", "--python", str(python), "-r", str(model_dir / "requirements.txt")],
-                           "installing the model's requirements", "check that PyPI is reachable and the pins exist",
-                           cwd=workdir)
+    reqs = str(model_dir / "requirements.txt")
+    if uv is not None:
+        _uv_with_offline_first([uv, "pip", "install", "--quiet", "--python", str(python), "-r", reqs],
+                               "installing the model's requirements", "check that PyPI is reachable and the pins exist",
+                               cwd=workdir)
+    else:
+        _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", reqs],
+             "installing the model's requirements with pip", "check that PyPI is reachable and the pins exist",
+             cwd=workdir)
     seconds["install"] = time.perf_counter() - t0
     sample_path, out_path, script = workdir / "sample.parquet", workdir / "predictions.npy", workdir / "predict.py"
     sample.to_parquet(sample_path, index=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import sys
 import time
 import zipfile
@@ -389,3 +390,28 @@ def test_fresh_env_built_from_the_model_requirements_predicts_identically(champi
     assert str(result.env_dir) in result.details["executable"]
     assert not result.env_dir.exists(), "the fresh env is removed afterwards"
     print(f"fresh env: {seconds:.1f}s total, {json.dumps({k: round(v, 1) for k, v in result.seconds.items()})}")
+
+
+def test_fresh_env_without_uv_uses_the_standard_venv_and_its_pip(champion: str, sample: pd.DataFrame, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """A Databricks runtime has no uv: the fresh env is a standard-library venv filled by its own pip.
+
+    The venv is created for real; the install step (minutes from the package index) is recorded and stopped.
+    """
+    calls: list[list[str]] = []
+    real_run = packaging._run
+
+    def run(cmd: list[str], what: str, fix: str, **kwargs):
+        calls.append([str(c) for c in cmd])
+        if "pip" in cmd[1:3]:
+            raise packaging.PackagingError("stopped before the install")
+        return real_run(cmd, what, fix, **kwargs)
+
+    monkeypatch.setattr(packaging, "uv_executable", lambda: None)
+    monkeypatch.setattr(packaging, "_run", run)
+    with pytest.raises(packaging.PackagingError, match="stopped before the install"):
+        packaging.fresh_env_predict(champion, sample, workdir=tmp_path / "fresh")
+    env_python = tmp_path / "fresh" / "venv" / "bin" / "python"
+    assert calls[0] == [sys.executable, "-m", "venv", str(tmp_path / "fresh" / "venv")]
+    assert calls[1][:4] == [str(env_python), "-m", "pip", "install"] and calls[1][-1].endswith("requirements.txt")
+    assert subprocess.run([str(env_python), "-m", "pip", "--version"], capture_output=True).returncode == 0
