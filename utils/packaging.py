@@ -246,17 +246,19 @@ def target_model_name(env: str = "prod", cfg: Config | None = None) -> str:
 def promote_model_first(src_name: str, alias: str, dst_name: str, reason: str, actor: str | None = None) -> ModelVersion:
     """Copy the version ``src_name@alias`` (the artifact itself) to ``dst_name`` and point ``alias`` there (audited).
 
-    On Unity Catalog ``dst_name`` lives in another catalog (e.g. ``plantly_prod``) that must exist and
-    be writable; locally it is just another registered-model name in the same registry.
+    On Unity Catalog ``dst_name`` lives in another catalog (e.g. ``plantly_prod``) that must exist; its
+    schema is created when missing (:func:`utils.platform.ensure_model_schema`). Locally it is just another
+    registered-model name in the same registry.
     """
     from mlflow import MlflowClient
 
     from utils import registry
-    from utils.platform import registry_uri, tracking_uri
+    from utils.platform import ensure_model_schema, registry_uri, tracking_uri
 
     source = registry.get_alias_version(src_name, alias)
     if source is None:
         raise ValueError(f"{src_name} has no {alias!r} alias: register and promote a model first (notebook 03)")
+    ensure_model_schema(dst_name)  # on Unity Catalog the target catalog's schema may not exist yet
     client = MlflowClient(tracking_uri=tracking_uri(), registry_uri=registry_uri())
     with registry.registration_notes_hidden():
         copy = client.copy_model_version(f"models:/{src_name}@{alias}", dst_name)

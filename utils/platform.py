@@ -132,6 +132,37 @@ VOLUMES = ("raw", "landing", "checkpoints")
 _UC_READY: set[tuple[str, str]] = set()
 
 
+def _run_uc_statements(statements: Sequence[str], catalog: str, how_to_choose: str) -> None:
+    """Run Unity Catalog DDL on Databricks; raise EnvironmentProblem naming the statement and the privileges."""
+    spark = get_spark()
+    for statement in statements:
+        try:
+            spark.sql(statement)
+        except Exception as exc:  # Spark Connect and classic raise different types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EnvironmentProblem(
+                f"{statement} failed ({first[:300]}): use a catalog you may create schemas in "
+                f"(USE CATALOG and CREATE SCHEMA; on Free Edition the catalog `workspace`) through {how_to_choose}, "
+                f"or ask for those privileges on `{catalog}`") from exc
+
+
+def ensure_model_schema(model_name: str) -> None:
+    """Create the schema of registered model ``catalog.schema.model`` on Databricks if it is missing.
+
+    Promotion copies a model version into another catalog (``plantly_prod``) whose schema nothing else
+    creates. Locally a model name is only a registry key: nothing to do. Raises EnvironmentProblem
+    (the statement, the privileges, how to pick another catalog) when the schema cannot be created, and
+    ValueError for a name that is not three-level.
+    """
+    parts = model_name.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"model name {model_name!r} must be catalog.schema.model")
+    if not is_databricks():
+        return
+    catalog, schema, _ = parts
+    _run_uc_statements([f"CREATE SCHEMA IF NOT EXISTS `{catalog}`.`{schema}`"], catalog, "MLOPS_PROD_CATALOG")
+
+
 def ensure_dirs() -> None:
     """Create the folders the lifecycle writes to.
 
@@ -144,19 +175,9 @@ def ensure_dirs() -> None:
 
         cfg = get_config()
         if (cfg.catalog, cfg.schema) not in _UC_READY:
-            spark = get_spark()
             statements = [f"CREATE SCHEMA IF NOT EXISTS `{cfg.catalog}`.`{cfg.schema}`"]
             statements += [f"CREATE VOLUME IF NOT EXISTS `{cfg.catalog}`.`{cfg.schema}`.`{v}`" for v in VOLUMES]
-            for statement in statements:
-                try:
-                    spark.sql(statement)
-                except Exception as exc:  # noqa: BLE001 - Spark Connect and classic raise different types
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    raise EnvironmentProblem(
-                        f"{statement} failed ({first[:300]}): use a catalog you may create schemas in "
-                        f"(USE CATALOG and CREATE SCHEMA; on Free Edition the catalog `workspace`) through the "
-                        "`catalog` job parameter or MLOPS_CATALOG, or ask for those privileges on "
-                        f"`{cfg.catalog}`") from exc
+            _run_uc_statements(statements, cfg.catalog, "the `catalog` job parameter or MLOPS_CATALOG")
             _UC_READY.add((cfg.catalog, cfg.schema))
         return
     for d in (lakehouse_dir(), mlflow_dir(), raw_data_dir(), tmp_dir(), *(files_dir(v) for v in VOLUMES[1:])):

@@ -82,6 +82,19 @@ def test_a_schema_that_cannot_be_created_is_named_with_what_to_do(
         platform.ensure_dirs()
 
 
+def test_promotion_creates_the_prod_models_schema_on_databricks(on_databricks: None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    spark = _RecordingSpark()
+    monkeypatch.setattr(platform, "get_spark", lambda *a, **k: spark)
+    platform.ensure_model_schema("plantly_prod.ada.plantly_recommender")
+    assert spark.statements == ["CREATE SCHEMA IF NOT EXISTS `plantly_prod`.`ada`"]
+    monkeypatch.setattr(platform, "get_spark", lambda *a, **k: _RecordingSpark(refuse="CREATE SCHEMA"))
+    with pytest.raises(platform.EnvironmentProblem, match=r"`plantly_prod`.`ada` failed .*MLOPS_PROD_CATALOG"):
+        platform.ensure_model_schema("plantly_prod.ada.plantly_recommender")
+    with pytest.raises(ValueError, match="catalog.schema.model"):
+        platform.ensure_model_schema("plantly_recommender")
+
+
 def test_experiment_is_a_name_locally() -> None:
     assert platform.experiment_path("plantly_recommender") == "plantly_recommender"
     assert platform.current_user() == ""
