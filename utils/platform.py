@@ -412,7 +412,8 @@ def get_spark(app_name: str = "plantly-mlops") -> Any:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", os.environ.get("MLOPS_SHUFFLE_PARTITIONS", "4"))
         .config("spark.default.parallelism", os.environ.get("MLOPS_SHUFFLE_PARTITIONS", "4"))
-        # Delta's VACUUM lists files with this many tasks (default 10,000: 85 s for a six-file table on 2 cores).
+        # Delta's VACUUM lists files with this many tasks (default 10,000: a minute for a six-file table on 2 cores,
+        # bench/bench_delta_confs.py).
         .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", os.environ.get("MLOPS_SHUFFLE_PARTITIONS", "4"))
         # Delta rebuilds a table's state in this many partitions (default 50, sized for clusters).
         .config("spark.databricks.delta.snapshotPartitions", os.environ.get("MLOPS_SHUFFLE_PARTITIONS", "4"))
