@@ -150,8 +150,14 @@ def held_out_auc(model_name: str, alias: str) -> float | None:
     return next((metrics[k] for k in ("roc_auc", "roc_auc/auc") if k in metrics), None)
 
 
-def retrain_and_gate(seed: int, reason: str, family: str = "gboost", cfg: Config | None = None) -> dict[str, Any]:
-    """Retrain with the develop pipeline, register, gate against the champion, promote only if it passes."""
+def retrain_and_gate(seed: int, reason: str, family: str | None = None, cfg: Config | None = None) -> dict[str, Any]:
+    """Retrain with the develop pipeline, register, gate against the champion, promote only if it passes.
+
+    ``family`` None (the default) picks the model family on the new training rows (``training.select_family``,
+    never on the test rows): a fixed gradient boosting over-fits a few thousand impressions and failed the
+    gate's minimum AUC there, so a small demo's loop never closed. Returns ``{"run_id", "version",
+    "gate_passed", "promoted", ...}``.
+    """
     from utils import gate, registry
     from utils.plantly_features import feature_schema
     from utils.training import develop, gate_frame
