@@ -185,6 +185,35 @@ def fairness_by_group(y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.Seri
     return by_group, summary
 
 
+def compare_decisions(decisions: dict[str, tuple[np.ndarray, np.ndarray]], y_true: np.ndarray, sensitive: pd.Series,
+                      y_fit: np.ndarray, sensitive_fit: pd.Series) -> pd.DataFrame:
+    """One row per decision rule: selection rate, balanced accuracy and demographic parity difference.
+
+    ``decisions`` maps a name to ``(decisions on the evaluation rows, decisions on the rows a mitigation was
+    fitted on)``, each a 0/1 array aligned with ``y_true`` / ``sensitive`` and ``y_fit`` / ``sensitive_fit``.
+    Columns: ``selection_rate`` (share of 1s), ``balanced_accuracy`` (mean of TPR and TNR, scikit-learn's
+    ``balanced_accuracy_score``), ``dp_difference`` and ``dp_difference_train`` (Fairlearn's demographic parity
+    difference, max - min selection rate across groups, on the evaluation and the fitted rows). Balanced
+    accuracy, not accuracy: at a 10 % positive rate, selecting no one has 90 % accuracy. Raises ValueError
+    when an array's length does not match its labels.
+    """
+    from fairlearn.metrics import demographic_parity_difference
+    from sklearn.metrics import balanced_accuracy_score
+
+    rows = {}
+    for name, (pred, pred_fit) in decisions.items():
+        pred, pred_fit = np.asarray(pred).astype(int), np.asarray(pred_fit).astype(int)
+        if len(pred) != len(y_true) or len(pred_fit) != len(y_fit):
+            raise ValueError(f"{name}: {len(pred)} and {len(pred_fit)} decisions for {len(y_true)} and {len(y_fit)} labels")
+        rows[name] = {
+            "selection_rate": float(pred.mean()),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, pred)),
+            "dp_difference": float(demographic_parity_difference(y_true, pred, sensitive_features=sensitive)),
+            "dp_difference_train": float(demographic_parity_difference(y_fit, pred_fit, sensitive_features=sensitive_fit)),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def top_k_decisions(scores: np.ndarray, fraction: float = TOP_K_FRACTION) -> np.ndarray:
     """1 for impressions the model would recommend (its top ``fraction``), else 0."""
     decision = np.zeros(len(scores), dtype=int)
