@@ -64,7 +64,7 @@ def ensure_model(rows: int, seed: int, cfg: Config | None = None) -> bool:
         return False
     ensure_features(rows, seed, cfg)
     result, model_uri, test = develop(family=None, seed=seed, run_name="catch-up", cfg=cfg)  # family picked on the data
-    version = registry.register(model_uri, name=cfg.model_name, run_hooks=False,
+    version = registry.register(model_uri, name=cfg.model_name,
                                 description=f"{result.family} recommender built by the catch-up helper")
     verdict = gate.gate_and_set_challenger(cfg.model_name, version.version, gate_frame(test), LABEL,
                                            eval_start=test["event_ts"].min(), expected_features=feature_schema())

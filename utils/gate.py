@@ -30,8 +30,8 @@ be measured at all (no sensitive column, a single group) passes with value None 
 was not measured.
 
 ``gate_and_set_challenger`` runs the gate on a registered version against the current champion and,
-only when it passes, moves the ``challenger`` alias (audited). It is what the registration hook
-(locally) or the deployment job (Unity Catalog) calls.
+only when it passes, moves the ``challenger`` alias (audited). It is what the deployment job's
+evaluation task calls (``utils.deployment_job``), fired by registration on both platforms.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
@@ -50,7 +49,6 @@ from utils.config import Thresholds, get_config
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
-    from mlflow.entities.model_registry import ModelVersion
 
 CHECK_NAMES = ("signature", "min_auc", "no_regression", "fairness", "latency", "compliance")
 LATENCY_RUNS = 3
@@ -59,6 +57,8 @@ SCORE_COLUMNS = ("probability", "prediction", "score")
 # (production type, model signature type) pairs MLflow's schema enforcement converts safely.
 SAFE_UPCASTS = {("integer", "long"), ("integer", "float"), ("integer", "double"), ("float", "double")}
 GATE_TAGS = ("gate_passed", "gate_failed", "gate_summary", "gate_checked_at")
+VERDICT_ARTIFACT = "gate/version-{version}.json"
+"""Where ``gate_and_set_challenger`` keeps a version's whole result: an artifact of the version's training run."""
 
 
 @dataclass
@@ -102,6 +102,20 @@ class GateResult:
             "champion_uri": self.champion_uri,
             "checks": [{k: _plain(v) for k, v in asdict(c).items()} for c in self.checks],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateResult:
+        """The result :meth:`to_dict` wrote (as JSON, e.g. the deployment job's artifact), rebuilt.
+
+        Raises ``ValueError`` naming the missing key when ``data`` is not such a dict.
+        """
+        try:
+            checks = [CheckResult(c["name"], bool(c["passed"]), c.get("value"), c.get("threshold"), c.get("reason", ""))
+                      for c in data["checks"]]
+            return cls(data["model_name"], data.get("version"), bool(data["passed"]), checks,
+                       data.get("model_uri"), data.get("champion_uri"))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a gate result (GateResult.to_dict()): missing {exc}") from None
 
     def summary(self) -> str:
         """Readable verdict: a headline, then one line per check (PASS/FAIL, name, value, threshold, reason).
@@ -569,7 +583,8 @@ def gate_and_set_challenger(name: str, version: str | int, eval_df: pd.DataFrame
     ``eval_start`` is the first event time of ``eval_df``; when the champion trained on rows from
     then on, the champion comparison is skipped with that reason (see ``champion_overlap``).
     The verdict is always recorded as version tags (``gate_passed``, ``gate_failed``, ``gate_summary``,
-    ``gate_checked_at``); a failure changes no alias. ``kw`` goes to ``run_gate``.
+    ``gate_checked_at``) and, when the version names its training run, in full as that run's artifact
+    ``gate/version-<n>.json`` (:func:`recorded_verdict`); a failure changes no alias. ``kw`` goes to ``run_gate``.
     """
     from datetime import datetime
 
@@ -583,6 +598,11 @@ def gate_and_set_challenger(name: str, version: str | int, eval_df: pd.DataFrame
         if overlap:
             kw["champion_uri"], kw["champion_note"] = None, overlap
     result = run_gate(f"models:/{name}/{version}", eval_df, label_col, **kw)
+    run_id = registry.get_version(name, version).run_id
+    if run_id:  # the whole result, every check, beside the run that trained the version (recorded_verdict reads it)
+        import mlflow
+
+        mlflow.MlflowClient().log_dict(run_id, result.to_dict(), VERDICT_ARTIFACT.format(version=version))
     registry.set_version_tags(name, version, {
         "gate_passed": str(result.passed).lower(),
         "gate_failed": ",".join(c.name for c in result.failed()),
@@ -595,13 +615,24 @@ def gate_and_set_challenger(name: str, version: str | int, eval_df: pd.DataFrame
     return result
 
 
-def gate_hook(eval_df: pd.DataFrame, label_col: str, **kw: Any) -> Callable[[ModelVersion], GateResult]:
-    """A registration hook gating each new version on ``eval_df``: ``registry.on_registration(gate_hook(df, "purchased"))``."""
+def recorded_verdict(name: str, version: str | int) -> GateResult | None:
+    """The gate's full result on a version, read back from its training run; None when it has not been gated.
 
-    def gate_new_version(mv: ModelVersion) -> GateResult:
-        return gate_and_set_challenger(mv.name, mv.version, eval_df, label_col, **dict(kw))
+    Raises ``ValueError`` when the tags say it was gated but the result cannot be read (a version without
+    a training run keeps only its tags).
+    """
+    import mlflow
 
-    return gate_new_version
+    mv = registry.get_version(name, version)
+    if "gate_checked_at" not in (mv.tags or {}):
+        return None
+    uri = f"runs:/{mv.run_id}/{VERDICT_ARTIFACT.format(version=mv.version)}"
+    try:
+        data = mlflow.artifacts.load_dict(uri)
+    except Exception as exc:  # MLflow raises several types for a missing artifact
+        raise ValueError(f"version {mv.version} of {name} was gated ({mv.tags.get('gate_summary')}) but {uri} "
+                         f"cannot be read: {exc}") from exc
+    return GateResult.from_dict(data)
 
 
 def result_json(result: GateResult) -> str:

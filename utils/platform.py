@@ -711,6 +711,29 @@ def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.
     return LocalBackend(model_name, timeout_s)
 
 
+def deployment_trigger(model_name: str, deployment_job_id: str = "") -> Any:
+    """What makes registering a version run the deployment job's gate; a context manager around registration.
+
+    Use as ``with deployment_trigger(name, job_id) as trigger: mv = registry.register(...);
+    verdict = trigger.verdict(mv.version)``. Each trigger has ``how`` (one line to show), ``verdict(version)``
+    (a ``utils.gate.GateResult``, waiting for it) and ``events()`` (what it saw judged, as pandas).
+
+    - Databricks with ``deployment_job_id``: ``utils.deployment_job.JobTrigger`` links the MLflow 3
+      deployment job to the model; Unity Catalog runs it on every new version.
+    - Databricks without one (a notebook run by hand): ``utils.deployment_job.InlineTrigger`` runs the
+      evaluation task in the notebook after registration.
+    - Locally: ``utils.local.deployment_webhooks.WebhookTrigger``, the open-source MLflow server firing a
+      ``model_version.created`` webhook at a receiver that runs the same evaluation task.
+    """
+    if is_databricks():
+        from utils.deployment_job import InlineTrigger, JobTrigger
+
+        return JobTrigger(model_name, deployment_job_id) if deployment_job_id else InlineTrigger(model_name)
+    from utils.local.deployment_webhooks import WebhookTrigger
+
+    return WebhookTrigger(model_name)
+
+
 def code_first_runner() -> str:
     """Where code-first retraining runs (``utils.packaging.retrain_with_wheel``): ``"job"`` or ``"subprocess"``.
 

@@ -1,4 +1,4 @@
-"""Model registry helpers: register, aliases with an audit trail, promotion, rollback, registration hooks.
+"""Model registry helpers: register, aliases with an audit trail, promotion, rollback.
 
 Locally the registry is MLflow on SQLite; on Databricks it is Unity Catalog (three-level names such as
 ``get_config().model_name``). Versions are addressed by the aliases ``champion`` / ``challenger`` from
@@ -21,7 +21,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -43,16 +43,12 @@ AUDIT_SEQ_TAG = "audit_seq"
 AUDIT_LOG_TAG = "audit_log"
 PREVIOUS_CHAMPION_TAG = "previous_champion"
 CHAMPION_HISTORY_TAG = "champion_history"
-HOOKS_TAG = "registration_hooks"
 # Unity Catalog refuses these characters in tag keys; checked everywhere so a local run fails as Databricks would.
 # Source: https://docs.databricks.com/aws/en/database-objects/tags ("not allowed in tag keys: . , - = / :").
 TAG_KEY_RESERVED = ".,-=/:"
 INPUT_TAG_PREFIX = "input__"
 AUDIT_COLUMNS = ["seq", "version", "action", "alias", "actor", "at", "reason", "gate_passed", "from_version"]
 
-Hook = Callable[["ModelVersion"], Any]
-_hooks: list[tuple[Hook, str | None]] = []
-last_hook_results: list[Any] = []  # results of the hooks run by the latest register(), in order
 
 
 class PromotionRefused(RuntimeError):
@@ -61,10 +57,6 @@ class PromotionRefused(RuntimeError):
 
 class RollbackError(RuntimeError):
     """There is no previous champion to roll back to."""
-
-
-class RegistrationHookError(RuntimeError):
-    """A registration hook failed; the version itself is registered."""
 
 
 class MlflowNotConfigured(RuntimeError):
@@ -163,69 +155,7 @@ def _bounded_log(entries: list[dict[str, Any]]) -> str:
     return text
 
 
-# ---------------------------------------------------------------- registration and hooks
-
-
-def on_registration(hook: Hook | None = None, *, model_name: str | None = None) -> Any:
-    """Register ``hook(model_version)`` to run after every ``register()`` (of ``model_name`` only, if given).
-
-    Usable as ``on_registration(fn)``, ``@on_registration`` or ``@on_registration(model_name=...)``;
-    returns the hook. Registering the same function again only updates its ``model_name``.
-
-    This is the local stand-in for Unity Catalog's MLflow 3 *deployment jobs* (UC has no registry
-    webhooks). On Databricks, create a job whose first task runs the gate notebook with the job
-    parameters ``model_name`` and ``model_version``, then link it to the registered model with
-    ``MlflowClient().update_registered_model(name, deployment_job_id=<job id>)`` (the same keyword
-    exists on ``create_registered_model``). Every new model version then triggers the job, which
-    calls ``utils.gate.gate_and_set_challenger(model_name, model_version, ...)`` exactly as the local
-    hook does.
-    """
-
-    def add(fn: Hook) -> Hook:
-        for i, (h, _) in enumerate(_hooks):
-            if h is fn:
-                _hooks[i] = (fn, model_name)
-                return fn
-        _hooks.append((fn, model_name))
-        return fn
-
-    return add if hook is None else add(hook)
-
-
-def clear_hooks() -> None:
-    """Forget every registration hook."""
-    _hooks.clear()
-
-
-def registered_hooks() -> list[Hook]:
-    """The registration hooks, in the order they run."""
-    return [h for h, _ in _hooks]
-
-
-def _hook_name(hook: Hook) -> str:
-    return getattr(hook, "__qualname__", None) or getattr(hook, "__name__", None) or type(hook).__name__
-
-
-def run_registration_hooks(mv: ModelVersion) -> list[Any]:
-    """Run the registration hooks that apply to ``mv`` in order; returns (and keeps) their results."""
-    last_hook_results.clear()
-    names: list[str] = []
-    for hook, model_name in _hooks.copy():  # a hook may register or clear hooks
-        if model_name is not None and model_name != mv.name:
-            continue
-        names.append(_hook_name(hook))
-        try:
-            last_hook_results.append(hook(mv))
-        except Exception as exc:
-            set_version_tags(mv.name, mv.version, {HOOKS_TAG: ",".join(names) + " (failed)"})
-            raise RegistrationHookError(
-                f"version {mv.version} of {mv.name} is registered, but registration hook {names[-1]} failed: "
-                f"{type(exc).__name__}: {exc}. Fix it and re-run the hooks with "
-                f"utils.registry.run_registration_hooks(client.get_model_version({mv.name!r}, {mv.version!r}))"
-            ) from exc
-    if names:
-        set_version_tags(mv.name, mv.version, {HOOKS_TAG: ",".join(names)})
-    return list(last_hook_results)
+# ---------------------------------------------------------------- registration
 
 
 # What MLflow prints to stderr when a registration or a copy succeeds; callers show the version themselves.
@@ -250,12 +180,11 @@ def register(
     name: str | None = None,
     description: str | None = None,
     tags: dict | None = None,
-    run_hooks: bool = True,
 ) -> ModelVersion:
     """Register ``model_uri`` as a new version of ``name`` (default: the config's model), wait until READY.
 
-    Sets the description and tags, then runs the registration hooks (results in ``last_hook_results``)
-    unless ``run_hooks`` is False. Returns the version as it stands after the hooks ran.
+    Sets the description and tags; returns the version. What runs on registration (the deployment job's
+    gate) is the registry's business: ``utils.platform.deployment_trigger`` wires it up on each platform.
 
     Raises:
         ValueError: ``model_uri`` is empty, or a tag key holds a character Unity Catalog refuses
@@ -279,13 +208,15 @@ def register(
         )
     if description:
         client.update_model_version(name, mv.version, description=description)
-    last_hook_results.clear()
-    if run_hooks:
-        run_registration_hooks(client.get_model_version(name, mv.version))
     return client.get_model_version(name, mv.version)
 
 
 # ---------------------------------------------------------------- reading the registry
+
+
+def get_version(name: str, version: str | int) -> ModelVersion:
+    """Version ``version`` of registered model ``name`` (MLflow raises ``RESOURCE_DOES_NOT_EXIST`` if missing)."""
+    return _client().get_model_version(name, str(version))
 
 
 def get_alias_version(name: str, alias: str) -> ModelVersion | None:
@@ -302,7 +233,8 @@ def get_alias_version(name: str, alias: str) -> ModelVersion | None:
     return None if version is None else client.get_model_version(name, str(version))
 
 
-def _versions(name: str) -> list[ModelVersion]:
+def versions(name: str) -> list[ModelVersion]:
+    """Every version of registered model ``name`` (all pages); MLflow raises ``RESOURCE_DOES_NOT_EXIST`` if missing."""
     client = _client()
     found: list[ModelVersion] = []
     token = None
@@ -316,10 +248,10 @@ def _versions(name: str) -> list[ModelVersion]:
 
 def latest_version(name: str) -> ModelVersion | None:
     """The highest-numbered version of ``name``; None if it has none (or does not exist)."""
-    versions = _versions(name)
-    if not versions:
+    found = versions(name)
+    if not found:
         return None
-    newest = max(versions, key=lambda mv: int(mv.version))
+    newest = max(found, key=lambda mv: int(mv.version))
     return _client().get_model_version(name, newest.version)
 
 
@@ -477,7 +409,7 @@ def audit_trail(name: str) -> pd.DataFrame:
 
     client = _client()
     rows = []
-    for mv in _versions(name):
+    for mv in versions(name):
         tags = client.get_model_version(name, mv.version).tags  # search results may omit tags (Unity Catalog)
         for key, value in tags.items():
             if not key.startswith(AUDIT_PREFIX) or not key[len(AUDIT_PREFIX):].isdigit():

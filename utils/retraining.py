@@ -164,7 +164,7 @@ def retrain_and_gate(seed: int, reason: str, family: str | None = None, cfg: Con
 
     cfg = cfg or get_config()
     result, model_uri, test = develop(family=family, seed=seed, run_name="retrain", cfg=cfg, test_fraction=0.1)
-    version = registry.register(model_uri, name=cfg.model_name, run_hooks=False,
+    version = registry.register(model_uri, name=cfg.model_name,
                                 description=f"retrained after monitoring alerts: {reason}",
                                 tags={"trigger": "monitoring", "reason": reason[:500]})
     verdict = gate.gate_and_set_challenger(cfg.model_name, version.version, gate_frame(test), LABEL,

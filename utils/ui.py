@@ -93,7 +93,7 @@ def wait_ready(url: str, process: subprocess.Popen | None = None, timeout: float
         time.sleep(interval)
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_server(process: subprocess.Popen) -> None:
     """Interrupt the server as Ctrl-C would, then terminate, then kill, each after a grace period; then end
     whatever its process group still holds (a worker the server did not wait for)."""
     for stop in (lambda: process.send_signal(signal.SIGINT), process.terminate, process.kill):
@@ -146,7 +146,7 @@ def serve(port: int = DEFAULT_PORT, state: Path | None = None, timeout: float = 
         # A second Ctrl-C or SIGTERM while the server stops must not abandon it half-way (or print a traceback).
         previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            _stop(process)
+            stop_server(process)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -94,7 +94,7 @@ def make_small_state(now: datetime) -> dict[str, object]:
                                      now=now - timedelta(days=30))
     names = monitoring_tables(cfg)
     lakehouse.write(alerts_to_frame(old_alert), names["alerts"], mode="append")
-    mv = registry.register(info.model_uri, name=cfg.model_name, run_hooks=False)
+    mv = registry.register(info.model_uri, name=cfg.model_name)
     registry.set_version_tags(cfg.model_name, mv.version, {"gate_passed": "true", "gate_summary": "all checks passed"})
     registry.promote(cfg.model_name, mv.version, {"passed": True, "failed": []}, reason="won the gate in the test",
                      actor="on-call-tester")

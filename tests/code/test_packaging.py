@@ -46,7 +46,7 @@ def champion(frames, model_name) -> str:
     train, test = frames
     result = train_and_log(train, test, "logreg", seed=5, run_name="packaging-test")
     uri = log_recommender(result, example=test.head(20))
-    mv = registry.register(uri, name=model_name, run_hooks=False)
+    mv = registry.register(uri, name=model_name)
     registry.set_version_tags(model_name, mv.version, {"gate_reviewed": "yes"})
     registry.set_alias(model_name, "champion", mv.version, reason="packaging tests")
     return f"models:/{model_name}@champion"

@@ -1,4 +1,4 @@
-"""Registry helpers on the real local MLflow (SQLite) registry: hooks, aliases, promotion, rollback, audit."""
+"""Registry helpers on the real local MLflow (SQLite) registry: aliases, promotion, rollback, audit."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 from utils import registry
-from utils.gate import gate_and_set_challenger, gate_hook
+from utils.gate import gate_and_set_challenger, recorded_verdict
 
 LABEL = "purchased"
 FEATURES = {"price": "double", "age_band": "string", "invasive": "boolean"}
@@ -74,13 +74,6 @@ def name(uris) -> str:
     return f"plantly.tests.m_{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(autouse=True)
-def no_hooks_left_behind():
-    registry.clear_hooks()
-    yield
-    registry.clear_hooks()
-
-
 def gate_kw() -> dict:
     return {"expected_features": FEATURES, "batch_size": 100}
 
@@ -128,61 +121,15 @@ def test_unset_alias_and_unknown_model_give_none(uris, name):
     assert str(registry.get_alias_version(name, "champion").version) == "1"
 
 
-def test_hooks_fire_in_order_on_register_and_only_when_asked(uris, name):
-    seen: list[str] = []
-
-    @registry.on_registration
-    def first(mv):
-        seen.append(f"first:{mv.version}")
-        return "one"
-
-    registry.on_registration(lambda mv: seen.append(f"second:{mv.name == name}") or "two")
-    registry.on_registration(lambda mv: seen.append("other model"), model_name="plantly.tests.someone_else")
-    registry.on_registration(first)  # registering again does not make it run twice
-
-    mv = registry.register(uris["good"], name)
-    assert seen == ["first:1", "second:True"]
-    assert registry.last_hook_results == ["one", "two"]
-    assert "first" in mv.tags[registry.HOOKS_TAG]
-
-    registry.register(uris["good"], name, run_hooks=False)
-    assert seen == ["first:1", "second:True"] and registry.last_hook_results == []
-    registry.clear_hooks()
+def test_gate_records_its_whole_verdict_beside_the_training_run(uris, name, eval_df):
     registry.register(uris["good"], name)
-    assert len(seen) == 2 and registry.registered_hooks() == []
-
-
-def test_failing_hook_names_itself_and_keeps_the_version(uris, name):
-    def broken(mv):
-        raise KeyError("no evaluation data")
-
-    registry.on_registration(broken)
-    with pytest.raises(registry.RegistrationHookError, match=r"version 1 .* hook .*broken .*no evaluation data"):
-        registry.register(uris["good"], name)
-    assert str(registry.latest_version(name).version) == "1"
-
-
-def test_registration_runs_the_gate_failing_version_moves_no_alias(uris, name, eval_df):
-    registry.register(uris["good"], name, run_hooks=False)
+    registry.register(uris["bad"], name)
     registry.set_alias(name, "champion", 1, reason="initial champion")
-    registry.on_registration(gate_hook(eval_df, LABEL, **gate_kw()), model_name=name)
-
-    bad = registry.register(uris["bad"], name)
-    result = registry.last_hook_results[0]
-    assert not result.passed and result.version == "2"
-    assert {"min_auc", "no_regression"} <= {c.name for c in result.failed()}
-    assert aliases(name) == {"champion": "1"}  # no alias moved
-    assert bad.tags["gate_passed"] == "false"
-    assert "min_auc" in bad.tags["gate_failed"].split(",")
-    assert "AUC" in bad.tags["gate_summary"]
-
-    good = registry.register(uris["good"], name)
-    assert registry.last_hook_results[0].passed
-    assert aliases(name) == {"champion": "1", "challenger": "3"}
-    assert good.tags["gate_passed"] == "true" and good.tags["gate_failed"] == ""
-    trail = registry.audit_trail(name)
-    last = trail.iloc[-1]
-    assert (last.version, last.action, last.alias, last.gate_passed) == (3, "gate_pass", "challenger", True)
+    assert recorded_verdict(name, 2) is None  # not gated yet
+    result = gate_and_set_challenger(name, 2, eval_df, LABEL, **gate_kw())
+    again = recorded_verdict(name, 2)
+    assert again.to_dict() == result.to_dict() and not again.passed
+    assert registry.get_version(name, 2).tags["gate_passed"] == "false" and aliases(name) == {"champion": "1"}
 
 
 def test_promotion_refused_when_the_gate_failed(uris, name, eval_df):

@@ -1,0 +1,167 @@
+"""Registration fires the gate through MLflow's own registry webhook: the open-source MLflow server, a real
+``model_version.created`` delivery, and the receiver running the gate (the local twin of a deployment job).
+
+The end-to-end tests start ``mlflow server`` once for the module; the receiver's HTTP contract (signature,
+freshness, duplicates, refusals) is tested against the receiver alone with deliveries signed as MLflow signs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from tests.code.test_registry import FEATURES, LABEL, PriceModel, aliases, eval_df, gate_kw, uris  # noqa: F401 - fixtures
+from utils import registry
+from utils.gate import gate_and_set_challenger, recorded_verdict
+from utils.local.deployment_webhooks import (
+    ERROR_TAG, PATH, DeploymentWebhookReceiver, WebhookTrigger, sign,
+)
+
+SECRET = "receiver-test-secret"
+
+
+def _gate(eval_frame):
+    return lambda name, version: gate_and_set_challenger(name, version, eval_frame, LABEL, **gate_kw())
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **headers},
+                                     method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _signed(body: bytes, secret: str = SECRET, delivery_id: str | None = None, at: int | None = None) -> dict[str, str]:
+    delivery_id = delivery_id or str(uuid.uuid4())
+    stamp = str(int(time.time()) if at is None else at)
+    return {"X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": stamp,
+            "X-MLflow-Signature": sign(secret, delivery_id, stamp, body)}
+
+
+def _payload(name: str, version: str, entity: str = "model_version", action: str = "created") -> bytes:
+    return json.dumps({"entity": entity, "action": action, "timestamp": "2026-12-01T00:00:00+00:00",
+                       "data": {"name": name, "version": version, "source": "models:/m-1", "run_id": None,
+                                "tags": {}, "description": None}}).encode()
+
+
+def test_signature_is_computed_as_mlflow_computes_it():
+    from mlflow.webhooks.delivery import _generate_hmac_signature
+
+    body = _payload("plantly.mlops.m", "3")
+    assert sign("k", "id-1", "1796118476", body) == _generate_hmac_signature("k", "id-1", "1796118476", body.decode())
+
+
+def test_receiver_queues_only_signed_fresh_new_deliveries_and_refuses_the_rest():
+    judged: list[tuple[str, str]] = []
+
+    class Passed:
+        passed = True
+
+        def summary(self) -> str:
+            return "passed"
+
+    def task(name: str, version: str) -> Passed:
+        judged.append((name, version))
+        return Passed()
+
+    name = "plantly.mlops.receiver_test"
+    receiver = DeploymentWebhookReceiver(SECRET, name, task)
+    receiver._judge = lambda d: receiver._set(d, status="passed", summary=str(task(d.model, d.version)))
+    with receiver:
+        url = receiver.url
+        body = _payload(name, "1")
+        assert _post(url, body, {})[0] == 401  # unsigned
+        assert _post(url, body, _signed(body, secret="not-the-secret"))[0] == 401
+        status, answer = _post(url, body, _signed(body, at=int(time.time()) - 3600))
+        assert status == 401 and "away from now" in answer["error"]
+        tampered = _signed(body)
+        assert _post(url, body.replace(b'"1"', b'"9"'), tampered)[0] == 401  # body changed after signing
+        headers = _signed(body)
+        assert _post(url, body, headers) == (202, {"queued": {"model": name, "version": "1"}})
+        assert _post(url, body, headers)[1] == {"duplicate": headers["X-MLflow-Delivery-Id"]}  # MLflow's retry
+        other = _payload("plantly.mlops.someone_else", "1")
+        assert "ignored" in _post(url, other, _signed(other))[1]
+        alias_event = _payload(name, "1", action="alias_created")
+        assert "ignored" in _post(url, alias_event, _signed(alias_event))[1]
+        garbage = b'{"entity": "model_version"'
+        status, answer = _post(url, garbage, _signed(garbage))
+        assert status == 400 and "invalid JSON" in answer["error"]
+        no_version = json.dumps({"entity": "model_version", "action": "created", "data": {"name": name}}).encode()
+        assert _post(url, no_version, _signed(no_version))[0] == 400
+        assert _post(url.replace(PATH, "/elsewhere"), body, _signed(body))[0] == 404
+        assert receiver.wait("1", timeout=10)["status"] == "passed"
+    assert judged == [(name, "1")]
+    assert [d["via"] for d in receiver.deliveries()] == ["webhook"]
+
+
+@pytest.fixture()
+def name(uris) -> str:
+    return f"plantly.tests.hooked_{uuid.uuid4().hex[:10]}"
+
+
+def test_registration_fires_mlflows_webhook_and_the_gate_runs_in_the_receiver(uris, name, eval_df):
+    with WebhookTrigger(name, task=_gate(eval_df)) as trigger:
+        assert mlflow.get_registry_uri() == trigger.server.url  # registration goes through the server
+        first = registry.register(uris["good"], name)
+        assert trigger.verdict(first.version).passed
+        registry.set_alias(name, "champion", first.version, reason="initial champion")
+
+        bad = registry.register(uris["bad"], name, description="negative control")
+        refused = trigger.verdict(bad.version)
+        assert not refused.passed and {"min_auc", "no_regression"} <= {c.name for c in refused.failed()}
+        assert aliases(name) == {"champion": "1", "challenger": "1"}  # the refused version moved nothing
+
+        good = registry.register(uris["good"], name)
+        assert trigger.verdict(good.version).passed
+        events = trigger.events()
+    assert aliases(name) == {"champion": "1", "challenger": "3"}
+    assert list(events.version) == ["1", "2", "3"] and set(events.via) == {"webhook"}
+    assert list(events.status) == ["passed", "refused", "passed"]
+    assert all(len(d) == 36 for d in events.delivery_id)  # MLflow's delivery ids (UUIDs), not the receiver's
+    tags = registry.get_version(name, 2).tags
+    assert tags["gate_passed"] == "false" and "min_auc" in tags["gate_failed"]
+    assert recorded_verdict(name, 2).to_dict() == refused.to_dict()
+
+
+def test_a_receiver_down_loses_nothing_mlflow_retries_and_the_rest_is_caught_up(uris, name, eval_df):
+    with WebhookTrigger(name, task=_gate(eval_df)) as trigger:
+        port = trigger.receiver._server.port
+        trigger.receiver._server.stop()  # the receiver is down for a moment
+        started = time.monotonic()
+        mv = registry.register(uris["good"], name)
+        assert time.monotonic() - started < 10  # registration does not wait for the webhook
+        back = DeploymentWebhookReceiver(trigger.receiver.secret, name, _gate(eval_df), port=port).start()
+        trigger.receiver.stop()
+        trigger.receiver = back  # up again on the same address while MLflow retries (after 1 s, 2 s, 4 s)
+        assert trigger.verdict(mv.version, timeout=60).passed
+        assert back.deliveries()[0]["via"] == "webhook"
+
+    # Down for longer than MLflow retries (here: no receiver and no server at all): the version waits...
+    registry.register(uris["good"], name)
+    assert "gate_checked_at" not in registry.get_version(name, 2).tags
+    # ...and is judged as soon as a receiver opens again.
+    with WebhookTrigger(name, task=_gate(eval_df)) as trigger:
+        assert trigger.verdict(2, timeout=60).passed
+        assert list(trigger.events().via) == ["catch-up"]
+
+
+def test_a_failing_job_is_recorded_on_the_version_and_moves_no_alias(uris, name):
+    def broken(model: str, version: str):
+        raise KeyError("no evaluation rows")
+
+    with WebhookTrigger(name, task=broken) as trigger:
+        mv = registry.register(uris["good"], name)
+        with pytest.raises(RuntimeError, match=r"deployment job failed on version 1 .*no evaluation rows"):
+            trigger.verdict(mv.version, timeout=60)
+    assert "no evaluation rows" in registry.get_version(name, mv.version).tags[ERROR_TAG]
+    assert aliases(name) == {}

@@ -1,0 +1,263 @@
+"""The deployment job: what runs when a model version is registered (evaluation, approval, deployment).
+
+Databricks runs these as the tasks of an MLflow 3 *deployment job* (``resources/jobs.yml``,
+``plantly_deployment``) linked to the registered model: Unity Catalog starts a run with the job
+parameters ``model_name`` and ``model_version`` for every new version. Locally the same
+:func:`evaluation_task` runs in the receiver of an MLflow registry webhook
+(``utils.local.deployment_webhooks``), fired by the open-source MLflow server on ``model_version.created``.
+
+The tasks take nothing but the version: the evaluation rows are rebuilt from what the version's
+training run recorded (the training set's Delta version, ``input.<table>`` tags), split in time as
+training split them (:func:`utils.training.time_split`), so the gate scores the rows the model never saw.
+
+Every verdict is kept twice on the model version: tags (``gate_passed``, ``gate_failed``,
+``gate_summary``, ``gate_checked_at``, written by :func:`utils.gate.gate_and_set_challenger`) and the
+whole result, every check, as the JSON artifact ``gate/version-<n>.json`` of the training run
+(``utils.gate.recorded_verdict`` reads it back on either platform).
+
+Run a task by hand with ``python utils/deployment_job.py evaluation --model-name NAME --model-version N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from utils.gate import GateResult
+
+APPROVAL_TAG = "approval"
+"""The approval task's tag on the model version; the task passes when its value is ``approved``.
+
+Databricks' deployment-job template names the tag after the approval task; the task here is called
+``approval`` too. Tag keys follow Unity Catalog's rules (no dots)."""
+APPROVED = "approved"
+
+
+class ApprovalPending(RuntimeError):
+    """The version has no ``approval = approved`` tag yet: the deployment job stops here until someone approves."""
+
+
+def _version(model_name: str, model_version: str | int) -> Any:
+    from utils import registry
+
+    return registry.get_version(model_name, model_version)
+
+
+def evaluation_rows(run_id: str) -> tuple[Any, Any]:
+    """(gate frame, first event time) of the rows a run held out: its recorded training set, split in time.
+
+    Returns the pandas frame of model inputs plus the 0/1 label (``utils.training.gate_frame``) and the
+    held-out rows' earliest ``event_ts``. Raises ``ValueError`` when the run recorded no training-set
+    version (it was not trained by ``utils.training.train_and_log`` with ``input_tables``).
+    """
+    from utils.plantly_features import load_training_frame, training_set_table
+    from utils.training import gate_frame, input_versions, time_split
+
+    inputs = input_versions(run_id)
+    table = training_set_table()
+    if table not in inputs:
+        raise ValueError(f"run {run_id} recorded no version of {table} (inputs: {sorted(inputs) or 'none'}): "
+                         "the deployment job rebuilds its evaluation rows from that record; train with "
+                         "utils.training.train_and_log(..., input_tables=...)")
+    _, test = time_split(load_training_frame(inputs[table]))
+    return gate_frame(test), test["event_ts"].min()
+
+
+def evaluation_task(model_name: str, model_version: str | int) -> GateResult:
+    """Gate version ``model_version`` of ``model_name`` on its held-out rows; a pass moves ``challenger``.
+
+    Records the verdict as version tags and as the run artifact ``gate/version-<n>.json``; returns the
+    :class:`utils.gate.GateResult`. A failed gate is a result (``passed`` False), not an exception.
+    Raises ``ValueError`` when the version has no training run or the run no recorded training set.
+    """
+    from utils import gate
+    from utils.plantly_features import LABEL, feature_schema
+
+    mv = _version(model_name, model_version)
+    if not mv.run_id:
+        raise ValueError(f"version {mv.version} of {model_name} names no training run: register models logged "
+                         "in a run (utils.training.log_recommender) so the job can find their evaluation rows")
+    eval_df, eval_start = evaluation_rows(mv.run_id)
+    return gate.gate_and_set_challenger(model_name, mv.version, eval_df, LABEL, eval_start=eval_start,
+                                        expected_features=feature_schema())
+
+
+def wait_for_verdict(model_name: str, model_version: str | int, timeout_s: float = 600.0,
+                     interval_s: float = 0.5) -> GateResult:
+    """Poll until the gate has judged the version (whoever ran it); return the result.
+
+    Raises ``TimeoutError`` after ``timeout_s`` seconds, saying where to look.
+    """
+    from utils.gate import recorded_verdict
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        verdict = recorded_verdict(model_name, model_version)
+        if verdict is not None:
+            return verdict
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"no gate verdict on version {model_version} of {model_name} after {timeout_s:.0f} s: "
+                               "check the deployment job's runs (Databricks: the model page's Deployment tab; "
+                               "locally: the receiver's deliveries) and whether it failed")
+        time.sleep(interval_s)
+
+
+def approval_task(model_name: str, model_version: str | int, tag: str = APPROVAL_TAG) -> None:
+    """Pass when the version carries ``<tag> = approved`` (case-insensitive), as Databricks' approval task does.
+
+    Raises ``ApprovalPending`` naming the call that approves it; the job run then waits to be repaired.
+    """
+    mv = _version(model_name, model_version)
+    value = (mv.tags or {}).get(tag, "")
+    if value.lower() != APPROVED:
+        raise ApprovalPending(
+            f"version {mv.version} of {model_name} is not approved ({tag} = {value or 'unset'}): a reviewer sets "
+            f"the tag (MlflowClient().set_model_version_tag({model_name!r}, {str(mv.version)!r}, {tag!r}, "
+            f"{APPROVED!r}) or the model page's tag editor), then repairs the job run")
+
+
+def deployment_task(model_name: str, model_version: str | int, endpoint_name: str | None = None) -> dict[str, Any]:
+    """Promote an approved, gated version to ``champion`` and send the endpoint's traffic to it.
+
+    Refuses (``utils.registry.PromotionRefused``) a version whose gate did not pass. Returns
+    ``{"champion": version, "endpoint": name, "traffic": {version: 100}}``.
+    """
+    from utils import registry
+    from utils.config import get_config
+    from utils.platform import serving_backend
+
+    from utils.gate import recorded_verdict
+
+    cfg = get_config()
+    verdict = recorded_verdict(model_name, model_version)
+    if verdict is None:
+        raise registry.PromotionRefused(f"version {model_version} of {model_name} has no gate verdict: run the "
+                                        "evaluation task first")
+    registry.promote(model_name, str(model_version), verdict, reason="deployment job: gated and approved")
+    endpoint = endpoint_name or cfg.endpoint_name
+    backend = serving_backend(model_name, endpoint)
+    backend.apply({str(model_version): 100})
+    return {"champion": str(model_version), "endpoint": endpoint, "traffic": {str(model_version): 100}}
+
+
+class JobTrigger:
+    """Registration fires the deployment job linked to the model: what ``utils.platform.deployment_trigger`` yields
+    on Databricks when the bundle passed the job's id.
+
+    Opening links job ``job_id`` to the registered model (``MlflowClient.update_registered_model(name,
+    deployment_job_id=...)``, creating the model first when it does not exist yet); Unity Catalog then starts
+    a run of the job for every new version. :meth:`verdict` waits for the job's evaluation task to record it.
+    """
+
+    via = "deployment job"
+
+    def __init__(self, model_name: str, job_id: str) -> None:
+        self.model_name = model_name
+        self.job_id = str(job_id)
+        self._judged: list[dict[str, Any]] = []
+
+    @property
+    def how(self) -> str:
+        return (f"registration starts deployment job {self.job_id} (linked to {self.model_name}); its evaluation "
+                "task runs the gate, its approval task waits for the tag approval = approved")
+
+    def __enter__(self) -> JobTrigger:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from utils import registry
+        from utils.platform import registry_uri
+
+        client = MlflowClient(registry_uri=registry_uri())
+        try:
+            client.update_registered_model(self.model_name, deployment_job_id=self.job_id)
+        except MlflowException as exc:
+            if not registry._is_not_found(exc):
+                raise
+            client.create_registered_model(self.model_name, deployment_job_id=self.job_id)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def verdict(self, version: str | int, timeout: float = 1800.0) -> GateResult:
+        """The evaluation task's result on ``version`` (a job run starts compute first: up to ``timeout`` s)."""
+        result = wait_for_verdict(self.model_name, version, timeout)
+        self._judged.append({"model": self.model_name, "version": str(version), "via": self.via,
+                             "status": "passed" if result.passed else "refused",
+                             "summary": result.summary().splitlines()[0]})
+        return result
+
+    def events(self) -> Any:
+        """The versions this trigger saw judged, oldest first (pandas: model, version, via, status, summary)."""
+        import pandas as pd
+
+        return pd.DataFrame(self._judged, columns=["model", "version", "via", "status", "summary"])
+
+
+class InlineTrigger(JobTrigger):
+    """No deployment job to link (a notebook run by hand on Databricks): the evaluation task runs in the notebook."""
+
+    via = "notebook"
+
+    def __init__(self, model_name: str) -> None:
+        super().__init__(model_name, "")
+
+    @property
+    def how(self) -> str:
+        return ("no deployment job is linked (the bundle's jobs pass deployment_job_id), so the deployment job's "
+                "evaluation task runs here, in this notebook, right after registration")
+
+    def __enter__(self) -> InlineTrigger:
+        return self
+
+    def verdict(self, version: str | int, timeout: float = 1800.0) -> GateResult:
+        """Run the evaluation task on ``version`` now and return its result."""
+        result = evaluation_task(self.model_name, version)
+        self._judged.append({"model": self.model_name, "version": str(version), "via": self.via,
+                             "status": "passed" if result.passed else "refused",
+                             "summary": result.summary().splitlines()[0]})
+        return result
+
+
+TASKS = {"evaluation": evaluation_task, "approval": approval_task, "deployment": deployment_task}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of one deployment-job task; returns 1 (with the reason on stderr) when the task refuses."""
+    parser = argparse.ArgumentParser(prog="deployment_job", description=__doc__.splitlines()[0])
+    parser.add_argument("task", choices=sorted(TASKS))
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--model-version", required=True)
+    for name in ("catalog", "schema", "endpoint", "experiment-name"):
+        parser.add_argument(f"--{name}", default="", help=f"sets MLOPS_{name.upper().replace('-', '_')} (a job's parameter)")
+    args = parser.parse_args(argv)
+    import os
+
+    for name in ("catalog", "schema", "endpoint", "experiment_name"):
+        if getattr(args, name):
+            os.environ[f"MLOPS_{name.upper()}"] = getattr(args, name)
+    from utils.platform import configure_mlflow, get_spark
+
+    get_spark()
+    configure_mlflow()
+    try:
+        outcome = TASKS[args.task](args.model_name, args.model_version)
+    except (ApprovalPending, ValueError) as exc:
+        print(f"{args.task}: {exc}", file=sys.stderr)
+        return 1
+    if args.task == "evaluation":
+        print(outcome.summary())
+        return 0 if outcome.passed else 1
+    print(outcome if outcome is not None else f"{args.task}: passed")
+    return 0
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a job runs this file; utils sits beside it
+    sys.exit(main())
