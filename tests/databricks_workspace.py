@@ -15,7 +15,10 @@ the routes the project calls with the shapes of the SDK's own dataclasses (``dat
 * Lakebase online stores (``FeatureEngineeringClient``'s ``*_online_store`` go through them):
   ``POST``/``GET /api/2.0/feature-store/online-stores`` and ``GET``/``DELETE .../{name}`` (``ml.OnlineStore``,
   ``ml.ListOnlineStoresResponse``). A created store answers ``STARTING`` for ``starting_polls`` GETs, then
-  ``AVAILABLE``; an unknown name is 404 ``RESOURCE_DOES_NOT_EXIST``, which the SDK raises as ``NotFound``.
+  ``AVAILABLE``; an unknown name is 404 ``RESOURCE_DOES_NOT_EXIST``, which the SDK raises as ``NotFound``;
+* Unity Catalog models through MLflow's own ``databricks-uc`` registry client:
+  ``POST /api/2.0/mlflow/unity-catalog/registered-models/create``, ``GET .../get`` and ``PATCH .../update`` (the
+  ``deployment_job_id`` that links an MLflow 3 deployment job).
 
 A submitted run does not execute anything: its task is handed to ``task_runner`` (a test supplies
 it), which returns the result state, the task's printed output and its error. What the stand-in
@@ -68,6 +71,7 @@ class StandInWorkspace:
     outputs: dict[int, dict[str, Any]] = field(default_factory=dict)  # task run id -> runs/get-output's answer
     files: dict[str, bytes] = field(default_factory=dict)
     online_stores: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> ml.OnlineStore's JSON, + _polls
+    registered_models: dict[str, dict[str, Any]] = field(default_factory=dict)  # UC model name -> RegisteredModel JSON
     starting_polls: int = 1  # GETs of a new online store that answer STARTING before it is AVAILABLE
     store_capacities: tuple[str, ...] = ("CU_1", "CU_2", "CU_4", "CU_8")  # what create accepts (ml.OnlineStore.capacity)
     running_polls: int = 1  # runs/get answers RUNNING this many times before the run terminates
@@ -79,7 +83,7 @@ class StandInWorkspace:
 
     def writes(self, prefix: str = "/api/") -> list[tuple[str, str, Any]]:
         """The calls under ``prefix`` that change something (POST, PUT, DELETE), in order."""
-        return [c for c in self.calls if c[0] in ("POST", "PUT", "DELETE") and c[1].startswith(prefix)]
+        return [c for c in self.calls if c[0] in ("POST", "PUT", "PATCH", "DELETE") and c[1].startswith(prefix)]
 
     def refuse(self, path_pattern: str, status: int, code: str, message: str) -> None:
         """Make every call whose path matches ``path_pattern`` fail with ``status`` and ``code``."""
@@ -231,6 +235,37 @@ class StandInWorkspace:
             page["next_page_token"] = str(start + size)
         return 200, page
 
+    # ------------------------------------------------------------ Unity Catalog models (MLflow's UC registry client)
+
+    def create_registered_model(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = (body or {}).get("name", "")
+        if name.count(".") != 2:
+            return error(400, "INVALID_PARAMETER_VALUE", f"Model name {name!r} must specify all three levels "
+                         "(catalog.schema.model).")
+        if name in self.registered_models:
+            return error(409, "RESOURCE_ALREADY_EXISTS", f"Registered model '{name}' already exists.")
+        model = {"name": name, "creation_timestamp": 1, "last_updated_timestamp": 1, "user_id": self.user_name}
+        if body.get("deployment_job_id"):
+            model["deployment_job_id"] = body["deployment_job_id"]
+        self.registered_models[name] = model
+        return 200, {"registered_model": model}
+
+    def get_registered_model(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = query.get("name", "")
+        if name not in self.registered_models:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Registered model '{name}' does not exist.")
+        return 200, {"registered_model": self.registered_models[name]}
+
+    def update_registered_model(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = (body or {}).get("name", "")
+        if name not in self.registered_models:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Registered model '{name}' does not exist.")
+        model = self.registered_models[name]
+        for key in ("description", "deployment_job_id"):
+            if key in body:
+                model[key] = body[key]
+        return 200, {"registered_model": model}
+
     # ------------------------------------------------------------ Model Serving
 
     def _detailed(self, name: str) -> dict[str, Any]:
@@ -269,6 +304,9 @@ ROUTES: list[tuple[str, str, Callable[..., Answer]]] = [
     ("GET", r"/api/2\.2/jobs/runs/get", StandInWorkspace.get_run),
     ("GET", r"/api/2\.2/jobs/runs/get-output", StandInWorkspace.get_run_output),
     ("PUT", r"/api/2\.0/fs/files(/.+)", StandInWorkspace.upload),
+    ("POST", r"/api/2\.0/mlflow/unity-catalog/registered-models/create", StandInWorkspace.create_registered_model),
+    ("PATCH", r"/api/2\.0/mlflow/unity-catalog/registered-models/update", StandInWorkspace.update_registered_model),
+    ("GET", r"/api/2\.0/mlflow/unity-catalog/registered-models/get", StandInWorkspace.get_registered_model),
     ("GET", r"/api/2\.0/serving-endpoints/([^/]+)", StandInWorkspace.get_endpoint),
     ("POST", r"/api/2\.0/serving-endpoints", StandInWorkspace.create_endpoint),
     ("PUT", r"/api/2\.0/serving-endpoints/([^/]+)/config", StandInWorkspace.update_config),
@@ -331,6 +369,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
 
 
 class RunningWorkspace:

@@ -101,7 +101,7 @@ class Config:
 
 # ---------------------------------------------------------------- the MLOPS_* variables the project reads
 
-NOTEBOOK_PARAMETERS = ("rows", "seed", "scenario", "bad_fraction", "retrain_job_id")
+NOTEBOOK_PARAMETERS = ("rows", "seed", "scenario", "bad_fraction", "retrain_job_id", "deployment_job_id")
 """The names the notebooks' ``parameters`` cells declare; ``get_param`` reads each from ``MLOPS_<NAME>`` locally
 (``tests/code/test_config.py`` checks this list against the notebooks)."""
 

@@ -89,7 +89,8 @@ def test_every_target_parses_as_bundle_models(target: str) -> None:
         assert job.tasks, job.name
         for task in spec["tasks"]:
             assert ("job_cluster_key" in task) != ("environment_key" in task), (target, task["task_key"])
-            assert task["notebook_task"]["notebook_path"].endswith(".ipynb"), (target, task["task_key"])
+            runs = task.get("notebook_task", {}).get("notebook_path") or task["spark_python_task"]["python_file"]
+            assert runs.endswith((".ipynb", ".py")), (target, task["task_key"])
     for spec in resources["schemas"].values():
         Schema.from_dict(spec)
     for spec in resources["volumes"].values():
@@ -108,7 +109,8 @@ def test_lifecycle_job_runs_every_notebook_in_order() -> None:
         assert {"task_key": before["task_key"]} in after["depends_on"]
     for name, (job, path) in _resources()["jobs"].items():
         for task in job["tasks"]:
-            assert (path.parent / task["notebook_task"]["notebook_path"]).is_file(), (name, task["task_key"])
+            runs = task.get("notebook_task", {}).get("notebook_path") or task["spark_python_task"]["python_file"]
+            assert (path.parent / runs).is_file(), (name, task["task_key"])
 
 
 @pytest.mark.parametrize("target", CLASSIC_TARGETS)
@@ -170,7 +172,7 @@ def test_job_parameters_carry_the_config_on_every_compute() -> None:
         assert params["catalog"] == "${var.catalog}" and params["schema"] == "${resources.schemas.mlops.name}", name
         assert params["endpoint"] == "${var.endpoint_name}", name
         assert params["experiment_name"] == "${var.experiment_name}", name
-        assert set(params) - {"rows", "seed", "scenario"} <= config_fields, name
+        assert set(params) - {"rows", "seed", "scenario", "model_name", "model_version"} <= config_fields, name
 
 
 def test_schema_and_volumes_let_a_fresh_target_bootstrap_itself() -> None:
@@ -219,6 +221,30 @@ def test_monitor_task_is_given_the_retraining_job_id() -> None:
     assert monitor["notebook_task"]["base_parameters"]["retrain_job_id"] == "${resources.jobs.plantly_retrain.id}"
     for task in jobs["plantly_retrain"]["tasks"]:
         assert "retrain_job_id" not in task["notebook_task"].get("base_parameters", {}), "it would start itself"
+
+
+def test_deployment_job_is_linked_by_03_and_runs_evaluation_approval_deployment() -> None:
+    """An MLflow 3 deployment job: job parameters model_name and model_version, three tasks in order, each
+    running utils/deployment_job.py with its task name and the config; 03 gets the job's id to link it."""
+    from utils import deployment_job
+
+    jobs = {name: spec for name, (spec, _) in _resources()["jobs"].items()}
+    job = jobs["plantly_deployment"]
+    assert {"model_name", "model_version"} <= {p["name"] for p in job["parameters"]}
+    assert [t["task_key"] for t in job["tasks"]] == ["evaluation", "approval", "deployment"]
+    for before, after in itertools.pairwise(job["tasks"]):
+        assert after["depends_on"] == [{"task_key": before["task_key"]}]
+    for task in job["tasks"]:
+        args = task["spark_python_task"]["parameters"]
+        assert args[0] == task["task_key"] and args[0] in deployment_job.TASKS
+        parsed = dict(zip(args[1::2], args[2::2], strict=True))
+        assert parsed["--model-name"] == "{{job.parameters.model_name}}"
+        assert parsed["--model-version"] == "{{job.parameters.model_version}}"
+        assert parsed["--catalog"] == "{{job.parameters.catalog}}" and parsed["--schema"] == "{{job.parameters.schema}}"
+    with pytest.raises(SystemExit):  # the command line the tasks run is the module's own
+        deployment_job.main(["--help"])
+    develop = next(t for t in jobs["plantly_lifecycle"]["tasks"] if t["task_key"] == "develop")
+    assert develop["notebook_task"]["base_parameters"]["deployment_job_id"] == "${resources.jobs.plantly_deployment.id}"
 
 
 def test_dashboard_resource_is_the_generated_definition_for_each_target() -> None:

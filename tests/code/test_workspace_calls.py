@@ -273,3 +273,22 @@ def test_databricks_requirements_are_the_compiled_pins() -> None:
     assert pins and all("==" in p and not p.startswith(("#", "-")) and " " not in p for p in pins)
     with pytest.raises(packaging.PackagingError, match="make requirements-databricks"):
         packaging.databricks_requirements(Path("/nonexistent/requirements.txt"))
+
+
+def test_03_links_the_deployment_job_to_the_model_through_mlflows_uc_client(runtime_auth, monkeypatch):
+    """On Databricks with the bundle's job id, opening the trigger links the deployment job to the model
+    (MLflow's Unity Catalog client: update, or create when the model is new); without one the evaluation
+    task runs in the notebook."""
+    from utils.deployment_job import InlineTrigger, JobTrigger
+
+    monkeypatch.setattr(platform, "registry_uri", lambda: "databricks-uc")
+    name = "workshop.ada.plantly_recommender"
+    with platform.deployment_trigger(name, "4242") as trigger:
+        assert isinstance(trigger, JobTrigger) and "deployment job 4242" in trigger.how
+    assert runtime_auth.registered_models[name]["deployment_job_id"] == "4242"  # created with the link
+    with platform.deployment_trigger(name, "4343"):
+        pass
+    assert runtime_auth.registered_models[name]["deployment_job_id"] == "4343"  # the model exists: updated
+    paths = [(verb, path.rsplit("/", 1)[1]) for verb, path, _ in runtime_auth.writes("/api/2.0/mlflow/unity-catalog/")]
+    assert paths == [("POST", "create"), ("PATCH", "update")]
+    assert isinstance(platform.deployment_trigger(name, ""), InlineTrigger)
