@@ -5,7 +5,8 @@ authentication, URL building, JSON bodies, error mapping and waiting) at this sm
 checks the bearer token, records every call, answers 404 for routes it does not know, and answers
 the routes the project calls with the shapes of the SDK's own dataclasses (``databricks.sdk.service``):
 
-* Model Serving: ``GET``/``POST /api/2.0/serving-endpoints``, ``PUT .../{name}/config`` and scoring at
+* Model Serving: ``GET``/``POST /api/2.0/serving-endpoints``, ``PUT .../{name}/config``, ``PUT .../{name}/ai-gateway``
+  (the AI Gateway inference table) and scoring at
   ``/serving-endpoints/{name}/served-models/{served}/invocations`` (``serving.ServingEndpointDetailed``);
 * the current user: ``GET /api/2.0/preview/scim/v2/Me`` (``iam.User``, SCIM field names);
 * Jobs 2.2: ``POST /jobs/run-now`` (``jobs.RunNowResponse``), ``POST /jobs/runs/submit``
@@ -16,6 +17,9 @@ the routes the project calls with the shapes of the SDK's own dataclasses (``dat
   ``POST``/``GET /api/2.0/feature-store/online-stores`` and ``GET``/``DELETE .../{name}`` (``ml.OnlineStore``,
   ``ml.ListOnlineStoresResponse``). A created store answers ``STARTING`` for ``starting_polls`` GETs, then
   ``AVAILABLE``; an unknown name is 404 ``RESOURCE_DOES_NOT_EXIST``, which the SDK raises as ``NotFound``;
+* Unity Catalog objects: ``GET /api/2.1/unity-catalog/tables/{name}`` and ``.../schemas/{name}`` (ids of what
+  ``tables`` / ``schemas`` hold), workspace folders (``POST /api/2.0/workspace/mkdirs``) and data profiling
+  (``GET``/``POST /api/data-quality/v1/monitors``, ``POST .../{type}/{id}/refreshes``: ``dataquality.Monitor``);
 * Unity Catalog models through MLflow's own ``databricks-uc`` registry client:
   ``POST /api/2.0/mlflow/unity-catalog/registered-models/create``, ``GET .../get`` and ``PATCH .../update`` (the
   ``deployment_job_id`` that links an MLflow 3 deployment job).
@@ -65,6 +69,7 @@ class StandInWorkspace:
     host: str = ""
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gateways: dict[str, dict[str, Any]] = field(default_factory=dict)  # endpoint name -> serving.AiGatewayConfig JSON
     in_progress_polls: list[int] = field(default_factory=list)  # serving GETs left that report an update in progress
     jobs: dict[int, dict[str, Any]] = field(default_factory=dict)  # job id -> settings (run-now refuses other ids)
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # run id -> the run as runs/get answers it
@@ -72,6 +77,11 @@ class StandInWorkspace:
     files: dict[str, bytes] = field(default_factory=dict)
     online_stores: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> ml.OnlineStore's JSON, + _polls
     registered_models: dict[str, dict[str, Any]] = field(default_factory=dict)  # UC model name -> RegisteredModel JSON
+    tables: dict[str, str] = field(default_factory=dict)  # UC table full name -> table_id (tables.get answers these)
+    schemas: dict[str, str] = field(default_factory=dict)  # UC schema full name -> schema_id
+    folders: set[str] = field(default_factory=set)  # workspace folders made by workspace.mkdirs
+    monitors: dict[str, dict[str, Any]] = field(default_factory=dict)  # table_id -> dataquality.Monitor JSON
+    refreshes: list[dict[str, Any]] = field(default_factory=list)
     starting_polls: int = 1  # GETs of a new online store that answer STARTING before it is AVAILABLE
     store_capacities: tuple[str, ...] = ("CU_1", "CU_2", "CU_4", "CU_8")  # what create accepts (ml.OnlineStore.capacity)
     running_polls: int = 1  # runs/get answers RUNNING this many times before the run terminates
@@ -266,13 +276,64 @@ class StandInWorkspace:
                 model[key] = body[key]
         return 200, {"registered_model": model}
 
+    # ------------------------------------------------------------ Unity Catalog objects, workspace folders, data profiling
+
+    def get_table(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = unquote(found.group(1))
+        if name not in self.tables:
+            return error(404, "TABLE_DOES_NOT_EXIST", f"Table '{name}' does not exist.")
+        catalog, schema, table = name.split(".")
+        return 200, {"full_name": name, "catalog_name": catalog, "schema_name": schema, "name": table,
+                     "table_id": self.tables[name], "table_type": "MANAGED", "data_source_format": "DELTA"}
+
+    def get_schema(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = unquote(found.group(1))
+        if name not in self.schemas:
+            return error(404, "SCHEMA_DOES_NOT_EXIST", f"Schema '{name}' does not exist.")
+        catalog, schema = name.split(".")
+        return 200, {"full_name": name, "catalog_name": catalog, "name": schema, "schema_id": self.schemas[name]}
+
+    def mkdirs(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        self.folders.add(body["path"])
+        return 200, {}
+
+    def get_monitor(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        object_type, object_id = found.group(1), found.group(2)
+        if object_type != "table" or object_id not in self.monitors:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Monitor for {object_type} {object_id} does not exist.")
+        return 200, self.monitors[object_id]
+
+    def create_monitor(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        object_id = (body or {}).get("object_id", "")
+        if body.get("object_type") != "table" or object_id not in self.tables.values():
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Table with id {object_id!r} does not exist.")
+        if object_id in self.monitors:
+            return error(409, "RESOURCE_ALREADY_EXISTS", f"Monitor for table {object_id} already exists.")
+        profiling = body.get("data_profiling_config") or {}
+        if not profiling.get("output_schema_id") or "inference_log" not in profiling:
+            return error(400, "INVALID_PARAMETER_VALUE", "data_profiling_config needs output_schema_id and a profile type.")
+        self.monitors[object_id] = {**body, "data_profiling_config": {**profiling, "status": "DATA_PROFILING_STATUS_PENDING"}}
+        return 200, self.monitors[object_id]
+
+    def create_refresh(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        object_id = found.group(2)
+        if object_id not in self.monitors:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Monitor for table {object_id} does not exist.")
+        refresh = {"object_type": "table", "object_id": object_id, "refresh_id": self.new_id(), "state": "MONITOR_REFRESH_STATE_PENDING",
+                   "trigger": "MONITOR_REFRESH_TRIGGER_MANUAL"}
+        self.refreshes.append(refresh)
+        return 200, refresh
+
     # ------------------------------------------------------------ Model Serving
 
     def _detailed(self, name: str) -> dict[str, Any]:
         updating = "IN_PROGRESS" if self.in_progress_polls and self.in_progress_polls[0] > 0 else "NOT_UPDATING"
         if updating == "IN_PROGRESS":
             self.in_progress_polls[0] -= 1
-        return {"name": name, "state": {"ready": "READY", "config_update": updating}, "config": self.endpoints[name]}
+        detailed = {"name": name, "state": {"ready": "READY", "config_update": updating}, "config": self.endpoints[name]}
+        if name in self.gateways:
+            detailed["ai_gateway"] = self.gateways[name]
+        return detailed
 
     def get_endpoint(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
         if found.group(1) not in self.endpoints:
@@ -281,7 +342,16 @@ class StandInWorkspace:
 
     def create_endpoint(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
         self.endpoints[body["name"]] = body["config"]
+        if "ai_gateway" in body:
+            self.gateways[body["name"]] = body["ai_gateway"]
         return 200, self._detailed(body["name"])
+
+    def put_ai_gateway(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = found.group(1)
+        if name not in self.endpoints:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Endpoint with name '{name}' does not exist.")
+        self.gateways[name] = body or {}
+        return 200, self.gateways[name]
 
     def update_config(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
         if found.group(1) not in self.endpoints:
@@ -307,9 +377,16 @@ ROUTES: list[tuple[str, str, Callable[..., Answer]]] = [
     ("POST", r"/api/2\.0/mlflow/unity-catalog/registered-models/create", StandInWorkspace.create_registered_model),
     ("PATCH", r"/api/2\.0/mlflow/unity-catalog/registered-models/update", StandInWorkspace.update_registered_model),
     ("GET", r"/api/2\.0/mlflow/unity-catalog/registered-models/get", StandInWorkspace.get_registered_model),
+    ("GET", r"/api/2\.1/unity-catalog/tables/([^/]+)", StandInWorkspace.get_table),
+    ("GET", r"/api/2\.1/unity-catalog/schemas/([^/]+)", StandInWorkspace.get_schema),
+    ("POST", r"/api/2\.0/workspace/mkdirs", StandInWorkspace.mkdirs),
+    ("GET", r"/api/data-quality/v1/monitors/([^/]+)/([^/]+)", StandInWorkspace.get_monitor),
+    ("POST", r"/api/data-quality/v1/monitors", StandInWorkspace.create_monitor),
+    ("POST", r"/api/data-quality/v1/monitors/([^/]+)/([^/]+)/refreshes", StandInWorkspace.create_refresh),
     ("GET", r"/api/2\.0/serving-endpoints/([^/]+)", StandInWorkspace.get_endpoint),
     ("POST", r"/api/2\.0/serving-endpoints", StandInWorkspace.create_endpoint),
     ("PUT", r"/api/2\.0/serving-endpoints/([^/]+)/config", StandInWorkspace.update_config),
+    ("PUT", r"/api/2\.0/serving-endpoints/([^/]+)/ai-gateway", StandInWorkspace.put_ai_gateway),
     ("POST", r"/serving-endpoints/([^/]+)/served-models/([^/]+)/invocations", StandInWorkspace.invoke),
     ("POST", r"/api/2\.0/feature-store/online-stores", StandInWorkspace.create_online_store),
     ("GET", r"/api/2\.0/feature-store/online-stores", StandInWorkspace.list_online_stores),

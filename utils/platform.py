@@ -696,16 +696,24 @@ def feature_lineage(name: str) -> Any:
     return frame
 
 
+INFERENCE_TABLE_PREFIX = "endpoint"
+"""Model Serving endpoints write their AI Gateway inference table to ``<catalog>.<schema>.endpoint_payload``."""
+
+
 def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.0) -> Any:
     """What a router scores with: Model Serving on Databricks, models loaded in the router's process elsewhere.
 
-    Returns ``utils.serving.ModelServingBackend`` (served entities of endpoint ``endpoint_name``) or
+    Returns ``utils.serving.ModelServingBackend`` (served entities of endpoint ``endpoint_name``, with the AI
+    Gateway inference table ``<catalog>.<schema>.endpoint_payload``) or
     ``utils.local.endpoints.LocalBackend`` (one in-memory served model per version, loaded once).
     """
     if is_databricks():
+        from utils.config import get_config
         from utils.serving import ModelServingBackend
 
-        return ModelServingBackend(endpoint_name, model_name)
+        cfg = get_config()
+        return ModelServingBackend(endpoint_name, model_name,
+                                   inference_table=(cfg.catalog, cfg.schema, INFERENCE_TABLE_PREFIX))
     from utils.local.endpoints import LocalBackend
 
     return LocalBackend(model_name, timeout_s)
@@ -732,6 +740,27 @@ def deployment_trigger(model_name: str, deployment_job_id: str = "") -> Any:
     from utils.local.deployment_webhooks import WebhookTrigger
 
     return WebhookTrigger(model_name)
+
+
+def data_profiling(cfg: Any = None, baseline_end: Any = None) -> dict[str, Any]:
+    """Where the inference log's profile and drift metrics come from on this platform (notebook 06).
+
+    Databricks: ``utils.data_profiling.ensure_monitor`` creates (or refreshes) a data-profiling monitor on
+    ``inference_log``, writing its baseline table first when ``baseline_end`` is given; returns what it did.
+    Locally no service profiles tables: returns where ``utils.monitoring`` wrote the metrics it computed
+    (``monitored_predictions_profile_metrics`` / ``_drift_metrics``, the monitor's shape), ``action`` "local".
+    """
+    from utils.config import get_config
+    from utils.retraining import monitoring_tables
+
+    cfg = cfg or get_config()
+    if is_databricks():
+        from utils.data_profiling import ensure_monitor
+
+        return ensure_monitor(workspace_client(), cfg, baseline_end, get_spark() if baseline_end is not None else None)
+    names = monitoring_tables(cfg)
+    return {"table": names["scored"], "action": "local", "profile_metrics": names["profile"],
+            "drift_metrics": names["drift"], "assets_dir": None}
 
 
 def code_first_runner() -> str:

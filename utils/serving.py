@@ -81,10 +81,14 @@ class ModelServingBackend:
     minutes, longer than the router's upstream timeout, so a blue/green switch or a rollback would
     fail. An entity that does not scale to zero bills while it runs: delete the endpoint when the
     workshop ends (Serving UI, or ``WorkspaceClient().serving_endpoints.delete(name)``).
+
+    ``inference_table`` ``(catalog, schema, prefix)``: the AI Gateway inference table the endpoint writes
+    every request and response to (see :func:`deploy_serving_endpoint`).
     """
 
     def __init__(self, endpoint_name: str, model_name: str, client: Any = None, workload_size: str = "Small",
-                 scale_to_zero: bool = False) -> None:
+                 scale_to_zero: bool = False, inference_table: tuple[str, str, str] | None = None) -> None:
+        self.inference_table = inference_table
         self.endpoint_name = endpoint_name
         self.model_name = model_name
         self.client = client
@@ -102,7 +106,7 @@ class ModelServingBackend:
         traffic = traffic_percentages({names[v]: w for v, w in plan.items()})
         self.endpoint = deploy_serving_endpoint(
             self.endpoint_name, self.model_name, {n: v for v, n in names.items()}, traffic,
-            self.workload_size, self.scale_to_zero, client=client,
+            self.workload_size, self.scale_to_zero, client=client, inference_table=self.inference_table,
         )
         self.routed = [str(v) for v in weights_by_version]
         host, auth = client.config.host, client.config.authenticate
@@ -228,6 +232,7 @@ def deploy_serving_endpoint(
     scale_to_zero: bool = True,
     client: Any = None,
     timeout: timedelta = timedelta(minutes=30),
+    inference_table: tuple[str, str, str] | None = None,
 ) -> Any:
     """Create or update the Databricks Model Serving endpoint ``name`` and wait until it is ready.
 
@@ -236,9 +241,17 @@ def deploy_serving_endpoint(
     percentages adding up to 100 (e.g. ``{"blue": 90, "green": 10}``). An endpoint that already
     serves exactly this config is left alone; one with an update in progress is waited for first.
     ``client`` is a ``databricks.sdk.WorkspaceClient`` (default: the runtime's own, on Databricks).
+
+    ``inference_table`` ``(catalog, schema, table_name_prefix)`` turns on the endpoint's AI Gateway inference
+    table: every request and response lands in ``<catalog>.<schema>.<prefix>_payload`` (Unity Catalog, Delta).
+    It is set when the endpoint is created, and put on an existing endpoint that has none (legacy
+    ``auto_capture_config`` inference tables can no longer be enabled). Source:
+    https://docs.databricks.com/aws/en/ai-gateway/inference-tables
     """
     from databricks.sdk.errors import NotFound
     from databricks.sdk.service.serving import (
+        AiGatewayConfig,
+        AiGatewayInferenceTableConfig,
         EndpointCoreConfigInput,
         EndpointStateConfigUpdate,
     )
@@ -247,11 +260,20 @@ def deploy_serving_endpoint(
     versions = resolve_versions(model_name, version_or_alias_entries)
     entities, routes = endpoint_config(model_name, versions, traffic, workload_size, scale_to_zero)
     endpoints = client.serving_endpoints
+    table = None
+    if inference_table is not None:
+        catalog, schema, prefix = inference_table
+        table = AiGatewayInferenceTableConfig(catalog_name=catalog, schema_name=schema, table_name_prefix=prefix,
+                                              enabled=True)
     try:
         current = endpoints.get(name)
     except NotFound:
         config = EndpointCoreConfigInput(name=name, served_entities=entities, traffic_config=routes)
-        return endpoints.create_and_wait(name=name, config=config, timeout=timeout)
+        gateway = AiGatewayConfig(inference_table_config=table) if table is not None else None
+        return endpoints.create_and_wait(name=name, config=config, ai_gateway=gateway, timeout=timeout)
+    gateway_table = current.ai_gateway.inference_table_config if current.ai_gateway is not None else None
+    if table is not None and not (gateway_table is not None and gateway_table.enabled):
+        endpoints.put_ai_gateway(name, inference_table_config=table)
     if current.state is not None and current.state.config_update == EndpointStateConfigUpdate.IN_PROGRESS:
         current = endpoints.wait_get_serving_endpoint_not_updating(name, timeout=timeout)
     live = current.config

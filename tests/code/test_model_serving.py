@@ -80,6 +80,25 @@ def test_without_a_client_model_serving_needs_databricks() -> None:
 # ---------------------------------------------------------------- create, update, leave alone
 
 
+def test_endpoints_log_to_an_ai_gateway_inference_table_created_with_them_or_put_on_them(workspace) -> None:
+    client, ws = workspace
+    table = ("main", "ml", "endpoint")
+    deploy_serving_endpoint("recs", "main.ml.rec", {"rec-3": "3"}, {"rec-3": 100}, client=client, inference_table=table)
+    (method, path, body), = writes(ws)
+    assert (method, path) == ("POST", "/api/2.0/serving-endpoints")
+    assert body["ai_gateway"] == {"inference_table_config": {"catalog_name": "main", "schema_name": "ml",
+                                                             "table_name_prefix": "endpoint", "enabled": True}}
+    deploy_serving_endpoint("recs", "main.ml.rec", {"rec-3": "3"}, {"rec-3": 100}, client=client, inference_table=table)
+    assert len(writes(ws)) == 1, "already logging and already serving this: nothing to change"
+
+    deploy_serving_endpoint("old", "main.ml.rec", {"rec-3": "3"}, {"rec-3": 100}, client=client)  # made without one
+    assert "old" not in ws.gateways
+    deploy_serving_endpoint("old", "main.ml.rec", {"rec-3": "3"}, {"rec-3": 100}, client=client, inference_table=table)
+    method, path, body = writes(ws)[-1]
+    assert (method, path) == ("PUT", "/api/2.0/serving-endpoints/old/ai-gateway")
+    assert body["inference_table_config"]["table_name_prefix"] == "endpoint" and body["inference_table_config"]["enabled"]
+
+
 def test_deploy_creates_then_updates_and_leaves_an_unchanged_endpoint_alone(workspace) -> None:
     client, ws = workspace
     deploy_serving_endpoint("recs", "main.ml.rec", {"rec-3": "3"}, {"rec-3": 100}, client=client)

@@ -292,3 +292,31 @@ def test_03_links_the_deployment_job_to_the_model_through_mlflows_uc_client(runt
     paths = [(verb, path.rsplit("/", 1)[1]) for verb, path, _ in runtime_auth.writes("/api/2.0/mlflow/unity-catalog/")]
     assert paths == [("POST", "create"), ("PATCH", "update")]
     assert isinstance(platform.deployment_trigger(name, ""), InlineTrigger)
+
+
+def test_06_puts_a_data_profiling_monitor_on_the_inference_log_then_refreshes_it(runtime_auth):
+    from utils.data_profiling import ProfilingMonitorError
+
+    runtime_auth.tables["workshop.ada.inference_log"] = "tbl-7"
+    runtime_auth.schemas["workshop.ada"] = "sch-3"
+    first = platform.data_profiling()
+    assert first["action"] == "created" and first["profile_metrics"] == "workshop.ada.inference_log_profile_metrics"
+    monitor = runtime_auth.monitors["tbl-7"]
+    profiling = monitor["data_profiling_config"]
+    assert monitor["object_type"] == "table" and profiling["output_schema_id"] == "sch-3"
+    assert profiling["inference_log"] == {
+        "problem_type": "INFERENCE_PROBLEM_TYPE_CLASSIFICATION", "timestamp_column": "ts",
+        "granularities": ["AGGREGATION_GRANULARITY_1_WEEK"], "prediction_column": "prediction",
+        "model_id_column": "model_version"}
+    assert profiling["baseline_table_name"] == "workshop.ada.inference_log_baseline"
+    assert {"source", "arm", "age_band"} <= set(profiling["slicing_exprs"])
+    assert profiling["assets_dir"] in runtime_auth.folders and profiling["assets_dir"].startswith("/Workspace/Users/ada@")
+    assert platform.data_profiling()["action"] == "refreshed" and len(runtime_auth.refreshes) == 1
+
+    runtime_auth.refuse(r"/api/data-quality/", 403, "PERMISSION_DENIED", "User does not have MANAGE on Table 'inference_log'.")
+    with pytest.raises(ProfilingMonitorError, match=r"needs MANAGE on the table .*GRANT MANAGE ON TABLE workshop.ada.inference_log"):
+        platform.data_profiling()
+    del runtime_auth.tables["workshop.ada.inference_log"]
+    runtime_auth.refusals.clear()
+    with pytest.raises(ProfilingMonitorError, match=r"notebook 05 writes the inference log"):
+        platform.data_profiling()
