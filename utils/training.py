@@ -416,7 +416,37 @@ def log_recommender(result: TrainResult, example: pd.DataFrame, registered_model
             registered_model_name=registered_model_name,
             metadata={"input_types": feature_schema(), "whole_number_inputs": list(WHOLE_NUMBER)},
         )
+        link_to_logged_model(info.model_id, result)
     return info.model_uri
+
+
+def link_to_logged_model(model_id: str, result: TrainResult) -> None:
+    """Attach the run's held-out metrics and input tables to the MLflow 3 LoggedModel ``model_id``.
+
+    The metrics are logged with ``model_id`` and, when the run recorded the training set, with that Delta
+    table at its version as their dataset, so the model's page lists them per dataset; each input table
+    and version becomes a LoggedModel tag ``input.<table>``. Non-finite metrics are left out.
+    """
+    import math
+
+    import mlflow
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
+    from utils.plantly_features import training_set_table
+
+    table = training_set_table()
+    dataset = None
+    if table in result.inputs:
+        version = int(result.inputs[table])
+        source = DeltaDatasetSource(delta_table_name=table, delta_table_version=version)
+        dataset = mlflow.data.from_pandas(pd.DataFrame(columns=FEATURES + [LABEL]), source=source,
+                                          name=f"{table}@v{version}")
+    metrics = {k: float(v) for k, v in result.metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    if metrics:
+        mlflow.log_metrics(metrics, run_id=result.run_id, model_id=model_id, dataset=dataset)
+    if result.inputs:
+        mlflow.set_logged_model_tags(model_id, {f"input.{t}": str(v) for t, v in result.inputs.items()})
 
 
 def gate_frame(test: pd.DataFrame) -> pd.DataFrame:

@@ -137,3 +137,26 @@ def test_select_family_picks_on_the_training_rows_and_passes_the_gate_floor_at_a
     assert auc >= get_config().thresholds.gate_min_auc, (family, auc)
     with pytest.raises(ValueError, match="one class"):
         select_family(train.assign(**{LABEL: 0}), seed=42)
+
+
+def test_the_logged_model_carries_its_metrics_per_dataset_and_its_input_versions(frames, model, family) -> None:
+    """MLflow 3: the packaged model's page lists the held-out metrics against the training set's Delta version."""
+    import mlflow
+
+    from utils.plantly_features import training_set_table
+    from utils.training import TrainResult, log_recommender, pinned_requirements, skops_trusted_types
+
+    clf, threshold = model
+    _, test = frames
+    table = training_set_table()
+    with mlflow.start_run() as run:
+        info = mlflow.sklearn.log_model(clf, name="classifier", skops_trusted_types=skops_trusted_types(clf),
+                                        pip_requirements=pinned_requirements())
+    metrics = {"roc_auc": 0.71, "f1_score": 0.2, "undefined": float("nan")}
+    result = TrainResult(run.info.run_id, family, {}, metrics, clf, threshold, info.model_uri, {table: 3})
+    uri = log_recommender(result, example=test.head(5))
+    logged = mlflow.get_logged_model(uri.removeprefix("models:/"))
+    by_key = {m.key: m for m in logged.metrics}
+    assert set(by_key) == {"roc_auc", "f1_score"} and by_key["roc_auc"].value == 0.71
+    assert by_key["roc_auc"].dataset_name == f"{table}@v3" and by_key["roc_auc"].run_id == run.info.run_id
+    assert logged.tags[f"input.{table}"] == "3"
