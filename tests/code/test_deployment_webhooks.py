@@ -8,6 +8,7 @@ freshness, duplicates, refusals) is tested against the receiver alone with deliv
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +25,7 @@ from utils.local.deployment_webhooks import (
     ERROR_TAG, PATH, DeploymentWebhookReceiver, WebhookTrigger, sign,
 )
 
-SECRET = "receiver-test-secret"
+SECRET = secrets.token_urlsafe(16)  # made up per run
 
 
 def _gate(eval_frame):
@@ -81,7 +82,7 @@ def test_receiver_queues_only_signed_fresh_new_deliveries_and_refuses_the_rest()
         url = receiver.url
         body = _payload(name, "1")
         assert _post(url, body, {})[0] == 401  # unsigned
-        assert _post(url, body, _signed(body, secret="not-the-secret"))[0] == 401
+        assert _post(url, body, _signed(body, secret=secrets.token_urlsafe(16)))[0] == 401
         status, answer = _post(url, body, _signed(body, at=int(time.time()) - 3600))
         assert status == 401 and "away from now" in answer["error"]
         tampered = _signed(body)
