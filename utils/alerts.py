@@ -95,9 +95,10 @@ def alerts_from_breaches(breaches: Iterable[Mapping[str, Any]], model_name: str,
         direction = b.get("direction") or "above"
         span = f" in window {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC" if start and end else ""
         against = " vs the previous window" if drift_type == "CONSECUTIVE" else ""
+        basis = f" ({b['threshold_basis']})" if b.get("threshold_basis") else ""
         message = (
             f"{b['metric']} of {b['column']} is {float(b['value']):.4g}, {direction} the threshold "
-            f"{float(b['threshold']):.4g}{span}{against} (model {model_name})"
+            f"{float(b['threshold']):.4g}{basis}{span}{against} (model {model_name})"
         )
         alerts.append(Alert(
             alert_id=_alert_id(model_name, str(b["metric"]), str(b["column"]), drift_type, start, end),

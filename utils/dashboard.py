@@ -821,7 +821,11 @@ def _monitoring_section(cfg: Config, now: datetime) -> Section:
                 s.facts["latest_auc"] = float(last["auc"])
                 s.facts["quality_measured_at"] = _utc(lakehouse.history(names["quality"]).iloc[0]["timestamp"])
                 parts.append(f"<p>Latest window AUC: <b>{float(last['auc']):.3f}</b> "
-                             f"({int(last.get('n_labeled', 0))} labelled predictions).</p>")
+                             f"({int(last.get('n_labeled', 0))} labelled predictions), against the validation "
+                             f"gate's floor {th.gate_min_auc:g} (the model-quality card above). The concept-drift "
+                             f"alert measures something else: the AUC over the whole current window (every week "
+                             f"since the new data arrived), against the champion's held-out AUC from its training "
+                             f"run minus {th.min_auc_drop:g}; its text names both figures.</p>")
         else:
             s.missing.append("quality metrics")
             parts.append(_missing(f"No model-quality metrics yet ({_code(names['quality'])} does not exist).",
@@ -986,13 +990,13 @@ def _quality_card(cfg: Config, monitoring: Section, champion: dict | None) -> tu
     if auc is None:
         return ("model quality", "not measured", f"no AUC per window yet: {NOTEBOOK['monitor']} computes it", "warn")
     if auc >= floor:
-        return ("model quality", f"AUC {auc:.3f}", f"latest window, at or above {floor:g}", "ok")
+        return ("model quality", f"AUC {auc:.3f}", f"latest weekly window, at or above the gate's {floor:g}", "ok")
     set_at = None if champion is None else champion.get("at")
     if set_at is not None and end is not None and set_at >= end:
-        note = (f"under {floor:g} in the last window, measured before v{champion['version']} became "
+        note = (f"under the gate's {floor:g} in the last weekly window, measured before v{champion['version']} became "
                 f"{cfg.champion_alias}; v{champion['version']} not measured yet")
         return ("model quality", f"AUC {auc:.3f}", note, "ok")
-    return ("model quality", f"AUC {auc:.3f}", f"latest window under {floor:g}: retrain or roll back", "bad")
+    return ("model quality", f"AUC {auc:.3f}", f"latest weekly window under the gate's {floor:g}: retrain or roll back", "bad")
 
 
 def _banner(cfg: Config, sections: dict[str, Section], now: datetime) -> Section:

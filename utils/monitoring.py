@@ -1109,5 +1109,7 @@ def detect_breaches(
                     "metric": "auc", "column": "model", "value": float(auc), "threshold": floor,
                     "direction": "below", "window": {"start": rec["window_start"], "end": rec["window_end"]},
                     "window_cmp": None, "drift_type": "BASELINE", "role": "model",
+                    "threshold_basis": f"the champion's held-out AUC {float(baseline_auc):.4g} minus "
+                                       f"{thresholds.min_auc_drop:g}",
                 })
     return breaches

@@ -6,6 +6,7 @@ settings) and the platform layer (papermill, environment, widgets) parse values 
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -36,6 +37,12 @@ few rows or conversions to train and evaluate (1 row stops notebook 00). Seeds a
 distance (base 2) and demographic-parity differences lie in [0, 1]; PSI is non-negative and unbounded."""
 
 
+IDENTIFIER = r"[A-Za-z0-9_]+"  # as utils.lakehouse checks table names
+PATTERNS: dict[str, str] = {"catalog": IDENTIFIER, "schema": IDENTIFIER}
+"""Text settings that must match a pattern: the catalog and schema make three-level table names
+(``utils.lakehouse`` refuses any other), so a name with a space, dot or dash is refused before anything runs."""
+
+
 def _range_text(low: float | None, high: float | None) -> str:
     if low is not None and high is not None:
         return f"between {low:g} and {high:g}"
@@ -64,7 +71,8 @@ def cast_param(name: str, value: Any, declared: type[T], source: str, what: str 
     number are refused. ``source`` says where the value came from and ``what`` what it is (``parameter``,
     ``setting``); ``example`` is a valid setting written as that source takes it (``MLOPS_ROWS=20000``,
     ``--rows 20000``), else ``name = <typical value>``. All are part of the one-line message.
-    A number outside its :data:`BOUNDS` (``rows`` below 1, a p-value above 1) raises ``ParameterError`` too.
+    A number outside its :data:`BOUNDS` (``rows`` below 1, a p-value above 1), or text not matching its
+    :data:`PATTERNS` (a catalog name with a space), raises ``ParameterError`` too.
     """
     from pydantic import ConfigDict, TypeAdapter, ValidationError
 
@@ -84,6 +92,10 @@ def cast_param(name: str, value: Any, declared: type[T], source: str, what: str 
         except ValidationError as exc:
             problem = exc.errors()[0]["msg"]
         else:
+            if name in PATTERNS and isinstance(parsed, str) and not re.fullmatch(PATTERNS[name], parsed):
+                example = example or f"{name} = {example_of(declared, 'plantly')!r}"
+                raise ParameterError(f"{what} {name!r}: value {value!r} from {source} is not a name a three-level "
+                                     f"table name can use; give letters, digits and underscores only, e.g. {example}")
             low, high = BOUNDS.get(name, (None, None)) if declared in (int, float) else (None, None)
             if (low is None or parsed >= low) and (high is None or parsed <= high):
                 return parsed

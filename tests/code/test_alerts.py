@@ -350,3 +350,15 @@ def test_the_local_alert_inbox_receives_what_the_inbox_notifier_sends(monkeypatc
         received = inbox.messages()
     assert outcome["inbox"]["ok"] and outcome["log"]["ok"]
     assert len(received) == 1 and len(received[0]["blocks"]) == 3
+
+
+def test_an_auc_alert_says_what_its_threshold_is_made_of():
+    """The quality alert's floor is the champion's held-out AUC minus a tolerance, not the gate's floor: it says so."""
+    from utils.config import Thresholds
+    from utils.monitoring import detect_breaches
+
+    quality = pd.DataFrame({"window_start": [WINDOW["start"]], "window_end": [WINDOW["end"]], "auc": [0.58]})
+    no_drift = pd.DataFrame(columns=["column_name", "window", "ks_test", "chi_squared_test", "population_stability_index"])
+    breaches = detect_breaches(no_drift, Thresholds(min_auc_drop=0.05), quality=quality, baseline_auc=0.674)
+    alert, = al.alerts_from_breaches(breaches, "plantly.mlops.recommender")
+    assert "below the threshold 0.624 (the champion's held-out AUC 0.674 minus 0.05) in window 2024-03-05" in alert.message

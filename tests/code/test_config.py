@@ -38,7 +38,9 @@ def test_explicit_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(("variable", "raw"), [("MLOPS_SEED", "seven"), ("MLOPS_SEED", "7.5"),
                                                ("MLOPS_THRESHOLD_PSI", "high"), ("MLOPS_THRESHOLD_GATE_MIN_AUC", "nan"),
                                                ("MLOPS_THRESHOLD_GATE_MIN_AUC", "1.5"), ("MLOPS_THRESHOLD_PSI", "-1"),
-                                               ("MLOPS_THRESHOLD_KS_PVALUE", "5"), ("MLOPS_SEED", "-3")])
+                                               ("MLOPS_THRESHOLD_KS_PVALUE", "5"), ("MLOPS_SEED", "-3"),
+                                               ("MLOPS_CATALOG", "bad name"), ("MLOPS_SCHEMA", "dev-ml"),
+                                               ("MLOPS_SCHEMA", "a.b")])
 def test_bad_environment_override_is_refused_naming_field_value_and_variable(monkeypatch: pytest.MonkeyPatch,
                                                                              variable: str, raw: str) -> None:
     from utils.parameters import ParameterError
