@@ -80,7 +80,8 @@ def cell_progress_wanted(stream: IO[str] | None = None) -> bool:
 def run_notebook(path: Path, out_dir: Path, parameters: dict[str, object], timeout_s: int = 1800) -> Path:
     """Execute one notebook with papermill, every cell in order as JupyterLab's Run All does; returns the executed copy.
 
-    Cell outputs go into the copy; what the kernel process itself prints (the JVM's start-up line, ipykernel's
+    Cell outputs go into :func:`partial_copy` as cells run, renamed to ``out_dir/<name>`` when every cell ran (so an
+    interrupted run never replaces a good copy); what the kernel process itself prints (the JVM's start-up line, ipykernel's
     notes when it is terminated) goes to :func:`kernel_log`, not the terminal. The kernel is launched on IPC sockets and shut down by request,
     without an interrupt (see :func:`_kernel_manager_logging_to`). Raises papermill's
     ``PapermillExecutionError`` naming the failing cell.
@@ -89,18 +90,27 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, object], timeo
     from traitlets.config import Config
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / path.name
+    out, partial = out_dir / path.name, partial_copy(out_dir, path)
     log_path = kernel_log(out_dir, path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # The IPC socket files live in a folder of their own, not next to the notebooks: a run killed before it can
     # shut its kernel down leaves them in the temporary folder rather than in notebooks/.
     sockets = tempfile.mkdtemp(prefix="plantly-kernel-")
     try:
-        _execute(papermill, path, out, parameters, timeout_s, log_path, Config(
+        _execute(papermill, path, partial, parameters, timeout_s, log_path, Config(
             {"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel-ipc")}}))
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
+    partial.replace(out)  # only a finished run replaces the previous executed copy
     return out
+
+
+def partial_copy(out_dir: Path, path: Path) -> Path:
+    """Where a run of ``path`` writes as it goes: ``<name>.partial.ipynb``, renamed to ``<name>.ipynb`` when it finishes.
+
+    A failed or interrupted run leaves its partial copy there and the previous finished copy untouched.
+    """
+    return out_dir / f"{path.stem}.partial.ipynb"
 
 
 def _execute(papermill: Any, path: Path, out: Path, parameters: dict[str, object], timeout_s: int, log_path: Path,
@@ -305,13 +315,13 @@ def main(argv: list[str] | None = None) -> int:
             # nbclient's cancelled tasks are collected on the way out; asyncio would log each one with a traceback.
             logging.getLogger("asyncio").setLevel(logging.CRITICAL)
             print(f"interrupted in {nb.name} after {time.perf_counter() - start:.0f} s: its partial copy is in "
-                  f"{args.output / nb.name}; run it again with {_state_prefix()}{Path(sys.executable).parent / 'python'} "
+                  f"{partial_copy(args.output, nb)}; run it again with {_state_prefix()}{Path(sys.executable).parent / 'python'} "
                   f"-m utils.runner --from {nb.name[:2]} --rows {params['rows']} --seed {params['seed']}",
                   file=sys.stderr)
             return 130
         except Exception as exc:  # papermill raises PapermillExecutionError with the failing cell
             print(f"FAILED {nb.name}: {exc}", file=sys.stderr)
-            print(f"the partially executed copy is in {args.output / nb.name}; "
+            print(f"the partially executed copy is in {partial_copy(args.output, nb)}; "
                   f"what the kernel printed besides is in {kernel_log(args.output, nb)}", file=sys.stderr)
             return 1
         render_html(out)

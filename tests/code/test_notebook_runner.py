@@ -81,6 +81,21 @@ def test_run_notebook_runs_cells_a_runner_could_skip(tmp_path: Path) -> None:
     assert stderr_outputs(json.loads(out.read_text())) == [(3, "x\n")]  # numbered as in the source notebook
 
 
+def test_a_failed_run_keeps_the_previous_copy_and_leaves_its_partial_beside_it(tmp_path: Path) -> None:
+    from utils.runner import partial_copy
+
+    source = tmp_path / "nb" / "02_t.ipynb"
+    source.parent.mkdir()
+    source.write_text(json.dumps(_notebook(nbformat.v4.new_code_cell("print('good run')"))))
+    good = run_notebook(source, tmp_path / "out", {}, timeout_s=120)
+    assert "good run" in good.read_text() and not partial_copy(tmp_path / "out", source).exists()
+    source.write_text(json.dumps(_notebook(nbformat.v4.new_code_cell("print('started')\nraise RuntimeError('boom')"))))
+    with pytest.raises(Exception, match="boom"):
+        run_notebook(source, tmp_path / "out", {}, timeout_s=120)
+    assert "good run" in good.read_text(), "the finished copy is kept"
+    assert "boom" in partial_copy(tmp_path / "out", source).read_text()
+
+
 def test_html_rendering_fetches_nothing(tmp_path: Path) -> None:
     import re
 
