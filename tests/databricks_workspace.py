@@ -70,6 +70,7 @@ class StandInWorkspace:
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     gateways: dict[str, dict[str, Any]] = field(default_factory=dict)  # endpoint name -> serving.AiGatewayConfig JSON
+    cold_invocations: int = 0  # scoring calls answered 503 (a container waking up) before the model answers
     in_progress_polls: list[int] = field(default_factory=list)  # serving GETs left that report an update in progress
     jobs: dict[int, dict[str, Any]] = field(default_factory=dict)  # job id -> settings (run-now refuses other ids)
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # run id -> the run as runs/get answers it
@@ -360,6 +361,9 @@ class StandInWorkspace:
         return 200, self._detailed(found.group(1))
 
     def invoke(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        if self.cold_invocations > 0:  # a served entity still waking up
+            self.cold_invocations -= 1
+            return error(503, "TEMPORARILY_UNAVAILABLE", "The served entity is scaling up.")
         config = self.endpoints.get(found.group(1))
         entity = next((e for e in (config or {}).get("served_entities", []) if e["name"] == found.group(2)), None)
         if entity is None:

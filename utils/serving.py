@@ -67,6 +67,50 @@ class ModelServingUpstream:
         return dict(self.auth())
 
 
+WARM_UP_S = 600.0
+"""How long :func:`warm_up` waits for every served entity to answer (a container that just became ready, or one
+waking from zero, can take minutes)."""
+
+
+def warm_up(upstreams: list[ModelServingUpstream], timeout_s: float = WARM_UP_S, first_wait_s: float = 1.0,
+            max_wait_s: float = 30.0) -> dict[str, int]:
+    """Call each served entity directly until its model answers; returns served name -> requests it took.
+
+    The request is an empty ``dataframe_records``: any answer below 500 except 429 (a 400 for the empty
+    input included) means the model server is up. A 5xx, a 429 or a connection error is retried after
+    ``first_wait_s`` seconds, doubling up to ``max_wait_s``, until ``timeout_s`` seconds have passed in all.
+
+    Raises:
+        EndpointError: a served entity did not answer in time, naming it and its last answer.
+    """
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    tries: dict[str, int] = {}
+    for upstream in upstreams:
+        wait, last = first_wait_s, "no answer yet"
+        tries[upstream.served_name] = 0
+        while True:
+            tries[upstream.served_name] += 1
+            try:
+                answer = requests.post(upstream.invocations_url, json={"dataframe_records": []},
+                                       headers=upstream.headers(), timeout=60)
+                if answer.status_code < 500 and answer.status_code != 429:
+                    break
+                last = f"HTTP {answer.status_code}: {answer.text[:200]}"
+            except requests.RequestException as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + wait > deadline:
+                raise EndpointError(f"served entity {upstream.served_name} of endpoint {upstream.endpoint_name} did not "
+                                    f"answer within {timeout_s:.0f} s (last: {last}): check its events in the "
+                                    "Serving UI; the router would fail its first requests")
+            time.sleep(wait)
+            wait = min(wait * 2, max_wait_s)
+    return tries
+
+
 class ModelServingBackend:
     """The Model Serving endpoint ``endpoint_name``: one served entity per routed version, traffic by weight.
 
@@ -94,6 +138,7 @@ class ModelServingBackend:
         self.client = client
         self.workload_size = workload_size
         self.scale_to_zero = scale_to_zero
+        self.warm_up_s = WARM_UP_S
         self.endpoint: Any = None
         self.routed: list[str] = []
 
@@ -110,7 +155,9 @@ class ModelServingBackend:
         )
         self.routed = [str(v) for v in weights_by_version]
         host, auth = client.config.host, client.config.authenticate
-        return {v: ModelServingUpstream(host, self.endpoint_name, n, auth) for v, n in names.items()}
+        upstreams = {v: ModelServingUpstream(host, self.endpoint_name, n, auth) for v, n in names.items()}
+        warm_up(list(upstreams.values()), self.warm_up_s)
+        return upstreams
 
     def stop(self) -> None:
         """Nothing to stop here: the endpoint keeps serving (delete it in the Serving UI or with the SDK)."""

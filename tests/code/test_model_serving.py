@@ -193,3 +193,19 @@ def test_the_router_serves_through_model_serving_and_moves_its_traffic_with_the_
         assert {r["served_entity_name"]: r["traffic_percentage"] for r in routes} == {
             f"modelserving-{blue}": 90, f"modelserving-{green}": 10}
     assert "plantly-recommender" in ws.endpoints, "stopping the router leaves the endpoint serving"
+
+
+def test_after_a_traffic_change_every_served_entity_is_warmed_up_before_the_router_uses_it(workspace) -> None:
+    """A served entity that answers 503 while waking up is retried with backoff until its model answers."""
+    from utils.serving import warm_up
+
+    client, ws = workspace
+    backend = ModelServingBackend("plantly-recommender", "main.ml.rec", client=client)
+    ws.cold_invocations = 2
+    upstreams = backend.apply({"3": 100})
+    assert ws.cold_invocations == 0  # both 503s were retried through
+    calls = [c for c in ws.calls if c[1].endswith("/invocations")]
+    assert len(calls) == 3 and all(c[2] == {"dataframe_records": []} for c in calls)
+    ws.cold_invocations = 1000
+    with pytest.raises(EndpointError, match=r"served entity rec-3 .* did not answer within 2 s .*HTTP 503"):
+        warm_up(list(upstreams.values()), timeout_s=2, first_wait_s=0.2)
