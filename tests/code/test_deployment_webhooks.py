@@ -110,8 +110,17 @@ def name(uris) -> str:
     return f"plantly.tests.hooked_{uuid.uuid4().hex[:10]}"
 
 
+@pytest.fixture(scope="module")
+def server(uris):
+    """One ``mlflow server`` for the module's triggers (each start imports MLflow's whole server: 10 to 40 s)."""
+    from utils.local.registry_server import LocalRegistryServer
+
+    with LocalRegistryServer() as running:
+        yield running
+
+
 def test_registration_fires_mlflows_webhook_and_the_gate_runs_in_the_receiver(uris, name, eval_df):
-    with WebhookTrigger(name, task=_gate(eval_df)) as trigger:
+    with WebhookTrigger(name, task=_gate(eval_df)) as trigger:  # a server of its own, started and stopped
         assert mlflow.get_registry_uri() == trigger.server.url  # registration goes through the server
         first = registry.register(uris["good"], name)
         assert trigger.verdict(first.version).passed
@@ -134,8 +143,8 @@ def test_registration_fires_mlflows_webhook_and_the_gate_runs_in_the_receiver(ur
     assert recorded_verdict(name, 2).to_dict() == refused.to_dict()
 
 
-def test_a_receiver_down_loses_nothing_mlflow_retries_and_the_rest_is_caught_up(uris, name, eval_df):
-    with WebhookTrigger(name, task=_gate(eval_df)) as trigger:
+def test_a_receiver_down_loses_nothing_mlflow_retries_and_the_rest_is_caught_up(uris, name, eval_df, server):
+    with WebhookTrigger(name, task=_gate(eval_df), server=server) as trigger:
         port = trigger.receiver._server.port
         trigger.receiver._server.stop()  # the receiver is down for a moment
         started = time.monotonic()
@@ -147,20 +156,20 @@ def test_a_receiver_down_loses_nothing_mlflow_retries_and_the_rest_is_caught_up(
         assert trigger.verdict(mv.version, timeout=60).passed
         assert back.deliveries()[0]["via"] == "webhook"
 
-    # Down for longer than MLflow retries (here: no receiver and no server at all): the version waits...
+    # Down for longer than MLflow retries (here: no receiver, the webhook disabled): the version waits...
     registry.register(uris["good"], name)
     assert "gate_checked_at" not in registry.get_version(name, 2).tags
     # ...and is judged as soon as a receiver opens again.
-    with WebhookTrigger(name, task=_gate(eval_df)) as trigger:
+    with WebhookTrigger(name, task=_gate(eval_df), server=server) as trigger:
         assert trigger.verdict(2, timeout=60).passed
         assert list(trigger.events().via) == ["catch-up"]
 
 
-def test_a_failing_job_is_recorded_on_the_version_and_moves_no_alias(uris, name):
+def test_a_failing_job_is_recorded_on_the_version_and_moves_no_alias(uris, name, server):
     def broken(model: str, version: str):
         raise KeyError("no evaluation rows")
 
-    with WebhookTrigger(name, task=broken) as trigger:
+    with WebhookTrigger(name, task=broken, server=server) as trigger:
         mv = registry.register(uris["good"], name)
         with pytest.raises(RuntimeError, match=r"deployment job failed on version 1 .*no evaluation rows"):
             trigger.verdict(mv.version, timeout=60)

@@ -293,16 +293,18 @@ class WebhookTrigger:
     ``deployment-job-<model>`` (created, or updated with this receiver's URL and a fresh secret), which the
     receiver answers by running ``task`` (default: the deployment job's evaluation task). Versions left without a verdict are caught up on
     opening. On closing, the webhook is disabled, the URIs are put back, the receiver finishes its queue
-    and the server stops.
+    and the server stops (unless it was given as ``server``, a running ``LocalRegistryServer`` to share).
     """
 
     via = "webhook"
 
-    def __init__(self, model_name: str, state: Any = None, task: Callable[[str, str], Any] | None = None) -> None:
+    def __init__(self, model_name: str, state: Any = None, task: Callable[[str, str], Any] | None = None,
+                 server: Any = None) -> None:
         self.model_name = model_name
         self.state = state
         self.task = task
-        self.server: Any = None
+        self.server: Any = server  # a running LocalRegistryServer to use (and leave running), else one of its own
+        self._own_server = server is None
         self.receiver: DeploymentWebhookReceiver | None = None
         self.webhook: Any = None
         self._previous: tuple[str | None, str] | None = None
@@ -341,7 +343,8 @@ class WebhookTrigger:
 
         from utils.local.registry_server import LocalRegistryServer
 
-        self.server = LocalRegistryServer(self.state).start()
+        if self.server is None:
+            self.server = LocalRegistryServer(self.state).start()
         try:
             secret = secrets.token_urlsafe(32)
             self.receiver = DeploymentWebhookReceiver(secret, self.model_name, self.task).start()
@@ -374,8 +377,9 @@ class WebhookTrigger:
                 self._previous = None
             if self.receiver is not None:
                 self.receiver.stop()
-            if self.server is not None:
+            if self.server is not None and self._own_server:
                 self.server.stop()
+                self.server = None
 
     def verdict(self, version: str | int, timeout: float = 600.0) -> Any:
         """The gate's result on ``version`` once the receiver has judged it (``utils.gate.GateResult``).

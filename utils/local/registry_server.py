@@ -11,7 +11,8 @@ Two settings only a local demo needs, both MLflow's own: webhooks may call ``htt
 (``MLFLOW_WEBHOOK_ALLOWED_SCHEMES``, ``MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS``; MLflow refuses private
 addresses by default against server-side request forgery), and webhook secrets are encrypted at rest
 with a key kept in the state folder (``MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY``, file mode 600), so a
-webhook created by one server start can be delivered by the next.
+webhook created by one server start can be delivered by the next. The server also reads the webhooks at every
+event (``MLFLOW_WEBHOOK_CACHE_TTL=0``), because each trigger points the webhook at a new receiver.
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ class LocalRegistryServer:
                 "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
                 "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": encryption_key(self.mlflow_dir),
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no background job runner: nothing here uses it
+                # Each trigger points the webhook at a new receiver port: read the webhooks at every event (one
+                # SQLite query) instead of MLflow's 60 s cache, which would deliver to the previous receiver.
+                "MLFLOW_WEBHOOK_CACHE_TTL": "0",
                 "PYTHONWARNINGS": "ignore:starlette.middleware.wsgi is deprecated"}
 
     def _log_tail(self, lines: int = 15) -> str:
