@@ -1213,6 +1213,30 @@ def section_errors(path: Path) -> list[str]:
     return re.findall(r'<section id="([a-z]+)"[^>]*><h2>[^<]*</h2><div class="section-error">', text)
 
 
+def _start_spark_quietly(progress: Callable[[str], None]) -> None:
+    """Start the Spark session with the JVM's own stderr going to ``<state>/logs/dashboard-jvm.log``.
+
+    The JVM inherits file descriptor 2 when it starts, and prints notes a reader would take for trouble
+    (``WARNING: Using incubator modules``); Spark's errors still reach Python as exceptions.
+    """
+    import os
+
+    from utils.platform import get_spark, state_dir
+
+    log = state_dir() / "logs" / "dashboard-jvm.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    progress(f"starting Spark (the JVM's own log: {log}) ...")
+    sys.stderr.flush()
+    saved, target = os.dup(2), os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 2)
+        get_spark()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(target)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m utils.dashboard [--out PATH] [--endpoint URL ...]``."""
     parser = argparse.ArgumentParser(prog="python -m utils.dashboard", description=__doc__.splitlines()[0])
@@ -1225,6 +1249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(line: str) -> None:
         print(f"[{(_now() - started).total_seconds():5.1f} s] {line}", file=sys.stderr, flush=True)
 
+    from utils.platform import EnvironmentProblem
+
+    try:
+        _start_spark_quietly(progress)
+    except EnvironmentProblem as exc:  # no Java, no jars: one line saying what to do
+        print(f"make dashboard: {exc}", file=sys.stderr)
+        return 1
     try:
         path = build_dashboard(args.out, args.endpoint, progress)
     except ValueError as exc:

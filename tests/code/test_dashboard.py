@@ -418,3 +418,20 @@ def test_traffic_chart_of_one_hour_spans_hours_not_years() -> None:
         assert (hi - lo) * 24 <= 3.0, (mdates.num2date(lo), mdates.num2date(hi))  # date units are days
     finally:
         plt.close(fig)
+
+
+def test_the_jvms_own_notes_go_to_a_log_not_the_terminal(monkeypatch, capfd, tmp_path):
+    """What the JVM writes to the stderr it inherits at start (``WARNING: Using incubator modules``) lands in a log."""
+    import os
+
+    from utils import dashboard, platform
+
+    monkeypatch.setenv("MLOPS_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(platform, "get_spark", lambda: os.write(2, b"WARNING: Using incubator modules: jdk.incubator.vector\n"))
+    lines: list[str] = []
+    dashboard._start_spark_quietly(lines.append)
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert "incubator" not in err and "after" in err, "stderr is put back once the JVM has started"
+    assert "incubator" in (tmp_path / "logs" / "dashboard-jvm.log").read_text()
+    assert "dashboard-jvm.log" in lines[0]
