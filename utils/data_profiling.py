@@ -72,7 +72,8 @@ def baseline_query(baseline: str, scored: str, cut: Any) -> str:
     ``cut`` is a timestamp (naive means UTC), written as a ``TIMESTAMP`` literal: Spark does not bind
     parameter markers inside ``CREATE OR REPLACE TABLE ... AS SELECT`` (``UNBOUND_SQL_PARAMETER``).
 
-    Columns both have are taken as they are; ``ts`` is the scored rows' ``event_ts``, ``source`` is
+    Columns both have are cast to the inference log's types (the monitor requires the baseline table to have
+    the monitored table's schema); ``ts`` is the scored rows' ``event_ts``, ``source`` is
     ``'baseline'``, ``model_version`` the version in ``model_uri`` (``models:/<name>/<version>`` or an alias);
     the rest are NULL of the inference log's type.
     """
@@ -91,8 +92,8 @@ def baseline_query(baseline: str, scored: str, cut: Any) -> str:
             select.append("'baseline' AS source")
         elif field.name == "model_version":
             select.append("regexp_extract(model_uri, '[/@]([^/@]+)$', 1) AS model_version")
-        elif field.name in scored_columns:
-            select.append(f"`{field.name}`")
+        elif field.name in scored_columns:  # cast: the monitor wants the baseline in the monitored table's types
+            select.append(f"CAST(`{field.name}` AS {spark_types[str(field.type)]}) AS `{field.name}`")
         else:
             select.append(f"CAST(NULL AS {spark_types[str(field.type)]}) AS `{field.name}`")
     import pandas as pd

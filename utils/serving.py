@@ -318,11 +318,17 @@ def deploy_serving_endpoint(
         config = EndpointCoreConfigInput(name=name, served_entities=entities, traffic_config=routes)
         gateway = AiGatewayConfig(inference_table_config=table) if table is not None else None
         return endpoints.create_and_wait(name=name, config=config, ai_gateway=gateway, timeout=timeout)
-    gateway_table = current.ai_gateway.inference_table_config if current.ai_gateway is not None else None
-    if table is not None and not (gateway_table is not None and gateway_table.enabled):
-        endpoints.put_ai_gateway(name, inference_table_config=table)
     if current.state is not None and current.state.config_update == EndpointStateConfigUpdate.IN_PROGRESS:
         current = endpoints.wait_get_serving_endpoint_not_updating(name, timeout=timeout)
+    gateway = current.ai_gateway
+    if table is not None and not (gateway is not None and gateway.inference_table_config is not None
+                                  and gateway.inference_table_config.enabled):
+        # PUT replaces the endpoint's whole AI Gateway config: keep what it has besides the inference table.
+        endpoints.put_ai_gateway(name, inference_table_config=table,
+                                 guardrails=gateway.guardrails if gateway else None,
+                                 rate_limits=gateway.rate_limits if gateway else None,
+                                 usage_tracking_config=gateway.usage_tracking_config if gateway else None,
+                                 fallback_config=gateway.fallback_config if gateway else None)
     live = current.config
     if live is not None and _config_key(live.served_entities, live.traffic_config) == _config_key(entities, routes):
         return current

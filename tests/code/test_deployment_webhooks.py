@@ -175,3 +175,56 @@ def test_a_failing_job_is_recorded_on_the_version_and_moves_no_alias(uris, name,
             trigger.verdict(mv.version, timeout=60)
     assert "no evaluation rows" in registry.get_version(name, mv.version).tags[ERROR_TAG]
     assert aliases(name) == {}
+
+
+def test_a_long_model_name_gets_a_webhook_name_mlflow_accepts(uris, eval_df, server):
+    long_name = "plantly.dev_jane_doe_mlops_sandbox_for_the_workshop.plantly_recommender"
+    with WebhookTrigger(long_name, task=_gate(eval_df), server=server) as trigger:
+        assert len(trigger.webhook.name) < 64 and trigger.webhook.name.startswith("deployment-job-")
+        mv = registry.register(uris["good"], long_name)
+        assert trigger.verdict(mv.version, timeout=60).passed
+
+
+def test_a_second_trigger_for_the_same_model_is_refused_naming_the_first(name, server):
+    with WebhookTrigger(name, server=server):
+        with pytest.raises(RuntimeError, match=r"another deployment trigger for .* is open \(pid \d+"):
+            WebhookTrigger(name, server=server).__enter__()
+        assert mlflow.get_registry_uri() == server.url, "the refused trigger changed nothing"
+    with WebhookTrigger(name, server=server):  # the lock is released on exit
+        pass
+
+
+def test_an_interrupted_trigger_stops_its_server_and_puts_the_registry_back(uris, name):
+    before = mlflow.get_registry_uri()
+    with pytest.raises(KeyboardInterrupt):
+        with WebhookTrigger(name, task=lambda n, v: time.sleep(30)) as trigger:
+            process = trigger.server.process
+            registry.register(uris["good"], name)
+            raise KeyboardInterrupt  # Ctrl-C while the gate runs
+    assert process.poll() is not None, "no mlflow server left running"
+    assert mlflow.get_registry_uri() == before
+
+
+def test_webhooks_the_server_cannot_decrypt_are_reported_at_once(name, tmp_path):
+    """A replaced secrets key: the stored webhook cannot be read; the trigger says so instead of retrying for minutes."""
+    import shutil
+
+    from utils.local.registry_server import KEY_FILE, LocalRegistryServer
+    from utils.platform import state_dir
+
+    state = tmp_path / "state"
+    shutil.copytree(state_dir() / "mlflow", state / "mlflow")
+    with LocalRegistryServer(state) as own, WebhookTrigger(name, server=own):
+        pass  # a webhook now stored, its secret encrypted with this state's key
+    (state / "mlflow" / KEY_FILE).unlink()
+    started = time.monotonic()
+    with LocalRegistryServer(state) as own, pytest.raises(RuntimeError, match=r"cannot read the webhooks .*DELETE FROM webhooks"):
+        WebhookTrigger(name, server=own).__enter__()
+    assert time.monotonic() - started < 60
+
+
+def test_a_port_already_in_use_is_refused_not_mistaken_for_the_server(server):
+    from utils.local.registry_server import LocalRegistryServer
+
+    with pytest.raises(RuntimeError, match=f"port {server.port} .* already in use"):
+        LocalRegistryServer(port=server.port).start()

@@ -98,6 +98,12 @@ def test_endpoints_log_to_an_ai_gateway_inference_table_created_with_them_or_put
     assert (method, path) == ("PUT", "/api/2.0/serving-endpoints/old/ai-gateway")
     assert body["inference_table_config"]["table_name_prefix"] == "endpoint" and body["inference_table_config"]["enabled"]
 
+    ws.gateways["old"] = {"usage_tracking_config": {"enabled": True}}  # someone's other AI Gateway setting
+    deploy_serving_endpoint("old", "main.ml.rec", {"rec-3": "3"}, {"rec-3": 100}, client=client, inference_table=table)
+    body = writes(ws)[-1][2]
+    assert body["usage_tracking_config"] == {"enabled": True}, "a PUT replaces the whole config: keep the rest"
+    assert body["inference_table_config"]["enabled"]
+
 
 def test_deploy_creates_then_updates_and_leaves_an_unchanged_endpoint_alone(workspace) -> None:
     client, ws = workspace

@@ -193,14 +193,17 @@ class DeploymentWebhookReceiver:
             message = f"{type(exc).__name__}: {exc}"
             try:
                 registry.set_version_tags(delivery.model, delivery.version, {ERROR_TAG: message[:900]})
-            finally:
-                self._set(delivery, status="error", summary=message, seconds=round(time.perf_counter() - started, 2))
+            except Exception as tag_error:  # noqa: BLE001 - e.g. the server stopped under an interrupted notebook
+                message += f" (not recorded on the version: {type(tag_error).__name__})"
+            self._set(delivery, status="error", summary=message, seconds=round(time.perf_counter() - started, 2))
             return
         self._set(delivery, status="passed" if result.passed else "refused",
                   summary=result.summary().splitlines()[0], seconds=round(time.perf_counter() - started, 2))
 
     def catch_up(self) -> list[str]:
         """Queue every version of ``model_name`` that has no gate verdict (registered while nothing listened).
+
+        A version whose job failed (tag ``deployment_job_error``) is not queued again: remove the tag to retry it.
 
         Returns the versions queued. Raises ``ValueError`` when the receiver was built without ``model_name``.
         """
@@ -212,7 +215,8 @@ class DeploymentWebhookReceiver:
         with self._lock:
             queued = {(d.model, d.version) for d in self._deliveries if d.status in ("queued", "running")}
         pending = sorted((str(mv.version) for mv in versions
-                          if "gate_checked_at" not in (mv.tags or {}) and (self.model_name, str(mv.version)) not in queued),
+                          if not {"gate_checked_at", ERROR_TAG} & set(mv.tags or {})
+                          and (self.model_name, str(mv.version)) not in queued),
                          key=int)
         for version in pending:
             self._enqueue(Delivery(f"catch-up-{version}", self.model_name, version, "catch-up", _now()))
@@ -263,9 +267,21 @@ class DeploymentWebhookReceiver:
             self._worker.start()
         return self
 
-    def stop(self, timeout: float = 600.0) -> None:
-        """Stop listening, let the worker finish what is queued (up to ``timeout`` s), then stop it."""
+    def stop(self, timeout: float = 600.0, finish_queue: bool = True) -> None:
+        """Stop listening, let the worker finish what is queued (up to ``timeout`` s), then stop it.
+
+        With ``finish_queue`` False only the version being judged is finished; the queued ones are marked
+        ``skipped`` (``catch_up`` finds them next time).
+        """
         self._server.stop()
+        if not finish_queue:
+            while True:
+                try:
+                    left = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if left is not None:
+                    self._set(left, status="skipped", summary="the receiver stopped first; caught up next time")
         if self._worker is not None:
             self._queue.put(None)
             self._worker.join(timeout)
@@ -289,11 +305,12 @@ class WebhookTrigger:
     """Registration fires the gate through MLflow's own webhook: what ``utils.platform.deployment_trigger`` yields locally.
 
     While open, the registry is the local MLflow server (``MLFLOW_REGISTRY_URI`` and ``mlflow``'s registry
-    URI point at it), so ``utils.registry.register`` goes through its REST handlers and fires the webhook
-    ``deployment-job-<model>`` (created, or updated with this receiver's URL and a fresh secret), which the
+    URI point at it), so ``utils.registry.register`` goes through its REST handlers and fires the model's webhook
+    (:attr:`webhook_name`; created, or updated with this receiver's URL and a fresh secret), which the
     receiver answers by running ``task`` (default: the deployment job's evaluation task). Versions left without a verdict are caught up on
     opening. On closing, the webhook is disabled, the URIs are put back, the receiver finishes its queue
     and the server stops (unless it was given as ``server``, a running ``LocalRegistryServer`` to share).
+    One trigger per model at a time (a file lock beside the store); a second one is refused, naming the first.
     """
 
     via = "webhook"
@@ -308,6 +325,7 @@ class WebhookTrigger:
         self.receiver: DeploymentWebhookReceiver | None = None
         self.webhook: Any = None
         self._previous: tuple[str | None, str] | None = None
+        self._lock_handle: Any = None
 
     @property
     def how(self) -> str:
@@ -319,9 +337,53 @@ class WebhookTrigger:
 
         return MlflowClient(tracking_uri=self.server.url, registry_uri=self.server.url)
 
+    @property
+    def webhook_name(self) -> str:
+        """``deployment-job-<12 hex digits of the model name's SHA-1>``: MLflow keeps webhook names under 64 characters."""
+        import hashlib
+
+        return f"{WEBHOOK_NAME}-{hashlib.sha1(self.model_name.encode()).hexdigest()[:12]}"
+
+    def _lock(self) -> None:
+        """Hold this model's trigger lock (a file lock beside the store), or refuse: two triggers would re-point
+        one webhook at each other's receivers, and the first would wait for a delivery that never comes."""
+        import fcntl
+        import os
+
+        path = self.server.mlflow_dir / f"{self.webhook_name}.lock"
+        handle = open(path, "a+")  # noqa: SIM115 - held open while the trigger is
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RuntimeError(f"another deployment trigger for {self.model_name} is open ({holder}, lock {path}): "
+                               "let it finish (or stop that notebook), then run this again") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock_handle = handle
+
+    def _check_webhooks_readable(self) -> None:
+        """Fail at once, saying why, when the store holds webhooks the server cannot decrypt (its key was replaced):
+        MLflow's client would retry the server's 500 answers for minutes."""
+        import requests
+
+        answer = requests.get(f"{self.server.url}/api/2.0/mlflow/webhooks", params={"max_results": 1000}, timeout=60)
+        if answer.status_code >= 500:
+            from utils.local.registry_server import KEY_FILE
+
+            db = self.server.mlflow_dir / "mlflow.db"
+            raise RuntimeError(
+                f"the MLflow server cannot read the webhooks stored in {db} (HTTP {answer.status_code}): their secrets "
+                f"were encrypted with another {self.server.mlflow_dir / KEY_FILE}. Restore that key, or delete the "
+                f"stored webhooks (they are recreated): sqlite3 {db} 'DELETE FROM webhook_events; DELETE FROM webhooks'")
+
     def _point_webhook(self, secret: str) -> Any:
         client = self._webhook_client()
-        name = f"{WEBHOOK_NAME}-{self.model_name}".replace(".", "-")
+        name = self.webhook_name
         token = None
         while True:
             page = client.list_webhooks(page_token=token)
@@ -333,7 +395,7 @@ class WebhookTrigger:
             if not token:
                 break
         return client.create_webhook(name=name, url=self.receiver.url, events=[EVENT], secret=secret,
-                                     description=f"runs the validation gate on each new version of {self.model_name}")
+                                     description=f"runs the validation gate on each new version of {self.model_name}"[:1000])
 
     def __enter__(self) -> WebhookTrigger:
         import os
@@ -346,6 +408,8 @@ class WebhookTrigger:
         if self.server is None:
             self.server = LocalRegistryServer(self.state).start()
         try:
+            self._lock()
+            self._check_webhooks_readable()
             secret = secrets.token_urlsafe(32)
             self.receiver = DeploymentWebhookReceiver(secret, self.model_name, self.task).start()
             self.webhook = self._point_webhook(secret)
@@ -353,33 +417,43 @@ class WebhookTrigger:
             os.environ["MLFLOW_REGISTRY_URI"] = self.server.url
             mlflow.set_registry_uri(self.server.url)
             self.receiver.catch_up()
-        except BaseException:
-            self.__exit__()
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, None)
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any = None, *exc: object) -> None:
+        """Disable the webhook, put the URIs back, stop the receiver and the server: each step even if one before failed.
+
+        Leaving on an exception (a Ctrl-C included) does not wait for queued versions (``catch_up`` judges them
+        next time); a normal exit lets the receiver finish its queue first.
+        """
         import os
 
         import mlflow
 
         try:
-            if self.webhook is not None and self.server is not None:
+            if self.webhook is not None and self.server is not None and exc_type is None:
                 self._webhook_client().update_webhook(self.webhook.webhook_id, status="DISABLED")
         finally:
-            if self._previous is not None:
-                env, uri = self._previous
-                if env is None:
-                    os.environ.pop("MLFLOW_REGISTRY_URI", None)
-                else:
-                    os.environ["MLFLOW_REGISTRY_URI"] = env
-                mlflow.set_registry_uri(uri)
-                self._previous = None
-            if self.receiver is not None:
-                self.receiver.stop()
-            if self.server is not None and self._own_server:
-                self.server.stop()
-                self.server = None
+            try:
+                if self._previous is not None:
+                    env, uri = self._previous
+                    if env is None:
+                        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+                    else:
+                        os.environ["MLFLOW_REGISTRY_URI"] = env
+                    mlflow.set_registry_uri(uri)
+                    self._previous = None
+                if self.receiver is not None:
+                    self.receiver.stop(timeout=600.0 if exc_type is None else 5.0, finish_queue=exc_type is None)
+            finally:
+                if self.server is not None and self._own_server:
+                    self.server.stop()
+                    self.server = None
+                if self._lock_handle is not None:
+                    self._lock_handle.close()  # releases the lock
+                    self._lock_handle = None
 
     def verdict(self, version: str | int, timeout: float = 600.0) -> Any:
         """The gate's result on ``version`` once the receiver has judged it (``utils.gate.GateResult``).

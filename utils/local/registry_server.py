@@ -117,6 +117,13 @@ class LocalRegistryServer:
 
         if self.process is not None and self.process.poll() is None:
             return self
+        if self.port:  # a port asked for: something else answering /health there must not pass for this server
+            from utils.ui import check_port_free
+
+            try:
+                check_port_free(self.port)
+            except UIError as exc:
+                raise RuntimeError(str(exc).replace("make ui UI_PORT=", "port=")) from None
         self.port = self.port or _free_port()
         store_paths(self.state)[1].mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it for its whole life
