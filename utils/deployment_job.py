@@ -127,9 +127,8 @@ def deployment_task(model_name: str, model_version: str | int, endpoint_name: st
     """
     from utils import registry
     from utils.config import get_config
-    from utils.platform import serving_backend
-
     from utils.gate import recorded_verdict
+    from utils.platform import serving_backend
 
     cfg = get_config()
     verdict = recorded_verdict(model_name, model_version)

@@ -228,3 +228,26 @@ def test_a_port_already_in_use_is_refused_not_mistaken_for_the_server(server):
 
     with pytest.raises(RuntimeError, match=f"port {server.port} .* already in use"):
         LocalRegistryServer(port=server.port).start()
+
+
+def test_approval_then_deployment_tasks_promote_only_an_approved_gated_version(uris, name, eval_df):
+    """The deployment job's later tasks, run here on the local registry: approval waits for the tag, deployment
+    refuses a version the gate refused and promotes (and serves) one it passed."""
+    from utils.deployment_job import ApprovalPending, approval_task, deployment_task
+
+    registry.register(uris["good"], name)
+    registry.register(uris["bad"], name)
+    registry.set_alias(name, "champion", 1, reason="initial champion")
+    for version in ("1", "2"):
+        _gate(eval_df)(name, version)
+    with pytest.raises(ApprovalPending, match=r"version 2 .* not approved \(approval = unset\)"):
+        approval_task(name, 2)
+    registry.set_version_tags(name, 2, {"approval": "Approved"})
+    approval_task(name, 2)  # case-insensitive, as Databricks' approval template
+    with pytest.raises(registry.PromotionRefused):
+        deployment_task(name, 2, endpoint_name="plantly-tests")
+    registry.register(uris["good"], name)
+    assert _gate(eval_df)(name, 3).passed
+    outcome = deployment_task(name, 3, endpoint_name="plantly-tests")
+    assert outcome == {"champion": "3", "endpoint": "plantly-tests", "traffic": {"3": 100}}
+    assert aliases(name)["champion"] == "3"
