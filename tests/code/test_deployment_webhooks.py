@@ -169,8 +169,17 @@ def test_a_failing_job_is_recorded_on_the_version_and_moves_no_alias(uris, name,
     def broken(model: str, version: str):
         raise KeyError("no evaluation rows")
 
-    with WebhookTrigger(name, task=broken, server=server) as trigger:
+    def no_verdict(model: str, version: str):
+        return None  # a task that returns no gate result is a failure too, and the receiver goes on
+
+    with WebhookTrigger(name, task=no_verdict, server=server) as trigger:
         mv = registry.register(uris["good"], name)
+        with pytest.raises(RuntimeError, match=r"deployment job failed on version 1 .*AttributeError"):
+            trigger.verdict(mv.version, timeout=60)
+    MlflowClient().delete_model_version_tag(name, mv.version, ERROR_TAG)  # retry it: the catch-up below judges it
+
+    with WebhookTrigger(name, task=broken, server=server) as trigger:
+        assert list(trigger.events().via) == ["catch-up"]
         with pytest.raises(RuntimeError, match=r"deployment job failed on version 1 .*no evaluation rows"):
             trigger.verdict(mv.version, timeout=60)
     assert "no evaluation rows" in registry.get_version(name, mv.version).tags[ERROR_TAG]
@@ -197,7 +206,7 @@ def test_a_second_trigger_for_the_same_model_is_refused_naming_the_first(name, s
 def test_an_interrupted_trigger_stops_its_server_and_puts_the_registry_back(uris, name):
     before = mlflow.get_registry_uri()
     with pytest.raises(KeyboardInterrupt):
-        with WebhookTrigger(name, task=lambda n, v: time.sleep(30)) as trigger:
+        with WebhookTrigger(name, task=lambda n, v: time.sleep(3)) as trigger:
             process = trigger.server.process
             registry.register(uris["good"], name)
             raise KeyboardInterrupt  # Ctrl-C while the gate runs

@@ -189,6 +189,7 @@ class DeploymentWebhookReceiver:
         started = time.perf_counter()
         try:
             result = task(delivery.model, delivery.version)
+            status, summary = ("passed" if result.passed else "refused"), result.summary().splitlines()[0]
         except Exception as exc:  # noqa: BLE001 - any failure of the job is recorded on the version, not raised
             message = f"{type(exc).__name__}: {exc}"
             try:
@@ -197,8 +198,7 @@ class DeploymentWebhookReceiver:
                 message += f" (not recorded on the version: {type(tag_error).__name__})"
             self._set(delivery, status="error", summary=message, seconds=round(time.perf_counter() - started, 2))
             return
-        self._set(delivery, status="passed" if result.passed else "refused",
-                  summary=result.summary().splitlines()[0], seconds=round(time.perf_counter() - started, 2))
+        self._set(delivery, status=status, summary=summary, seconds=round(time.perf_counter() - started, 2))
 
     def catch_up(self) -> list[str]:
         """Queue every version of ``model_name`` that has no gate verdict (registered while nothing listened).
