@@ -18,7 +18,6 @@ event (``MLFLOW_WEBHOOK_CACHE_TTL=0``), because each trigger points the webhook 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +26,6 @@ HOST = "127.0.0.1"
 KEY_FILE = "webhook-secrets.key"
 LOG_FILE = "registry-server.log"
 READY_TIMEOUT_S = 240.0  # a first start on a loaded 2-core laptop imports MLflow's whole server: about a minute
-
-
-def _free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def encryption_key(mlflow_dir: Path) -> str:
@@ -124,7 +117,9 @@ class LocalRegistryServer:
                 check_port_free(self.port)
             except UIError as exc:
                 raise RuntimeError(str(exc).replace("make ui UI_PORT=", "port=")) from None
-        self.port = self.port or _free_port()
+        from utils.serving import free_port
+
+        self.port = self.port or free_port(HOST)
         store_paths(self.state)[1].mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it for its whole life
         try:
