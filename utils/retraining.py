@@ -2,8 +2,11 @@
 
 Every step is recorded: metric and alert tables in Delta, a ``monitor`` MLflow run with the
 breaches, the retraining run with its pinned inputs, and the registry's audit trail. Locally the
-notebook calls :func:`close_the_loop`; on Databricks the same function runs as a job task that the
-monitor triggers (see ``databricks.yml``).
+notebook calls :func:`close_the_loop`, which retrains, gates and promotes in the notebook. On
+Databricks the monitor starts the bundle's retraining job instead (``jobs.run_now`` with the alerts as
+its ``reason`` parameter); that job runs :func:`retrain_task` alone (``python utils/retraining.py
+retrain``): train on the latest training set and register the version, which starts the deployment job
+linked to the model (gate, approval, deployment). It neither lands data again nor reruns the monitor.
 """
 
 from __future__ import annotations
@@ -203,7 +206,7 @@ def start_retraining_job(job_id: str | int, reason: str, client: Any = None) -> 
                               "job, as the bundle does with ${resources.jobs.plantly_retrain.id}") from None
     client = client or workspace_client()
     try:
-        run = client.jobs.run_now(job_id=job)
+        run = client.jobs.run_now(job_id=job, job_parameters={"reason": reason[:500]})
     except DatabricksError as exc:
         code = getattr(exc, "error_code", "") or type(exc).__name__
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -238,3 +241,72 @@ def close_the_loop(result: MonitorResult, seed: int, cfg: Config | None = None,
     if retrain_job_id not in (None, ""):
         return start_retraining_job(retrain_job_id, reason, client=client)
     return retrain_and_gate(seed, reason, cfg=cfg)
+
+
+def retrain_task(reason: str, seed: int = 42, deployment_job_id: str = "", cfg: Config | None = None) -> dict[str, Any]:
+    """The retraining job's one task: retrain on the latest training set and register; the deployment job judges it.
+
+    Trains as :func:`retrain_and_gate` does (``utils.training.develop``, family chosen on the training
+    rows, 10% held out) and registers the version inside ``utils.platform.deployment_trigger``, so the
+    registration fires the deployment job linked to the model (``deployment_job_id``, the bundle's
+    ``${resources.jobs.plantly_deployment.id}``): its evaluation task gates the version, approval and
+    deployment follow there. With a linked job this task returns once the version is registered; without
+    one (run by hand, or locally) it runs the evaluation task itself and waits for the verdict.
+    Nothing is promoted here. Returns ``{"run_id", "version", "reason", "via", "gate_passed",
+    "gate_summary", "at"}``; ``gate_passed`` and ``gate_summary`` are ``None`` when the deployment job judges.
+    """
+    from utils import registry
+    from utils.platform import deployment_trigger
+    from utils.training import develop
+
+    cfg = cfg or get_config()
+    reason = (reason or "started by hand").strip()[:500]
+    result, model_uri, _ = develop(family=None, seed=seed, run_name="retrain", cfg=cfg, test_fraction=0.1)
+    with deployment_trigger(cfg.model_name, deployment_job_id) as trigger:
+        version = registry.register(model_uri, name=cfg.model_name, description=f"retrained after monitoring alerts: {reason}",
+                                    tags={"trigger": "monitoring", "reason": reason, "run_id": result.run_id})
+        verdict = None if deployment_job_id else trigger.verdict(str(version.version))
+    return {"run_id": result.run_id, "version": str(version.version), "reason": reason, "via": trigger.via,
+            "gate_passed": None if verdict is None else verdict.passed,
+            "gate_summary": (f"version {version.version} registered: the deployment job {deployment_job_id} gates, "
+                             "approves and deploys it") if verdict is None else verdict.summary(),
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of the retraining job: ``retraining.py retrain --reason TEXT [--seed N] [--deployment-job-id ID]``.
+
+    ``--catalog``, ``--schema``, ``--endpoint`` and ``--experiment-name`` set the config (``MLOPS_<FIELD>``),
+    as the job's parameters. Prints the outcome; returns 0 once the version is registered (and judged,
+    when no deployment job is linked), whatever the verdict: a refused version is the gate working.
+    """
+    import argparse
+    import json
+    import os
+
+    parser = argparse.ArgumentParser(prog="retraining", description="The retraining job: train, register, hand over to the deployment job.")
+    parser.add_argument("task", choices=["retrain"])
+    parser.add_argument("--reason", default="")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--deployment-job-id", default="")
+    for name in ("catalog", "schema", "endpoint", "experiment-name"):
+        parser.add_argument(f"--{name}", default="", help=f"sets MLOPS_{name.upper().replace('-', '_')} (a job's parameter)")
+    args = parser.parse_args(argv)
+    for name in ("catalog", "schema", "endpoint", "experiment_name"):
+        if getattr(args, name):
+            os.environ[f"MLOPS_{name.upper()}"] = getattr(args, name)
+    from utils.platform import configure_mlflow, get_spark
+
+    get_spark()
+    configure_mlflow()
+    outcome = retrain_task(args.reason, seed=args.seed, deployment_job_id=args.deployment_job_id.strip())
+    print(json.dumps(outcome, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a job runs this file; utils sits beside it
+    sys.exit(main())

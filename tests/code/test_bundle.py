@@ -172,7 +172,7 @@ def test_job_parameters_carry_the_config_on_every_compute() -> None:
         assert params["catalog"] == "${var.catalog}" and params["schema"] == "${resources.schemas.mlops.name}", name
         assert params["endpoint"] == "${var.endpoint_name}", name
         assert params["experiment_name"] == "${var.experiment_name}", name
-        assert set(params) - {"rows", "seed", "scenario", "model_name", "model_version"} <= config_fields, name
+        assert set(params) - {"rows", "seed", "scenario", "model_name", "model_version", "reason"} <= config_fields, name
 
 
 def test_schema_and_volumes_let_a_fresh_target_bootstrap_itself() -> None:
@@ -219,8 +219,20 @@ def test_monitor_task_is_given_the_retraining_job_id() -> None:
     jobs = {name: spec for name, (spec, _) in _resources()["jobs"].items()}
     monitor = next(t for t in jobs["plantly_lifecycle"]["tasks"] if t["task_key"] == "monitor")
     assert monitor["notebook_task"]["base_parameters"]["retrain_job_id"] == "${resources.jobs.plantly_retrain.id}"
-    for task in jobs["plantly_retrain"]["tasks"]:
-        assert "retrain_job_id" not in task["notebook_task"].get("base_parameters", {}), "it would start itself"
+    (task,) = jobs["plantly_retrain"]["tasks"]
+    assert "notebook_task" not in task, "the retraining job runs the retrain task alone, not all of 06"
+    args = task["spark_python_task"]["parameters"]
+    assert task["spark_python_task"]["python_file"] == "../utils/retraining.py" and args[0] == "retrain"
+    parsed = dict(zip(args[1::2], args[2::2], strict=True))
+    assert parsed["--reason"] == "{{job.parameters.reason}}"  # what start_retraining_job passes to run_now
+    assert parsed["--deployment-job-id"] == "${resources.jobs.plantly_deployment.id}", "registration fires the gate"
+    assert parsed["--catalog"] == "{{job.parameters.catalog}}" and parsed["--schema"] == "{{job.parameters.schema}}"
+    names = {p["name"] for p in jobs["plantly_retrain"]["parameters"]}
+    assert {a.removeprefix("{{job.parameters.").removesuffix("}}") for a in args if a.startswith("{{job.")} <= names
+    from utils import retraining
+
+    with pytest.raises(SystemExit):  # the command line the task runs is the module's own
+        retraining.main(["--help"])
 
 
 def test_deployment_job_is_linked_by_03_and_runs_evaluation_approval_deployment() -> None:
