@@ -248,7 +248,38 @@ def _config_from_job_parameters(dbutils: Any) -> None:
             continue
         if raw not in (None, ""):
             os.environ[f"MLOPS_{f.name.upper()}"] = str(raw)
+    if not os.environ.get("MLOPS_SCHEMA"):
+        schema = personal_schema(Config.schema)
+        if schema:
+            os.environ["MLOPS_SCHEMA"] = schema
+            print(f"schema {schema}: your own (no schema parameter was given), so attendees of one workshop do not "
+                  "share tables, models, endpoint and online store; set the widget or job parameter schema to choose one")
     _JOB_CONFIG_READ = True
+
+
+def personal_schema(base: str, user: str | None = None) -> str:
+    """``<base>_<user>``: the schema a notebook run by hand on Databricks uses when no ``schema`` is given.
+
+    ``user`` defaults to :func:`current_user`; its part before ``@``, lower case, with every character
+    that is not a letter, digit or ``_`` turned into ``_`` (``ada.lovelace@example.com`` gives
+    ``mlops_ada_lovelace``; a name with no ASCII letter or digit gets ``u`` and 8 hex digits of its SHA-1),
+    so the three-level names stay valid (``utils.parameters.PATTERNS``). Returns
+    ``""`` when the user cannot be told (off Databricks, or the workspace does not answer), and the
+    caller keeps the shared default.
+    """
+    if user is None:
+        try:
+            user = current_user()
+        except Exception:  # noqa: BLE001 - no workspace client here: keep the shared default schema
+            return ""
+    if not user:
+        return ""
+    local = re.sub(r"[^a-z0-9_]+", "_", user.split("@")[0].lower()).strip("_")
+    if not local:  # a name with no ASCII letter or digit: a short hash of it keeps users apart
+        import hashlib
+
+        local = "u" + hashlib.sha1(user.encode()).hexdigest()[:8]  # noqa: S324 - a name, not a secret
+    return f"{base}_{local}"[:255]
 
 
 class MissingSecret(KeyError):

@@ -153,3 +153,56 @@ def test_serverless_job_parameters_become_the_config(on_databricks: None, monkey
     cfg = get_config()
     assert (cfg.catalog, cfg.schema) == ("workspace", "dev_ada_mlops")
     assert cfg.endpoint_name == "plantly-recommender-workspace-dev-ada-mlops"  # empty parameter: derived name
+
+
+def test_by_hand_each_user_gets_a_schema_of_their_own(on_databricks: None, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Review finding 15: attendees running the notebooks by hand must not share plantly.mlops."""
+    from types import SimpleNamespace
+
+    from utils.config import get_config
+
+    monkeypatch.setenv("MLOPS_SCHEMA", "")  # no schema given (restored after the test)
+    monkeypatch.setattr(platform, "current_user", lambda: "Ada.Lovelace-2@example.com")
+    monkeypatch.setattr(platform, "_dbutils", lambda: SimpleNamespace(widgets=_Widgets({})))  # an interactive notebook
+    monkeypatch.setattr(platform, "_JOB_CONFIG_READ", False)
+    assert platform.get_param("rows", 20000, int) == 20000
+    cfg = get_config()
+    assert cfg.schema == "mlops_ada_lovelace_2"
+    assert cfg.model_name == "workshop.mlops_ada_lovelace_2.plantly_recommender"
+    assert cfg.endpoint_name == "plantly-recommender-workshop-mlops-ada-lovelace-2"
+    assert "schema mlops_ada_lovelace_2: your own" in capsys.readouterr().out
+
+
+def test_a_given_schema_wins_over_the_personal_one(on_databricks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from utils.config import get_config
+
+    monkeypatch.setenv("MLOPS_SCHEMA", "")
+    monkeypatch.setattr(platform, "current_user", lambda: "ada@example.com")
+    monkeypatch.setattr(platform, "_dbutils", lambda: SimpleNamespace(widgets=_Widgets({"schema": "team_recs"})))
+    monkeypatch.setattr(platform, "_JOB_CONFIG_READ", False)
+    platform.get_param("rows", 20000, int)
+    assert get_config().schema == "team_recs"
+
+
+def test_personal_schema_names_are_valid_identifiers() -> None:
+    import re
+
+    from utils.parameters import PATTERNS
+
+    assert platform.personal_schema("mlops", "ada@example.com") == "mlops_ada"
+    assert platform.personal_schema("mlops", "0a1b-c2d3-service-principal") == "mlops_0a1b_c2d3_service_principal"
+    assert platform.personal_schema("mlops", "") == ""
+    for user in ("x.y+z@q.com", "ÄÖ@x", "a" * 300):
+        name = platform.personal_schema("mlops", user)
+        assert re.fullmatch(PATTERNS["schema"], name) and len(name) <= 255, name
+
+
+def test_no_workspace_answer_keeps_the_shared_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse() -> str:
+        raise RuntimeError("no credentials")
+
+    monkeypatch.setattr(platform, "current_user", refuse)
+    assert platform.personal_schema("mlops") == ""
