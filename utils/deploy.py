@@ -401,15 +401,36 @@ class Router:
     def handle(self, body: bytes) -> dict[str, Any]:
         """Score one request body (what ``POST /invocations`` does); raises ``RequestError`` on bad input.
 
-        The served model gets the looked-up feature columns as they are and converts them itself (the
-        packaged model's ``features_frame``, as for every other path); the inference log's typed model
-        inputs are derived at flush time, off the request path.
+        When every version the request is routed to looks its own features up (logged with the feature
+        client's ``log_model``, served with automatic feature lookup) the records go to it as they are,
+        keys and request context (:meth:`_score_keys`); otherwise the router looks the features up and
+        sends the model inputs (:meth:`_score_features`). Either way the model converts the feature columns
+        itself (the packaged model's ``features_frame``); the inference log's typed model inputs are
+        derived at flush time, off the request path.
         """
-        from utils.plantly_features import FEATURES
-
         started = time.perf_counter()
         records = parse_request(body)
         table = self.routes  # one snapshot: the whole request sees one routing table
+        weights = {a: w for a, w in table.weights.items()}
+        arms = [assign_arm(r["customer_id"], weights, salt=self.model_name) for r in records]
+        versions = [table.versions[a] for a in arms]
+        if all(getattr(self.upstreams.get(v), "looks_up_features", False) for v in set(versions)):
+            frame, predictions, feature_versions = self._score_keys(records, versions)
+        else:
+            frame, predictions, feature_versions = self._score_features(records, versions)
+        request_id = uuid.uuid4().hex
+        if self.log_predictions:
+            self._remember(frame, predictions, versions, arms, request_id, feature_versions)
+        unique = sorted(set(versions))
+        return {"predictions": predictions, "model_version": unique[0] if len(unique) == 1 else "mixed",
+                "model_versions": versions, "arms": arms, "request_id": request_id,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    def _score_features(self, records: list[dict[str, Any]], versions: list[str],
+                        ) -> tuple[pd.DataFrame, list[float], dict[str, int | None]]:
+        """The router looks the features up (``utils.online_features``) and sends each version its model inputs."""
+        from utils.plantly_features import FEATURES
+
         if self._features is None:
             self._features = OnlineFeatures(self.cfg)
         try:
@@ -417,22 +438,47 @@ class Router:
         except UnknownKeyError as exc:
             raise FeatureLookupError(str(exc)) from None
         inputs = frame[FEATURES]
-        weights = {a: w for a, w in table.weights.items()}
-        arms = [assign_arm(r["customer_id"], weights, salt=self.model_name) for r in records]
-        versions = [table.versions[a] for a in arms]
         predictions: list[float] = [0.0] * len(records)
         for version in dict.fromkeys(versions):
             idx = [i for i, v in enumerate(versions) if v == version]
-            scores = self._forward(version, inputs.iloc[idx])
-            for i, s in zip(idx, scores):
+            for i, s in zip(idx, self._forward(version, inputs.iloc[idx])):
                 predictions[i] = float(s)
-        request_id = uuid.uuid4().hex
-        if self.log_predictions:
-            self._remember(frame, predictions, versions, arms, request_id)
-        unique = sorted(set(versions))
-        return {"predictions": predictions, "model_version": unique[0] if len(unique) == 1 else "mixed",
-                "model_versions": versions, "arms": arms, "request_id": request_id,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+        return frame, predictions, self._features.versions()
+
+    def _score_keys(self, records: list[dict[str, Any]], versions: list[str],
+                    ) -> tuple[pd.DataFrame, list[float], dict[str, int | None]]:
+        """Each served version looks its own features up from the keys and the request context (automatic lookup).
+
+        A record whose customer or plant the online store's profile tables do not hold is refused (422,
+        naming the key): its ``invasive`` flag would be unknown. Databricks' automatic lookup would pass
+        ``None`` features to the model instead.
+        """
+        from utils.online_features import REQUEST_COLUMNS, unknown_keys_message
+
+        keys = pd.DataFrame(records, columns=REQUEST_COLUMNS)
+        parts: list[pd.DataFrame] = []
+        predictions: list[float] = [0.0] * len(records)
+        feature_versions: dict[str, int | None] = {}
+        unknown: dict[int, str] = {}
+        for version in dict.fromkeys(versions):
+            idx = [i for i, v in enumerate(versions) if v == version]
+            served = self.upstreams[version]
+            try:
+                full, scores, misses = served.predict_records(keys.iloc[idx].reset_index(drop=True))
+            except Exception as exc:
+                if getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE":  # the model refused the input
+                    raise RequestError(f"model version {version} refused the input: {getattr(exc, 'message', exc)}",
+                                       422) from None
+                raise
+            unknown.update({idx[j]: "; ".join(why) for j, why in misses.items()})
+            parts.append(full.set_axis(idx))
+            for i, s in zip(idx, scores):
+                predictions[i] = s
+            feature_versions.update(served.feature_versions())
+        if unknown:
+            raise FeatureLookupError(unknown_keys_message(dict(sorted(unknown.items()))))
+        frame = pd.concat(parts).sort_index() if len(parts) > 1 else parts[0]
+        return frame.reset_index(drop=True), predictions, feature_versions
 
     def _forward(self, version: str, inputs: pd.DataFrame) -> list[float]:
         upstream = self.upstreams.get(version)
@@ -479,11 +525,9 @@ class Router:
         return [float(p) for p in preds]
 
     def _remember(self, frame: pd.DataFrame, predictions: list[float], versions: list[str], arms: list[str],
-                  request_id: str) -> None:
+                  request_id: str, feature_versions: dict[str, int | None]) -> None:
         """Buffer one answered request; its inference-log rows are built at flush time, off the request path."""
-        assert self._features is not None
-        entry = (frame, predictions, versions, arms, request_id, self._features.versions(),
-                 datetime.now(UTC))
+        entry = (frame, predictions, versions, arms, request_id, feature_versions, datetime.now(UTC))
         with self._lock:
             self._log.append(entry)
 

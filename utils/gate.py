@@ -323,10 +323,12 @@ def _check_regression(auc: float, champion_uri: str | None, features: pd.DataFra
     import mlflow
     from sklearn.metrics import roc_auc_score
 
+    from utils.training import scoring_model_uri
+
     if champion_uri is None:
         return CheckResult("no_regression", True, None, th.gate_max_auc_regression, champion_note or "no champion yet")
     try:
-        champion_auc = float(roc_auc_score(y, _predict(mlflow.pyfunc.load_model(champion_uri), features)))
+        champion_auc = float(roc_auc_score(y, _predict(mlflow.pyfunc.load_model(scoring_model_uri(champion_uri)), features)))
     except Exception as exc:  # noqa: BLE001 - any failure becomes a failed check, never a crash
         return CheckResult("no_regression", False, None, th.gate_max_auc_regression,
                            f"cannot score the champion {champion_uri}: {type(exc).__name__}: {exc}")
@@ -492,6 +494,8 @@ def run_gate(
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
+    from utils.training import scoring_model_uri
+
     _validate_inputs(eval_df, label_col, sensitive_col, invasive_col)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -503,7 +507,7 @@ def run_gate(
     y = eval_df[label_col].to_numpy().astype(int)
     result = GateResult(name, version, False, [], model_uri, champion_uri)
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = mlflow.pyfunc.load_model(scoring_model_uri(model_uri))  # a feature-store model: its raw model
     result.checks.append(_check_signature(model, expected_features, features))
     try:
         scores = _predict(model, features)

@@ -45,6 +45,16 @@ def ensure_online_features(cfg: Config | None = None) -> dict[str, int | None]:
     return versions
 
 
+def unknown_keys_message(unknown: Mapping[int, str]) -> str:
+    """One line for records whose keys the online store does not hold: ``{record position: "unknown <key> <value>"}``.
+
+    The first five records are named; the line says when new customers and plants become servable.
+    """
+    shown = "; ".join(f"record {i}: {why}" for i, why in list(unknown.items())[:5])
+    return (f"{shown}: the online store has no features for it "
+            "(new customers and plants are served after the next feature publish)")
+
+
 class OnlineFeatures:
     """Builds the model's 15 input columns for keys-only request records from the online store."""
 
@@ -85,7 +95,5 @@ class OnlineFeatures:
                 row.update({k: (None if v is _MISSING else v) for k, v in part.items()})
             rows.append(row)
         if unknown and strict:
-            shown = "; ".join(f"record {i}: {why}" for i, why in list(unknown.items())[:5])
-            raise UnknownKeyError(f"{shown}: the online store has no features for it "
-                                     "(new customers and plants are served after the next feature publish)")
+            raise UnknownKeyError(unknown_keys_message(unknown))
         return pd.DataFrame(rows, columns=[*REQUEST_COLUMNS, *[f for f in FEATURES if f not in REQUEST_COLUMNS]]), unknown

@@ -199,6 +199,28 @@ def materialize_training_set(fe: Any, cfg: Config | None = None) -> dict[str, in
     return inputs
 
 
+MODEL_EXCLUDED = ["event_id", "customer_id", "plant_id", "event_ts"]
+"""Spine columns a logged model does not take: the lookup keys, the event id and its time (features are looked up by them)."""
+
+
+def model_training_set(fe: Any, inputs: dict[str, int], cfg: Config | None = None) -> Any:
+    """The training set a model is logged with (``fe.log_model(training_set=...)``), for run inputs ``inputs``.
+
+    The same spine (the clickstream at the version ``inputs`` records) and the same feature lookups as
+    :func:`materialize_training_set`, with :data:`MODEL_EXCLUDED` excluded, so the logged feature spec's
+    model inputs are the 15 :data:`FEATURES` and a request needs only the keys and the request context
+    (``page``, ``position``, ``price``). Nothing is joined: the training set only describes the lookups.
+    Raises ``KeyError`` when ``inputs`` lacks the clickstream table.
+    """
+    from utils import lakehouse
+
+    cfg = cfg or get_config()
+    clicks = cfg.table("silver_clickstream")
+    spine = training_spine(lakehouse.read(clicks, version=int(inputs[clicks])))
+    return fe.create_training_set(df=spine, feature_lookups=feature_lookups(cfg), label=LABEL,
+                                  exclude_columns=MODEL_EXCLUDED)
+
+
 def load_training_frame(version: int | None = None, cfg: Config | None = None) -> Any:
     """The training set at ``version`` (default latest) as pandas, ordered deterministically."""
     from utils import lakehouse

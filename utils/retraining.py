@@ -77,12 +77,12 @@ def score_training_set(model_uri: str, cfg: Config | None = None) -> Any:
         training_set_table,
     )
     from utils.platform import get_spark
-    from utils.training import features_frame
+    from utils.training import features_frame, scoring_model_uri
 
     cfg = cfg or get_config()
     inputs = materialize_training_set(feature_client(), cfg)
     frame = load_training_frame(inputs[training_set_table(cfg)], cfg)
-    model = mlflow.pyfunc.load_model(model_uri)
+    model = mlflow.pyfunc.load_model(scoring_model_uri(model_uri))
     scored = features_frame(frame).assign(
         event_id=frame["event_id"].to_numpy(), event_ts=frame["event_ts"].to_numpy(),
         **{LABEL: frame[LABEL].astype(int).to_numpy()},

@@ -267,7 +267,9 @@ def spark_udf_scores(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
 
     from utils.platform import get_spark
 
-    udf = mlflow.pyfunc.spark_udf(get_spark(), model_uri, result_type="double", env_manager="local")
+    from utils.training import scoring_model_uri
+
+    udf = mlflow.pyfunc.spark_udf(get_spark(), scoring_model_uri(model_uri), result_type="double", env_manager="local")
     return df.withColumn(output_col, udf(F.struct(*model_input_columns(df))))
 
 
@@ -344,6 +346,8 @@ def score_partitions(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
     if model_inputs_check:
         raise ValueError(f"DataFrame lacks the model's feature columns {model_inputs_check}")
     local_path = download_model(model_uri, scoring_model_dir())
+    raw = Path(local_path) / "data" / "feature_store" / "raw_model"  # a feature-store model scores its raw model
+    local_path = str(raw) if raw.is_dir() else local_path
     schema = StructType([*df.schema.fields, StructField(output_col, DoubleType(), True)])
     return df.mapInArrow(_partition_scorer(local_path, output_col), schema)
 
@@ -472,7 +476,9 @@ class StreamScorer:
         if self._model is None:
             import mlflow.pyfunc
 
-            self._model = mlflow.pyfunc.load_model(self.model_uri)
+            from utils.training import scoring_model_uri
+
+            self._model = mlflow.pyfunc.load_model(scoring_model_uri(self.model_uri))
         return self._model
 
     def score_batch(self, events: pd.DataFrame, batch_id: int) -> dict[str, int]:

@@ -390,11 +390,17 @@ def recommender_signature() -> Any:
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double", "probability")]))
 
 
-def log_recommender(result: TrainResult, example: pd.DataFrame, registered_model_name: str | None = None) -> str:
+def log_recommender(result: TrainResult, example: pd.DataFrame, registered_model_name: str | None = None,
+                    training_set: Any = None) -> str:
     """Log the packaged recommender (classifier + invasive rule + ``utils`` code) in the result's run; returns its URI.
 
     The signature is ``recommender_signature()``; the metadata records each input's production type
     (``input_types``, from ``feature_schema()``) and the whole-number inputs (``whole_number_inputs``).
+    With ``training_set`` (``utils.plantly_features.model_training_set``) it is logged through the
+    feature client, ``FeatureEngineeringClient.log_model(flavor=mlflow.pyfunc)``: the logged model
+    carries its feature lookups (``data/feature_store/feature_spec.yaml``) around the same recommender
+    (``data/feature_store/raw_model``), so Model Serving looks its features up from the keys and the
+    request context. Offline code scores the raw model on full feature rows (:func:`scoring_model_uri`).
     """
     import mlflow
 
@@ -404,20 +410,55 @@ def log_recommender(result: TrainResult, example: pd.DataFrame, registered_model
     if result.model_uri is None:
         raise ValueError("the classifier was not logged: call train_and_log(log_model=True) first")
     X = features_frame(example)
+    recommender = {
+        "artifacts": {"classifier": result.model_uri},
+        "code_paths": [str(REPO_ROOT / "utils")],
+        "signature": recommender_signature(),
+        "input_example": X.head(3),
+        "pip_requirements": pinned_requirements(),
+        "metadata": {"input_types": feature_schema(), "whole_number_inputs": list(WHOLE_NUMBER)},
+    }
+    code = str(REPO_ROOT / "utils" / "recommender_model.py")
     with mlflow.start_run(run_id=result.run_id):
-        info = mlflow.pyfunc.log_model(
-            name="recommender",
-            python_model=str(REPO_ROOT / "utils" / "recommender_model.py"),
-            artifacts={"classifier": result.model_uri},
-            code_paths=[str(REPO_ROOT / "utils")],
-            signature=recommender_signature(),
-            input_example=X.head(3),
-            pip_requirements=pinned_requirements(),
-            registered_model_name=registered_model_name,
-            metadata={"input_types": feature_schema(), "whole_number_inputs": list(WHOLE_NUMBER)},
-        )
+        if training_set is None:
+            info = mlflow.pyfunc.log_model(name="recommender", python_model=code,
+                                           registered_model_name=registered_model_name, **recommender)
+        else:
+            from utils.features import feature_client
+
+            info = feature_client().log_model(model=code, artifact_path="recommender", flavor=mlflow.pyfunc,
+                                              training_set=training_set, registered_model_name=registered_model_name,
+                                              **recommender)
         link_to_logged_model(info.model_id, result)
     return info.model_uri
+
+
+FEATURE_STORE_LOADERS = ("databricks.feature_store.mlflow_model", "utils.local.online_store")
+"""The pyfunc ``loader_module`` of a model logged with ``FeatureEngineeringClient.log_model`` (Databricks, local)."""
+
+
+def scoring_model_uri(model_uri: str) -> str:
+    """Where offline scoring loads ``model_uri`` from: a feature-store model's raw model, else the model itself.
+
+    A model logged with the feature client wraps its raw model (``data/feature_store/raw_model``) in a
+    lookup of its features; code that already holds every feature row (the gate, batch and streaming
+    scoring, the packaging checks) scores the raw model, which gives the same predictions on those rows
+    on every platform. Returns ``model_uri`` unchanged for any other model, or a local folder holding
+    the downloaded raw model. Raises MLflow's error when ``model_uri`` does not resolve.
+    """
+    import tempfile
+
+    import mlflow
+    from mlflow.models import get_model_info
+
+    from utils.platform import tmp_dir
+
+    loader = get_model_info(model_uri).flavors.get("python_function", {}).get("loader_module")
+    if loader not in FEATURE_STORE_LOADERS:
+        return model_uri
+    tmp_dir().mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tempfile.mkdtemp(prefix="raw-", dir=tmp_dir()))
+    return str(Path(local) / "data" / "feature_store" / "raw_model")
 
 
 def link_to_logged_model(model_id: str, result: TrainResult) -> None:
@@ -464,8 +505,9 @@ def develop(
 ) -> tuple[TrainResult, str, pd.DataFrame]:
     """The whole training pipeline: materialise the training set, split by time, fit, evaluate, log the package.
 
-    Returns the run's result, the packaged model's URI and the held-out frame. The retraining job
-    calls exactly this, so a retrained model is built like the developed one. ``family=None`` picks the
+    Returns the run's result, the packaged model's URI (logged through the feature client, so it looks its
+    features up when served) and the held-out frame. The retraining job calls exactly this, so a
+    retrained model is built like the developed one. ``family=None`` picks the
     family on the training rows (``select_family``).
     """
     import mlflow
@@ -474,13 +516,16 @@ def develop(
     from utils.plantly_features import (
         load_training_frame,
         materialize_training_set,
+        model_training_set,
         training_set_table,
     )
 
-    inputs = materialize_training_set(feature_client(), cfg)
+    fe = feature_client()
+    inputs = materialize_training_set(fe, cfg)
     train, test = time_split(load_training_frame(inputs[training_set_table(cfg)], cfg), test_fraction=test_fraction)
     if family is None:
         family, params = select_family(train, seed)
     result = train_and_log(train, test, family, params, seed=seed, input_tables=inputs, run_name=run_name)
     mlflow.MlflowClient().log_param(result.run_id, "test_fraction", test_fraction)  # a retrain re-splits the same way
-    return result, log_recommender(result, example=test.head(50)), test
+    uri = log_recommender(result, example=test.head(50), training_set=model_training_set(fe, inputs, cfg))
+    return result, uri, test

@@ -514,3 +514,82 @@ def test_small_requests_to_in_process_models_are_scored_on_the_event_loop_big_on
     url_router.add_upstream("1", upstreams["1"][0])
     url_router.set_routes({"champion": "1"}, {"champion": 100})
     assert not url_router.scores_in_process(), "a network hop is never awaited on the event loop"
+
+
+# ---------------------------------------------------------------- automatic feature lookup (a feature-store model)
+
+
+def _feature_store_model(name: str, folder: Path) -> str:
+    """Register a model logged with the feature client's ``log_model`` over the four plantly lookups; returns its version.
+
+    Its raw model scores ``tenure_days / 1000 + cust_purchase_rate_30d`` (0 for an invasive plant), so a
+    prediction tells which features it was given. The training set is built from its feature spec
+    alone (nothing to join here): ``log_model`` reads only the spec, as on Databricks.
+    """
+    import mlflow
+
+    from utils import registry
+    from utils.features import feature_client
+    from utils.local.feature_spec import FeatureSpec, LookupSpec
+    from utils.local.feature_store import LocalTrainingSet
+    from utils.online_features import CUSTOMER_ACTIVITY, CUSTOMER_FEATURES, PLANT_ACTIVITY, PLANT_FEATURES
+    from utils.platform import configure_mlflow
+
+    t = feature_table_names()
+    lookups = [LookupSpec(t["customer"], ["customer_id"], CUSTOMER_FEATURES),
+               LookupSpec(t["customer_activity"], ["customer_id"], list(CUSTOMER_ACTIVITY), timestamp_lookup_key="event_ts",
+                          default_values=dict(CUSTOMER_ACTIVITY)),
+               LookupSpec(t["plant"], ["plant_id"], PLANT_FEATURES),
+               LookupSpec(t["plant_activity"], ["plant_id"], list(PLANT_ACTIVITY), timestamp_lookup_key="event_ts",
+                          default_values=dict(PLANT_ACTIVITY))]
+    outputs = ["page", "position", "price", *[f for lk in lookups for f in lk.feature_names], "purchased"]
+    spec = FeatureSpec(lookups, source_columns=["event_id", "customer_id", "plant_id", "event_ts", "page", "position",
+                                                "price", "purchased"],
+                       labels=["purchased"], exclude_columns=["event_id", "customer_id", "plant_id", "event_ts"],
+                       output_columns=outputs, data_types={"tenure_days": "int", "cust_purchase_rate_30d": "double"})
+    code = folder / "feature_rate_model.py"
+    code.write_text("import mlflow\nimport numpy as np\nimport pandas as pd\n"
+                    "class M(mlflow.pyfunc.PythonModel):\n"
+                    "    def predict(self, context, model_input, params=None):\n"
+                    "        x = model_input\n"
+                    "        score = x['tenure_days'].astype(float) / 1000 + x['cust_purchase_rate_30d'].astype(float)\n"
+                    "        return pd.Series(np.where(x['invasive'].astype(bool), 0.0, score))\n"
+                    "mlflow.models.set_model(M())\n")
+    configure_mlflow("test-deploy")
+    with mlflow.start_run():
+        info = feature_client().log_model(model=str(code), artifact_path="m", flavor=mlflow.pyfunc,
+                                          training_set=LocalTrainingSet(None, spec), pip_requirements=["mlflow"])
+    version = str(registry.register(info.model_uri, name=name).version)
+    registry.set_alias(name, "champion", version, "feature-store model")
+    return version
+
+
+@pytest.mark.slow
+def test_a_feature_store_model_looks_its_own_features_up_from_the_keys(upstreams, isolated_state):
+    """Automatic feature lookup: the router sends keys and context, the served version reads the online store itself."""
+    from utils.deploy import serve_aliases
+
+    name = "test.models.lookup"
+    version = _feature_store_model(name, isolated_state)
+    router = serve_aliases(name, {"champion": 100})
+    try:
+        served = router.upstreams[version]
+        assert served.looks_up_features and router._features is None
+        c2 = {**GOOD, "customer_id": "C2"}
+        out = router.predict([GOOD, c2, {**GOOD, "plant_id": "P2"}])
+        # C1: tenure 100, rate 0.25; C2: tenure 5 and no activity row (the activity default, 0.0); P2 is invasive
+        assert out["predictions"] == pytest.approx([0.35, 0.005, 0.0]) and out["model_version"] == version
+        assert router._features is None, "the router looked nothing up: the model did"
+        before = router.pending_log_rows()
+        refused = post(router, json.dumps([GOOD, {**GOOD, "customer_id": "C-NOBODY"}, {**GOOD, "plant_id": "P-NONE"}]))
+        assert refused.status_code == 422
+        assert "record 1: unknown customer_id 'C-NOBODY'" in refused.json()["error"]
+        assert "record 2: unknown plant_id 'P-NONE'" in refused.json()["error"]
+        assert router.pending_log_rows() == before, "a refused request logs no prediction"
+        assert router.flush_log() == 3
+        log = read_inference_log()
+        rows = log[log["request_id"] == out["request_id"]].sort_values("customer_id")
+        assert rows["tenure_days"].tolist() == [100.0, 100.0, 5.0]  # the features the model looked up, logged
+        assert json.loads(rows["feature_versions"].iloc[0])[feature_table_names()["customer_activity"]] == 3
+    finally:
+        router.stop()

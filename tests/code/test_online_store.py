@@ -177,6 +177,10 @@ def test_fetch_features_builds_the_model_frame_from_keys(store):
     assert frame["customer_spend"].dtype == np.float64
     overridden = online.fetch_features(spec, [{"customer_id": 0, "plant_id": 1, "price": 99.0}], store=store)
     assert overridden.loc[0, "price"] == 99.0  # a feature sent with the request wins
+    same, misses = online.OnlineFeatureLookup(spec, store).lookup(records)
+    pd.testing.assert_frame_equal(same, frame)
+    # record 1's keys are in neither table; each lookup with a feature lacking a default names its key
+    assert misses == {1: ["unknown customer_id 999", "unknown plant_id 7"]}
 
 
 def test_fetch_features_names_an_unpublished_table(store):

@@ -460,11 +460,16 @@ def serve(model_uri: str, **kwargs: Any) -> LocalEndpoint:
 class ServedModel:
     """One model version served inside the endpoint's process: loaded once, scored in memory.
 
-    The local stand-in of a Model Serving *served entity*: ``models:/<name>/<version>`` is loaded with
-    ``mlflow.pyfunc.load_model`` when the endpoint config first names it and stays loaded while it is
-    served, so a request costs one ``predict`` and no second HTTP hop. Loading adds the model's bundled
-    ``code_paths`` to ``sys.path`` (MLflow's behaviour); this class puts ``sys.path`` back afterwards, so
-    processes started later from this one import the project, not a model's copy of it.
+    The local stand-in of a Model Serving *served entity*: ``models:/<name>/<version>`` is loaded when
+    the endpoint config first names it and stays loaded while it is served, so a request costs one
+    ``predict`` and no second HTTP hop. A version logged with ``FeatureEngineeringClient.log_model``
+    (it carries ``data/feature_store/feature_spec.yaml``) is served as Model Serving serves it, with
+    automatic feature lookup: its raw model behind an online lookup of its own feature spec
+    (``utils.local.online_store.serving_model``), so it takes the lookup keys and the request context
+    (:meth:`predict_records`); any other version is loaded with ``mlflow.pyfunc.load_model`` and takes
+    its model inputs (:meth:`predict_frame`). Loading adds the model's bundled ``code_paths`` to
+    ``sys.path`` (MLflow's behaviour); this class puts ``sys.path`` back afterwards, so processes
+    started later from this one import the project, not a model's copy of it.
     """
 
     def __init__(self, model_name: str, version: str | int) -> None:
@@ -491,7 +496,7 @@ class ServedModel:
                 try:  # this platform's registry, whatever MLflow's global URIs point at in this process
                     client = MlflowClient(tracking_uri=tracking_uri(), registry_uri=registry_uri())
                     source = client.get_model_version_download_uri(self.model_name, self.version)
-                    self._model = mlflow.pyfunc.load_model(source)
+                    self._model = _load_served(source)
                 except Exception as exc:  # any load failure is the endpoint's to explain
                     raise EndpointError(f"could not load {self.model_uri} to serve it: {type(exc).__name__}: {exc}") from exc
                 finally:
@@ -499,14 +504,42 @@ class ServedModel:
                 self.load_s = time.perf_counter() - t0
         return self
 
+    @property
+    def looks_up_features(self) -> bool:
+        """True when this version looks its own features up (logged with the feature client's ``log_model``)."""
+        from utils.local.online_store import FeatureServingModel
+
+        return isinstance(self.load()._model, FeatureServingModel)
+
     def predict_frame(self, inputs: pd.DataFrame) -> list[float]:
         """Predictions (floats, one per row of ``inputs``) of this version for its model-input frame."""
-        import numpy as np
+        model = self.load()._model
+        out = model.predict_features(inputs) if self.looks_up_features else model.predict(inputs)
+        return _floats(out)
 
-        out = self.load()._model.predict(inputs)
-        if hasattr(out, "columns"):  # a DataFrame: the model's single output column
-            out = out.iloc[:, 0]
-        return [float(p) for p in np.asarray(out, dtype=float).ravel()]
+    def predict_records(self, records: pd.DataFrame) -> tuple[pd.DataFrame, list[float], dict[int, list[str]]]:
+        """``(features, predictions, misses)`` for keys-only records, looked up by the model's own feature spec.
+
+        ``records`` hold the lookup keys and the request context; ``features`` is them with every looked-up
+        column, ``misses`` maps a record's position to the keys the online store does not hold (profile
+        tables; those records are not scored and their prediction is NaN). Raises ``TypeError`` for a
+        version that does not look its features up.
+        """
+        model = self.load()._model
+        if not self.looks_up_features:
+            raise TypeError(f"{self.model_uri} was not logged with the feature client: it does not look features up")
+        full, misses = model.lookup(records)
+        keep = [i for i in range(len(full)) if i not in misses]
+        predictions = [float("nan")] * len(full)
+        if keep:
+            scored = _floats(model.predict_features(full.iloc[keep] if misses else full))
+            for i, p in zip(keep, scored):
+                predictions[i] = p
+        return full, predictions, misses
+
+    def feature_versions(self) -> dict[str, int | None]:
+        """The Delta version each online table this version reads was published from ({} if it looks nothing up)."""
+        return self.load()._model.feature_versions() if self.looks_up_features else {}
 
     def stop(self) -> None:
         """Release the loaded model."""
@@ -515,6 +548,36 @@ class ServedModel:
 
     def __repr__(self) -> str:
         return f"ServedModel({self.model_uri!r}, loaded={self._model is not None})"
+
+
+def _floats(out: Any) -> list[float]:
+    import numpy as np
+
+    if hasattr(out, "columns"):  # a DataFrame: the model's single output column
+        out = out.iloc[:, 0]
+    return [float(p) for p in np.asarray(out, dtype=float).ravel()]
+
+
+def _load_served(source: str) -> Any:
+    """The served form of the model at ``source``: a feature-store model's online-lookup wrapper, else its pyfunc."""
+    import tempfile
+
+    import mlflow.artifacts
+    import mlflow.pyfunc
+
+    from utils.local.online_store import serving_model
+    from utils.platform import tmp_dir
+
+    tmp_dir().mkdir(parents=True, exist_ok=True)
+    download = tempfile.mkdtemp(prefix="served-", dir=tmp_dir())
+    try:  # the model is in memory once loaded: its downloaded copy goes
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=download))
+        data = local / "data" / "feature_store"
+        if (data / "feature_spec.yaml").exists():
+            return serving_model(data)
+        return mlflow.pyfunc.load_model(str(local))
+    finally:
+        shutil.rmtree(download, ignore_errors=True)
 
 
 class LocalBackend:

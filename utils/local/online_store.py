@@ -553,6 +553,17 @@ class OnlineFeatureLookup:
 
     def __call__(self, records: pd.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> pd.DataFrame:
         """``records`` with every looked-up feature column added (columns already present win)."""
+        return self.lookup(records)[0]
+
+    def lookup(self, records: pd.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any],
+               ) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+        """``(frame, misses)``: ``records`` with the looked-up features, and the keys the store did not hold.
+
+        ``misses`` maps a record's position to one ``"unknown <key> <value>"`` entry per lookup that
+        found no row for it *and* has a feature without a default value (a profile table): those
+        features are ``None`` in the frame, as Databricks' automatic feature lookup leaves them. A
+        lookup whose features all have defaults (an activity table) fills them and reports nothing.
+        """
         import pandas as pd
 
         if isinstance(records, pd.DataFrame):
@@ -562,6 +573,7 @@ class OnlineFeatureLookup:
         n = len(frame)
         conn = _connect(self.store)
         added: dict[str, list[Any]] = {}
+        misses: dict[int, list[str]] = {}
 
         def column(name: str) -> list[Any]:
             if name in added:
@@ -578,14 +590,22 @@ class OnlineFeatureLookup:
                 {tk: v for tk, v in zip(info.keys, values) if not _is_missing(v)} for values in zip(*key_columns)
             ]
             defaults = {f: lk.default_values.get(o) for f, o in todo}
-            got = _lookup(conn, info, requests, [f for f, _ in todo], defaults)
+            required = [f for f, o in todo if o not in lk.default_values]
+            got = _lookup(conn, info, requests, [f for f, _ in todo], {**defaults, **dict.fromkeys(required, _ABSENT)})
+            for i, g in enumerate(got):
+                if required and g[required[0]] is _ABSENT:
+                    key = ", ".join(f"{k} {v!r}" for k, v in zip(lk.lookup_key, (c[i] for c in key_columns)))
+                    misses.setdefault(i, []).append(f"unknown {key}")
             for f, o in todo:
                 default = defaults[f]
-                added[o] = [default if g[f] is None else g[f] for g in got]
+                added[o] = [default if g[f] is None or g[f] is _ABSENT else g[f] for g in got]
         if not added:
-            return frame
+            return frame, misses
         typed = {name: _typed(values, self.spec.data_types.get(name)) for name, values in added.items()}
-        return pd.concat([frame, pd.DataFrame(typed, index=frame.index)], axis=1)
+        return pd.concat([frame, pd.DataFrame(typed, index=frame.index)], axis=1), misses
+
+
+_ABSENT = object()  # what a key the online table does not hold gets, for features without a default
 
 
 _INTEGER_TYPES = {"tinyint", "smallint", "int", "bigint", "integer", "long", "short", "byte"}
@@ -654,6 +674,27 @@ class FeatureServingModel:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return self.raw_model.predict(self.features(frame))
 
+    def lookup(self, model_input: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+        """``(frame, misses)`` of :meth:`OnlineFeatureLookup.lookup`: the request with its features, and unknown keys."""
+        if self._lookup is None:
+            self._lookup = OnlineFeatureLookup(self.spec, self.store)
+        return self._lookup.lookup(model_input)
+
+    def predict_features(self, full: pd.DataFrame) -> Any:
+        """The raw model's predictions for a frame that already holds every model input (a :meth:`lookup` result)."""
+        missing = [c for c in self.spec.model_input_columns if c not in full.columns]
+        if missing:
+            raise ValueError(f"request lacks columns {missing} that the model needs (they are not looked up)")
+        return self.raw_model.predict(full[self.spec.model_input_columns])
+
+    def feature_versions(self) -> dict[str, int | None]:
+        """The Delta version each online table this model reads was published from."""
+        return {t: online_table_info(t, self.store).source_version for t in self.spec.tables}
+
+    def get_raw_model(self) -> Any:
+        """The raw model (MLflow's ``PyFuncModel.get_raw_model`` hook)."""
+        return self.raw_model
+
 
 def serving_store(model_data_path: str | Path | None = None) -> SqliteOnlineStore:
     """The online store a served model reads.
@@ -677,8 +718,13 @@ def serving_store(model_data_path: str | Path | None = None) -> SqliteOnlineStor
     return SqliteOnlineStore()
 
 
-def _load_pyfunc(data_path: str) -> FeatureServingModel:
-    """MLflow ``loader_module`` entry point for models logged with the local ``log_model``."""
+def serving_model(data_path: str | Path, store: SqliteOnlineStore | None = None) -> FeatureServingModel:
+    """The served form of a feature-store model: its raw model behind an online lookup of its feature spec.
+
+    ``data_path`` is the model's ``data/feature_store`` folder (``feature_spec.yaml``, ``raw_model/``);
+    ``store`` defaults to :func:`serving_store`. What a Model Serving container builds for a model logged
+    with ``FeatureEngineeringClient.log_model`` (automatic feature lookup).
+    """
     import mlflow.pyfunc
 
     from utils.local.feature_spec import FeatureSpec
@@ -686,4 +732,9 @@ def _load_pyfunc(data_path: str) -> FeatureServingModel:
     root = Path(data_path)
     spec = FeatureSpec.load(root / "feature_spec.yaml")
     raw = mlflow.pyfunc.load_model(str(root / "raw_model"))
-    return FeatureServingModel(raw, spec, serving_store(root))
+    return FeatureServingModel(raw, spec, store or serving_store(root))
+
+
+def _load_pyfunc(data_path: str) -> FeatureServingModel:
+    """MLflow ``loader_module`` entry point for models logged with the local ``log_model``."""
+    return serving_model(data_path)
