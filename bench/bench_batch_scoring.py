@@ -184,7 +184,9 @@ def run(args: argparse.Namespace, state: Path) -> tuple[dict[str, dict], dict[st
     print(f"input: {args.rows:,} rows built and cached in {time.perf_counter() - t0:.1f} s "
           f"({df.rdd.getNumPartitions()} partitions)", flush=True)
 
-    model = mlflow.pyfunc.load_model(model_info.uri)  # once, untimed
+    from utils.training import scoring_model_uri
+
+    model = mlflow.pyfunc.load_model(scoring_model_uri(model_info.uri))  # once, untimed: the recommender inside
     udf_scored = spark_udf_scores(df, model_info.uri)  # builds the UDF (downloads the model), untimed
     part_scored = score_partitions(df, model_info.uri)  # downloads the model, untimed
     holder: dict[str, np.ndarray] = {}

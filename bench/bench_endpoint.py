@@ -3,12 +3,14 @@
 Builds an isolated lifecycle state (``catch_up("05")``: data, features, a registered champion, the online
 store), then times, one record per request, for the same champion version:
 
-* ``floor``: in-process ``pyfunc.predict`` of one 15-column model-input row (no HTTP, no lookup);
-* ``mlflow models serve``: MLflow's scoring server (``--env-manager local``), ``POST`` of the full
-  15-column model-input row as ``dataframe_records``;
+* ``floor``: in-process ``pyfunc.predict`` of one 15-column model-input row (no HTTP, no lookup) by the
+  recommender inside the champion (its ``raw_model``: the champion is logged with the feature client);
+* ``mlflow models serve``: MLflow's scoring server (``--env-manager local``) of that same recommender,
+  ``POST`` of the full 15-column model-input row as ``dataframe_records``;
 * ``keys-only endpoint``: the project's endpoint (``utils.deploy.serve_aliases``: uvicorn + the router's
-  ASGI app, the champion loaded once in memory), ``POST`` of the keys and request context only; it looks
-  the features up in the SQLite online store, scores in process and buffers the log rows;
+  ASGI app, the champion loaded once in memory), ``POST`` of the keys and request context only; the
+  served champion looks its own features up in the SQLite online store (automatic feature lookup, from
+  the feature spec it was logged with), scores in process, and the router buffers the log rows;
 * the same endpoint with two processes sharing the port (``SO_REUSEPORT``), where the kernel spreads
   connections over them: the multi-worker case on 2 cores.
 
@@ -45,7 +47,7 @@ from state import add_state_args, champion, cleanup, isolate
 SCRIPT = "bench/bench_endpoint.py"
 FLOOR = "floor: in-process `pyfunc.predict`, one row"
 BARE = "`mlflow models serve`, full input row"
-KEYS = "keys-only endpoint (uvicorn, model in memory, online lookup)"
+KEYS = "keys-only endpoint (uvicorn, model in memory, the model looks its features up)"
 KEYS2 = "keys-only endpoint, 2 processes (SO_REUSEPORT)"
 KEY_FIELDS = ["customer_id", "plant_id", "page", "position", "price"]
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -216,18 +218,20 @@ def main() -> None:
 
         from utils.local.endpoints import LocalEndpoint
         from utils.platform import stop_spark
+        from utils.training import scoring_model_uri
 
         model = champion(args, online=True)
         stop_spark()  # catch_up's Spark session is not needed for serving: free its memory and threads
         routed, direct, inputs = request_bodies(args.requests + args.warmup, args.seed)
         warm_r, timed_r = routed[:args.warmup], routed[args.warmup:]
         warm_d, timed_d = direct[:args.warmup], direct[args.warmup:]
-        pyfunc = mlflow.pyfunc.load_model(model.uri)
+        raw_uri = scoring_model_uri(model.uri)  # the recommender inside the feature-store champion
+        pyfunc = mlflow.pyfunc.load_model(raw_uri)
         results: list[tuple[str, int, dict[str, float]]] = [
             (FLOOR, 1, floor_case(pyfunc, inputs, args.requests, args.warmup))]
         print(f"  floor: p50 {results[0][2]['p50_ms']:.2f} ms", flush=True)
         breakdown = predict_breakdown(pyfunc, inputs)
-        bare = LocalEndpoint(model.uri, timeout_s=300).start()
+        bare = LocalEndpoint(raw_uri, timeout_s=300).start()
         one = EndpointProcesses(model.name, 1)
         try:
             diff = same_predictions(one.url, bare.invocations_url, routed, direct)

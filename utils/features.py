@@ -20,6 +20,7 @@ from utils.platform import (  # noqa: F401 - re-exported for the notebooks
     feature_client,
     feature_lineage,
     get_spark,
+    lakebase_enabled,
     lineage_is_immediate,
     online_store_spec,
     online_table_name,
@@ -88,8 +89,6 @@ def publish_online(table: str, fe: Any = None) -> int | None:
     after enabling the change data feed its TRIGGERED mode needs. Lakebase is opt-in: it bills while it
     exists and Free Edition allows one Lakebase project.
     """
-    import os
-
     from utils import lakehouse
     from utils.local import online_store
 
@@ -100,7 +99,7 @@ def publish_online(table: str, fe: Any = None) -> int | None:
     version = lakehouse.current_version(table)
     frame = lakehouse.to_pandas(fe.read_table(name=table))
     online_store.publish(frame, table, keys, timestamp_keys[0] if timestamp_keys else None, source_version=version)
-    if os.environ.get("MLOPS_LAKEBASE", "").strip().lower() in {"1", "true", "yes", "on"}:
+    if lakebase_enabled():
         get_spark().sql(f"ALTER TABLE {table} SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
         fe.publish_table(source_table_name=table, online_table_name=online_table_name(table),
                          online_store=online_store_spec())

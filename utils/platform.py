@@ -602,6 +602,23 @@ def feature_client() -> Any:
     return LocalFeatureEngineeringClient()
 
 
+def lakebase_enabled() -> bool:
+    """True when ``MLOPS_LAKEBASE`` is set to true (``1``, ``true``, ``yes``, ``on``): publish to a Lakebase online store."""
+    return os.environ.get("MLOPS_LAKEBASE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def automatic_feature_lookup() -> bool:
+    """True when models are logged with their feature lookups (``fe.log_model``) to be served with automatic lookup.
+
+    Locally always: the local endpoint reads the SQLite online store that every ``publish_online`` fills.
+    On Databricks only with ``MLOPS_LAKEBASE=true``: Model Serving looks features up in a Databricks
+    Online Feature Store (Lakebase), which ``publish_online`` fills only then
+    (https://docs.databricks.com/aws/en/machine-learning/feature-store/automatic-feature-lookup: publish
+    before deploying). Without one, the model is logged plain and the router sends it full feature rows.
+    """
+    return True if not is_databricks() else lakebase_enabled()
+
+
 def online_store_spec(name: str | None = None, timeout_s: float = 900.0) -> Any:
     """The online store ``publish_table`` writes to: a Lakebase online store on Databricks, SQLite locally.
 

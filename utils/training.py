@@ -505,8 +505,9 @@ def develop(
 ) -> tuple[TrainResult, str, pd.DataFrame]:
     """The whole training pipeline: materialise the training set, split by time, fit, evaluate, log the package.
 
-    Returns the run's result, the packaged model's URI (logged through the feature client, so it looks its
-    features up when served) and the held-out frame. The retraining job calls exactly this, so a
+    Returns the run's result, the packaged model's URI (logged through the feature client where the
+    platform serves with automatic feature lookup, ``utils.platform.automatic_feature_lookup``) and the
+    held-out frame. The retraining job calls exactly this, so a
     retrained model is built like the developed one. ``family=None`` picks the
     family on the training rows (``select_family``).
     """
@@ -520,6 +521,8 @@ def develop(
         training_set_table,
     )
 
+    from utils.platform import automatic_feature_lookup
+
     fe = feature_client()
     inputs = materialize_training_set(fe, cfg)
     train, test = time_split(load_training_frame(inputs[training_set_table(cfg)], cfg), test_fraction=test_fraction)
@@ -527,5 +530,6 @@ def develop(
         family, params = select_family(train, seed)
     result = train_and_log(train, test, family, params, seed=seed, input_tables=inputs, run_name=run_name)
     mlflow.MlflowClient().log_param(result.run_id, "test_fraction", test_fraction)  # a retrain re-splits the same way
-    uri = log_recommender(result, example=test.head(50), training_set=model_training_set(fe, inputs, cfg))
+    lookups = model_training_set(fe, inputs, cfg) if automatic_feature_lookup() else None
+    uri = log_recommender(result, example=test.head(50), training_set=lookups)
     return result, uri, test

@@ -206,3 +206,14 @@ def test_no_workspace_answer_keeps_the_shared_default(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(platform, "current_user", refuse)
     assert platform.personal_schema("mlops") == ""
+
+
+def test_models_carry_their_lookups_where_serving_can_look_features_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Locally the endpoint reads the SQLite online store; on Databricks Model Serving needs a Lakebase store."""
+    monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
+    monkeypatch.delenv("MLOPS_LAKEBASE", raising=False)
+    assert platform.automatic_feature_lookup()
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    assert not platform.automatic_feature_lookup(), "no online store Model Serving could read: log the model plain"
+    monkeypatch.setenv("MLOPS_LAKEBASE", "true")
+    assert platform.automatic_feature_lookup()
