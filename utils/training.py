@@ -453,12 +453,22 @@ def scoring_model_uri(model_uri: str) -> str:
 
     from utils.platform import tmp_dir
 
+    key = (mlflow.get_registry_uri(), mlflow.get_tracking_uri(), model_uri)  # another state folder, another model
+    cached = _RAW_MODELS.get(key)
+    if cached and Path(cached).is_dir():
+        return cached
     loader = get_model_info(model_uri).flavors.get("python_function", {}).get("loader_module")
     if loader not in FEATURE_STORE_LOADERS:
         return model_uri
     tmp_dir().mkdir(parents=True, exist_ok=True)
     local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tempfile.mkdtemp(prefix="raw-", dir=tmp_dir()))
-    return str(Path(local) / "data" / "feature_store" / "raw_model")
+    raw = str(Path(local) / "data" / "feature_store" / "raw_model")
+    if "@" not in model_uri:  # runs:/, models:/<name>/<version> and models:/m-<id> never change; an alias may move
+        _RAW_MODELS[key] = raw
+    return raw
+
+
+_RAW_MODELS: dict[tuple[str, str, str], str] = {}
 
 
 def link_to_logged_model(model_id: str, result: TrainResult) -> None:

@@ -565,12 +565,13 @@ def _feature_store_model(name: str, folder: Path) -> str:
 
 
 @pytest.mark.slow
-def test_a_feature_store_model_looks_its_own_features_up_from_the_keys(upstreams, isolated_state):
+def test_a_feature_store_model_looks_its_own_features_up_from_the_keys(upstreams, isolated_state, two_versions):
     """Automatic feature lookup: the router sends keys and context, the served version reads the online store itself."""
     from utils.deploy import serve_aliases
 
     name = "test.models.lookup"
     version = _feature_store_model(name, isolated_state)
+    two_plain = (two_versions[0], two_versions[1])
     router = serve_aliases(name, {"champion": 100})
     try:
         served = router.upstreams[version]
@@ -591,5 +592,17 @@ def test_a_feature_store_model_looks_its_own_features_up_from_the_keys(upstreams
         rows = log[log["request_id"] == out["request_id"]].sort_values("customer_id")
         assert rows["tenure_days"].tolist() == [100.0, 100.0, 5.0]  # the features the model looked up, logged
         assert json.loads(rows["feature_versions"].iloc[0])[feature_table_names()["customer_activity"]] == 3
+        # offline code (the gate, batch scoring) scores the raw model inside on full rows: the same predictions
+        import mlflow.pyfunc
+
+        from utils.training import scoring_model_uri
+
+        uri = f"models:/{name}/{version}"
+        raw = scoring_model_uri(uri)
+        assert raw.endswith("data/feature_store/raw_model") and scoring_model_uri(uri) == raw  # cached
+        offline = mlflow.pyfunc.load_model(raw).predict(rows.sort_values(["customer_id", "plant_id"])[FEATURES].reset_index(drop=True))
+        assert list(offline) == pytest.approx([0.35, 0.0, 0.005])
+        plain = f"models:/{two_plain[0]}/{two_plain[1]}"
+        assert scoring_model_uri(plain) == plain, "any other model is scored as it is"
     finally:
         router.stop()

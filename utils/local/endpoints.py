@@ -509,7 +509,8 @@ class ServedModel:
         """True when this version looks its own features up (logged with the feature client's ``log_model``)."""
         from utils.local.online_store import FeatureServingModel
 
-        return isinstance(self.load()._model, FeatureServingModel)
+        model = self._model if self._model is not None else self.load()._model
+        return isinstance(model, FeatureServingModel)
 
     def predict_frame(self, inputs: pd.DataFrame) -> list[float]:
         """Predictions (floats, one per row of ``inputs``) of this version for its model-input frame."""
