@@ -606,3 +606,17 @@ def test_a_feature_store_model_looks_its_own_features_up_from_the_keys(upstreams
         assert scoring_model_uri(plain) == plain, "any other model is scored as it is"
     finally:
         router.stop()
+
+
+@pytest.mark.slow
+def test_a_feature_store_model_whose_tables_are_not_online_fails_the_switch_not_the_requests(isolated_state, tmp_path,
+                                                                                           monkeypatch):
+    """Model Serving does not start a model whose features it cannot look up; the local endpoint refuses it at apply."""
+    from utils.deploy import serve_aliases
+    from utils.local.endpoints import EndpointError
+
+    name = "test.models.unpublished"
+    _feature_store_model(name, isolated_state)
+    monkeypatch.setenv("MLOPS_ONLINE_STORE", str(tmp_path / "empty-online.db"))  # a store nothing was published to
+    with pytest.raises(EndpointError, match=r"could not load .* to serve it: OnlineTableNotFoundError: .*customer_features"):
+        serve_aliases(name, {"champion": 100})

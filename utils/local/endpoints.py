@@ -575,7 +575,9 @@ def _load_served(source: str) -> Any:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=download))
         data = local / "data" / "feature_store"
         if (data / "feature_spec.yaml").exists():
-            return serving_model(data)
+            served = serving_model(data)
+            served.online_lookup()  # an unpublished feature table fails the switch now, not every request later
+            return served
         return mlflow.pyfunc.load_model(str(local))
     finally:
         shutil.rmtree(download, ignore_errors=True)

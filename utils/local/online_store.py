@@ -676,9 +676,17 @@ class FeatureServingModel:
 
     def lookup(self, model_input: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, list[str]]]:
         """``(frame, misses)`` of :meth:`OnlineFeatureLookup.lookup`: the request with its features, and unknown keys."""
+        return self.online_lookup().lookup(model_input)
+
+    def online_lookup(self) -> OnlineFeatureLookup:
+        """The lookup of this model's features, built on first use.
+
+        Raises ``OnlineTableNotFoundError`` naming a feature table that is not published online (or lacks
+        a feature the model needs), with the command that publishes it.
+        """
         if self._lookup is None:
             self._lookup = OnlineFeatureLookup(self.spec, self.store)
-        return self._lookup.lookup(model_input)
+        return self._lookup
 
     def predict_features(self, full: pd.DataFrame) -> Any:
         """The raw model's predictions for a frame that already holds every model input (a :meth:`lookup` result)."""
