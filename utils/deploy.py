@@ -460,25 +460,28 @@ class Router:
         predictions: list[float] = [0.0] * len(records)
         feature_versions: dict[str, int | None] = {}
         unknown: dict[int, str] = {}
-        for version in dict.fromkeys(versions):
+        routed = list(dict.fromkeys(versions))
+        for version in routed:
             idx = [i for i, v in enumerate(versions) if v == version]
             served = self.upstreams[version]
-            try:
-                full, scores, misses = served.predict_records(keys.iloc[idx].reset_index(drop=True))
+            try:  # one version (the usual case) takes the records as they are
+                full, scores, misses = served.predict_records(keys if len(routed) == 1 else
+                                                              keys.iloc[idx].reset_index(drop=True))
             except Exception as exc:
                 if getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE":  # the model refused the input
                     raise RequestError(f"model version {version} refused the input: {getattr(exc, 'message', exc)}",
                                        422) from None
                 raise
             unknown.update({idx[j]: "; ".join(why) for j, why in misses.items()})
-            parts.append(full.set_axis(idx))
+            parts.append(full if len(routed) == 1 else full.set_axis(idx))
             for i, s in zip(idx, scores):
                 predictions[i] = s
             feature_versions.update(served.feature_versions())
         if unknown:
             raise FeatureLookupError(unknown_keys_message(dict(sorted(unknown.items()))))
-        frame = pd.concat(parts).sort_index() if len(parts) > 1 else parts[0]
-        return frame.reset_index(drop=True), predictions, feature_versions
+        if len(parts) == 1:
+            return parts[0], predictions, feature_versions
+        return pd.concat(parts).sort_index().reset_index(drop=True), predictions, feature_versions
 
     def _forward(self, version: str, inputs: pd.DataFrame) -> list[float]:
         upstream = self.upstreams.get(version)

@@ -17,6 +17,7 @@ and is raised when a lookup is built, naming the table and the fix.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sqlite3
 import threading
@@ -59,7 +60,15 @@ class SqliteOnlineStore:
 
     def db_path(self) -> Path:
         """Absolute path of the SQLite database file."""
-        return Path(self.path).resolve() if self.path else online_dir() / DEFAULT_DB_NAME
+        if not self.path:
+            return online_dir() / DEFAULT_DB_NAME
+        return _resolved(str(self.path)) if Path(self.path).is_absolute() else Path(self.path).resolve()
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(path: str) -> Path:
+    """``Path(path).resolve()`` of an absolute path, once: every lookup of a served model names the same file."""
+    return Path(path).resolve()
 
 
 _local = threading.local()
@@ -538,7 +547,7 @@ class OnlineFeatureLookup:
 
     def __init__(self, spec: FeatureSpec | Mapping[str, Any], store: SqliteOnlineStore | str | Path | None = None):
         self.spec = _as_spec(spec)
-        self.store = _store(store)
+        self.store = SqliteOnlineStore(_store(store).db_path())  # resolved once: a served model reads one store
         self._infos: dict[str, OnlineTableInfo] = {}
         for lk in self.spec.lookups:
             info = self._infos.get(lk.table_name) or online_table_info(lk.table_name, self.store)
@@ -697,7 +706,8 @@ class FeatureServingModel:
 
     def feature_versions(self) -> dict[str, int | None]:
         """The Delta version each online table this model reads was published from."""
-        return {t: online_table_info(t, self.store).source_version for t in self.spec.tables}
+        store = self.online_lookup().store
+        return {t: online_table_info(t, store).source_version for t in self.spec.tables}
 
     def get_raw_model(self) -> Any:
         """The raw model (MLflow's ``PyFuncModel.get_raw_model`` hook)."""
