@@ -227,18 +227,15 @@ TASKS = {"evaluation": evaluation_task, "approval": approval_task, "deployment":
 
 def main(argv: list[str] | None = None) -> int:
     """Command line of one deployment-job task; returns 1 (with the reason on stderr) when the task refuses."""
+    from utils.parameters import add_job_config_options, apply_job_config
+
     parser = argparse.ArgumentParser(prog="deployment_job", description=__doc__.splitlines()[0])
     parser.add_argument("task", choices=sorted(TASKS))
     parser.add_argument("--model-name", required=True)
     parser.add_argument("--model-version", required=True)
-    for name in ("catalog", "schema", "endpoint", "experiment-name"):
-        parser.add_argument(f"--{name}", default="", help=f"sets MLOPS_{name.upper().replace('-', '_')} (a job's parameter)")
+    add_job_config_options(parser)
     args = parser.parse_args(argv)
-    import os
-
-    for name in ("catalog", "schema", "endpoint", "experiment_name"):
-        if getattr(args, name):
-            os.environ[f"MLOPS_{name.upper()}"] = getattr(args, name)
+    apply_job_config(args)
     from utils.platform import configure_mlflow, get_spark
 
     get_spark()

@@ -105,3 +105,24 @@ def cast_param(name: str, value: Any, declared: type[T], source: str, what: str 
     example = example or f"{name} = {example_of(declared)!r}"
     raise ParameterError(f"{what} {name!r}: value {value!r} from {source} cannot be read as "
                          f"{declared.__name__} ({problem}); give {TYPE_WORDS[declared]}, e.g. {example}")
+
+
+JOB_CONFIG_OPTIONS = ("catalog", "schema", "endpoint", "experiment_name")
+"""Config fields a bundle job passes a Python script task as options (``--catalog``, ..., ``--experiment-name``)."""
+
+
+def add_job_config_options(parser: Any) -> None:
+    """Add ``--catalog``, ``--schema``, ``--endpoint`` and ``--experiment-name`` (default ``""``) to an ``argparse`` parser."""
+    for name in JOB_CONFIG_OPTIONS:
+        option = name.replace("_", "-")
+        parser.add_argument(f"--{option}", default="", help=f"sets MLOPS_{name.upper()} (a job's parameter)")
+
+
+def apply_job_config(args: Any, environ: Any = None) -> None:
+    """Set ``MLOPS_<FIELD>`` in ``environ`` (default ``os.environ``) from each job-config option given non-empty."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    for name in JOB_CONFIG_OPTIONS:
+        if getattr(args, name, ""):
+            environ[f"MLOPS_{name.upper()}"] = getattr(args, name)

@@ -282,19 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
     import json
-    import os
+
+    from utils.parameters import add_job_config_options, apply_job_config
 
     parser = argparse.ArgumentParser(prog="retraining", description="The retraining job: train, register, hand over to the deployment job.")
     parser.add_argument("task", choices=["retrain"])
     parser.add_argument("--reason", default="")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--deployment-job-id", default="")
-    for name in ("catalog", "schema", "endpoint", "experiment-name"):
-        parser.add_argument(f"--{name}", default="", help=f"sets MLOPS_{name.upper().replace('-', '_')} (a job's parameter)")
+    add_job_config_options(parser)
     args = parser.parse_args(argv)
-    for name in ("catalog", "schema", "endpoint", "experiment_name"):
-        if getattr(args, name):
-            os.environ[f"MLOPS_{name.upper()}"] = getattr(args, name)
+    apply_job_config(args)
     from utils.platform import configure_mlflow, get_spark
 
     get_spark()

@@ -266,7 +266,6 @@ def spark_udf_scores(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
     from pyspark.sql import functions as F
 
     from utils.platform import get_spark
-
     from utils.training import scoring_model_uri
 
     udf = mlflow.pyfunc.spark_udf(get_spark(), scoring_model_uri(model_uri), result_type="double", env_manager="local")

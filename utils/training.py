@@ -530,7 +530,6 @@ def develop(
         model_training_set,
         training_set_table,
     )
-
     from utils.platform import automatic_feature_lookup
 
     fe = feature_client()

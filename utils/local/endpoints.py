@@ -488,7 +488,6 @@ class ServedModel:
         """
         with self._lock:
             if self._model is None:
-                import mlflow.pyfunc
                 from mlflow import MlflowClient
 
                 t0 = time.perf_counter()
