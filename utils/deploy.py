@@ -428,20 +428,22 @@ class Router:
 
     def _score_features(self, records: list[dict[str, Any]], versions: list[str],
                         ) -> tuple[pd.DataFrame, list[float], dict[str, int | None]]:
-        """The router looks the features up (``utils.online_features``) and sends each version its model inputs."""
-        from utils.plantly_features import FEATURES
+        """The router looks the features up (``utils.online_features``) and sends each version its model inputs.
 
+        A version in this process gets the 15 model inputs; a version behind HTTP (Model Serving) gets them with
+        the lookup keys, which a model logged with its feature lookups requires (its signature comes from the
+        feature spec; the features sent override its own lookup) and a plain model ignores.
+        """
         if self._features is None:
             self._features = OnlineFeatures(self.cfg)
         try:
             frame, _ = self._features.build(records, strict=True)
         except UnknownKeyError as exc:
             raise FeatureLookupError(str(exc)) from None
-        inputs = frame[FEATURES]
         predictions: list[float] = [0.0] * len(records)
         for version in dict.fromkeys(versions):
             idx = [i for i, v in enumerate(versions) if v == version]
-            for i, s in zip(idx, self._forward(version, inputs.iloc[idx])):
+            for i, s in zip(idx, self._forward(version, frame.iloc[idx])):
                 predictions[i] = float(s)
         return frame, predictions, self._features.versions()
 
@@ -483,10 +485,14 @@ class Router:
             return parts[0], predictions, feature_versions
         return pd.concat(parts).sort_index().reset_index(drop=True), predictions, feature_versions
 
-    def _forward(self, version: str, inputs: pd.DataFrame) -> list[float]:
+    def _forward(self, version: str, frame: pd.DataFrame) -> list[float]:
+        """Score ``frame`` (request columns and looked-up features) with ``version``, in process or over HTTP."""
+        from utils.plantly_features import FEATURES
+
         upstream = self.upstreams.get(version)
         if upstream is None:
             raise RequestError(f"model version {version} has no endpoint", 503)
+        inputs = frame[FEATURES]
         if callable(getattr(upstream, "predict_frame", None)):  # a served model in this process: no second hop
             try:
                 preds = upstream.predict_frame(inputs)
@@ -498,14 +504,16 @@ class Router:
             if len(preds) != len(inputs):
                 raise RequestError(f"model version {version} returned {len(preds)} predictions for {len(inputs)} rows", 502)
             return preds
-        return self._forward_http(version, upstream, inputs)
+        return self._forward_http(version, upstream, frame)
 
-    def _forward_http(self, version: str, upstream: Any, inputs: pd.DataFrame) -> list[float]:
+    def _forward_http(self, version: str, upstream: Any, frame: pd.DataFrame) -> list[float]:
         import requests
 
         from utils.scoring import model_inputs
 
-        inputs = model_inputs(inputs)  # typed values for JSON: str, float, bool
+        inputs = model_inputs(frame)  # typed values for JSON: str, float, bool
+        inputs.insert(0, "plant_id", frame["plant_id"].astype(str).to_numpy())  # the lookup keys: required by a
+        inputs.insert(0, "customer_id", frame["customer_id"].astype(str).to_numpy())  # model logged with lookups
 
         url = upstream if isinstance(upstream, str) else upstream.invocations_url
         headers = {"Content-Type": "application/json"}

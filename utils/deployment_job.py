@@ -20,6 +20,14 @@ Run a task by hand with ``python utils/deployment_job.py evaluation --model-name
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # run as a file (a job's script task): the repository root goes first on sys.path, not
+    import os  # utils/ itself, whose platform.py would hide the standard library's platform module from pandas
+    import sys
+
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+
 import argparse
 import sys
 import time
@@ -253,7 +261,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a job runs this file; utils sits beside it
     sys.exit(main())

@@ -209,8 +209,9 @@ def model_training_set(fe: Any, inputs: dict[str, int], cfg: Config | None = Non
     The same spine (the clickstream at the version ``inputs`` records) and the same feature lookups as
     :func:`materialize_training_set`, with :data:`MODEL_EXCLUDED` excluded, so the logged feature spec's
     model inputs are the 15 :data:`FEATURES` and a request needs only the keys and the request context
-    (``page``, ``position``, ``price``). Nothing is joined: the training set only describes the lookups.
-    Raises ``KeyError`` when ``inputs`` lacks the clickstream table.
+    (``page``, ``position``, ``price``). Locally nothing is joined (``log_model`` reads only the lookups);
+    Databricks' ``log_model`` joins the first rows to infer the model's signature. Raises ``KeyError`` when
+    ``inputs`` lacks the clickstream table.
     """
     from utils import lakehouse
 

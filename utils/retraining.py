@@ -11,6 +11,14 @@ linked to the model (gate, approval, deployment). It neither lands data again no
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # run as a file (a job's script task): the repository root goes first on sys.path, not
+    import os  # utils/ itself, whose platform.py would hide the standard library's platform module from pandas
+    import sys
+
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
+    sys.path.insert(0, os.path.dirname(_here))
+
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,7 +197,10 @@ def start_retraining_job(job_id: str | int, reason: str, client: Any = None) -> 
     """Start Databricks job ``job_id`` (the bundle's ``plantly_retrain``) with ``jobs.run_now``; returns what was started.
 
     ``client`` is a ``databricks.sdk.WorkspaceClient`` (default the runtime's,
-    ``utils.platform.workspace_client()``). Returns ``{"job_id", "job_run_id", "reason", "gate_summary"}``.
+    ``utils.platform.workspace_client()``). The job's parameters carry the alerts' summary (``reason``, at
+    most 500 characters, recorded on the version it registers) and the caller's catalog, schema, endpoint
+    and experiment, so the job retrains where the monitor ran (a run by hand uses its own schema).
+    Returns ``{"job_id", "job_run_id", "reason", "gate_summary"}``.
 
     Raises:
         RetrainJobError: ``job_id`` is not a number, the workspace has no such job, or the caller may
@@ -206,7 +217,10 @@ def start_retraining_job(job_id: str | int, reason: str, client: Any = None) -> 
                               "job, as the bundle does with ${resources.jobs.plantly_retrain.id}") from None
     client = client or workspace_client()
     try:
-        run = client.jobs.run_now(job_id=job, job_parameters={"reason": reason[:500]})
+        cfg = get_config()  # the caller's names: a run by hand uses its own schema, not the bundle's default
+        run = client.jobs.run_now(job_id=job, job_parameters={
+            "reason": reason[:500], "catalog": cfg.catalog, "schema": cfg.schema, "endpoint": cfg.endpoint_name,
+            "experiment_name": cfg.experiment_name})
     except DatabricksError as exc:
         code = getattr(exc, "error_code", "") or type(exc).__name__
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -303,8 +317,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a job runs this file; utils sits beside it
     sys.exit(main())

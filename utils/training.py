@@ -463,8 +463,8 @@ def scoring_model_uri(model_uri: str) -> str:
     tmp_dir().mkdir(parents=True, exist_ok=True)
     local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tempfile.mkdtemp(prefix="raw-", dir=tmp_dir()))
     raw = str(Path(local) / "data" / "feature_store" / "raw_model")
-    if "@" not in model_uri:  # runs:/, models:/<name>/<version> and models:/m-<id> never change; an alias may move
-        _RAW_MODELS[key] = raw
+    if model_uri.startswith(("runs:/", "models:/m-")):  # a run's or a logged model's artifacts never change; a
+        _RAW_MODELS[key] = raw  # registered version can be deleted and its number reused, and an alias moves
     return raw
 
 

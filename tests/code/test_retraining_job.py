@@ -82,3 +82,17 @@ def test_without_a_deployment_job_the_verdict_is_awaited(wired: dict[str, Any]) 
     assert outcome["gate_passed"] is False and outcome["via"] == "notebook"
     assert outcome["reason"] == "started by hand" and outcome["version"] == "7"
     assert "FAILED" in outcome["gate_summary"]
+
+
+@pytest.mark.parametrize("script", ["utils/retraining.py", "utils/deployment_job.py"])
+def test_the_job_scripts_run_as_files(script: str) -> None:
+    """A job's script task runs the file itself: utils/ must not shadow the standard library (utils/platform.py)."""
+    import subprocess
+    import sys
+
+    from utils.platform import REPO_ROOT
+
+    proc = subprocess.run([sys.executable, script, "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, check=False, env={"PATH": "/usr/bin:/bin", "HOME": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--catalog" in proc.stdout and "--schema" in proc.stdout

@@ -115,8 +115,13 @@ def test_alerts_start_the_retraining_job_with_run_now(running: RunningWorkspace)
     ws.jobs[42] = {"name": "plantly-retrain-dev"}
     outcome = close_the_loop(_alerting(), seed=1, retrain_job_id="42", client=running.client())
     (method, path, body), = ws.writes()
+    from utils.config import get_config
+
+    cfg = get_config()
     assert (method, path, body) == ("POST", "/api/2.2/jobs/run-now", {
-        "job_id": 42, "job_parameters": {"reason": "2 alerts (psi:feature_0, psi:feature_1)"}})
+        "job_id": 42, "job_parameters": {"reason": "2 alerts (psi:feature_0, psi:feature_1)", "catalog": cfg.catalog,
+                                         "schema": cfg.schema, "endpoint": cfg.endpoint_name,
+                                         "experiment_name": cfg.experiment_name}})
     assert outcome["job_id"] == 42 and outcome["job_run_id"] in ws.runs
     assert outcome["reason"] == "2 alerts (psi:feature_0, psi:feature_1)"
     assert f"run {outcome['job_run_id']}" in outcome["gate_summary"]

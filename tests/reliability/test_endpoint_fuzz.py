@@ -45,7 +45,7 @@ STUB_SCORE = 0.25
 
 
 class CountingModel(BaseHTTPRequestHandler):
-    """Stands in for a model server: checks the 15 feature columns, answers ``STUB_SCORE`` per row, counts calls."""
+    """Stands in for a model server: checks the 15 feature columns and the two keys, answers ``STUB_SCORE`` per row."""
 
     calls: list[int]
 
@@ -54,7 +54,7 @@ class CountingModel(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         rows = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["dataframe_records"]
-        ok = all(sorted(r) == sorted(FEATURES) for r in rows)
+        ok = all(sorted(r) == sorted([*FEATURES, "customer_id", "plant_id"]) for r in rows)
         self.calls.append(len(rows))
         data = json.dumps({"predictions": [STUB_SCORE] * len(rows)} if ok else {"error": "bad columns"}).encode()
         self.send_response(200 if ok else 400)
