@@ -204,7 +204,10 @@ MODEL_EXCLUDED = ["event_id", "customer_id", "plant_id", "event_ts"]
 
 
 def model_training_set(fe: Any, inputs: dict[str, int], cfg: Config | None = None) -> Any:
-    """The training set a model is logged with (``fe.log_model(training_set=...)``), for run inputs ``inputs``.
+    """The training set a model is logged with (``fe.log_model(training_set=...)``), or None where nothing serves it.
+
+    None when the platform's serving cannot look features up (``utils.platform.automatic_feature_lookup``:
+    on Databricks, no Online Feature Store); the model is then logged plain and takes full feature rows.
 
     The same spine (the clickstream at the version ``inputs`` records) and the same feature lookups as
     :func:`materialize_training_set`, with :data:`MODEL_EXCLUDED` excluded, so the logged feature spec's
@@ -214,7 +217,10 @@ def model_training_set(fe: Any, inputs: dict[str, int], cfg: Config | None = Non
     ``inputs`` lacks the clickstream table.
     """
     from utils import lakehouse
+    from utils.platform import automatic_feature_lookup
 
+    if not automatic_feature_lookup():
+        return None
     cfg = cfg or get_config()
     clicks = cfg.table("silver_clickstream")
     spine = training_spine(lakehouse.read(clicks, version=int(inputs[clicks])))

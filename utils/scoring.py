@@ -339,14 +339,14 @@ def score_partitions(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
     """``df`` plus ``output_col``, scored with ``mapInArrow``: the model loads once per worker, not per batch."""
     from pyspark.sql.types import DoubleType, StructField, StructType
 
+    from utils.packaging import raw_model_dir
+
     if output_col in df.columns:
         raise ValueError(f"df already has a column {output_col!r}: drop it or pick another output_col")
     model_inputs_check = [c for c in FEATURES if c not in df.columns]
     if model_inputs_check:
         raise ValueError(f"DataFrame lacks the model's feature columns {model_inputs_check}")
-    local_path = download_model(model_uri, scoring_model_dir())
-    raw = Path(local_path) / "data" / "feature_store" / "raw_model"  # a feature-store model scores its raw model
-    local_path = str(raw) if raw.is_dir() else local_path
+    local_path = str(raw_model_dir(download_model(model_uri, scoring_model_dir())))  # a feature-store model: its raw model
     schema = StructType([*df.schema.fields, StructField(output_col, DoubleType(), True)])
     return df.mapInArrow(_partition_scorer(local_path, output_col), schema)
 

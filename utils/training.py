@@ -451,6 +451,7 @@ def scoring_model_uri(model_uri: str) -> str:
     import mlflow
     from mlflow.models import get_model_info
 
+    from utils.packaging import raw_model_dir
     from utils.platform import tmp_dir
 
     key = (mlflow.get_registry_uri(), mlflow.get_tracking_uri(), model_uri)  # another state folder, another model
@@ -462,7 +463,7 @@ def scoring_model_uri(model_uri: str) -> str:
         return model_uri
     tmp_dir().mkdir(parents=True, exist_ok=True)
     local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tempfile.mkdtemp(prefix="raw-", dir=tmp_dir()))
-    raw = str(Path(local) / "data" / "feature_store" / "raw_model")
+    raw = str(raw_model_dir(Path(local)))
     if model_uri.startswith(("runs:/", "models:/m-")):  # a run's or a logged model's artifacts never change; a
         _RAW_MODELS[key] = raw  # registered version can be deleted and its number reused, and an alias moves
     return raw
@@ -530,7 +531,6 @@ def develop(
         model_training_set,
         training_set_table,
     )
-    from utils.platform import automatic_feature_lookup
 
     fe = feature_client()
     inputs = materialize_training_set(fe, cfg)
@@ -539,6 +539,5 @@ def develop(
         family, params = select_family(train, seed)
     result = train_and_log(train, test, family, params, seed=seed, input_tables=inputs, run_name=run_name)
     mlflow.MlflowClient().log_param(result.run_id, "test_fraction", test_fraction)  # a retrain re-splits the same way
-    lookups = model_training_set(fe, inputs, cfg) if automatic_feature_lookup() else None
-    uri = log_recommender(result, example=test.head(50), training_set=lookups)
+    uri = log_recommender(result, example=test.head(50), training_set=model_training_set(fe, inputs, cfg))
     return result, uri, test

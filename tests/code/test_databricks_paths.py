@@ -217,3 +217,16 @@ def test_models_carry_their_lookups_where_serving_can_look_features_up(monkeypat
     assert not platform.automatic_feature_lookup(), "no online store Model Serving could read: log the model plain"
     monkeypatch.setenv("MLOPS_LAKEBASE", "true")
     assert platform.automatic_feature_lookup()
+
+
+def test_no_training_set_to_log_with_where_serving_cannot_look_features_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``model_training_set`` decides for every caller: on Databricks without Lakebase the model is logged plain."""
+    from utils.plantly_features import model_training_set
+
+    class NoClient:
+        def create_training_set(self, **kwargs: object) -> None:
+            raise AssertionError("no training set may be built where serving cannot look features up")
+
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    monkeypatch.delenv("MLOPS_LAKEBASE", raising=False)
+    assert model_training_set(NoClient(), {}) is None
