@@ -17,7 +17,10 @@ store), then times, one record per request, for the same champion version:
 Each endpoint runs in its own process, so its CPU time per request is read from ``/proc`` (the server
 process and its children), apart from the client's. HTTP cases run at concurrency 1 and 10 (threads,
 one keep-alive session each) after untimed warm-up requests; latency is measured by the client.
-Finally one ``predict`` is broken down (schema enforcement, the model's own conversion, the classifier)
+Then, at concurrency 1, every impression is scored by the floor, the endpoint and
+`mlflow models serve` in turn (the order rotating), and the endpoint's distance from the floor is the
+median of the per-impression differences: on a shared machine whose speed drifts during a run, cases timed
+in separate stretches can differ by more than the gap being measured. Finally one ``predict`` is broken down (schema enforcement, the model's own conversion, the classifier)
 to say where the floor's milliseconds go.
 
     .venv/bin/python bench/bench_endpoint.py                     # 300 requests per case
@@ -189,6 +192,43 @@ def floor_case(model: Any, inputs: Any, n: int, warmup: int) -> dict[str, float]
     return {**percentiles(latencies), "rps": n / wall, "n": n, "cpu_ms": cpu * 1000 / n}
 
 
+def interleaved_case(model: Any, inputs: Any, endpoint_url: str, bare_url: str, routed: list[bytes],
+                     direct: list[bytes], warmup: int) -> dict[str, Any]:
+    """Concurrency 1, side by side per impression: the floor, the keys-only endpoint and `mlflow models serve` in turn.
+
+    Each impression is scored by the three paths one after the other, the order rotating from one impression
+    to the next, so a machine that slows down or speeds up during the run moves all three alike. Returns each
+    path's latency percentiles and the median of the per-impression differences (endpoint minus floor).
+    """
+    import requests
+
+    http = requests.Session()
+    http.trust_env = False
+    json_type = {"Content-Type": "application/json"}
+
+    def post(url: str, body: bytes) -> None:
+        resp = http.post(url, data=body, headers=json_type, timeout=60)
+        if resp.status_code != 200:
+            raise RuntimeError(f"{url} answered {resp.status_code}: {resp.text[:300]}")
+
+    rows = [inputs.iloc[[i % len(inputs)]] for i in range(len(routed))]
+    paths = {"floor": lambda i: model.predict(rows[i]), "keys": lambda i: post(endpoint_url, routed[i]),
+             "bare": lambda i: post(bare_url, direct[i])}
+    names = list(paths)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(len(routed)):
+        for k in range(len(names)):
+            name = names[(i + k) % len(names)]
+            start = time.perf_counter()
+            paths[name](i)
+            if i >= warmup:
+                samples[name].append(time.perf_counter() - start)
+    gap = statistics.median(k - f for k, f in zip(samples["keys"], samples["floor"])) * 1000
+    bare_gap = statistics.median(b - f for b, f in zip(samples["bare"], samples["floor"])) * 1000
+    return {**{name: percentiles(v) for name, v in samples.items()}, "n": len(samples["floor"]),
+            "gap_ms": gap, "bare_gap_ms": bare_gap}
+
+
 def predict_breakdown(model: Any, inputs: Any, n: int = 200) -> dict[str, float]:
     """Median ms of one row through each layer of the champion: pyfunc, the python model, the classifier."""
     from utils.training import features_frame
@@ -237,6 +277,8 @@ def main() -> None:
             diff = same_predictions(one.url, bare.invocations_url, routed, direct)
             if diff > 1e-9:
                 raise AssertionError(f"the endpoint and mlflow models serve disagree by {diff} on the same impression")
+            paired = interleaved_case(pyfunc, inputs, one.url, bare.invocations_url, routed, direct, args.warmup)
+            print(f"  interleaved: endpoint - floor, median per impression {paired['gap_ms']:+.2f} ms", flush=True)
             bare_cpu = lambda: process_cpu_s(bare.pid)
             for concurrency in args.concurrency:  # the two paths side by side at each concurrency
                 results.append((BARE, concurrency, run_case(bare.invocations_url, warm_d, timed_d, concurrency, BARE, bare_cpu)))
@@ -259,8 +301,11 @@ def main() -> None:
                            rows, "lrrrrrr")
     by = {(label, c): r for label, c, r in results}
     floor = by[(FLOOR, 1)]
+    side = markdown_table(["path (interleaved, concurrency 1)", "requests", "p50 ms", "p99 ms"],
+                          [[label, fmt(paired["n"]), fmt(paired[key]["p50_ms"]), fmt(paired[key]["p99_ms"])]
+                           for label, key in ((FLOOR, "floor"), (KEYS, "keys"), (BARE, "bare"))], "lrrr")
     notes = [(f"the keys-only endpoint's p50 is {by[(KEYS, 1)]['p50_ms'] - floor['p50_ms']:+.1f} ms from the floor at "
-              "concurrency 1")]
+              "concurrency 1 in the table above (each case timed in its own stretch)")]
     for c in args.concurrency:
         notes.append(f"concurrency {c}: {by[(KEYS, c)]['rps'] / by[(BARE, c)]['rps']:.2f}× the req/s of "
                      f"`mlflow models serve` given the full row")
@@ -270,9 +315,13 @@ def main() -> None:
             "in its own process, its CPU time read from /proc (server process and children), so the client's is not "
             f"counted. Endpoint and `mlflow models serve` predictions identical (max difference {diff:.1e}). "
             f"`mlflow models serve --env-manager local` runs 1 uvicorn worker.\n\n{table}\n\n"
-            + "; ".join(notes) + f".\n\nWhere one in-process predict goes (median of 200): {parts}.")
+            + "; ".join(notes) + ".\n\nSide by side per impression (each impression scored by the floor, the endpoint "
+            "and `mlflow models serve` in turn, the order rotating; the same client):\n\n"
+            f"{side}\n\nthe keys-only endpoint minus the floor, median of the per-impression differences: "
+            f"**{paired['gap_ms']:+.2f} ms** (target ≤ +3 ms); `mlflow models serve` minus the floor: "
+            f"{paired['bare_gap_ms']:+.2f} ms.\n\nWhere one in-process predict goes (median of 200): {parts}.")
     print(table)
-    print(body.rsplit("\n\n", 1)[-1])
+    print(body.split(table, 1)[1])
     if args.no_record:
         return
     record("Real-time endpoint: keys-only endpoint vs its floor and `mlflow models serve`", body, SCRIPT, machine)

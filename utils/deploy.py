@@ -448,41 +448,43 @@ class Router:
         return frame, predictions, self._features.versions()
 
     def _score_keys(self, records: list[dict[str, Any]], versions: list[str],
-                    ) -> tuple[pd.DataFrame, list[float], dict[str, int | None]]:
+                    ) -> tuple[pd.DataFrame | dict[str, Any], list[float], dict[str, int | None]]:
         """Each served version looks its own features up from the keys and the request context (automatic lookup).
 
         A record whose customer or plant the online store's profile tables do not hold is refused (422,
         naming the key): its ``invasive`` flag would be unknown. Databricks' automatic lookup would pass
-        ``None`` features to the model instead.
+        ``None`` features to the model instead. With one version (the usual case) the looked-up records are
+        returned as columns (the inference log frames them at flush time), else as one frame in request order.
         """
-        from utils.online_features import REQUEST_COLUMNS, unknown_keys_message
+        from utils.online_features import unknown_keys_message
 
-        keys = pd.DataFrame(records, columns=REQUEST_COLUMNS)
         parts: list[pd.DataFrame] = []
         predictions: list[float] = [0.0] * len(records)
         feature_versions: dict[str, int | None] = {}
         unknown: dict[int, str] = {}
         routed = list(dict.fromkeys(versions))
+        columns: dict[str, Any] = {}
         for version in routed:
             idx = [i for i, v in enumerate(versions) if v == version]
             served = self.upstreams[version]
-            try:  # one version (the usual case) takes the records as they are
-                full, scores, misses = served.predict_records(keys if len(routed) == 1 else
-                                                              keys.iloc[idx].reset_index(drop=True))
+            try:  # one version takes the records as they are
+                columns, scores, misses = served.predict_records(records if len(routed) == 1 else
+                                                                 [records[i] for i in idx])
             except Exception as exc:
                 if getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE":  # the model refused the input
                     raise RequestError(f"model version {version} refused the input: {getattr(exc, 'message', exc)}",
                                        422) from None
                 raise
             unknown.update({idx[j]: "; ".join(why) for j, why in misses.items()})
-            parts.append(full if len(routed) == 1 else full.set_axis(idx))
+            if len(routed) > 1:
+                parts.append(pd.DataFrame(columns).set_axis(idx))
             for i, s in zip(idx, scores):
                 predictions[i] = s
             feature_versions.update(served.feature_versions())
         if unknown:
             raise FeatureLookupError(unknown_keys_message(dict(sorted(unknown.items()))))
-        if len(parts) == 1:
-            return parts[0], predictions, feature_versions
+        if not parts:
+            return columns, predictions, feature_versions
         return pd.concat(parts).sort_index().reset_index(drop=True), predictions, feature_versions
 
     def _forward(self, version: str, frame: pd.DataFrame) -> list[float]:
@@ -535,9 +537,9 @@ class Router:
             raise RequestError(f"model version {version} returned {len(preds)} predictions for {len(inputs)} rows", 502)
         return [float(p) for p in preds]
 
-    def _remember(self, frame: pd.DataFrame, predictions: list[float], versions: list[str], arms: list[str],
-                  request_id: str, feature_versions: dict[str, int | None]) -> None:
-        """Buffer one answered request; its inference-log rows are built at flush time, off the request path."""
+    def _remember(self, frame: pd.DataFrame | dict[str, Any], predictions: list[float], versions: list[str],
+                  arms: list[str], request_id: str, feature_versions: dict[str, int | None]) -> None:
+        """Buffer one answered request (its records and features: a frame, or columns); logged at flush time."""
         entry = (frame, predictions, versions, arms, request_id, feature_versions, datetime.now(UTC))
         with self._lock:
             self._log.append(entry)
@@ -546,9 +548,9 @@ class Router:
         """The inference-log rows of buffered requests (``utils.scoring.inference_rows``, one row per prediction)."""
         from utils.scoring import inference_rows
 
-        frames = [inference_rows(frame, predictions, source="realtime", model_name=self.model_name,
-                                 model_version=versions, feature_versions=feature_versions, request_id=request_id,
-                                 arm=arms, ts=answered_at)
+        frames = [inference_rows(frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame), predictions,
+                                 source="realtime", model_name=self.model_name, model_version=versions,
+                                 feature_versions=feature_versions, request_id=request_id, arm=arms, ts=answered_at)
                   for frame, predictions, versions, arms, request_id, feature_versions, answered_at in entries]
         return pd.concat(frames, ignore_index=True)
 

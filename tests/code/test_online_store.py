@@ -52,6 +52,9 @@ def test_publish_keeps_the_latest_row_per_key(store):
     assert list(got["ts"]) == list(expected["ts"])
     assert got["vip"].map(type).eq(bool).all()
     assert online.online_table_info(name, store).source_version == 3
+    assert online.source_versions([name, name], store) == {name: 3}
+    with pytest.raises(online.OnlineTableNotFoundError, match="plantly.test.never_published"):
+        online.source_versions([name, "plantly.test.never_published"], store)
 
 
 def test_lookup_returns_python_values_in_input_order(store):
@@ -181,6 +184,9 @@ def test_fetch_features_builds_the_model_frame_from_keys(store):
     pd.testing.assert_frame_equal(same, frame)
     # record 1's keys are in neither table; each lookup with a feature lacking a default names its key
     assert misses == {1: ["unknown customer_id 999", "unknown plant_id 7"]}
+    columns, column_misses = online.OnlineFeatureLookup(spec, store).lookup_records(records)  # the serving path
+    pd.testing.assert_frame_equal(pd.DataFrame(columns), frame)
+    assert column_misses == misses
 
 
 def test_fetch_features_names_an_unpublished_table(store):

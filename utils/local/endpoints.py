@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -517,25 +517,27 @@ class ServedModel:
         out = model.predict_features(inputs) if self.looks_up_features else model.predict(inputs)
         return _floats(out)
 
-    def predict_records(self, records: pd.DataFrame) -> tuple[pd.DataFrame, list[float], dict[int, list[str]]]:
-        """``(features, predictions, misses)`` for keys-only records, looked up by the model's own feature spec.
+    def predict_records(self, records: Sequence[Mapping[str, Any]],
+                        ) -> tuple[dict[str, Any], list[float], dict[int, list[str]]]:
+        """``(columns, predictions, misses)`` for keys-only records (dicts), looked up by the model's own feature spec.
 
-        ``records`` hold the lookup keys and the request context; ``features`` is them with every looked-up
-        column, ``misses`` maps a record's position to the keys the online store does not hold (profile
-        tables; those records are not scored and their prediction is NaN). Raises ``TypeError`` for a
-        version that does not look its features up.
+        ``records`` hold the lookup keys and the request context; ``columns`` is them with every looked-up
+        feature, column by column (``pandas.DataFrame(columns)`` is the frame; none is built here, the
+        inference log builds it off the request path); ``misses`` maps a record's position to the keys the
+        online store does not hold (profile tables; those records are not scored and their prediction is
+        NaN). Raises ``TypeError`` for a version that does not look its features up.
         """
         model = self.load()._model
         if not self.looks_up_features:
             raise TypeError(f"{self.model_uri} was not logged with the feature client: it does not look features up")
-        full, misses = model.lookup(records)
-        keep = [i for i in range(len(full)) if i not in misses]
-        predictions = [float("nan")] * len(full)
+        columns, misses = model.lookup_records(records)
+        keep = [i for i in range(len(records)) if i not in misses]
+        predictions = [float("nan")] * len(records)
         if keep:
-            scored = _floats(model.predict_features(full.iloc[keep] if misses else full))
+            scored = _floats(model.predict_columns(columns, keep if misses else None))
             for i, p in zip(keep, scored):
                 predictions[i] = p
-        return full, predictions, misses
+        return columns, predictions, misses
 
     def feature_versions(self) -> dict[str, int | None]:
         """The Delta version each online table this version reads was published from ({} if it looks nothing up)."""

@@ -299,6 +299,24 @@ def online_table_info(table_name: str, store: SqliteOnlineStore | str | Path | N
     return info
 
 
+def source_versions(table_names: Sequence[str], store: SqliteOnlineStore | str | Path | None = None,
+                    ) -> dict[str, int | None]:
+    """The Delta version each of ``table_names`` was last published from, in one query (the serving path).
+
+    Raises ``OnlineTableNotFoundError`` naming a table that was never published, as :func:`online_table_info`.
+    """
+    names = list(dict.fromkeys(table_names))
+    if not names:
+        return {}
+    conn = _connect(store)
+    found = dict(conn.execute(f"SELECT name, source_version FROM {META_TABLE} WHERE name IN "
+                              f"({', '.join('?' * len(names))})", names).fetchall())
+    for name in names:
+        if name not in found:
+            online_table_info(name, store)  # raises, naming the table and how to publish it
+    return {name: found[name] for name in names}
+
+
 def list_online_tables(store: SqliteOnlineStore | str | Path | None = None) -> list[str]:
     """Names of the feature tables published to the store."""
     try:
@@ -579,7 +597,27 @@ class OnlineFeatureLookup:
             frame = records.reset_index(drop=True)
         else:
             frame = pd.DataFrame([records] if isinstance(records, Mapping) else list(records))
-        n = len(frame)
+        added, misses = self._features(lambda name: frame[name].tolist(), set(frame.columns), len(frame))
+        if not added:
+            return frame, misses
+        return pd.concat([frame, pd.DataFrame(added, index=frame.index)], axis=1), misses
+
+    def lookup_records(self, records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[int, list[str]]]:
+        """``(columns, misses)`` as :meth:`lookup`, for records as dicts, with no DataFrame built (the serving path).
+
+        ``columns`` maps every field the records hold to a list of their values (``None`` where a record
+        lacks it) and every looked-up feature to a typed column (a NumPy array or a pandas Series), one
+        value per record, in record order: ``pandas.DataFrame(columns)`` is :meth:`lookup`'s frame, with
+        the same dtypes for the looked-up features. ``misses`` is :meth:`lookup`'s.
+        """
+        fields = list(dict.fromkeys(k for r in records for k in r))
+        columns: dict[str, Any] = {f: [r.get(f) for r in records] for f in fields}
+        added, misses = self._features(columns.__getitem__, set(columns), len(records))
+        columns.update(added)
+        return columns, misses
+
+    def _features(self, request_column: Any, present: set[str], n: int) -> tuple[dict[str, Any], dict[int, list[str]]]:
+        """The typed feature columns the request (fields ``present``; ``request_column(name)``: a list) lacks, and misses."""
         conn = _connect(self.store)
         added: dict[str, list[Any]] = {}
         misses: dict[int, list[str]] = {}
@@ -587,10 +625,11 @@ class OnlineFeatureLookup:
         def column(name: str) -> list[Any]:
             if name in added:
                 return added[name]
-            return frame[name].tolist() if name in frame.columns else [None] * n
+            return request_column(name) if name in present else [None] * n
 
         for lk in self.spec.lookups:
-            todo = [(f, lk.output_name(f)) for f in lk.feature_names if lk.output_name(f) not in frame.columns]
+            todo = [(f, lk.output_name(f)) for f in lk.feature_names
+                    if lk.output_name(f) not in added and lk.output_name(f) not in present]
             if not todo:
                 continue
             info = self._infos[lk.table_name]
@@ -608,10 +647,7 @@ class OnlineFeatureLookup:
             for f, o in todo:
                 default = defaults[f]
                 added[o] = [default if g[f] is None or g[f] is _ABSENT else g[f] for g in got]
-        if not added:
-            return frame, misses
-        typed = {name: _typed(values, self.spec.data_types.get(name)) for name, values in added.items()}
-        return pd.concat([frame, pd.DataFrame(typed, index=frame.index)], axis=1), misses
+        return {name: _typed(values, self.spec.data_types.get(name)) for name, values in added.items()}, misses
 
 
 _ABSENT = object()  # what a key the online table does not hold gets, for features without a default
@@ -637,6 +673,8 @@ def _typed(values: list[Any], data_type: str | None) -> Any:
             return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce")
         if t == "boolean" and not has_null:
             return np.array(values, dtype=bool)
+        if t == "string" and all(v is None or isinstance(v, str) for v in values):
+            return np.array(values, dtype=object)  # what infer_objects gives text, without a Series
     except (TypeError, ValueError):  # a value of another type (e.g. a request override): keep it as sent
         pass
     return pd.Series(values, dtype=object).infer_objects()
@@ -683,9 +721,24 @@ class FeatureServingModel:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return self.raw_model.predict(self.features(frame))
 
-    def lookup(self, model_input: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, list[str]]]:
-        """``(frame, misses)`` of :meth:`OnlineFeatureLookup.lookup`: the request with its features, and unknown keys."""
-        return self.online_lookup().lookup(model_input)
+    def lookup_records(self, records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[int, list[str]]]:
+        """``(columns, misses)`` of :meth:`OnlineFeatureLookup.lookup_records`: no DataFrame is built."""
+        return self.online_lookup().lookup_records(records)
+
+    def predict_columns(self, columns: Mapping[str, Any], rows: Sequence[int] | None = None) -> Any:
+        """The raw model's predictions for the records of ``columns`` (a :meth:`lookup_records` result).
+
+        ``rows`` (positions) limits them to those records, in that order; default all. The model-input
+        frame is built once, from the columns the model needs. Raises ``ValueError`` naming model inputs
+        that ``columns`` lacks.
+        """
+        import pandas as pd
+
+        missing = [c for c in self.spec.model_input_columns if c not in columns]
+        if missing:
+            raise ValueError(f"request lacks columns {missing} that the model needs (they are not looked up)")
+        frame = pd.DataFrame({c: columns[c] for c in self.spec.model_input_columns})
+        return self.raw_model.predict(frame if rows is None else frame.iloc[list(rows)])
 
     def online_lookup(self) -> OnlineFeatureLookup:
         """The lookup of this model's features, built on first use.
@@ -706,8 +759,7 @@ class FeatureServingModel:
 
     def feature_versions(self) -> dict[str, int | None]:
         """The Delta version each online table this model reads was published from."""
-        store = self.online_lookup().store
-        return {t: online_table_info(t, store).source_version for t in self.spec.tables}
+        return source_versions(list(self.spec.tables), self.online_lookup().store)
 
     def get_raw_model(self) -> Any:
         """The raw model (MLflow's ``PyFuncModel.get_raw_model`` hook)."""
