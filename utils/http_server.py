@@ -2,20 +2,22 @@
 
 The project serves HTTP with a well-kept ASGI stack instead of hand-written request parsing:
 uvicorn (with its ``httptools`` protocol, the C parser of Node's llhttp) reads and frames requests,
-Starlette's ``Request`` and ``JSONResponse`` read bodies and write answers. :class:`BackgroundServer` runs one uvicorn server in a
-daemon thread of the current process (a notebook kernel, a test, a benchmark), on 127.0.0.1 by default.
+Starlette's ``Request`` and ``JSONResponse`` read bodies and write answers. :class:`BackgroundServer`
+runs one uvicorn server in a daemon thread of the current process (a notebook kernel, a test, a
+benchmark), on 127.0.0.1 by default.
 
-Three things are adapted, all through uvicorn's documented ``Config(http=<protocol class>)`` hook:
+Three things are adapted, all through uvicorn's documented ``Config(http=<protocol class>)`` hook
+(:class:`JsonHttpToolsProtocol`):
 
 * every refusal is JSON: a request uvicorn rejects before the application sees it (a malformed request
-  line, a bad ``Content-Length``, a header block over the size limit) is answered
-  ``400 {"error": "..."}`` instead of uvicorn's plain-text ``Invalid HTTP request received.``;
+  line, a bad ``Content-Length``) is answered ``400 {"error": "..."}`` instead of uvicorn's plain-text
+  ``Invalid HTTP request received.``, after the answers to any requests before it on the connection;
+* what llhttp lets through and uvicorn's pure-Python ``h11`` protocol refuses is refused the same way:
+  a request head over a size limit, a request target that is not visible ASCII, a request without
+  exactly one ``Host`` header (and, stricter than h11, a target holding a fragment);
 * a client that announces a body, sends less and then shuts its side of the connection down
   (a half-close) still gets an answer: the application sees the body end early and refuses it with a
-  400, where uvicorn alone would drop the connection without a word;
-* what llhttp lets through and uvicorn's pure-Python ``h11`` protocol refuses is refused with the same
-  JSON 400: a request line plus headers over a size limit, a request target that is not visible ASCII
-  or holds a fragment, a request without exactly one ``Host`` header.
+  400, where uvicorn alone would drop the connection without a word.
 
 :func:`read_body` reads a request body with a byte limit, draining (not storing) an oversized body of
 reasonable size so a kept-alive connection stays usable, and :func:`json_error` is the one shape of
@@ -91,87 +93,120 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class _AnswerAfterHalfClose:
-    """A client's half-close does not drop the answer to the request in progress (mixed into uvicorn's protocols)."""
-
-    cycle: Any
-    transport: Any
-
-    def eof_received(self) -> bool | None:
-        """The client shut its sending side: keep the socket open for the answer to the request in progress.
-
-        A body still being read ends here (shorter than announced, so it is refused); a request already
-        read is answered; then the connection closes. With no request in progress the connection closes now.
-        """
-        cycle = self.cycle
-        if cycle is None or cycle.response_complete:
-            return None
-        self._peer_closed = True
-        if cycle.more_body:
-            cycle.more_body = False
-            cycle.message_event.set()
-        return True
-
-    def on_response_complete(self) -> None:
-        """As uvicorn, then close a connection whose client has already shut its sending side."""
-        super().on_response_complete()  # type: ignore[misc]
-        if getattr(self, "_peer_closed", False) and not self.transport.is_closing():
-            self.transport.close()
-
-
 _MALFORMED = json.dumps({"error": "malformed HTTP request (request line, headers or Content-Length): "
                                   "send an HTTP/1.1 request with a JSON body"}).encode()
+_TARGET = re.compile(rb"[\x21-\x22\x24-\x7e]+")  # visible ASCII but "#": RFC 9112's request-target has no fragment
 
 
-_TARGET = re.compile(rb"[\x21-\x22\x24-\x7e]+")  # visible ASCII but "#": the request-target of RFC 9112
-
-
-class JsonHttpToolsProtocol(_AnswerAfterHalfClose, HttpToolsProtocol):
-    """uvicorn's httptools protocol: JSON 400s, a header-block limit, h11's target and Host checks, half-closes.
+class JsonHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with JSON 400s, a request-head limit, target and Host checks, and half-closes.
 
     httptools parses in C, so a request costs less CPU than with uvicorn's pure-Python ``h11`` protocol.
-    The parser has no limit of its own on the request line plus headers: past ``max_header_bytes``
-    (uvicorn's ``h11_max_incomplete_event_size`` setting, which h11 enforces) the request is refused.
+    What h11 refuses and llhttp lets through is refused here with a JSON 400: a request line plus headers
+    over ``max_header_bytes`` (uvicorn's ``h11_max_incomplete_event_size`` setting; counted as the head
+    arrives, so one endless header line is cut off too), a target that is not visible ASCII, an HTTP/1.1
+    request without exactly one ``Host`` (RFC 9112, section 3.2). Stricter than h11: a target holding a
+    fragment (``#``, which clients never send) is refused. A refusal behind a request still being answered
+    on the same connection waits for that answer, then closes the connection.
     """
 
     def __init__(self, config: Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.max_header_bytes = int(config.h11_max_incomplete_event_size or 64 * 1024)
-        self._header_bytes = 0
+        self._head_bytes = 0  # of the request line and headers parsed so far
+        self._raw_head_bytes = 0  # received in reads that ended inside an unfinished request head
+        self._in_head = True  # between two requests or inside a head (not inside a body)
+        self._boundaries = 0  # heads begun or ended, to tell a read that crossed one
+        self._refusal_pending = False
+        self._peer_closed = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal_pending:  # the parser already refused this connection's input
+            return
+        before = self._boundaries
+        super().data_received(data)
+        if self._in_head and self._boundaries == before and not self._refusal_pending:
+            self._raw_head_bytes += len(data)  # a read wholly inside one head: one endless line is cut off too
+            if self._raw_head_bytes > self.max_header_bytes:
+                self.send_400_response("request head over the limit")
 
     def on_message_begin(self) -> None:
-        self._header_bytes = 0
+        self._head_bytes = self._raw_head_bytes = 0
+        self._in_head = True
+        self._boundaries += 1
         super().on_message_begin()
 
-    def _count(self, n: int) -> None:
-        self._header_bytes += n
-        if self._header_bytes > self.max_header_bytes:  # raised inside the parser: uvicorn answers 400
-            raise ValueError(f"request line and headers over {self.max_header_bytes} bytes")
-
     def on_url(self, url: bytes) -> None:
-        self._count(len(url))
+        self._check_head(len(url))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
+        self._check_head(len(name) + len(value) + 4)
         super().on_header(name, value)
 
+    def _check_head(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > self.max_header_bytes:  # raised inside the parser: uvicorn answers 400
+            raise ValueError(f"request line and headers over {self.max_header_bytes} bytes")
+
     def on_headers_complete(self) -> None:
-        """Refuse what h11 refuses and llhttp lets through: a target that is not visible ASCII or holds a
-        fragment (``#``), and a request without exactly one ``Host`` (RFC 9112, section 3.2)."""
         if not _TARGET.fullmatch(self.url):
             raise ValueError("the request target must be visible ASCII with no fragment")
         hosts = sum(1 for name, _ in self.headers if name == b"host")
         if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
             raise ValueError("an HTTP/1.1 request needs exactly one Host header")
+        self._in_head = False
+        self._boundaries += 1
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        self._head_bytes = self._raw_head_bytes = 0
+        self._in_head = True
+        self._boundaries += 1
+        super().on_message_complete()
+
     def send_400_response(self, msg: str) -> None:
-        """A request the parser refused: ``400 {"error": ...}``, then close (as uvicorn does)."""
-        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-                             b"content-length: " + str(len(_MALFORMED)).encode() + b"\r\nconnection: close\r\n\r\n"
-                             + _MALFORMED)
-        self.transport.close()
+        """A request the parser refused: ``400 {"error": ...}``, then close, once earlier requests are answered."""
+        self._refusal_pending = True
+        if self._busy():
+            self.flow.pause_reading()  # on_response_complete answers once the requests before it are
+            return
+        self._write_refusal()
+
+    def _busy(self) -> bool:
+        return (self.cycle is not None and not self.cycle.response_complete) or bool(self.pipeline)
+
+    def _write_refusal(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                                 b"content-length: " + str(len(_MALFORMED)).encode() + b"\r\nconnection: close\r\n\r\n"
+                                 + _MALFORMED)
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        """The client shut its sending side: keep the socket open for the answers to the requests in progress.
+
+        A body still being read ends here (shorter than announced, so it is refused); requests already
+        read are answered; then the connection closes. With no request in progress it closes now.
+        """
+        if not self._busy():
+            return None
+        self._peer_closed = True
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body:
+            cycle.more_body = False
+            cycle.message_event.set()
+        return True
+
+    def on_response_complete(self) -> None:
+        """As uvicorn; then, once no request is left, write a pending refusal or close a half-closed connection."""
+        super().on_response_complete()
+        if self._busy() or self.transport.is_closing():
+            return
+        if self._refusal_pending:
+            self._write_refusal()
+        elif self._peer_closed:
+            self.transport.close()
 
 
 class BackgroundServer:

@@ -428,7 +428,8 @@ def log_recommender(result: TrainResult, example: pd.DataFrame, registered_model
 
             info = feature_client().log_model(model=code, artifact_path="recommender", flavor=mlflow.pyfunc,
                                               training_set=training_set, registered_model_name=registered_model_name,
-                                              **recommender)
+                                              output_schema=recommender["signature"].outputs,  # not the label's
+                                              **recommender)  # type (boolean) Databricks would infer
         link_to_logged_model(info.model_id, result)
     return info.model_uri
 

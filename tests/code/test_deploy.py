@@ -528,6 +528,7 @@ def _feature_store_model(name: str, folder: Path) -> str:
     alone (nothing to join here): ``log_model`` reads only the spec, as on Databricks.
     """
     import mlflow
+    from mlflow.types.schema import ColSpec, Schema
 
     from utils import registry
     from utils.features import feature_client
@@ -559,7 +560,9 @@ def _feature_store_model(name: str, folder: Path) -> str:
     configure_mlflow("test-deploy")
     with mlflow.start_run():
         info = feature_client().log_model(model=str(code), artifact_path="m", flavor=mlflow.pyfunc,
-                                          training_set=LocalTrainingSet(None, spec), pip_requirements=["mlflow"])
+                                          training_set=LocalTrainingSet(None, spec), pip_requirements=["mlflow"],
+                                          output_schema=Schema([ColSpec("double", "probability")]))
+    assert info.signature.outputs.input_names() == ["probability"], "output_schema is the served model's output"
     version = str(registry.register(info.model_uri, name=name).version)
     registry.set_alias(name, "champion", version, "feature-store model")
     return version

@@ -75,3 +75,77 @@ def test_accepted_connections_have_tcp_nodelay(reuse_port):
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
         srv.stop()
+
+
+async def _echo_after(scope, receive, send):
+    """A tiny ASGI app: reads the body, waits ``/slow`` 0.3 s, answers 200 with the path and the body's size."""
+    import asyncio
+
+    if scope["type"] != "http":
+        return
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    if scope["path"] == "/slow":
+        await asyncio.sleep(0.3)
+    data = json.dumps({"path": scope["path"], "size": size}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def _answers(raw: bytes) -> list[tuple[int, dict]]:
+    """(status, JSON body) of each response in ``raw``, in order (every response has a Content-Length)."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        out.append((int(head.split(b" ")[1]), json.loads(rest[:length])))
+        raw = rest[length:]
+    return out
+
+
+@pytest.fixture
+def echo_server():
+    server = BackgroundServer(_echo_after, name="echo").start()
+    yield server
+    server.stop()
+
+
+def test_one_endless_header_line_is_cut_off_at_the_head_limit(echo_server):
+    with socket.create_connection(("127.0.0.1", echo_server.port), timeout=10) as sock:
+        sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        try:
+            for _ in range(64):  # 4 MB, no end of line: far over the 64 KB limit
+                sock.sendall(b"a" * 65536)
+        except OSError:  # the server answered and closed while we were still sending
+            pass
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 400") and b"malformed HTTP request" in answer
+
+
+def test_a_large_body_in_one_read_is_not_taken_for_a_long_head(echo_server):
+    body = b"x" * 300_000
+    req = b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    assert _answers(_raw(echo_server.port, req + b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == [
+        (200, {"path": "/big", "size": len(body)}), (200, {"path": "/after", "size": 0})]
+
+
+def test_a_refusal_waits_for_the_answer_to_the_request_before_it(echo_server):
+    with socket.create_connection(("127.0.0.1", echo_server.port), timeout=10) as sock:
+        sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        import time
+        time.sleep(0.05)  # /slow is being answered
+        sock.sendall(b"GET /two HTTP/1.1\r\n\r\n")  # no Host: refused, after /slow's answer
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    answers = _answers(b"".join(chunks))
+    assert [a[0] for a in answers] == [200, 400] and answers[0][1]["path"] == "/slow"
+
+
+def test_pipelined_requests_then_a_half_close_get_every_answer(echo_server):
+    two = b"".join(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}" for _ in range(2))
+    assert [a[0] for a in _answers(_raw(echo_server.port, two, half_close=True))] == [200, 200]

@@ -1160,7 +1160,9 @@ class LocalFeatureEngineeringClient:
         ``score_batch`` instead looks the features up offline, point in time. Layout, as on
         Databricks: ``data/feature_store/{feature_spec.yaml, raw_model/}``; the few ``utils`` modules
         the lookup needs ship in ``code/`` so a model server needs no checkout of this repository.
-        ``kwargs`` go to ``flavor.save_model`` (e.g. ``skops_trusted_types`` for ``mlflow.sklearn``).
+        ``kwargs`` go to ``flavor.save_model`` (e.g. ``skops_trusted_types`` for ``mlflow.sklearn``), except
+        ``output_schema`` (an MLflow ``Schema``), which, as on Databricks, becomes the logged model's output
+        schema in place of the one Databricks infers from the label's type.
         ``await_registration_for`` is forwarded to MLflow only when given (MLflow's default otherwise),
         as by the real client. ``infer_input_example=True`` is not supported locally (it raises): pass
         ``input_example=...`` instead, which goes to ``flavor.save_model``.
@@ -1179,6 +1181,12 @@ class LocalFeatureEngineeringClient:
                 "to look up); to log a model without features use the MLflow flavor's log_model"
             )
         spec = training_set.feature_spec
+        output_schema = kwargs.pop("output_schema", None)
+        signature = None
+        if output_schema is not None:  # inputs stay unchecked: a request holds keys, context and any overrides
+            from mlflow.models import ModelSignature
+
+            signature = ModelSignature(inputs=None, outputs=output_schema)
         with tempfile.TemporaryDirectory(prefix="fs-log-", dir=_scratch_dir()) as tmp:
             data_path = Path(tmp) / MODEL_DATA_DIR
             raw_path = data_path / "raw_model"
@@ -1204,6 +1212,7 @@ class LocalFeatureEngineeringClient:
                 code_paths=[str(code)],
                 pip_requirements=_requirements(raw_path, extra_pip_requirements),
                 registered_model_name=registered_model_name,
+                signature=signature,
                 metadata={"feature_store": {"tables": spec.tables, "spec": f"data/{MODEL_DATA_DIR}/{SPEC_FILE}"}},
                 **registration,
             )
