@@ -198,17 +198,6 @@ def download_model(model_uri: str, dest: Path | None = None) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dest)))
 
 
-def raw_model_dir(model_dir: Path) -> Path:
-    """The recommender inside a downloaded model folder: ``data/feature_store/raw_model`` of a feature-store model.
-
-    A model logged with ``FeatureEngineeringClient.log_model`` wraps the model it was given (its code,
-    requirements and artifacts) in ``data/feature_store/raw_model``, next to its ``feature_spec.yaml``;
-    that inner folder is what takes full feature rows. Any other model folder is returned as it is.
-    """
-    raw = Path(model_dir) / "data" / "feature_store" / "raw_model"
-    return raw if (raw / "MLmodel").exists() else Path(model_dir)
-
-
 def model_files(model_dir: Path, under: str = "code") -> list[str]:
     """Files below ``under`` in a downloaded model folder, relative to the folder (no caches)."""
     root = Path(model_dir)

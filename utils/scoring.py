@@ -339,7 +339,7 @@ def score_partitions(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
     """``df`` plus ``output_col``, scored with ``mapInArrow``: the model loads once per worker, not per batch."""
     from pyspark.sql.types import DoubleType, StructField, StructType
 
-    from utils.packaging import raw_model_dir
+    from utils.training import raw_model_dir
 
     if output_col in df.columns:
         raise ValueError(f"df already has a column {output_col!r}: drop it or pick another output_col")

@@ -438,6 +438,17 @@ FEATURE_STORE_LOADERS = ("databricks.feature_store.mlflow_model", "utils.local.o
 """The pyfunc ``loader_module`` of a model logged with ``FeatureEngineeringClient.log_model`` (Databricks, local)."""
 
 
+def raw_model_dir(model_dir: Path) -> Path:
+    """The recommender inside a downloaded model folder: ``data/feature_store/raw_model`` of a feature-store model.
+
+    A model logged with ``FeatureEngineeringClient.log_model`` wraps the model it was given (its code,
+    requirements and artifacts) in ``data/feature_store/raw_model``, next to its ``feature_spec.yaml``;
+    that inner folder is what takes full feature rows. Any other model folder is returned as it is.
+    """
+    raw = Path(model_dir) / "data" / "feature_store" / "raw_model"
+    return raw if (raw / "MLmodel").exists() else Path(model_dir)
+
+
 def scoring_model_uri(model_uri: str) -> str:
     """Where offline scoring loads ``model_uri`` from: a feature-store model's raw model, else the model itself.
 
@@ -452,7 +463,6 @@ def scoring_model_uri(model_uri: str) -> str:
     import mlflow
     from mlflow.models import get_model_info
 
-    from utils.packaging import raw_model_dir
     from utils.platform import tmp_dir
 
     key = (mlflow.get_registry_uri(), mlflow.get_tracking_uri(), model_uri)  # another state folder, another model
