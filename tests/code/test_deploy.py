@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -558,11 +559,13 @@ def _feature_store_model(name: str, folder: Path) -> str:
                     "        return pd.Series(np.where(x['invasive'].astype(bool), 0.0, score))\n"
                     "mlflow.models.set_model(M())\n")
     configure_mlflow("test-deploy")
-    with mlflow.start_run():
+    with mlflow.start_run(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         info = feature_client().log_model(model=str(code), artifact_path="m", flavor=mlflow.pyfunc,
                                           training_set=LocalTrainingSet(None, spec), pip_requirements=["mlflow"],
                                           output_schema=Schema([ColSpec("double", "probability")]))
     assert info.signature.outputs.input_names() == ["probability"], "output_schema is the served model's output"
+    assert not [w for w in caught if "input example" in str(w.message)], "notebooks show stderr warnings as failures"
     version = str(registry.register(info.model_uri, name=name).version)
     registry.set_alias(name, "champion", version, "feature-store model")
     return version

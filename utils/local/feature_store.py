@@ -1205,17 +1205,20 @@ class LocalFeatureEngineeringClient:
             registration = {"await_registration_for": await_registration_for}
             if await_registration_for is AWAIT_REGISTRATION_FOR_UNSET:
                 registration = {}  # MLflow's own default, as the real client does
-            info = mlflow.pyfunc.log_model(
-                name=artifact_path,
-                loader_module="utils.local.online_store",
-                data_path=str(data_path),
-                code_paths=[str(code)],
-                pip_requirements=_requirements(raw_path, extra_pip_requirements),
-                registered_model_name=registered_model_name,
-                signature=signature,
-                metadata={"feature_store": {"tables": spec.tables, "spec": f"data/{MODEL_DATA_DIR}/{SPEC_FILE}"}},
-                **registration,
-            )
+            with warnings.catch_warnings():  # an output schema alone makes MLflow ask for an input example; the
+                # served model's input is a request (keys and context), of which log time has none to give
+                warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
+                info = mlflow.pyfunc.log_model(
+                    name=artifact_path,
+                    loader_module="utils.local.online_store",
+                    data_path=str(data_path),
+                    code_paths=[str(code)],
+                    pip_requirements=_requirements(raw_path, extra_pip_requirements),
+                    registered_model_name=registered_model_name,
+                    signature=signature,
+                    metadata={"feature_store": {"tables": spec.tables, "spec": f"data/{MODEL_DATA_DIR}/{SPEC_FILE}"}},
+                    **registration,
+                )
         if mlflow.active_run() is not None:
             mlflow.log_dict(spec.to_dict(), f"{artifact_path}_{SPEC_FILE}")
             mlflow.set_tags({f"feature_table.{t}": str(v) for t, v in spec.tables.items()})
