@@ -263,7 +263,7 @@ def agreement_rows(ours: Any, ev: dict[tuple[str, str], float], ref: Any, cur: A
         unseen = sorted(set(cur[c].dropna()) - set(ref[c].dropna()))
         chi_o, chi_e = o["chi_squared_test"]["pvalue"], ev[(c, "chisquare")]
         n_b, n_c = int(ref[c].notna().sum()), int(cur[c].notna().sum())
-        dof = int(o["num_bins"]) - 1
+        dof = len(set(ref[c].dropna().astype(str)) | set(cur[c].dropna().astype(str))) - 1  # chi-squared: every category
         stat_e = float(chi2.isf(chi_e, dof)) if chi_e > 0 else math.inf
         converted = _g(float(chi2.sf(stat_e * n_b / (n_b + n_c), dof))) if math.isfinite(stat_e) else ""
         rows.append([c, "chi-squared p-value", _g(chi_o), _g(chi_e), f"~{converted}" if converted else "",

@@ -93,15 +93,22 @@ def evaluate_scores(frame: pd.DataFrame, label: str, probability: np.ndarray, th
 def shap_importance(pipeline: Any, X: pd.DataFrame, rows: int = 300, seed: int = 0) -> tuple[pd.DataFrame, Any]:
     """Mean |SHAP| per input column of a fitted pipeline, and the explanation on its encoded features.
 
-    SHAP runs on the classifier over the encoded matrix (tree or linear explainer, chosen by SHAP);
-    one-hot columns are summed back to the input column they came from.
+    ``pipeline``: a fitted sklearn ``Pipeline`` whose last step is the classifier and whose earlier steps
+    encode ``X`` (e.g. ``utils.training.build_pipeline``). SHAP runs on the classifier over the encoded
+    matrix of ``rows`` rows sampled from ``X`` (tree or linear explainer, chosen by SHAP). Each encoded
+    column's mean |SHAP| is credited to the input column the fitted encoder built it from
+    (:func:`encoded_sources`: the encoder's own column mapping, never a name prefix) and summed there;
+    an encoded column the encoder cannot trace to one input keeps its own name.
+    Returns ``(importance, explanation)``: a frame ``feature, mean_abs_shap`` (most important first; in
+    the units of the explained output: log-odds for logistic regression and gradient boosting, probability
+    for a random forest) and the ``shap.Explanation`` of shape ``(rows, encoded columns)``, positive class.
     """
     import shap
 
     sample = X.sample(n=min(rows, len(X)), random_state=seed)
     encoder, clf = pipeline[:-1], pipeline[-1]
-    encoded = pd.DataFrame(np.asarray(encoder.transform(sample), dtype=float),
-                           columns=[n.split("__", 1)[-1] for n in encoder.get_feature_names_out()])
+    names = [n.split("__", 1)[-1] for n in encoder.get_feature_names_out()]
+    encoded = pd.DataFrame(np.asarray(encoder.transform(sample), dtype=float), columns=names)
     if hasattr(clf, "coef_"):
         explanation = shap.LinearExplainer(clf, encoded)(encoded)
     else:  # tree ensembles; HistGradientBoosting's binned thresholds break SHAP's exact additivity check
@@ -110,11 +117,75 @@ def shap_importance(pipeline: Any, X: pd.DataFrame, rows: int = 300, seed: int =
     if values.ndim == 3:  # per-class values: keep the positive class
         values = values[..., 1]
         explanation = explanation[..., 1]
-    per_encoded = pd.Series(np.abs(values).mean(axis=0), index=encoded.columns)
-    owner = {enc: next((c for c in X.columns if enc == c or enc.startswith(f"{c}_")), enc) for enc in encoded.columns}
-    importance = (per_encoded.groupby(owner).sum().sort_values(ascending=False)
-                  .rename("mean_abs_shap").rename_axis("feature").reset_index())
+    sources = encoded_sources(encoder, list(getattr(encoder, "feature_names_in_", X.columns)))
+    owner = [src if src is not None else name for src, name in zip(sources, names, strict=True)]
+    per_encoded = pd.Series(np.abs(values).mean(axis=0), index=pd.Index(owner, name="feature"))
+    importance = (per_encoded.groupby(level="feature", sort=False).sum().sort_values(ascending=False, kind="stable")
+                  .rename("mean_abs_shap").reset_index())
     return importance, explanation
+
+
+def encoded_sources(step: Any, names_in: list[str]) -> list[str | None]:
+    """For each output column of a fitted sklearn transformer, the input column it is built from (None if unknown).
+
+    ``names_in``: the transformer's input column names, in order. Follows the fitted objects themselves:
+    a ``Pipeline`` step by step, a ``ColumnTransformer`` through ``transformers_`` (each transformer's
+    columns, in output order, ``"drop"`` skipped), a ``OneHotEncoder`` through its own
+    ``get_feature_names_out`` with a ``feature_name_combiner`` that returns the input column, and any other
+    transformer by its output names that equal an input name (one-to-one steps such as scalers, imputers,
+    ``"passthrough"``). Outputs built from several inputs, or not named after one (a missing-value
+    indicator, PCA), are None.
+    """
+    import copy
+
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    if step is None or (isinstance(step, str) and step == "passthrough"):
+        return list(names_in)
+    if isinstance(step, Pipeline):
+        sources: list[str | None] = list(names_in)
+        names = list(names_in)
+        for _, inner in step.steps:
+            if inner is None or (isinstance(inner, str) and inner == "passthrough"):
+                continue
+            position = {n: i for i, n in enumerate(names)}
+            inner_sources = encoded_sources(inner, names)
+            sources = [None if s is None else sources[position[s]] for s in inner_sources]
+            names = list(inner.get_feature_names_out(names))
+        return sources
+    if isinstance(step, ColumnTransformer):
+        out: list[str | None] = []
+        for _, trans, cols in step.transformers_:
+            if isinstance(trans, str) and trans == "drop":
+                continue
+            picked = [names_in[i] for i in _column_positions(cols, names_in)]
+            if picked:
+                out += encoded_sources(trans, picked)
+        return out if len(out) == len(step.get_feature_names_out()) else [None] * len(step.get_feature_names_out())
+    if isinstance(step, OneHotEncoder):
+        probe = copy.copy(step)  # the fitted encoder, naming each output after its input column only
+        probe.feature_name_combiner = lambda feature, category: str(feature)
+        return [str(n) for n in probe.get_feature_names_out(names_in)]
+    known = set(names_in)
+    return [str(n) if str(n) in known else None for n in step.get_feature_names_out(names_in)]
+
+
+def _column_positions(cols: Any, names_in: list[str]) -> list[int]:
+    """Positions in ``names_in`` of a ``ColumnTransformer`` column selection (names, indices, mask or slice)."""
+    if isinstance(cols, slice) and (isinstance(cols.start, str) or isinstance(cols.stop, str)):  # by name, inclusive
+        start = names_in.index(cols.start) if cols.start is not None else 0
+        stop = names_in.index(cols.stop) + 1 if cols.stop is not None else len(names_in)
+        return list(range(start, stop))
+    if isinstance(cols, slice):
+        return list(range(len(names_in)))[cols]
+    if isinstance(cols, (str, int, np.integer)):
+        cols = [cols]
+    picked = list(cols)
+    if picked and all(isinstance(c, (bool, np.bool_)) for c in picked):
+        return [i for i, keep in enumerate(picked) if keep]
+    return [names_in.index(c) if isinstance(c, str) else int(c) for c in picked]
 
 
 class UndefinedRateWarning(UserWarning):

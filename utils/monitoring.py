@@ -51,6 +51,14 @@ more distinct values and ``w_j`` their spread (largest minus smallest value in t
   - ``js_distance``: Jensen-Shannon *distance* in base 2 (range 0..1) on the raw proportions,
     as ``scipy.spatial.distance.jensenshannon(p, q, base=2)``;
   - ``tv_distance`` (``0.5 * sum|p - q|``) and ``l_infinity_distance`` (``max|p - q|``).
+  - Sparse bins: a bin or category is *sparse* when it holds under :data:`MIN_BIN_SHARE` (5%) of the
+    baseline, or under :data:`MIN_EXPECTED_COUNT` (5) expected rows in the smaller sample. With no shift,
+    PSI is about ``(1/n + 1/m) * chi2(B - 1)`` on ``B`` bins (Yurdakul 2018), so many sparse categories
+    alarm on sampling noise alone (200 equally likely categories, 2,000 rows a side: PSI about 0.2, JS
+    about 0.2); on a categorical column two or more sparse categories are therefore pooled
+    (:func:`pool_sparse_bins`) before these five statistics, ``chi_squared_test`` still uses every
+    category, and the row says so (``sparse_bins``, ``num_bins``, ``note``). Numeric bins are the
+    baseline's quantiles (each about ``1 / bins`` of it) and are not pooled; ``sparse_bins`` flags them too.
 
 Nulls are excluded from every distribution statistic and tracked by ``percent_null`` instead;
 NaN and +-infinity in a numeric column count as null for drift (``percent_null_delta`` shows them).
@@ -102,8 +110,12 @@ l_infinity_distance,
 population_stability_index,
 kl_divergence              (``kl_divergence`` is *(extra)*)
 wasserstein_distance       numeric only
-num_bins                   *(extra)* bins (numeric) or categories (categorical) the binned statistics used
-note                       *(extra)* why metrics are NULL (e.g. an empty window or an all-null column)
+num_bins                   *(extra)* bins (numeric) or categories (categorical) the binned statistics used,
+                           after pooling sparse categories
+note                       *(extra)* why metrics are NULL (e.g. an empty window or an all-null column),
+                           or how many sparse categories were pooled into how many bins
+sparse_bins                *(extra)* boolean: some bin or category was sparse (see above), so the binned
+                           statistics were computed on pooled (categorical) or thin (numeric) bins
 ========================== ==================================================================
 
 Bad input: a missing column, a column listed as both numeric and categorical, a numeric column that
@@ -132,6 +144,8 @@ if TYPE_CHECKING:
 
     from utils.config import Thresholds
 
+MIN_BIN_SHARE = 0.05  # a bin under 5% of the baseline is sparse: at most 20 bins, as in the usual 10-20 PSI bins
+MIN_EXPECTED_COUNT = 5  # ... or under 5 expected rows in the smaller sample (Cochran 1954)
 QUANTILE_LEVELS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 PERCENTILE_ACCURACY = 10_000  # approx_percentile accuracy of profile quantiles: rank error <= n / accuracy
 LOG_BINS_PER_OCTAVE = 4096  # fine bins of numeric drift: 4,096 per doubling of |value| (each 0.017% wide)
@@ -142,7 +156,7 @@ DRIFT_COLUMNS: tuple[str, ...] = (
     "column_name", "data_type", "role", "count", "count_cmp", "count_delta", "avg_delta",
     "percent_null_delta", "ks_test", "chi_squared_test", "js_distance", "wasserstein_distance",
     "population_stability_index", "kl_divergence", "tv_distance", "l_infinity_distance",
-    "num_bins", "note",
+    "num_bins", "note", "sparse_bins",
 )
 _FLOAT_COLUMNS = (
     "avg_delta", "percent_null_delta", "js_distance", "wasserstein_distance",
@@ -225,6 +239,67 @@ def chi_squared_test(expected: Sequence[float], actual: Sequence[float]) -> tupl
     return stat, float(chi2.sf(stat, table.shape[1] - 1))
 
 
+def _min_baseline_rows(n_expected: float, n_actual: float, min_share: float, min_count: float) -> float:
+    """Baseline rows a bin needs: ``min_share`` of the baseline and ``min_count`` expected rows in the smaller sample."""
+    if n_expected <= 0 or n_actual <= 0:
+        raise ValueError("sparse bins are defined for two non-empty samples")
+    return n_expected * max(min_share, min_count / min(n_expected, n_actual)) * (1 - 1e-12)  # float slack
+
+
+def sparse_bin_mask(
+    expected: Sequence[float], actual: Sequence[float],
+    min_share: float = MIN_BIN_SHARE, min_count: float = MIN_EXPECTED_COUNT,
+) -> np.ndarray:
+    """Which bins are sparse (boolean, one per bin): under ``min_share`` of ``expected``'s rows, or under
+    ``min_count`` rows expected in the smaller sample (``min(n, m) * expected share``).
+
+    ``min_count`` = 5 is the usual minimum expected count of chi-squared tests (W. G. Cochran, "Some methods
+    for strengthening the common chi-squared tests", Biometrics 10(4), 1954, 417-451). ``min_share`` = 5%
+    bounds the bins at 20: with no shift PSI is about ``(1/n + 1/m) * chi2(B - 1)`` on ``B`` bins (B. Yurdakul,
+    "Statistical Properties of Population Stability Index", PhD thesis, Western Michigan University, 2018,
+    https://scholarworks.wmich.edu/dissertations/3208), so its mean stays under ``19 * (1/n + 1/m)``
+    (0.019 at 2,000 rows a side) instead of ``(B - 1) * (1/n + 1/m)`` for ``B`` sparse categories; the JS
+    distance follows, its square being about ``PSI / (8 ln 2)`` for small differences.
+    """
+    a, b = _pair(expected, actual)
+    return a < _min_baseline_rows(a.sum(), b.sum(), min_share, min_count)
+
+
+def pool_sparse_bins(
+    expected: Sequence[float], actual: Sequence[float],
+    min_share: float = MIN_BIN_SHARE, min_count: float = MIN_EXPECTED_COUNT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts with sparse bins (:func:`sparse_bin_mask`) pooled: ``(expected, actual)``, same total rows.
+
+    Bins that are not sparse are kept as they are, first. The sparse ones, in their given order (sorted
+    category names, not their counts: groups sorted by count would pair rows that are rare by chance in
+    the baseline and inflate PSI), are merged greedily into groups that each reach the minimum; a last group short of it joins the group before,
+    or stays on its own when it is the only one. Fewer than two sparse bins: nothing to pool, the input
+    is returned unchanged. Pooling hides a shift *between* categories of one group (two rare plants
+    swapping places); ``chi_squared_test`` on the full table still sees it.
+    """
+    a, b = _pair(expected, actual)
+    sparse = sparse_bin_mask(a, b, min_share, min_count)
+    if sparse.sum() < 2:
+        return a, b
+    need = _min_baseline_rows(a.sum(), b.sum(), min_share, min_count)
+    groups: list[list[int]] = []
+    group: list[int] = []
+    for j in np.flatnonzero(sparse):
+        group.append(int(j))
+        if a[group].sum() >= need:
+            groups.append(group)
+            group = []
+    if group:
+        if groups:
+            groups[-1] += group
+        else:
+            groups.append(group)
+    pooled_a = np.concatenate([a[~sparse], [a[g].sum() for g in groups]])
+    pooled_b = np.concatenate([b[~sparse], [b[g].sum() for g in groups]])
+    return pooled_a, pooled_b
+
+
 def ks_pvalue(statistic: float, n1: int, n2: int) -> float:
     """Two-sided asymptotic KS p-value, as ``scipy.stats.ks_2samp(method="asymp")``."""
     from scipy.stats import distributions
@@ -304,10 +379,24 @@ def categorical_drift(expected: Iterable[Any], actual: Iterable[Any], smoothing:
     """All categorical drift statistics of two small samples (the reference for :func:`drift_metrics`)."""
     _, p, q = category_counts(expected, actual)
     stat, pvalue = chi_squared_test(p, q)
-    return {"chi_squared_test": {"statistic": stat, "pvalue": pvalue}, **_binned(p, q, smoothing)}
+    return {"chi_squared_test": {"statistic": stat, "pvalue": pvalue}, **_binned(p, q, smoothing, pool=True)}
 
 
-def _binned(p: np.ndarray, q: np.ndarray, smoothing: float) -> dict[str, Any]:
+def _binned(p: np.ndarray, q: np.ndarray, smoothing: float, *, pool: bool = False) -> dict[str, Any]:
+    """The binned statistics of baseline counts ``p`` and current counts ``q`` (one entry per bin or category).
+
+    ``pool``: pool sparse bins first (:func:`pool_sparse_bins`; categorical columns). Every way of gathering
+    counts (numpy reference, Spark group-by) ends here, so all of them pool alike.
+    """
+    sparse = sparse_bin_mask(p, q)
+    row: dict[str, Any] = {"sparse_bins": bool(sparse.any())}
+    if pool:
+        k = len(p)
+        p, q = pool_sparse_bins(p, q)
+        if len(p) < k:
+            row["note"] = (f"binned statistics on {len(p)} bins: {int(sparse.sum())} of {k} categories were sparse "
+                           f"(under {MIN_BIN_SHARE:.0%} of the baseline or {MIN_EXPECTED_COUNT} expected rows) and were "
+                           f"pooled; chi-squared uses all {k}")
     return {
         "population_stability_index": psi_from_counts(p, q, smoothing),
         "kl_divergence": kl_divergence(q, p, smoothing),
@@ -315,6 +404,7 @@ def _binned(p: np.ndarray, q: np.ndarray, smoothing: float) -> dict[str, Any]:
         "tv_distance": tv_distance(p, q),
         "l_infinity_distance": l_infinity_distance(p, q),
         "num_bins": len(p),
+        **row,
     }
 
 
@@ -753,7 +843,7 @@ def _drift_rows(
                         )
                     p = np.array([h[1].get(k, 0) for k in keys], float)
                     q = np.array([h[0].get(k, 0) for k in keys], float)
-                    row.update(_binned(p, q, smoothing))
+                    row.update(_binned(p, q, smoothing, pool=True))
                     stat, pvalue = chi_squared_test(p, q)
                     row["chi_squared_test"] = {"statistic": stat, "pvalue": pvalue}
                 rows.append(row)
@@ -818,6 +908,7 @@ def _drift_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for c in ("count", "count_cmp", "count_delta"):
         frame[c] = frame[c].astype("int64")
     frame["num_bins"] = frame["num_bins"].astype("Int64")
+    frame["sparse_bins"] = frame["sparse_bins"].astype("boolean")
     return frame
 
 
@@ -831,6 +922,7 @@ def drift_schema() -> pa.Schema:
     types = {
         "window": window, "window_cmp": window, "count": pa.int64(), "count_cmp": pa.int64(),
         "count_delta": pa.int64(), "ks_test": test, "chi_squared_test": test, "num_bins": pa.int64(),
+        "sparse_bins": pa.bool_(),
         **{c: pa.float64() for c in _FLOAT_COLUMNS},
     }
     return pa.schema([(c, types.get(c, pa.string())) for c in DRIFT_COLUMNS])

@@ -202,6 +202,67 @@ def test_shifted_distribution_is_flagged_and_identical_is_not(spark, samples, sh
     assert m.detect_breaches(m.drift_metrics(sample(2000), sample(2000), ["x"], ["k"]), Thresholds()) == []
 
 
+def _uniform_categories(k, n, rng):
+    return rng.choice([f"c{i:04d}" for i in range(k)], n).tolist()
+
+
+@pytest.mark.parametrize("k", [200, 800])
+def test_unchanged_high_cardinality_column_does_not_alarm(k):
+    """Issue 34: 2,000 rows a side from one uniform distribution over 200 (or 800) categories gave PSI
+    0.2 (1.7) and JS 0.2, over the thresholds; sparse categories are now pooled before PSI and JS."""
+    rng = np.random.default_rng(k)
+    base, cur = _uniform_categories(k, 2000, rng), _uniform_categories(k, 2000, rng)
+    got = m.categorical_drift(base, cur)
+    th = Thresholds()
+    assert got["population_stability_index"] < th.psi / 4 and got["js_distance"] < th.js_distance
+    assert got["sparse_bins"] and got["num_bins"] <= 20 and "pooled" in got["note"]
+    _, p, q = m.category_counts(base, cur)
+    chi = stats.chi2_contingency(np.vstack([p, q]), correction=False)  # the test still sees every category
+    assert got["chi_squared_test"]["statistic"] == pytest.approx(chi.statistic, rel=1e-12)
+    assert got["chi_squared_test"]["pvalue"] > th.chi2_pvalue
+
+
+@pytest.mark.parametrize("k", [200, 800])
+def test_shift_in_high_cardinality_column_still_alarms(k):
+    rng = np.random.default_rng(k + 1)
+    cats = np.array([f"c{i:04d}" for i in range(k)])
+    base = _uniform_categories(k, 2000, rng)
+    popular = np.where(rng.random(2000) < 0.5, rng.choice(cats[[3, 50, 77, 120, 160]], 2000), rng.choice(cats, 2000))
+    newcomers = np.where(rng.random(2000) < 0.3, rng.choice([f"new{i}" for i in range(40)], 2000), rng.choice(cats, 2000))
+    for cur in (popular, newcomers):  # half the rows on five categories; 30% on forty categories never seen
+        got = m.categorical_drift(base, cur.tolist())
+        assert got["population_stability_index"] > 0.4 and got["js_distance"] > 0.25 and got["sparse_bins"]
+
+
+def test_pooling_keeps_every_row_and_leaves_dense_categories_alone():
+    a, b = np.array([500.0, 300, 60, 40, 30, 20, 20, 15, 10, 5]), np.array([450.0, 330, 50, 40, 40, 30, 20, 20, 10, 10])
+    np.testing.assert_array_equal(m.sparse_bin_mask(a, b), a < 50)  # 5% of 1,000 baseline rows
+    pa_, pb = m.pool_sparse_bins(a, b)
+    assert pa_.sum() == a.sum() and pb.sum() == b.sum()
+    np.testing.assert_array_equal(pa_[:3], [500, 300, 60])  # the dense ones, as they were
+    assert len(pa_) == 5 and (pa_ >= 50).all()  # [40, 30] [20, 20, 15] and [10, 5] joining the group before
+    # one sparse category (a new one, unseen in the baseline) has nothing to pool with: left as is
+    a1, b1 = np.array([120.0, 80, 0]), np.array([50.0, 60, 30])
+    assert m.sparse_bin_mask(a1, b1).tolist() == [False, False, True]
+    assert [x.tolist() for x in m.pool_sparse_bins(a1, b1)] == [a1.tolist(), b1.tolist()]
+    # a small current sample needs more rows per bin: 5 expected of its 40 rows is 12.5% of the baseline
+    assert m.sparse_bin_mask([900.0, 100], [30.0, 10]).tolist() == [False, True]
+
+
+def test_spark_drift_pools_sparse_categories_and_says_so(spark):
+    rng = np.random.default_rng(34)
+    side = lambda: _frame(spark, k200=_uniform_categories(200, 2000, rng), k800=_uniform_categories(800, 2000, rng),
+                          k3=rng.choice(["fern", "cactus", "palm"], 2000, p=[0.5, 0.3, 0.2]).tolist())
+    base, cur = side(), side()
+    d = m.drift_metrics(base, cur, [], ["k200", "k800", "k3"])
+    assert m.detect_breaches(d, Thresholds()) == []
+    rows = d.set_index("column_name")
+    assert rows.loc["k200", "sparse_bins"] and rows.loc["k800", "sparse_bins"] and not rows.loc["k3", "sparse_bins"]
+    assert rows.loc["k800", "num_bins"] <= 20 and "categories were sparse" in rows.loc["k800", "note"]
+    assert rows.loc["k3", "num_bins"] == 3 and rows.loc["k3", "note"] is None
+    assert m.drift_to_arrow(d).schema.field("sparse_bins").type == pa.bool_()
+
+
 def test_drift_by_window_matches_per_window_drift(spark):
     rng = np.random.default_rng(5)
     base_x, base_k = rng.normal(size=200).round(2), rng.choice(list("ab"), 200).tolist()
