@@ -15,18 +15,12 @@ Every verdict is kept twice on the model version: tags (``gate_passed``, ``gate_
 whole result, every check, as the JSON artifact ``gate/version-<n>.json`` of the training run
 (``utils.gate.recorded_verdict`` reads it back on either platform).
 
-Run a task by hand with ``python utils/deployment_job.py evaluation --model-name NAME --model-version N``.
+The job's tasks are Python wheel tasks of the project's wheel: each calls the entry point
+``plantly-deployment-job`` (:func:`cli`) with its task name and options as ``sys.argv``. Run a task by hand
+with ``plantly-deployment-job evaluation --model-name NAME --model-version N``.
 """
 
 from __future__ import annotations
-
-if __name__ == "__main__":  # run as a file (a job's script task): the repository root goes first on sys.path, not
-    import os  # utils/ itself, whose platform.py would hide the standard library's platform module from pandas
-    import sys
-
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(_here))
 
 import argparse
 import sys
@@ -260,5 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def cli() -> None:
+    """The wheel's ``plantly-deployment-job`` entry point: :func:`main` on ``sys.argv``; a refusal raises ``SystemExit(1)``.
+
+    A ``python_wheel_task`` calls the entry point and ignores what it returns, so a failed task must raise.
+    """
+    status = main()
+    if status:
+        raise SystemExit(status)

@@ -108,7 +108,7 @@ def cast_param(name: str, value: Any, declared: type[T], source: str, what: str 
 
 
 JOB_CONFIG_OPTIONS = ("catalog", "schema", "endpoint", "experiment_name")
-"""Config fields a bundle job passes a Python script task as options (``--catalog``, ..., ``--experiment-name``)."""
+"""Config fields a bundle job passes a Python wheel task as options (``--catalog``, ..., ``--experiment-name``)."""
 
 
 def add_job_config_options(parser: Any) -> None:

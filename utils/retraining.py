@@ -4,20 +4,13 @@ Every step is recorded: metric and alert tables in Delta, a ``monitor`` MLflow r
 breaches, the retraining run with its pinned inputs, and the registry's audit trail. Locally the
 notebook calls :func:`close_the_loop`, which retrains, gates and promotes in the notebook. On
 Databricks the monitor starts the bundle's retraining job instead (``jobs.run_now`` with the alerts as
-its ``reason`` parameter); that job runs :func:`retrain_task` alone (``python utils/retraining.py
-retrain``): train on the latest training set and register the version, which starts the deployment job
-linked to the model (gate, approval, deployment). It neither lands data again nor reruns the monitor.
+its ``reason`` parameter); that job runs :func:`retrain_task` alone (a ``python_wheel_task`` of the project's
+wheel calling the entry point ``plantly-retraining-job retrain``, :func:`cli`): train on the latest training set
+and register the version, which starts the deployment job linked to the model (gate, approval, deployment).
+It neither lands data again nor reruns the monitor.
 """
 
 from __future__ import annotations
-
-if __name__ == "__main__":  # run as a file (a job's script task): the repository root goes first on sys.path, not
-    import os  # utils/ itself, whose platform.py would hide the standard library's platform module from pandas
-    import sys
-
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(_here))
 
 import datetime as dt
 from dataclasses import dataclass, field
@@ -288,7 +281,7 @@ def retrain_task(reason: str, seed: int = 42, deployment_job_id: str = "", cfg: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line of the retraining job: ``retraining.py retrain --reason TEXT [--seed N] [--deployment-job-id ID]``.
+    """Command line of the retraining job: ``retrain --reason TEXT [--seed N] [--deployment-job-id ID]`` (default ``sys.argv[1:]``).
 
     ``--catalog``, ``--schema``, ``--endpoint`` and ``--experiment-name`` set the config (``MLOPS_<FIELD>``),
     as the job's parameters. Prints the outcome; returns 0 once the version is registered (and judged,
@@ -316,5 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def cli() -> None:
+    """The wheel's ``plantly-retraining-job`` entry point: :func:`main` on ``sys.argv``; a failure raises ``SystemExit``.
+
+    A ``python_wheel_task`` calls the entry point and ignores what it returns, so a failed task must raise.
+    """
+    status = main()
+    if status:
+        raise SystemExit(status)

@@ -89,8 +89,7 @@ def test_every_target_parses_as_bundle_models(target: str) -> None:
         assert job.tasks, job.name
         for task in spec["tasks"]:
             assert ("job_cluster_key" in task) != ("environment_key" in task), (target, task["task_key"])
-            runs = task.get("notebook_task", {}).get("notebook_path") or task["spark_python_task"]["python_file"]
-            assert runs.endswith((".ipynb", ".py")), (target, task["task_key"])
+            assert ("notebook_task" in task) != ("python_wheel_task" in task), (target, task["task_key"])
     for spec in resources["schemas"].values():
         Schema.from_dict(spec)
     for spec in resources["volumes"].values():
@@ -109,8 +108,28 @@ def test_lifecycle_job_runs_every_notebook_in_order() -> None:
         assert {"task_key": before["task_key"]} in after["depends_on"]
     for name, (job, path) in _resources()["jobs"].items():
         for task in job["tasks"]:
-            runs = task.get("notebook_task", {}).get("notebook_path") or task["spark_python_task"]["python_file"]
-            assert (path.parent / runs).is_file(), (name, task["task_key"])
+            if "notebook_task" in task:
+                assert (path.parent / task["notebook_task"]["notebook_path"]).is_file(), (name, task["task_key"])
+
+
+def test_python_tasks_are_entry_points_of_the_wheel_the_bundle_builds() -> None:
+    """No script task: Databricks runs one by exec(compile(...)) with no __file__, so a script that finds itself
+    fails (R1). Each Python task calls an entry point of the project's wheel, which the bundle builds."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    artifact = _main()["artifacts"]["plantly_wheel"]
+    assert artifact["type"] == "whl" and artifact["path"] == "."
+    python_tasks = 0
+    for name, (job, _) in _resources()["jobs"].items():
+        for task in job["tasks"]:
+            assert "spark_python_task" not in task, (name, task["task_key"])
+            if "python_wheel_task" in task:
+                wheel = task["python_wheel_task"]
+                assert wheel["package_name"] == project["name"], (name, task["task_key"])
+                assert wheel["entry_point"] in project["scripts"], (name, task["task_key"])
+                python_tasks += 1
+    assert python_tasks == 4, "the retraining job's task and the deployment job's three"
 
 
 @pytest.mark.parametrize("target", CLASSIC_TARGETS)
@@ -119,12 +138,14 @@ def test_classic_targets_run_every_task_on_a_dbr_17_3_lts_ml_job_cluster(target:
 
     bundle = _target(target)
     assert _resolve("${var.spark_version}", target) == "17.3.x-cpu-ml-scala2.13"
+    requirements = {"requirements": "${workspace.file_path}/requirements-databricks.txt"}
     for name, job in bundle["resources"]["jobs"].items():
         assert "environments" not in job, name
         clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
         for task in job["tasks"]:
             assert task["job_cluster_key"] in clusters, (name, task["task_key"])
-            assert task["libraries"] == [{"requirements": "${workspace.file_path}/requirements-databricks.txt"}]
+            wheel = [{"whl": "./dist/*.whl"}] if "python_wheel_task" in task else []  # the artifact, from databricks.yml
+            assert task["libraries"] == [requirements, *wheel], (name, task["task_key"])
         for cluster in clusters.values():
             assert cluster["spark_version"] == "${var.spark_version}"
             assert cluster["node_type_id"] == "${var.node_type}"
@@ -158,7 +179,8 @@ def test_serverless_target_runs_every_task_in_an_environment_of_version_4_or_new
             env = environments[task["environment_key"]]
             assert JobEnvironment.from_dict(env).spec.client is None, "client is deprecated: environment_version"
             assert int(_resolve(env["spec"]["environment_version"], target)) >= 4
-            assert env["spec"]["dependencies"] == ["-r ${workspace.file_path}/requirements-databricks.txt"]
+            wheel = ["./dist/*.whl"] if "python_wheel_task" in task else []  # the artifact, from databricks.yml
+            assert env["spec"]["dependencies"] == ["-r ${workspace.file_path}/requirements-databricks.txt", *wheel]
     assert (ROOT / "requirements-databricks.txt").is_file()
 
 
@@ -221,8 +243,8 @@ def test_monitor_task_is_given_the_retraining_job_id() -> None:
     assert monitor["notebook_task"]["base_parameters"]["retrain_job_id"] == "${resources.jobs.plantly_retrain.id}"
     (task,) = jobs["plantly_retrain"]["tasks"]
     assert "notebook_task" not in task, "the retraining job runs the retrain task alone, not all of 06"
-    args = task["spark_python_task"]["parameters"]
-    assert task["spark_python_task"]["python_file"] == "../utils/retraining.py" and args[0] == "retrain"
+    args = task["python_wheel_task"]["parameters"]
+    assert task["python_wheel_task"]["entry_point"] == "plantly-retraining-job" and args[0] == "retrain"
     parsed = dict(zip(args[1::2], args[2::2], strict=True))
     assert parsed["--reason"] == "{{job.parameters.reason}}"  # what start_retraining_job passes to run_now
     assert parsed["--deployment-job-id"] == "${resources.jobs.plantly_deployment.id}", "registration fires the gate"
@@ -237,7 +259,7 @@ def test_monitor_task_is_given_the_retraining_job_id() -> None:
 
 def test_deployment_job_is_linked_by_03_and_runs_evaluation_approval_deployment() -> None:
     """An MLflow 3 deployment job: job parameters model_name and model_version, three tasks in order, each
-    running utils/deployment_job.py with its task name and the config; 03 gets the job's id to link it."""
+    calling the wheel's plantly-deployment-job entry point with its task name and the config; 03 gets the job's id."""
     from utils import deployment_job
 
     jobs = {name: spec for name, (spec, _) in _resources()["jobs"].items()}
@@ -247,7 +269,8 @@ def test_deployment_job_is_linked_by_03_and_runs_evaluation_approval_deployment(
     for before, after in itertools.pairwise(job["tasks"]):
         assert after["depends_on"] == [{"task_key": before["task_key"]}]
     for task in job["tasks"]:
-        args = task["spark_python_task"]["parameters"]
+        assert task["python_wheel_task"]["entry_point"] == "plantly-deployment-job"
+        args = task["python_wheel_task"]["parameters"]
         assert args[0] == task["task_key"] and args[0] in deployment_job.TASKS
         parsed = dict(zip(args[1::2], args[2::2], strict=True))
         assert parsed["--model-name"] == "{{job.parameters.model_name}}"

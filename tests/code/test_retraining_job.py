@@ -84,15 +84,31 @@ def test_without_a_deployment_job_the_verdict_is_awaited(wired: dict[str, Any]) 
     assert "FAILED" in outcome["gate_summary"]
 
 
-@pytest.mark.parametrize("script", ["utils/retraining.py", "utils/deployment_job.py"])
-def test_the_job_scripts_run_as_files(script: str) -> None:
-    """A job's script task runs the file itself: utils/ must not shadow the standard library (utils/platform.py)."""
-    import subprocess
-    import sys
+def test_the_bundle_runs_the_retraining_job_through_the_wheel_entry_point(wired: dict[str, Any],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's python_wheel_task, run as Databricks runs it: the installed wheel's entry point, with the task's
+    parameters resolved from resources/jobs.yml and the job parameters that start_retraining_job passes."""
+    from utils.local import job_runner
 
-    from utils.platform import REPO_ROOT
+    for name in ("MLOPS_CATALOG", "MLOPS_SCHEMA", "MLOPS_ENDPOINT", "MLOPS_EXPERIMENT_NAME"):
+        monkeypatch.setenv(name, "")  # main() sets them from the job parameters; monkeypatch restores them
+    job_runner.run_task("plantly_retrain", "retrain", {"reason": "2 alerts (psi:price)", "catalog": "workspace",
+                                                       "schema": "ada"},
+                        references={"resources.jobs.plantly_deployment.id": "99"})
+    assert wired["develop"]["seed"] == 42, "the job parameter's default"
+    assert wired["trigger"].model_name == "workspace.ada.plantly_recommender" and wired["trigger"].job_id == "99"
+    ((_, _, _, tags),) = wired["registered"]
+    assert tags["reason"] == "2 alerts (psi:price)"
+    assert wired["trigger"].judged == []
 
-    proc = subprocess.run([sys.executable, script, "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=120, check=False, env={"PATH": "/usr/bin:/bin", "HOME": str(REPO_ROOT)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "--catalog" in proc.stdout and "--schema" in proc.stdout
+
+@pytest.mark.parametrize(("job", "task"), [("plantly_retrain", "retrain"), ("plantly_deployment", "evaluation"),
+                                           ("plantly_deployment", "approval"), ("plantly_deployment", "deployment")])
+def test_each_python_task_of_the_bundle_imports_and_parses_its_options(
+        job: str, task: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each task resolves to an installed entry point that imports and parses the job's options (``--help``)."""
+    from utils.local import job_runner
+
+    job_runner.run_task(job, task, parameters=["--help"])  # exits 0 after printing the usage
+    usage = capsys.readouterr().out
+    assert all(f"--{o}" in usage for o in ("catalog", "schema", "endpoint", "experiment-name")), usage

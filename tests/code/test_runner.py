@@ -135,7 +135,7 @@ def test_bundle_job_parameters_parse_as_the_declared_types() -> None:
     for job in jobs.values():
         given = [(p["name"], p["default"]) for p in job.get("parameters", [])]
         if not any("notebook_task" in t for t in job["tasks"]):  # python tasks get them as arguments instead
-            args = " ".join(a for t in job["tasks"] for a in t["spark_python_task"]["parameters"])
+            args = " ".join(a for t in job["tasks"] for a in t["python_wheel_task"]["parameters"])
             assert all(f"{{{{job.parameters.{name}}}}}" in args for name, _ in given), job["name"]
             for name, text in given:  # a parameter the notebooks also declare (seed) has the notebooks' type
                 if name in declared and not str(text).startswith("${"):
