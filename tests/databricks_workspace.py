@@ -10,8 +10,9 @@ the routes the project calls with the shapes of the SDK's own dataclasses (``dat
   ``/serving-endpoints/{name}/served-models/{served}/invocations`` (``serving.ServingEndpointDetailed``);
 * the current user: ``GET /api/2.0/preview/scim/v2/Me`` (``iam.User``, SCIM field names);
 * Jobs 2.2: ``POST /jobs/run-now`` (``jobs.RunNowResponse``), ``POST /jobs/runs/submit``
-  (``jobs.SubmitRunResponse``), ``GET /jobs/runs/get`` (``jobs.Run``), ``GET /jobs/runs/get-output``
-  (``jobs.RunOutput``, for a task run only, as the service refuses a multi-task run's id);
+  (``jobs.SubmitRunResponse``), ``GET /jobs/runs/get`` (``jobs.Run``), ``GET /jobs/runs/list`` (``jobs.BaseRun``
+  pages, newest first), ``GET /jobs/runs/get-output`` (``jobs.RunOutput``, for a task run only, as the service
+  refuses a multi-task run's id);
 * Files: ``PUT /api/2.0/fs/files{path}`` (the single-shot upload the SDK uses below 50 MB);
 * Lakebase online stores (``FeatureEngineeringClient``'s ``*_online_store`` go through them):
   ``POST``/``GET /api/2.0/feature-store/online-stores`` and ``GET``/``DELETE .../{name}`` (``ml.OnlineStore``,
@@ -25,17 +26,27 @@ the routes the project calls with the shapes of the SDK's own dataclasses (``dat
   ``deployment_job_id`` that links an MLflow 3 deployment job).
 
 A submitted run does not execute anything: its task is handed to ``task_runner`` (a test supplies
-it), which returns the result state, the task's printed output and its error. What the stand-in
-cannot show is how a real workspace installs the environment and runs the task.
+it), which returns the result state, the task's printed output and its error. Tasks run in the order
+given; once one fails, the tasks after it are not run (``UPSTREAM_FAILED``), and the run ends with the
+first failure's state. What the stand-in cannot show is how a real workspace installs the environment and
+runs the task.
+
+Registration starts the linked deployment job, as Unity Catalog does: :meth:`StandInWorkspace.model_version_created`
+(called for every version MLflow's client creates while :func:`registrations_reported` is open; a local MLflow
+registry holds the versions) starts a run of the job whose id the registered model carries
+(``deployment_job_id``) with the job parameters ``model_name`` and ``model_version``, when ``jobs`` holds
+that job's settings. The run goes on in a thread of its own, whether or not anyone polls, and each task
+reaches ``task_runner`` with its ``{{job.parameters.<name>}}`` references resolved.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -89,6 +100,7 @@ class StandInWorkspace:
     task_runner: Callable[[dict[str, Any], StandInWorkspace], TaskResult] = lambda task, ws: TaskResult()
     refusals: dict[str, Answer] = field(default_factory=dict)  # path regex -> the error every matching call gets
     _next_id: int = 100
+    _threads: list[threading.Thread] = field(default_factory=list)  # runs started by registration
 
     # ------------------------------------------------------------ helpers for tests
 
@@ -119,8 +131,39 @@ class StandInWorkspace:
             # What the Jobs API answers for an id it does not know (HTTP 400, INVALID_PARAMETER_VALUE).
             return error(400, "INVALID_PARAMETER_VALUE", f"Job {job_id} does not exist.")
         run_id = self.new_id()
-        self.runs[run_id] = self._run(run_id, job_id, self.jobs[job_id].get("name", f"job {job_id}"), [])
+        self.runs[run_id] = self._run(run_id, job_id, self.jobs[job_id].get("name", f"job {job_id}"), [],
+                                      body.get("job_parameters"))
         return 200, {"run_id": run_id, "number_in_job": run_id}
+
+    def model_version_created(self, name: str, version: str | int) -> int | None:
+        """What Unity Catalog does when a version of ``name`` is registered: start the linked deployment job.
+
+        When the registered model carries a ``deployment_job_id`` that ``jobs`` knows, a run of that job with
+        the job parameters ``model_name`` and ``model_version`` starts in a thread of its own (its tasks get
+        the resolved parameters); returns its run id, else None.
+        """
+        from utils.local.job_runner import task_parameters
+
+        job_id = (self.registered_models.get(name) or {}).get("deployment_job_id")
+        job = self.jobs.get(int(job_id)) if str(job_id or "").isdigit() else None
+        if job is None:
+            return None
+        parameters = {"model_name": name, "model_version": str(version)}
+        tasks = [{**t, "python_wheel_task": {**t["python_wheel_task"], "parameters": task_parameters(job, t, parameters)}}
+                 if "python_wheel_task" in t else t for t in job.get("tasks", [])]
+        run_id = self.new_id()
+        run = self._run(run_id, int(job_id), job.get("name", f"job {job_id}"), tasks, parameters, "JOB_RUN")
+        run["_background"] = True
+        self.runs[run_id] = run
+        thread = threading.Thread(target=self._finish, args=(run,), name=f"stand-in-run-{run_id}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        return run_id
+
+    def join_runs(self, timeout: float = 60.0) -> None:
+        """Wait for the runs registration started to end (a test's teardown, before it undoes what they use)."""
+        for thread in self._threads:
+            thread.join(timeout)
 
     def submit(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
         tasks = body.get("tasks") or []
@@ -130,33 +173,49 @@ class StandInWorkspace:
         self.runs[run_id] = self._run(run_id, None, body.get("run_name", ""), tasks)
         return 200, {"run_id": run_id}
 
-    def _run(self, run_id: int, job_id: int | None, name: str, tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    def _run(self, run_id: int, job_id: int | None, name: str, tasks: list[dict[str, Any]],
+             parameters: dict[str, str] | None = None, run_type: str = "SUBMIT_RUN") -> dict[str, Any]:
         page = f"{self.host}/?o=0#job/{job_id or 0}/run/{run_id}"
         task_runs = [{"run_id": self.new_id(), "task_key": t["task_key"], "run_page_url": page,
                       "state": {"life_cycle_state": "PENDING", "state_message": ""}, "_task": t} for t in tasks]
-        return {"run_id": run_id, "job_id": job_id, "run_name": name, "run_page_url": page, "run_type": "SUBMIT_RUN",
-                "state": {"life_cycle_state": "PENDING", "state_message": "Waiting for compute"},
-                "status": {"state": "PENDING"}, "tasks": task_runs, "_polls": 0}
+        run = {"run_id": run_id, "job_id": job_id, "run_name": name, "run_page_url": page, "run_type": run_type,
+               "state": {"life_cycle_state": "PENDING", "state_message": "Waiting for compute"},
+               "status": {"state": "PENDING"}, "tasks": task_runs, "_polls": 0}
+        if parameters:
+            run["job_parameters"] = [{"name": k, "value": str(v)} for k, v in parameters.items()]
+        return run
 
     def _advance(self, run: dict[str, Any]) -> None:
-        """PENDING → RUNNING (``running_polls`` times) → TERMINATED, the task run by ``task_runner`` on the way."""
-        if run["state"]["life_cycle_state"] == "TERMINATED":
+        """PENDING → RUNNING (``running_polls`` times) → TERMINATED, the task run by ``task_runner`` on the way.
+
+        A run that registration started goes on in its own thread (:meth:`model_version_created`), not here.
+        """
+        if run["state"]["life_cycle_state"] == "TERMINATED" or run.get("_background"):
             return
         run["_polls"] += 1
         if run["_polls"] <= self.running_polls:
             run["state"] = {"life_cycle_state": "RUNNING", "state_message": "In run"}
             run["status"] = {"state": "RUNNING"}
             return
+        self._finish(run)
+
+    def _finish(self, run: dict[str, Any]) -> None:
+        """Run the tasks in order by ``task_runner`` (after a failure the rest are UPSTREAM_FAILED), then end the run."""
+        run["state"] = {"life_cycle_state": "RUNNING", "state_message": "In run"}
+        run["status"] = {"state": "RUNNING"}
         overall = "SUCCESS"
         for task_run in run["tasks"]:
+            if overall != "SUCCESS":
+                task_run["state"] = {"life_cycle_state": "TERMINATED", "result_state": "UPSTREAM_FAILED",
+                                     "state_message": "An upstream task failed."}
+                continue
             result = self.task_runner(task_run["_task"], self)
             message = "" if result.result_state == "SUCCESS" else (result.error or "")
             task_run["state"] = {"life_cycle_state": "TERMINATED", "result_state": result.result_state,
                                  "state_message": message}
             self.outputs[task_run["run_id"]] = {"logs": result.logs, "logs_truncated": False, "error": result.error,
                                                 "error_trace": result.error_trace}
-            if result.result_state != "SUCCESS":
-                overall = result.result_state
+            overall = result.result_state
         failed = next((t["task_key"] for t in run["tasks"] if t["state"]["result_state"] != "SUCCESS"), None)
         run["state"] = {"life_cycle_state": "TERMINATED", "result_state": overall,
                         "state_message": f"Task {failed} failed. This caused all downstream tasks to get skipped."
@@ -180,6 +239,17 @@ class StandInWorkspace:
             return error(400, "INVALID_PARAMETER_VALUE", f"Run {query.get('run_id')} does not exist.")
         self._advance(run)
         return 200, self._public(run)
+
+    def list_runs(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        job_id = int(query.get("job_id", "0") or 0)
+        runs = sorted((r for r in list(self.runs.values()) if not job_id or r["job_id"] == job_id),
+                      key=lambda r: -r["run_id"])  # newest first
+        start, size = int(query.get("page_token") or 0), int(query.get("limit") or 20)
+        page: dict[str, Any] = {"runs": [self._public(r) for r in runs[start:start + size]],
+                                "has_more": start + size < len(runs)}
+        if page["has_more"]:
+            page["next_page_token"] = str(start + size)
+        return 200, page
 
     def get_run_output(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
         run_id = int(query.get("run_id", "0") or 0)
@@ -376,6 +446,7 @@ ROUTES: list[tuple[str, str, Callable[..., Answer]]] = [
     ("POST", r"/api/2\.2/jobs/run-now", StandInWorkspace.run_now),
     ("POST", r"/api/2\.2/jobs/runs/submit", StandInWorkspace.submit),
     ("GET", r"/api/2\.2/jobs/runs/get", StandInWorkspace.get_run),
+    ("GET", r"/api/2\.2/jobs/runs/list", StandInWorkspace.list_runs),
     ("GET", r"/api/2\.2/jobs/runs/get-output", StandInWorkspace.get_run_output),
     ("PUT", r"/api/2\.0/fs/files(/.+)", StandInWorkspace.upload),
     ("POST", r"/api/2\.0/mlflow/unity-catalog/registered-models/create", StandInWorkspace.create_registered_model),
@@ -453,6 +524,29 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PATCH(self) -> None:
         self._dispatch("PATCH")
+
+
+@contextlib.contextmanager
+def registrations_reported(workspace: StandInWorkspace) -> Iterator[None]:
+    """While open, every model version MLflow's client creates is reported to ``workspace`` as soon as it exists.
+
+    The local MLflow registry holds the versions (the stand-in does not serve Unity Catalog's model-version
+    routes); this tells the stand-in of each one, as Unity Catalog's registry tells its jobs service.
+    """
+    from mlflow.tracking._model_registry.client import ModelRegistryClient
+
+    create = ModelRegistryClient.create_model_version
+
+    def create_and_report(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        version = create(self, name, *args, **kwargs)
+        workspace.model_version_created(name, version.version)
+        return version
+
+    ModelRegistryClient.create_model_version = create_and_report
+    try:
+        yield
+    finally:
+        ModelRegistryClient.create_model_version = create
 
 
 class RunningWorkspace:

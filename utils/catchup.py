@@ -52,8 +52,13 @@ def ensure_features(rows: int, seed: int, cfg: Config | None = None) -> bool:
 
 
 def ensure_model(rows: int, seed: int, cfg: Config | None = None) -> bool:
-    """Train, gate and register a champion unless the registry has one; True when it trained."""
-    from utils import gate, registry
+    """Train, register and gate a champion unless the registry has one; True when it trained.
+
+    A deployment job linked to the model gates the registration (``utils.deployment_job.gate_registered``).
+    Raises ``RuntimeError`` when the model fails the gate.
+    """
+    from utils import registry
+    from utils.deployment_job import gate_registered
     from utils.plantly_features import LABEL, feature_schema
     from utils.platform import configure_mlflow
     from utils.training import develop, gate_frame
@@ -66,8 +71,8 @@ def ensure_model(rows: int, seed: int, cfg: Config | None = None) -> bool:
     result, model_uri, test = develop(family=None, seed=seed, run_name="catch-up", cfg=cfg)  # family picked on the data
     version = registry.register(model_uri, name=cfg.model_name,
                                 description=f"{result.family} recommender built by the catch-up helper")
-    verdict = gate.gate_and_set_challenger(cfg.model_name, version.version, gate_frame(test), LABEL,
-                                           eval_start=test["event_ts"].min(), expected_features=feature_schema())
+    verdict = gate_registered(cfg.model_name, version.version, gate_frame(test), LABEL,
+                              eval_start=test["event_ts"].min(), expected_features=feature_schema())
     if not verdict.passed:
         raise RuntimeError(f"the catch-up model failed the validation gate:\n{verdict.summary()}")
     registry.promote(cfg.model_name, version.version, verdict.to_dict(), reason="catch-up: first model to pass the gate")

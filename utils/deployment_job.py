@@ -13,7 +13,12 @@ training split them (:func:`utils.training.time_split`), so the gate scores the 
 Every verdict is kept twice on the model version: tags (``gate_passed``, ``gate_failed``,
 ``gate_summary``, ``gate_checked_at``, written by :func:`utils.gate.gate_and_set_challenger`) and the
 whole result, every check, as the JSON artifact ``gate/version-<n>.json`` of the training run
-(``utils.gate.recorded_verdict`` reads it back on either platform).
+(``utils.gate.recorded_verdict`` reads it back on either platform). ``gate_checked_at`` comes last, once
+``challenger`` moved, so a verdict that can be read is one whose alias move is done.
+
+Once a job is linked, Unity Catalog runs it on *every* new version of the model, whoever registers it:
+code that registers a version and wants its verdict calls :func:`gate_registered`, which waits for the
+linked job's verdict instead of gating the version a second time.
 
 The job's tasks are Python wheel tasks of the project's wheel: each calls the entry point
 ``plantly-deployment-job`` (:func:`cli`) with its task name and options as ``sys.argv``. Run a task by hand
@@ -36,10 +41,16 @@ APPROVAL_TAG = "approval"
 Databricks' deployment-job template names the tag after the approval task; the task here is called
 ``approval`` too. Tag keys follow Unity Catalog's rules (no dots)."""
 APPROVED = "approved"
+ENDED = ("TERMINATED", "SKIPPED", "INTERNAL_ERROR")
+"""A job run's life-cycle states once it has ended (``jobs.RunLifeCycleState``)."""
 
 
 class ApprovalPending(RuntimeError):
     """The version has no ``approval = approved`` tag yet: the deployment job stops here until someone approves."""
+
+
+class DeploymentJobFailed(RuntimeError):
+    """The deployment job's run for a version ended without a gate verdict; the message names the run's URL and state."""
 
 
 def _version(model_name: str, model_version: str | int) -> Any:
@@ -87,26 +98,6 @@ def evaluation_task(model_name: str, model_version: str | int) -> GateResult:
                                         expected_features=feature_schema())
 
 
-def wait_for_verdict(model_name: str, model_version: str | int, timeout_s: float = 600.0,
-                     interval_s: float = 0.5) -> GateResult:
-    """Poll until the gate has judged the version (whoever ran it); return the result.
-
-    Raises ``TimeoutError`` after ``timeout_s`` seconds, saying where to look.
-    """
-    from utils.gate import recorded_verdict
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        verdict = recorded_verdict(model_name, model_version)
-        if verdict is not None:
-            return verdict
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"no gate verdict on version {model_version} of {model_name} after {timeout_s:.0f} s: "
-                               "check the deployment job's runs (Databricks: the model page's Deployment tab; "
-                               "locally: the receiver's deliveries) and whether it failed")
-        time.sleep(interval_s)
-
-
 def approval_task(model_name: str, model_version: str | int, tag: str = APPROVAL_TAG) -> None:
     """Pass when the version carries ``<tag> = approved`` (case-insensitive), as Databricks' approval task does.
 
@@ -119,6 +110,43 @@ def approval_task(model_name: str, model_version: str | int, tag: str = APPROVAL
             f"version {mv.version} of {model_name} is not approved ({tag} = {value or 'unset'}): a reviewer sets "
             f"the tag (MlflowClient().set_model_version_tag({model_name!r}, {str(mv.version)!r}, {tag!r}, "
             f"{APPROVED!r}) or the model page's tag editor), then repairs the job run")
+
+
+def linked_job(model_name: str) -> str:
+    """The id of the deployment job linked to registered model ``model_name``; ``""`` when none is (or no such model).
+
+    Unity Catalog keeps the link on the model (``RegisteredModel.deployment_job_id``); a local MLflow
+    registry has none.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from utils import registry
+    from utils.platform import registry_uri
+
+    try:
+        model = MlflowClient(registry_uri=registry_uri()).get_registered_model(model_name)
+    except MlflowException as exc:
+        if not registry._is_not_found(exc):
+            raise
+        return ""
+    return str(getattr(model, "deployment_job_id", None) or "")
+
+
+def gate_registered(model_name: str, version: str | int, eval_df: Any, label_col: str, **kw: Any) -> GateResult:
+    """The gate's verdict on a version just registered, gated once.
+
+    When a deployment job is linked to the model, registration already started it: its verdict is awaited
+    (:meth:`JobTrigger.verdict`; the job judges on the rows the version's run recorded, ``eval_df`` is not
+    used). Otherwise the gate runs here: :func:`utils.gate.gate_and_set_challenger` with ``eval_df``,
+    ``label_col`` and ``kw``. Raises what those raise (``DeploymentJobFailed``, ``TimeoutError``).
+    """
+    job_id = linked_job(model_name)
+    if job_id:
+        return JobTrigger(model_name, job_id).verdict(version)
+    from utils.gate import gate_and_set_challenger
+
+    return gate_and_set_challenger(model_name, version, eval_df, label_col, **kw)
 
 
 def deployment_task(model_name: str, model_version: str | int, endpoint_name: str | None = None) -> dict[str, Any]:
@@ -184,9 +212,46 @@ class JobTrigger:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def verdict(self, version: str | int, timeout: float = 1800.0) -> GateResult:
-        """The evaluation task's result on ``version`` (a job run starts compute first: up to ``timeout`` s)."""
-        result = wait_for_verdict(self.model_name, version, timeout)
+    def verdict(self, version: str | int, timeout: float = 1800.0, interval_s: float = 5.0) -> GateResult:
+        """The evaluation task's result on ``version`` (a job run starts compute first: up to ``timeout`` s).
+
+        Every ``interval_s`` seconds reads the version's recorded verdict and the job's run for it (``jobs.list_runs``,
+        the run whose job parameter ``model_version`` is ``version``). Raises ``DeploymentJobFailed`` (one line: the
+        run's URL and state) when that run ended without a verdict, ``TimeoutError`` when none came in ``timeout`` s.
+        """
+        from utils.gate import recorded_verdict
+        from utils.platform import workspace_client
+
+        client = workspace_client()
+        deadline = time.monotonic() + timeout
+        while (result := recorded_verdict(self.model_name, version)) is None:
+            run = self._run_for(client, version)
+            if run is not None and run.state and str(getattr(run.state.life_cycle_state, "value", "")) in ENDED:
+                if (result := recorded_verdict(self.model_name, version)) is not None:  # written as the run ended
+                    break
+                outcome = getattr(run.state.result_state, "value", None) or run.state.life_cycle_state.value
+                why = " ".join((run.state.state_message or "no message").split())
+                raise DeploymentJobFailed(f"deployment job {self.job_id} run {run.run_id} for version {version} of "
+                                          f"{self.model_name} ended {outcome} without a gate verdict ({why}): "
+                                          f"see {run.run_page_url}")
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no gate verdict on version {version} of {self.model_name} after {timeout:.0f} s: "
+                                   f"deployment job {self.job_id} " + ("has not finished its run for it" if run else
+                                   "started no run for it (is it still linked to the model?)"))
+            time.sleep(interval_s)
+        return self._noted(version, result)
+
+    def _run_for(self, client: Any, version: str | int) -> Any:
+        """The newest of the job's latest 20 runs (one page) started for ``version`` of the model (``jobs.BaseRun``), or None."""
+        import itertools
+
+        for run in itertools.islice(client.jobs.list_runs(job_id=int(self.job_id), limit=20), 20):
+            params = {p.name: p.value if p.value is not None else p.default for p in run.job_parameters or []}
+            if params.get("model_version") == str(version) and params.get("model_name") in (None, self.model_name):
+                return run
+        return None
+
+    def _noted(self, version: str | int, result: GateResult) -> GateResult:
         self._judged.append({"model": self.model_name, "version": str(version), "via": self.via,
                              "status": "passed" if result.passed else "refused",
                              "summary": result.summary().splitlines()[0]})
@@ -200,7 +265,8 @@ class JobTrigger:
 
 
 class InlineTrigger(JobTrigger):
-    """No deployment job to link (a notebook run by hand on Databricks): the evaluation task runs in the notebook."""
+    """No deployment job id given (a notebook run by hand on Databricks): the evaluation task runs in the notebook,
+    unless an earlier run linked a job to the model; registration then starts that job, and its verdict is awaited."""
 
     via = "notebook"
 
@@ -209,19 +275,24 @@ class InlineTrigger(JobTrigger):
 
     @property
     def how(self) -> str:
+        if self.job_id:
+            return (f"deployment job {self.job_id} is linked to {self.model_name} (by an earlier run), so registration "
+                    "starts it and its evaluation task runs the gate; this notebook waits for the verdict")
         return ("no deployment job is linked (the bundle's jobs pass deployment_job_id), so the deployment job's "
                 "evaluation task runs here, in this notebook, right after registration")
 
     def __enter__(self) -> InlineTrigger:
+        self.job_id = linked_job(self.model_name)
+        if self.job_id:
+            self.via = JobTrigger.via
         return self
 
-    def verdict(self, version: str | int, timeout: float = 1800.0) -> GateResult:
-        """Run the evaluation task on ``version`` now and return its result."""
+    def verdict(self, version: str | int, timeout: float = 1800.0, interval_s: float = 5.0) -> GateResult:
+        """The linked job's verdict on ``version`` (see :meth:`JobTrigger.verdict`), else the evaluation task's, run now."""
+        if self.job_id:
+            return super().verdict(version, timeout, interval_s)
         result = evaluation_task(self.model_name, version)
-        self._judged.append({"model": self.model_name, "version": str(version), "via": self.via,
-                             "status": "passed" if result.passed else "refused",
-                             "summary": result.summary().splitlines()[0]})
-        return result
+        return self._noted(version, result)
 
 
 TASKS = {"evaluation": evaluation_task, "approval": approval_task, "deployment": deployment_task}

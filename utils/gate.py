@@ -588,7 +588,9 @@ def gate_and_set_challenger(name: str, version: str | int, eval_df: pd.DataFrame
     then on, the champion comparison is skipped with that reason (see ``champion_overlap``).
     The verdict is always recorded as version tags (``gate_passed``, ``gate_failed``, ``gate_summary``,
     ``gate_checked_at``) and, when the version names its training run, in full as that run's artifact
-    ``gate/version-<n>.json`` (:func:`recorded_verdict`); a failure changes no alias. ``kw`` goes to ``run_gate``.
+    ``gate/version-<n>.json`` (:func:`recorded_verdict`); a failure changes no alias. ``gate_checked_at``
+    is written last, after ``challenger`` moved: whoever waits for the verdict (``recorded_verdict``) then
+    finds everything it implies done. ``kw`` goes to ``run_gate``.
     """
     from datetime import datetime
 
@@ -611,11 +613,11 @@ def gate_and_set_challenger(name: str, version: str | int, eval_df: pd.DataFrame
         "gate_passed": str(result.passed).lower(),
         "gate_failed": ",".join(c.name for c in result.failed()),
         "gate_summary": "; ".join(f"{c.name}: {c.reason}" for c in result.failed()) or "all checks passed",
-        "gate_checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
     })
     if result.passed:
         registry.set_alias(name, cfg.challenger_alias, version, "passed the validation gate",
                            gate_result=result, action="gate_pass")
+    registry.set_version_tags(name, version, {"gate_checked_at": datetime.now(UTC).isoformat(timespec="seconds")})
     return result
 
 

@@ -159,10 +159,12 @@ def retrain_and_gate(seed: int, reason: str, family: str | None = None, cfg: Con
 
     ``family`` None (the default) picks the model family on the new training rows (``training.select_family``,
     never on the test rows): a fixed gradient boosting over-fits a few thousand impressions and failed the
-    gate's minimum AUC there, so a small demo's loop never closed. Returns ``{"run_id", "version",
+    gate's minimum AUC there, so a small demo's loop never closed. A deployment job linked to the model gates
+    the registration (``utils.deployment_job.gate_registered``). Returns ``{"run_id", "version",
     "gate_passed", "promoted", ...}``.
     """
-    from utils import gate, registry
+    from utils import registry
+    from utils.deployment_job import gate_registered
     from utils.plantly_features import feature_schema
     from utils.training import develop, gate_frame
 
@@ -171,8 +173,8 @@ def retrain_and_gate(seed: int, reason: str, family: str | None = None, cfg: Con
     version = registry.register(model_uri, name=cfg.model_name,
                                 description=f"retrained after monitoring alerts: {reason}",
                                 tags={"trigger": "monitoring", "reason": reason[:500]})
-    verdict = gate.gate_and_set_challenger(cfg.model_name, version.version, gate_frame(test), LABEL,
-                                           eval_start=test["event_ts"].min(), expected_features=feature_schema())
+    verdict = gate_registered(cfg.model_name, version.version, gate_frame(test), LABEL,
+                              eval_start=test["event_ts"].min(), expected_features=feature_schema())
     promoted = False
     if verdict.passed:
         registry.promote(cfg.model_name, version.version, verdict.to_dict(), reason=f"retrained and won: {reason}"[:500])
