@@ -36,13 +36,14 @@ endif
 endif
 endif
 
-.PHONY: help install demo test unit check-stripped notebooks lab ui bench bench-env bench-lock lock dashboard strip clean java prereqs hooks
+.PHONY: help install demo test unit check-stripped notebooks lab stop ui bench bench-env bench-lock lock dashboard strip clean java prereqs hooks
 
 help:
 	@echo "make demo   - set up .venv and run every notebook headless, in order (executed copies in executed/)"
 	@echo "make clean  - start over: delete the local state, executed notebooks, reports and generated raw files"
 	@echo "make test   - set up .venv, run unit/data/model tests, check notebooks are stripped, run every notebook (Run All)"
-	@echo "make lab    - JupyterLab on the notebooks"
+	@echo "make lab    - JupyterLab on the notebooks (its kernels share one local Spark engine, stopped with the lab)"
+	@echo "make stop   - stop the local Spark engine (a Spark Connect server; demo and test stop theirs themselves)"
 	@echo "make hooks  - strip notebook outputs on every commit (pre-commit)"
 	@echo "make ui     - MLflow UI on http://127.0.0.1:5000 (another port: make ui UI_PORT=5001)"
 	@echo "make bench  - benchmark scripts (figures appended to bench/results.md; installs the bench extra, Evidently)"
@@ -105,8 +106,13 @@ strip: $(STAMP)
 
 # --allow-root: containers, cloud workstations and devcontainers run as root, where JupyterLab otherwise refuses to start.
 # Kernels talk to the server over local IPC sockets, not unencrypted TCP ports (which ipykernel warns about).
+# The kernels are clients of one Spark Connect server, started by the first notebook and stopped when the lab stops.
 lab: $(STAMP) $(JARS) java
+	trap '$(BIN)/python -m utils.local.engine stop "$(STATE_DIR)"' EXIT; \
 	$(BIN)/jupyter lab --ip 127.0.0.1 --KernelManager.transport=ipc $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
+
+stop: $(STAMP)
+	$(BIN)/python -m utils.local.engine stop "$(STATE_DIR)"
 
 hooks: $(STAMP)
 	$(BIN)/pre-commit install

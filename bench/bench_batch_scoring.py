@@ -182,7 +182,7 @@ def run(args: argparse.Namespace, state: Path) -> tuple[dict[str, dict], dict[st
     assert df.count() == args.rows
     inputs = frame[FEATURES]
     print(f"input: {args.rows:,} rows built and cached in {time.perf_counter() - t0:.1f} s "
-          f"({df.rdd.getNumPartitions()} partitions)", flush=True)
+          f"({args.partitions} partitions)", flush=True)
 
     from utils.training import scoring_model_uri
 

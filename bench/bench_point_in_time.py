@@ -119,7 +119,7 @@ def main() -> None:
     from utils.platform import get_spark
 
     spark = get_spark("bench-point-in-time")
-    cores = spark.sparkContext.defaultParallelism  # the configured parallelism (MLOPS_SHUFFLE_PARTITIONS)
+    cores = int(spark.conf.get("spark.default.parallelism"))  # the configured parallelism (MLOPS_SHUFFLE_PARTITIONS)
     t0 = time.perf_counter()
     spine, tables = make_data(args)
     fe = LocalFeatureEngineeringClient()

@@ -42,8 +42,16 @@ class _ActiveSpark:
 @pytest.fixture(scope="session")
 def spark(isolated_state: Path):
     """The local Spark session shared by every test (whichever one is current, see ``_ActiveSpark``)."""
-    from utils.platform import get_spark, stop_spark
+    from utils.platform import get_spark
 
     get_spark("plantly-tests")
     yield _ActiveSpark()
-    stop_spark()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_engines():
+    """Stop every local Spark engine this test process started (the session's, and those of moved state folders)."""
+    yield
+    from utils.local import engine
+
+    engine.stop_started()

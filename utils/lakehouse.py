@@ -242,7 +242,10 @@ def _spark_df(df: Any) -> SparkDataFrame:
     """``df`` (Spark, pandas or Arrow) as a Spark DataFrame."""
     if _is_spark(df):
         return df
-    return get_spark().createDataFrame(_to_arrow(df))
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    table = _to_arrow(df)  # the schema given: Spark Connect infers none from an empty table
+    return get_spark().createDataFrame(table, schema=from_arrow_schema(table.schema))
 
 
 def _types(sdf: SparkDataFrame) -> dict[str, str]:
@@ -527,7 +530,7 @@ def _check_spark_keys(full: str, sdf: SparkDataFrame, keys: list[str]) -> None:
 
 def _merge_once(sdf: SparkDataFrame, name: str, keys: list[str], update: bool, insert: bool,
                 delete_missing: bool, merge_schema: bool) -> dict:
-    from delta.tables import DeltaTable
+    import uuid
 
     full = _full(name)
     if not exists(name):
@@ -540,17 +543,19 @@ def _merge_once(sdf: SparkDataFrame, name: str, keys: list[str], update: bool, i
         raise ValueError(f"merge keys {absent} are not columns of table {full!r}")
     sdf = _conform(name, sdf, merge_schema)
     before = current_version(name)
+    source = f"merge_source_{uuid.uuid4().hex[:12]}"
+    sdf.createOrReplaceTempView(source)
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-    builder = DeltaTable.forName(get_spark(), full).alias("t").merge(sdf.alias("s"), condition)
-    if merge_schema:
-        builder = builder.withSchemaEvolution()
-    if update:
-        builder = builder.whenMatchedUpdateAll()
-    if insert:
-        builder = builder.whenNotMatchedInsertAll()
-    if delete_missing:
-        builder = builder.whenNotMatchedBySourceDelete()
-    counts = builder.execute().first()  # Delta's own metrics of this MERGE (not of a later commit)
+    clauses = [c for c, wanted in (("WHEN MATCHED THEN UPDATE SET *", update),
+                                   ("WHEN NOT MATCHED THEN INSERT *", insert),
+                                   ("WHEN NOT MATCHED BY SOURCE THEN DELETE", delete_missing)) if wanted]
+    # SQL, not DeltaTable's builder: the builder needs Delta's Connect plugin on a Spark Connect engine.
+    statement = (f"MERGE {'WITH SCHEMA EVOLUTION ' if merge_schema else ''}INTO {_quoted(name)} t "
+                 f"USING {source} s ON {condition} {' '.join(clauses)}")
+    try:
+        counts = get_spark().sql(statement).first()  # Delta's own metrics of this MERGE (not of a later commit)
+    finally:
+        get_spark().catalog.dropTempView(source)
     version = current_version(name)
     if counts is None or version == before:  # nothing to change: Delta commits no new version
         return {"num_inserted": 0, "num_updated": 0, "num_deleted": 0, "version": before}

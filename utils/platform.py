@@ -401,89 +401,85 @@ def java_version() -> int:
     return _java_major(java)
 
 
-def _prepare_local_spark_env() -> None:
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("SPARK_CONF_DIR", str(REPO_ROOT / "conf" / "spark"))
-    # Executables the workers and `mlflow models serve` start by name live next to the interpreter.
+_SESSION: dict[str, Any] = {}
+"""This process's session on the local engine, by state folder (a session serves one warehouse)."""
+
+
+def get_spark(app_name: str = "plantly-mlops") -> Any:
+    """The Spark session: the cluster's or serverless's on Databricks; locally a Spark Connect session.
+
+    Locally every process (notebook kernel, test, job) is a client of one warm Spark Connect server per state
+    folder (:mod:`utils.local.engine`), started on first use, as serverless notebooks are clients of an engine
+    they do not own: ``sparkContext`` and RDDs are refused, callbacks and UDFs run in the server's workers.
+    ``SPARK_MASTER=spark://host:7077`` instead gives a classic session on that cluster (:func:`_cluster_session`).
+    ``app_name`` is kept for the callers' sake (a Connect session has no name of its own). Raises
+    ``EnvironmentProblem`` (one line) when Java or the jars are missing or the engine cannot start.
+    """
+    from pyspark.sql import SparkSession
+
+    if is_databricks():
+        return SparkSession.builder.getOrCreate()
+    from utils.local import engine, jvm
+
+    master = os.environ.get("SPARK_MASTER", "local[*]")
+    if not master.startswith("local"):
+        return _cluster_session(master)
+    state = state_dir()
+    record = engine.status(state)
+    cached = _SESSION.get(str(state))
+    if cached is not None and record is not None and cached[0] == record["token"]:
+        engine.make_default(cached[1], record["url"])
+        return cached[1]
+    java_version()
+    ensure_dirs()
+    _venv_on_path()
+    try:
+        conf = engine.server_conf(lakehouse_dir(), tmp_dir(), catalogs=[_configured_catalog()])
+        spark = engine.connect(state, conf, say=lambda line: print(line, flush=True))
+    except (jvm.MissingJars, engine.EngineError) as exc:
+        raise EnvironmentProblem(str(exc)) from None
+    record = engine.status(state)
+    engine.explain_lost_engine(state)
+    _SESSION[str(state)] = (record["token"] if record else "", spark)
+    return spark
+
+
+def _venv_on_path() -> None:
+    """Executables this process starts by name (``mlflow models serve``) live next to the interpreter."""
     bindir = str(Path(sys.executable).parent)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
 
-def get_spark(app_name: str = "plantly-mlops") -> Any:
-    """The Spark session: the cluster's on Databricks; locally ``local[*]`` or ``SPARK_MASTER``."""
+def _cluster_session(master: str) -> Any:
+    """A classic session of this process on a Spark cluster (``SPARK_MASTER=spark://...``): the one place a local
+    process owns a JVM, because a standalone cluster's driver runs where its client runs."""
     from pyspark.sql import SparkSession
 
-    if is_databricks():
-        return SparkSession.builder.getOrCreate()
-    active = SparkSession.getActiveSession() or _default_session()  # a new thread has no active session
-    if active is not None:
-        if _same_path(active.conf.get("spark.sql.warehouse.dir"), lakehouse_dir()):
-            return active
-        active.stop()  # MLOPS_STATE_DIR moved: a session serves one warehouse (about a second to restart)
-    java_version()
     from utils.local import catalog as local_catalog
-    from utils.local import jvm
+    from utils.local import engine, jvm
 
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    java_version()
+    ensure_dirs()
     try:
-        delta_conf = jvm.spark_conf(catalogs=[_configured_catalog()])
+        conf = engine.server_conf(lakehouse_dir(), tmp_dir(), catalogs=[_configured_catalog()])
     except jvm.MissingJars as exc:
         raise EnvironmentProblem(str(exc)) from None
-    _prepare_local_spark_env()
-    ensure_dirs()
-    tmp = tmp_dir()
-    master = os.environ.get("SPARK_MASTER", "local[*]")
-    java_opts = f"-Djava.io.tmpdir={tmp} -Dlog4j2.configurationFile={REPO_ROOT / 'conf' / 'spark' / 'log4j2.properties'}"
-    builder = (
-        SparkSession.builder.master(master)
-        .appName(app_name)
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", os.environ.get("MLOPS_SHUFFLE_PARTITIONS", "4"))
-        .config("spark.default.parallelism", os.environ.get("MLOPS_SHUFFLE_PARTITIONS", "4"))
-        # Delta's VACUUM lists files with this many tasks (default 10,000: a minute for a six-file table on 2 cores,
-        # bench/bench_delta_confs.py).
-        .config("spark.sql.sources.parallelPartitionDiscovery.parallelism", os.environ.get("MLOPS_SHUFFLE_PARTITIONS", "4"))
-        # Delta rebuilds a table's state in this many partitions (default 50, sized for clusters).
-        .config("spark.databricks.delta.snapshotPartitions", os.environ.get("MLOPS_SHUFFLE_PARTITIONS", "4"))
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.execution.arrow.pyspark.fallback.enabled", "true")
-        .config("spark.local.dir", str(tmp))
-        .config("spark.driver.extraJavaOptions", java_opts)
-        .config("spark.executor.extraJavaOptions", java_opts)
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.memory", os.environ.get("MLOPS_DRIVER_MEMORY", "4g"))
-        .config("spark.sql.adaptive.enabled", "true")
-        .config("spark.sql.warehouse.dir", str(lakehouse_dir()))
-        .config("spark.sql.catalogImplementation", "in-memory")
-        .config("spark.pyspark.python", sys.executable)
-    )
-    for key, value in delta_conf.items():
-        builder = builder.config(key, value)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("SPARK_CONF_DIR", str(REPO_ROOT / "conf" / "spark"))
+    _venv_on_path()
+    builder = SparkSession.builder.master(master).appName("plantly-cluster")
+    for key, value in conf.items():
+        if not key.startswith("spark.connect."):
+            builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     local_catalog.register_tables(spark, lakehouse_dir())
     return spark
-
-
-def _default_session() -> Any:
-    """The session the builder made in this process, if it still runs (any thread), else None."""
-    from pyspark.sql import SparkSession
-
-    session = SparkSession._instantiatedSession
-    return session if session is not None and session._sc._jsc is not None else None
-
-
-def _same_path(uri: str | None, path: Path) -> bool:
-    from urllib.parse import unquote, urlparse
-
-    if not uri:
-        return False
-    return Path(unquote(urlparse(uri).path) if uri.startswith("file:") else uri).resolve() == path.resolve()
 
 
 def _configured_catalog() -> str:
@@ -531,14 +527,17 @@ def refresh_tables() -> None:
 
 
 def stop_spark() -> None:
-    """Stop the local Spark session if one is running (never on Databricks)."""
+    """Stop the local engine of the current state folder, if one runs (never on Databricks).
+
+    Every client of that engine (another notebook's kernel too) loses its session; the next
+    :func:`get_spark` starts a new engine.
+    """
     if is_databricks():
         return
-    from pyspark.sql import SparkSession
+    from utils.local import engine
 
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        active.stop()
+    _SESSION.pop(str(state_dir()), None)
+    engine.stop(state_dir())
 
 
 # ---------------------------------------------------------------- MLflow

@@ -460,23 +460,32 @@ def _validate_event(rec: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]
 
 @dataclass
 class StreamScorer:
-    """Scores landed events micro-batch by micro-batch; idempotent per event, so replays add nothing."""
+    """Scores landed events micro-batch by micro-batch; idempotent per event, so replays add nothing.
+
+    Its ``foreach_batch`` runs where the engine runs callbacks: on Spark Connect (serverless, and the local
+    engine) in a Python process of the server's, which sees only what this object carries. So it carries the
+    MLflow tracking and registry URIs of the process that made it, and keeps no state the notebook reads back
+    (the query's progress says which batches had input: :func:`batches_with_input`).
+    """
 
     model_name: str
     model_version: str
     model_uri: str
     cfg: Config = field(default_factory=get_config)
-    batches_seen: list[int] = field(default_factory=list)
+    tracking_uri: str = field(default_factory=lambda: __import__("mlflow").get_tracking_uri())
+    registry_uri: str = field(default_factory=lambda: __import__("mlflow").get_registry_uri())
     _model: Any = field(default=None, repr=False)
     _features: Any = field(default=None, repr=False)
 
     def model(self) -> Any:
-        """The pyfunc model, loaded once."""
+        """The pyfunc model, loaded once, from the registry of the process that made this scorer."""
         if self._model is None:
             import mlflow.pyfunc
 
             from utils.training import scoring_model_uri
 
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.registry_uri)
             self._model = mlflow.pyfunc.load_model(scoring_model_uri(self.model_uri))
         return self._model
 
@@ -484,7 +493,6 @@ class StreamScorer:
         """Validate, look up features, score and log one micro-batch; returns counts (scored, logged, quarantined)."""
         from utils.online_features import OnlineFeatures
 
-        self.batches_seen.append(int(batch_id))
         valid, bad = validate_events(events)
         if self._features is None:
             self._features = OnlineFeatures(self.cfg)

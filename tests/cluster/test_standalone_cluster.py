@@ -141,10 +141,11 @@ def spec_dir(spark, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def local_results(spark, spec_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The computations on this session's local Spark (written and read back like the cluster's)."""
-    if not spark.sparkContext.master.startswith("local"):
-        pytest.skip(f"the test session's Spark runs on {spark.sparkContext.master} (SPARK_MASTER is set), not local mode")
+    master = spark.conf.get("spark.master")
+    if not master.startswith("local"):
+        pytest.skip(f"the test session's Spark runs on {master} (SPARK_MASTER is set), not local mode")
     out = tmp_path_factory.mktemp("local-results")
-    write_results(compute(spark, spec_dir), out, {"master": spark.sparkContext.master})
+    write_results(compute(spark, spec_dir), out, {"master": master})
     return read_results(out)
 
 

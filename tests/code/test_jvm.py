@@ -65,16 +65,16 @@ def test_a_session_starts_and_writes_delta_with_the_network_blocked(tmp_path: Pa
     """Every proxy points at a closed port: any attempt to reach a package repository would fail."""
     dead = "127.0.0.1:9"
     code = (
-        "from delta.tables import DeltaTable\n"
-        "from utils.platform import get_spark\n"
+        "from utils.platform import get_spark, stop_spark\n"
         "spark = get_spark()\n"
         "assert spark.conf.get('spark.jars.packages', None) is None\n"
         "spark.sql('CREATE SCHEMA IF NOT EXISTS plantly.offline')\n"
         "spark.range(3).write.mode('overwrite').saveAsTable('plantly.offline.t')\n"
-        "DeltaTable.forName(spark, 'plantly.offline.t').alias('t').merge(spark.range(2, 5).alias('s'), 't.id = s.id')"
-        ".whenNotMatchedInsertAll().execute()\n"
+        "spark.range(2, 5).createOrReplaceTempView('s')\n"
+        "spark.sql('MERGE INTO plantly.offline.t t USING s ON t.id = s.id WHEN NOT MATCHED THEN INSERT *')\n"
         "print('rows', spark.table('plantly.offline.t').count(),"
         " 'versions', spark.sql('DESCRIBE HISTORY plantly.offline.t').count())\n"
+        "stop_spark()\n"
     )
     env = {
         "MLOPS_STATE_DIR": str(tmp_path / "state"),

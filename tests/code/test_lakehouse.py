@@ -60,9 +60,7 @@ def test_pandas_and_arrow_round_trip_into_a_real_delta_table(spark, name: str) -
     v1 = lh.write(pa.Table.from_pandas(rows(2, start=3), preserve_index=False), name)
     assert (v0, v1) == (0, 1)
     assert (folder(name) / "_delta_log" / "00000000000000000000.json").is_file()
-    from delta.tables import DeltaTable
-
-    assert DeltaTable.forName(spark, name).history(1).first()["version"] == 1  # Delta's own API sees it
+    assert spark.sql(f"DESCRIBE HISTORY {name} LIMIT 1").first()["version"] == 1  # Delta's own history sees it
     assert lh.exists(name) and name in lh.list_tables("test", "lakehouse")
     pd.testing.assert_frame_equal(by_id(lh.read_pandas(name)), rows(5))
     assert lh.read_pandas(name, columns=["label"]).columns.tolist() == ["label"]

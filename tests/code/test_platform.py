@@ -178,7 +178,7 @@ def test_local_state_lives_under_state_dir(isolated_state: Path) -> None:
 
 
 def test_spark_is_local_quiet_and_uses_project_tmp(spark) -> None:
-    conf = spark.sparkContext.getConf()
+    conf = spark.conf
     assert conf.get("spark.ui.enabled") == "false"
     assert conf.get("spark.ui.showConsoleProgress") == "false"
     assert int(spark.conf.get("spark.sql.shuffle.partitions")) <= 8

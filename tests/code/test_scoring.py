@@ -13,6 +13,7 @@ from tests.support import publish_tiny_online_store
 from utils import lakehouse
 from utils.plantly_features import FEATURES
 from utils.scoring import (
+    batches_with_input,
     INFERENCE_LOG_COLUMNS,
     StreamScorer,
     append_inference_log,
@@ -149,11 +150,11 @@ def test_streaming_restart_scores_only_new_events_and_quarantines_bad_ones(spark
     assert sorted(first["event_id"]) == ["S0", "S1", "S2"]
     land_events(events.iloc[4:], folder)
     restarted = StreamScorer("m", "1", model_uri)  # a new process would start from the checkpoint too
-    run_stream(restarted, folder, checkpoint)
+    query = run_stream(restarted, folder, checkpoint)
     log = read_inference_log()
     log = log[log["source"] == "streaming"]
     assert sorted(log["event_id"]) == ["S0", "S1", "S2", "S4", "S5"] and log["event_id"].is_unique
-    assert len(restarted.batches_seen) == 1  # only the new file was read
+    assert len(batches_with_input(query)) == 1  # only the new file was read
     restarted.score_batch(events.iloc[4:].astype(str).assign(_corrupt_record=None), batch_id=99)  # a replay
     assert len(read_inference_log().query("source == 'streaming'")) == 5
     quarantine = lakehouse.read_pandas(streaming_quarantine_table())

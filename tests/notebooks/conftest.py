@@ -19,3 +19,4 @@ def isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ.setdefault("MLOPS_RAW_DIR", str(root / "raw"))
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     return root
+

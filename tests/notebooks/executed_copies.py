@@ -6,6 +6,9 @@ and saves none, so this plugin puts each cell's outputs and an execution count b
 read and writes it, once its last cell has run, to ``<state folder>/executed/<notebook>.ipynb`` plus an
 HTML rendering: the copies CI uploads and ``tests/notebooks/test_notebooks.py`` reads.
 Load it with ``-p tests.notebooks.executed_copies``.
+
+It also starts the local Spark engine for the session's state folder (``MLOPS_STATE_DIR``) before the first
+notebook, so every notebook's kernel is a client of the same warm server, and stops it at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +26,25 @@ def executed_dir() -> Path:
     from utils.platform import output_dir
 
     return output_dir("executed")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start the engine the kernels will share (when the state folder is chosen, as ``make notebooks`` does)."""
+    import os
+
+    if os.environ.get("MLOPS_STATE_DIR"):
+        from utils.platform import get_spark
+
+        get_spark()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the session's engine (whoever started it: the first kernel may have)."""
+    from utils.local import engine
+    from utils.platform import stop_spark
+
+    stop_spark()
+    engine.stop_started()
 
 
 def _is_nbval_cell(item: pytest.Item) -> bool:

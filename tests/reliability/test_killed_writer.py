@@ -1,4 +1,8 @@
-"""A writer killed mid-write leaves the table readable at its last committed version, nothing half-written."""
+"""A writer killed mid-write, or the engine killed under it, leaves the table at a committed version, nothing half-written.
+
+The writer is a Spark Connect client of the local engine: killing the client does not stop a write the engine has
+already begun (it may still commit), so the checks read one version as of itself.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,6 @@ while True:
 
 
 def test_killed_writer_leaves_last_committed_version(isolated_state: Path, tmp_path: Path) -> None:
-    from utils import lakehouse
 
     name = "plantly.reliability.killed_writer"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
@@ -43,11 +46,47 @@ def test_killed_writer_leaves_last_committed_version(isolated_state: Path, tmp_p
     finally:
         proc.kill()
         proc.wait(timeout=30)
+    _assert_whole_batches(name, committed)
+
+
+def _assert_whole_batches(name: str, committed: int) -> None:
+    from utils import lakehouse
+
     version = lakehouse.current_version(name)
-    frame = lakehouse.read_pandas(name)
+    frame = lakehouse.read_pandas(name, version=version)
     batches = frame.groupby("batch").size()
     assert (batches == BATCH).all(), "no batch may be partly visible"
     assert len(batches) == version + 1 >= committed
     assert sorted(batches.index) == list(range(len(batches)))
     lakehouse.write(frame.head(1), name, mode="append")  # the table still takes writes
-    assert lakehouse.current_version(name) == version + 1
+    assert lakehouse.current_version(name) > version
+
+
+def test_engine_killed_mid_write_leaves_last_committed_version_and_restarts(isolated_state: Path, capsys) -> None:
+    from utils.local import engine
+    from utils.platform import get_spark, state_dir
+
+    get_spark()
+    name = "plantly.reliability.killed_engine"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        committed = 0
+        deadline = time.monotonic() + 180
+        while committed < 2 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line:
+                committed = int(line) + 1
+        assert committed >= 2, "the writer did not commit two batches in time"
+        time.sleep(0.05)
+        pid = engine.status(state_dir())["pid"]
+        os.killpg(pid, signal.SIGKILL)  # the server and its Python workers
+        assert proc.wait(timeout=120) != 0, "the writer's next call fails once its engine is gone"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    capsys.readouterr()
+    get_spark()  # a new engine, with one line saying the old one had stopped
+    assert "had stopped; starting a new one" in capsys.readouterr().out
+    _assert_whole_batches(name, committed)

@@ -30,7 +30,7 @@ ALIAS_CLASS = "plantly.local.SessionCatalogAlias"
 _MANIFEST = "manifest.json"
 _INSTALL_HINT = "run `make install` (or `.venv/bin/python -m utils.local.jvm install`) once, with network access"
 
-__all__ = ["MissingJars", "delta_coordinate", "install", "jars_dir", "session_jars", "spark_conf"]
+__all__ = ["MissingJars", "delta_coordinate", "install", "jars_dir", "pyspark_home", "session_jars", "spark_conf"]
 
 
 class MissingJars(RuntimeError):
@@ -54,10 +54,15 @@ def delta_coordinate() -> str:
     return f"io.delta:delta-spark_{major_minor}_{SCALA}:{delta_version}"
 
 
-def _pyspark_jars() -> Path:
+def pyspark_home() -> Path:
+    """The installed pyspark's folder (its ``bin/spark-submit`` and ``jars/``)."""
     import pyspark
 
-    return Path(pyspark.__file__).parent / "jars"
+    return Path(pyspark.__file__).parent
+
+
+def _pyspark_jars() -> Path:
+    return pyspark_home() / "jars"
 
 
 def _compile_alias(dest: Path) -> Path:
