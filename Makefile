@@ -17,9 +17,17 @@ STATE_DIR := $(abspath $(or $(MLOPS_STATE_DIR),.lakehouse))
 # Small data in CI and tests; `make demo ROWS=200000` for a bigger run. Unset, the runner takes MLOPS_ROWS, else
 # the notebooks' default (20000), so `MLOPS_ROWS=5000 make demo` is not contradicted by a default passed as --rows.
 ROWS ?=
+SEED ?=
 TEST_ROWS ?= 6000
 TEST_STATE := .lakehouse-test
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# Variables the Makefile reads from its command line (`make demo ROWS=5000`); any other one given there, such as a
+# misspelled ROW=5000, stops make before it does anything instead of being ignored. MLOPS_* go to the runner, which checks them.
+MAKE_VARIABLES := PYTHON ROWS SEED TEST_ROWS UI_PORT UI_TIMEOUT ENDPOINTS OMP_NUM_THREADS JAVA_HOME
+UNKNOWN_VARIABLES := $(filter-out $(MAKE_VARIABLES) MLOPS_%,$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+ifneq ($(UNKNOWN_VARIABLES),)
+$(error $(UNKNOWN_VARIABLES): not a variable this Makefile reads, so it would have no effect; it reads $(MAKE_VARIABLES) (e.g. make demo ROWS=5000 SEED=7))
+endif
 # One OpenMP thread per process: scikit-learn's OpenMP pool next to Spark's JVM on a 2-core laptop
 # otherwise oversubscribes the cores and scoring gets tens of times slower.
 export OMP_NUM_THREADS ?= 1
@@ -82,7 +90,7 @@ $(JARS): requirements.lock utils/local/jvm.py utils/local/SessionCatalogAlias.ja
 install: $(STAMP) $(JARS)
 
 demo: $(STAMP) $(JARS) java
-	$(BIN)/python -m utils.runner $(if $(ROWS),--rows $(ROWS))
+	$(BIN)/python -m utils.runner $(if $(ROWS),--rows $(ROWS)) $(if $(SEED),--seed $(SEED))
 
 unit: $(STAMP) $(JARS)
 	$(BIN)/python -m pytest tests -q --durations=25

@@ -114,8 +114,10 @@ ENVIRONMENT_SETTINGS = {
     "MLOPS_ALERT_WEBHOOK_URL": "the secret alert_webhook_url locally: the Slack-compatible webhook alerts go to",
     "MLOPS_ONLINE_STORE": "path of the SQLite online store",
     "MLOPS_JARS_DIR": "folder of the resolved Delta Lake jars",
-    "MLOPS_SHUFFLE_PARTITIONS": "Spark's shuffle partitions and default parallelism (local sessions)",
-    "MLOPS_DRIVER_MEMORY": "Spark's driver memory (local sessions)",
+    "MLOPS_SHUFFLE_PARTITIONS": "Spark's shuffle partitions and default parallelism (the local engine)",
+    "MLOPS_DRIVER_MEMORY": "Spark's driver memory (the local engine)",
+    "MLOPS_ENGINE_PORT": "the port the local Spark engine listens on (default: a free one)",
+    "MLOPS_ENGINE_START_TIMEOUT": "seconds to wait for the local Spark engine to start (default 240)",
     "MLOPS_CHROMIUM": "the browser tests/browser drives",
     "MLOPS_CLUSTER_DIR": "folder of bench/spark_cluster.py's standalone cluster",
 }
@@ -142,15 +144,35 @@ def unknown_variables(environ: Mapping[str, str] | None = None, also_known: Iter
     it was probably meant to be (``MLOPS_ROWS`` for a missing S). ``also_known`` adds names a caller reads
     (``get_param(name, ...)`` reads ``MLOPS_<NAME>``). Returns ``[]`` when every variable is known.
     """
-    environ = os.environ if environ is None else environ
-    known = set(known_variables()) | set(also_known)
     lines = []
-    for name in sorted(v for v in environ if v.startswith("MLOPS_") and v not in known):
-        # compared without the shared prefix, which would make any two names look alike
-        close = difflib.get_close_matches(name.removeprefix("MLOPS_"), [k.removeprefix("MLOPS_") for k in sorted(known)], n=1)
-        hint = f"did you mean MLOPS_{close[0]}?" if close else "utils.config.known_variables() lists the ones it reads"
+    for name, close in _unknown(environ, also_known).items():
+        hint = f"did you mean {close}?" if close else "utils.config.known_variables() lists the ones it reads"
         lines.append(f"warning: {name} is not a variable this project reads, so it has no effect; {hint}")
     return lines
+
+
+def misspelled_variables(environ: Mapping[str, str] | None = None, also_known: Iterable[str] = (),
+                         cutoff: float = 0.8) -> dict[str, str]:
+    """The ``MLOPS_*`` variables in ``environ`` the project does not read but that are a near miss of one it does:
+    variable -> the known name it was meant to be (a missing S of ``MLOPS_ROWS``, a missing H of ``MLOPS_THRESHOLD_PSI``).
+
+    Stricter than :func:`unknown_variables`' suggestion (``difflib`` similarity of at least ``cutoff`` rather
+    than 0.6), since a caller refuses these: a new variable that merely shares words with a known one is not one.
+    """
+    return {name: close for name, close in _unknown(environ, also_known, cutoff).items() if close}
+
+
+def _unknown(environ: Mapping[str, str] | None, also_known: Iterable[str], cutoff: float = 0.6) -> dict[str, str | None]:
+    """Each unknown ``MLOPS_*`` variable of ``environ`` (sorted) -> the closest known name (similarity >= ``cutoff``), or None."""
+    environ = os.environ if environ is None else environ
+    known = set(known_variables()) | set(also_known)
+    found: dict[str, str | None] = {}
+    for name in sorted(v for v in environ if v.startswith("MLOPS_") and v not in known):
+        # compared without the shared prefix, which would make any two names look alike
+        close = difflib.get_close_matches(name.removeprefix("MLOPS_"), [k.removeprefix("MLOPS_") for k in sorted(known)],
+                                          n=1, cutoff=cutoff)
+        found[name] = f"MLOPS_{close[0]}" if close else None
+    return found
 
 
 _WARNED: set[str] = set()

@@ -597,14 +597,22 @@ class Router:
             raise
 
     def predict(self, records: Mapping[str, Any] | Sequence[Mapping[str, Any]], timeout: float = 60.0) -> dict[str, Any]:
-        """Client helper: POST ``records`` to this router over HTTP; raises ``RequestError`` on a 4xx/5xx."""
+        """Client helper: POST ``records`` to this router over HTTP; raises ``RequestError`` on a 4xx/5xx.
+
+        A refusal of an unknown customer or plant also names its feature table's online and offline versions
+        and the call that publishes it (:func:`utils.online_features.unknown_key_hint`).
+        """
         import requests
+
+        from utils.online_features import unknown_key_hint
 
         body = records if isinstance(records, Mapping) else {"records": list(records)}
         resp = requests.post(f"{self.url}/invocations", data=json.dumps(body, default=_json_default),
                              headers={"Content-Type": "application/json"}, timeout=timeout)
         if resp.status_code != 200:
-            raise RequestError(resp.json().get("error", resp.text), resp.status_code)
+            error = resp.json().get("error", resp.text)
+            hint = unknown_key_hint(error, self.cfg) if resp.status_code == 422 else ""
+            raise RequestError(f"{error}. {hint}" if hint else error, resp.status_code)
         return resp.json()
 
 

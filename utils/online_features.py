@@ -30,19 +30,62 @@ class UnknownKeyError(LookupError):
     """A record names a customer or plant the online store does not know."""
 
 
-def ensure_online_features(cfg: Config | None = None) -> dict[str, int | None]:
-    """Publish every feature table to the online store unless it is there already; returns the published versions."""
-    from utils.features import feature_client, publish_online
+def online_and_offline_versions(cfg: Config | None = None) -> dict[str, tuple[int | None, int]]:
+    """Per feature table: the Delta version its online copy was published from (None if never) and the offline table's current one."""
+    from utils import lakehouse
     from utils.local import online_store
 
     present = set(online_store.list_online_tables())
-    fe, versions = None, {}
-    for table in feature_table_names(cfg).values():
-        if table not in present:
+    return {table: (online_store.online_table_info(table).source_version if table in present else None,
+                    lakehouse.current_version(table))
+            for table in feature_table_names(cfg).values()}
+
+
+def ensure_online_features(cfg: Config | None = None) -> dict[str, int | None]:
+    """Publish every feature table that is missing online or older there than offline; returns the published versions.
+
+    A table is stale when the Delta version its online copy came from is behind the offline table's current
+    version (e.g. 06 landed new customers after 05 published): it is republished, so a re-run serves them.
+    """
+    from utils.features import feature_client, publish_online
+    from utils.local import online_store
+
+    fe = None
+    for table, (online, offline) in online_and_offline_versions(cfg).items():
+        if online is None or online < offline:
             fe = fe or feature_client()
             publish_online(table, fe)
-        versions[table] = online_store.online_table_info(table).source_version
-    return versions
+    return {table: online_store.online_table_info(table).source_version for table in feature_table_names(cfg).values()}
+
+
+def unknown_key_hint(message: str, cfg: Config | None = None) -> str:
+    """For a refusal naming an unknown ``customer_id`` or ``plant_id``: its profile table's online and offline versions
+    and the call that publishes it (``""`` when ``message`` names neither).
+
+    Off the request path (it asks the lakehouse for the offline version): the client helper adds it to a 422.
+    """
+    from utils import lakehouse
+    from utils.local import online_store
+
+    names = feature_table_names(cfg)
+    notes = []
+    for key, table in (("customer_id", names["customer"]), ("plant_id", names["plant"])):
+        if f"unknown {key}" not in message:
+            continue
+        try:
+            online: int | None | str = online_store.online_table_info(table).source_version
+        except online_store.OnlineTableNotFoundError:
+            online = "none (never published)"
+        try:
+            offline: int | str = lakehouse.current_version(table)
+        except Exception as exc:  # noqa: BLE001 - the hint must not hide the refusal it explains
+            offline = f"unknown ({type(exc).__name__})"
+        state = ("cannot be compared with it" if isinstance(offline, str)
+                 else "is current: the key is not in the offline table either" if online == offline
+                 else "is behind: publish it with utils.online_features.ensure_online_features(cfg)")
+        notes.append(f"{table} is online from Delta version {online} and offline at version {offline}; "
+                     f"the online copy {state}")
+    return "; ".join(notes)
 
 
 def unknown_keys_message(unknown: Mapping[int, str]) -> str:

@@ -6,6 +6,7 @@ Nothing happens at import time: Spark, MLflow and directories are set up by expl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -161,6 +162,40 @@ def ensure_model_schema(model_name: str) -> None:
         return
     catalog, schema, _ = parts
     _run_uc_statements([f"CREATE SCHEMA IF NOT EXISTS `{catalog}`.`{schema}`"], catalog, "MLOPS_PROD_CATALOG")
+
+
+def prod_catalog(cfg: Any = None) -> tuple[str, str]:
+    """``(catalog, "")``: the catalog notebook 04 promotes the champion to; or ``("", why there is none)``.
+
+    The catalog is ``Config.prod_catalog`` (``MLOPS_PROD_CATALOG``, or the job parameter / widget ``prod_catalog``
+    the bundle sets per target). Locally an unset one is ``<project>_prod`` (``Config.catalog_for("prod")``):
+    every catalog name resolves there. On Databricks nothing is guessed: an unset one means none (Free Edition
+    has only ``workspace``, and creates catalogs in the UI only), and the catalog must exist and be yours to use
+    (``WorkspaceClient().catalogs.get``). Everywhere, the catalog the notebook runs in is not a prod catalog
+    to promote to: copying the champion onto itself would only make a new version of it.
+    """
+    from utils.config import get_config
+
+    cfg = cfg or get_config()
+    how = "set the job parameter or widget prod_catalog (the bundle's variable prod_catalog) or MLOPS_PROD_CATALOG"
+    catalog = cfg.prod_catalog if is_databricks() else cfg.catalog_for("prod")
+    if not catalog:
+        return "", (f"no prod catalog is set: {how} to a catalog other than {cfg.catalog} that you may create "
+                    "schemas in (on Free Edition, create one in Catalog Explorer first)")
+    if catalog == cfg.catalog:
+        return "", (f"the prod catalog is {catalog}, the catalog this runs in, so the champion is there already; "
+                    f"to promote elsewhere, {how} to another catalog")
+    if is_databricks():
+        from databricks.sdk.errors import DatabricksError, NotFound
+
+        try:
+            workspace_client().catalogs.get(catalog)
+        except NotFound:
+            return "", f"the prod catalog {catalog} does not exist: create it in Catalog Explorer, or {how} to one that does"
+        except DatabricksError as exc:
+            first = (str(exc).split(". Config: ")[0].strip().splitlines() or [type(exc).__name__])[0][:200]
+            return "", f"the prod catalog {catalog} cannot be used ({first}): ask for USE CATALOG and CREATE SCHEMA on it"
+    return catalog, ""
 
 
 def ensure_dirs() -> None:
@@ -536,7 +571,11 @@ def stop_spark() -> None:
         return
     from utils.local import engine
 
-    _SESSION.pop(str(state_dir()), None)
+    cached = _SESSION.pop(str(state_dir()), None)
+    if cached is not None:
+        with contextlib.suppress(Exception):  # the engine may be gone already; its session is then closed anyway
+            cached[1].stop()  # releases the session while the engine still answers: no retries at exit
+    os.environ.pop("SPARK_REMOTE", None)
     engine.stop(state_dir())
 
 
@@ -648,17 +687,32 @@ def delete_online_store(name: str | None = None) -> bool:
 
     ``name`` defaults to ``get_config().online_store_name``, the store of this catalog and schema, so
     one attendee's clean-up never deletes another's store. Locally there is nothing to delete (the
-    SQLite store is part of the state folder): returns False.
+    SQLite store is part of the state folder): returns False. On Databricks without ``MLOPS_LAKEBASE=true``
+    nothing was published to a store, so the Lakebase API is not called (it may not be enabled there):
+    one line says so and it returns False; a refusal of the API (``DatabricksError``: Lakebase not enabled,
+    permission denied) is one line too, never a traceback at the end of notebook 06.
     """
     if not is_databricks():
         return False
+    if not lakebase_enabled():
+        print("no Lakebase online store to delete: MLOPS_LAKEBASE is not true, so nothing was published to one "
+              "(a store made in another session: delete it in Compute → Lakebase)")
+        return False
+    from databricks.sdk.errors import DatabricksError
+
     from utils.config import get_config
 
     client = feature_client()
     store_name = name or get_config().online_store_name
-    if client.get_online_store(name=store_name) is None:
+    try:
+        if client.get_online_store(name=store_name) is None:
+            return False
+        client.delete_online_store(name=store_name)
+    except DatabricksError as exc:  # Lakebase not enabled or not in this region, permission denied, ...
+        reason = (str(exc).split(". Config: ")[0].strip().splitlines() or [type(exc).__name__])[0]
+        print(f"Lakebase online store {store_name!r} not deleted ({getattr(exc, 'error_code', '') or type(exc).__name__}: "
+              f"{reason[:200]}); if it exists, delete it in Compute → Lakebase")
         return False
-    client.delete_online_store(name=store_name)
     return True
 
 
@@ -870,7 +924,9 @@ def configure_mlflow(experiment_name: str | None = None) -> str:
     """Point MLflow at this platform's tracking server and registry; returns the experiment id.
 
     In a notebook it also loads the plot backend first (:func:`load_plot_backend`), so autologging cannot hide
-    the notebook's later figures.
+    the notebook's later figures. On Databricks it sets ``MLFLOW_USE_DATABRICKS_SDK_MODEL_ARTIFACTS_REPO_FOR_UC=true``
+    unless it is set already: registering a version then uploads its files through the Files API, which works on
+    default storage (Free Edition), where the temporary credentials of the older path are refused.
     """
     import logging
 
@@ -881,6 +937,10 @@ def configure_mlflow(experiment_name: str | None = None) -> str:
     load_plot_backend()
     ensure_dirs()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if is_databricks():
+        # Model-version files go to Unity Catalog through the Files API (databricks-sdk), not with temporary
+        # cloud credentials, which default storage (Free Edition) refuses; mlflow/mlflow#25986, #25987.
+        os.environ.setdefault("MLFLOW_USE_DATABRICKS_SDK_MODEL_ARTIFACTS_REPO_FOR_UC", "true")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import datetime as dt
 import json
 import logging
 import os
@@ -22,9 +23,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from utils.config import get_config, warn_unknown_variables
+from utils.config import get_config, misspelled_variables, warn_unknown_variables
 from utils.parameters import ParameterError, as_text, cast_param, example_of
-from utils.platform import REPO_ROOT, output_dir
+from utils.platform import REPO_ROOT, get_spark, output_dir, state_dir, stop_spark
 
 
 def lifecycle_notebooks(folder: Path | None = None) -> list[Path]:
@@ -270,7 +271,7 @@ def where_things_are(executed: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns a process exit code (2 for a bad parameter)."""
+    """Command-line entry point; returns a process exit code (2 for a bad parameter, 3 when another run holds the state)."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", help="impressions to generate (default: MLOPS_ROWS, else the notebooks' 20000)")
     ap.add_argument("--seed", help="random seed (default: MLOPS_SEED, else the notebooks' 42)")
@@ -281,7 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timings", type=Path, help="also write {notebook: seconds} as JSON here")
     args = ap.parse_args(argv)
     args.output = args.output or output_dir("executed")
-    warn_unknown_variables()  # a misspelled MLOPS_* variable would otherwise be silently ignored
+    misspelled = misspelled_variables()
+    if misspelled:  # a rows variable missing its S would otherwise leave the default 20,000 rows in force
+        print("bad parameter: " + "; ".join(f"{name} is not a variable this project reads: did you mean {known}?"
+                                            for name, known in misspelled.items())
+              + " (rename or unset it; utils.config.known_variables() lists the ones it reads)", file=sys.stderr)
+        return 2
+    warn_unknown_variables()  # an unknown MLOPS_* variable close to no known one is warned about
     try:
         declared = declared_parameters(lifecycle_notebooks())
         params = resolve_parameters({"rows": args.rows, "seed": args.seed}, declared)
@@ -289,9 +296,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ParameterError, ValueError) as exc:
         print(f"bad parameter: {exc}", file=sys.stderr)
         return 2
-    # get_param() prefers MLOPS_<NAME> to the injected parameter: set it to the value resolved here.
-    os.environ["MLOPS_ROWS"] = str(params["rows"])
-    os.environ["MLOPS_SEED"] = str(params["seed"])
     available = lifecycle_notebooks()
     notebooks = available
     if args.only:
@@ -304,8 +308,119 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no notebook matches --only {' '.join(args.only or [])} --from {args.start or ''}".rstrip()
               + f": the notebooks are {names}", file=sys.stderr)
         return 2
+    try:
+        lock = hold_state_lock()  # held until this run ends, however it ends
+    except StateInUseError as exc:
+        print(exc, file=sys.stderr)
+        return 3
+    try:
+        # get_param() prefers MLOPS_<NAME> to the injected parameter: set it to the value resolved here.
+        os.environ["MLOPS_ROWS"] = str(params["rows"])
+        os.environ["MLOPS_SEED"] = str(params["seed"])
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        started_engine = _start_engine()
+        try:
+            return _run_all(notebooks, args, params)
+        finally:
+            if started_engine:
+                stop_spark()
+                print("local Spark engine stopped")
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+RUN_LOCK = "run.lock"
+"""The file under the state folder a run holds locked while it runs (its pid and start time inside)."""
+
+
+class StateInUseError(RuntimeError):
+    """Another run holds the state folder's run lock."""
+
+
+def hold_state_lock(folder: Path | None = None) -> IO[str] | None:
+    """Take the run lock of ``folder`` (default the state folder) for as long as the returned file stays open.
+
+    An ``fcntl.flock`` on ``<folder>/run.lock``, which the system releases when the file is closed or the
+    process ends, however it ends; this run's pid and start time are written into the file. Raises
+    ``StateInUseError``, one line naming the run that holds it (pid, start time) and how to use a state
+    folder of its own. Returns None where ``fcntl`` does not exist (Windows): no lock is taken there.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    folder = folder or state_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = (folder / RUN_LOCK).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "pid unknown, just starting"
+        lock.close()
+        raise StateInUseError(
+            f"another run ({holder}) is using the state folder {folder}: wait for it to finish, or give this run "
+            "a state folder of its own, e.g. MLOPS_STATE_DIR=$HOME/plantly-2 make demo") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}, started {dt.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}\n")
+    lock.flush()
+    return lock
+
+
+def failure_summary(exc: BaseException, executed: Path | None = None) -> str:
+    """One line saying why a notebook failed: ``In [n]: <exception name>: <its text>``, whatever the exception.
+
+    Papermill's ``PapermillExecutionError`` carries the kernel's exception name and value. A cell that failed
+    without an error output (IPython's ``UsageError`` for an unknown magic prints its text to stderr instead)
+    is named by the last line it wrote to stderr in ``executed`` (the partial copy). Any other exception is
+    named by its type and text, or by its cause's when its own text is empty.
+    """
+    where = f"In [{exc.exec_count}]: " if getattr(exc, "exec_count", None) is not None else ""
+    name, text = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    if name is None:  # not papermill's
+        name, text = type(exc).__name__, str(exc).strip()
+        cause = exc.__cause__ or exc.__context__
+        if not text and cause is not None:
+            text = f"(from {type(cause).__name__}: {str(cause).strip() or 'no message'})"
+    if not text and executed is not None and getattr(exc, "exec_count", None) is not None:
+        said = _last_stderr_line(executed, exc.exec_count)
+        if said:
+            head, sep, rest = said.partition(": ")
+            name, text = (head, rest) if sep and head.isidentifier() else (name, said)
+    return f"{where}{name}: {text or '(no message)'}".replace("\n", " ")
+
+
+def _last_stderr_line(executed: Path, execution_count: int) -> str:
+    """The last non-blank line the cell run as ``In [execution_count]`` in the notebook ``executed`` wrote to stderr
+    ("" if none or unreadable; papermill puts an error cell first, so cells are found by their count, not position)."""
+    try:
+        cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return ""
+    text = "".join("".join(o["text"]) if isinstance(o.get("text"), list) else o.get("text", "")
+                   for c in cells if c.get("execution_count") == execution_count
+                   for o in c.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stderr")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _start_engine() -> bool:
+    """Start the local Spark engine the notebooks' kernels share (they are its clients); True if this run started it.
+
+    An engine already running for this state folder (JupyterLab's, say) is used and left running.
+    """
+    from utils.local import engine
+
+    if engine.status(state_dir()) is not None:
+        return False
+    get_spark()
+    return True
+
+
+def _run_all(notebooks: list[Path], args: argparse.Namespace, params: dict[str, object]) -> int:
     timings: list[tuple[str, float]] = []
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     for nb in notebooks:
         start = time.perf_counter()
         print(f"running {nb.name} ...", flush=True)
@@ -320,7 +435,12 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 130
         except Exception as exc:  # papermill raises PapermillExecutionError with the failing cell
-            print(f"FAILED {nb.name}: {exc}", file=sys.stderr)
+            print(f"FAILED {nb.name}: {failure_summary(exc, partial_copy(args.output, nb))}", file=sys.stderr)
+            traceback = "\n".join(getattr(exc, "traceback", None) or [])
+            if traceback:
+                from papermill.exceptions import strip_color
+
+                print(strip_color(traceback), file=sys.stderr)
             print(f"the partially executed copy is in {partial_copy(args.output, nb)}; "
                   f"what the kernel printed besides is in {kernel_log(args.output, nb)}", file=sys.stderr)
             return 1

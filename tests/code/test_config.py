@@ -79,6 +79,17 @@ def test_a_misspelled_variable_is_named_with_the_closest_known_one(monkeypatch: 
     ]
 
 
+@pytest.mark.parametrize(("variable", "meant"), [
+    ("MLOPS_ROW", "MLOPS_ROWS"), ("MLOPS_SEEDS", "MLOPS_SEED"), ("MLOPS_TRESHOLD_PSI", "MLOPS_THRESHOLD_PSI"),
+    ("MLOPS_STATEDIR", "MLOPS_STATE_DIR"),
+    ("MLOPS_ZZZ", None), ("MLOPS_WIDGET_COLOUR", None),  # close to nothing, or only sharing words: warned, not refused
+])
+def test_only_a_near_miss_of_a_known_variable_counts_as_misspelled(variable: str, meant: str | None) -> None:
+    from utils.config import misspelled_variables
+
+    assert misspelled_variables({variable: "1", "MLOPS_ROWS": "5000", "PATH": "/bin"}) == ({variable: meant} if meant else {})
+
+
 def test_known_variables_warn_nothing() -> None:
     from utils.config import known_variables, unknown_variables
 

@@ -28,6 +28,7 @@ from utils.online_features import (
     OnlineFeatures,
     UnknownKeyError,
     ensure_online_features,
+    unknown_key_hint,
 )
 from utils.plantly_features import FEATURES, feature_table_names
 from utils.scoring import (
@@ -427,11 +428,10 @@ def test_two_proportion_test_matches_hand_computation():
         two_proportion_test(5, 4, 1, 10)
 
 
-def test_ensure_online_features_publishes_missing_tables(spark):
-    from utils import lakehouse
+def _tiny_feature_tables(cfg):
+    """The four feature tables of ``cfg``, offline only: customer C7 'west', one row in each of the others."""
     from utils.features import feature_client
 
-    cfg = get_config(schema="deploytest")
     t = feature_table_names(cfg)
     fe = feature_client()
     fe.create_table(name=t["customer"], primary_keys=["customer_id"],
@@ -445,9 +445,51 @@ def test_ensure_online_features_publishes_missing_tables(spark):
                 df["feature_ts"] = pd.Timestamp("2024-01-01", tz="UTC")
             fe.create_table(name=table, primary_keys=[df.columns[0]] + (["feature_ts"] if ts else []), df=df,
                             timeseries_column="feature_ts" if ts else None)
+    return fe
+
+
+def test_ensure_online_features_publishes_missing_tables(spark):
+    from utils import lakehouse
+
+    cfg = get_config(schema="deploytest")
+    t = feature_table_names(cfg)
+    _tiny_feature_tables(cfg)
     versions = ensure_online_features(cfg)
     assert set(versions) == set(t.values()) and versions[t["customer"]] == lakehouse.current_version(t["customer"])
     assert online_store.lookup(t["customer"], {"customer_id": "C7"}, ["region"])[0]["region"] == "west"
+
+
+def test_ensure_online_features_republishes_a_table_the_offline_side_moved_past(spark):
+    """05 re-run after 06: the customers 06 landed offline are published again, not refused as unknown."""
+    from utils import lakehouse
+
+    cfg = get_config(schema="staletest")
+    t = feature_table_names(cfg)
+    fe = _tiny_feature_tables(cfg)
+    first = ensure_online_features(cfg)
+    fe.write_table(name=t["customer"], df=pd.DataFrame({"customer_id": ["C8"], "region": ["east"], "age_band": ["25-34"],
+                                                        "device": ["phone"], "tenure_days": [1]}))
+    offline = lakehouse.current_version(t["customer"])
+    assert first[t["customer"]] < offline
+    hint = unknown_key_hint("record 0: unknown customer_id 'C8'", cfg)
+    assert (f"{t['customer']} is online from Delta version {first[t['customer']]} and offline at version {offline}"
+            in hint and "ensure_online_features(cfg)" in hint), hint
+    assert unknown_key_hint("record 0: unknown page 'x'", cfg) == ""
+    again = ensure_online_features(cfg)
+    assert again == {**first, t["customer"]: offline}
+    assert online_store.lookup(t["customer"], {"customer_id": "C8"}, ["region"])[0]["region"] == "east"
+    assert "is current" in unknown_key_hint("record 0: unknown customer_id 'C9'", cfg)
+
+
+def test_the_router_client_names_the_feature_table_behind_an_unknown_key(router, spark):
+    """`router.predict` (05's A/B replay) adds the table and its versions to the endpoint's 422."""
+    with pytest.raises(RequestError) as err:
+        router.predict({**GOOD, "customer_id": "C-NOBODY"})
+    assert err.value.status == 422 and "unknown customer_id 'C-NOBODY'" in str(err.value)
+    assert f"{feature_table_names()['customer']} is online from Delta version " in str(err.value), str(err.value)
+    with pytest.raises(RequestError) as err:
+        router.predict({**GOOD, "position": "third"})
+    assert "Delta version" not in str(err.value), "only an unknown key gets the hint"
 
 
 @pytest.mark.slow

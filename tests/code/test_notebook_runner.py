@@ -96,6 +96,24 @@ def test_a_failed_run_keeps_the_previous_copy_and_leaves_its_partial_beside_it(t
     assert "boom" in partial_copy(tmp_path / "out", source).read_text()
 
 
+def test_a_notebook_failing_on_an_unknown_magic_says_so_in_the_failed_line(tmp_path: Path, capsys) -> None:
+    """IPython's UsageError leaves no error output, so papermill's own message is blank: the runner names it.
+
+    In [3]: the runner's parameters go into a cell papermill injects first."""
+    import argparse
+
+    from utils.runner import _run_all
+
+    source = tmp_path / "nb" / "03_m.ipynb"
+    source.parent.mkdir()
+    source.write_text(json.dumps(_notebook(nbformat.v4.new_code_cell("x = 1"),
+                                           nbformat.v4.new_code_cell("%nosuchmagic foo"))))
+    args = argparse.Namespace(output=tmp_path / "out", timings=None)
+    assert _run_all([source], args, {"rows": 2000, "seed": 42}) == 1
+    failed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("FAILED")]
+    assert failed == ["FAILED 03_m.ipynb: In [3]: UsageError: Line magic function `%nosuchmagic` not found."]
+
+
 def test_html_rendering_fetches_nothing(tmp_path: Path) -> None:
     import re
 

@@ -40,11 +40,90 @@ def test_a_bad_threshold_variable_fails_before_any_notebook(tmp_path) -> None:
     assert "MLOPS_THRESHOLD_PSI" in proc.stderr and "'abc'" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_a_misspelled_variable_is_warned_about_with_the_closest_name(tmp_path) -> None:
-    proc = _run(["--only", "99", "--output", str(tmp_path / "executed")], MLOPS_ROW="5000")
-    assert "warning: MLOPS_ROW is not a variable this project reads, so it has no effect; did you mean MLOPS_ROWS?" \
-        in proc.stderr.splitlines()
-    assert "MLOPS_ROWS " not in proc.stderr and "MLOPS_STATE_DIR" not in proc.stderr, "known variables are not warned about"
+def test_a_misspelled_variable_is_refused_with_the_closest_name(tmp_path) -> None:
+    """`MLOPS_ROW=5000 make demo` stops before any notebook instead of running the default 20,000 rows."""
+    proc = _run(["--output", str(tmp_path / "executed")], MLOPS_ROW="5000")
+    assert proc.returncode == 2 and "running" not in proc.stdout and not (tmp_path / "executed").exists()
+    assert proc.stderr.startswith("bad parameter: MLOPS_ROW is not a variable this project reads: did you mean MLOPS_ROWS?")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_an_unknown_variable_close_to_no_known_one_is_only_warned_about(tmp_path) -> None:
+    proc = _run(["--only", "99", "--output", str(tmp_path / "executed")], MLOPS_ZZZ="1")
+    assert ("warning: MLOPS_ZZZ is not a variable this project reads, so it has no effect; "
+            "utils.config.known_variables() lists the ones it reads") in proc.stderr.splitlines()
+    assert "no notebook matches" in proc.stderr, "a warning does not stop the run"
+    assert "MLOPS_STATE_DIR" not in proc.stderr, "known variables are not warned about"
+
+
+def test_a_second_run_on_a_state_in_use_stops_at_once_naming_the_first(tmp_path) -> None:
+    """Two `make demo` on one state folder: the second says which run holds it and how to use another state."""
+    import time
+
+    state = tmp_path / "state"
+    held = runner.hold_state_lock(state)
+    try:
+        started = time.monotonic()
+        proc = _run(["--only", "00", "--output", str(tmp_path / "executed")], MLOPS_STATE_DIR=str(state))
+        assert time.monotonic() - started < 60 and proc.returncode == 3
+        line = proc.stderr.strip()
+        assert len(line.splitlines()) == 1 and f"another run (pid {os.getpid()}, started " in line, proc.stderr
+        assert str(state) in line and "MLOPS_STATE_DIR=" in line and "make demo" in line
+        assert "running" not in proc.stdout and not (tmp_path / "executed").exists()
+    finally:
+        held.close()
+    runner.hold_state_lock(state).close()  # a finished run leaves the state free
+
+
+def test_the_run_lock_is_released_when_its_process_dies(tmp_path) -> None:
+    script = ("import pathlib, time; from utils import runner; "
+              f"lock = runner.hold_state_lock(pathlib.Path({str(tmp_path)!r})); print('locked', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(runner.StateInUseError, match=f"pid {holder.pid}"):
+            runner.hold_state_lock(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    runner.hold_state_lock(tmp_path).close()  # killed, not finished: the lock went with the process
+
+
+class _Ename(Exception):
+    """Looks like papermill's PapermillExecutionError: the kernel's exception name and value, the failing cell."""
+
+    def __init__(self, ename: str, evalue: str, exec_count: int = 2) -> None:
+        super().__init__()
+        self.ename, self.evalue, self.cell_index, self.exec_count = ename, evalue, exec_count - 1, exec_count
+        self.traceback: list[str] = []
+
+    def __str__(self) -> str:  # papermill's text: a rule and the traceback, empty for a UsageError
+        return f"\n{75 * '-'}\nException encountered at \"In [{self.exec_count}]\":\n\n"
+
+
+def test_a_failure_line_names_the_exception_whatever_it_is(tmp_path) -> None:
+    import json
+
+    assert runner.failure_summary(_Ename("KeyError", "'plant_id'")) == "In [2]: KeyError: 'plant_id'"
+    assert runner.failure_summary(RuntimeError()) == "RuntimeError: (no message)"
+    assert runner.failure_summary(RuntimeError("boom\nagain")) == "RuntimeError: boom again"
+    try:
+        try:
+            raise ValueError("bad rows")
+        except ValueError:
+            raise RuntimeError()  # an empty exception raised while handling another
+    except RuntimeError as exc:
+        assert runner.failure_summary(exc) == "RuntimeError: (from ValueError: bad rows)"
+    # an unknown magic: no error output, IPython's UsageError text is on the cell's stderr
+    partial = tmp_path / "03_m.partial.ipynb"
+    partial.write_text(json.dumps({"cells": [
+        {"cell_type": "markdown", "source": "An Exception was encountered at In [2]"},  # papermill's, first
+        {"cell_type": "code", "execution_count": 1, "outputs": []},
+        {"cell_type": "code", "execution_count": 2, "outputs": [{"output_type": "stream", "name": "stderr",
+                                           "text": ["UsageError: Line magic function `%nosuchmagic` not found.\n"]}]}]}))
+    usage = _Ename("CellExecutionError", "")
+    assert runner.failure_summary(usage, partial) == "In [2]: UsageError: Line magic function `%nosuchmagic` not found."
+    assert runner.failure_summary(usage, tmp_path / "missing.ipynb") == "In [2]: CellExecutionError: (no message)"
 
 
 @pytest.mark.parametrize(("args", "env", "example"), [
