@@ -64,6 +64,8 @@ print(json.dumps({"start_s": started, "total_s": time.perf_counter() - t0}))
 def one_run(mode: str, state: Path) -> dict[str, float]:
     """Start-up and total seconds of one fresh process running the workload in ``mode``."""
     env = {**os.environ, "MLOPS_STATE_DIR": str(state), "PYTHONPATH": str(REPO_ROOT)}
+    for inherited in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED"):  # set by this process's Connect session
+        env.pop(inherited, None)  # a fresh process, as a new kernel: it finds the engine through the state folder
     proc = subprocess.run([sys.executable, "-c", WORKLOAD, mode, str(state)], capture_output=True, text=True,
                           env=env, cwd=REPO_ROOT, timeout=900, check=False)
     if proc.returncode:

@@ -494,6 +494,8 @@ def _cluster_session(master: str) -> Any:
     from utils.local import catalog as local_catalog
     from utils.local import engine, jvm
 
+    for inherited in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED"):  # from a parent that is a client of the engine
+        os.environ.pop(inherited, None)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
