@@ -286,6 +286,8 @@ def _daemon_env(cluster_dir: Path, home: Path, daemon_memory: str) -> dict[str, 
     })
     env.setdefault("OMP_NUM_THREADS", "1")  # one OpenMP thread per Python worker: no core oversubscription
     env.pop("SPARK_MASTER", None)
+    for inherited in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED"):  # from a caller that is a Spark Connect client
+        env.pop(inherited, None)
     return env
 
 

@@ -18,12 +18,21 @@ the routes the project calls with the shapes of the SDK's own dataclasses (``dat
   ``POST``/``GET /api/2.0/feature-store/online-stores`` and ``GET``/``DELETE .../{name}`` (``ml.OnlineStore``,
   ``ml.ListOnlineStoresResponse``). A created store answers ``STARTING`` for ``starting_polls`` GETs, then
   ``AVAILABLE``; an unknown name is 404 ``RESOURCE_DOES_NOT_EXIST``, which the SDK raises as ``NotFound``;
-* Unity Catalog objects: ``GET /api/2.1/unity-catalog/tables/{name}`` and ``.../schemas/{name}`` (ids of what
-  ``tables`` / ``schemas`` hold), workspace folders (``POST /api/2.0/workspace/mkdirs``) and data profiling
+* Unity Catalog objects: ``GET /api/2.1/unity-catalog/tables/{name}``, ``.../schemas/{name}`` and ``.../catalogs/{name}``
+  (what ``tables`` / ``schemas`` / ``catalogs`` hold), workspace folders (``POST /api/2.0/workspace/mkdirs``) and data profiling
   (``GET``/``POST /api/data-quality/v1/monitors``, ``POST .../{type}/{id}/refreshes``: ``dataquality.Monitor``);
 * Unity Catalog models through MLflow's own ``databricks-uc`` registry client:
   ``POST /api/2.0/mlflow/unity-catalog/registered-models/create``, ``GET .../get`` and ``PATCH .../update`` (the
   ``deployment_job_id`` that links an MLflow 3 deployment job).
+
+Preview features can be switched off, one by one, as in a workspace where they are not enabled (a preview
+nobody turned on, a region or edition without them): :meth:`StandInWorkspace.turn_off` makes the feature's calls
+answer ``{"error_code": "FEATURE_DISABLED", "message": ...}``, the shape Databricks' REST API gives for a feature
+that is not enabled (see :data:`PREVIEWS` for which calls each feature covers). The HTTP status of that answer
+differs between Databricks services (400, 403 and 404 are all seen in public clients of the API), so it is the
+test's choice, and code that reads the answer must go by its error code, not its status. That a create request
+carrying an AI Gateway inference table is refused as a whole is what the review of round 3 (R6) expects of a
+workspace without AI Gateway inference tables; no real workspace has been seen to answer either way.
 
 A submitted run does not execute anything: its task is handed to ``task_runner`` (a test supplies
 it), which returns the result state, the task's printed output and its error. Tasks run in the order
@@ -59,6 +68,28 @@ Route = Callable[["StandInWorkspace", re.Match, dict[str, str], Any], Answer]
 def error(status: int, code: str, message: str) -> Answer:
     """An error answer the way the REST API gives it: ``{"error_code", "message"}``."""
     return status, {"error_code": code, "message": message}
+
+
+def _wants_inference_table(method: str, path: str, body: Any) -> bool:
+    """A serving-endpoint create or AI Gateway PUT that turns an AI Gateway inference table on."""
+    if not isinstance(body, dict):
+        return False
+    if method == "POST" and path == "/api/2.0/serving-endpoints":
+        body = body.get("ai_gateway") or {}
+    elif not (method == "PUT" and re.fullmatch(r"/api/2\.0/serving-endpoints/[^/]+/ai-gateway", path)):
+        return False
+    return bool((body.get("inference_table_config") or {}).get("enabled"))
+
+
+PREVIEWS: dict[str, tuple[Callable[[str, str, Any], bool], str]] = {
+    "ai_gateway": (_wants_inference_table,
+                   "AI Gateway inference tables are not enabled for this workspace."),
+    "data_profiling": (lambda method, path, body: path.startswith("/api/data-quality/"),
+                       "Data profiling is not enabled for this workspace."),
+    "lakebase": (lambda method, path, body: path.startswith(("/api/2.0/feature-store/online-stores", "/api/2.0/database/")),
+                 "Lakebase is not enabled for this workspace."),
+}
+"""Each preview feature :meth:`StandInWorkspace.turn_off` can switch off: which calls it covers, and the message."""
 
 
 @dataclass
@@ -99,6 +130,8 @@ class StandInWorkspace:
     running_polls: int = 1  # runs/get answers RUNNING this many times before the run terminates
     task_runner: Callable[[dict[str, Any], StandInWorkspace], TaskResult] = lambda task, ws: TaskResult()
     refusals: dict[str, Answer] = field(default_factory=dict)  # path regex -> the error every matching call gets
+    previews_off: dict[str, int] = field(default_factory=dict)  # preview feature (PREVIEWS) -> status of its refusal
+    catalogs: set[str] = field(default_factory=set)  # UC catalogs that exist (catalogs.get answers these)
     _next_id: int = 100
     _threads: list[threading.Thread] = field(default_factory=list)  # runs started by registration
 
@@ -111,6 +144,21 @@ class StandInWorkspace:
     def refuse(self, path_pattern: str, status: int, code: str, message: str) -> None:
         """Make every call whose path matches ``path_pattern`` fail with ``status`` and ``code``."""
         self.refusals[path_pattern] = error(status, code, message)
+
+    def turn_off(self, feature: str, status: int = 400) -> None:
+        """Answer ``feature``'s calls (a key of :data:`PREVIEWS`) as a workspace where it is not enabled: HTTP ``status``
+        with ``FEATURE_DISABLED`` and the feature's message."""
+        if feature not in PREVIEWS:
+            raise ValueError(f"unknown preview feature {feature!r}: one of {sorted(PREVIEWS)}")
+        self.previews_off[feature] = status
+
+    def preview_refusal(self, method: str, path: str, body: Any) -> Answer | None:
+        """The answer to a call of a preview feature that is turned off, else None."""
+        for feature, status in self.previews_off.items():
+            covers, message = PREVIEWS[feature]
+            if covers(method, path, body):
+                return error(status, "FEATURE_DISABLED", message)
+        return None
 
     def new_id(self) -> int:
         self._next_id += 1
@@ -357,6 +405,12 @@ class StandInWorkspace:
         return 200, {"full_name": name, "catalog_name": catalog, "schema_name": schema, "name": table,
                      "table_id": self.tables[name], "table_type": "MANAGED", "data_source_format": "DELTA"}
 
+    def get_catalog(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = unquote(found.group(1))
+        if name not in self.catalogs:
+            return error(404, "CATALOG_DOES_NOT_EXIST", f"Catalog '{name}' does not exist.")
+        return 200, {"name": name, "full_name": name, "owner": self.user_name, "catalog_type": "MANAGED_CATALOG"}
+
     def get_schema(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
         name = unquote(found.group(1))
         if name not in self.schemas:
@@ -454,6 +508,7 @@ ROUTES: list[tuple[str, str, Callable[..., Answer]]] = [
     ("GET", r"/api/2\.0/mlflow/unity-catalog/registered-models/get", StandInWorkspace.get_registered_model),
     ("GET", r"/api/2\.1/unity-catalog/tables/([^/]+)", StandInWorkspace.get_table),
     ("GET", r"/api/2\.1/unity-catalog/schemas/([^/]+)", StandInWorkspace.get_schema),
+    ("GET", r"/api/2\.1/unity-catalog/catalogs/([^/]+)", StandInWorkspace.get_catalog),
     ("POST", r"/api/2\.0/workspace/mkdirs", StandInWorkspace.mkdirs),
     ("GET", r"/api/data-quality/v1/monitors/([^/]+)/([^/]+)", StandInWorkspace.get_monitor),
     ("POST", r"/api/data-quality/v1/monitors", StandInWorkspace.create_monitor),
@@ -504,7 +559,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(*error(404, "NOT_FOUND", f"no route {method} {parts.path}"))
         if self.headers.get("Authorization") != f"Bearer {ws.token}":
             return self._answer(*error(401, "UNAUTHENTICATED", "missing or wrong token"))
-        refused = next((a for pattern, a in ws.refusals.items() if re.search(pattern, parts.path)), None)
+        refused = ws.preview_refusal(method, parts.path, body) or next(
+            (a for pattern, a in ws.refusals.items() if re.search(pattern, parts.path)), None)
         if refused is not None:
             return self._answer(*refused)
         fn, found = route

@@ -79,13 +79,54 @@ def ensure_model(rows: int, seed: int, cfg: Config | None = None) -> bool:
     return True
 
 
+def ensure_inference_log(rows: int, seed: int, cfg: Config | None = None) -> bool:
+    """Log the champion's scores of the training set to the inference log unless the log exists; True when it logged.
+
+    Notebook 05 writes the inference log (endpoint, batch and streaming predictions) and 06 monitors it (on
+    Databricks it puts a data-profiling monitor on it), so a late joiner at 06 gets what 05's batch scoring
+    would have logged: one ``batch`` prediction per training-set impression, with the champion's version and
+    the feature tables' versions.
+    """
+    import mlflow
+
+    from utils import lakehouse, registry
+    from utils.features import feature_client
+    from utils.plantly_features import (
+        load_training_frame,
+        materialize_training_set,
+        training_set_table,
+    )
+    from utils.scoring import (
+        append_inference_log,
+        feature_table_versions,
+        inference_log_table,
+        inference_rows,
+    )
+    from utils.training import features_frame, scoring_model_uri
+
+    cfg = cfg or get_config()
+    if lakehouse.exists(inference_log_table(cfg)):
+        return False
+    ensure_model(rows, seed, cfg)
+    if not lakehouse.exists(training_set_table(cfg)):
+        materialize_training_set(feature_client(), cfg)
+    champion = registry.get_alias_version(cfg.model_name, cfg.champion_alias)
+    frame = load_training_frame(cfg=cfg)
+    model = mlflow.pyfunc.load_model(scoring_model_uri(f"models:/{cfg.model_name}/{champion.version}"))
+    inputs = features_frame(frame)
+    append_inference_log(inference_rows(frame, model.predict(inputs), source="batch", model_name=cfg.model_name,
+                                        model_version=champion.version, feature_versions=feature_table_versions(cfg),
+                                        request_id="catch-up", inputs=inputs), cfg)
+    return True
+
+
 STAGES: dict[str, list[Callable[..., bool]]] = {
     "01": [ensure_raw],
     "02": [ensure_raw, ensure_silver, ensure_features],
     "03": [ensure_raw, ensure_silver, ensure_features],
     "04": [ensure_raw, ensure_silver, ensure_features, ensure_model],
     "05": [ensure_raw, ensure_silver, ensure_features, ensure_model],
-    "06": [ensure_raw, ensure_silver, ensure_features, ensure_model],
+    "06": [ensure_raw, ensure_silver, ensure_features, ensure_model, ensure_inference_log],
 }
 
 
@@ -94,6 +135,7 @@ WHAT = {
     "ensure_silver": "bronze, silver and quarantine tables",
     "ensure_features": "feature tables",
     "ensure_model": "a champion model that passed the gate",
+    "ensure_inference_log": "an inference log (the champion's batch scores)",
 }
 
 

@@ -109,13 +109,15 @@ def ensure_monitor(client: Any, cfg: Config | None = None, baseline_end: Any = N
 
     ``client`` is a ``databricks.sdk.WorkspaceClient``. With ``baseline_end`` (a timestamp) and ``spark``,
     the baseline table is (re)written first from ``monitored_predictions`` (:func:`baseline_query`). Returns
-    ``{"table", "action" ("created" or "refreshed"), "profile_metrics", "drift_metrics", "assets_dir"}``.
+    ``{"table", "action" ("created" or "refreshed"), "profile_metrics", "drift_metrics", "assets_dir"}``; where
+    data profiling is not enabled in the workspace (a preview, a region, an edition), one line says so and
+    ``action`` is ``"skipped"`` (the metric tables and folder None).
 
     Raises:
         ProfilingMonitorError: the table or schema does not exist, or a privilege is missing (the message
             names it: MANAGE on the table or schema, SELECT on the table).
     """
-    from databricks.sdk.errors import NotFound, PermissionDenied
+    from databricks.sdk.errors import DatabricksError, NotFound
     from databricks.sdk.service.dataquality import Refresh
 
     from utils.retraining import MONITORED_CATEGORICAL, monitoring_tables
@@ -142,13 +144,29 @@ def ensure_monitor(client: Any, cfg: Config | None = None, baseline_end: Any = N
             client.data_quality.create_refresh(object_type="table", object_id=table_id,
                                                refresh=Refresh(object_type="table", object_id=table_id))
             action = "refreshed"
-    except PermissionDenied as exc:
-        raise ProfilingMonitorError(
-            f"cannot put a data-profiling monitor on {table}: {str(exc).splitlines()[0]}. It needs MANAGE on the "
-            f"table (or on {cfg.catalog}.{cfg.schema}) and SELECT on it; ask the schema's owner to "
-            f"GRANT MANAGE ON TABLE {table} TO `<you>`") from None
-    except NotFound as exc:
-        raise ProfilingMonitorError(f"cannot put a data-profiling monitor on {table}: {str(exc).splitlines()[0]} "
-                                    "(notebook 05 writes the inference log: run it first)") from None
+    except DatabricksError as exc:
+        return _refused(exc, table, cfg)
     return {"table": table, "action": action, "profile_metrics": f"{table}_profile_metrics",
             "drift_metrics": f"{table}_drift_metrics", "assets_dir": assets_dir}
+
+
+def _refused(exc: Exception, table: str, cfg: Config) -> dict[str, Any]:
+    """What a refused monitor call means: data profiling not enabled in the workspace (``FEATURE_DISABLED``, whatever
+    the HTTP status, or 501) is skipped with one line; a missing privilege or table raises ProfilingMonitorError."""
+    from databricks.sdk.errors import NotFound, PermissionDenied
+    from databricks.sdk.errors import NotImplemented as NotEnabled
+
+    first = (str(exc).split(". Config: ")[0].strip().splitlines() or [type(exc).__name__])[0][:200]
+    if getattr(exc, "error_code", None) == "FEATURE_DISABLED" or isinstance(exc, NotEnabled):
+        print(f"data-profiling monitor skipped: data profiling is not enabled in this workspace ({first}); 06's own "
+              "profile, drift and quality tables (monitored_predictions_*) still feed the alerts and the 360° page")
+        return {"table": table, "action": "skipped", "profile_metrics": None, "drift_metrics": None, "assets_dir": None}
+    if isinstance(exc, PermissionDenied):
+        raise ProfilingMonitorError(
+            f"cannot put a data-profiling monitor on {table}: {first}. It needs MANAGE on the "
+            f"table (or on {cfg.catalog}.{cfg.schema}) and SELECT on it; ask the schema's owner to "
+            f"GRANT MANAGE ON TABLE {table} TO `<you>`") from None
+    if isinstance(exc, NotFound):
+        raise ProfilingMonitorError(f"cannot put a data-profiling monitor on {table}: {first} "
+                                    "(notebook 05 writes the inference log, and 06's catch-up when it is missing)") from None
+    raise exc

@@ -243,6 +243,24 @@ def target_model_name(env: str = "prod", cfg: Config | None = None) -> str:
     return f"{cfg.catalog_for(env)}.{cfg.schema}.{cfg.model_base_name}"
 
 
+def prod_model_name(cfg: Config | None = None) -> str | None:
+    """The registered model model-first promotion copies the champion to, or None (one line says why) where there is none.
+
+    ``<prod catalog>.<schema>.<model>``, the prod catalog as :func:`utils.platform.prod_catalog` finds it: on
+    Databricks the target's ``prod_catalog`` (the bundle sets it per target; dev and serverless have none), which
+    must exist and differ from the catalog this runs in; locally ``plantly_prod`` unless ``MLOPS_PROD_CATALOG``
+    names another.
+    """
+    from utils.platform import prod_catalog
+
+    cfg = cfg or get_config()
+    catalog, why_not = prod_catalog(cfg)
+    if not catalog:
+        print(f"model-first promotion skipped: {why_not}")
+        return None
+    return f"{catalog}.{cfg.schema}.{cfg.model_base_name}"
+
+
 def promote_model_first(src_name: str, alias: str, dst_name: str, reason: str, actor: str | None = None) -> ModelVersion:
     """Copy the version ``src_name@alias`` (the artifact itself) to ``dst_name`` and point ``alias`` there (audited).
 

@@ -270,6 +270,32 @@ def _config_key(entities: Any, routes: Any) -> tuple[frozenset, frozenset]:
     return served, traffic
 
 
+_INFERENCE_TABLE_REFUSED: set[str] = set()  # endpoints whose AI Gateway inference table the workspace refused
+
+
+def _put_inference_table(endpoints: Any, name: str, table: Any, gateway: Any) -> bool:
+    """Put the AI Gateway inference table ``table`` on endpoint ``name``, keeping its other AI Gateway settings
+    (``gateway``; a PUT replaces the whole config); False, after one line saying why, where the workspace refuses it
+    (asked once per endpoint and process: 05 deploys the same endpoint several times)."""
+    from databricks.sdk.errors import DatabricksError
+
+    if name in _INFERENCE_TABLE_REFUSED:
+        return False
+    try:
+        endpoints.put_ai_gateway(name, inference_table_config=table,
+                                 guardrails=gateway.guardrails if gateway else None,
+                                 rate_limits=gateway.rate_limits if gateway else None,
+                                 usage_tracking_config=gateway.usage_tracking_config if gateway else None,
+                                 fallback_config=gateway.fallback_config if gateway else None)
+    except DatabricksError as exc:
+        reason = (str(exc).split(". Config: ")[0].strip().splitlines() or [type(exc).__name__])[0][:200]
+        print(f"endpoint {name} serves without an AI Gateway inference table ({getattr(exc, 'error_code', '') or type(exc).__name__}: "
+              f"{reason}); every prediction still goes to the project's inference log")
+        _INFERENCE_TABLE_REFUSED.add(name)
+        return False
+    return True
+
+
 def deploy_serving_endpoint(
     name: str,
     model_name: str,
@@ -291,13 +317,14 @@ def deploy_serving_endpoint(
 
     ``inference_table`` ``(catalog, schema, table_name_prefix)`` turns on the endpoint's AI Gateway inference
     table: every request and response lands in ``<catalog>.<schema>.<prefix>_payload`` (Unity Catalog, Delta).
-    It is set when the endpoint is created, and put on an existing endpoint that has none (legacy
-    ``auto_capture_config`` inference tables can no longer be enabled). Source:
-    https://docs.databricks.com/aws/en/ai-gateway/inference-tables
+    It is put on the endpoint once the endpoint exists (``put_ai_gateway``), on a new one and on an existing one
+    that has none (legacy ``auto_capture_config`` inference tables can no longer be enabled). Where the workspace
+    refuses it (AI Gateway inference tables not enabled there, a region without them, no permission on the
+    schema), one line says so and the endpoint serves without it: the project's own inference log does not
+    depend on it. Source: https://docs.databricks.com/aws/en/ai-gateway/inference-tables
     """
     from databricks.sdk.errors import NotFound
     from databricks.sdk.service.serving import (
-        AiGatewayConfig,
         AiGatewayInferenceTableConfig,
         EndpointCoreConfigInput,
         EndpointStateConfigUpdate,
@@ -315,20 +342,18 @@ def deploy_serving_endpoint(
     try:
         current = endpoints.get(name)
     except NotFound:
+        # The endpoint first, the inference table after: a workspace that refuses the table still gets the endpoint.
         config = EndpointCoreConfigInput(name=name, served_entities=entities, traffic_config=routes)
-        gateway = AiGatewayConfig(inference_table_config=table) if table is not None else None
-        return endpoints.create_and_wait(name=name, config=config, ai_gateway=gateway, timeout=timeout)
+        created = endpoints.create_and_wait(name=name, config=config, timeout=timeout)
+        if table is not None:
+            _put_inference_table(endpoints, name, table, None)
+        return created
     if current.state is not None and current.state.config_update == EndpointStateConfigUpdate.IN_PROGRESS:
         current = endpoints.wait_get_serving_endpoint_not_updating(name, timeout=timeout)
     gateway = current.ai_gateway
     if table is not None and not (gateway is not None and gateway.inference_table_config is not None
                                   and gateway.inference_table_config.enabled):
-        # PUT replaces the endpoint's whole AI Gateway config: keep what it has besides the inference table.
-        endpoints.put_ai_gateway(name, inference_table_config=table,
-                                 guardrails=gateway.guardrails if gateway else None,
-                                 rate_limits=gateway.rate_limits if gateway else None,
-                                 usage_tracking_config=gateway.usage_tracking_config if gateway else None,
-                                 fallback_config=gateway.fallback_config if gateway else None)
+        _put_inference_table(endpoints, name, table, gateway)
     live = current.config
     if live is not None and _config_key(live.served_entities, live.traffic_config) == _config_key(entities, routes):
         return current

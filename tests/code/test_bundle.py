@@ -237,6 +237,20 @@ def test_names_do_not_collide_across_targets_or_users() -> None:
         assert "/" not in experiment or experiment.rsplit("/", 1)[0] == "/Shared", "a parent folder that exists"
 
 
+@pytest.mark.parametrize("target", CLASSIC_TARGETS + SERVERLESS_TARGETS)
+def test_each_target_sets_its_prod_catalog_and_development_never_writes_into_production(target: str) -> None:
+    """Review R4: 04 promotes to the lifecycle job's parameter prod_catalog; every target sets it, never to its own
+    catalog, and a development target (dev, serverless: Free Edition has only `workspace`) to none at all."""
+    assert "prod_catalog" in _main()["targets"][target].get("variables", {}), "say where this target's 04 promotes to"
+    lifecycle = _target(target)["resources"]["jobs"]["plantly_lifecycle"]
+    params = {p["name"]: p["default"] for p in lifecycle["parameters"]}
+    assert params["prod_catalog"] == "${var.prod_catalog}"
+    prod, own = _resolve(params["prod_catalog"], target), _resolve("${var.catalog}", target)
+    assert prod != own, "promoting into the catalog the lifecycle runs in copies the champion onto itself"
+    if _target(target)["mode"] == "development":
+        assert prod == "", "a developer's lifecycle must not register into a production catalog"
+
+
 def test_monitor_task_is_given_the_retraining_job_id() -> None:
     jobs = {name: spec for name, (spec, _) in _resources()["jobs"].items()}
     monitor = next(t for t in jobs["plantly_lifecycle"]["tasks"] if t["task_key"] == "monitor")

@@ -23,3 +23,34 @@ def test_catch_up_builds_once_and_says_what_it_built(tmp_path: Path, monkeypatch
 def test_catch_up_refuses_an_unknown_stage() -> None:
     with pytest.raises(ValueError, match="unknown stage '07'"):
         catch_up("07", rows=300, seed=3)
+
+
+def test_06_catch_up_logs_the_champions_batch_scores_when_there_is_no_inference_log(
+        spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review R3: only 05 wrote the inference log, so 06 run alone stopped on Databricks where its data-profiling
+    monitor is put on that table. Its catch-up now logs what 05's batch scoring would: the champion's score of
+    every training-set impression, with the model and feature-table versions."""
+    import json
+
+    from tests.support import mlflow_restored, register_constant_model
+    from utils import lakehouse
+    from utils.catchup import STAGES, ensure_features, ensure_inference_log
+    from utils.config import get_config
+    from utils.plantly_features import training_set_table
+    from utils.scoring import feature_table_versions, read_inference_log
+
+    monkeypatch.setenv("MLOPS_CATALOG", "late")
+    monkeypatch.setenv("MLOPS_SCHEMA", "joiner")
+    cfg = get_config()
+    assert STAGES["06"][-1] is ensure_inference_log, "after the champion it scores with"
+    ensure_features(2000, 5, cfg)
+    with mlflow_restored():
+        version, = register_constant_model(cfg.model_name, tmp_path, versions=1)  # the champion 03 leaves
+        assert ensure_inference_log(2000, 5, cfg) is True
+        assert ensure_inference_log(2000, 5, cfg) is False, "a log that exists is left alone"
+    log = read_inference_log(cfg)
+    training = lakehouse.read_pandas(training_set_table(cfg))
+    assert len(log) == len(training) > 0 and set(log.event_id) == set(training.event_id.astype(str))
+    assert set(log.source) == {"batch"} and set(log.model_version) == {version} and set(log.model_name) == {cfg.model_name}
+    assert log.prediction.eq(0.5).all()
+    assert json.loads(log.feature_versions.iloc[0]) == feature_table_versions(cfg)

@@ -80,16 +80,17 @@ def test_without_a_client_model_serving_needs_databricks() -> None:
 # ---------------------------------------------------------------- create, update, leave alone
 
 
-def test_endpoints_log_to_an_ai_gateway_inference_table_created_with_them_or_put_on_them(workspace) -> None:
+def test_endpoints_log_to_an_ai_gateway_inference_table_put_on_them_once_they_exist(workspace) -> None:
     client, ws = workspace
     table = ("main", "ml", "endpoint")
     deploy_serving_endpoint("recs", "main.ml.rec", {"rec-3": "3"}, {"rec-3": 100}, client=client, inference_table=table)
-    (method, path, body), = writes(ws)
-    assert (method, path) == ("POST", "/api/2.0/serving-endpoints")
-    assert body["ai_gateway"] == {"inference_table_config": {"catalog_name": "main", "schema_name": "ml",
-                                                             "table_name_prefix": "endpoint", "enabled": True}}
+    (create, _, create_body), (method, path, body) = writes(ws)
+    assert create == "POST" and "ai_gateway" not in create_body, "the endpoint first: a refused table cannot stop it"
+    assert (method, path) == ("PUT", "/api/2.0/serving-endpoints/recs/ai-gateway")
+    assert body["inference_table_config"] == {"catalog_name": "main", "schema_name": "ml",
+                                              "table_name_prefix": "endpoint", "enabled": True}
     deploy_serving_endpoint("recs", "main.ml.rec", {"rec-3": "3"}, {"rec-3": 100}, client=client, inference_table=table)
-    assert len(writes(ws)) == 1, "already logging and already serving this: nothing to change"
+    assert len(writes(ws)) == 2, "already logging and already serving this: nothing to change"
 
     deploy_serving_endpoint("old", "main.ml.rec", {"rec-3": "3"}, {"rec-3": 100}, client=client)  # made without one
     assert "old" not in ws.gateways

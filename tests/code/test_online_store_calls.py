@@ -98,9 +98,10 @@ def test_an_existing_store_is_found_and_nothing_is_created(workspace: StandInWor
 
 
 def test_delete_removes_exactly_this_schemas_store_and_says_whether_there_was_one(
-        workspace: StandInWorkspace, sleeps: list[float]) -> None:
+        workspace: StandInWorkspace, sleeps: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
     from databricks.feature_engineering import FeatureEngineeringClient
 
+    monkeypatch.setenv("MLOPS_LAKEBASE", "true")  # publishing went to Lakebase (without it: tests/code/test_refused_previews.py)
     FeatureEngineeringClient().create_online_store(name="plantly-online-plantly-grace", capacity="CU_1")
     name = features.lakebase_online_store().name
     assert platform.delete_online_store() is True

@@ -205,6 +205,46 @@ def test_configure_mlflow_uses_local_sqlite(isolated_state: Path) -> None:
     assert platform.configure_mlflow("platform-test") == exp_id  # idempotent
 
 
+SDK_REPO = "MLFLOW_USE_DATABRICKS_SDK_MODEL_ARTIFACTS_REPO_FOR_UC"
+
+
+def _mlflow_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``configure_mlflow``'s calls that would reach a workspace or change MLflow for later tests, made inert."""
+    from types import SimpleNamespace
+
+    import mlflow
+
+    monkeypatch.setattr(platform, "ensure_dirs", lambda: None)  # its DDL on Databricks: tests/code/test_databricks_paths.py
+    monkeypatch.setattr(platform, "current_user", lambda: "ada@example.com")
+    for name in ("set_tracking_uri", "set_registry_uri", "autolog", "set_experiment"):
+        monkeypatch.setattr(mlflow, name, lambda *a, **k: None)
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", lambda name: SimpleNamespace(experiment_id="7"))
+
+
+def test_on_databricks_model_files_reach_unity_catalog_through_the_files_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review R7: Free Edition's default storage refuses the temporary credentials MLflow's older upload path asks
+    for; with this variable true, MLflow's UC registry uploads a version's files through the Files API instead."""
+    from mlflow.utils._unity_catalog_utils import (
+        is_databricks_sdk_models_artifact_repository_enabled,
+    )
+
+    _mlflow_offline(monkeypatch)
+    monkeypatch.setenv(SDK_REPO, "unset below")  # recorded, so the test leaves the variable as it found it
+    monkeypatch.delenv(SDK_REPO)
+    platform.configure_mlflow()
+    assert SDK_REPO not in os.environ, "locally there is no Unity Catalog to upload to"
+
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    assert platform.configure_mlflow() == "7"
+    assert os.environ[SDK_REPO] == "true"
+    # MLflow's registry client now takes the Files API path without asking the workspace (host_creds unused).
+    assert is_databricks_sdk_models_artifact_repository_enabled(host_creds=None) is True
+
+    monkeypatch.setenv(SDK_REPO, "false")  # a user's own choice wins
+    platform.configure_mlflow()
+    assert os.environ[SDK_REPO] == "false"
+
+
 def test_importing_utils_has_no_side_effects(tmp_path: Path) -> None:
     import subprocess
     import sys
