@@ -48,6 +48,15 @@ def spark(isolated_state: Path):
     yield _ActiveSpark()
 
 
+@pytest.fixture(autouse=True)
+def _stop_engines_of_moved_state(isolated_state: Path):
+    """After a test that moved ``MLOPS_STATE_DIR`` (an empty state of its own), stop the engine it started there."""
+    yield
+    from utils.local import engine
+
+    engine.stop_started(keep=isolated_state)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_engines():
     """Stop every local Spark engine this test process started (the session's, and those of moved state folders)."""

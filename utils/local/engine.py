@@ -303,10 +303,13 @@ def explain_lost_engine(state: Path) -> None:
     shell._plantly_engine_hint = state
 
 
-def stop_started() -> list[Path]:
-    """Stop the servers this process started (a test session's end); returns their state folders."""
-    stopped = [state for state in sorted(_STARTED) if stop(state)]
-    _STARTED.clear()
+def stop_started(keep: Path | None = None) -> list[Path]:
+    """Stop the servers this process started (a test's or a test session's end), except ``keep``'s; returns their
+    state folders."""
+    kept = {keep.resolve()} if keep is not None else set()
+    stopping = sorted(state for state in _STARTED if state.resolve() not in kept)
+    stopped = [state for state in stopping if stop(state)]
+    _STARTED.difference_update(stopping)
     return stopped
 
 
