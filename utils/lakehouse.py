@@ -492,7 +492,7 @@ def merge(
     else:
         data = _to_arrow(df)
         _check_keys(full, data, keys)
-        sdf = get_spark().createDataFrame(data)
+        sdf = _spark_df(data)
     return _with_retries(f"merge into {full!r}",
                          lambda: _merge_once(sdf, name, keys, update, insert, delete_missing, merge_schema))
 

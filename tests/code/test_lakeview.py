@@ -47,7 +47,10 @@ def test_names_follow_the_config() -> None:
 
 def _view(spark, name: str, table: pa.Table) -> None:
     """Register ``table`` (Arrow, so types hold even when empty) as a view named like the lifecycle table."""
-    spark.createDataFrame(table).createOrReplaceTempView(name.rsplit(".", 1)[-1])
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    # The schema given: Spark Connect infers none from an empty table.
+    spark.createDataFrame(table, schema=from_arrow_schema(table.schema)).createOrReplaceTempView(name.rsplit(".", 1)[-1])
 
 
 def test_every_dataset_query_runs_on_the_lifecycle_table_schemas(spark) -> None:

@@ -79,6 +79,7 @@ def test_each_attendee_creates_and_deletes_only_their_own_lakebase_store(monkeyp
 
     client = _RecordingStoreClient()
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    monkeypatch.setenv("MLOPS_LAKEBASE", "true")  # stores are published (and so deleted) only where opted in
     monkeypatch.setattr(platform, "feature_client", lambda: client)
     monkeypatch.setattr(features, "feature_client", lambda: client)
     monkeypatch.setenv("MLOPS_CATALOG", "workshop")

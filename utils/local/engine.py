@@ -270,6 +270,13 @@ def stop(state: Path) -> bool:
     return True
 
 
+def _bypass_proxies() -> None:
+    """gRPC honours ``http_proxy``; the engine is on loopback, never behind a proxy (``no_grpc_proxy``)."""
+    hosts = [h for h in os.environ.get("no_grpc_proxy", "").split(",") if h]
+    if HOST not in hosts:
+        os.environ["no_grpc_proxy"] = ",".join([*hosts, HOST, "localhost"])
+
+
 def make_default(session: Any, url: str) -> None:
     """Make ``session`` the one ``SparkSession.builder.getOrCreate()`` and ``getActiveSession()`` return in this
     process (pyspark keeps the first session it made otherwise), and ``url`` the ``SPARK_REMOTE`` of child processes."""
@@ -329,6 +336,7 @@ def connect(state: Path, conf: Mapping[str, str], master: str = "local[*]",
 
     with _start_lock(state, say):
         record = _start_locked(state, conf, master, say)
+        _bypass_proxies()
         session = SparkSession.builder.remote(record["url"]).create()  # getOrCreate would hand back another engine's
         # A few quick retries, not the ten minutes meant for remote clusters: a lost local engine is said at once.
         session.client.set_retry_policies([DefaultPolicy(max_retries=4, max_backoff=2000)])

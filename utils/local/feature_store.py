@@ -538,6 +538,11 @@ def _spark_df(df: Any) -> DataFrame:
     if pd is not None and isinstance(df, (pd.DataFrame, pa.Table)):
         from utils.platform import get_spark
 
+        if len(df) == 0:  # Spark Connect infers no schema from no rows: take Arrow's
+            from pyspark.sql.pandas.types import from_arrow_schema
+
+            table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
+            return get_spark().createDataFrame(table, schema=from_arrow_schema(table.schema))
         return get_spark().createDataFrame(df)
     raise TypeError(f"expected a Spark DataFrame, got {type(df).__name__}")
 
