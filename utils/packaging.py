@@ -884,6 +884,8 @@ def fresh_env_predict(model_uri: str, sample: pd.DataFrame, workdir: Path | None
              cwd=workdir)
     seconds["install"] = time.perf_counter() - t0
     sample_path, out_path, script = workdir / "sample.parquet", workdir / "predictions.npy", workdir / "predict.py"
+    sample = sample.copy()
+    sample.attrs = {}  # a frame from Spark Connect's toPandas carries plan metrics there, which parquet cannot store
     sample.to_parquet(sample_path, index=False)
     script.write_text(_PREDICT_SCRIPT)
     t0 = time.perf_counter()

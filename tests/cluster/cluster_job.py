@@ -113,7 +113,9 @@ def write_results(results: dict[str, Any], out_dir: Path, run: dict[str, Any] | 
     """``results`` as parquet (frames) and JSON (drift, run facts) under ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("udf", "partitions", "training_set"):
-        results[name].to_parquet(out_dir / f"{name}.parquet", index=False)
+        frame = results[name].copy()
+        frame.attrs = {}  # Spark Connect's toPandas leaves its plan metrics there, which parquet's metadata cannot hold
+        frame.to_parquet(out_dir / f"{name}.parquet", index=False)
     (out_dir / "drift.json").write_text(json.dumps(results["drift"], indent=1))
     (out_dir / "run.json").write_text(json.dumps(run or {}, indent=1))
 
