@@ -301,8 +301,9 @@ def reading(results: dict[int, dict[str, Any]], impls: list[str]) -> str:
             f"the bare stat tests take {m[impls[3]]:.1f} s of its {m[impls[1]]:.1f} s")
     if len(impls) > 4:
         text += (f"; utils.monitoring's own numpy definitions take {m[impls[4]]:.1f} s, so the Spark version's cost is "
-                 "distribution overhead (several jobs, a sort of every numeric column), paid for running unchanged on a "
-                 "cluster when the frames no longer fit in one process")
+                 "distribution overhead (one pass that moves every row from Spark's JVM to its Python workers as Arrow "
+                 "batches, binned there with numpy), paid for running unchanged on a cluster when the frames no longer "
+                 "fit in one process")
     return text + "."
 
 
@@ -453,4 +454,9 @@ def _run_preset(cur_ds: Any, ref_ds: Any, columns: list[str]) -> Any:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:  # the Spark engine this run started (its own state folder), not one a notebook or test uses
+        from utils.local import engine
+
+        engine.stop_started()

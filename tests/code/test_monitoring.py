@@ -321,6 +321,52 @@ def test_drift_edge_cases_give_defined_results(spark):
     assert empty["note"].str.contains("current has no rows").all() and empty["js_distance"].isna().all()
 
 
+def _mixed_side(rng, n, drifted):
+    """A side of the mixed frame: numeric (with nulls, NaN, infinity; long, boolean) and categorical
+    (with nulls, a category new in the current data, a sparse high-cardinality column, integers)."""
+    price = rng.lognormal(3 + 0.2 * drifted, 0.5, n).round(2)
+    price[rng.random(n) < 0.05] = np.nan
+    price[rng.random(n) < 0.01] = np.inf
+    qty = pa.array(rng.poisson(3 + drifted, n), mask=rng.random(n) < 0.1)
+    region = rng.choice(["north", "south", "east"] + ["coast"] * drifted, n).astype(object)
+    region[rng.random(n) < 0.07] = None
+    return pa.table({"price": price, "qty": qty, "signed": rng.normal(drifted, 3, n).round(1), "flag": rng.random(n) < 0.3,
+                     "region": pa.array(region, pa.string()), "sku": rng.integers(0, 60 + 5 * drifted, n),
+                     "tier": rng.integers(1, 4, n)})
+
+
+def test_spark_drift_equals_numpy_reference_on_mixed_frame(spark):
+    """The one-pass Spark path (mapInArrow over several partitions of several Arrow batches each) gives the
+    numpy reference's statistics on a frame with nulls, NaN and infinity (left out like nulls), a long and a
+    boolean column, a new category, pooled sparse categories and integer categories."""
+    rng = np.random.default_rng(31)
+    base, cur = _mixed_side(rng, 24_000, 0), _mixed_side(rng, 21_000, 1)
+    numeric, categorical = ["price", "qty", "signed", "flag"], ["region", "sku", "tier"]
+    got = m.drift_metrics(*(spark.createDataFrame(s).repartition(2) for s in (base, cur)), numeric, categorical)
+    got = got.set_index("column_name")
+    for c in numeric:
+        x, y = (pd.Series(s.column(c).to_numpy(), dtype=float) for s in (base, cur))
+        want = m.numeric_drift(*(v[np.isfinite(v)].to_numpy() for v in (x, y)))
+        row = got.loc[c]
+        assert row["ks_test"]["statistic"] == pytest.approx(want["ks_test"]["statistic"], rel=RTOL), c
+        assert row["ks_test"]["pvalue"] == pytest.approx(want["ks_test"]["pvalue"], rel=1e-6, abs=1e-300), c
+        for key in ("wasserstein_distance", "population_stability_index", "kl_divergence", "js_distance",
+                    "tv_distance", "l_infinity_distance"):
+            assert row[key] == pytest.approx(want[key], rel=RTOL, abs=1e-15), (c, key)
+        assert (row["num_bins"], row["sparse_bins"]) == (want["num_bins"], want["sparse_bins"]), c
+        assert row["avg_delta"] == pytest.approx(y[np.isfinite(y)].mean() - x[np.isfinite(x)].mean(), rel=RTOL), c
+        assert row["percent_null_delta"] == pytest.approx(100 * ((~np.isfinite(y)).mean() - (~np.isfinite(x)).mean())), c
+    for c in categorical:
+        want = m.categorical_drift(*(s.column(c).to_pylist() for s in (base, cur)))
+        row = got.loc[c]
+        assert row["chi_squared_test"]["statistic"] == pytest.approx(want["chi_squared_test"]["statistic"], rel=RTOL), c
+        for key in ("population_stability_index", "kl_divergence", "js_distance", "tv_distance", "l_infinity_distance"):
+            assert row[key] == pytest.approx(want[key], rel=RTOL, abs=1e-15), (c, key)
+        assert (row["num_bins"], row["sparse_bins"], row["note"]) == (want["num_bins"], want["sparse_bins"], want.get("note")), c
+    assert got.loc["sku", "sparse_bins"] and "pooled" in got.loc["sku", "note"]  # the pooling path was taken
+    assert (got["count"] == 21_000).all() and (got["count_cmp"] == 24_000).all()
+
+
 def test_drift_rejects_bad_input_with_clear_errors(spark):
     base = _frame(spark, x=[1.0, 2.0], k=["a", "b"])
     with pytest.raises(ValueError, match=r"\['y'\] not found in the current data"):
