@@ -28,19 +28,33 @@ while True:
 """
 
 
+def _writer(name: str) -> subprocess.Popen:
+    """A process appending whole batches to ``name`` until killed, printing each committed batch's number."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.Popen([sys.executable, "-c", WRITER, name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _wait_for_commits(proc: subprocess.Popen, wanted: int, timeout_s: float = 180) -> int:
+    """Batches ``proc`` has committed once it reports ``wanted`` of them (fails the test if it does not in time)."""
+    committed = 0
+    deadline = time.monotonic() + timeout_s
+    while committed < wanted and time.monotonic() < deadline:
+        line = proc.stdout.readline().strip()
+        if line.isdigit():  # not the engine's start-up lines, when this writer is its first client
+            committed = int(line) + 1
+        elif not line and proc.poll() is not None:
+            break
+    assert committed >= wanted, f"the writer did not commit {wanted} batches in time"
+    return committed
+
+
 def test_killed_writer_leaves_last_committed_version(isolated_state: Path, tmp_path: Path) -> None:
 
     name = "plantly.reliability.killed_writer"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, name], stdout=subprocess.PIPE, text=True, env=env)
+    proc = _writer(name)
     try:
-        committed = 0
-        deadline = time.monotonic() + 180
-        while committed < 3 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line:
-                committed = int(line) + 1
-        assert committed >= 3, "the writer did not commit three batches in time"
+        committed = _wait_for_commits(proc, 3)
         time.sleep(0.05)  # let it get into the next write
         proc.send_signal(signal.SIGKILL)
     finally:
@@ -68,17 +82,9 @@ def test_engine_killed_mid_write_leaves_last_committed_version_and_restarts(isol
 
     get_spark()
     name = "plantly.reliability.killed_engine"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = _writer(name)
     try:
-        committed = 0
-        deadline = time.monotonic() + 180
-        while committed < 2 and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line:
-                committed = int(line) + 1
-        assert committed >= 2, "the writer did not commit two batches in time"
+        committed = _wait_for_commits(proc, 2)
         time.sleep(0.05)
         pid = engine.status(state_dir())["pid"]
         os.killpg(pid, signal.SIGKILL)  # the server and its Python workers
