@@ -30,11 +30,13 @@ import json, os, sys, time, uuid
 t0 = time.perf_counter()
 mode, state = sys.argv[1], sys.argv[2]
 import pandas as pd
+from utils.config import get_config
+catalog = get_config().catalog
 if mode == "classic":
     from pyspark.sql import SparkSession
     from utils.local import engine
     from utils.platform import lakehouse_dir, tmp_dir
-    conf = engine.server_conf(lakehouse_dir(), tmp_dir(), ["plantly"])
+    conf = engine.server_conf(lakehouse_dir(), tmp_dir(), [catalog])
     builder = SparkSession.builder.master("local[*]")
     for k, v in conf.items():
         if not k.startswith("spark.connect."):
@@ -44,8 +46,8 @@ else:
     from utils.platform import get_spark
     spark = get_spark()
 started = time.perf_counter() - t0
-name = f"plantly.bench.t_{mode}_{uuid.uuid4().hex[:6]}"
-spark.sql("CREATE SCHEMA IF NOT EXISTS plantly.bench")
+name = f"{catalog}.bench.t_{mode}_{uuid.uuid4().hex[:6]}"
+spark.sql(f"CREATE SCHEMA IF NOT EXISTS {catalog}.bench")
 rows = pd.DataFrame({"id": range(20000), "segment": [f"s{i % 7}" for i in range(20000)], "v": 1.0})
 spark.createDataFrame(rows).write.mode("overwrite").saveAsTable(name)
 spark.createDataFrame(rows.iloc[19990:].assign(v=2.0)).createOrReplaceTempView("updates")

@@ -53,7 +53,7 @@ def test_a_foreign_server_on_the_recorded_port_is_never_used(spark, tmp_path: Pa
     engine.engine_dir(other).mkdir(parents=True)
     forged = {**record, "token": "someone-else"}  # a live server on that port, started by another folder
     (engine.engine_dir(other) / "server.json").write_text(json.dumps(forged))
-    conf = engine.server_conf(other / "tables", other / "tmp", ["plantly"])
+    conf = engine.server_conf(other / "tables", other / "tmp", ["workspace"])
     with pytest.raises(engine.EngineError, match="not this state folder's engine"):
         engine.connect(other, conf, say=lambda _: None)
     get_spark()  # this process's own session is still the session's engine

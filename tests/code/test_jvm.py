@@ -32,10 +32,10 @@ def test_installed_jars_are_local_files_with_delta_and_the_catalog_alias() -> No
     names = [Path(j).name for j in jars]
     assert all(Path(j).is_file() and Path(j).is_absolute() for j in jars)
     assert any(n.startswith("io.delta_delta-spark_4.1_2.13-") for n in names), names
-    assert "plantly-local-catalog.jar" in names
-    conf = jvm.spark_conf(["plantly"])
+    assert "mlops-local-catalog.jar" in names
+    conf = jvm.spark_conf(["workspace"])
     assert "spark.jars.packages" not in conf  # nothing to resolve at session start
-    assert conf["spark.sql.catalog.plantly"] == jvm.ALIAS_CLASS
+    assert conf["spark.sql.catalog.workspace"] == jvm.ALIAS_CLASS
 
 
 @pytest.mark.parametrize("artifact", [("com.fasterxml.jackson.core_jackson-core-2.13.5.jar", True, "jackson-core"),
@@ -68,16 +68,16 @@ def test_a_session_starts_and_writes_delta_with_the_network_blocked(tmp_path: Pa
         "from utils.platform import get_spark, stop_spark\n"
         "spark = get_spark()\n"
         "assert spark.conf.get('spark.jars.packages', None) is None\n"
-        "spark.sql('CREATE SCHEMA IF NOT EXISTS plantly.offline')\n"
-        "spark.range(3).write.mode('overwrite').saveAsTable('plantly.offline.t')\n"
+        "spark.sql('CREATE SCHEMA IF NOT EXISTS offline_test.offline')\n"
+        "spark.range(3).write.mode('overwrite').saveAsTable('offline_test.offline.t')\n"
         "spark.range(2, 5).createOrReplaceTempView('s')\n"
-        "spark.sql('MERGE INTO plantly.offline.t t USING s ON t.id = s.id WHEN NOT MATCHED THEN INSERT *')\n"
-        "print('rows', spark.table('plantly.offline.t').count(),"
-        " 'versions', spark.sql('DESCRIBE HISTORY plantly.offline.t').count())\n"
+        "spark.sql('MERGE INTO offline_test.offline.t t USING s ON t.id = s.id WHEN NOT MATCHED THEN INSERT *')\n"
+        "print('rows', spark.table('offline_test.offline.t').count(),"
+        " 'versions', spark.sql('DESCRIBE HISTORY offline_test.offline.t').count())\n"
         "stop_spark()\n"
     )
     env = {
-        "MLOPS_STATE_DIR": str(tmp_path / "state"),
+        "MLOPS_STATE_DIR": str(tmp_path / "state"), "MLOPS_CATALOG": "offline_test",
         "HTTP_PROXY": f"http://{dead}", "HTTPS_PROXY": f"http://{dead}", "NO_PROXY": "",
         "http_proxy": f"http://{dead}", "https_proxy": f"http://{dead}", "no_proxy": "",
         "JAVA_TOOL_OPTIONS": "-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=9 "

@@ -1,4 +1,4 @@
-package plantly.local;
+package mlops.local;
 
 import java.util.Map;
 import org.apache.spark.sql.SparkSession;
@@ -16,7 +16,7 @@ import org.apache.spark.sql.types.StructType;
 import org.apache.spark.sql.util.CaseInsensitiveStringMap;
 
 /**
- * A Spark catalog plugin that answers to a Unity Catalog catalog name (e.g. {@code plantly}) and
+ * A Spark catalog plugin that answers to a Unity Catalog catalog name (e.g. {@code workspace}) and
  * delegates every call to the session catalog (Delta's {@code DeltaCatalog}), so three-level names
  * {@code catalog.schema.table} work locally in {@code spark.table}, {@code saveAsTable}, SQL and
  * {@code DeltaTable.forName}, as they do on Databricks.
@@ -26,7 +26,7 @@ import org.apache.spark.sql.util.CaseInsensitiveStringMap;
  * atomically in one version, as on Databricks.
  *
  * <p>Every alias shares the session catalog's schemas: {@code a.s.t} and {@code b.s.t} are one table.
- * Registered per catalog name with {@code spark.sql.catalog.<name>=plantly.local.SessionCatalogAlias}.
+ * Registered per catalog name with {@code spark.sql.catalog.<name>=mlops.local.SessionCatalogAlias}.
  */
 public class SessionCatalogAlias extends DelegatingCatalogExtension implements StagingTableCatalog {
   private String catalogName;

@@ -5,7 +5,7 @@ Tables are Delta tables under the warehouse folder (``<warehouse>/<schema>.db/<t
 transaction log is the only source of truth, so any number of processes (two notebooks, a test and
 its worker processes) share them without a metastore lock. Each session registers the tables it
 finds on disk (:func:`register_tables`), and catalog names resolve through
-``plantly.local.SessionCatalogAlias`` (:func:`alias_catalog`), so ``catalog.schema.table`` works as on
+``mlops.local.SessionCatalogAlias`` (:func:`alias_catalog`), so ``catalog.schema.table`` works as on
 Databricks. Every catalog name shares the same schemas.
 """
 

@@ -33,7 +33,7 @@ from utils.local import jvm
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 HOST = "127.0.0.1"
-TOKEN_KEY = "spark.plantly.engine.id"  # not "token": Spark redacts such keys
+TOKEN_KEY = "spark.mlops.engine.id"  # not "token": Spark redacts such keys
 START_TIMEOUT_S = float(os.environ.get("MLOPS_ENGINE_START_TIMEOUT", "240"))
 _STARTED: set[Path] = set()
 """State folders whose server this process started (:func:`stop_started`)."""
@@ -200,7 +200,7 @@ def _start_locked(state: Path, conf: Mapping[str, str], master: str, say: Callab
     port = _wanted_port(say)
     token = uuid.uuid4().hex
     submit = Path(jvm.pyspark_home()) / "bin" / "spark-submit"
-    args = [str(submit), "--class", SERVER_CLASS, "--master", master, "--name", "plantly-engine"]
+    args = [str(submit), "--class", SERVER_CLASS, "--master", master, "--name", "mlops-engine"]
     for key, value in {**conf, "spark.connect.grpc.binding.port": str(port), TOKEN_KEY: token}.items():
         args += ["--conf", f"{key}={value}"]
     args.append("spark-internal")
@@ -295,7 +295,7 @@ def explain_lost_engine(state: Path) -> None:
     except ImportError:
         return
     shell = get_ipython()
-    if shell is None or getattr(shell, "_plantly_engine_hint", None) == state:
+    if shell is None or getattr(shell, "_mlops_engine_hint", None) == state:
         return
     from pyspark.errors.exceptions.connect import SparkConnectGrpcException
 
@@ -307,7 +307,7 @@ def explain_lost_engine(state: Path) -> None:
               "to start a new one, then this cell again; committed Delta tables are intact.", file=sys.stderr)
 
     shell.set_custom_exc((SparkConnectGrpcException,), handler)
-    shell._plantly_engine_hint = state
+    shell._mlops_engine_hint = state
 
 
 def stop_started(keep: Path | None = None) -> list[Path]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCALA = "2.13"
-ALIAS_CLASS = "plantly.local.SessionCatalogAlias"
+ALIAS_CLASS = "mlops.local.SessionCatalogAlias"
 _MANIFEST = "manifest.json"
 _INSTALL_HINT = "run `make install` (or `.venv/bin/python -m utils.local.jvm install`) once, with network access"
 
@@ -66,7 +66,7 @@ def _pyspark_jars() -> Path:
 
 
 def _compile_alias(dest: Path) -> Path:
-    """Compile the catalog alias against pyspark's jars into ``dest/plantly-local-catalog.jar``."""
+    """Compile the catalog alias against pyspark's jars into ``dest/mlops-local-catalog.jar``."""
     javac = shutil.which("javac", path=str(Path(os.environ["JAVA_HOME"]) / "bin")) if os.environ.get("JAVA_HOME") \
         else None
     javac = javac or shutil.which("javac")
@@ -83,7 +83,7 @@ def _compile_alias(dest: Path) -> Path:
         )
         if proc.returncode:
             raise MissingJars(f"compiling {source.name} failed:\n{proc.stderr.strip()}")
-        target = dest / "plantly-local-catalog.jar"
+        target = dest / "mlops-local-catalog.jar"
         with zipfile.ZipFile(target, "w") as jar:
             jar.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n")
             for cls in Path(build).rglob("*.class"):
