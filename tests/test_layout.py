@@ -65,13 +65,29 @@ def test_notebook_follows_the_contract(path: Path) -> None:
     assert "assert " in "".join(cells[checks_at + 1]["source"]), "the Checks cell must assert"
 
 
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def test_readme_mentions_existing_paths() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "make demo" in readme and "make test" in readme
-    for ref in sorted(set(re.findall(r"`((?:notebooks|utils|tests|bench|data)/[\w./-]+)`", readme))):
-        assert (ROOT / ref).exists(), f"README refers to missing {ref}"
     for stage in (p.stem for p in NOTEBOOKS):
         assert f"`{stage}`" in readme, f"README lifecycle map lacks {stage}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_docs_name_only_what_exists(doc: Path) -> None:
+    """Paths, links, `make` targets and `python -m` modules a reader is told about are real."""
+    text = doc.read_text(encoding="utf-8")
+    for ref in sorted(set(re.findall(r"`((?:notebooks|utils|tests|bench|data|docs|resources)/[\w./-]+)`", text))):
+        assert (ROOT / ref).exists(), f"{doc.name} refers to missing {ref}"
+    for link in sorted(set(re.findall(r"\]\(([\w./-]+\.(?:md|png))\)", text))):
+        assert (doc.parent / link).exists(), f"{doc.name} links to missing {link}"
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(encoding="utf-8"), re.MULTILINE))
+    for target in sorted(set(re.findall(r"`make ([a-z][\w-]*)", text))):
+        assert target in targets, f"{doc.name} names `make {target}`, which the Makefile lacks"
+    for module in sorted(set(re.findall(r"python -m ((?:utils|tests|bench)(?:\.\w+)+)", text))):
+        assert (ROOT / (module.replace(".", "/") + ".py")).exists(), f"{doc.name} runs missing module {module}"
 
 
 def test_ci_runs_the_readme_test_command() -> None:
