@@ -225,3 +225,19 @@ def get_config(**overrides: object) -> Config:
     if th_env:
         env["thresholds"] = replace(th, **th_env)
     return replace(cfg, **{**env, **overrides})
+
+def inference_log_table(cfg: Config | None = None) -> str:
+    """Name of the inference log table."""
+    return (cfg or get_config()).table("inference_log")
+
+
+def monitoring_tables(cfg: Config | None = None) -> dict[str, str]:
+    """Names of the monitoring tables (shaped like Lakehouse Monitoring's, see ``utils.monitoring``)."""
+    cfg = cfg or get_config()
+    return {
+        "scored": cfg.table("monitored_predictions"),
+        "profile": cfg.table("monitored_predictions_profile_metrics"),
+        "drift": cfg.table("monitored_predictions_drift_metrics"),
+        "quality": cfg.table("monitored_predictions_quality_metrics"),
+        "alerts": cfg.table("monitoring_alerts"),
+    }

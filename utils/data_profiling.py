@@ -77,11 +77,9 @@ def baseline_query(baseline: str, scored: str, cut: Any) -> str:
     ``'baseline'``, ``model_version`` the version in ``model_uri`` (``models:/<name>/<version>`` or an alias);
     the rest are NULL of the inference log's type.
     """
-    from utils.scoring import inference_log_schema
+    from utils.plantly_columns import FEATURES, inference_log_schema
 
     scored_columns = {"event_id", "event_ts", "model_uri", "prediction", "purchased"}
-    from utils.plantly_features import FEATURES
-
     scored_columns |= set(FEATURES)
     spark_types = {"string": "STRING", "double": "DOUBLE", "bool": "BOOLEAN", "timestamp[us, tz=UTC]": "TIMESTAMP"}
     select = []
@@ -120,8 +118,8 @@ def ensure_monitor(client: Any, cfg: Config | None = None, baseline_end: Any = N
     from databricks.sdk.errors import DatabricksError, NotFound
     from databricks.sdk.service.dataquality import Refresh
 
-    from utils.retraining import MONITORED_CATEGORICAL, monitoring_tables
-    from utils.scoring import inference_log_table
+    from utils.config import inference_log_table, monitoring_tables
+    from utils.plantly_columns import MONITORED_CATEGORICAL
 
     cfg = cfg or get_config()
     table = inference_log_table(cfg)

@@ -29,8 +29,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import TYPE_CHECKING, Any
+
+from utils.deployment_triggers import (  # noqa: F401 - re-exported: what registration triggers on Databricks
+    ENDED,
+    DeploymentJobFailed,
+    InlineTrigger,
+    JobTrigger,
+    linked_job,
+)
 
 if TYPE_CHECKING:
     from utils.gate import GateResult
@@ -41,16 +48,10 @@ APPROVAL_TAG = "approval"
 Databricks' deployment-job template names the tag after the approval task; the task here is called
 ``approval`` too. Tag keys follow Unity Catalog's rules (no dots)."""
 APPROVED = "approved"
-ENDED = ("TERMINATED", "SKIPPED", "INTERNAL_ERROR")
-"""A job run's life-cycle states once it has ended (``jobs.RunLifeCycleState``)."""
 
 
 class ApprovalPending(RuntimeError):
     """The version has no ``approval = approved`` tag yet: the deployment job stops here until someone approves."""
-
-
-class DeploymentJobFailed(RuntimeError):
-    """The deployment job's run for a version ended without a gate verdict; the message names the run's URL and state."""
 
 
 def _version(model_name: str, model_version: str | int) -> Any:
@@ -112,27 +113,6 @@ def approval_task(model_name: str, model_version: str | int, tag: str = APPROVAL
             f"{APPROVED!r}) or the model page's tag editor), then repairs the job run")
 
 
-def linked_job(model_name: str) -> str:
-    """The id of the deployment job linked to registered model ``model_name``; ``""`` when none is (or no such model).
-
-    Unity Catalog keeps the link on the model (``RegisteredModel.deployment_job_id``); a local MLflow
-    registry has none.
-    """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from utils import registry
-    from utils.platform import registry_uri
-
-    try:
-        model = MlflowClient(registry_uri=registry_uri()).get_registered_model(model_name)
-    except MlflowException as exc:
-        if not registry._is_not_found(exc):
-            raise
-        return ""
-    return str(getattr(model, "deployment_job_id", None) or "")
-
-
 def gate_registered(model_name: str, version: str | int, eval_df: Any, label_col: str, **kw: Any) -> GateResult:
     """The gate's verdict on a version just registered, gated once.
 
@@ -170,129 +150,6 @@ def deployment_task(model_name: str, model_version: str | int, endpoint_name: st
     backend = serving_backend(model_name, endpoint)
     backend.apply({str(model_version): 100})
     return {"champion": str(model_version), "endpoint": endpoint, "traffic": {str(model_version): 100}}
-
-
-class JobTrigger:
-    """Registration fires the deployment job linked to the model: what ``utils.platform.deployment_trigger`` yields
-    on Databricks when the bundle passed the job's id.
-
-    Opening links job ``job_id`` to the registered model (``MlflowClient.update_registered_model(name,
-    deployment_job_id=...)``, creating the model first when it does not exist yet); Unity Catalog then starts
-    a run of the job for every new version. :meth:`verdict` waits for the job's evaluation task to record it.
-    """
-
-    via = "deployment job"
-
-    def __init__(self, model_name: str, job_id: str) -> None:
-        self.model_name = model_name
-        self.job_id = str(job_id)
-        self._judged: list[dict[str, Any]] = []
-
-    @property
-    def how(self) -> str:
-        return (f"registration starts deployment job {self.job_id} (linked to {self.model_name}); its evaluation "
-                "task runs the gate, its approval task waits for the tag approval = approved")
-
-    def __enter__(self) -> JobTrigger:
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        from utils import registry
-        from utils.platform import registry_uri
-
-        client = MlflowClient(registry_uri=registry_uri())
-        try:
-            client.update_registered_model(self.model_name, deployment_job_id=self.job_id)
-        except MlflowException as exc:
-            if not registry._is_not_found(exc):
-                raise
-            client.create_registered_model(self.model_name, deployment_job_id=self.job_id)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def verdict(self, version: str | int, timeout: float = 1800.0, interval_s: float = 5.0) -> GateResult:
-        """The evaluation task's result on ``version`` (a job run starts compute first: up to ``timeout`` s).
-
-        Every ``interval_s`` seconds reads the version's recorded verdict and the job's run for it (``jobs.list_runs``,
-        the run whose job parameter ``model_version`` is ``version``). Raises ``DeploymentJobFailed`` (one line: the
-        run's URL and state) when that run ended without a verdict, ``TimeoutError`` when none came in ``timeout`` s.
-        """
-        from utils.gate import recorded_verdict
-        from utils.platform import workspace_client
-
-        client = workspace_client()
-        deadline = time.monotonic() + timeout
-        while (result := recorded_verdict(self.model_name, version)) is None:
-            run = self._run_for(client, version)
-            if run is not None and run.state and str(getattr(run.state.life_cycle_state, "value", "")) in ENDED:
-                if (result := recorded_verdict(self.model_name, version)) is not None:  # written as the run ended
-                    break
-                outcome = getattr(run.state.result_state, "value", None) or run.state.life_cycle_state.value
-                why = " ".join((run.state.state_message or "no message").split())
-                raise DeploymentJobFailed(f"deployment job {self.job_id} run {run.run_id} for version {version} of "
-                                          f"{self.model_name} ended {outcome} without a gate verdict ({why}): "
-                                          f"see {run.run_page_url}")
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"no gate verdict on version {version} of {self.model_name} after {timeout:.0f} s: "
-                                   f"deployment job {self.job_id} " + ("has not finished its run for it" if run else
-                                   "started no run for it (is it still linked to the model?)"))
-            time.sleep(interval_s)
-        return self._noted(version, result)
-
-    def _run_for(self, client: Any, version: str | int) -> Any:
-        """The newest of the job's latest 20 runs (one page) started for ``version`` of the model (``jobs.BaseRun``), or None."""
-        import itertools
-
-        for run in itertools.islice(client.jobs.list_runs(job_id=int(self.job_id), limit=20), 20):
-            params = {p.name: p.value if p.value is not None else p.default for p in run.job_parameters or []}
-            if params.get("model_version") == str(version) and params.get("model_name") in (None, self.model_name):
-                return run
-        return None
-
-    def _noted(self, version: str | int, result: GateResult) -> GateResult:
-        self._judged.append({"model": self.model_name, "version": str(version), "via": self.via,
-                             "status": "passed" if result.passed else "refused",
-                             "summary": result.summary().splitlines()[0]})
-        return result
-
-    def events(self) -> Any:
-        """The versions this trigger saw judged, oldest first (pandas: model, version, via, status, summary)."""
-        import pandas as pd
-
-        return pd.DataFrame(self._judged, columns=["model", "version", "via", "status", "summary"])
-
-
-class InlineTrigger(JobTrigger):
-    """No deployment job id given (a notebook run by hand on Databricks): the evaluation task runs in the notebook,
-    unless an earlier run linked a job to the model; registration then starts that job, and its verdict is awaited."""
-
-    via = "notebook"
-
-    def __init__(self, model_name: str) -> None:
-        super().__init__(model_name, "")
-
-    @property
-    def how(self) -> str:
-        if self.job_id:
-            return (f"deployment job {self.job_id} is linked to {self.model_name} (by an earlier run), so registration "
-                    "starts it and its evaluation task runs the gate; this notebook waits for the verdict")
-        return ("no deployment job is linked (the bundle's jobs pass deployment_job_id), so the deployment job's "
-                "evaluation task runs here, in this notebook, right after registration")
-
-    def __enter__(self) -> InlineTrigger:
-        self.job_id = linked_job(self.model_name)
-        if self.job_id:
-            self.via = JobTrigger.via
-        return self
-
-    def verdict(self, version: str | int, timeout: float = 1800.0, interval_s: float = 5.0) -> GateResult:
-        """The linked job's verdict on ``version`` (see :meth:`JobTrigger.verdict`), else the evaluation task's, run now."""
-        if self.job_id:
-            return super().verdict(version, timeout, interval_s)
-        result = evaluation_task(self.model_name, version)
-        return self._noted(version, result)
 
 
 TASKS = {"evaluation": evaluation_task, "approval": approval_task, "deployment": deployment_task}

@@ -11,8 +11,9 @@ both platforms, publishing for the router, and the Lakebase store the platform a
 
 from __future__ import annotations
 
-import time
 from typing import Any
+
+from utils.lakebase import LAKEBASE_READY_TIMEOUT_S
 
 # The feature-store entry points: the platform picks Databricks' own or the local twin.
 from utils.platform import (  # noqa: F401 - re-exported for the notebooks
@@ -26,8 +27,6 @@ from utils.platform import (  # noqa: F401 - re-exported for the notebooks
     online_table_name,
     record_lineage,
 )
-
-LAKEBASE_READY_TIMEOUT_S = 900.0
 
 
 def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_READY_TIMEOUT_S) -> Any:
@@ -44,39 +43,9 @@ def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_R
         RuntimeError: the store is STOPPED or DELETING (waiting would not help), or vanished while starting.
         TimeoutError: the store is not available after ``timeout_s`` seconds.
     """
+    from utils.lakebase import online_store
 
-    from databricks.sdk.errors import PermissionDenied
-
-    from utils.config import get_config
-
-    client = feature_client()
-    store_name = name or get_config().online_store_name
-    store = client.get_online_store(name=store_name)
-    if store is None:
-        try:
-            store = client.create_online_store(name=store_name, capacity="CU_1")
-        except PermissionDenied as exc:
-            reason = str(exc).split(". Config: ")[0].rstrip(".")  # the workspace's reason, not the SDK's config dump
-            raise PermissionError(
-                f"cannot create Lakebase online store {store_name!r}: you lack the permission to create Lakebase "
-                f"database instances in this workspace ({reason}); ask a workspace admin to grant it or to create "
-                "the store, or set MLOPS_LAKEBASE_STORE to a store you can use") from None
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if store is None:
-            raise RuntimeError(f"online store {store_name!r} disappeared while it was starting (deleted by someone "
-                               "else?): rerun to create it again")
-        state = str(getattr(store.state, "value", store.state))  # STARTING, not the enum's State.STARTING
-        if state == "AVAILABLE":
-            return store
-        if state in ("STOPPED", "DELETING"):  # waiting will not make it available
-            raise RuntimeError(f"online store {store_name!r} is {state}: start it in Compute → Lakebase (or wait "
-                               "until it is deleted), then rerun")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"online store {store_name!r} is {state} after {timeout_s:.0f} s: "
-                               "check it in Compute → Lakebase, then rerun")
-        time.sleep(10)
-        store = client.get_online_store(name=store_name)
+    return online_store(feature_client(), name, timeout_s)
 
 
 def publish_online(table: str, fe: Any = None) -> int | None:

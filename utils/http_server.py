@@ -21,7 +21,8 @@ Three things are adapted, all through uvicorn's documented ``Config(http=<protoc
 
 :func:`read_body` reads a request body with a byte limit, draining (not storing) an oversized body of
 reasonable size so a kept-alive connection stays usable, and :func:`json_error` is the one shape of
-every refusal.
+every refusal. :func:`free_port`, :func:`port_open` and :class:`EndpointError` are the small socket
+helpers and the error the local endpoints, the local MLflow server and the router share.
 """
 
 from __future__ import annotations
@@ -52,6 +53,31 @@ class BodyError(Exception):
         super().__init__(message)
         self.status = status
         self.close = close
+
+
+class EndpointError(RuntimeError):
+    """The endpoint could not start, or a request to it failed; ``status`` is the HTTP status if any."""
+
+    def __init__(self, message: str, status: int | None = None, body: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True if something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def json_error(status: int, message: str, close: bool = False, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from utils.config import get_config
-from utils.platform import get_spark, refresh_tables, use_catalog
+from utils.runtime import get_spark, refresh_tables, use_catalog
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -353,7 +353,7 @@ def table_location(name: str) -> str:
 
 def drop(name: str) -> None:
     """Drop the table ``name`` (``DROP TABLE``) and delete its files; ``TableNotFoundError`` if absent."""
-    from utils.platform import delete_table_files
+    from utils.runtime import delete_table_files
 
     location = table_location(name)
     get_spark().sql(f"DROP TABLE {_quoted(name)}")

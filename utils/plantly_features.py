@@ -11,15 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from utils.config import Config, get_config
+from utils.plantly_columns import (  # noqa: F401 - re-exported: the example's columns
+    BOOLEAN,
+    CATEGORICAL,
+    FEATURES,
+    LABEL,
+    NUMERIC,
+    SPINE_COLUMNS,
+)
 
 WINDOW_DAYS = 30
-LABEL = "purchased"
-SPINE_COLUMNS = ["event_id", "customer_id", "plant_id", "event_ts", "page", "position", "price", LABEL]
-CATEGORICAL = ["region", "age_band", "device", "category", "care_level", "light_needs", "page"]
-NUMERIC = ["tenure_days", "cust_impressions_30d", "cust_purchase_rate_30d", "plant_impressions_30d",
-           "plant_purchase_rate_30d", "position", "price"]
-BOOLEAN = ["invasive"]
-FEATURES = CATEGORICAL + NUMERIC + BOOLEAN
 
 
 def feature_schema() -> dict[str, str]:

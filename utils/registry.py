@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from utils.config import get_config
-from utils.platform import current_user, registry_uri, tracking_uri
+from utils.runtime import current_user, registry_uri, tracking_uri
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -18,11 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from utils.config import Config, get_config
-from utils.plantly_features import CATEGORICAL, LABEL, NUMERIC
-
-MONITORED_NUMERIC = [c for c in NUMERIC if c != "position"]
-MONITORED_CATEGORICAL = [c for c in CATEGORICAL if c != "page"]
+from utils.config import Config, get_config, monitoring_tables  # noqa: F401 - monitoring_tables re-exported
+from utils.plantly_columns import (  # noqa: F401 - re-exported
+    CATEGORICAL,
+    LABEL,
+    MONITORED_CATEGORICAL,
+    MONITORED_NUMERIC,
+    NUMERIC,
+)
 
 
 @dataclass
@@ -36,18 +39,6 @@ class MonitorResult:
     alerts: list[Any]
     baseline_auc: float
     tables: dict[str, int] = field(default_factory=dict)
-
-
-def monitoring_tables(cfg: Config | None = None) -> dict[str, str]:
-    """Names of the monitoring tables (shaped like Lakehouse Monitoring's, see ``utils.monitoring``)."""
-    cfg = cfg or get_config()
-    return {
-        "scored": cfg.table("monitored_predictions"),
-        "profile": cfg.table("monitored_predictions_profile_metrics"),
-        "drift": cfg.table("monitored_predictions_drift_metrics"),
-        "quality": cfg.table("monitored_predictions_quality_metrics"),
-        "alerts": cfg.table("monitoring_alerts"),
-    }
 
 
 def land_new_data(scenario: str, rows: int, seed: int, cfg: Config | None = None) -> dict[str, Any]:

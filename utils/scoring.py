@@ -30,8 +30,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from utils.config import Config, get_config
-from utils.plantly_features import BOOLEAN, CATEGORICAL, FEATURES, NUMERIC
+from utils.config import Config, get_config, inference_log_table  # noqa: F401 - inference_log_table re-exported
+from utils.plantly_columns import (  # noqa: F401 - re-exported: the inference log's columns
+    BOOLEAN,
+    CATEGORICAL,
+    FEATURES,
+    NUMERIC,
+    PREDICTION_COL,
+    _feature_type,
+    inference_log_schema,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -40,40 +48,13 @@ if TYPE_CHECKING:
 SOURCES = ("realtime", "batch", "streaming")
 MAX_EXACT_INT = 2**53  # position becomes a float64 model input: integers beyond this would be rounded
 LOG_KEYS = ["source", "event_id", "model_version"]  # a replay is skipped; a new version's score is kept
-PREDICTION_COL = "prediction"
 
 # ---------------------------------------------------------------- the inference log
-
-
-def inference_log_table(cfg: Config | None = None) -> str:
-    """Name of the inference log table."""
-    return (cfg or get_config()).table("inference_log")
 
 
 def streaming_quarantine_table(cfg: Config | None = None) -> str:
     """Name of the table holding events the streaming scorer could not score, with the reason."""
     return (cfg or get_config()).table("streaming_quarantine")
-
-
-def _feature_type(col: str) -> pa.DataType:
-    if col in CATEGORICAL:
-        return pa.string()
-    if col in NUMERIC:
-        return pa.float64()
-    return pa.bool_()
-
-
-def inference_log_schema() -> pa.Schema:
-    """Arrow schema of the inference log: ids, time, source, model, keys, the 15 features, versions, prediction."""
-    head = [
-        ("request_id", pa.string()), ("event_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
-        ("source", pa.string()), ("model_name", pa.string()), ("model_version", pa.string()),
-        ("arm", pa.string()), ("customer_id", pa.string()), ("plant_id", pa.string()),
-    ]
-    tail = [("feature_versions", pa.string()), (PREDICTION_COL, pa.float64())]
-    return pa.schema([pa.field(n, t) for n, t in head]
-                     + [pa.field(c, _feature_type(c)) for c in FEATURES]
-                     + [pa.field(n, t) for n, t in tail])
 
 
 INFERENCE_LOG_COLUMNS = inference_log_schema().names

@@ -9,40 +9,14 @@ through its own URL. The local stand-in, ``mlflow models serve`` processes, is
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from utils.platform import EnvironmentProblem, registry_uri, tracking_uri
-from utils.platform import workspace_client as platform_workspace_client
-
-
-class EndpointError(RuntimeError):
-    """The endpoint could not start, or a request to it failed; ``status`` is the HTTP status if any."""
-
-    def __init__(self, message: str, status: int | None = None, body: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    """True if something accepts TCP connections on ``host:port``."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
+from utils.http_server import EndpointError, free_port, port_open  # noqa: F401 - re-exported (their home is the base layer)
+from utils.runtime import EnvironmentProblem, registry_uri, tracking_uri
+from utils.runtime import workspace_client as platform_workspace_client
 
 # ---------------------------------------------------------------- serving backends (what a router forwards to)
 
@@ -167,7 +141,7 @@ class ModelServingBackend:
 
 
 def workspace_client() -> Any:
-    """``databricks.sdk.WorkspaceClient()``, authenticated by the runtime (``utils.platform.workspace_client``).
+    """``databricks.sdk.WorkspaceClient()``, authenticated by the runtime (``utils.runtime.workspace_client``).
 
     Raises:
         EndpointError: off Databricks, naming the alternatives (a client of your own, or a local endpoint).

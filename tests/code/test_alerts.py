@@ -273,10 +273,10 @@ def fresh_notes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _on_databricks(monkeypatch: pytest.MonkeyPatch, stored: dict[str, dict[str, str]]) -> None:
-    from utils import platform
+    from utils import environment
 
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
-    monkeypatch.setattr(platform, "_dbutils", lambda: type("DBUtils", (), {"secrets": _Secrets(stored)})())
+    monkeypatch.setattr(environment, "_dbutils", lambda: type("DBUtils", (), {"secrets": _Secrets(stored)})())
 
 
 def _kinds(notifiers) -> list[tuple[str, str | None]]:

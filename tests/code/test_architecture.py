@@ -1,8 +1,17 @@
-"""The package's shape: no import cycles, and the local stand-ins are a room of their own.
+"""The package's shape: layers without import cycles, and the local stand-ins are a room of their own.
 
-``utils/local`` holds what exists only so the notebooks run off Databricks (the JVM install, the
-catalog alias, the feature-store and online-store twins, local model endpoints, the webhook inbox).
-A team that runs only on Databricks deletes it: no lifecycle module may need it at import time.
+Bottom to top, counting every import (inside functions too):
+
+0. the base (:data:`BASE`): config, parameters, the facts of where the code runs (``utils.runtime`` and
+   ``utils.environment``), small helpers (HTTP, the gate's verdict as data, wheel entry points, the Delta
+   helpers, the example's columns) and the local engine; they import only one another;
+1. the stand-ins, ``utils/local``: what exists only so the notebooks run off Databricks (the JVM install, the
+   catalog alias, the feature-store and online-store twins, local model endpoints, the webhook inbox, the local
+   deployment job); they import only the base and one another. A team that runs only on Databricks deletes the
+   folder: no lifecycle module may need it at import time;
+2. ``utils.platform``: the picks of a backend, Databricks' adapter (:data:`ADAPTERS`, which import only the
+   base) or a stand-in;
+3. the lifecycle modules, which import anything below them.
 """
 
 from __future__ import annotations
@@ -44,17 +53,24 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
     return found
 
 
-COMPOSITION_ROOT = "utils.platform"
-"""The one module that picks implementations by platform. Its imports inside functions are the picks
-(made when called); they do not count as dependencies. At import time it may import leaf modules only."""
+PLATFORM = "utils.platform"
+"""The one module that picks implementations by platform (its imports inside functions are the picks)."""
+RUNTIME = {"utils.runtime", "utils.environment"}
+"""Where the code runs: the facts every layer may ask for (``utils.environment`` is the lower half of ``utils.runtime``)."""
+BASE = RUNTIME | {
+    "utils.config", "utils.parameters", "utils.project", "utils.progress", "utils.http_server", "utils.lakehouse",
+    "utils.ui", "utils.verdict", "utils.wheel_tasks", "utils.plantly_columns",
+    "utils.local.engine", "utils.local.jvm", "utils.local.catalog",
+}
+"""The bottom layer: what the stand-ins and the platform's adapters may import (and it imports only itself)."""
+ADAPTERS = {"utils.serving", "utils.deployment_triggers", "utils.data_profiling", "utils.lakebase"}
+"""What ``utils.platform`` builds on Databricks: Databricks' services behind the platform's picks."""
 
 
 def _graph() -> dict[str, set[str]]:
     graph = {m: set() for m in MODULES}
     for module, path in MODULES.items():
-        for target, top in _imports(path):
-            if module == COMPOSITION_ROOT and not top:
-                continue
+        for target, _top in _imports(path):
             # a module's own package __init__ runs first anyway, and utils/__init__ imports nothing
             if target != module and not module.startswith(target + "."):
                 graph[module].add(target)
@@ -102,14 +118,36 @@ def test_cycle_finder_finds_a_cycle() -> None:
 
 
 def test_utils_has_no_import_cycles() -> None:
-    """Function-level imports count too: a cycle hidden in a function is still a tangle."""
+    """Every import counts, inside functions too, the platform's picks included: a cycle hidden in a function is
+    still a tangle."""
     assert _cycles(_graph()) == []
 
 
-def test_the_platform_imports_only_leaf_modules_at_import_time() -> None:
-    """What the platform picks may use its paths, so it must not depend on them when it is imported."""
-    eager = {t for t, top in _imports(MODULES[COMPOSITION_ROOT]) if top}
-    assert eager <= {"utils.parameters"} and not any(_imports(MODULES[t]) for t in eager), eager
+def _outside(modules: set[str], allowed: set[str]) -> dict[str, list[str]]:
+    graph = _graph()
+    return {m: sorted(graph[m] - allowed) for m in sorted(modules) if graph[m] - allowed}
+
+
+def test_the_base_imports_only_the_base() -> None:
+    assert BASE <= set(MODULES) | {"utils.project"}
+    assert _outside(BASE & set(MODULES), BASE) == {}
+
+
+def test_the_local_stand_ins_import_only_the_base_and_one_another() -> None:
+    """Never ``utils.platform`` nor a lifecycle module: a stand-in runs lifecycle code the way Databricks runs it
+    (the deployment job's task through its wheel entry point) and reads the rest back from MLflow."""
+    local = {m for m in MODULES if m.startswith("utils.local")}
+    assert _outside(local, BASE | local) == {}
+
+
+def test_the_platform_picks_adapters_and_stand_ins_built_on_the_base() -> None:
+    """At import time the platform needs only the base; its picks import Databricks' adapters or the stand-ins,
+    and the adapters import only the base, so nothing the platform picks can need the platform back."""
+    eager = {t for t, top in _imports(MODULES[PLATFORM]) if top}
+    assert eager <= BASE, eager
+    local = {m for m in MODULES if m.startswith("utils.local")}
+    assert _outside({PLATFORM}, BASE | ADAPTERS | local) == {}
+    assert _outside(ADAPTERS, BASE) == {}
 
 
 def _calls(path: Path, name: str) -> list[int]:
@@ -120,9 +158,11 @@ def _calls(path: Path, name: str) -> list[int]:
 
 def test_only_the_platform_asks_where_it_runs() -> None:
     """One code path: every other module gets the platform's pick (a client, a backend, a path), never branches."""
-    asking = {module: _calls(path, "is_databricks") for module, path in MODULES.items() if module != COMPOSITION_ROOT}
+    asking = {module: _calls(path, "is_databricks") for module, path in MODULES.items()
+              if module not in RUNTIME | {PLATFORM}}
     assert {m: lines for m, lines in asking.items() if lines} == {}
-    assert _calls(MODULES[COMPOSITION_ROOT], "is_databricks"), "the check finds calls where there are some"
+    for module in RUNTIME | {PLATFORM}:
+        assert _calls(MODULES[module], "is_databricks"), f"the check finds the calls in {module}"
 
 
 def test_lifecycle_modules_do_not_need_the_local_stand_ins_to_import() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from utils import platform
+from utils import environment, platform, runtime
 from utils.scoring import landing_dir, scoring_model_dir, stream_checkpoint
 
 
@@ -61,8 +61,8 @@ class _RecordingSpark:
 def test_ensure_dirs_creates_the_schema_and_its_volumes_once_on_databricks(
         on_databricks: None, monkeypatch: pytest.MonkeyPatch) -> None:
     spark = _RecordingSpark()
-    monkeypatch.setattr(platform, "get_spark", lambda *a, **k: spark)
-    monkeypatch.setattr(platform, "_UC_READY", set())
+    monkeypatch.setattr(runtime, "get_spark", lambda *a, **k: spark)
+    monkeypatch.setattr(runtime, "_UC_READY", set())
     platform.ensure_dirs()
     platform.ensure_dirs()
     assert spark.statements == [
@@ -75,8 +75,8 @@ def test_ensure_dirs_creates_the_schema_and_its_volumes_once_on_databricks(
 
 def test_a_schema_that_cannot_be_created_is_named_with_what_to_do(
         on_databricks: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(platform, "get_spark", lambda *a, **k: _RecordingSpark(refuse="CREATE SCHEMA"))
-    monkeypatch.setattr(platform, "_UC_READY", set())
+    monkeypatch.setattr(runtime, "get_spark", lambda *a, **k: _RecordingSpark(refuse="CREATE SCHEMA"))
+    monkeypatch.setattr(runtime, "_UC_READY", set())
     with pytest.raises(platform.EnvironmentProblem, match=r"CREATE SCHEMA IF NOT EXISTS `workshop`.`ada` failed "
                                                           r"\(\[NO_SUCH_CATALOG_EXCEPTION\].*MLOPS_CATALOG"):
         platform.ensure_dirs()
@@ -85,10 +85,10 @@ def test_a_schema_that_cannot_be_created_is_named_with_what_to_do(
 def test_promotion_creates_the_prod_models_schema_on_databricks(on_databricks: None,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     spark = _RecordingSpark()
-    monkeypatch.setattr(platform, "get_spark", lambda *a, **k: spark)
+    monkeypatch.setattr(runtime, "get_spark", lambda *a, **k: spark)
     platform.ensure_model_schema("plantly_prod.ada.plantly_recommender")
     assert spark.statements == ["CREATE SCHEMA IF NOT EXISTS `plantly_prod`.`ada`"]
-    monkeypatch.setattr(platform, "get_spark", lambda *a, **k: _RecordingSpark(refuse="CREATE SCHEMA"))
+    monkeypatch.setattr(runtime, "get_spark", lambda *a, **k: _RecordingSpark(refuse="CREATE SCHEMA"))
     with pytest.raises(platform.EnvironmentProblem, match=r"`plantly_prod`.`ada` failed .*MLOPS_PROD_CATALOG"):
         platform.ensure_model_schema("plantly_prod.ada.plantly_recommender")
     with pytest.raises(ValueError, match="catalog.schema.model"):
@@ -117,7 +117,7 @@ def test_each_catalog_and_schema_gets_its_own_serving_endpoint(monkeypatch: pyte
 
 def test_the_experiment_lives_in_the_users_folder_per_catalog_and_schema(on_databricks: None,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(platform, "current_user", lambda: "ada@example.com")
+    monkeypatch.setattr(runtime, "current_user", lambda: "ada@example.com")
     assert platform.experiment_path("plantly_recommender") == "/Users/ada@example.com/workshop.ada.plantly_recommender"
     assert platform.experiment_path("/Shared/given") == "/Shared/given"
 
@@ -147,8 +147,8 @@ def test_serverless_job_parameters_become_the_config(on_databricks: None, monkey
         monkeypatch.setenv(name, "")  # unset for the code, and restored by monkeypatch after the test
     dbutils = SimpleNamespace(widgets=_Widgets({"catalog": "workspace", "schema": "dev_ada_mlops", "endpoint": "",
                                                 "rows": "6000"}))
-    monkeypatch.setattr(platform, "_dbutils", lambda: dbutils)
-    monkeypatch.setattr(platform, "_JOB_CONFIG_READ", False)
+    monkeypatch.setattr(environment, "_dbutils", lambda: dbutils)
+    monkeypatch.setattr(environment, "_JOB_CONFIG_READ", False)
     assert platform.get_param("rows", 20000, int) == 6000
     cfg = get_config()
     assert (cfg.catalog, cfg.schema) == ("workspace", "dev_ada_mlops")
@@ -163,9 +163,9 @@ def test_by_hand_each_user_gets_a_schema_of_their_own(on_databricks: None, monke
     from utils.config import get_config
 
     monkeypatch.setenv("MLOPS_SCHEMA", "")  # no schema given (restored after the test)
-    monkeypatch.setattr(platform, "current_user", lambda: "Ada.Lovelace-2@example.com")
-    monkeypatch.setattr(platform, "_dbutils", lambda: SimpleNamespace(widgets=_Widgets({})))  # an interactive notebook
-    monkeypatch.setattr(platform, "_JOB_CONFIG_READ", False)
+    monkeypatch.setattr(environment, "current_user", lambda: "Ada.Lovelace-2@example.com")
+    monkeypatch.setattr(environment, "_dbutils", lambda: SimpleNamespace(widgets=_Widgets({})))  # an interactive notebook
+    monkeypatch.setattr(environment, "_JOB_CONFIG_READ", False)
     assert platform.get_param("rows", 20000, int) == 20000
     cfg = get_config()
     assert cfg.schema == "mlops_ada_lovelace_2"
@@ -180,9 +180,9 @@ def test_a_given_schema_wins_over_the_personal_one(on_databricks: None, monkeypa
     from utils.config import get_config
 
     monkeypatch.setenv("MLOPS_SCHEMA", "")
-    monkeypatch.setattr(platform, "current_user", lambda: "ada@example.com")
-    monkeypatch.setattr(platform, "_dbutils", lambda: SimpleNamespace(widgets=_Widgets({"schema": "team_recs"})))
-    monkeypatch.setattr(platform, "_JOB_CONFIG_READ", False)
+    monkeypatch.setattr(environment, "current_user", lambda: "ada@example.com")
+    monkeypatch.setattr(environment, "_dbutils", lambda: SimpleNamespace(widgets=_Widgets({"schema": "team_recs"})))
+    monkeypatch.setattr(environment, "_JOB_CONFIG_READ", False)
     platform.get_param("rows", 20000, int)
     assert get_config().schema == "team_recs"
 
@@ -204,7 +204,7 @@ def test_no_workspace_answer_keeps_the_shared_default(monkeypatch: pytest.Monkey
     def refuse() -> str:
         raise RuntimeError("no credentials")
 
-    monkeypatch.setattr(platform, "current_user", refuse)
+    monkeypatch.setattr(environment, "current_user", refuse)
     assert platform.personal_schema("mlops") == ""
 
 

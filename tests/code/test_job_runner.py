@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from utils import wheel_tasks
 from utils.local import job_runner
 from utils.platform import REPO_ROOT
 
@@ -67,7 +68,7 @@ def test_a_wheel_task_gets_its_parameters_as_sys_argv_and_its_return_value_is_ig
         seen.append(list(sys.argv))
         return 1  # a console script would exit 1; Databricks' wheel launcher ignores it
 
-    monkeypatch.setattr(job_runner, "entry_point", lambda package, name: SimpleNamespace(load=lambda: entry))
+    monkeypatch.setattr(wheel_tasks, "entry_point", lambda package, name: SimpleNamespace(load=lambda: entry))
     argv = sys.argv[:]
     assert job_runner.run_wheel_task("plantly-mlops", "some-job", ["a", "--b", "c"]) == 0
     assert seen == [["plantly-mlops", "a", "--b", "c"]] and sys.argv == argv

@@ -27,6 +27,7 @@ from tests.databricks_workspace import (
     registrations_reported,
 )
 from utils import deployment_job, gate, platform, registry
+from utils import verdict as recorded
 from utils.deployment_job import ApprovalPending, DeploymentJobFailed, JobTrigger
 from utils.local.job_runner import bundle_jobs
 
@@ -57,11 +58,13 @@ def workspace(runtime_auth: StandInWorkspace, uris: dict[str, str], eval_df: pd.
               monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInWorkspace]:
     """On Databricks, with the bundle's deployment job in the workspace and registrations reported to it.
 
-    The registry's versions, tags and aliases stay in the local MLflow store (``utils.registry`` is pointed
-    there); the model's link to the job goes through MLflow's Unity Catalog client to the stand-in.
+    The registry's versions, tags and aliases stay in the local MLflow store (``utils.registry`` and
+    ``utils.verdict`` are pointed there); the model's link to the job goes through MLflow's Unity Catalog client to the stand-in.
     """
     monkeypatch.setattr(registry, "tracking_uri", lambda: mlflow.get_tracking_uri())
     monkeypatch.setattr(registry, "registry_uri", lambda: mlflow.get_registry_uri())
+    monkeypatch.setattr(recorded, "tracking_uri", lambda: mlflow.get_tracking_uri())  # where the verdict is read back
+    monkeypatch.setattr(recorded, "registry_uri", lambda: mlflow.get_registry_uri())
     monkeypatch.setenv("MLOPS_SCHEMA", f"ada_{uuid.uuid4().hex[:8]}")  # a model of its own per test
     runtime_auth.jobs[JOB_ID] = bundle_jobs()["plantly_deployment"][0]
 

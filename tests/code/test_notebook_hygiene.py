@@ -69,9 +69,9 @@ def test_the_hygiene_checks_can_fail() -> None:
 
 # What Databricks serverless and Free Edition refuse: no SparkContext, no RDDs, no cache()/persist(),
 # no SparkContext.addFile. The notebooks and the lifecycle code they call use none of them; only the
-# local session set-up in utils/platform.py and the local stand-ins in utils/local/ may.
+# local session set-up in utils/runtime.py and the local stand-ins in utils/local/ may.
 SERVERLESS_REFUSED = re.compile(r"\.sparkContext\b|\bSparkContext\b|\.rdd\b|\.cache\(\)|\.persist\(|\baddFile\(")
-LIFECYCLE_MODULES = sorted(p for p in (ROOT / "utils").glob("*.py") if p.name != "platform.py")
+LIFECYCLE_MODULES = sorted(p for p in (ROOT / "utils").glob("*.py") if p.name not in ("platform.py", "runtime.py"))
 
 
 def _code_lines(src: str) -> list[str]:

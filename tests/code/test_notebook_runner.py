@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from utils import platform
+from utils import environment, platform
 from utils.runner import kernel_log, render_html, run_notebook, stderr_outputs
 
 
@@ -18,7 +18,7 @@ def test_install_on_databricks_does_nothing_locally(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
     monkeypatch.setattr(IPython, "get_ipython", lambda: pytest.fail("no %pip may run locally"))
-    monkeypatch.setattr(platform, "_dbutils", lambda: pytest.fail("no dbutils locally"))
+    monkeypatch.setattr(environment, "_dbutils", lambda: pytest.fail("no dbutils locally"))
     assert "Nothing to install" in platform.install_on_databricks()
 
 
@@ -40,7 +40,7 @@ def test_install_on_databricks_pip_installs_then_restarts(monkeypatch: pytest.Mo
 
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
     monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
-    monkeypatch.setattr(platform, "_dbutils", lambda: DbUtils())
+    monkeypatch.setattr(environment, "_dbutils", lambda: DbUtils())
     platform.install_on_databricks()
     assert [name for name, _ in calls] == ["pip", "pip", "restart"]
     assert calls[0][1].split()[:3] == ["install", "--quiet", "-r"]

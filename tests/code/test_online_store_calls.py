@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.databricks_workspace import RunningWorkspace, StandInWorkspace
-from utils import features, platform
+from utils import features, lakebase, platform
 from utils.config import get_config
 
 STORES = "/api/2.0/feature-store/online-stores"
@@ -51,7 +51,7 @@ def workspace(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInWorkspace]:
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The waits between polls of ``utils.features``, recorded instead of slept.
+    """The waits between polls of the Lakebase store (``utils.lakebase``), recorded instead of slept.
 
     Only that module's ``time`` is replaced: patching ``time.sleep`` itself would also record (and turn into
     busy loops) the sleeps of every other thread still running in the test process.
@@ -60,7 +60,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     import types
 
     waited: list[float] = []
-    monkeypatch.setattr(features, "time", types.SimpleNamespace(sleep=waited.append, monotonic=time.monotonic))
+    monkeypatch.setattr(lakebase, "time", types.SimpleNamespace(sleep=waited.append, monotonic=time.monotonic))
     return waited
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from utils import platform
+from utils import environment, platform, runtime
 from utils.parameters import ParameterError
 
 
@@ -108,7 +108,7 @@ class _Widgets:
 def test_widget_value_is_cast_to_the_declared_type(monkeypatch: pytest.MonkeyPatch, widget: str, expected: float) -> None:
     widgets = _Widgets({"bad_fraction": widget})
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
-    monkeypatch.setattr(platform, "_dbutils", lambda: type("D", (), {"widgets": widgets})())
+    monkeypatch.setattr(environment, "_dbutils", lambda: type("D", (), {"widgets": widgets})())
     value = platform.get_param("bad_fraction", 0.01, float)
     assert value == expected and type(value) is float
     assert widgets.defaults["bad_fraction"] == "0.01"
@@ -117,7 +117,7 @@ def test_widget_value_is_cast_to_the_declared_type(monkeypatch: pytest.MonkeyPat
 def test_bad_widget_value_names_the_widget(monkeypatch: pytest.MonkeyPatch) -> None:
     widgets = _Widgets({"rows": "lots"})
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
-    monkeypatch.setattr(platform, "_dbutils", lambda: type("D", (), {"widgets": widgets})())
+    monkeypatch.setattr(environment, "_dbutils", lambda: type("D", (), {"widgets": widgets})())
     with pytest.raises(ParameterError, match=r"'rows'.*'lots'.*widget / job parameter 'rows'.*int") as err:
         platform.get_param("rows", 20000, int)
     assert str(err.value).endswith("e.g. the widget / job parameter rows set to 20000")
@@ -214,8 +214,8 @@ def _mlflow_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
     import mlflow
 
-    monkeypatch.setattr(platform, "ensure_dirs", lambda: None)  # its DDL on Databricks: tests/code/test_databricks_paths.py
-    monkeypatch.setattr(platform, "current_user", lambda: "ada@example.com")
+    monkeypatch.setattr(runtime, "ensure_dirs", lambda: None)  # its DDL on Databricks: tests/code/test_databricks_paths.py
+    monkeypatch.setattr(runtime, "current_user", lambda: "ada@example.com")
     for name in ("set_tracking_uri", "set_registry_uri", "autolog", "set_experiment"):
         monkeypatch.setattr(mlflow, name, lambda *a, **k: None)
     monkeypatch.setattr(mlflow, "get_experiment_by_name", lambda name: SimpleNamespace(experiment_id="7"))

@@ -21,7 +21,7 @@ from tests.code.test_bundle import (
 from tests.code.test_databricks_paths import _Widgets
 from tests.code.test_workspace_calls import on_databricks, running, runtime_auth  # noqa: F401 - fixtures
 from tests.databricks_workspace import StandInWorkspace
-from utils import packaging, platform
+from utils import environment, packaging, platform
 from utils.config import get_config
 
 EXPECTED = {"dev": None, "serverless": None, "staging": "plantly_prod", "prod": None}
@@ -42,8 +42,8 @@ def test_each_bundle_target_promotes_where_its_prod_catalog_says_or_says_why_not
         capsys: pytest.CaptureFixture[str]) -> None:
     for name in ("MLOPS_CATALOG", "MLOPS_SCHEMA", "MLOPS_PROD_CATALOG", "MLOPS_ENDPOINT", "MLOPS_EXPERIMENT_NAME"):
         monkeypatch.setenv(name, "")  # set by the job only (restored after the test)
-    monkeypatch.setattr(platform, "_dbutils", lambda: SimpleNamespace(widgets=_Widgets(_job_widgets(target))))
-    monkeypatch.setattr(platform, "_JOB_CONFIG_READ", False)
+    monkeypatch.setattr(environment, "_dbutils", lambda: SimpleNamespace(widgets=_Widgets(_job_widgets(target))))
+    monkeypatch.setattr(environment, "_JOB_CONFIG_READ", False)
     runtime_auth.catalogs.update({"plantly_dev", "plantly_staging", "plantly_prod", "workspace"})
     platform.get_param("rows", 20000, int)  # the notebook's parameters cell: job parameters become the config
     cfg = get_config()

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from tests.databricks_workspace import RunningWorkspace, StandInWorkspace, TaskResult
-from utils import packaging, platform
+from utils import packaging, platform, runtime
 from utils.retraining import (
     MonitorResult,
     RetrainJobError,
@@ -287,7 +287,7 @@ def test_03_links_the_deployment_job_to_the_model_through_mlflows_uc_client(runt
     task runs in the notebook."""
     from utils.deployment_job import InlineTrigger, JobTrigger
 
-    monkeypatch.setattr(platform, "registry_uri", lambda: "databricks-uc")
+    monkeypatch.setattr(runtime, "registry_uri", lambda: "databricks-uc")
     name = "workshop.ada.plantly_recommender"
     with platform.deployment_trigger(name, "4242") as trigger:
         assert isinstance(trigger, JobTrigger) and "deployment job 4242" in trigger.how

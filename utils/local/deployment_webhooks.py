@@ -7,8 +7,9 @@ secret, plus ``X-MLflow-Delivery-Id`` and ``X-MLflow-Timestamp`` (Unix seconds).
 https://mlflow.org/docs/latest/ml/webhooks/ ("Security: HMAC signature verification").
 
 :class:`DeploymentWebhookReceiver` verifies the signature and the timestamp (within ``tolerance_s``),
-answers at once (202: queued, 200: ignored or a repeated delivery), and runs the task, by default
-``utils.deployment_job.evaluation_task``, for each new version on one worker thread, in arrival order.
+answers at once (202: queued, 200: ignored or a repeated delivery), and runs the task, by default the
+deployment job's evaluation task (run as its ``python_wheel_task``: the wheel's entry point, ``utils.wheel_tasks``;
+verdict read back with the MLflow client), for each new version on one worker thread, in arrival order.
 Answering before the gate runs keeps MLflow from timing out and retrying a slow gate; deliveries are
 deduplicated by id. A version registered while no receiver listened (MLflow retried, then gave up) is
 found by :meth:`catch_up`: every version of the model without a gate verdict is queued.
@@ -65,7 +66,7 @@ class DeploymentWebhookReceiver:
     """Receives ``model_version.created`` webhooks for ``model_name`` and runs ``task(name, version)`` on each.
 
     ``task`` returns an object with ``passed`` and ``summary()`` (a ``utils.gate.GateResult``); it defaults
-    to the deployment job's evaluation task. A task that raises is recorded (status ``error``, and the
+    to the deployment job's evaluation task (:func:`evaluation_task`: its wheel entry point, then its recorded verdict). A task that raises is recorded (status ``error``, and the
     tag ``deployment_job_error`` on the version) and the receiver goes on. Use as a context manager.
     """
 
@@ -177,14 +178,13 @@ class DeploymentWebhookReceiver:
             self._done.notify_all()
 
     def _judge(self, delivery: Delivery) -> None:
-        from utils import registry
+        from utils.verdict import registry_client
 
-        if "gate_checked_at" in (registry.get_version(delivery.model, delivery.version).tags or {}):
+        client = registry_client()
+        if "gate_checked_at" in (client.get_model_version(delivery.model, str(delivery.version)).tags or {}):
             self._set(delivery, status="skipped", summary="already judged by the gate")
             return
-        task = self.task
-        if task is None:
-            from utils.deployment_job import evaluation_task as task
+        task = self.task or evaluation_task
         self._set(delivery, status="running")
         started = time.perf_counter()
         try:
@@ -193,7 +193,7 @@ class DeploymentWebhookReceiver:
         except Exception as exc:  # noqa: BLE001 - any failure of the job is recorded on the version, not raised
             message = f"{type(exc).__name__}: {exc}"
             try:
-                registry.set_version_tags(delivery.model, delivery.version, {ERROR_TAG: message[:900]})
+                client.set_model_version_tag(delivery.model, str(delivery.version), ERROR_TAG, message[:900])
             except Exception as tag_error:  # noqa: BLE001 - e.g. the server stopped under an interrupted notebook
                 message += f" (not recorded on the version: {type(tag_error).__name__})"
             self._set(delivery, status="error", summary=message, seconds=round(time.perf_counter() - started, 2))
@@ -207,11 +207,11 @@ class DeploymentWebhookReceiver:
 
         Returns the versions queued. Raises ``ValueError`` when the receiver was built without ``model_name``.
         """
-        from utils import registry
+        from utils.verdict import registry_client
 
         if self.model_name is None:
             raise ValueError("catch_up needs the receiver's model_name")
-        versions = registry.versions(self.model_name)  # none yet: an empty list
+        versions = _versions(registry_client(), self.model_name)  # none yet: an empty list
         with self._lock:
             queued = {(d.model, d.version) for d in self._deliveries if d.status in ("queued", "running")}
         pending = sorted((str(mv.version) for mv in versions
@@ -298,6 +298,30 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _versions(client: Any, name: str) -> list[Any]:
+    page = client.search_model_versions(f"name='{name}'")
+    found = list(page)
+    while page.token:
+        page = client.search_model_versions(f"name='{name}'", page_token=page.token)
+        found.extend(page)
+    return found
+
+
+def evaluation_task(model_name: str, version: str | int) -> Any:
+    """The deployment job's evaluation task on ``version`` through the wheel's entry point, in this process
+    (``utils.wheel_tasks.run_deployment_task``); returns the verdict it recorded (``utils.verdict.recorded_verdict``).
+    Raises ``RuntimeError`` naming the exit status when it recorded none (the reason is on stderr)."""
+    from utils.verdict import recorded_verdict
+    from utils.wheel_tasks import run_deployment_task
+
+    status = run_deployment_task("evaluation", model_name, version)
+    result = recorded_verdict(model_name, version)
+    if result is None:
+        raise RuntimeError(f"the evaluation task exited with status {status} without a gate verdict "
+                           "(its reason is on stderr)")
+    return result
+
+
 WEBHOOK_NAME = "deployment-job"
 
 
@@ -307,7 +331,7 @@ class WebhookTrigger:
     While open, the registry is the local MLflow server (``MLFLOW_REGISTRY_URI`` and ``mlflow``'s registry
     URI point at it), so ``utils.registry.register`` goes through its REST handlers and fires the model's webhook
     (:attr:`webhook_name`; created, or updated with this receiver's URL and a fresh secret), which the
-    receiver answers by running ``task`` (default: the deployment job's evaluation task). Versions left without a verdict are caught up on
+    receiver answers by running ``task`` (default: the deployment job's evaluation task, :func:`evaluation_task`). Versions left without a verdict are caught up on
     opening. On closing, the webhook is disabled, the URIs are put back, the receiver finishes its queue
     and the server stops (unless it was given as ``server``, a running ``LocalRegistryServer`` to share).
     One trigger per model at a time (a file lock beside the store); a second one is refused, naming the first.
@@ -461,7 +485,7 @@ class WebhookTrigger:
         Raises ``RuntimeError`` when the job failed on it (the reason is also the version's tag
         ``deployment_job_error``), ``TimeoutError`` when no verdict came within ``timeout`` seconds.
         """
-        from utils.gate import recorded_verdict
+        from utils.verdict import recorded_verdict
 
         record = self.receiver.wait(version, timeout)
         if record["status"] == "error":

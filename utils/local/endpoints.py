@@ -29,8 +29,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from utils.platform import REPO_ROOT, registry_uri, state_dir, tracking_uri
-from utils.serving import EndpointError, free_port, port_open
+from utils.http_server import EndpointError, free_port, port_open
+from utils.runtime import REPO_ROOT, registry_uri, state_dir, tracking_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -568,7 +568,7 @@ def _load_served(source: str) -> Any:
     import mlflow.pyfunc
 
     from utils.local.online_store import serving_model
-    from utils.platform import tmp_dir
+    from utils.runtime import tmp_dir
 
     tmp_dir().mkdir(parents=True, exist_ok=True)
     download = tempfile.mkdtemp(prefix="served-", dir=tmp_dir())

@@ -60,7 +60,7 @@ from utils.local.feature_spec import (
     LookupSpec,
     yaml_safe,
 )
-from utils.platform import REPO_ROOT, state_dir
+from utils.runtime import REPO_ROOT, state_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -242,7 +242,7 @@ def _load_table_meta(name: str) -> _TableMeta | None:
 
 def table_schema(name: str) -> StructType:
     """The Spark schema of the Delta table ``name`` (from the catalog; no Spark job)."""
-    from utils.platform import get_spark
+    from utils.runtime import get_spark
 
     return get_spark().table(name).schema
 
@@ -536,7 +536,7 @@ def _spark_df(df: Any) -> DataFrame:
     except ImportError:  # pragma: no cover
         pd = pa = None
     if pd is not None and isinstance(df, (pd.DataFrame, pa.Table)):
-        from utils.platform import get_spark
+        from utils.runtime import get_spark
 
         if len(df) == 0:  # Spark Connect infers no schema from no rows: take Arrow's
             from pyspark.sql.pandas.types import from_arrow_schema
@@ -792,8 +792,8 @@ class LocalTrainingSet:
 
 
 # What the served model imports (the pyfunc loader, the spec and their imports), relative to ``utils``.
-_BUNDLED_MODULES = ("__init__.py", "platform.py", "config.py", "local/__init__.py", "local/feature_spec.py",
-                    "local/online_store.py")
+_BUNDLED_MODULES = ("__init__.py", "environment.py", "parameters.py", "config.py", "local/__init__.py",
+                    "local/feature_spec.py", "local/online_store.py")
 
 
 def _bundle_code(target: Path) -> Path:
@@ -827,7 +827,7 @@ def _download_model(model_uri: str) -> Path:
 
 
 def _scratch_dir() -> str:
-    from utils.platform import tmp_dir
+    from utils.runtime import tmp_dir
 
     path = tmp_dir()
     path.mkdir(parents=True, exist_ok=True)
@@ -1249,7 +1249,7 @@ class LocalFeatureEngineeringClient:
         import mlflow.pyfunc
         from pyspark.sql import functions as F
 
-        from utils.platform import get_spark
+        from utils.runtime import get_spark
 
         if kwargs:
             raise TypeError(

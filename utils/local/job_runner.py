@@ -7,8 +7,8 @@ repository root off ``sys.path``. A script that looks for itself (``__file__``) 
 
 A ``python_wheel_task`` calls an entry point of the installed wheel as Databricks' launcher does:
 ``sys.argv = [package_name, *parameters]``, the entry point looked up in the distribution's metadata,
-loaded and called with no arguments, its return value ignored (:func:`run_wheel_task`). A task fails
-when it raises, ``SystemExit`` with a non-zero status included.
+loaded and called with no arguments, its return value ignored (:func:`run_wheel_task`, ``utils.wheel_tasks``'s).
+A task fails when it raises, ``SystemExit`` with a non-zero status included.
 
 Notebook tasks are not run here (``python -m utils.runner`` runs the notebooks).
 """
@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from utils.platform import REPO_ROOT
+from utils.runtime import REPO_ROOT
+from utils.wheel_tasks import _exit_status, entry_point, run_wheel_task  # noqa: F401 - re-exported: the wheel tasks' runner
 
 PYTHON_TASKS = ("spark_python_task", "python_wheel_task")
 
@@ -62,13 +63,6 @@ def task_parameters(job: dict[str, Any], task: dict[str, Any], job_parameters: d
     return [resolve(str(a)) for a in task[kind].get("parameters", [])]
 
 
-def _exit_status(code: object) -> int:
-    """``SystemExit.code`` as an exit status: None is 0, an int itself, anything else (a message) 1."""
-    if code is None or isinstance(code, int):
-        return int(code or 0)
-    return 1
-
-
 def run_script_task(python_file: Path, parameters: list[str]) -> int:
     """Run a ``spark_python_task``'s file as Databricks does; returns its exit status (0 unless it exits otherwise).
 
@@ -87,41 +81,6 @@ def run_script_task(python_file: Path, parameters: list[str]) -> int:
         return _exit_status(exc.code)
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
-    return 0
-
-
-def entry_point(package_name: str, name: str) -> Any:
-    """The installed distribution ``package_name``'s entry point ``name`` (not loaded).
-
-    Raises ``ImportError`` naming the fix when the distribution is not installed or has no such entry point.
-    """
-    from importlib import metadata
-
-    try:
-        found = [ep for ep in metadata.distribution(package_name).entry_points if ep.name == name]
-    except metadata.PackageNotFoundError:
-        raise ImportError(f"package {package_name!r} is not installed: install the project (make install)") from None
-    if not found:
-        raise ImportError(f"entry point {name!r} not found in {package_name!r}: declare it in [project.scripts] of "
-                          "pyproject.toml and reinstall the project (make install)")
-    return found[0]
-
-
-def run_wheel_task(package_name: str, name: str, parameters: list[str]) -> int:
-    """Call a ``python_wheel_task``'s entry point as Databricks does; returns its exit status.
-
-    ``sys.argv`` is ``[package_name, *parameters]`` during the call (restored afterwards); the entry point's
-    return value is ignored, ``SystemExit`` gives the status and any other exception propagates.
-    """
-    function = entry_point(package_name, name).load()
-    saved_argv = sys.argv[:]
-    sys.argv = [package_name, *parameters]
-    try:
-        function()
-    except SystemExit as exc:
-        return _exit_status(exc.code)
-    finally:
-        sys.argv = saved_argv
     return 0
 
 

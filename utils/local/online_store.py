@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from utils.platform import state_dir
+from utils.environment import state_dir  # the served model ships this module: see feature_store._BUNDLED_MODULES
 
 if TYPE_CHECKING:
     import pandas as pd

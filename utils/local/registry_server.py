@@ -57,7 +57,7 @@ class LocalRegistryServer:
     """
 
     def __init__(self, state: Path | None = None, port: int = 0, timeout: float = READY_TIMEOUT_S) -> None:
-        from utils.platform import state_dir
+        from utils.runtime import state_dir
 
         self.state = Path(state) if state is not None else state_dir()
         self.port = port
@@ -117,7 +117,7 @@ class LocalRegistryServer:
                 check_port_free(self.port)
             except UIError as exc:
                 raise RuntimeError(str(exc).replace("make ui UI_PORT=", "port=")) from None
-        from utils.serving import free_port
+        from utils.http_server import free_port
 
         self.port = self.port or free_port(HOST)
         store_paths(self.state)[1].mkdir(parents=True, exist_ok=True)
