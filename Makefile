@@ -157,11 +157,15 @@ bench: $(BENCH_STAMP) $(JARS) java
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 # With MLOPS_STATE_DIR set, only that state folder goes (everything of that state lives in it); never /, $HOME or the repo.
+# The local Spark engine of each state folder that goes is stopped first (as `make stop`), so no server outlives its
+# folder; without .venv no engine was started. On Databricks, `python -m utils.teardown` is the counterpart.
 clean:
 ifneq ($(MLOPS_STATE_DIR),)
 	@case "$(STATE_DIR)" in /|"$(HOME)"|"$(CURDIR)") echo "refusing to delete MLOPS_STATE_DIR=$(STATE_DIR)"; exit 1;; esac
+	-@test ! -x $(BIN)/python || $(BIN)/python -m utils.local.engine stop "$(STATE_DIR)"
 	rm -rf "$(STATE_DIR)"
 else
+	-@test ! -x $(BIN)/python || for state in "$(STATE_DIR)" "$(abspath $(TEST_STATE))"; do $(BIN)/python -m utils.local.engine stop "$$state"; done
 	rm -rf .lakehouse $(TEST_STATE) executed reports data/raw/*.csv data/raw/*.json data/raw/*.jsonl notebooks/kernel-ipc-*
 endif
 

@@ -24,6 +24,17 @@ the routes the project calls with the shapes of the SDK's own dataclasses (``dat
 * Unity Catalog models through MLflow's own ``databricks-uc`` registry client:
   ``POST /api/2.0/mlflow/unity-catalog/registered-models/create``, ``GET .../get`` and ``PATCH .../update`` (the
   ``deployment_job_id`` that links an MLflow 3 deployment job).
+* What a teardown lists and deletes (``utils.teardown``): ``DELETE`` of a serving endpoint and of a data-profiling
+  monitor; Jobs 2.2 ``GET /jobs/list`` (``jobs.BaseJob`` pages, settings without tasks), ``GET /jobs/get`` and
+  ``POST /jobs/delete`` (an unknown id is 400 ``INVALID_PARAMETER_VALUE`` "Job <id> does not exist.", as the Jobs
+  API answers); Unity Catalog's own model routes ``GET``/``DELETE /api/2.1/unity-catalog/models/{name}``,
+  ``GET .../versions`` and ``DELETE .../versions/{version}`` (``catalog.RegisteredModelInfo`` /
+  ``catalog.ModelVersionInfo``, over the same models MLflow's client makes; deleting a model deletes its versions);
+  MLflow experiments ``GET /api/2.0/mlflow/experiments/get-by-name`` (a deleted experiment is still found, with
+  ``lifecycle_stage`` ``deleted``) and ``POST .../delete``; volumes ``GET``/``DELETE /api/2.1/unity-catalog/volumes/{name}``;
+  ``DELETE`` of a schema (refused while it holds tables, volumes or models, unless ``force=true``). A missing object is
+  404 ``RESOURCE_DOES_NOT_EXIST``. :meth:`StandInWorkspace.deny` refuses one kind of call on one object with 403
+  ``PERMISSION_DENIED`` while other calls on it still answer (a user who may see an endpoint but not delete it).
 
 Preview features can be switched off, one by one, as in a workspace where they are not enabled (a preview
 nobody turned on, a region or edition without them): :meth:`StandInWorkspace.turn_off` makes the feature's calls
@@ -132,6 +143,10 @@ class StandInWorkspace:
     refusals: dict[str, Answer] = field(default_factory=dict)  # path regex -> the error every matching call gets
     previews_off: dict[str, int] = field(default_factory=dict)  # preview feature (PREVIEWS) -> status of its refusal
     catalogs: set[str] = field(default_factory=set)  # UC catalogs that exist (catalogs.get answers these)
+    model_versions: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)  # UC model -> version -> JSON
+    experiments: dict[str, dict[str, Any]] = field(default_factory=dict)  # experiment id -> mlflow Experiment JSON
+    volumes: dict[str, dict[str, Any]] = field(default_factory=dict)  # UC volume full name -> catalog.VolumeInfo JSON
+    denials: dict[tuple[str, str], Answer] = field(default_factory=dict)  # (method, path regex) -> 403 answer
     _next_id: int = 100
     _threads: list[threading.Thread] = field(default_factory=list)  # runs started by registration
 
@@ -144,6 +159,15 @@ class StandInWorkspace:
     def refuse(self, path_pattern: str, status: int, code: str, message: str) -> None:
         """Make every call whose path matches ``path_pattern`` fail with ``status`` and ``code``."""
         self.refusals[path_pattern] = error(status, code, message)
+
+    def deny(self, method: str, path_pattern: str, message: str) -> None:
+        """Refuse ``method`` calls whose path matches ``path_pattern`` with 403 ``PERMISSION_DENIED`` and ``message``,
+        as a workspace refuses a user who may see an object but not change it; other calls still answer."""
+        self.denials[(method, path_pattern)] = error(403, "PERMISSION_DENIED", message)
+
+    def denial(self, method: str, path: str) -> Answer | None:
+        """The answer :meth:`deny` set for this call, else None."""
+        return next((a for (verb, pattern), a in self.denials.items() if verb == method and re.search(pattern, path)), None)
 
     def turn_off(self, feature: str, status: int = 400) -> None:
         """Answer ``feature``'s calls (a key of :data:`PREVIEWS`) as a workspace where it is not enabled: HTTP ``status``
@@ -192,6 +216,7 @@ class StandInWorkspace:
         """
         from utils.local.job_runner import task_parameters
 
+        self.model_versions.setdefault(name, {})[int(version)] = self._version(name, int(version))
         job_id = (self.registered_models.get(name) or {}).get("deployment_job_id")
         job = self.jobs.get(int(job_id)) if str(job_id or "").isdigit() else None
         if job is None:
@@ -449,6 +474,118 @@ class StandInWorkspace:
         self.refreshes.append(refresh)
         return 200, refresh
 
+    # ------------------------------------------------------------ what a teardown lists and deletes
+
+    def list_jobs(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        expand = query.get("expand_tasks") == "true"
+        ids = sorted(self.jobs)
+        start, size = int(query.get("page_token") or 0), int(query.get("limit") or 20)
+        page: dict[str, Any] = {"jobs": [{"job_id": i, "creator_user_name": self.user_name, "created_time": 1,
+                                          "settings": {k: v for k, v in self.jobs[i].items()
+                                                       if expand or k not in ("tasks", "job_clusters")}}
+                                         for i in ids[start:start + size]], "has_more": start + size < len(ids)}
+        if page["has_more"]:
+            page["next_page_token"] = str(start + size)
+        return 200, page
+
+    def get_job(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        job_id = int(query.get("job_id", "0") or 0)
+        if job_id not in self.jobs:
+            return error(400, "INVALID_PARAMETER_VALUE", f"Job {job_id} does not exist.")
+        return 200, {"job_id": job_id, "creator_user_name": self.user_name, "created_time": 1, "settings": self.jobs[job_id]}
+
+    def delete_job(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        job_id = (body or {}).get("job_id")
+        if self.jobs.pop(job_id, None) is None:
+            return error(400, "INVALID_PARAMETER_VALUE", f"Job {job_id} does not exist.")
+        return 200, {}
+
+    def _version(self, name: str, version: int) -> dict[str, Any]:
+        """A version as Unity Catalog's model-versions routes give it (``catalog.ModelVersionInfo``)."""
+        catalog, schema, model = ([""] * 2 + name.split("."))[-3:]
+        return {"model_name": model, "catalog_name": catalog, "schema_name": schema, "version": version,
+                "status": "READY", "created_by": self.user_name, "created_at": 1}
+
+    def get_uc_model(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = unquote(found.group(1))
+        if name not in self.registered_models:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Registered model '{name}' does not exist.")
+        catalog, schema, model = name.split(".")
+        return 200, {"full_name": name, "catalog_name": catalog, "schema_name": schema, "name": model,
+                     "owner": self.user_name, "created_at": 1}
+
+    def delete_uc_model(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = unquote(found.group(1))
+        if self.registered_models.pop(name, None) is None:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Registered model '{name}' does not exist.")
+        self.model_versions.pop(name, None)  # "Deletes a registered model and all its model versions"
+        return 200, {}
+
+    def list_model_versions(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = unquote(found.group(1))
+        if name not in self.registered_models:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Registered model '{name}' does not exist.")
+        versions = self.model_versions.get(name, {})
+        return 200, {"model_versions": [versions[v] for v in sorted(versions)]}
+
+    def delete_model_version(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name, version = unquote(found.group(1)), int(found.group(2))
+        if self.model_versions.get(name, {}).pop(version, None) is None:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Model version {name}/{version} does not exist.")
+        return 200, {}
+
+    def get_experiment_by_name(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = query.get("experiment_name", "")
+        experiment = next((e for e in self.experiments.values() if e["name"] == name), None)
+        if experiment is None:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Could not find experiment with name '{name}'")
+        return 200, {"experiment": experiment}
+
+    def delete_experiment(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        experiment = self.experiments.get(str((body or {}).get("experiment_id")))
+        if experiment is None:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"No experiment with id {(body or {}).get('experiment_id')}")
+        experiment["lifecycle_stage"] = "deleted"
+        return 200, {}
+
+    def get_volume(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = unquote(found.group(1))
+        if name not in self.volumes:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Volume '{name}' does not exist.")
+        return 200, self.volumes[name]
+
+    def delete_volume(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = unquote(found.group(1))
+        if self.volumes.pop(name, None) is None:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Volume '{name}' does not exist.")
+        return 200, {}
+
+    def delete_schema(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        name = unquote(found.group(1))
+        if name not in self.schemas:
+            return error(404, "SCHEMA_DOES_NOT_EXIST", f"Schema '{name}' does not exist.")
+        inside = [n for store in (self.tables, self.volumes, self.registered_models) for n in store
+                  if n.startswith(f"{name}.")]
+        if inside and query.get("force") != "true":
+            return error(400, "SCHEMA_NOT_EMPTY", f"Schema '{name}' is not empty: it holds {', '.join(sorted(inside))}.")
+        for store in (self.tables, self.volumes, self.registered_models, self.model_versions):
+            for n in [n for n in store if n.startswith(f"{name}.")]:
+                del store[n]
+        del self.schemas[name]
+        return 200, {}
+
+    def delete_monitor(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        object_type, object_id = found.group(1), found.group(2)
+        if object_type != "table" or self.monitors.pop(object_id, None) is None:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Monitor for {object_type} {object_id} does not exist.")
+        return 200, {}
+
+    def delete_endpoint(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        if self.endpoints.pop(found.group(1), None) is None:
+            return error(404, "RESOURCE_DOES_NOT_EXIST", f"Endpoint with name '{found.group(1)}' does not exist.")
+        self.gateways.pop(found.group(1), None)
+        return 200, {}
+
     # ------------------------------------------------------------ Model Serving
 
     def _detailed(self, name: str) -> dict[str, Any]:
@@ -522,6 +659,20 @@ ROUTES: list[tuple[str, str, Callable[..., Answer]]] = [
     ("GET", r"/api/2\.0/feature-store/online-stores", StandInWorkspace.list_online_stores),
     ("GET", r"/api/2\.0/feature-store/online-stores/([^/]+)", StandInWorkspace.get_online_store),
     ("DELETE", r"/api/2\.0/feature-store/online-stores/([^/]+)", StandInWorkspace.delete_online_store),
+    ("GET", r"/api/2\.2/jobs/list", StandInWorkspace.list_jobs),
+    ("GET", r"/api/2\.2/jobs/get", StandInWorkspace.get_job),
+    ("POST", r"/api/2\.2/jobs/delete", StandInWorkspace.delete_job),
+    ("GET", r"/api/2\.1/unity-catalog/models/([^/]+)", StandInWorkspace.get_uc_model),
+    ("DELETE", r"/api/2\.1/unity-catalog/models/([^/]+)", StandInWorkspace.delete_uc_model),
+    ("GET", r"/api/2\.1/unity-catalog/models/([^/]+)/versions", StandInWorkspace.list_model_versions),
+    ("DELETE", r"/api/2\.1/unity-catalog/models/([^/]+)/versions/(\d+)", StandInWorkspace.delete_model_version),
+    ("GET", r"/api/2\.0/mlflow/experiments/get-by-name", StandInWorkspace.get_experiment_by_name),
+    ("POST", r"/api/2\.0/mlflow/experiments/delete", StandInWorkspace.delete_experiment),
+    ("GET", r"/api/2\.1/unity-catalog/volumes/([^/]+)", StandInWorkspace.get_volume),
+    ("DELETE", r"/api/2\.1/unity-catalog/volumes/([^/]+)", StandInWorkspace.delete_volume),
+    ("DELETE", r"/api/2\.1/unity-catalog/schemas/([^/]+)", StandInWorkspace.delete_schema),
+    ("DELETE", r"/api/data-quality/v1/monitors/([^/]+)/([^/]+)", StandInWorkspace.delete_monitor),
+    ("DELETE", r"/api/2\.0/serving-endpoints/([^/]+)", StandInWorkspace.delete_endpoint),
 ]
 
 
@@ -560,7 +711,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != f"Bearer {ws.token}":
             return self._answer(*error(401, "UNAUTHENTICATED", "missing or wrong token"))
         refused = ws.preview_refusal(method, parts.path, body) or next(
-            (a for pattern, a in ws.refusals.items() if re.search(pattern, parts.path)), None)
+            (a for pattern, a in ws.refusals.items() if re.search(pattern, parts.path)), None) or ws.denial(method, parts.path)
         if refused is not None:
             return self._answer(*refused)
         fn, found = route
