@@ -1,4 +1,4 @@
-# plantly.shop MLOps workshop: `make demo` runs the lifecycle, `make test` proves it.
+# MLOps lifecycle workshop and template: `make demo` runs the lifecycle, `make test` proves it.
 SHELL := /bin/bash
 # Python 3.12, as on the Databricks targets (serverless 4, DBR 17.3 LTS): python3.12 on PATH, else pyenv's 3.12,
 # else 3.11 (also supported, the lock covers both). `make PYTHON=/path/to/python` picks another.

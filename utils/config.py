@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import IO
 
+from utils.project import NAME as PROJECT
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -36,11 +38,11 @@ class Thresholds:
 class Config:
     """Every name the lifecycle creates, derived from a few roots."""
 
-    project: str = "plantly"
-    catalog: str = "plantly"
+    project: str = PROJECT  # the names' root, from utils/project.py (what `copier copy` asked)
+    catalog: str = PROJECT
     schema: str = "mlops"
-    model_base_name: str = "plantly_recommender"
-    experiment_name: str = "plantly_recommender"  # on Databricks under /Users/<you>/ (platform.experiment_path)
+    model_base_name: str = f"{PROJECT}_recommender"
+    experiment_name: str = f"{PROJECT}_recommender"  # on Databricks under /Users/<you>/ (platform.experiment_path)
     endpoint: str = ""  # "" = per catalog and schema (see endpoint_name); MLOPS_ENDPOINT sets one
     prod_catalog: str = ""  # "" = <project>_prod; the catalog notebook 04 promotes to (MLOPS_PROD_CATALOG)
     lakebase_store: str = ""  # "" = per catalog and schema (see online_store_name); MLOPS_LAKEBASE_STORE sets one
@@ -58,7 +60,7 @@ class Config:
         """The Model Serving endpoint: ``endpoint``, else ``<model>-<catalog>-<schema>`` in endpoint spelling.
 
         Derived from catalog and schema so that dev, staging and prod (and each attendee's schema in a
-        workshop) get an endpoint of their own, e.g. ``plantly-recommender-plantly-mlops``.
+        workshop) get an endpoint of their own, e.g. ``<project>-recommender-<project>-mlops``.
         Model Serving names allow letters, digits, ``-`` and ``_``, at most 63 characters; Kubernetes
         names do not allow ``_``, so ``-`` is used.
         """
@@ -225,6 +227,7 @@ def get_config(**overrides: object) -> Config:
     if th_env:
         env["thresholds"] = replace(th, **th_env)
     return replace(cfg, **{**env, **overrides})
+
 
 def inference_log_table(cfg: Config | None = None) -> str:
     """Name of the inference log table."""

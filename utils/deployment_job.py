@@ -1,7 +1,7 @@
 """The deployment job: what runs when a model version is registered (evaluation, approval, deployment).
 
 Databricks runs these as the tasks of an MLflow 3 *deployment job* (``resources/jobs.yml``,
-``plantly_deployment``) linked to the registered model: Unity Catalog starts a run with the job
+``deployment``) linked to the registered model: Unity Catalog starts a run with the job
 parameters ``model_name`` and ``model_version`` for every new version. Locally the same
 :func:`evaluation_task` runs in the receiver of an MLflow registry webhook
 (``utils.local.deployment_webhooks``), fired by the open-source MLflow server on ``model_version.created``.
@@ -21,8 +21,8 @@ code that registers a version and wants its verdict calls :func:`gate_registered
 linked job's verdict instead of gating the version a second time.
 
 The job's tasks are Python wheel tasks of the project's wheel: each calls the entry point
-``plantly-deployment-job`` (:func:`cli`) with its task name and options as ``sys.argv``. Run a task by hand
-with ``plantly-deployment-job evaluation --model-name NAME --model-version N``.
+``mlops-deployment-job`` (:func:`cli`) with its task name and options as ``sys.argv``. Run a task by hand
+with ``mlops-deployment-job evaluation --model-name NAME --model-version N``.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    """The wheel's ``plantly-deployment-job`` entry point: :func:`main` on ``sys.argv``; a refusal raises ``SystemExit(1)``.
+    """The wheel's ``mlops-deployment-job`` entry point: :func:`main` on ``sys.argv``; a refusal raises ``SystemExit(1)``.
 
     A ``python_wheel_task`` calls the entry point and ignores what it returns, so a failed task must raise.
     """

@@ -1,4 +1,4 @@
-"""Raw → bronze → silver for the plantly.shop feeds, with a quarantine table for every rejected record.
+"""Raw → bronze → silver for the raw feeds, with a quarantine table for every rejected record.
 
 Bronze keeps each raw line as landed (file, line number, text, ingest time), so nothing is lost.
 Silver is typed and validated by :mod:`utils.quality`; every bronze row ends in silver or in the

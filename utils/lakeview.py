@@ -11,7 +11,7 @@ What differs from the HTML page: model versions, aliases and the promotion audit
 registry, which SQL cannot read, so the page links to the model in Catalog Explorer instead; endpoint
 health is Model Serving's own page.
 
-    python -m utils.lakeview --out resources/dashboards/plantly_360.lvdash.json
+    python -m utils.lakeview --out resources/dashboards/mlops_360.lvdash.json
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from utils.config import Config, get_config
 
-DEFAULT_PATH = Path("resources") / "dashboards" / "plantly_360.lvdash.json"
+DEFAULT_PATH = Path("resources") / "dashboards" / "mlops_360.lvdash.json"
 WIDGET_VERSIONS = {"counter": 2, "table": 1, "line": 3, "bar": 3}
 
 

@@ -1,13 +1,13 @@
 """Packaging: the ``utils`` wheel, model-first and code-first promotion, container and cluster targets.
 
-* ``build_wheel`` builds the ``plantly-mlops`` distribution (the ``utils`` package) from a staged copy
+* ``build_wheel`` builds the project's distribution (``utils.project.DISTRIBUTION``) (the ``utils`` package) from a staged copy
   of the sources, so nothing is written into the repository.
 * Model-first: ``promote_model_first`` copies the registered artifact itself into another
   environment's registry name (on Databricks another catalog) and points its alias at the copy.
 * Code-first: ``retrain_with_wheel`` runs the training code from the wheel alone and retrains from
   the inputs a run recorded. Where it runs is ``utils.platform.code_first_runner()``'s choice: locally
   a subprocess that can import ``utils`` only from the unpacked wheel; on Databricks a one-time job run
-  (``jobs.submit``) whose ``python_wheel_task`` runs the wheel's ``plantly-retrain`` entry point on
+  (``jobs.submit``) whose ``python_wheel_task`` runs the wheel's ``mlops-retrain`` entry point on
   serverless compute, with the notebook's credentials, Spark and Unity Catalog.
 * ``generate_dockerfile`` downloads the model here and calls MLflow's own generator on that folder; ``kubernetes_manifests`` describes a
   Deployment + Service for the image it builds; ``dockerfile_problems`` / ``manifest_problems``
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from utils import project
 from utils.config import Config, get_config
 from utils.platform import REPO_ROOT, state_dir
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow.entities.model_registry import ModelVersion
 
-DISTRIBUTION = "plantly-mlops"
+DISTRIBUTION = project.DISTRIBUTION  # pyproject's name
 SERVING_PORT = 8080  # the port MLflow's model container listens on
 READINESS_PATH = "/ping"
 LIVENESS_PATH = "/health"
@@ -100,7 +101,7 @@ def _uv_with_offline_first(cmd: list[str], what: str, fix: str, **kwargs: Any) -
 
 
 def build_wheel(out_dir: Path | None = None, source_root: Path = REPO_ROOT) -> Path:
-    """Build the ``plantly-mlops`` wheel (the ``utils`` package) into ``out_dir``; returns its path.
+    """Build the project's wheel (the ``utils`` package) into ``out_dir``; returns its path.
 
     The build runs on a staged copy of ``pyproject.toml``, ``README.md`` and ``utils/``, so no
     ``build/`` or ``*.egg-info`` lands in the repository. Uses ``uv build`` (its cache first, so it
@@ -234,8 +235,8 @@ def model_python_version(model_dir: Path) -> str:
 def target_model_name(env: str = "prod", cfg: Config | None = None) -> str:
     """The registered-model name in environment ``env``: its catalog (``Config.catalog_for``), same schema and model.
 
-    ``plantly_prod.mlops.plantly_recommender`` by default, whichever catalog the notebook runs in (a dev
-    catalog ``plantly_dev`` promotes to ``plantly_prod`` too); ``MLOPS_PROD_CATALOG`` names another.
+    ``<project>_prod.mlops.<model>`` by default, whichever catalog the notebook runs in (a dev catalog
+    promotes to ``<project>_prod`` too); ``MLOPS_PROD_CATALOG`` names another.
     """
     cfg = cfg or get_config()
     if not re.fullmatch(r"[a-z][a-z0-9_]*", env):
@@ -248,7 +249,7 @@ def prod_model_name(cfg: Config | None = None) -> str | None:
 
     ``<prod catalog>.<schema>.<model>``, the prod catalog as :func:`utils.platform.prod_catalog` finds it: on
     Databricks the target's ``prod_catalog`` (the bundle sets it per target; dev and serverless have none), which
-    must exist and differ from the catalog this runs in; locally ``plantly_prod`` unless ``MLOPS_PROD_CATALOG``
+    must exist and differ from the catalog this runs in; locally ``<project>_prod`` unless ``MLOPS_PROD_CATALOG``
     names another.
     """
     from utils.platform import prod_catalog
@@ -264,7 +265,7 @@ def prod_model_name(cfg: Config | None = None) -> str | None:
 def promote_model_first(src_name: str, alias: str, dst_name: str, reason: str, actor: str | None = None) -> ModelVersion:
     """Copy the version ``src_name@alias`` (the artifact itself) to ``dst_name`` and point ``alias`` there (audited).
 
-    On Unity Catalog ``dst_name`` lives in another catalog (e.g. ``plantly_prod``) that must exist; its
+    On Unity Catalog ``dst_name`` lives in another catalog (e.g. ``<project>_prod``) that must exist; its
     schema is created when missing (:func:`utils.platform.ensure_model_schema`). Locally it is just another
     registered-model name in the same registry.
     """
@@ -377,17 +378,17 @@ def retrain(spec: RetrainSpec, run_name: str = "code-first retrain") -> dict[str
     return {"run_id": result.run_id, "metrics": result.metrics}
 
 
-ENTRY_POINT = "plantly-retrain"  # [project.scripts] in pyproject.toml: the job's python_wheel_task runs it
+ENTRY_POINT = "mlops-retrain"  # [project.scripts] in pyproject.toml: the job's python_wheel_task runs it
 
 
 def retrain_main(argv: list[str] | None = None) -> None:
-    """Entry point of code-first retraining (the wheel's ``plantly-retrain`` script, the local subprocess).
+    """Entry point of code-first retraining (the wheel's ``mlops-retrain`` script, the local subprocess).
 
     ``argv`` (default ``sys.argv[1:]``): the :class:`RetrainSpec` as JSON, then optionally a JSON object of
     config fields (``{"catalog": ..., "schema": ...}``) that become ``MLOPS_<FIELD>`` variables unless
     already set, so a job run reads the tables and experiment of the notebook that started it. Prints
     one line, ``RESULT_MARKER`` + JSON ``{"run_id", "metrics", "utils_file", "from_wheel"}``, where
-    ``from_wheel`` says ``utils`` was imported from the installed or unpacked ``plantly-mlops`` wheel.
+    ``from_wheel`` says ``utils`` was imported from the installed or unpacked project wheel.
     """
     import importlib.metadata
 

@@ -5,7 +5,7 @@ breaches, the retraining run with its pinned inputs, and the registry's audit tr
 notebook calls :func:`close_the_loop`, which retrains, gates and promotes in the notebook. On
 Databricks the monitor starts the bundle's retraining job instead (``jobs.run_now`` with the alerts as
 its ``reason`` parameter); that job runs :func:`retrain_task` alone (a ``python_wheel_task`` of the project's
-wheel calling the entry point ``plantly-retraining-job retrain``, :func:`cli`): train on the latest training set
+wheel calling the entry point ``mlops-retraining-job retrain``, :func:`cli`): train on the latest training set
 and register the version, which starts the deployment job linked to the model (gate, approval, deployment).
 It neither lands data again nor reruns the monitor.
 """
@@ -180,7 +180,7 @@ class RetrainJobError(RuntimeError):
 
 
 def start_retraining_job(job_id: str | int, reason: str, client: Any = None) -> dict[str, Any]:
-    """Start Databricks job ``job_id`` (the bundle's ``plantly_retrain``) with ``jobs.run_now``; returns what was started.
+    """Start Databricks job ``job_id`` (the bundle's ``retrain``) with ``jobs.run_now``; returns what was started.
 
     ``client`` is a ``databricks.sdk.WorkspaceClient`` (default the runtime's,
     ``utils.platform.workspace_client()``). The job's parameters carry the alerts' summary (``reason``, at
@@ -200,7 +200,7 @@ def start_retraining_job(job_id: str | int, reason: str, client: Any = None) -> 
         job = int(str(job_id).strip())
     except ValueError:
         raise RetrainJobError(f"retrain_job_id {job_id!r} is not a job id (a number): pass the id of the retraining "
-                              "job, as the bundle does with ${resources.jobs.plantly_retrain.id}") from None
+                              "job, as the bundle does with ${resources.jobs.retrain.id}") from None
     client = client or workspace_client()
     try:
         cfg = get_config()  # the caller's names: a run by hand uses its own schema, not the bundle's default
@@ -215,7 +215,7 @@ def start_retraining_job(job_id: str | int, reason: str, client: Any = None) -> 
                    "or run the monitor as the job's owner")
         elif "does not exist" in first.lower() or type(exc).__name__ in ("NotFound", "ResourceDoesNotExist"):
             fix = (f"job {job} does not exist in this workspace ({code}: {first}): deploy the bundle "
-                   "(databricks bundle deploy) and pass its id, ${resources.jobs.plantly_retrain.id}, as retrain_job_id")
+                   "(databricks bundle deploy) and pass its id, ${resources.jobs.retrain.id}, as retrain_job_id")
         else:
             fix = f"starting job {job} failed ({code}: {first}): check the job in the workspace's Jobs page"
         raise RetrainJobError(f"the retraining job was not started: {fix}") from None
@@ -228,7 +228,7 @@ def close_the_loop(result: MonitorResult, seed: int, cfg: Config | None = None,
     """Retrain when the monitor raised alerts; None (and nothing retrained) when it did not.
 
     Without ``retrain_job_id`` the retraining runs here (:func:`retrain_and_gate`) and the result is
-    its outcome. With it (the bundle passes ``${resources.jobs.plantly_retrain.id}`` to the monitor
+    its outcome. With it (the bundle passes ``${resources.jobs.retrain.id}`` to the monitor
     task) the Databricks job is started instead (:func:`start_retraining_job`, ``jobs.run_now``;
     ``client`` a ``WorkspaceClient``, default the runtime's), and the result says which run:
     ``{"job_id", "job_run_id", "reason", "gate_summary"}``; that job gates and promotes.
@@ -249,7 +249,7 @@ def retrain_task(reason: str, seed: int = 42, deployment_job_id: str = "", cfg: 
     Trains as :func:`retrain_and_gate` does (``utils.training.develop``, family chosen on the training
     rows, 10% held out) and registers the version inside ``utils.platform.deployment_trigger``, so the
     registration fires the deployment job linked to the model (``deployment_job_id``, the bundle's
-    ``${resources.jobs.plantly_deployment.id}``): its evaluation task gates the version, approval and
+    ``${resources.jobs.deployment.id}``): its evaluation task gates the version, approval and
     deployment follow there. With a linked job this task returns once the version is registered; without
     one (run by hand, or locally) it runs the evaluation task itself and waits for the verdict.
     Nothing is promoted here. Returns ``{"run_id", "version", "reason", "via", "gate_passed",
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    """The wheel's ``plantly-retraining-job`` entry point: :func:`main` on ``sys.argv``; a failure raises ``SystemExit``.
+    """The wheel's ``mlops-retraining-job`` entry point: :func:`main` on ``sys.argv``; a failure raises ``SystemExit``.
 
     A ``python_wheel_task`` calls the entry point and ignores what it returns, so a failed task must raise.
     """

@@ -96,7 +96,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict[str, object], timeo
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # The IPC socket files live in a folder of their own, not next to the notebooks: a run killed before it can
     # shut its kernel down leaves them in the temporary folder rather than in notebooks/.
-    sockets = tempfile.mkdtemp(prefix="plantly-kernel-")
+    sockets = tempfile.mkdtemp(prefix="mlops-kernel-")
     try:
         _execute(papermill, path, partial, parameters, timeout_s, log_path, Config(
             {"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel-ipc")}}))
@@ -361,7 +361,7 @@ def hold_state_lock(folder: Path | None = None) -> IO[str] | None:
         lock.close()
         raise StateInUseError(
             f"another run ({holder}) is using the state folder {folder}: wait for it to finish, or give this run "
-            "a state folder of its own, e.g. MLOPS_STATE_DIR=$HOME/plantly-2 make demo") from None
+            "a state folder of its own, e.g. MLOPS_STATE_DIR=$HOME/mlops-2 make demo") from None
     lock.seek(0)
     lock.truncate()
     lock.write(f"pid {os.getpid()}, started {dt.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}\n")

@@ -83,7 +83,7 @@ def test_every_target_parses_as_bundle_models(target: str) -> None:
     from databricks.bundles.volumes import Volume
 
     resources = _target(target)["resources"]
-    assert {"plantly_lifecycle", "plantly_retrain"} <= set(resources["jobs"])
+    assert {"lifecycle", "retrain"} <= set(resources["jobs"])
     for spec in resources["jobs"].values():
         job = Job.from_dict(spec)  # refuses any field the Jobs API does not have
         assert job.tasks, job.name
@@ -99,7 +99,7 @@ def test_every_target_parses_as_bundle_models(target: str) -> None:
 
 
 def test_lifecycle_job_runs_every_notebook_in_order() -> None:
-    spec, defined_in = _resources()["jobs"]["plantly_lifecycle"]
+    spec, defined_in = _resources()["jobs"]["lifecycle"]
     tasks = spec["tasks"]
     paths = [(defined_in.parent / t["notebook_task"]["notebook_path"]).resolve() for t in tasks]
     expected = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -118,7 +118,7 @@ def test_python_tasks_are_entry_points_of_the_wheel_the_bundle_builds() -> None:
     import tomllib
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    artifact = _main()["artifacts"]["plantly_wheel"]
+    artifact = _main()["artifacts"]["wheel"]
     assert artifact["type"] == "whl" and artifact["path"] == "."
     python_tasks = 0
     for name, (job, _) in _resources()["jobs"].items():
@@ -160,7 +160,9 @@ def test_classic_targets_run_every_task_on_a_dbr_17_3_lts_ml_job_cluster(target:
 
 def test_node_type_is_required_and_named_for_every_cloud() -> None:
     node_type = _main()["variables"]["node_type"]
-    assert "default" not in node_type and "lookup" not in node_type, "no cloud's node type is everyone's default"
+    classic_default = _main()["targets"]["dev"].get("default", False)  # a team that chose classic (copier) named its own
+    assert ("default" not in node_type or classic_default) and "lookup" not in node_type, \
+        "no cloud's node type is everyone's default"
     for cloud_example in ("m5d.xlarge", "Standard_D4ds_v5", "n2-standard-4"):
         assert cloud_example in node_type["description"]
     assert "i3.xlarge" not in (ROOT / "databricks.yml").read_text()
@@ -242,7 +244,7 @@ def test_each_target_sets_its_prod_catalog_and_development_never_writes_into_pro
     """Review R4: 04 promotes to the lifecycle job's parameter prod_catalog; every target sets it, never to its own
     catalog, and a development target (dev, serverless: Free Edition has only `workspace`) to none at all."""
     assert "prod_catalog" in _main()["targets"][target].get("variables", {}), "say where this target's 04 promotes to"
-    lifecycle = _target(target)["resources"]["jobs"]["plantly_lifecycle"]
+    lifecycle = _target(target)["resources"]["jobs"]["lifecycle"]
     params = {p["name"]: p["default"] for p in lifecycle["parameters"]}
     assert params["prod_catalog"] == "${var.prod_catalog}"
     prod, own = _resolve(params["prod_catalog"], target), _resolve("${var.catalog}", target)
@@ -253,17 +255,17 @@ def test_each_target_sets_its_prod_catalog_and_development_never_writes_into_pro
 
 def test_monitor_task_is_given_the_retraining_job_id() -> None:
     jobs = {name: spec for name, (spec, _) in _resources()["jobs"].items()}
-    monitor = next(t for t in jobs["plantly_lifecycle"]["tasks"] if t["task_key"] == "monitor")
-    assert monitor["notebook_task"]["base_parameters"]["retrain_job_id"] == "${resources.jobs.plantly_retrain.id}"
-    (task,) = jobs["plantly_retrain"]["tasks"]
+    monitor = next(t for t in jobs["lifecycle"]["tasks"] if t["task_key"] == "monitor")
+    assert monitor["notebook_task"]["base_parameters"]["retrain_job_id"] == "${resources.jobs.retrain.id}"
+    (task,) = jobs["retrain"]["tasks"]
     assert "notebook_task" not in task, "the retraining job runs the retrain task alone, not all of 06"
     args = task["python_wheel_task"]["parameters"]
-    assert task["python_wheel_task"]["entry_point"] == "plantly-retraining-job" and args[0] == "retrain"
+    assert task["python_wheel_task"]["entry_point"] == "mlops-retraining-job" and args[0] == "retrain"
     parsed = dict(zip(args[1::2], args[2::2], strict=True))
     assert parsed["--reason"] == "{{job.parameters.reason}}"  # what start_retraining_job passes to run_now
-    assert parsed["--deployment-job-id"] == "${resources.jobs.plantly_deployment.id}", "registration fires the gate"
+    assert parsed["--deployment-job-id"] == "${resources.jobs.deployment.id}", "registration fires the gate"
     assert parsed["--catalog"] == "{{job.parameters.catalog}}" and parsed["--schema"] == "{{job.parameters.schema}}"
-    names = {p["name"] for p in jobs["plantly_retrain"]["parameters"]}
+    names = {p["name"] for p in jobs["retrain"]["parameters"]}
     assert {a.removeprefix("{{job.parameters.").removesuffix("}}") for a in args if a.startswith("{{job.")} <= names
     from utils import retraining
 
@@ -273,17 +275,17 @@ def test_monitor_task_is_given_the_retraining_job_id() -> None:
 
 def test_deployment_job_is_linked_by_03_and_runs_evaluation_approval_deployment() -> None:
     """An MLflow 3 deployment job: job parameters model_name and model_version, three tasks in order, each
-    calling the wheel's plantly-deployment-job entry point with its task name and the config; 03 gets the job's id."""
+    calling the wheel's mlops-deployment-job entry point with its task name and the config; 03 gets the job's id."""
     from utils import deployment_job
 
     jobs = {name: spec for name, (spec, _) in _resources()["jobs"].items()}
-    job = jobs["plantly_deployment"]
+    job = jobs["deployment"]
     assert {"model_name", "model_version"} <= {p["name"] for p in job["parameters"]}
     assert [t["task_key"] for t in job["tasks"]] == ["evaluation", "approval", "deployment"]
     for before, after in itertools.pairwise(job["tasks"]):
         assert after["depends_on"] == [{"task_key": before["task_key"]}]
     for task in job["tasks"]:
-        assert task["python_wheel_task"]["entry_point"] == "plantly-deployment-job"
+        assert task["python_wheel_task"]["entry_point"] == "mlops-deployment-job"
         args = task["python_wheel_task"]["parameters"]
         assert args[0] == task["task_key"] and args[0] in deployment_job.TASKS
         parsed = dict(zip(args[1::2], args[2::2], strict=True))
@@ -292,8 +294,8 @@ def test_deployment_job_is_linked_by_03_and_runs_evaluation_approval_deployment(
         assert parsed["--catalog"] == "{{job.parameters.catalog}}" and parsed["--schema"] == "{{job.parameters.schema}}"
     with pytest.raises(SystemExit):  # the command line the tasks run is the module's own
         deployment_job.main(["--help"])
-    develop = next(t for t in jobs["plantly_lifecycle"]["tasks"] if t["task_key"] == "develop")
-    assert develop["notebook_task"]["base_parameters"]["deployment_job_id"] == "${resources.jobs.plantly_deployment.id}"
+    develop = next(t for t in jobs["lifecycle"]["tasks"] if t["task_key"] == "develop")
+    assert develop["notebook_task"]["base_parameters"]["deployment_job_id"] == "${resources.jobs.deployment.id}"
 
 
 def test_dashboard_resource_is_the_generated_definition_for_each_target() -> None:
@@ -302,7 +304,7 @@ def test_dashboard_resource_is_the_generated_definition_for_each_target() -> Non
     from utils import lakeview
     from utils.config import Config
 
-    spec, defined_in = _resources()["dashboards"]["plantly_360"]
+    spec, defined_in = _resources()["dashboards"]["mlops_360"]
     assert Dashboard.from_dict(spec).file_path == spec["file_path"]
     assert spec["dataset_catalog"] == "${var.catalog}"
     assert spec["dataset_schema"] == "${resources.schemas.mlops.name}"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from utils.config import Config, get_config
+from utils.project import NAME
 
 
 def test_defaults_build_three_level_names() -> None:
     cfg = Config()
-    assert cfg.table("silver_orders") == "plantly.mlops.silver_orders"
-    assert cfg.model_name == "plantly.mlops.plantly_recommender"
+    assert cfg.table("silver_orders") == f"{NAME}.mlops.silver_orders"
+    assert cfg.model_name == f"{NAME}.mlops.{NAME}_recommender"
 
 
 def test_environment_renames_everything(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,7 +136,7 @@ def test_a_bad_override_gives_a_valid_example_on_one_line(monkeypatch: pytest.Mo
 _LAKEBASE_NAME = r"[a-z][a-z0-9-]{0,62}"  # 1-63 characters, letters (lower case), digits and hyphens
 
 
-@pytest.mark.parametrize(("catalog", "schema"), [("plantly", "mlops"), ("workshop", "ada_lovelace"), ("Acme.Dev", "9recs"),
+@pytest.mark.parametrize(("catalog", "schema"), [(NAME, "mlops"), ("workshop", "ada_lovelace"), ("Acme.Dev", "9recs"),
                                                  ("a" * 40, "attendee_" + "x" * 40), ("_", "__")])
 def test_online_store_name_is_a_valid_lakebase_name(catalog: str, schema: str) -> None:
     import re
@@ -145,7 +146,7 @@ def test_online_store_name_is_a_valid_lakebase_name(catalog: str, schema: str) -
 
 
 def test_each_schema_gets_its_own_online_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Config().online_store_name == "plantly-online-plantly-mlops"
+    assert Config().online_store_name == f"{NAME}-online-{NAME}-mlops".replace("_", "-")
     names = {Config(catalog="workshop", schema=s).online_store_name for s in ("ada", "grace", "ada1", "ada2")}
     assert len(names) == 4
     long_a, long_b = (Config(catalog="workshop", schema="attendee_" + "x" * 60 + tail).online_store_name for tail in "ab")

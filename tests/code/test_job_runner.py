@@ -17,6 +17,7 @@ import pytest
 
 from utils import wheel_tasks
 from utils.local import job_runner
+from utils.project import DISTRIBUTION
 from utils.platform import REPO_ROOT
 
 FINDS_ITSELF = '''
@@ -70,13 +71,13 @@ def test_a_wheel_task_gets_its_parameters_as_sys_argv_and_its_return_value_is_ig
 
     monkeypatch.setattr(wheel_tasks, "entry_point", lambda package, name: SimpleNamespace(load=lambda: entry))
     argv = sys.argv[:]
-    assert job_runner.run_wheel_task("plantly-mlops", "some-job", ["a", "--b", "c"]) == 0
-    assert seen == [["plantly-mlops", "a", "--b", "c"]] and sys.argv == argv
+    assert job_runner.run_wheel_task(DISTRIBUTION, "some-job", ["a", "--b", "c"]) == 0
+    assert seen == [[DISTRIBUTION, "a", "--b", "c"]] and sys.argv == argv
 
 
 def test_a_missing_entry_point_names_the_fix() -> None:
     with pytest.raises(ImportError, match=r"\[project.scripts\]"):
-        job_runner.entry_point("plantly-mlops", "no-such-job")
+        job_runner.entry_point(DISTRIBUTION, "no-such-job")
 
 
 def test_a_refused_deployment_task_fails_its_job_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,14 +91,14 @@ def test_a_refused_deployment_task_fails_its_job_run(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(platform, "get_spark", lambda: None)
     monkeypatch.setattr(platform, "configure_mlflow", lambda: "")
     with pytest.raises(job_runner.TaskFailed, match="exit status 1"):
-        job_runner.run_task("plantly_deployment", "approval", {"model_name": "main.ml.plantly", "model_version": "3"})
+        job_runner.run_task("deployment", "approval", {"model_name": "main.ml.recommender", "model_version": "3"})
 
 
 def test_task_parameters_resolve_job_parameters_and_bundle_references() -> None:
-    job, _ = job_runner.bundle_jobs()["plantly_retrain"]
+    job, _ = job_runner.bundle_jobs()["retrain"]
     (task,) = job["tasks"]
     args = job_runner.task_parameters(job, task, {"reason": "2 alerts"},
-                                      references={"resources.jobs.plantly_deployment.id": "7"})
+                                      references={"resources.jobs.deployment.id": "7"})
     options = dict(zip(args[1::2], args[2::2], strict=True))
     assert args[0] == "retrain" and options["--reason"] == "2 alerts" and options["--seed"] == "42"
     assert options["--deployment-job-id"] == "7"

@@ -66,7 +66,7 @@ def workspace(runtime_auth: StandInWorkspace, uris: dict[str, str], eval_df: pd.
     monkeypatch.setattr(recorded, "tracking_uri", lambda: mlflow.get_tracking_uri())  # where the verdict is read back
     monkeypatch.setattr(recorded, "registry_uri", lambda: mlflow.get_registry_uri())
     monkeypatch.setenv("MLOPS_SCHEMA", f"ada_{uuid.uuid4().hex[:8]}")  # a model of its own per test
-    runtime_auth.jobs[JOB_ID] = bundle_jobs()["plantly_deployment"][0]
+    runtime_auth.jobs[JOB_ID] = bundle_jobs()["deployment"][0]
 
     def tasks(task: dict[str, Any], ws: StandInWorkspace) -> TaskResult:
         model, version = _option(task, "--model-name"), _option(task, "--model-version")

@@ -197,7 +197,7 @@ def test_a_terminated_run_shuts_its_kernel_down_and_leaves_no_socket_files(tmp_p
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "interrupted" in out, (out, err)
     assert "Traceback" not in err, err
-    assert not list(source.parent.glob("kernel-ipc*")) and not list(scratch.glob("plantly-kernel-*"))
+    assert not list(source.parent.glob("kernel-ipc*")) and not list(scratch.glob("mlops-kernel-*"))
 
 
 def test_ctrl_c_on_the_whole_run_prints_one_line_and_no_traceback(tmp_path: Path) -> None:

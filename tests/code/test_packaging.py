@@ -17,6 +17,7 @@ import yaml
 
 from tests.support import pandas_training_frames
 from utils import packaging
+from utils.config import Config
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -89,9 +90,9 @@ def test_build_wheel_falls_back_to_pip_where_neither_uv_nor_build_is_installed(t
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "build" else real_find_spec(name, *a))
     built = packaging.build_wheel(tmp_path / "dist")
     names = zipfile.ZipFile(built).namelist()
-    assert built.name.startswith("plantly_mlops-") and "utils/packaging.py" in names
+    assert built.name.startswith(packaging.DISTRIBUTION.replace("-", "_") + "-") and "utils/packaging.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "plantly-retrain = utils.packaging:retrain_main" in zipfile.ZipFile(built).read(entry_points).decode()
+    assert "mlops-retrain = utils.packaging:retrain_main" in zipfile.ZipFile(built).read(entry_points).decode()
     requires = zipfile.ZipFile(built).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Requires-Dist: pyspark" in requires and 'extra == "spark"' in requires.split("Requires-Dist: pyspark")[1].splitlines()[0]
 
@@ -154,9 +155,9 @@ def test_target_model_name_moves_the_catalog() -> None:
 
     cfg = get_config()
     assert packaging.target_model_name("prod") == f"{cfg.project}_prod.{cfg.schema}.{cfg.model_base_name}"
-    dev = get_config(catalog="plantly_dev")
-    assert packaging.target_model_name("prod", dev) == f"plantly_prod.{dev.schema}.{dev.model_base_name}"
-    assert packaging.target_model_name("staging", dev).startswith("plantly_staging.")
+    dev = get_config(catalog="team_dev")
+    assert packaging.target_model_name("prod", dev) == f"{dev.project}_prod.{dev.schema}.{dev.model_base_name}"
+    assert packaging.target_model_name("staging", dev).startswith(f"{dev.project}_staging.")
     assert packaging.target_model_name("prod", get_config(prod_catalog="acme_live")).startswith("acme_live.")
     with pytest.raises(ValueError, match="lower-case"):
         packaging.target_model_name("Prod; drop")
@@ -220,7 +221,7 @@ def test_code_first_retrain_from_the_wheel_reproduces_the_metrics(frames, wheel,
     out = packaging.retrain_with_wheel(wheel, spec)
     site = (packaging.package_dir() / "code-first" / "site").resolve()
     assert Path(out["utils_file"]).is_relative_to(site), out["utils_file"]
-    assert out["from_wheel"] is True, "the entry point must see utils as the plantly-mlops wheel's own files"
+    assert out["from_wheel"] is True, "the entry point must see utils as the project wheel's own files"
     logged = packaging.run_metrics(original.run_id)
     for key in ("roc_auc", "f1_score", "precision_at_5pct"):
         assert out["metrics"][key] == logged[key] == original.metrics[key], key
@@ -319,8 +320,8 @@ def test_dockerfile_problems_are_named(tmp_path: Path, dockerfile: str, problem:
 
 
 def test_kubernetes_manifest_parses_and_is_consistent(tmp_path: Path) -> None:
-    image = packaging.image_name(7, "registry.example.com/ml")
-    docs = packaging.kubernetes_manifests(image, "plantly.mlops.plantly_recommender", 7, workers=3)
+    image = packaging.image_name(7, "registry.example.com/ml", Config(model_base_name="plant_recommender"))
+    docs = packaging.kubernetes_manifests(image, "workshop.mlops.recommender", 7, workers=3)
     path = packaging.write_manifests(docs, tmp_path / "k8s.yaml")
     assert "&id" not in path.read_text(), "no YAML anchors: the manifest must read plainly"
     parsed = list(yaml.safe_load_all(path.read_text()))
@@ -328,7 +329,7 @@ def test_kubernetes_manifest_parses_and_is_consistent(tmp_path: Path) -> None:
     dep, svc = parsed
     pod = dep["spec"]["template"]
     container = pod["spec"]["containers"][0]
-    assert container["image"] == "registry.example.com/ml/plantly-recommender:v7"
+    assert container["image"] == "registry.example.com/ml/plant-recommender:v7"
     assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert svc["spec"]["ports"][0]["targetPort"] == container["ports"][0]["containerPort"] == packaging.SERVING_PORT
@@ -367,7 +368,7 @@ def test_manifest_problems_are_named(breaker, problem: str) -> None:
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"app_name": "Plantly_Recommender"}, "Kubernetes name"), ({"replicas": 0}, "at least 1"),
+    ({"app_name": "Acme_Recommender"}, "Kubernetes name"), ({"replicas": 0}, "at least 1"),
 ])
 def test_kubernetes_manifest_refuses_bad_settings(kwargs, match: str) -> None:
     with pytest.raises(ValueError, match=match):

@@ -23,14 +23,15 @@ from tests.code.test_workspace_calls import on_databricks, running, runtime_auth
 from tests.databricks_workspace import StandInWorkspace
 from utils import environment, packaging, platform
 from utils.config import get_config
+from utils.project import DEV_CATALOG, NAME, PROD_CATALOG
 
-EXPECTED = {"dev": None, "serverless": None, "staging": "plantly_prod", "prod": None}
+EXPECTED = {"dev": None, "serverless": None, "staging": PROD_CATALOG or None, "prod": None}
 """The catalog each target's lifecycle promotes to: a development target never writes into production."""
 
 
 def _job_widgets(target: str) -> dict[str, str]:
     """The lifecycle job's parameters as target ``target`` deploys them: what its notebooks read as widgets."""
-    lifecycle = _target(target)["resources"]["jobs"]["plantly_lifecycle"]
+    lifecycle = _target(target)["resources"]["jobs"]["lifecycle"]
     widgets = {p["name"]: _resolve(str(p["default"]), target) for p in lifecycle["parameters"]}
     widgets["schema"] = "dev_ada_mlops"  # ${resources.schemas.mlops.name}, as the deployed schema is called
     return widgets
@@ -44,7 +45,7 @@ def test_each_bundle_target_promotes_where_its_prod_catalog_says_or_says_why_not
         monkeypatch.setenv(name, "")  # set by the job only (restored after the test)
     monkeypatch.setattr(environment, "_dbutils", lambda: SimpleNamespace(widgets=_Widgets(_job_widgets(target))))
     monkeypatch.setattr(environment, "_JOB_CONFIG_READ", False)
-    runtime_auth.catalogs.update({"plantly_dev", "plantly_staging", "plantly_prod", "workspace"})
+    runtime_auth.catalogs.update({DEV_CATALOG, f"{NAME}_staging", PROD_CATALOG or f"{NAME}_prod"})
     platform.get_param("rows", 20000, int)  # the notebook's parameters cell: job parameters become the config
     cfg = get_config()
     name = packaging.prod_model_name(cfg)
@@ -54,7 +55,7 @@ def test_each_bundle_target_promotes_where_its_prod_catalog_says_or_says_why_not
         (line,) = out.splitlines()
         assert line.startswith("model-first promotion skipped: ") and "prod_catalog" in line, line
     else:
-        assert name == f"{EXPECTED[target]}.dev_ada_mlops.plantly_recommender" and out == ""
+        assert name == f"{EXPECTED[target]}.dev_ada_mlops.{NAME}_recommender" and out == ""
     assert name is None or not name.startswith(f"{cfg.catalog}."), "never onto the champion itself"
 
 
@@ -75,16 +76,16 @@ def test_on_databricks_an_unset_equal_or_missing_prod_catalog_is_skipped_in_one_
     (line,) = capsys.readouterr().out.splitlines()
     assert "USE CATALOG" in line and "Config:" not in line and runtime_auth.token not in line
     runtime_auth.refusals.clear()
-    assert packaging.prod_model_name(get_config(prod_catalog="acme_live")) == "acme_live.ada.plantly_recommender"
+    assert packaging.prod_model_name(get_config(prod_catalog="acme_live")) == f"acme_live.ada.{NAME}_recommender"
     assert capsys.readouterr().out == ""
 
 
-def test_locally_04_promotes_to_plantly_prod_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch,
+def test_locally_04_promotes_to_the_projects_prod_catalog_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.delenv("MLOPS_PROD_CATALOG", raising=False)
     cfg = get_config()
-    assert packaging.prod_model_name(cfg) == f"plantly_prod.{cfg.schema}.{cfg.model_base_name}"
+    assert packaging.prod_model_name(cfg) == f"{NAME}_prod.{cfg.schema}.{cfg.model_base_name}"
     assert packaging.prod_model_name(get_config(prod_catalog="acme_live")).startswith("acme_live.")
     assert capsys.readouterr().out == ""
-    assert packaging.prod_model_name(get_config(catalog="plantly_prod")) is None, "not onto itself, locally either"
+    assert packaging.prod_model_name(get_config(catalog=f"{NAME}_prod")) is None, "not onto itself, locally either"
     assert "the catalog this runs in" in capsys.readouterr().out

@@ -92,9 +92,9 @@ def test_the_bundle_runs_the_retraining_job_through_the_wheel_entry_point(wired:
 
     for name in ("MLOPS_CATALOG", "MLOPS_SCHEMA", "MLOPS_ENDPOINT", "MLOPS_EXPERIMENT_NAME"):
         monkeypatch.setenv(name, "")  # main() sets them from the job parameters; monkeypatch restores them
-    job_runner.run_task("plantly_retrain", "retrain", {"reason": "2 alerts (psi:price)", "catalog": "workspace",
+    job_runner.run_task("retrain", "retrain", {"reason": "2 alerts (psi:price)", "catalog": "workspace",
                                                        "schema": "ada"},
-                        references={"resources.jobs.plantly_deployment.id": "99"})
+                        references={"resources.jobs.deployment.id": "99"})
     assert wired["develop"]["seed"] == 42, "the job parameter's default"
     assert wired["trigger"].model_name == "workspace.ada.plantly_recommender" and wired["trigger"].job_id == "99"
     ((_, _, _, tags),) = wired["registered"]
@@ -102,8 +102,8 @@ def test_the_bundle_runs_the_retraining_job_through_the_wheel_entry_point(wired:
     assert wired["trigger"].judged == []
 
 
-@pytest.mark.parametrize(("job", "task"), [("plantly_retrain", "retrain"), ("plantly_deployment", "evaluation"),
-                                           ("plantly_deployment", "approval"), ("plantly_deployment", "deployment")])
+@pytest.mark.parametrize(("job", "task"), [("retrain", "retrain"), ("deployment", "evaluation"),
+                                           ("deployment", "approval"), ("deployment", "deployment")])
 def test_each_python_task_of_the_bundle_imports_and_parses_its_options(
         job: str, task: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Each task resolves to an installed entry point that imports and parses the job's options (``--help``)."""

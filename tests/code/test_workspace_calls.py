@@ -153,8 +153,8 @@ def test_a_job_that_cannot_be_started_is_one_clear_line(running: RunningWorkspac
 
 
 def test_a_job_id_that_is_not_a_number_is_named(running: RunningWorkspace) -> None:
-    with pytest.raises(RetrainJobError, match=r"'plantly_retrain' is not a job id.*plantly_retrain.id"):
-        start_retraining_job("plantly_retrain", "test", client=running.client())
+    with pytest.raises(RetrainJobError, match=r"'retrain' is not a job id.*resources.jobs.retrain.id"):
+        start_retraining_job("retrain", "test", client=running.client())
     assert api_calls(running.workspace) == []
 
 
@@ -208,7 +208,7 @@ def test_code_first_on_databricks_submits_the_wheel_as_a_serverless_job_run(
     assert task["task_key"] == packaging.RETRAIN_TASK_KEY and task["environment_key"] == "default"
     wheel_task = task["python_wheel_task"]
     assert wheel_task["package_name"] == packaging.wheel_metadata(wheel)["name"]
-    assert wheel_task["entry_point"] == packaging.ENTRY_POINT == "plantly-retrain"
+    assert wheel_task["entry_point"] == packaging.ENTRY_POINT == "mlops-retrain"
     spec_arg, config_arg = (json.loads(p) for p in wheel_task["parameters"])
     assert spec_arg == {**SPEC.__dict__, "rows": list(SPEC.rows)}
     assert (config_arg["catalog"], config_arg["schema"]) == ("workshop", "ada") and "thresholds" not in config_arg
