@@ -17,8 +17,8 @@ import pytest
 
 from utils import wheel_tasks
 from utils.local import job_runner
-from utils.project import DISTRIBUTION
 from utils.platform import REPO_ROOT
+from utils.project import DISTRIBUTION
 
 FINDS_ITSELF = '''
 if __name__ == "__main__":  # the deployment and retraining jobs' scripts began so before they were wheel tasks
