@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from tests.support import mlflow_restored, own_state
-from utils import dashboard, lakehouse, registry
+from utils import dashboard, dashboard_data, dashboard_figures, lakehouse, registry
 from utils.alerts import alerts_from_breaches, alerts_to_frame
 from utils.config import get_config
 from utils.monitoring import DRIFT_COLUMNS, drift_to_arrow
@@ -285,6 +285,25 @@ def test_real_state_shows_the_recorded_values(fresh_state: Path, tmp_path: Path,
         assert base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_markup_in_what_the_page_reads_is_escaped_not_run(fresh_state: Path, tmp_path: Path) -> None:
+    """A column name in an alert (and so its message), or an endpoint URL, holding ``<script>`` shows as text."""
+    cfg = get_config()
+    hostile = "<script>alert('owned')</script>"
+    raised = alerts_from_breaches([{"metric": "population_stability_index", "column": f"region{hostile}",
+                                    "value": 4.0, "threshold": 0.2}], cfg.model_name)
+    lakehouse.write(alerts_to_frame(raised), monitoring_tables(cfg)["alerts"])
+    down = f"http://127.0.0.1:{free_port()}/{hostile}"
+    out = dashboard.build_dashboard(tmp_path / "d.html", endpoint_urls=[down])
+    page = out.read_text()
+    assert dashboard.section_errors(out) == []
+    assert "<script>alert(" not in page and page.count("<script>") == 2  # the page's own two scripts only
+    escaped = "&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt;"
+    alerts = section(page, "alerts")
+    assert f"<td>region{escaped}</td>" in alerts  # the alert's column
+    assert f"population_stability_index of region{escaped} is 4" in alerts  # and its message
+    assert escaped in section(page, "deployments")  # the endpoint's URL
+
+
 def test_main_writes_the_page(fresh_state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "reports" / "dashboard.html"
     assert dashboard.main(["--out", str(out)]) == 0
@@ -358,9 +377,9 @@ def test_champion_share_flags_traffic_still_going_to_an_older_version() -> None:
     promoted = pd.Timestamp(now - timedelta(hours=1))
     log = pd.DataFrame({"ts": [now - timedelta(hours=2), now - timedelta(minutes=10), now],
                         "model_version": ["1", "1", "1"]})
-    text = dashboard._champion_share(log, {"version": 2, "at": promoted}, now)
+    text = dashboard_data.champion_share(log, {"version": 2, "at": promoted}, now)
     assert text.startswith("0% of 3 predictions in the window; 0% of 2 since v2") and "still serves an older version" in text
-    text = dashboard._champion_share(log, {"version": 1, "at": promoted}, now)
+    text = dashboard_data.champion_share(log, {"version": 1, "at": promoted}, now)
     assert "100% of 2 since v1" in text and "older" not in text
 
 
@@ -412,7 +431,7 @@ def test_traffic_chart_of_one_hour_spans_hours_not_years() -> None:
 
     log = pd.DataFrame({"ts": pd.date_range("2026-11-30 10:05", periods=40, freq="1min", tz="UTC"),
                         "model_version": ["1"] * 30 + ["2"] * 10})
-    fig = dashboard._traffic_figure(log)
+    fig = dashboard_figures.traffic_figure(log)
     try:
         lo, hi = fig.axes[0].get_xlim()
         assert (hi - lo) * 24 <= 3.0, (mdates.num2date(lo), mdates.num2date(hi))  # date units are days
