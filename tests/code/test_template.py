@@ -32,7 +32,7 @@ EXAMPLE_MODULE = re.compile(r"\butils\.plantly_\w+|\bplantly_(features|columns)\
 # modules being edited elsewhere at the time of writing. Listed so that a new mention anywhere else fails here;
 # the list only shrinks.
 NOT_YET_NEUTRAL = {
-    "README.md", "docs/architecture.md", "docs/databricks.md", "docs/local.md",
+    "README.md",
     "requirements.lock", "bench/requirements-bench.txt",  # uv's "# via <distribution>" annotations (make lock)
     "bench/bench_drift_evidently.py", "utils/lakehouse.py", "utils/registry.py",
     "utils/serving.py", "utils/parameters.py", "utils/environment.py", "utils/runtime.py", "tests/conftest.py", "tests/test_layout.py",
