@@ -123,6 +123,13 @@ def _banner_cards(cfg: Config, sections: dict[str, Section], now: datetime) -> l
     items.append(("open alerts", str(n_open), f"{critical} critical" if n_open else "none open",
                   "bad" if critical else "warn" if n_open else "ok"))
     items.append(_quality_card(cfg, sections["monitoring"], champion))
+    drifted = sections["monitoring"].facts.get("drifted", 0)
+    if drifted:  # the drift chart's red bars, said next to the headline with what was done about them
+        items.append(("data drift", f"{drifted} column{'s' * (drifted > 1)}",
+                      f"PSI over {cfg.thresholds.psi:g} in the last pass; " + (
+                          "see the open alerts" if n_open else "its alerts closed when a new champion was promoted"
+                          if alerts.facts.get("raised") else "no alert was raised for it"),
+                      "ok" if alerts.facts.get("raised") and not n_open else "warn"))
     stalest = fresh.facts.get("stalest")
     if stalest:
         items.append(("stalest table", stalest["table"].rsplit(".", 1)[-1], f"last written {age(stalest['at'], now)}",

@@ -398,7 +398,7 @@ def alerts_section(cfg: Config, now: datetime, champion_at: pd.Timestamp | None)
             return
         alerts = alert_table(cfg, champion_at)
         is_open = alerts["status"] == "open"
-        s.facts["open"] = int(is_open.sum())
+        s.facts["open"], s.facts["raised"] = int(is_open.sum()), len(alerts)
         s.facts["critical"] = int((is_open & (alerts.get("severity", pd.Series(dtype=str)) == "critical")).sum())
         if alerts.empty:
             s.view["state"] = "empty"

@@ -138,3 +138,23 @@ def test_script_errors_on_the_page_are_caught(browser: Path, tmp_path: Path) -> 
     assert attrs.get("data-script-errors") == "1"
     assert re.search(r"<pre class=\"script-error\">script error: [^<]*thisFunctionDoesNotExist", dom)
     assert attrs.get("data-ready") == "1"
+
+
+def test_table_cells_keep_their_words_whole(browser: Path, tmp_path: Path) -> None:
+    """A narrow column wraps between words, never inside one ("REA DY", "prom ote" at 1,400 px before)."""
+    cfg, now = get_config(), datetime.now(UTC)
+    columns = ["version", "status", "aliases", "created", "run", "family", "roc_auc", "gate", "action", "actor", "reason"]
+    row = ["12", "READY", "champion", "2026-12-07 04:00", "3f2a9c1e", "gboost", "0.8123", "passed", "promote",
+           "ada.lovelace@example.com", "the challenger passed every check of the validation gate on the held-out rows " * 3]
+    table = ("<table id='words'><thead><tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr></thead><tbody>"
+             + "<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" * 1 + "</tbody></table>")
+    # counts the cells holding one word whose text the browser laid out on more than one line
+    probe = ("<script>(function(){var n=0;document.querySelectorAll('#words td, #words th').forEach(function(c){"
+             "if(c.textContent.trim().indexOf(' ')<0){var r=document.createRange();r.selectNodeContents(c);"
+             "if(r.getClientRects().length>1){n++;}}});"
+             "document.getElementById('dashboard').setAttribute('data-broken-words',String(n));})();</script>")
+    page = tmp_path / "words.html"
+    page.write_text(dashboard.render([dashboard.Section("models", "Models", body=table + probe)], cfg, now),
+                    encoding="utf-8")
+    attrs = root_attributes(chromium(browser, page, tmp_path))
+    assert attrs.get("data-broken-words") == "0", attrs

@@ -400,6 +400,28 @@ def test_a_clean_demo_reads_all_clear() -> None:
     assert dashboard._banner(cfg, sections, now).facts["level"] == "bad"  # the banner still reacts
 
 
+def test_drift_on_the_chart_is_said_in_the_banner() -> None:
+    """Red bars under an "All clear" headline read as a contradiction: the banner names the drift and what became of it."""
+    now = datetime.now(UTC)
+    cfg = get_config()
+    sections = {
+        "models": dashboard.Section("models", "m", facts={cfg.champion_alias: {"version": "3", "at": now}}),
+        "deployments": dashboard.Section("deployments", "d", facts={"endpoints_up": 0, "endpoints_down": 0}),
+        "freshness": dashboard.Section("freshness", "f", facts={"stalest": {"table": "a.b.c", "at": now, "hours": 0.1}}),
+        "alerts": dashboard.Section("alerts", "a", facts={"open": 0, "critical": 0, "raised": 5}),
+        "monitoring": dashboard.Section("monitoring", "q", facts={"latest_auc": 0.71, "quality_measured_at": now,
+                                                                  "drifted": 5}),
+    }
+    status = dashboard._banner(cfg, sections, now)
+    assert status.facts["level"] == "ok" and "5 columns" in status.body
+    assert "its alerts closed when a new champion was promoted" in status.body
+    sections["alerts"].facts = {"open": 0, "critical": 0}  # drift, yet no alert was ever raised: look at it
+    status = dashboard._banner(cfg, sections, now)
+    assert status.facts["level"] == "warn" and "no alert was raised for it" in status.body
+    sections["monitoring"].facts["drifted"] = 0
+    assert "data drift" not in dashboard._banner(cfg, sections, now).body
+
+
 def test_the_banner_judges_model_quality_against_the_champion_it_measured() -> None:
     now = datetime.now(UTC)
     cfg = get_config()
