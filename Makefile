@@ -102,9 +102,9 @@ check-stripped: $(STAMP)
 # Every notebook as JupyterLab's Run All runs it (all cells, in order, fresh kernel), then its outputs are checked
 # for stderr; executed copies and HTML stay in $(TEST_STATE)/executed.
 notebooks: $(STAMP) $(JARS) java
-	rm -rf $(TEST_STATE)
 	MLOPS_STATE_DIR=$(CURDIR)/$(TEST_STATE) MLOPS_RAW_DIR=$(CURDIR)/$(TEST_STATE)/raw MLOPS_ROWS=$(TEST_ROWS) \
 	  $(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p tests.notebooks.executed_copies -p no:cacheprovider \
+	  --fresh-state \
 	  $(NOTEBOOKS) tests/notebooks -q --durations=25
 
 test: $(STAMP) $(JARS) java unit check-stripped notebooks

@@ -235,3 +235,26 @@ def test_ctrl_c_on_the_whole_run_prints_one_line_and_no_traceback(tmp_path: Path
     assert err.startswith("interrupted in 00_t.ipynb") and err.count("\n") == 1, err  # nothing but the one line
     assert err.rstrip().endswith("-m utils.runner --from 00 --rows 2000 --seed 42"), err  # resumes at the same size
     assert "MLOPS_SEED=" not in err and "MLOPS_ROWS=" not in err, err  # set by the runner, not by the user
+
+
+def test_the_notebook_stage_stops_at_once_on_a_state_folder_in_use(tmp_path: Path) -> None:
+    """`make test`'s nbval stage takes the run lock too: a second run on the folder gets one line, not broken tables."""
+    import subprocess
+    import sys
+
+    from utils.platform import REPO_ROOT
+    from utils.runner import hold_state_lock
+
+    state = tmp_path / "state"
+    (tmp_path / "none").mkdir()
+    lock = hold_state_lock(state)
+    try:
+        env = {**os.environ, "MLOPS_STATE_DIR": str(state)}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.notebooks.executed_copies", "-p",
+                               "no:cacheprovider", "--fresh-state", "-q", str(tmp_path / "none")],
+                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        lock.close()
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert f"pid {os.getpid()}" in proc.stderr and "MLOPS_STATE_DIR" in proc.stderr, proc.stderr
+    assert (state / "run.lock").exists() and not (state / "engine").exists()  # nothing deleted, no engine started

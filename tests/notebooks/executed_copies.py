@@ -28,13 +28,41 @@ def executed_dir() -> Path:
     return output_dir("executed")
 
 
+_LOCK: list[Any] = []  # the state folder's run lock, held for the whole session
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fresh-state", action="store_true", default=False,
+                     help="empty the state folder (MLOPS_STATE_DIR), once its run lock is held, before the first notebook")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Start the engine the kernels will share (when the state folder is chosen, as ``make notebooks`` does)."""
+    """Take the state folder's run lock, then start the engine the kernels will share.
+
+    Both only when the state folder is chosen, as ``make notebooks`` does. A second run on the same folder
+    (another ``make test``, a ``make demo``) stops the session at once with one line naming the run holding
+    it, as the runner does, rather than both failing later in each other's tables.
+    """
     import os
 
     if os.environ.get("MLOPS_STATE_DIR"):
         from utils.platform import get_spark
+        from utils.runner import StateInUseError, hold_state_lock
 
+        from utils.runner import RUN_LOCK
+
+        try:
+            _LOCK.append(hold_state_lock())
+        except StateInUseError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        if session.config.getoption("--fresh-state"):
+            import shutil
+
+            from utils.platform import state_dir
+
+            for child in state_dir().iterdir():
+                if child.name != RUN_LOCK:
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         get_spark()
 
 
@@ -45,6 +73,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     stop_spark()
     engine.stop_started()
+    for lock in _LOCK:
+        if lock is not None:
+            lock.close()
+    _LOCK.clear()
 
 
 def _is_nbval_cell(item: pytest.Item) -> bool:
