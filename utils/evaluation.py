@@ -32,12 +32,6 @@ def revenue_at_k(y_true: np.ndarray, scores: np.ndarray, price: np.ndarray, frac
     return float((np.asarray(y_true, dtype=float)[idx] * np.asarray(price, dtype=float)[idx]).sum())
 
 
-def expected_revenue_at_k(scores: np.ndarray, price: np.ndarray, fraction: float = TOP_K_FRACTION) -> float:
-    """Revenue the model expects from its top-``fraction`` recommendations: sum of score × price."""
-    idx = _top_k(scores, fraction)
-    return float((np.asarray(scores, dtype=float)[idx] * np.asarray(price, dtype=float)[idx]).sum())
-
-
 def business_metrics() -> list[Any]:
     """The custom metrics as MLflow ``EvaluationMetric``s (they read the ``probability`` and ``price`` columns)."""
     from mlflow.metrics import MetricValue

@@ -36,7 +36,6 @@ evaluation task calls (``utils.deployment_job``), fired by registration on both 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from datetime import UTC
@@ -493,8 +492,3 @@ def gate_and_set_challenger(name: str, version: str | int, eval_df: pd.DataFrame
                            gate_result=result, action="gate_pass")
     registry.set_version_tags(name, version, {"gate_checked_at": datetime.now(UTC).isoformat(timespec="seconds")})
     return result
-
-
-def result_json(result: GateResult) -> str:
-    """The gate result as JSON text (for an artifact or a job output)."""
-    return json.dumps(result.to_dict(), indent=2, default=str)

@@ -332,11 +332,6 @@ def score_partitions(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
     return df.mapInArrow(_partition_scorer(local_path, output_col), schema)
 
 
-def predictions_table(cfg: Config | None = None) -> str:
-    """Name of the batch predictions table."""
-    return (cfg or get_config()).table("batch_predictions")
-
-
 def batch_predictions(scored: SparkDataFrame, model_name: str, model_version: str | int,
                       keep: Sequence[str] = ("event_id", "customer_id", "plant_id", "event_ts")) -> SparkDataFrame:
     """The predictions-table rows of a scored frame: keys, prediction, model name and version on every row."""
