@@ -144,8 +144,9 @@ def test_classic_targets_run_every_task_on_a_dbr_17_3_lts_ml_job_cluster(target:
         clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
         for task in job["tasks"]:
             assert task["job_cluster_key"] in clusters, (name, task["task_key"])
-            wheel = [{"whl": "./dist/*.whl"}] if "python_wheel_task" in task else []  # the artifact, from databricks.yml
-            assert task["libraries"] == [requirements, *wheel], (name, task["task_key"])
+            # every task gets the project's wheel (the artifact), notebooks too: `utils` then imports in a job
+            # whatever the notebook's restart after `%pip` does to its path
+            assert task["libraries"] == [requirements, {"whl": "./dist/*.whl"}], (name, task["task_key"])
         for cluster in clusters.values():
             assert cluster["spark_version"] == "${var.spark_version}"
             assert cluster["node_type_id"] == "${var.node_type}"
@@ -181,8 +182,8 @@ def test_serverless_target_runs_every_task_in_an_environment_of_version_4_or_new
             env = environments[task["environment_key"]]
             assert JobEnvironment.from_dict(env).spec.client is None, "client is deprecated: environment_version"
             assert int(_resolve(env["spec"]["environment_version"], target)) >= 4
-            wheel = ["./dist/*.whl"] if "python_wheel_task" in task else []  # the artifact, from databricks.yml
-            assert env["spec"]["dependencies"] == ["-r ${workspace.file_path}/requirements-databricks.txt", *wheel]
+            assert env["spec"]["dependencies"] == ["-r ${workspace.file_path}/requirements-databricks.txt",
+                                                   "./dist/*.whl"]  # the artifact, for notebooks too
     assert (ROOT / "requirements-databricks.txt").is_file()
 
 
