@@ -789,6 +789,22 @@ def _count_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBat
     yield from counts.table().to_batches()
 
 
+def partition_counter() -> Any:
+    """The ``mapInArrow`` function that bins a partition, set to travel by value: no ``import utils`` where it runs.
+
+    Spark pickles a function with cloudpickle, by reference when its module is importable here, so the
+    worker would import ``utils.monitoring``. A serverless UDF sandbox need not see this project's files
+    (Databricks review R9), so this module is registered with ``cloudpickle.register_pickle_by_value``: the
+    function and the module-level code it calls travel with the job; they use only numpy and pyarrow.
+    """
+    import sys
+
+    from pyspark import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return _count_partition
+
+
 def _counts_job(combined: DataFrame, n_numeric: int, n_categorical: int, with_ts: bool) -> pd.DataFrame:
     """The one Spark job: every partition of the tagged union of both sides is binned in one pass by a
     ``mapInArrow`` worker (:func:`_count_partition`); the driver sums the partitions' counts.
@@ -801,9 +817,10 @@ def _counts_job(combined: DataFrame, n_numeric: int, n_categorical: int, with_ts
     of 1M rows a side in 8 partitions, whatever the number of rows.
     """
     F, _, _ = _spark()
+    worker = partition_counter()
     values = [f"_n{i}" for i in range(n_numeric)] + [f"_k{i}" for i in range(n_categorical)] + (["_ts"] if with_ts else [])
     parts = (combined.select("_g", F.expr("IF(_src = 'b', 1, 0)").alias("b"), *values)
-             .mapInArrow(_count_partition, _COUNTS_SCHEMA).toArrow())
+             .mapInArrow(worker, _COUNTS_SCHEMA).toArrow())
     summed = parts.group_by(["_g", "col", "key", "item", "b"]).aggregate(
         [("n", "sum"), ("s", "sum"), ("lo", "min"), ("hi", "max")])
     plain = {"n_sum": "n", "s_sum": "s", "lo_min": "lo", "hi_max": "hi"}

@@ -509,3 +509,26 @@ def test_model_quality_rejects_bad_labels_and_scores(spark):
         m.model_quality_by_window(_frame(spark, ts=ts, y=[0, 1], s=[-1.5, 2.0]), "y", "s", "ts")
     with pytest.raises(ValueError, match="baseline_auc"):
         m.detect_breaches(m._drift_frame([]), Thresholds(), quality=pd.DataFrame({"auc": [0.5]}))
+
+
+def test_the_drift_worker_runs_where_utils_cannot_be_imported(tmp_path) -> None:
+    """The mapInArrow function travels by value: a worker without this project's files bins the same counts."""
+    import subprocess
+    import sys
+
+    from pyspark import cloudpickle
+
+    batch = pa.record_batch({"_g": pa.array([0, 0, 1, 1], pa.int64()), "b": pa.array([0, 1, 0, 1], pa.int32()),
+                             "_n0": pa.array([1.5, None, 3.0, float("inf")]), "_k0": pa.array(["a", "b", None, "a"])})
+    expected = pa.Table.from_batches(list(m._count_partition(iter([batch]))))
+    (tmp_path / "job.pkl").write_bytes(cloudpickle.dumps((m.partition_counter(), batch)))
+    script = ("import pickle, sys; sys.modules['utils'] = None  # import utils fails from here on\n"
+              "import pyarrow as pa\n"
+              f"fn, batch = pickle.loads(open({str(tmp_path / 'job.pkl')!r}, 'rb').read())\n"
+              "out = pa.Table.from_batches(list(fn(iter([batch]))))\n"
+              f"with pa.ipc.new_file({str(tmp_path / 'out.arrow')!r}, out.schema) as w: w.write_table(out)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = pa.ipc.open_file(str(tmp_path / "out.arrow")).read_all()
+    assert got.sort_by([("col", "ascending"), ("_g", "ascending"), ("key", "ascending"), ("b", "ascending")]).equals(
+        expected.sort_by([("col", "ascending"), ("_g", "ascending"), ("key", "ascending"), ("b", "ascending")]))
