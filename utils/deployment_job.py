@@ -155,6 +155,24 @@ def deployment_task(model_name: str, model_version: str | int, endpoint_name: st
 TASKS = {"evaluation": evaluation_task, "approval": approval_task, "deployment": deployment_task}
 
 
+def _config_from_model_name(args: argparse.Namespace) -> None:
+    """Take the catalog and schema from ``args.model_name`` (``catalog.schema.model``), where the version lives.
+
+    Unity Catalog passes the job only the model's name and version; the job's ``catalog`` / ``schema``
+    parameters are its defaults, which a version registered from another schema does not share (review R14).
+    Where they differ, one line on stderr says which is used.
+    """
+    parts = args.model_name.split(".")
+    if len(parts) != 3:
+        return
+    for field, value in zip(("catalog", "schema"), parts[:2], strict=True):
+        given = getattr(args, field, "")
+        if given and given != value:
+            print(f"{args.task}: {args.model_name} lives in {field} {value!r}, not the job's {given!r}: using {value!r}",
+                  file=sys.stderr)
+        setattr(args, field, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line of one deployment-job task; returns 1 (with the reason on stderr) when the task refuses."""
     from utils.parameters import add_job_config_options, apply_job_config
@@ -165,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-version", required=True)
     add_job_config_options(parser)
     args = parser.parse_args(argv)
+    _config_from_model_name(args)
     apply_job_config(args)
     from utils.platform import configure_mlflow, get_spark
 

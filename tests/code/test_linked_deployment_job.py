@@ -191,3 +191,25 @@ def test_a_registration_of_a_linked_model_is_gated_once(workspace, uris, eval_df
     version = register(uris, eval_df, monkeypatch)
     assert len(_runs_for(workspace, version)) == 1, "registration started the linked job"
     assert judged == [version], "gated by the deployment job only, never a second time inline"
+
+
+def test_the_deployment_job_reads_catalog_and_schema_from_the_model_it_was_given(monkeypatch, capsys):
+    """Unity Catalog passes the model's full name: its catalog and schema win over the job's defaults (R14)."""
+    import os
+
+    seen = {}
+
+    def task(model_name, model_version):
+        seen.update(catalog=os.environ["MLOPS_CATALOG"], schema=os.environ["MLOPS_SCHEMA"], version=model_version)
+        raise ValueError("stop here")
+
+    monkeypatch.setitem(deployment_job.TASKS, "evaluation", task)
+    monkeypatch.setattr(platform, "get_spark", lambda: None)
+    monkeypatch.setattr(platform, "configure_mlflow", lambda: None)
+    for var in ("MLOPS_CATALOG", "MLOPS_SCHEMA"):
+        monkeypatch.delenv(var, raising=False)
+    status = deployment_job.main(["evaluation", "--model-name", "team_cat.ada_schema.recommender",
+                                  "--model-version", "4", "--catalog", "workspace", "--schema", "dev_bob_mlops"])
+    assert status == 1 and seen == {"catalog": "team_cat", "schema": "ada_schema", "version": "4"}
+    err = capsys.readouterr().err
+    assert "lives in catalog 'team_cat', not the job's 'workspace'" in err and "stop here" in err
