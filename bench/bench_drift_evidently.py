@@ -1,6 +1,6 @@
 """Benchmark: data drift of ``utils.monitoring.drift_metrics`` (Spark) against Evidently, on the same frames.
 
-A baseline and a drifted current frame of ``N`` rows each (``--sizes``), with the plantly model's
+A baseline and a drifted current frame of ``N`` rows each (``--sizes``), with the example model's
 features (``utils.plantly_features``: 7 categorical, 7 numeric columns), are generated with numpy:
 the current frame carries the data generator's scenarios (a new customer segment in a new region with
 short tenures, a demand spike in two plant categories, a price rise in three), the other columns keep
@@ -96,7 +96,7 @@ def require_evidently() -> str:
 
 
 def make_frames(n: int, seed: int) -> tuple[Any, Any]:
-    """A baseline and a drifted current pandas frame of ``n`` rows with the plantly features."""
+    """A baseline and a drifted current pandas frame of ``n`` rows with the example model's features."""
     import numpy as np
     import pandas as pd
 
@@ -398,7 +398,7 @@ def main() -> None:
     table = markdown_table(header, rows)
     big = max(sizes)
     body = (
-        f"Baseline and drifted current frames of N rows each, the plantly features (7 numeric, 7 categorical columns); "
+        f"Baseline and drifted current frames of N rows each, the example model's features (7 numeric, 7 categorical columns); "
         f"Evidently {ev_version}; median of {args.repeats} runs, side by side in one run. "
         f"utils.monitoring computes KS, Wasserstein, PSI, JS, KL, TV and L-inf (numeric) and chi-squared, PSI, JS, KL, TV and L-inf "
         f"(categorical) in one call on cached Spark DataFrames; 'Evidently, same tests' is one Report of "

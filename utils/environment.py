@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from utils.parameters import cast_param
+from utils.project import DISTRIBUTION
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def state_dir() -> Path:
         import tempfile
 
         local_disk = Path("/local_disk0/tmp")
-        return (local_disk if local_disk.is_dir() else Path(tempfile.gettempdir())) / "plantly-mlops"
+        return (local_disk if local_disk.is_dir() else Path(tempfile.gettempdir())) / DISTRIBUTION
     return (REPO_ROOT / ".lakehouse").resolve()
 
 

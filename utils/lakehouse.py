@@ -120,7 +120,7 @@ def parse_name(name: str) -> tuple[str, str, str]:
     if len(parts) != 3 or not all(_IDENT.match(p) for p in parts):
         raise ValueError(
             f"invalid table name {name!r}: expected three dot-separated identifiers "
-            "'catalog.schema.table' made of letters, digits and underscores, e.g. 'plantly.mlops.orders'"
+            "'catalog.schema.table' made of letters, digits and underscores, e.g. 'workspace.mlops.orders'"
         )
     catalog, schema, table = (p.lower() for p in parts)
     return catalog, schema, table

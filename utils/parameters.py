@@ -41,6 +41,8 @@ IDENTIFIER = r"[A-Za-z0-9_]+"  # as utils.lakehouse checks table names
 PATTERNS: dict[str, str] = {"catalog": IDENTIFIER, "schema": IDENTIFIER}
 """Text settings that must match a pattern: the catalog and schema make three-level table names
 (``utils.lakehouse`` refuses any other), so a name with a space, dot or dash is refused before anything runs."""
+PATTERN_EXAMPLES: dict[str, str] = {"catalog": "workspace", "schema": "mlops"}
+"""A good value of each of :data:`PATTERNS`, shown in the error when a value does not match."""
 
 
 def _range_text(low: float | None, high: float | None) -> str:
@@ -93,7 +95,7 @@ def cast_param(name: str, value: Any, declared: type[T], source: str, what: str 
             problem = exc.errors()[0]["msg"]
         else:
             if name in PATTERNS and isinstance(parsed, str) and not re.fullmatch(PATTERNS[name], parsed):
-                example = example or f"{name} = {example_of(declared, 'plantly')!r}"
+                example = example or f"{name} = {example_of(declared, PATTERN_EXAMPLES[name])!r}"
                 raise ParameterError(f"{what} {name!r}: value {value!r} from {source} is not a name a three-level "
                                      f"table name can use; give letters, digits and underscores only, e.g. {example}")
             low, high = BOUNDS.get(name, (None, None)) if declared in (int, float) else (None, None)

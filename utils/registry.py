@@ -272,7 +272,7 @@ def check_tag_keys(tags: Mapping[str, Any]) -> None:
 def input_tags(inputs: Mapping[str, int | None]) -> dict[str, str]:
     """Model-version tags recording the Delta version of each input table.
 
-    ``{"plantly.mlops.training_set": 3}`` gives ``{"input__plantly__mlops__training_set": "3"}``: the
+    ``{"workspace.mlops.training_set": 3}`` gives ``{"input__workspace__mlops__training_set": "3"}``: the
     dots of a three-level name become ``__``, as Unity Catalog refuses dots in tag keys. Read them back
     with :func:`inputs_from_tags`.
     """

@@ -52,6 +52,7 @@ from utils.environment import (  # noqa: F401 - re-exported: the facts of where 
     tracking_uri,
     workspace_client,
 )
+from utils.project import DISTRIBUTION
 
 
 def install_on_databricks() -> str:
@@ -95,7 +96,7 @@ def _run_uc_statements(statements: Sequence[str], catalog: str, how_to_choose: s
 def ensure_model_schema(model_name: str) -> None:
     """Create the schema of registered model ``catalog.schema.model`` on Databricks if it is missing.
 
-    Promotion copies a model version into another catalog (``plantly_prod``) whose schema nothing else
+    Promotion copies a model version into another catalog (``<project>_prod``) whose schema nothing else
     creates. Locally a model name is only a registry key: nothing to do. Raises EnvironmentProblem
     (the statement, the privileges, how to pick another catalog) when the schema cannot be created, and
     ValueError for a name that is not three-level.
@@ -168,7 +169,7 @@ _SESSION: dict[str, Any] = {}
 """This process's session on the local engine, by state folder (a session serves one warehouse)."""
 
 
-def get_spark(app_name: str = "plantly-mlops") -> Any:
+def get_spark(app_name: str = DISTRIBUTION) -> Any:
     """The Spark session: the cluster's or serverless's on Databricks; locally a Spark Connect session.
 
     Locally every process (notebook kernel, test, job) is a client of one warm Spark Connect server per state
@@ -237,7 +238,7 @@ def _cluster_session(master: str) -> Any:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("SPARK_CONF_DIR", str(REPO_ROOT / "conf" / "spark"))
     _venv_on_path()
-    builder = SparkSession.builder.master(master).appName("plantly-cluster")
+    builder = SparkSession.builder.master(master).appName(f"{DISTRIBUTION}-cluster")
     for key, value in conf.items():
         if not key.startswith("spark.connect."):
             builder = builder.config(key, value)

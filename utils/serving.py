@@ -156,7 +156,7 @@ def workspace_client() -> Any:
 
 
 def served_entity_name(model_name: str, version: str | int) -> str:
-    """The served-entity name of one model version: ``<model>-<version>``, e.g. ``plantly_recommender-3``."""
+    """The served-entity name of one model version: ``<model>-<version>``, e.g. ``<project>_recommender-3``."""
     base = re.sub(r"[^A-Za-z0-9_-]", "_", model_name.rsplit(".", 1)[-1])
     return f"{base}-{version}"
 
