@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from utils.project import DISTRIBUTION
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -17,6 +19,9 @@ def isolated_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     return root
 
+
+TEST_APP = f"{DISTRIBUTION}-tests"
+"""The name the tests' Spark session asks for (a label: the local engine's sessions have no name of their own)."""
 
 NOTEBOOK_SUITE = Path(__file__).resolve().parent / "notebooks"
 
@@ -36,7 +41,7 @@ class _ActiveSpark:
     def __getattr__(self, name: str):
         from utils.platform import get_spark
 
-        return getattr(get_spark("plantly-tests"), name)
+        return getattr(get_spark(TEST_APP), name)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +49,7 @@ def spark(isolated_state: Path):
     """The local Spark session shared by every test (whichever one is current, see ``_ActiveSpark``)."""
     from utils.platform import get_spark
 
-    get_spark("plantly-tests")
+    get_spark(TEST_APP)
     yield _ActiveSpark()
 
 

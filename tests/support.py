@@ -11,6 +11,17 @@ from typing import Any
 import pandas as pd
 
 
+def table(schema: str, name: str) -> str:
+    """``<catalog>.<schema>.<name>`` in the configured catalog (the project's name, or ``MLOPS_CATALOG``): a table's
+    or a registered model's three-level name.
+
+    The local engine answers to the configured catalog only, so a test's tables go there whatever the project is called.
+    """
+    from utils.config import get_config
+
+    return f"{get_config().catalog}.{schema}.{name}"
+
+
 def pandas_training_frames(rows: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A generated training frame without Spark (profile features joined in pandas, activity at 0), split in time."""
     from utils.datagen import GeneratorSpec, generate

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from utils.project import NAME as PROJECT
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 # Tags with which some runner would leave a cell out: "Run All" in JupyterLab honours none of them.
@@ -51,7 +53,7 @@ def test_notebook_follows_the_contract(path: Path) -> None:
     for field in ("**You will learn:**", "**Reads:**", "**Writes:**", "**Parameters:**", "**Runs on:**"):
         assert field in first, f"{path.name} header lacks {field}"
     # Names change with MLOPS_CATALOG / MLOPS_SCHEMA: a header names tables without the default catalog.schema.
-    assert not re.search(r"\bplantly(_prod)?\.mlops\.", first), f"{path.name} header hard-codes plantly.mlops.*"
+    assert not re.search(rf"\b{PROJECT}(_prod)?\.mlops\.", first), f"{path.name} header hard-codes {PROJECT}.mlops.*"
     tags = [c.get("metadata", {}).get("tags", []) for c in cells]
     assert sum("parameters" in t for t in tags) == 1, "exactly one papermill parameters cell"
     assert not [t for t in tags if set(t) & SKIP_TAGS], "every cell runs in Run All: no skip tags"

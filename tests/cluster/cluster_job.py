@@ -161,11 +161,12 @@ def run_facts(spark: Any, executors: int, timeout: float = 120.0) -> dict[str, A
 def main(argv: list[str]) -> int:
     """Run :func:`compute` on ``SPARK_MASTER`` and write the results (and run facts) to ``OUT_DIR``."""
     from utils.platform import get_spark, stop_spark
+    from utils.project import DISTRIBUTION
 
     spec_dir, out_dir = Path(argv[0]), Path(argv[1])
     executors = int(argv[2]) if len(argv) > 2 else 0
     started = time.perf_counter()
-    spark = get_spark("plantly-cluster-test")
+    spark = get_spark(f"{DISTRIBUTION}-cluster-test")
     try:
         run = run_facts(spark, executors)
         run["step_seconds"] = {"session_and_executors": round(time.perf_counter() - started, 2)}

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from tests.cluster.cluster_job import compute, read_results, write_results
-from tests.support import pandas_training_frames
+from tests.support import pandas_training_frames, table
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +100,7 @@ def _feature_tables(rng: np.random.Generator) -> dict[str, str]:
                            "care": rng.choice(np.array(["easy", "hard", None], dtype=object), 25)})
     plants = plants[rng.random(25) < 0.85]  # some plants are unknown to the table
     fe, tag = feature_client(), uuid.uuid4().hex[:8]
-    names = {"customers": f"plantly.cluster_test.customers_{tag}", "plants": f"plantly.cluster_test.plants_{tag}"}
+    names = {"customers": table("cluster_test", f"customers_{tag}"), "plants": table("cluster_test", f"plants_{tag}")}
     fe.create_table(name=names["customers"], primary_keys=["customer_id", "ts"], timeseries_column="ts", df=customers)
     fe.create_table(name=names["plants"], primary_keys="plant_id", df=plants)
     return names

@@ -14,7 +14,10 @@ import pandas as pd
 import pytest
 
 from utils import alerts as al
+from utils.config import get_config
 
+MODEL = get_config().model_name
+SCOPE = get_config().project  # the secret scope get_secret reads on Databricks
 WINDOW = {"start": pd.Timestamp("2024-03-05", tz="UTC"), "end": pd.Timestamp("2024-03-06", tz="UTC")}
 
 
@@ -24,7 +27,7 @@ def _breach(metric="population_stability_index", column="price", value=0.5, thre
 
 
 def _alerts(n=2):
-    return al.alerts_from_breaches([_breach(column=f"f{i}") for i in range(n)], "plantly.mlops.recommender")
+    return al.alerts_from_breaches([_breach(column=f"f{i}") for i in range(n)], MODEL)
 
 
 class _Server:
@@ -308,7 +311,7 @@ def test_locally_a_webhook_in_the_environment_is_added(monkeypatch, capsys, fres
 def test_on_databricks_the_webhook_comes_from_the_secret_scope(monkeypatch, capsys, fresh_notes) -> None:
     from utils import platform
 
-    _on_databricks(monkeypatch, {"plantly": {"alert_webhook_url": "https://hooks.example.com/services/T1/B2/xyz"}})
+    _on_databricks(monkeypatch, {SCOPE: {"alert_webhook_url": "https://hooks.example.com/services/T1/B2/xyz"}})
     with platform.alert_inbox() as inbox:
         assert inbox.url is None and inbox.messages() == []
         notifiers = al.alert_notifiers(demo_url=inbox.url)
@@ -317,11 +320,11 @@ def test_on_databricks_the_webhook_comes_from_the_secret_scope(monkeypatch, caps
 
 
 def test_on_databricks_a_missing_key_is_one_line_saying_what_to_put(monkeypatch, capsys, fresh_notes) -> None:
-    _on_databricks(monkeypatch, {"plantly": {}})
+    _on_databricks(monkeypatch, {SCOPE: {}})
     assert _kinds(al.alert_notifiers()) == [("log", None)]
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "the log only" in out
-    assert "databricks secrets put-secret plantly alert_webhook_url" in out and "create-scope" not in out
+    assert f"databricks secrets put-secret {SCOPE} alert_webhook_url" in out and "create-scope" not in out
 
 
 def test_on_databricks_a_missing_scope_is_one_line_saying_how_to_create_it(monkeypatch, capsys, fresh_notes) -> None:
@@ -329,7 +332,7 @@ def test_on_databricks_a_missing_scope_is_one_line_saying_how_to_create_it(monke
     assert _kinds(al.alert_notifiers()) == [("log", None)]
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "Traceback" not in out
-    assert "no secret scope 'plantly': databricks secrets create-scope plantly" in out
+    assert f"no secret scope '{SCOPE}': databricks secrets create-scope {SCOPE}" in out
 
 
 def test_a_secret_that_is_not_a_url_is_refused_without_showing_it(monkeypatch, fresh_notes) -> None:
@@ -360,5 +363,5 @@ def test_an_auc_alert_says_what_its_threshold_is_made_of():
     quality = pd.DataFrame({"window_start": [WINDOW["start"]], "window_end": [WINDOW["end"]], "auc": [0.58]})
     no_drift = pd.DataFrame(columns=["column_name", "window", "ks_test", "chi_squared_test", "population_stability_index"])
     breaches = detect_breaches(no_drift, Thresholds(min_auc_drop=0.05), quality=quality, baseline_auc=0.674)
-    alert, = al.alerts_from_breaches(breaches, "plantly.mlops.recommender")
+    alert, = al.alerts_from_breaches(breaches, MODEL)
     assert "below the threshold 0.624 (the champion's held-out AUC 0.674 minus 0.05) in window 2024-03-05" in alert.message

@@ -268,7 +268,7 @@ def test_real_state_shows_the_recorded_values(fresh_state: Path, tmp_path: Path,
 
     lineage = section(page, "lineage")
     assert facts["run_id"] in lineage
-    row = re.search(r"<tr><td>plantly\.mlops\.training_set</td>(.*?)</tr>", lineage).group(1)
+    row = re.search(rf"<tr><td>{re.escape(cfg.table('training_set'))}</td>(.*?)</tr>", lineage).group(1)
     cells = re.findall(r"<td>(.*?)</td>", row)
     assert cells[0] == "0" and cells[2] == "1" and cells[3] == "1"  # trained on v0, now at v1, 1 version since
 
@@ -276,7 +276,7 @@ def test_real_state_shows_the_recorded_values(fresh_state: Path, tmp_path: Path,
     for name in (cfg.table("training_set"), cfg.table("inference_log"), cfg.table("monitoring_alerts"),
                  monitoring_tables(cfg)["drift"], monitoring_tables(cfg)["quality"]):
         assert f"<td>{name}</td>" in freshness
-    assert re.search(r"<td>plantly\.mlops\.inference_log</td><td>inference</td>", freshness)
+    assert re.search(rf"<td>{re.escape(cfg.table('inference_log'))}</td><td>inference</td>", freshness)
     assert "stalest table" in status
 
     for img in re.findall(r'src="data:image/png;base64,([^"]+)"', page):

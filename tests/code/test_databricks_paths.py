@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 
 from utils import environment, platform, runtime
+from utils.config import Config
+from utils.project import DISTRIBUTION
 from utils.scoring import landing_dir, scoring_model_dir, stream_checkpoint
+
+PROJECT = Config().project
+MODEL = Config().model_base_name  # <project>_recommender
+
+
+def endpoint_spelling(name: str) -> str:
+    """``name`` as an endpoint name spells it: ``-`` for ``_``, lower case, at most 63 characters."""
+    return name.replace("_", "-").lower()[:63].strip("-")
 
 
 @pytest.fixture
@@ -33,7 +43,7 @@ def test_spark_read_folders_are_volumes_on_databricks(on_databricks: None) -> No
 def test_scratch_state_is_on_driver_disk_not_in_the_workspace_folder(on_databricks: None) -> None:
     state = platform.state_dir()
     assert not str(state).startswith("/Workspace") and not state.is_relative_to(platform.REPO_ROOT)
-    assert state.name == "plantly-mlops"
+    assert state.name == DISTRIBUTION
 
 
 def test_state_dir_variable_still_wins_on_databricks(on_databricks: None, monkeypatch: pytest.MonkeyPatch,
@@ -86,17 +96,17 @@ def test_promotion_creates_the_prod_models_schema_on_databricks(on_databricks: N
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     spark = _RecordingSpark()
     monkeypatch.setattr(runtime, "get_spark", lambda *a, **k: spark)
-    platform.ensure_model_schema("plantly_prod.ada.plantly_recommender")
-    assert spark.statements == ["CREATE SCHEMA IF NOT EXISTS `plantly_prod`.`ada`"]
+    platform.ensure_model_schema(f"{PROJECT}_prod.ada.{MODEL}")
+    assert spark.statements == [f"CREATE SCHEMA IF NOT EXISTS `{PROJECT}_prod`.`ada`"]
     monkeypatch.setattr(runtime, "get_spark", lambda *a, **k: _RecordingSpark(refuse="CREATE SCHEMA"))
-    with pytest.raises(platform.EnvironmentProblem, match=r"`plantly_prod`.`ada` failed .*MLOPS_PROD_CATALOG"):
-        platform.ensure_model_schema("plantly_prod.ada.plantly_recommender")
+    with pytest.raises(platform.EnvironmentProblem, match=rf"`{PROJECT}_prod`.`ada` failed .*MLOPS_PROD_CATALOG"):
+        platform.ensure_model_schema(f"{PROJECT}_prod.ada.{MODEL}")
     with pytest.raises(ValueError, match="catalog.schema.model"):
-        platform.ensure_model_schema("plantly_recommender")
+        platform.ensure_model_schema(MODEL)
 
 
 def test_experiment_is_a_name_locally() -> None:
-    assert platform.experiment_path("plantly_recommender") == "plantly_recommender"
+    assert platform.experiment_path(MODEL) == MODEL
     assert platform.current_user() == ""
 
 
@@ -106,8 +116,8 @@ def test_experiment_is_a_name_locally() -> None:
 def test_each_catalog_and_schema_gets_its_own_serving_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     from utils.config import get_config
 
-    dev, prod = get_config(catalog="plantly_dev"), get_config(catalog="plantly_prod")
-    assert dev.endpoint_name == "plantly-recommender-plantly-dev-mlops" != prod.endpoint_name
+    dev, prod = get_config(catalog=f"{PROJECT}_dev"), get_config(catalog=f"{PROJECT}_prod")
+    assert dev.endpoint_name == endpoint_spelling(f"{MODEL}-{PROJECT}-dev-mlops") != prod.endpoint_name
     assert get_config(schema="ada").endpoint_name != get_config(schema="grace").endpoint_name
     monkeypatch.setenv("MLOPS_ENDPOINT", "recs-live")
     assert get_config().endpoint_name == "recs-live"
@@ -118,7 +128,7 @@ def test_each_catalog_and_schema_gets_its_own_serving_endpoint(monkeypatch: pyte
 def test_the_experiment_lives_in_the_users_folder_per_catalog_and_schema(on_databricks: None,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "current_user", lambda: "ada@example.com")
-    assert platform.experiment_path("plantly_recommender") == "/Users/ada@example.com/workshop.ada.plantly_recommender"
+    assert platform.experiment_path(MODEL) == f"/Users/ada@example.com/workshop.ada.{MODEL}"
     assert platform.experiment_path("/Shared/given") == "/Shared/given"
 
 
@@ -152,12 +162,12 @@ def test_serverless_job_parameters_become_the_config(on_databricks: None, monkey
     assert platform.get_param("rows", 20000, int) == 6000
     cfg = get_config()
     assert (cfg.catalog, cfg.schema) == ("workspace", "dev_ada_mlops")
-    assert cfg.endpoint_name == "plantly-recommender-workspace-dev-ada-mlops"  # empty parameter: derived name
+    assert cfg.endpoint_name == endpoint_spelling(f"{MODEL}-workspace-dev-ada-mlops")  # empty parameter: derived name
 
 
 def test_by_hand_each_user_gets_a_schema_of_their_own(on_databricks: None, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """Review finding 15: attendees running the notebooks by hand must not share plantly.mlops."""
+    """Review finding 15: attendees running the notebooks by hand must not share <project>.mlops."""
     from types import SimpleNamespace
 
     from utils.config import get_config
@@ -169,8 +179,8 @@ def test_by_hand_each_user_gets_a_schema_of_their_own(on_databricks: None, monke
     assert platform.get_param("rows", 20000, int) == 20000
     cfg = get_config()
     assert cfg.schema == "mlops_ada_lovelace_2"
-    assert cfg.model_name == "workshop.mlops_ada_lovelace_2.plantly_recommender"
-    assert cfg.endpoint_name == "plantly-recommender-workshop-mlops-ada-lovelace-2"
+    assert cfg.model_name == f"workshop.mlops_ada_lovelace_2.{MODEL}"
+    assert cfg.endpoint_name == endpoint_spelling(f"{MODEL}-workshop-mlops-ada-lovelace-2")
     assert "schema mlops_ada_lovelace_2: your own" in capsys.readouterr().out
 
 

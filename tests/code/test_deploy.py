@@ -564,7 +564,7 @@ def test_small_requests_to_in_process_models_are_scored_on_the_event_loop_big_on
 
 
 def _feature_store_model(name: str, folder: Path) -> str:
-    """Register a model logged with the feature client's ``log_model`` over the four plantly lookups; returns its version.
+    """Register a model logged with the feature client's ``log_model`` over the example's four lookups; returns its version.
 
     Its raw model scores ``tenure_days / 1000 + cust_purchase_rate_30d`` (0 for an invasive plant), so a
     prediction tells which features it was given. The training set is built from its feature spec

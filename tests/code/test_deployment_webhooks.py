@@ -19,13 +19,16 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.code.test_registry import FEATURES, LABEL, PriceModel, aliases, eval_df, gate_kw, uris  # noqa: F401 - fixtures
+from tests.support import table
 from utils import registry
+from utils.config import get_config
 from utils.gate import gate_and_set_challenger, recorded_verdict
 from utils.local.deployment_webhooks import (
     ERROR_TAG, PATH, DeploymentWebhookReceiver, WebhookTrigger, sign,
 )
 
 SECRET = secrets.token_urlsafe(16)  # made up per run
+ENDPOINT = get_config().project.replace("_", "-") + "-tests"
 
 
 def _gate(eval_frame):
@@ -58,7 +61,7 @@ def _payload(name: str, version: str, entity: str = "model_version", action: str
 def test_signature_is_computed_as_mlflow_computes_it():
     from mlflow.webhooks.delivery import _generate_hmac_signature
 
-    body = _payload("plantly.mlops.m", "3")
+    body = _payload(table("mlops", "m"), "3")
     assert sign("k", "id-1", "1796118476", body) == _generate_hmac_signature("k", "id-1", "1796118476", body.decode())
 
 
@@ -75,7 +78,7 @@ def test_receiver_queues_only_signed_fresh_new_deliveries_and_refuses_the_rest()
         judged.append((name, version))
         return Passed()
 
-    name = "plantly.mlops.receiver_test"
+    name = table("mlops", "receiver_test")
     receiver = DeploymentWebhookReceiver(SECRET, name, task)
     receiver._judge = lambda d: receiver._set(d, status="passed", summary=str(task(d.model, d.version)))
     with receiver:
@@ -90,7 +93,7 @@ def test_receiver_queues_only_signed_fresh_new_deliveries_and_refuses_the_rest()
         headers = _signed(body)
         assert _post(url, body, headers) == (202, {"queued": {"model": name, "version": "1"}})
         assert _post(url, body, headers)[1] == {"duplicate": headers["X-MLflow-Delivery-Id"]}  # MLflow's retry
-        other = _payload("plantly.mlops.someone_else", "1")
+        other = _payload(table("mlops", "someone_else"), "1")
         assert "ignored" in _post(url, other, _signed(other))[1]
         alias_event = _payload(name, "1", action="alias_created")
         assert "ignored" in _post(url, alias_event, _signed(alias_event))[1]
@@ -107,7 +110,7 @@ def test_receiver_queues_only_signed_fresh_new_deliveries_and_refuses_the_rest()
 
 @pytest.fixture()
 def name(uris) -> str:
-    return f"plantly.tests.hooked_{uuid.uuid4().hex[:10]}"
+    return table("tests", f"hooked_{uuid.uuid4().hex[:10]}")
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +190,7 @@ def test_a_failing_job_is_recorded_on_the_version_and_moves_no_alias(uris, name,
 
 
 def test_a_long_model_name_gets_a_webhook_name_mlflow_accepts(uris, eval_df, server):
-    long_name = "plantly.dev_jane_doe_mlops_sandbox_for_the_workshop.plantly_recommender"
+    long_name = table("dev_jane_doe_mlops_sandbox_for_the_workshop", get_config().model_base_name)
     with WebhookTrigger(long_name, task=_gate(eval_df), server=server) as trigger:
         assert len(trigger.webhook.name) < 64 and trigger.webhook.name.startswith("deployment-job-")
         mv = registry.register(uris["good"], long_name)
@@ -254,9 +257,9 @@ def test_approval_then_deployment_tasks_promote_only_an_approved_gated_version(u
     registry.set_version_tags(name, 2, {"approval": "Approved"})
     approval_task(name, 2)  # case-insensitive, as Databricks' approval template
     with pytest.raises(registry.PromotionRefused):
-        deployment_task(name, 2, endpoint_name="plantly-tests")
+        deployment_task(name, 2, endpoint_name=ENDPOINT)
     registry.register(uris["good"], name)
     assert _gate(eval_df)(name, 3).passed
-    outcome = deployment_task(name, 3, endpoint_name="plantly-tests")
-    assert outcome == {"champion": "3", "endpoint": "plantly-tests", "traffic": {"3": 100}}
+    outcome = deployment_task(name, 3, endpoint_name=ENDPOINT)
+    assert outcome == {"champion": "3", "endpoint": ENDPOINT, "traffic": {"3": 100}}
     assert aliases(name)["champion"] == "3"

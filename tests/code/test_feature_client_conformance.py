@@ -28,6 +28,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from tests import support
 from utils.local.feature_store import LocalFeatureEngineeringClient, resolve_lookups
 
 LOCAL_METHODS = sorted(
@@ -146,7 +147,7 @@ def test_signature_comparison_detects_every_kind_of_difference():
 
 
 def _name(prefix: str) -> str:
-    return f"plantly.fs_conformance.{prefix}_{uuid.uuid4().hex[:8]}"
+    return support.table("fs_conformance", f"{prefix}_{uuid.uuid4().hex[:8]}")
 
 
 def _reference(table: Any) -> FeatureTable:

@@ -23,6 +23,7 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from tests import support
 from utils import lakehouse
 from utils.features import (
     feature_client,
@@ -46,7 +47,7 @@ SEEDS = range(6)
 
 
 def _name(prefix: str) -> str:
-    return f"plantly.fs_test.{prefix}_{uuid.uuid4().hex[:8]}"
+    return support.table("fs_test", f"{prefix}_{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +305,7 @@ def _assert_no_spark_job(spark, call, error, match):
 def test_missing_table_feature_or_key_is_named_before_any_join(spark, fe, worlds):
     names = worlds["names"]
     spine = spark.createDataFrame(worlds["data"][1]["spine"], SPINE_SCHEMA)
-    missing_table = "plantly.fs_test.no_such_table"
+    missing_table = support.table("fs_test", "no_such_table")
     cases = [
         (FeatureLookup(table_name=missing_table, lookup_key="customer_id"), FeatureTableNotFoundError, "no_such_table"),
         (FeatureLookup(table_name=names["customers"], lookup_key="customer_id", feature_names=["spend", "loyalty"],
@@ -476,8 +477,9 @@ def test_write_table_adds_new_columns_as_features(spark, fe):
 
 
 def test_unknown_write_mode_and_missing_table(spark, fe):
-    with pytest.raises(FeatureTableNotFoundError, match="plantly.fs_test.absent"):
-        fe.write_table(name="plantly.fs_test.absent", df=_plants(spark, [(1, 5.0, "easy")]))
+    absent = support.table("fs_test", "absent")
+    with pytest.raises(FeatureTableNotFoundError, match=absent):
+        fe.write_table(name=absent, df=_plants(spark, [(1, 5.0, "easy")]))
     name = _name("mode")
     fe.create_table(name=name, primary_keys="plant_id", df=_plants(spark, [(1, 5.0, "easy")]))
     with pytest.raises(ValueError, match="append"):

@@ -41,7 +41,7 @@ def by_id(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_parse_name_splits_and_lowercases() -> None:
-    assert lh.parse_name("Plantly.MLOps.Orders_2") == ("plantly", "mlops", "orders_2")
+    assert lh.parse_name("Acme.MLOps.Orders_2") == ("acme", "mlops", "orders_2")
 
 
 @pytest.mark.parametrize("bad", ["orders", "a.b", "a.b.c.d", "a..c", "a.b-c.d", "a.b.c d", "", "a.b.ö"])

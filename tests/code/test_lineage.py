@@ -14,6 +14,7 @@ import uuid
 import pytest
 from pyspark.sql import Row
 
+from tests.support import table
 from utils import lakehouse, platform
 from utils.local.feature_store import LocalFeatureEngineeringClient
 
@@ -129,9 +130,9 @@ def test_record_lineage_is_left_to_unity_catalog_on_databricks(on_databricks, mo
 
 def test_locally_lineage_is_recorded_with_the_write(spark, monkeypatch) -> None:
     monkeypatch.delenv("DATABRICKS_RUNTIME_VERSION", raising=False)
-    source = f"plantly.lineage_test.src_{uuid.uuid4().hex[:8]}"
+    source = table("lineage_test", f"src_{uuid.uuid4().hex[:8]}")
     lakehouse.write(spark.createDataFrame([("C1", 1.0)], "customer_id string, rate double"), source, mode="overwrite")
-    name = f"plantly.lineage_test.feat_{uuid.uuid4().hex[:8]}"
+    name = table("lineage_test", f"feat_{uuid.uuid4().hex[:8]}")
     LocalFeatureEngineeringClient().create_table(name=name, primary_keys=["customer_id"], df=lakehouse.read(source))
     platform.record_lineage(name, [source])
     lineage = platform.feature_lineage(name)

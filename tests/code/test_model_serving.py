@@ -19,6 +19,7 @@ import pytest
 
 from tests.databricks_workspace import RunningWorkspace, StandInWorkspace
 from tests.support import publish_tiny_online_store, register_constant_model
+from utils.config import Config
 from utils.deploy import Router, serving_backend
 from utils.local.endpoints import LocalBackend
 from utils.serving import (
@@ -29,6 +30,8 @@ from utils.serving import (
     traffic_percentages,
 )
 
+DEFAULTS = Config()
+ENDPOINT = DEFAULTS.model_base_name.replace("_", "-")  # an endpoint named for the model, e.g. <project>-recommender
 GOOD = {"customer_id": "C1", "plant_id": "P1", "page": "home", "position": 2, "price": 12.5}
 
 
@@ -47,7 +50,7 @@ def writes(ws: StandInWorkspace) -> list[tuple[str, str, Any]]:
 
 
 def test_served_entity_names_are_valid_and_name_the_version() -> None:
-    assert served_entity_name("plantly.mlops.plantly_recommender", 3) == "plantly_recommender-3"
+    assert served_entity_name(DEFAULTS.model_name, 3) == f"{DEFAULTS.model_base_name}-3"
     assert served_entity_name("main.ml.my model", "12") == "my_model-12"
 
 
@@ -69,12 +72,12 @@ def test_traffic_percentages_refuse_weights_that_route_nothing(weights: dict) ->
 
 
 def test_the_backend_is_local_off_databricks() -> None:
-    assert isinstance(serving_backend("m", "plantly-recommender"), LocalBackend)
+    assert isinstance(serving_backend("m", ENDPOINT), LocalBackend)
 
 
 def test_without_a_client_model_serving_needs_databricks() -> None:
     with pytest.raises(EndpointError, match="only on Databricks.*client=WorkspaceClient"):
-        ModelServingBackend("plantly-recommender", "m").apply({"1": 100})
+        ModelServingBackend(ENDPOINT, "m").apply({"1": 100})
 
 
 # ---------------------------------------------------------------- create, update, leave alone
@@ -169,10 +172,10 @@ def test_the_router_serves_through_model_serving_and_moves_its_traffic_with_the_
 
     client, ws = workspace
     name, blue, green = served_model
-    router = Router(name, log_predictions=False, backend=ModelServingBackend("plantly-recommender", name, client=client))
+    router = Router(name, log_predictions=False, backend=ModelServingBackend(ENDPOINT, name, client=client))
     router.reload({"champion": 100, "challenger": 0})
     with router:
-        config = ws.endpoints["plantly-recommender"]
+        config = ws.endpoints[ENDPOINT]
         assert {e["name"]: e["entity_version"] for e in config["served_entities"]} == {
             f"modelserving-{blue}": blue, f"modelserving-{green}": green}
         assert {r["served_entity_name"]: r["traffic_percentage"] for r in config["traffic_config"]["routes"]} == {
@@ -183,23 +186,23 @@ def test_the_router_serves_through_model_serving_and_moves_its_traffic_with_the_
         answer = router.predict([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
         assert answer["model_version"] == blue and answer["predictions"] == [int(blue) / 100] * 2
         scored = [c for c in ws.calls if c[1].endswith("/invocations")]
-        assert scored[-1][1] == f"/serving-endpoints/plantly-recommender/served-models/modelserving-{blue}/invocations"
+        assert scored[-1][1] == f"/serving-endpoints/{ENDPOINT}/served-models/modelserving-{blue}/invocations"
         assert len(scored[-1][2]["dataframe_records"]) == 2 and "invasive" in scored[-1][2]["dataframe_records"][0]
 
         registry.promote(name, green, {"passed": True, "failed": []}, reason="blue/green on Model Serving")
         try:
             router.reload()
             assert router.predict(GOOD)["model_version"] == green
-            routes = ws.endpoints["plantly-recommender"]["traffic_config"]["routes"]
+            routes = ws.endpoints[ENDPOINT]["traffic_config"]["routes"]
             assert {r["served_entity_name"]: r["traffic_percentage"] for r in routes} == {
                 f"modelserving-{green}": 100, f"modelserving-{blue}": 0}, "the previous champion stays served at 0%"
         finally:
             registry.rollback(name, reason="back to blue")
         router.reload({"champion": 90, "challenger": 10})
-        routes = ws.endpoints["plantly-recommender"]["traffic_config"]["routes"]
+        routes = ws.endpoints[ENDPOINT]["traffic_config"]["routes"]
         assert {r["served_entity_name"]: r["traffic_percentage"] for r in routes} == {
             f"modelserving-{blue}": 90, f"modelserving-{green}": 10}
-    assert "plantly-recommender" in ws.endpoints, "stopping the router leaves the endpoint serving"
+    assert ENDPOINT in ws.endpoints, "stopping the router leaves the endpoint serving"
 
 
 def test_after_a_traffic_change_every_served_entity_is_warmed_up_before_the_router_uses_it(workspace) -> None:
@@ -207,7 +210,7 @@ def test_after_a_traffic_change_every_served_entity_is_warmed_up_before_the_rout
     from utils.serving import warm_up
 
     client, ws = workspace
-    backend = ModelServingBackend("plantly-recommender", "main.ml.rec", client=client)
+    backend = ModelServingBackend(ENDPOINT, "main.ml.rec", client=client)
     ws.cold_invocations = 2
     upstreams = backend.apply({"3": 100})
     assert ws.cold_invocations == 0  # both 503s were retried through

@@ -27,7 +27,7 @@ def test_one_window_over_everything_reports_the_data_span(spark):
     assert len(q) == 1
     assert q.loc[0, "window_start"] == pd.Timestamp(ts[0]) and q.loc[0, "window_end"] == pd.Timestamp(ts[-1])
     breaches = m.detect_breaches(m._drift_frame([]), Thresholds(), quality=q, baseline_auc=0.9)
-    (alert,) = alerts_from_breaches(breaches, "plantly.mlops.model")
+    (alert,) = alerts_from_breaches(breaches, "workspace.mlops.model")
     assert "in window 2026-10-05 09:30 to 2026-10-25 03:30 UTC" in alert.message, alert.message
 
 

@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.support import table
 from utils.local import online_store as online
 from utils.local.feature_spec import FeatureSpec, LookupSpec
 
 
 def _name() -> str:
-    return f"plantly.test.online_{uuid.uuid4().hex[:8]}"
+    return table("test", f"online_{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture()
@@ -53,8 +54,9 @@ def test_publish_keeps_the_latest_row_per_key(store):
     assert got["vip"].map(type).eq(bool).all()
     assert online.online_table_info(name, store).source_version == 3
     assert online.source_versions([name, name], store) == {name: 3}
-    with pytest.raises(online.OnlineTableNotFoundError, match="plantly.test.never_published"):
-        online.source_versions([name, "plantly.test.never_published"], store)
+    never = table("test", "never_published")
+    with pytest.raises(online.OnlineTableNotFoundError, match=never):
+        online.source_versions([name, never], store)
 
 
 def test_lookup_returns_python_values_in_input_order(store):
@@ -145,7 +147,7 @@ def test_store_uses_wal_and_searches_by_key(store, keys):
 
 def test_unpublished_table_is_a_clear_error(store):
     with pytest.raises(online.OnlineTableNotFoundError, match="publish"):
-        online.lookup("plantly.test.never_published", {"customer_id": 1}, store=store)
+        online.lookup(table("test", "never_published"), {"customer_id": 1}, store=store)
 
 
 def test_default_store_lives_in_the_state_dir(isolated_state):
@@ -191,9 +193,10 @@ def test_fetch_features_builds_the_model_frame_from_keys(store):
 
 def test_fetch_features_names_an_unpublished_table(store):
     online.publish(pd.DataFrame({"plant_id": [1], "price": [5.0]}), _name(), ["plant_id"], store=store)
-    spec = FeatureSpec(lookups=[LookupSpec("plantly.test.missing", ["plant_id"], ["price"], primary_keys=["plant_id"])],
+    missing = table("test", "missing")
+    spec = FeatureSpec(lookups=[LookupSpec(missing, ["plant_id"], ["price"], primary_keys=["plant_id"])],
                        source_columns=["plant_id"], labels=[], exclude_columns=[], output_columns=["price"])
-    with pytest.raises(online.OnlineTableNotFoundError, match="plantly.test.missing"):
+    with pytest.raises(online.OnlineTableNotFoundError, match=missing):
         online.fetch_features(spec, [{"plant_id": 1}], store=store)
 
 

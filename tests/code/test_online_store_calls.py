@@ -16,9 +16,14 @@ import pytest
 
 from tests.databricks_workspace import RunningWorkspace, StandInWorkspace
 from utils import features, lakebase, platform
-from utils.config import get_config
+from utils.config import Config, get_config
 
 STORES = "/api/2.0/feature-store/online-stores"
+
+
+def _store_of(schema: str) -> str:
+    """The Lakebase store of another attendee's schema in the default catalog, e.g. ``<project>-online-<project>-grace``."""
+    return Config(schema=schema).online_store_name
 
 
 class _OffTheDriver:
@@ -102,11 +107,11 @@ def test_delete_removes_exactly_this_schemas_store_and_says_whether_there_was_on
     from databricks.feature_engineering import FeatureEngineeringClient
 
     monkeypatch.setenv("MLOPS_LAKEBASE", "true")  # publishing went to Lakebase (without it: tests/code/test_refused_previews.py)
-    FeatureEngineeringClient().create_online_store(name="plantly-online-plantly-grace", capacity="CU_1")
+    FeatureEngineeringClient().create_online_store(name=_store_of("grace"), capacity="CU_1")
     name = features.lakebase_online_store().name
     assert platform.delete_online_store() is True
     assert workspace.writes()[-1] == ("DELETE", f"{STORES}/{name}", None)
-    assert sorted(workspace.online_stores) == ["plantly-online-plantly-grace"], "another attendee's store stays"
+    assert sorted(workspace.online_stores) == [_store_of("grace")], "another attendee's store stays"
     deletes = [c for c in workspace.writes() if c[0] == "DELETE"]
     assert platform.delete_online_store() is False
     assert [c for c in workspace.writes() if c[0] == "DELETE"] == deletes, "nothing to delete: no DELETE sent"
@@ -141,9 +146,9 @@ def test_listing_shows_every_store_and_pages_through_them(workspace: StandInWork
 
     client = FeatureEngineeringClient()
     for schema in ("ada", "grace", "mary"):
-        client.create_online_store(name=f"plantly-online-plantly-{schema}", capacity="CU_1")
+        client.create_online_store(name=_store_of(schema), capacity="CU_1")
     assert sorted(s.name for s in client.list_online_stores()) == [
-        "plantly-online-plantly-ada", "plantly-online-plantly-grace", "plantly-online-plantly-mary"]
+        _store_of("ada"), _store_of("grace"), _store_of("mary")]
     paged = list(client._workspace_client.feature_store.list_online_stores(page_size=2))
     assert len(paged) == 3 and sum(c[1] == STORES and c[0] == "GET" for c in workspace.calls) == 3
 
@@ -157,7 +162,7 @@ def test_unknown_stores_and_capacities_are_refused_as_the_api_does(workspace: St
     with pytest.raises(NotFound, match="'nobody' not found"):
         client.delete_online_store(name="nobody")
     with pytest.raises(InvalidParameterValue, match="CU_3"):
-        client.create_online_store(name="plantly-online-x", capacity="CU_3")
+        client.create_online_store(name=_store_of("x"), capacity="CU_3")
 
 
 @pytest.mark.parametrize("state", ["STOPPED", "DELETING"])

@@ -11,14 +11,16 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from tests.support import table
 from utils import lakehouse
+from utils.config import get_config
 from utils.features import online_table_name, publish_online
 from utils.local import online_store
 from utils.local.feature_store import LocalFeatureEngineeringClient
 
 
 def _activity_table(spark) -> str:
-    name = f"plantly.fs_test.activity_{uuid.uuid4().hex[:8]}"
+    name = table("fs_test", f"activity_{uuid.uuid4().hex[:8]}")
     day = dt.datetime(2024, 1, 1)
     rows = [("C1", day, 1.0), ("C1", day + dt.timedelta(days=1), 2.0), ("C2", day, 5.0)]
     df = spark.createDataFrame(rows, "customer_id string, feature_ts timestamp, rate double")
@@ -83,14 +85,15 @@ def test_each_attendee_creates_and_deletes_only_their_own_lakebase_store(monkeyp
     monkeypatch.setattr(platform, "feature_client", lambda: client)
     monkeypatch.setattr(features, "feature_client", lambda: client)
     monkeypatch.setenv("MLOPS_CATALOG", "workshop")
+    store = f"{get_config().project.replace('_', '-')}-online-workshop"  # <project>-online-<catalog>-<schema>
     for schema in ("ada", "grace"):
         monkeypatch.setenv("MLOPS_SCHEMA", schema)
-        assert features.lakebase_online_store().name == f"plantly-online-workshop-{schema}"
-    assert sorted(client.stores) == ["plantly-online-workshop-ada", "plantly-online-workshop-grace"]
+        assert features.lakebase_online_store().name == f"{store}-{schema}"
+    assert sorted(client.stores) == [f"{store}-ada", f"{store}-grace"]
     assert platform.delete_online_store() is True  # grace's, the schema in use
-    assert sorted(client.stores) == ["plantly-online-workshop-ada"]
+    assert sorted(client.stores) == [f"{store}-ada"]
     assert platform.delete_online_store() is False
-    assert ("delete", "plantly-online-workshop-ada") not in client.calls
+    assert ("delete", f"{store}-ada") not in client.calls
 
 
 def test_there_is_no_online_store_to_delete_locally(monkeypatch: pytest.MonkeyPatch) -> None:

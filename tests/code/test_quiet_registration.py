@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import mlflow_restored
+from tests.support import mlflow_restored, table
 
 
 def test_register_prints_nothing_on_success(capsys: pytest.CaptureFixture[str]) -> None:
@@ -22,8 +22,8 @@ def test_register_prints_nothing_on_success(capsys: pytest.CaptureFixture[str]) 
         with mlflow.start_run():
             info = mlflow.pyfunc.log_model(name="echo", python_model=Echo(), pip_requirements=[])
         capsys.readouterr()
-        first = registry.register(info.model_uri, name="plantly.mlops.quiet_echo")
-        second = registry.register(info.model_uri, name="plantly.mlops.quiet_echo")
+        first = registry.register(info.model_uri, name=table("mlops", "quiet_echo"))
+        second = registry.register(info.model_uri, name=table("mlops", "quiet_echo"))
     said = capsys.readouterr()
     assert (str(first.version), str(second.version)) == ("1", "2")
     assert "registered model" not in said.err.lower() and "Created version" not in said.err, said.err

@@ -14,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
+from tests.support import table
 from utils import registry
 from utils.gate import gate_and_set_challenger, recorded_verdict
 
@@ -71,7 +72,7 @@ def uris(isolated_state, eval_df) -> dict[str, str]:
 @pytest.fixture()
 def name(uris) -> str:
     """A fresh registered-model name per test (three-level, as on Unity Catalog)."""
-    return f"plantly.tests.m_{uuid.uuid4().hex[:10]}"
+    return table("tests", f"m_{uuid.uuid4().hex[:10]}")
 
 
 def gate_kw() -> dict:
@@ -92,7 +93,7 @@ def test_register_waits_ready_and_sets_description_and_tags(uris, name):
     assert str(registry.latest_version(name).version) == "2"
 
 
-@pytest.mark.parametrize("key", ["input.plantly.mlops.training_set", "git-commit", "a=b", "a/b", "a:b", "a,b"])
+@pytest.mark.parametrize("key", ["input.workspace.mlops.training_set", "git-commit", "a=b", "a/b", "a:b", "a,b"])
 def test_tag_keys_unity_catalog_refuses_are_refused_before_anything_is_registered(uris, name, key):
     with pytest.raises(ValueError, match="Unity Catalog refuses"):
         registry.register(uris["good"], name, tags={key: "1"})
@@ -104,9 +105,9 @@ def test_tag_keys_unity_catalog_refuses_are_refused_before_anything_is_registere
 
 
 def test_input_tags_name_tables_with_keys_unity_catalog_accepts(uris, name):
-    inputs = {"plantly.mlops.training_set": 3, "plantly.mlops.customer_features": 0, "plantly.mlops.new": None}
+    inputs = {"workspace.mlops.training_set": 3, "workspace.mlops.customer_features": 0, "workspace.mlops.new": None}
     tags = registry.input_tags(inputs)
-    assert tags["input__plantly__mlops__training_set"] == "3"
+    assert tags["input__workspace__mlops__training_set"] == "3"
     registry.check_tag_keys(tags)
     mv = registry.register(uris["good"], name, tags={"family": "gbt", **tags})
     assert registry.inputs_from_tags(mv.tags) == inputs

@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 from utils import retraining
+from utils.config import Config
+
+MODEL = Config().model_base_name  # <project>_recommender
 
 
 class _Trigger:
@@ -68,9 +71,9 @@ def test_a_linked_deployment_job_judges_the_version(wired: dict[str, Any], monke
                             "--catalog", "workspace", "--schema", "ada"]) == 0
     assert wired["develop"] == {"family": None, "seed": 5, "run_name": "retrain", "cfg": wired["develop"]["cfg"],
                                 "test_fraction": 0.1}
-    assert wired["trigger"].model_name == "workspace.ada.plantly_recommender" and wired["trigger"].job_id == "99"
+    assert wired["trigger"].model_name == f"workspace.ada.{MODEL}" and wired["trigger"].job_id == "99"
     ((uri, name, description, tags),) = wired["registered"]
-    assert (uri, name) == ("runs:/run-1/model", "workspace.ada.plantly_recommender")
+    assert (uri, name) == ("runs:/run-1/model", f"workspace.ada.{MODEL}")
     assert tags == {"trigger": "monitoring", "reason": "3 alerts (psi:price)", "run_id": "run-1"}
     assert "3 alerts" in description
     assert wired["trigger"].judged == [], "the deployment job judges; the retraining job does not wait for it"
@@ -96,7 +99,7 @@ def test_the_bundle_runs_the_retraining_job_through_the_wheel_entry_point(wired:
                                                        "schema": "ada"},
                         references={"resources.jobs.deployment.id": "99"})
     assert wired["develop"]["seed"] == 42, "the job parameter's default"
-    assert wired["trigger"].model_name == "workspace.ada.plantly_recommender" and wired["trigger"].job_id == "99"
+    assert wired["trigger"].model_name == f"workspace.ada.{MODEL}" and wired["trigger"].job_id == "99"
     ((_, _, _, tags),) = wired["registered"]
     assert tags["reason"] == "2 alerts (psi:price)"
     assert wired["trigger"].judged == []

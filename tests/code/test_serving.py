@@ -302,10 +302,10 @@ def test_free_port_is_bindable() -> None:
 
 
 def test_endpoint_config_splits_traffic_between_named_versions() -> None:
-    entities, traffic = endpoint_config("plantly.mlops.rec", {"blue": "3", "green": "4"}, {"blue": 90, "green": 10})
+    entities, traffic = endpoint_config("workspace.mlops.rec", {"blue": "3", "green": "4"}, {"blue": 90, "green": 10})
     assert [(e.name, e.entity_name, e.entity_version) for e in entities] == [
-        ("blue", "plantly.mlops.rec", "3"),
-        ("green", "plantly.mlops.rec", "4"),
+        ("blue", "workspace.mlops.rec", "3"),
+        ("green", "workspace.mlops.rec", "4"),
     ]
     assert traffic.as_dict() == {
         "routes": [
@@ -336,4 +336,4 @@ def test_aliases_resolve_to_versions_in_the_registry(model: dict) -> None:
 
 def test_deploying_a_serving_endpoint_off_databricks_names_the_local_alternative() -> None:
     with pytest.raises(EndpointError, match=r"only on Databricks.*utils\.local\.endpoints\.serve"):
-        deploy_serving_endpoint("plantly-recommender", "plantly.mlops.rec", {"champion": "champion"}, {"champion": 100})
+        deploy_serving_endpoint("recommender", "workspace.mlops.rec", {"champion": "champion"}, {"champion": 100})

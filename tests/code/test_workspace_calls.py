@@ -24,6 +24,7 @@ import pytest
 
 from tests.databricks_workspace import RunningWorkspace, StandInWorkspace, TaskResult
 from utils import packaging, platform, runtime
+from utils.config import Config
 from utils.retraining import (
     MonitorResult,
     RetrainJobError,
@@ -31,6 +32,8 @@ from utils.retraining import (
     start_retraining_job,
 )
 
+MODEL = Config().model_base_name  # <project>_recommender
+RETRAIN_JOB = f"{Config().project.replace('_', '-')}-retrain-dev"  # the bundle's retraining job in target dev
 
 @pytest.fixture
 def running() -> Iterator[RunningWorkspace]:
@@ -83,7 +86,7 @@ def test_the_stand_in_wants_the_token_and_knows_its_routes(running: RunningWorks
 
 def test_the_current_user_comes_from_scim_me(runtime_auth: StandInWorkspace) -> None:
     assert platform.current_user() == "ada@example.com"
-    assert platform.experiment_path("plantly_recommender") == "/Users/ada@example.com/workshop.ada.plantly_recommender"
+    assert platform.experiment_path(MODEL) == f"/Users/ada@example.com/workshop.ada.{MODEL}"
     assert len(calls_to(runtime_auth, "/api/2.0/preview/scim/v2/Me")) == 2
 
 
@@ -112,7 +115,7 @@ def _alerting(n: int = 2) -> MonitorResult:
 
 def test_alerts_start_the_retraining_job_with_run_now(running: RunningWorkspace) -> None:
     ws = running.workspace
-    ws.jobs[42] = {"name": "plantly-retrain-dev"}
+    ws.jobs[42] = {"name": RETRAIN_JOB}
     outcome = close_the_loop(_alerting(), seed=1, retrain_job_id="42", client=running.client())
     (method, path, body), = ws.writes()
     from utils.config import get_config
@@ -133,7 +136,7 @@ def test_no_alerts_start_nothing(running: RunningWorkspace) -> None:
 
 
 def test_the_runtime_client_is_used_when_none_is_given(runtime_auth: StandInWorkspace) -> None:
-    runtime_auth.jobs[7] = {"name": "plantly-retrain-dev"}
+    runtime_auth.jobs[7] = {"name": RETRAIN_JOB}
     assert start_retraining_job(7, "test")["job_run_id"] in runtime_auth.runs
 
 
@@ -288,7 +291,7 @@ def test_03_links_the_deployment_job_to_the_model_through_mlflows_uc_client(runt
     from utils.deployment_job import InlineTrigger, JobTrigger
 
     monkeypatch.setattr(runtime, "registry_uri", lambda: "databricks-uc")
-    name = "workshop.ada.plantly_recommender"
+    name = f"workshop.ada.{MODEL}"
     with platform.deployment_trigger(name, "4242") as trigger:
         assert isinstance(trigger, JobTrigger) and "deployment job 4242" in trigger.how
     assert runtime_auth.registered_models[name]["deployment_job_id"] == "4242"  # created with the link

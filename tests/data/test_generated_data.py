@@ -1,4 +1,4 @@
-"""Data tests on the generated plantly.shop data: schema, ranges, keys, integrity, leakage, PII, learnability."""
+"""Data tests on the example's generated data (utils.datagen): schema, ranges, keys, integrity, leakage, PII, learnability."""
 
 from __future__ import annotations
 

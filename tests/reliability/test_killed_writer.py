@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support import table
+
 BATCH = 200_000
 
 WRITER = f"""
@@ -51,7 +53,7 @@ def _wait_for_commits(proc: subprocess.Popen, wanted: int, timeout_s: float = 18
 
 def test_killed_writer_leaves_last_committed_version(isolated_state: Path, tmp_path: Path) -> None:
 
-    name = "plantly.reliability.killed_writer"
+    name = table("reliability", "killed_writer")
     proc = _writer(name)
     try:
         committed = _wait_for_commits(proc, 3)
@@ -81,7 +83,7 @@ def test_engine_killed_mid_write_leaves_last_committed_version_and_restarts(isol
     from utils.platform import get_spark, state_dir
 
     get_spark()
-    name = "plantly.reliability.killed_engine"
+    name = table("reliability", "killed_engine")
     proc = _writer(name)
     try:
         committed = _wait_for_commits(proc, 2)
