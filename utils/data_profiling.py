@@ -9,8 +9,10 @@ and writes them as ``monitored_predictions_profile_metrics`` / ``_drift_metrics`
 (its module docstring lists the columns side by side), on both platforms: those tables, not the
 monitor's, feed the alerts and the 360° page.
 
-The monitor is an *inference log* profile (problem type classification): timestamp ``ts``, prediction
-``prediction``, model id ``model_version``, no label column (labels arrive later, in the local quality
+The monitor is an *inference log* profile of problem type regression: ``prediction`` is a probability in
+[0, 1], and a classification monitor would read it as a predicted class, each distinct float a class of its
+own (the API has no probability column: ``databricks.sdk.service.dataquality.InferenceLogConfig``). Timestamp
+``ts``, prediction ``prediction``, model id ``model_version``, no label column (labels arrive later, in the local quality
 table), weekly windows (the local monitoring's window), sliced by where the prediction was made
 (``source``), the A/B arm and the monitored categorical features. Its baseline table
 ``inference_log_baseline`` holds the champion's scores of the rows before the current window, in the
@@ -53,7 +55,7 @@ def monitor_spec(table_id: str, output_schema_id: str, assets_dir: str, baseline
     )
 
     inference = InferenceLogConfig(
-        problem_type=InferenceProblemType.INFERENCE_PROBLEM_TYPE_CLASSIFICATION,
+        problem_type=InferenceProblemType.INFERENCE_PROBLEM_TYPE_REGRESSION,  # a score, not a class
         timestamp_column=TIMESTAMP_COLUMN,
         granularities=[AggregationGranularity.AGGREGATION_GRANULARITY_1_WEEK],
         prediction_column=PREDICTION_COLUMN,
@@ -149,8 +151,9 @@ def ensure_monitor(client: Any, cfg: Config | None = None, baseline_end: Any = N
 
 
 def _refused(exc: Exception, table: str, cfg: Config) -> dict[str, Any]:
-    """What a refused monitor call means: data profiling not enabled in the workspace (``FEATURE_DISABLED``, whatever
-    the HTTP status, or 501) is skipped with one line; a missing privilege or table raises ProfilingMonitorError."""
+    """What a refused monitor call means: a missing privilege or table raises ProfilingMonitorError (the user can fix
+    it); anything else, data profiling not enabled in the workspace (``FEATURE_DISABLED``, whatever the HTTP status,
+    or 501) first, is skipped with one line naming it, and 06 goes on with its own metrics (review R13)."""
     from databricks.sdk.errors import NotFound, PermissionDenied
     from databricks.sdk.errors import NotImplemented as NotEnabled
 
@@ -167,4 +170,7 @@ def _refused(exc: Exception, table: str, cfg: Config) -> dict[str, Any]:
     if isinstance(exc, NotFound):
         raise ProfilingMonitorError(f"cannot put a data-profiling monitor on {table}: {first} "
                                     "(notebook 05 writes the inference log, and 06's catch-up when it is missing)") from None
-    raise exc
+    # any other refusal (a quota, a baseline the service rejects, ...): one line, and 06 goes on with its own metrics
+    print(f"data-profiling monitor skipped: the service refused it ({getattr(exc, 'error_code', None) or type(exc).__name__}: "
+          f"{first}); 06's own profile, drift and quality tables still feed the alerts and the 360° page")
+    return {"table": table, "action": "skipped", "profile_metrics": None, "drift_metrics": None, "assets_dir": None}

@@ -109,6 +109,20 @@ def test_06_skips_the_profiling_monitor_in_one_line_where_data_profiling_is_off(
     assert "monitored_predictions" in line and "Config:" not in line
 
 
+def test_06_skips_the_profiling_monitor_in_one_line_on_any_other_refusal(
+        runtime_auth: StandInWorkspace, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    """A baseline the service rejects (or a quota) is one line, not a traceback that stops 06 (review R13)."""
+    runtime_auth.tables["workshop.ada.inference_log"] = "tbl-7"
+    runtime_auth.schemas["workshop.ada"] = "sch-3"
+    runtime_auth.refuse(r"/data-quality/v1/monitors", 400, "INVALID_PARAMETER_VALUE",
+                        "Baseline table schema does not match the monitored table")
+    result = platform.data_profiling()
+    assert result["action"] == "skipped" and runtime_auth.monitors == {}
+    line = _one_line(capsys)
+    assert line.startswith("data-profiling monitor skipped: the service refused it (INVALID_PARAMETER_VALUE: "), line
+    assert "Baseline table schema does not match" in line
+
+
 # ---------------------------------------------------------------- Lakebase (R8)
 
 

@@ -314,7 +314,7 @@ def test_06_puts_a_data_profiling_monitor_on_the_inference_log_then_refreshes_it
     profiling = monitor["data_profiling_config"]
     assert monitor["object_type"] == "table" and profiling["output_schema_id"] == "sch-3"
     assert profiling["inference_log"] == {
-        "problem_type": "INFERENCE_PROBLEM_TYPE_CLASSIFICATION", "timestamp_column": "ts",
+        "problem_type": "INFERENCE_PROBLEM_TYPE_REGRESSION", "timestamp_column": "ts",
         "granularities": ["AGGREGATION_GRANULARITY_1_WEEK"], "prediction_column": "prediction",
         "model_id_column": "model_version"}
     assert profiling["baseline_table_name"] == "workshop.ada.inference_log_baseline"
