@@ -132,8 +132,10 @@ def gate_registered(model_name: str, version: str | int, eval_df: Any, label_col
 def deployment_task(model_name: str, model_version: str | int, endpoint_name: str | None = None) -> dict[str, Any]:
     """Promote an approved, gated version to ``champion`` and send the endpoint's traffic to it.
 
-    Refuses (``utils.registry.PromotionRefused``) a version whose gate did not pass. Returns
-    ``{"champion": version, "endpoint": name, "traffic": {version: 100}}``.
+    The previous champion stays served at 0%, so a rollback is a traffic change, not a container build
+    (review R16: the task runs in a fresh process that knows nothing the endpoint served before). Refuses
+    (``utils.registry.PromotionRefused``) a version whose gate did not pass. Returns
+    ``{"champion": version, "endpoint": name, "traffic": {version: 100, previous champion: 0}}``.
     """
     from utils import registry
     from utils.config import get_config
@@ -145,11 +147,14 @@ def deployment_task(model_name: str, model_version: str | int, endpoint_name: st
     if verdict is None:
         raise registry.PromotionRefused(f"version {model_version} of {model_name} has no gate verdict: run the "
                                         "evaluation task first")
+    previous = registry.get_alias_version(model_name, cfg.champion_alias)
     registry.promote(model_name, str(model_version), verdict, reason="deployment job: gated and approved")
+    traffic = {str(model_version): 100}
+    if previous is not None and str(previous.version) != str(model_version):
+        traffic[str(previous.version)] = 0
     endpoint = endpoint_name or cfg.endpoint_name
-    backend = serving_backend(model_name, endpoint)
-    backend.apply({str(model_version): 100})
-    return {"champion": str(model_version), "endpoint": endpoint, "traffic": {str(model_version): 100}}
+    serving_backend(model_name, endpoint).apply(traffic)
+    return {"champion": str(model_version), "endpoint": endpoint, "traffic": traffic}
 
 
 TASKS = {"evaluation": evaluation_task, "approval": approval_task, "deployment": deployment_task}

@@ -261,5 +261,5 @@ def test_approval_then_deployment_tasks_promote_only_an_approved_gated_version(u
     registry.register(uris["good"], name)
     assert _gate(eval_df)(name, 3).passed
     outcome = deployment_task(name, 3, endpoint_name=ENDPOINT)
-    assert outcome == {"champion": "3", "endpoint": ENDPOINT, "traffic": {"3": 100}}
+    assert outcome == {"champion": "3", "endpoint": ENDPOINT, "traffic": {"3": 100, "1": 0}}  # rollback stays served
     assert aliases(name)["champion"] == "3"
