@@ -15,8 +15,8 @@ import pytest
 
 from tests import measure_house as house
 
-CEILING = {"utils_lines": 19000, "module_lines": 1510, "function_lines": 115, "lowest_platform_share": 0.07,
-           "most_utils_names": 36, "readme_lines": 150, "readme_words_per_sentence": 25.0}
+CEILING = {"utils_lines": 18900, "module_lines": 1510, "function_lines": 115, "lowest_platform_share": 0.15,
+           "most_utils_names": 30, "readme_lines": 150, "readme_words_per_sentence": 25.0}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,10 @@ def test_the_house_does_not_grow_back(figures: dict) -> None:
     assert not worse, f"figures over their ceiling (now, ceiling): {worse}"
     lowest = min(n.platform_share for n in lessons)
     assert lowest >= CEILING["lowest_platform_share"], lowest
+
+
+def test_utils_has_no_import_cycle_counting_every_import(figures: dict) -> None:
+    assert figures["cycles"] == [], figures["cycles"]
 
 
 def test_the_readme_fits_on_a_screen_or_two(figures: dict) -> None:
