@@ -67,13 +67,18 @@ def install_on_databricks() -> str:
     """
     if not is_databricks():
         return "Nothing to install locally: the kernel runs in the environment `make install` built."
+    import shlex
+
     from IPython import get_ipython
 
     shell = get_ipython()
-    shell.run_line_magic("pip", f"install --quiet -r {REPO_ROOT / 'requirements-databricks.txt'}")
-    shell.run_line_magic("pip", f"install --quiet --no-deps -e {REPO_ROOT}")
-    environment._dbutils().library.restartPython()
-    return "Installed; Python restarted."
+    # quoted: a Git folder's path may hold spaces ("/Workspace/Users/ada/My repo")
+    shell.run_line_magic("pip", f"install --quiet -r {shlex.quote(str(REPO_ROOT / 'requirements-databricks.txt'))}")
+    shell.run_line_magic("pip", f"install --quiet --no-deps -e {shlex.quote(str(REPO_ROOT))}")
+    # the notebook's own dbutils: databricks.sdk was just upgraded in this process, its runtime module may not match
+    dbutils = shell.user_ns.get("dbutils") or environment._dbutils()
+    dbutils.library.restartPython()
+    return "Installed; Python restarted."  # shown only where the restart did not end the cell
 
 
 _UC_READY: set[tuple[str, str]] = set()

@@ -240,3 +240,24 @@ def test_no_training_set_to_log_with_where_serving_cannot_look_features_up(monke
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
     monkeypatch.delenv("MLOPS_LAKEBASE", raising=False)
     assert model_training_set(NoClient(), {}) is None
+
+
+def test_the_install_cell_quotes_the_git_folders_path_and_restarts_with_the_notebooks_dbutils(monkeypatch):
+    """A Git folder named with a space installs as one path, and the restart uses the REPL's own dbutils (R20)."""
+    from types import SimpleNamespace
+
+    import IPython
+
+    from utils import runtime
+
+    calls, restarts = [], []
+    dbutils = SimpleNamespace(library=SimpleNamespace(restartPython=lambda: restarts.append(1)))
+    shell = SimpleNamespace(run_line_magic=lambda magic, line: calls.append((magic, line)), user_ns={"dbutils": dbutils})
+    monkeypatch.setattr(runtime, "is_databricks", lambda: True)
+    monkeypatch.setattr(runtime, "REPO_ROOT", Path("/Workspace/Users/ada/My repo"))
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    monkeypatch.setattr(runtime.environment, "_dbutils", lambda: pytest.fail("the runtime module's dbutils was used"))
+    runtime.install_on_databricks()
+    assert calls == [("pip", "install --quiet -r '/Workspace/Users/ada/My repo/requirements-databricks.txt'"),
+                     ("pip", "install --quiet --no-deps -e '/Workspace/Users/ada/My repo'")]
+    assert restarts == [1]
