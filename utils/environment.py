@@ -78,8 +78,9 @@ def files_dir(name: str) -> Path:
 
 def output_dir(name: str) -> Path:
     """A folder of results for people to read (``executed``, ``reports``): ``<repo>/<name>`` by default, or
-    ``$MLOPS_STATE_DIR/<name>`` when a state folder is chosen, so each state keeps its own results."""
-    return (state_dir() if os.environ.get("MLOPS_STATE_DIR") else REPO_ROOT) / name
+    ``$MLOPS_STATE_DIR/<name>`` when a state folder is chosen, so each state keeps its own results. On
+    Databricks the state folder's, never the Git folder or the bundle's files (review R19)."""
+    return (state_dir() if os.environ.get("MLOPS_STATE_DIR") or is_databricks() else REPO_ROOT) / name
 
 
 def lakehouse_dir() -> Path:

@@ -44,6 +44,8 @@ def test_scratch_state_is_on_driver_disk_not_in_the_workspace_folder(on_databric
     state = platform.state_dir()
     assert not str(state).startswith("/Workspace") and not state.is_relative_to(platform.REPO_ROOT)
     assert state.name == DISTRIBUTION
+    reports = platform.output_dir("reports")  # 06's dashboard page: not written into the Git folder either
+    assert reports.parent == state and not reports.is_relative_to(platform.REPO_ROOT)
 
 
 def test_state_dir_variable_still_wins_on_databricks(on_databricks: None, monkeypatch: pytest.MonkeyPatch,
