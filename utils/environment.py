@@ -150,7 +150,7 @@ _JOB_CONFIG_READ = False
 
 
 def _config_from_job_parameters(dbutils: Any) -> None:
-    """Copy job parameters named after config fields (``catalog``, ``schema``, ``endpoint``, ...) to ``MLOPS_<FIELD>``.
+    """Copy job parameters named after config fields (``catalog``, ``schema``, ``endpoint``, ...) and ``lakebase`` to ``MLOPS_<NAME>``.
 
     Serverless jobs have no cluster environment variables, so the bundle passes the config as job
     parameters, which reach a notebook as widgets; ``get_config`` then reads them as it reads any
@@ -164,15 +164,16 @@ def _config_from_job_parameters(dbutils: Any) -> None:
 
     from utils.config import Config
 
-    for f in fields(Config):
-        if f.name == "thresholds" or os.environ.get(f"MLOPS_{f.name.upper()}"):
+    # the config's fields, and the Lakebase opt-in (serverless cannot set MLOPS_LAKEBASE any other way: review R17)
+    for name in [*(f.name for f in fields(Config) if f.name != "thresholds"), "lakebase"]:
+        if os.environ.get(f"MLOPS_{name.upper()}"):
             continue
         try:
-            raw = dbutils.widgets.get(f.name)
+            raw = dbutils.widgets.get(name)
         except Exception:  # noqa: BLE001, S112 - dbutils raises a Py4J/Connect error for a widget that does not exist
             continue
         if raw not in (None, ""):
-            os.environ[f"MLOPS_{f.name.upper()}"] = str(raw)
+            os.environ[f"MLOPS_{name.upper()}"] = str(raw)
     if not os.environ.get("MLOPS_SCHEMA"):
         schema = personal_schema(Config.schema)
         if schema:
@@ -343,7 +344,10 @@ def current_user() -> str:
 
 
 def lakebase_enabled() -> bool:
-    """True when ``MLOPS_LAKEBASE`` is set to true (``1``, ``true``, ``yes``, ``on``): publish to a Lakebase online store."""
+    """True when ``MLOPS_LAKEBASE`` is set to true (``1``, ``true``, ``yes``, ``on``): publish to a Lakebase online store.
+
+    On Databricks the widget or job parameter ``lakebase`` sets it (serverless has no environment variables).
+    """
     return os.environ.get("MLOPS_LAKEBASE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 

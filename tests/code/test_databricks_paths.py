@@ -167,6 +167,18 @@ def test_serverless_job_parameters_become_the_config(on_databricks: None, monkey
     assert cfg.endpoint_name == endpoint_spelling(f"{MODEL}-workspace-dev-ada-mlops")  # empty parameter: derived name
 
 
+def test_the_lakebase_opt_in_is_a_job_parameter_too(on_databricks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serverless has no environment variables: the widget / job parameter ``lakebase`` opts in (review R17)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("MLOPS_LAKEBASE", "")  # unset for the code, restored after the test
+    monkeypatch.setattr(environment, "_dbutils", lambda: SimpleNamespace(widgets=_Widgets({"lakebase": "true"})))
+    monkeypatch.setattr(environment, "_JOB_CONFIG_READ", False)
+    assert not platform.lakebase_enabled()
+    platform.get_param("rows", 20000, int)
+    assert platform.lakebase_enabled() and platform.automatic_feature_lookup()
+
+
 def test_by_hand_each_user_gets_a_schema_of_their_own(on_databricks: None, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """Review finding 15: attendees running the notebooks by hand must not share <project>.mlops."""
