@@ -6,7 +6,6 @@ by the monitor is built exactly like the one a data scientist developed.
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -238,20 +237,25 @@ def skops_trusted_types(model: Any) -> list[str]:
     return list(sio.get_untrusted_types(data=sio.dumps(model)))
 
 
-def pinned_requirements(packages: tuple[str, ...] = PACKAGE_REQUIREMENTS, lock: Path | None = None) -> list[str]:
-    """``name==version`` lines for ``packages`` taken from the project's lock file."""
-    from utils.platform import REPO_ROOT
+def pinned_requirements(packages: tuple[str, ...] = PACKAGE_REQUIREMENTS) -> list[str]:
+    """``name==version`` for each of ``packages`` as installed where the model is trained.
 
-    lock = lock or REPO_ROOT / "requirements.lock"
-    pins = {}
-    for line in lock.read_text().splitlines():
-        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
-        if m:
-            pins[m.group(1).lower().replace("_", "-")] = m.group(2)
-    missing = [p for p in packages if p.lower() not in pins]
-    if missing:
-        raise ValueError(f"{missing} are not pinned in {lock}: add them to pyproject.toml and re-run uv pip compile")
-    return [f"{p}=={pins[p.lower()]}" for p in packages]
+    The model is trained and gated with these versions, so serving and a fresh environment must get the
+    same: locally the lock's (``make install`` syncs the lock exactly), on Databricks the runtime's, which
+    ``requirements-databricks.txt`` leaves as they are (review R11: pins copied from the local lock would
+    serve a model with versions it was never trained with). Raises ``ValueError`` naming a package that is
+    not installed.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            raise ValueError(f"{package} is not installed here, so a model cannot pin it: install the project "
+                             "(make install locally, install_on_databricks() on Databricks)") from None
+    return pins
 
 
 def fit(train: pd.DataFrame, family: str, params: dict[str, Any] | None = None, seed: int = 42) -> tuple[Any, float]:

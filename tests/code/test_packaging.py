@@ -416,3 +416,21 @@ def test_fresh_env_without_uv_uses_the_standard_venv_and_its_pip(champion: str, 
     assert calls[0] == [sys.executable, "-m", "venv", str(tmp_path / "fresh" / "venv")]
     assert calls[1][:4] == [str(env_python), "-m", "pip", "install"] and calls[1][-1].endswith("requirements.txt")
     assert subprocess.run([str(env_python), "-m", "pip", "--version"], capture_output=True, check=False).returncode == 0
+
+
+def test_a_model_pins_what_is_installed_which_locally_is_the_lock() -> None:
+    """Pins come from the environment the model is trained in (on Databricks the runtime's, review R11);
+    here that environment was synced from the lock, so they are the lock's pins too."""
+    import re
+    from importlib.metadata import version
+
+    from utils.platform import REPO_ROOT
+    from utils.training import PACKAGE_REQUIREMENTS, pinned_requirements
+
+    pins = pinned_requirements()
+    assert pins == [f"{p}=={version(p)}" for p in PACKAGE_REQUIREMENTS]
+    lock = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", (REPO_ROOT / "requirements.lock").read_text(), re.MULTILINE))
+    lock = {k.lower().replace("_", "-"): v for k, v in lock.items()}
+    assert [f"{p}=={lock[p]}" for p in PACKAGE_REQUIREMENTS] == pins
+    with pytest.raises(ValueError, match="no-such-package is not installed"):
+        pinned_requirements(("no-such-package",))
