@@ -380,6 +380,8 @@ def champion_lineage(run_id: str) -> pd.DataFrame:
             row["version_written"] = to_utc(at.iloc[0]) if len(at) else None
             if not len(at):
                 row["note"] = "version no longer in the table history (vacuumed?)"
+            elif lakehouse.vacuumed(table, int(version)):
+                row["note"] = "its files were vacuumed: this version cannot be reproduced"
         rows.append(row)
     return pd.DataFrame(rows, columns=["table", "trained_on_version", "version_written", "current_version",
                                        "versions_since", "note"])

@@ -100,6 +100,10 @@ class VersionNotFoundError(LakehouseError, LookupError):
     """The asked version or timestamp is outside the table's history."""
 
 
+class VersionVacuumedError(VersionNotFoundError):
+    """The asked version is still in the table's history, but VACUUM removed its data files."""
+
+
 class SchemaMismatchError(LakehouseError, ValueError):
     """The data's columns or types differ from the table's."""
 
@@ -601,7 +605,6 @@ def read(name: str, version: int | None = None, timestamp: Any = None) -> SparkD
         sdf = reader.table(full)
         if version is not None or timestamp is not None:
             sdf.schema  # noqa: B018 - time travel is resolved here, so a bad version fails now
-        return sdf
     except Exception as exc:
         text = str(exc)
         travel = version is not None or timestamp is not None
@@ -613,6 +616,46 @@ def read(name: str, version: int | None = None, timestamp: Any = None) -> SparkD
                 f"available versions are {lo} to {hi} (see DESCRIBE HISTORY). Delta said: {text.splitlines()[0]}"
             ) from exc
         raise
+    if version is not None:
+        problem = vacuumed(full, int(version), sdf)
+        if problem:
+            raise VersionVacuumedError(f"version {version} of {full!r} cannot be read: {problem}")
+    return sdf
+
+
+def vacuumed(name: str, version: int, sdf: SparkDataFrame | None = None) -> str | None:
+    """Why ``version`` of ``name`` can no longer be read, or None when it can (or no VACUUM ran since it).
+
+    ``DESCRIBE HISTORY`` keeps listing a version after ``VACUUM`` removed its data files, and a read of it
+    fails only when a task opens a missing file (Spark's ``FAILED_READ_FILE.FILE_NOT_EXIST``, whose advice,
+    ``REFRESH TABLE``, does not help). So when the history shows a ``VACUUM`` after ``version``, the version's
+    files (``inputFiles`` of ``sdf``, the version as read) are checked for existence, by Spark, on any storage.
+    The answer names the VACUUM (its version, time and retention) and what to do.
+    """
+    from pyspark.sql import functions as F
+
+    spark = get_spark()
+    full = _full(name)
+    runs = (spark.sql(f"DESCRIBE HISTORY {_quoted(full)}").where((F.col("operation") == "VACUUM START") & (F.col("version") > version))
+            .orderBy("version").select("version", "timestamp", "operationParameters").collect())
+    if not runs:
+        return None
+    files = list((sdf if sdf is not None else spark.read.option("versionAsOf", version).table(full)).inputFiles())
+    try:
+        if files:
+            spark.read.format("binaryFile").load(files).schema  # noqa: B018 - fails now on a missing path
+        return None
+    except Exception as exc:  # noqa: BLE001 - anything but a missing file is re-raised below
+        if "PATH_NOT_FOUND" not in str(exc):
+            raise
+    first = runs[0]
+    params = first["operationParameters"] or {}
+    millis = params.get("specifiedRetentionMillis") or params.get("defaultRetentionMillis")
+    retention = f"retention {int(millis) / 3_600_000:g} h" if millis not in (None, "") else "its retention"
+    return (f"VACUUM at version {first['version']} ({first['timestamp']:%Y-%m-%d %H:%M}, {retention}) removed its data "
+            f"files; DESCRIBE HISTORY still lists it, but only its log entry is left, so it cannot be reproduced. Read "
+            f"version {first['version']} or later, and keep old versions longer with the table property "
+            "delta.deletedFileRetentionDuration")
 
 
 def read_pandas(name: str, version: int | None = None, columns: list[str] | None = None) -> pd.DataFrame:

@@ -295,6 +295,23 @@ def test_unknown_table_and_version_give_clear_errors(name: str) -> None:
         lh.read(name, timestamp="2001-01-01")
 
 
+def test_a_vacuumed_version_is_named_as_such_not_left_to_fail_on_collect(spark, name: str) -> None:
+    """DESCRIBE HISTORY keeps a vacuumed version: reading it says VACUUM took its files, at read time (#34)."""
+    lh.write(rows(3), name)
+    lh.write(rows(2, start=3), name, mode="overwrite")
+    assert len(lh.read_pandas(name, version=0)) == 3 and lh.vacuumed(name, 0) is None  # no VACUUM yet
+    spark.sql("SET spark.databricks.delta.retentionDurationCheck.enabled=false")
+    try:
+        spark.sql(f"VACUUM {name} RETAIN 0 HOURS")
+    finally:
+        spark.sql("SET spark.databricks.delta.retentionDurationCheck.enabled=true")
+    with pytest.raises(lh.VersionVacuumedError, match=rf"version 0 of '{name}' cannot be read: VACUUM at version 2 "
+                       r"\(.*retention 0 h\) removed its data files.*deletedFileRetentionDuration") as err:
+        lh.read(name, version=0)
+    assert isinstance(err.value, lh.VersionNotFoundError)
+    assert len(lh.read_pandas(name, version=1)) == 2 and lh.vacuumed(name, 1) is None  # the current files stay
+
+
 def test_drop_removes_table(name: str) -> None:
     lh.write(rows(1), name)
     where = folder(name)
