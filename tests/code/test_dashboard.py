@@ -383,17 +383,22 @@ def test_champion_share_flags_traffic_still_going_to_an_older_version() -> None:
     assert "100% of 2 since v1" in text and "older" not in text
 
 
-def test_a_clean_demo_reads_all_clear() -> None:
-    """After `make demo`: a champion, no endpoint left running (05 stops its own), no open alert, fresh tables."""
-    now = datetime.now(UTC)
-    cfg = get_config()
-    sections = {
+def _clean_demo_sections(cfg, now: datetime) -> dict[str, dashboard.Section]:
+    """The banner's inputs after `make demo`: a champion, no endpoint running, no open alert, fresh tables."""
+    return {
         "models": dashboard.Section("models", "m", facts={cfg.champion_alias: {"version": "3", "at": now}}),
         "deployments": dashboard.Section("deployments", "d", facts={"endpoints_up": 0, "endpoints_down": 0}),
         "freshness": dashboard.Section("freshness", "f", facts={"stalest": {"table": "a.b.c", "at": now, "hours": 0.1}}),
         "alerts": dashboard.Section("alerts", "a", facts={"open": 0, "critical": 0}),
         "monitoring": dashboard.Section("monitoring", "q", facts={"latest_auc": 0.71, "quality_measured_at": now}),
     }
+
+
+def test_a_clean_demo_reads_all_clear() -> None:
+    """After `make demo`: a champion, no endpoint left running (05 stops its own), no open alert, fresh tables."""
+    now = datetime.now(UTC)
+    cfg = get_config()
+    sections = _clean_demo_sections(cfg, now)
     status = dashboard._banner(cfg, sections, now)
     assert status.facts["level"] == "ok" and "All clear" in status.body and "none running" in status.body
     sections["alerts"].facts = {"open": 2, "critical": 1}
@@ -404,14 +409,9 @@ def test_drift_on_the_chart_is_said_in_the_banner() -> None:
     """Red bars under an "All clear" headline read as a contradiction: the banner names the drift and what became of it."""
     now = datetime.now(UTC)
     cfg = get_config()
-    sections = {
-        "models": dashboard.Section("models", "m", facts={cfg.champion_alias: {"version": "3", "at": now}}),
-        "deployments": dashboard.Section("deployments", "d", facts={"endpoints_up": 0, "endpoints_down": 0}),
-        "freshness": dashboard.Section("freshness", "f", facts={"stalest": {"table": "a.b.c", "at": now, "hours": 0.1}}),
-        "alerts": dashboard.Section("alerts", "a", facts={"open": 0, "critical": 0, "raised": 5}),
-        "monitoring": dashboard.Section("monitoring", "q", facts={"latest_auc": 0.71, "quality_measured_at": now,
-                                                                  "drifted": 5}),
-    }
+    sections = _clean_demo_sections(cfg, now)
+    sections["alerts"].facts["raised"] = 5
+    sections["monitoring"].facts["drifted"] = 5
     status = dashboard._banner(cfg, sections, now)
     assert status.facts["level"] == "ok" and "5 columns" in status.body
     assert "its alerts closed when a new champion was promoted" in status.body
