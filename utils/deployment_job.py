@@ -161,11 +161,11 @@ TASKS = {"evaluation": evaluation_task, "approval": approval_task, "deployment":
 
 
 def _config_from_model_name(args: argparse.Namespace) -> None:
-    """Take the catalog and schema from ``args.model_name`` (``catalog.schema.model``), where the version lives.
+    """Where the job's ``catalog`` / ``schema`` differ from ``args.model_name``'s (``catalog.schema.model``), use the model's.
 
     Unity Catalog passes the job only the model's name and version; the job's ``catalog`` / ``schema``
     parameters are its defaults, which a version registered from another schema does not share (review R14).
-    Where they differ, one line on stderr says which is used.
+    One line on stderr says which is used. Options not given stay unset (the config's own names apply).
     """
     parts = args.model_name.split(".")
     if len(parts) != 3:
@@ -175,7 +175,7 @@ def _config_from_model_name(args: argparse.Namespace) -> None:
         if given and given != value:
             print(f"{args.task}: {args.model_name} lives in {field} {value!r}, not the job's {given!r}: using {value!r}",
                   file=sys.stderr)
-        setattr(args, field, value)
+            setattr(args, field, value)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,7 +76,7 @@ def install_on_databricks() -> str:
     shell.run_line_magic("pip", f"install --quiet -r {shlex.quote(str(REPO_ROOT / 'requirements-databricks.txt'))}")
     shell.run_line_magic("pip", f"install --quiet --no-deps -e {shlex.quote(str(REPO_ROOT))}")
     # the notebook's own dbutils: databricks.sdk was just upgraded in this process, its runtime module may not match
-    dbutils = shell.user_ns.get("dbutils") or environment._dbutils()
+    dbutils = getattr(shell, "user_ns", {}).get("dbutils") or environment._dbutils()
     dbutils.library.restartPython()
     return "Installed; Python restarted."  # shown only where the restart did not end the cell
 

@@ -44,11 +44,15 @@ def entry_point(package_name: str, name: str) -> Any:
 def run_wheel_task(package_name: str, name: str, parameters: list[str]) -> int:
     """Call a ``python_wheel_task``'s entry point as Databricks does; returns its exit status.
 
-    ``sys.argv`` is ``[package_name, *parameters]`` during the call (restored afterwards); the entry point's
-    return value is ignored, ``SystemExit`` gives the status and any other exception propagates.
+    ``sys.argv`` is ``[package_name, *parameters]`` during the call; it and the environment variables are put
+    back afterwards, as a task's own process ends on Databricks (a task sets ``MLOPS_<FIELD>`` from its
+    parameters, which must not outlive it here). The entry point's return value is ignored, ``SystemExit``
+    gives the status and any other exception propagates.
     """
+    import os
+
     function = entry_point(package_name, name).load()
-    saved_argv = sys.argv[:]
+    saved_argv, saved_environ = sys.argv[:], dict(os.environ)
     sys.argv = [package_name, *parameters]
     try:
         function()
@@ -56,6 +60,8 @@ def run_wheel_task(package_name: str, name: str, parameters: list[str]) -> int:
         return _exit_status(exc.code)
     finally:
         sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_environ)
     return 0
 
 

@@ -35,8 +35,8 @@ def _notebook(tmp_path: Path, cells: list[tuple[str, str]], tags: dict[int, list
 
 def test_a_notebook_is_counted_as_the_budget_says(tmp_path: Path) -> None:
     path = _notebook(tmp_path, [
-        ("code", "import sys\nsys.path.insert(0, '..')\nfrom utils.platform import install_on_databricks\n"
-                 "install_on_databricks()"),
+        ("code", ("import sys\nsys.path.insert(0, '..')\nfrom utils.platform import install_on_databricks\n"
+                  "install_on_databricks()")),
         ("code", "rows = 10"),
         ("code", "from utils.platform import get_param\nrows = get_param('rows', rows, int)"),
         ("code", "from utils.catchup import catch_up\ncatch_up('09', rows, 1)"),  # a helper only

@@ -103,3 +103,17 @@ def test_task_parameters_resolve_job_parameters_and_bundle_references() -> None:
     assert args[0] == "retrain" and options["--reason"] == "2 alerts" and options["--seed"] == "42"
     assert options["--deployment-job-id"] == "7"
     assert options["--catalog"] == "", "a deploy-time value not given locally: the local config applies"
+
+
+def test_a_wheel_task_leaves_no_environment_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Databricks a task's process ends with it: the MLOPS_<FIELD> its parameters set do not outlive it here."""
+    import os
+
+    from utils import deployment_job, platform
+
+    monkeypatch.setitem(deployment_job.TASKS, "approval", lambda model_name, model_version: None)
+    monkeypatch.setattr(platform, "get_spark", lambda: None)
+    monkeypatch.setattr(platform, "configure_mlflow", lambda: "")
+    before = dict(os.environ)
+    job_runner.run_task("deployment", "approval", {"model_name": "elsewhere.ml.recommender", "model_version": "3"})
+    assert dict(os.environ) == before

@@ -207,7 +207,7 @@ def test_the_deployment_job_reads_catalog_and_schema_from_the_model_it_was_given
     monkeypatch.setattr(platform, "get_spark", lambda: None)
     monkeypatch.setattr(platform, "configure_mlflow", lambda: None)
     for var in ("MLOPS_CATALOG", "MLOPS_SCHEMA"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # what main() sets is put back after the test
     status = deployment_job.main(["evaluation", "--model-name", "team_cat.ada_schema.recommender",
                                   "--model-version", "4", "--catalog", "workspace", "--schema", "dev_bob_mlops"])
     assert status == 1 and seen == {"catalog": "team_cat", "schema": "ada_schema", "version": "4"}
