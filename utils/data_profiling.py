@@ -151,9 +151,8 @@ def ensure_monitor(client: Any, cfg: Config | None = None, baseline_end: Any = N
 
 
 def _refused(exc: Exception, table: str, cfg: Config) -> dict[str, Any]:
-    """What a refused monitor call means: a missing privilege or table raises ProfilingMonitorError (the user can fix
-    it); anything else, data profiling not enabled in the workspace (``FEATURE_DISABLED``, whatever the HTTP status,
-    or 501) first, is skipped with one line naming it, and 06 goes on with its own metrics (review R13)."""
+    """A missing privilege or table raises ProfilingMonitorError (the user can fix it); any other refusal (first of all
+    data profiling not enabled: ``FEATURE_DISABLED``, or 501) is one line and a skip, and 06 goes on (review R13)."""
     from databricks.sdk.errors import NotFound, PermissionDenied
     from databricks.sdk.errors import NotImplemented as NotEnabled
 

@@ -163,9 +163,8 @@ TASKS = {"evaluation": evaluation_task, "approval": approval_task, "deployment":
 def _config_from_model_name(args: argparse.Namespace) -> None:
     """Where the job's ``catalog`` / ``schema`` differ from ``args.model_name``'s (``catalog.schema.model``), use the model's.
 
-    Unity Catalog passes the job only the model's name and version; the job's ``catalog`` / ``schema``
-    parameters are its defaults, which a version registered from another schema does not share (review R14).
-    One line on stderr says which is used. Options not given stay unset (the config's own names apply).
+    Unity Catalog passes the job only the model's name and version; the job's ``catalog`` / ``schema`` are its
+    defaults, which a version registered from another schema does not share (review R14). One line says so.
     """
     parts = args.model_name.split(".")
     if len(parts) != 3:

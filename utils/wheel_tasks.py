@@ -44,9 +44,8 @@ def entry_point(package_name: str, name: str) -> Any:
 def run_wheel_task(package_name: str, name: str, parameters: list[str]) -> int:
     """Call a ``python_wheel_task``'s entry point as Databricks does; returns its exit status.
 
-    ``sys.argv`` is ``[package_name, *parameters]`` during the call; it and the environment variables are put
-    back afterwards, as a task's own process ends on Databricks (a task sets ``MLOPS_<FIELD>`` from its
-    parameters, which must not outlive it here). The entry point's return value is ignored, ``SystemExit``
+    ``sys.argv`` is ``[package_name, *parameters]`` during the call; it and ``os.environ`` are put back after
+    it, as the task's own process ends on Databricks. The entry point's return value is ignored, ``SystemExit``
     gives the status and any other exception propagates.
     """
     import os
