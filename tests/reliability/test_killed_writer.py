@@ -90,11 +90,14 @@ def test_engine_killed_mid_write_leaves_last_committed_version_and_restarts(isol
         time.sleep(0.05)
         pid = engine.status(state_dir())["pid"]
         os.killpg(pid, signal.SIGKILL)  # the server and its Python workers
-        assert proc.wait(timeout=120) != 0, "the writer's next call fails once its engine is gone"
+        try:  # a write in flight fails; a kill between two writes is met by the next get_spark(), which restarts
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
     finally:
         proc.kill()
-        proc.wait(timeout=30)
+        writer_said = proc.communicate(timeout=30)[0]
     capsys.readouterr()
-    get_spark()  # a new engine, with one line saying the old one had stopped
-    assert "had stopped; starting a new one" in capsys.readouterr().out
+    get_spark()  # a new engine (here, or already in the writer), with one line saying the old one had stopped
+    assert "had stopped; starting a new one" in capsys.readouterr().out + writer_said
     _assert_whole_batches(name, committed)
