@@ -107,7 +107,7 @@ notebooks: $(STAMP) $(JARS) java
 	  --fresh-state \
 	  $(NOTEBOOKS) tests/notebooks -q --durations=25
 
-test: $(STAMP) $(JARS) java unit check-stripped notebooks
+test: $(STAMP) $(JARS) java check-stripped unit notebooks
 
 strip: $(STAMP)
 	$(BIN)/nbstripout --extra-keys "metadata.application/vnd.databricks.v1+notebook cell.metadata.application/vnd.databricks.v1+cell" $(NOTEBOOKS)
