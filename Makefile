@@ -19,6 +19,8 @@ STATE_DIR := $(abspath $(or $(MLOPS_STATE_DIR),.lakehouse))
 ROWS ?=
 SEED ?=
 TEST_ROWS ?= 6000
+TARGET ?= dev
+SMOKE_ROWS ?= 2000
 TEST_STATE := .lakehouse-test
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # Variables the Makefile reads from its command line (`make demo ROWS=5000`); any other one given there, such as a
@@ -44,7 +46,7 @@ endif
 endif
 endif
 
-.PHONY: help install demo test unit check-stripped notebooks lab stop ui bench bench-env bench-lock lock dashboard strip clean java prereqs hooks
+.PHONY: help install demo test unit check-stripped notebooks lab stop ui bench bench-env bench-lock lock dashboard strip clean java prereqs hooks databricks-smoke
 
 help:
 	@echo "make demo   - set up .venv and run every notebook headless, in order (executed copies in executed/)"
@@ -56,6 +58,7 @@ help:
 	@echo "make ui     - MLflow UI on http://127.0.0.1:5000 (another port: make ui UI_PORT=5001)"
 	@echo "make bench  - benchmark scripts (figures appended to bench/results.md; installs the bench extra, Evidently)"
 	@echo "make dashboard - one-page status: what is deployed, health, freshness, drift, alerts (reports/dashboard.html)"
+	@echo "make databricks-smoke - the bundle on your workspace: deploy, run the lifecycle at SMOKE_ROWS, tear down (TARGET=dev)"
 
 java:
 	@$(PYTHON) -c "import sys; sys.path.insert(0, '.'); from utils.platform import java_version, EnvironmentProblem; \
@@ -111,6 +114,11 @@ test: $(STAMP) $(JARS) java check-stripped unit notebooks
 
 strip: $(STAMP)
 	$(BIN)/nbstripout --extra-keys "metadata.application/vnd.databricks.v1+notebook cell.metadata.application/vnd.databricks.v1+cell" $(NOTEBOOKS)
+
+# The bundle on your workspace, end to end: validate, deploy, run the lifecycle job at SMOKE_ROWS impressions (each
+# task's result and the run's URL), then tear down what it made. Needs the Databricks CLI, authenticated.
+databricks-smoke: $(STAMP)
+	$(BIN)/python -m utils.smoke --target $(TARGET) --rows $(SMOKE_ROWS)
 
 # --allow-root: containers, cloud workstations and devcontainers run as root, where JupyterLab otherwise refuses to start.
 # Kernels talk to the server over local IPC sockets, not unencrypted TCP ports (which ipykernel warns about).

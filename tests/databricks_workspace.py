@@ -66,6 +66,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -147,6 +148,7 @@ class StandInWorkspace:
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)  # experiment id -> mlflow Experiment JSON
     volumes: dict[str, dict[str, Any]] = field(default_factory=dict)  # UC volume full name -> catalog.VolumeInfo JSON
     denials: dict[tuple[str, str], Answer] = field(default_factory=dict)  # (method, path regex) -> 403 answer
+    cancelled: list[int] = field(default_factory=list)  # run ids jobs/runs/cancel ended
     _next_id: int = 100
     _threads: list[threading.Thread] = field(default_factory=list)  # runs started by registration
 
@@ -203,9 +205,39 @@ class StandInWorkspace:
             # What the Jobs API answers for an id it does not know (HTTP 400, INVALID_PARAMETER_VALUE).
             return error(400, "INVALID_PARAMETER_VALUE", f"Job {job_id} does not exist.")
         run_id = self.new_id()
-        self.runs[run_id] = self._run(run_id, job_id, self.jobs[job_id].get("name", f"job {job_id}"), [],
-                                      body.get("job_parameters"))
+        job, parameters = self.jobs[job_id], body.get("job_parameters") or {}
+        self.runs[run_id] = self._run(run_id, job_id, job.get("name", f"job {job_id}"),
+                                      self._resolved_tasks(job, parameters), parameters, "JOB_RUN")
         return 200, {"run_id": run_id, "number_in_job": run_id}
+
+    @staticmethod
+    def _resolved_tasks(job: dict[str, Any], parameters: dict[str, str]) -> list[dict[str, Any]]:
+        """The job's tasks as its run gets them: a wheel task's parameters resolved against the job parameters
+        (``{{job.parameters.x}}``), a notebook task's widgets the job parameters over its ``base_parameters``."""
+        from utils.local.job_runner import task_parameters
+
+        defaults = {p["name"]: str(p.get("default", "")) for p in job.get("parameters", [])}
+        tasks = []
+        for t in job.get("tasks", []):
+            if "python_wheel_task" in t:
+                t = {**t, "python_wheel_task": {**t["python_wheel_task"], "parameters": task_parameters(job, t, parameters)}}
+            elif "notebook_task" in t:
+                widgets = {**t["notebook_task"].get("base_parameters", {}), **defaults, **parameters}
+                t = {**t, "notebook_task": {**t["notebook_task"], "base_parameters": widgets}}
+            tasks.append(t)
+        return tasks
+
+    def cancel_run(self, found: re.Match, query: dict[str, str], body: Any) -> Answer:
+        run = self.runs.get(int((body or {}).get("run_id") or 0))
+        if run is None:
+            return error(400, "INVALID_PARAMETER_VALUE", f"Run {(body or {}).get('run_id')} does not exist.")
+        if run["state"]["life_cycle_state"] != "TERMINATED":
+            run["state"] = {"life_cycle_state": "TERMINATED", "result_state": "CANCELED",
+                            "state_message": "Run cancelled."}
+            run["status"] = {"state": "TERMINATED", "termination_details": {"code": "USER_CANCELED",
+                                                                            "type": "SUCCESS", "message": ""}}
+            self.cancelled.append(run["run_id"])
+        return 200, {}
 
     def model_version_created(self, name: str, version: str | int) -> int | None:
         """What Unity Catalog does when a version of ``name`` is registered: start the linked deployment job.
@@ -214,16 +246,13 @@ class StandInWorkspace:
         the job parameters ``model_name`` and ``model_version`` starts in a thread of its own (its tasks get
         the resolved parameters); returns its run id, else None.
         """
-        from utils.local.job_runner import task_parameters
-
         self.model_versions.setdefault(name, {})[int(version)] = self._version(name, int(version))
         job_id = (self.registered_models.get(name) or {}).get("deployment_job_id")
         job = self.jobs.get(int(job_id)) if str(job_id or "").isdigit() else None
         if job is None:
             return None
         parameters = {"model_name": name, "model_version": str(version)}
-        tasks = [{**t, "python_wheel_task": {**t["python_wheel_task"], "parameters": task_parameters(job, t, parameters)}}
-                 if "python_wheel_task" in t else t for t in job.get("tasks", [])]
+        tasks = self._resolved_tasks(job, parameters)
         run_id = self.new_id()
         run = self._run(run_id, int(job_id), job.get("name", f"job {job_id}"), tasks, parameters, "JOB_RUN")
         run["_background"] = True
@@ -259,37 +288,45 @@ class StandInWorkspace:
         return run
 
     def _advance(self, run: dict[str, Any]) -> None:
-        """PENDING → RUNNING (``running_polls`` times) → TERMINATED, the task run by ``task_runner`` on the way.
+        """PENDING → RUNNING (``running_polls`` polls) → one task per poll, run by ``task_runner`` → TERMINATED.
 
-        A run that registration started goes on in its own thread (:meth:`model_version_created`), not here.
+        So a poll can see one task failed while the run is still RUNNING, as on Databricks. A run that
+        registration started goes on in its own thread (:meth:`model_version_created`), not here.
         """
         if run["state"]["life_cycle_state"] == "TERMINATED" or run.get("_background"):
             return
         run["_polls"] += 1
-        if run["_polls"] <= self.running_polls:
-            run["state"] = {"life_cycle_state": "RUNNING", "state_message": "In run"}
-            run["status"] = {"state": "RUNNING"}
-            return
-        self._finish(run)
-
-    def _finish(self, run: dict[str, Any]) -> None:
-        """Run the tasks in order by ``task_runner`` (after a failure the rest are UPSTREAM_FAILED), then end the run."""
         run["state"] = {"life_cycle_state": "RUNNING", "state_message": "In run"}
         run["status"] = {"state": "RUNNING"}
-        overall = "SUCCESS"
-        for task_run in run["tasks"]:
-            if overall != "SUCCESS":
-                task_run["state"] = {"life_cycle_state": "TERMINATED", "result_state": "UPSTREAM_FAILED",
-                                     "state_message": "An upstream task failed."}
-                continue
+        if run["_polls"] > self.running_polls:
+            self._step(run)
+
+    def _finish(self, run: dict[str, Any]) -> None:
+        """Run every task left, in order, then end the run (a run registration started, in its thread)."""
+        while run["state"]["life_cycle_state"] != "TERMINATED":
+            self._step(run)
+
+    def _step(self, run: dict[str, Any]) -> None:
+        """Run the next task by ``task_runner``; after a failure the rest are UPSTREAM_FAILED and the run ends."""
+        pending = [t for t in run["tasks"] if "result_state" not in t["state"]]
+        failed = next((t["task_key"] for t in run["tasks"] if t["state"].get("result_state") not in (None, "SUCCESS")), None)
+        if pending and failed is None:
+            task_run = pending[0]
+            task_run["start_time"] = int(time.time() * 1000)
             result = self.task_runner(task_run["_task"], self)
-            message = "" if result.result_state == "SUCCESS" else (result.error or "")
+            task_run["end_time"] = int(time.time() * 1000)
             task_run["state"] = {"life_cycle_state": "TERMINATED", "result_state": result.result_state,
-                                 "state_message": message}
+                                 "state_message": "" if result.result_state == "SUCCESS" else (result.error or "")}
             self.outputs[task_run["run_id"]] = {"logs": result.logs, "logs_truncated": False, "error": result.error,
                                                 "error_trace": result.error_trace}
-            overall = result.result_state
-        failed = next((t["task_key"] for t in run["tasks"] if t["state"]["result_state"] != "SUCCESS"), None)
+            if result.result_state == "SUCCESS" and len(pending) > 1:
+                return
+            failed = None if result.result_state == "SUCCESS" else task_run["task_key"]
+        for task_run in run["tasks"]:
+            if "result_state" not in task_run["state"]:
+                task_run["state"] = {"life_cycle_state": "TERMINATED", "result_state": "UPSTREAM_FAILED",
+                                     "state_message": "An upstream task failed."}
+        overall = "FAILED" if failed else "SUCCESS"
         run["state"] = {"life_cycle_state": "TERMINATED", "result_state": overall,
                         "state_message": f"Task {failed} failed. This caused all downstream tasks to get skipped."
                         if failed else ""}
@@ -639,6 +676,7 @@ ROUTES: list[tuple[str, str, Callable[..., Answer]]] = [
     ("GET", r"/api/2\.2/jobs/runs/get", StandInWorkspace.get_run),
     ("GET", r"/api/2\.2/jobs/runs/list", StandInWorkspace.list_runs),
     ("GET", r"/api/2\.2/jobs/runs/get-output", StandInWorkspace.get_run_output),
+    ("POST", r"/api/2\.2/jobs/runs/cancel", StandInWorkspace.cancel_run),
     ("PUT", r"/api/2\.0/fs/files(/.+)", StandInWorkspace.upload),
     ("POST", r"/api/2\.0/mlflow/unity-catalog/registered-models/create", StandInWorkspace.create_registered_model),
     ("PATCH", r"/api/2\.0/mlflow/unity-catalog/registered-models/update", StandInWorkspace.update_registered_model),

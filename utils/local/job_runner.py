@@ -10,7 +10,8 @@ A ``python_wheel_task`` calls an entry point of the installed wheel as Databrick
 loaded and called with no arguments, its return value ignored (:func:`run_wheel_task`, ``utils.wheel_tasks``'s).
 A task fails when it raises, ``SystemExit`` with a non-zero status included.
 
-Notebook tasks are not run here (``python -m utils.runner`` runs the notebooks).
+:func:`run_job` runs a whole job's tasks in their order, a line each. Notebook tasks are not run here
+(``python -m utils.runner`` runs the notebooks, in the lifecycle job's order).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +110,27 @@ def run_task(job_name: str, task_key: str, job_parameters: dict[str, str] | None
                                   "python -m utils.runner")
     if status:
         raise TaskFailed(f"task {task_key!r} of job {job_name!r} failed with exit status {status}")
+
+
+def run_job(job_name: str, job_parameters: dict[str, str] | None = None, references: dict[str, str] | None = None,
+            root: Path = REPO_ROOT, say: Callable[[str], None] = print) -> None:
+    """Run every task of the bundle's job ``job_name`` as a run of it does: in order, each after those it depends on,
+    a line each (``evaluation: SUCCESS in 41 s``); the first failure ends the run, its later tasks never start.
+
+    Raises ``TaskFailed`` naming the failed task (``NotImplementedError`` for a job with notebook tasks).
+    """
+    job, _ = bundle_jobs(root)[job_name]
+    done: set[str] = set()
+    for task in job["tasks"]:
+        key = task["task_key"]
+        waiting = {d["task_key"] for d in task.get("depends_on", [])} - done
+        if waiting:
+            raise TaskFailed(f"task {key!r} of job {job_name!r} depends on {sorted(waiting)}, listed after it")
+        start = time.monotonic()
+        try:
+            run_task(job_name, key, job_parameters, references, root)
+        except TaskFailed:
+            say(f"  {key}: FAILED after {time.monotonic() - start:.0f} s")
+            raise
+        say(f"  {key}: SUCCESS in {time.monotonic() - start:.0f} s")
+        done.add(key)
