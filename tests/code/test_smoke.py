@@ -135,3 +135,17 @@ def test_the_make_target_runs_the_smoke_with_its_target_and_size() -> None:
 
     make = (REPO_ROOT / "Makefile").read_text()
     assert "databricks-smoke:" in make and "-m utils.smoke --target $(TARGET) --rows $(SMOKE_ROWS)" in make
+
+
+def test_the_scheduled_workflow_runs_the_smoke_only_where_workspace_secrets_exist() -> None:
+    import yaml
+
+    from utils.runtime import REPO_ROOT
+
+    flow = yaml.safe_load((REPO_ROOT / ".github/workflows/databricks-smoke.yml").read_text())
+    assert flow[True]["schedule"] and "workflow_dispatch" in flow[True]  # YAML 1.1 reads the key `on` as True
+    (job,) = flow["jobs"].values()
+    assert {"DATABRICKS_HOST", "DATABRICKS_TOKEN"} <= set(job["env"])
+    smoke_step = next(s for s in job["steps"] if "make databricks-smoke" in s.get("run", ""))
+    assert smoke_step["if"] == "steps.creds.outputs.ok == 'true'"
+    assert any(s.get("uses", "").startswith("databricks/setup-cli") for s in job["steps"])
