@@ -8,6 +8,7 @@ at import time. ``utils.runtime`` re-exports every public name, and ``utils.plat
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -186,12 +187,12 @@ def _config_from_job_parameters(dbutils: Any) -> None:
 def personal_schema(base: str, user: str | None = None) -> str:
     """``<base>_<user>``: the schema a notebook run by hand on Databricks uses when no ``schema`` is given.
 
-    ``user`` defaults to :func:`current_user`; its part before ``@``, lower case, with every character
-    that is not a letter, digit or ``_`` turned into ``_`` (``ada.lovelace@example.com`` gives
-    ``mlops_ada_lovelace``; a name with no ASCII letter or digit gets ``u`` and 8 hex digits of its SHA-1),
-    so the three-level names stay valid (``utils.parameters.PATTERNS``). Returns
-    ``""`` when the user cannot be told (off Databricks, or the workspace does not answer), and the
-    caller keeps the shared default.
+    ``user`` (default :func:`current_user`) maps cleanly when its part before ``@``, lower-cased, is only letters,
+    digits and inner ``_``: ``ada@example.com`` gives ``mlops_ada``. Else (or past 255 characters) runs of other
+    characters become ``_`` and 8 hex digits of the full name's SHA-1 follow, so no two users share one
+    (``ada.lovelace@a.com`` gives ``mlops_ada_lovelace_<hash>``, no ASCII letter or digit ``mlops_u<hash>``);
+    one clean part at two domains still does: give them a ``schema``. ``""`` when the user cannot be told
+    (off Databricks, or the workspace does not answer): the caller keeps the shared default.
     """
     if user is None:
         try:
@@ -200,12 +201,13 @@ def personal_schema(base: str, user: str | None = None) -> str:
             return ""
     if not user:
         return ""
-    local = re.sub(r"[^a-z0-9_]+", "_", user.split("@")[0].lower()).strip("_")
-    if not local:  # a name with no ASCII letter or digit: a short hash of it keeps users apart
-        import hashlib
-
-        local = "u" + hashlib.sha1(user.encode()).hexdigest()[:8]  # noqa: S324 - a name, not a secret
-    return f"{base}_{local}"[:255]
+    local = user.split("@")[0].lower()
+    clean = re.sub(r"[^a-z0-9_]+", "_", local).strip("_")
+    name = f"{base}_{clean}"
+    if clean != local or len(name) > 255:  # sanitising lost information: a hash of the full name keeps users apart
+        digest = hashlib.sha1(user.encode()).hexdigest()[:8]  # noqa: S324 - a name, not a secret
+        name = f"{name[:246]}_{digest}" if clean else f"{base}_u{digest}"
+    return name
 
 
 class MissingSecret(KeyError):
@@ -296,9 +298,7 @@ def java_version() -> int:
 
 def tracking_uri() -> str:
     """MLflow tracking URI: ``databricks``, ``MLFLOW_TRACKING_URI``, or local SQLite."""
-    if is_databricks():
-        return "databricks"
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir() / 'mlflow.db'}"
+    return "databricks" if is_databricks() else os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir() / 'mlflow.db'}"
 
 
 def registry_uri() -> str:

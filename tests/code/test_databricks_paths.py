@@ -6,6 +6,7 @@ variable; the SQL they send is recorded rather than run (open-source Spark has n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -192,10 +193,11 @@ def test_by_hand_each_user_gets_a_schema_of_their_own(on_databricks: None, monke
     monkeypatch.setattr(environment, "_JOB_CONFIG_READ", False)
     assert platform.get_param("rows", 20000, int) == 20000
     cfg = get_config()
-    assert cfg.schema == "mlops_ada_lovelace_2"
-    assert cfg.model_name == f"workshop.mlops_ada_lovelace_2.{MODEL}"
-    assert cfg.endpoint_name == endpoint_spelling(f"{MODEL}-workshop-mlops-ada-lovelace-2")
-    assert "schema mlops_ada_lovelace_2: your own" in capsys.readouterr().out
+    own = platform.personal_schema("mlops", "Ada.Lovelace-2@example.com")
+    assert own.startswith("mlops_ada_lovelace_2_") and cfg.schema == own
+    assert cfg.model_name == f"workshop.{own}.{MODEL}"
+    assert cfg.endpoint_name == endpoint_spelling(f"{MODEL}-workshop-{own}")
+    assert f"schema {own}: your own" in capsys.readouterr().out
 
 
 def test_a_given_schema_wins_over_the_personal_one(on_databricks: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -211,17 +213,32 @@ def test_a_given_schema_wins_over_the_personal_one(on_databricks: None, monkeypa
     assert get_config().schema == "team_recs"
 
 
-def test_personal_schema_names_are_valid_identifiers() -> None:
-    import re
+USERS = ("ada.lovelace@a.com", "ada_lovelace@b.com", "ada-lovelace@a.com", "Ada.Lovelace@a.com", "_ada_lovelace@a.com",
+         "ada@example.com", "0a1b-c2d3-service-principal", "x.y+z@q.com", "ÄÖ@x", "ÜÖ@x", "a" * 300, "a" * 299 + "b")
 
+
+def test_personal_schema_names_are_valid_identifiers() -> None:
     from utils.parameters import PATTERNS
 
-    assert platform.personal_schema("mlops", "ada@example.com") == "mlops_ada"
-    assert platform.personal_schema("mlops", "0a1b-c2d3-service-principal") == "mlops_0a1b_c2d3_service_principal"
-    assert platform.personal_schema("mlops", "") == ""
-    for user in ("x.y+z@q.com", "ÄÖ@x", "a" * 300):
+    for user in USERS:
         name = platform.personal_schema("mlops", user)
         assert re.fullmatch(PATTERNS["schema"], name) and len(name) <= 255, name
+        assert name == platform.personal_schema("mlops", user), "the same user gets the same schema every time"
+    assert platform.personal_schema("mlops", "") == ""
+
+
+def test_personal_schema_keeps_users_apart_when_sanitising_loses_characters() -> None:
+    """Review R21: ``ada.lovelace``, ``ada_lovelace`` and ``ada-lovelace`` must not share tables, model and endpoint."""
+    names = {user: platform.personal_schema("mlops", user) for user in USERS if user != "Ada.Lovelace@a.com"}
+    assert len(set(names.values())) == len(names), names
+    # a name that maps cleanly keeps its plain schema (existing schemas do not move); user names ignore case
+    assert names["ada_lovelace@b.com"] == "mlops_ada_lovelace" and names["ada@example.com"] == "mlops_ada"
+    assert platform.personal_schema("mlops", "Ada@Example.com") == "mlops_ada"
+    # a name that lost characters keeps the readable part and ends in a short hash of the full user name
+    assert re.fullmatch(r"mlops_ada_lovelace_[0-9a-f]{8}", names["ada.lovelace@a.com"])
+    assert re.fullmatch(r"mlops_0a1b_c2d3_service_principal_[0-9a-f]{8}", names["0a1b-c2d3-service-principal"])
+    assert re.fullmatch(r"mlops_u[0-9a-f]{8}", names["ÄÖ@x"])
+    assert len(names["a" * 300]) == 255, "a cut name keeps its hash"
 
 
 def test_no_workspace_answer_keeps_the_shared_default(monkeypatch: pytest.MonkeyPatch) -> None:
