@@ -38,6 +38,11 @@ def is_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
+def is_serverless() -> bool:
+    """True on Databricks serverless (Free Edition's only compute): runtime version ``client.<n>``, as MLflow tells it."""
+    return os.environ.get("DATABRICKS_RUNTIME_VERSION", "").startswith("client.")
+
+
 def _dbutils() -> Any:
     from databricks.sdk.runtime import dbutils  # only importable on Databricks
 
@@ -122,8 +127,7 @@ def get_param(name: str, value: Any, declared: type[T]) -> T:
     (job parameters fill widgets); locally the environment variable ``MLOPS_<NAME>``; then ``value``.
     Whatever the source, the value is cast to ``declared``; one that does not parse raises
     ``ParameterError`` (one line) naming the parameter, the value, the source and a valid example.
-    Locally, any ``MLOPS_*`` variable the project does not read gets a one-line warning on stderr
-    (``utils.config.warn_unknown_variables``).
+    Locally an ``MLOPS_*`` variable the project does not read gets a warning (``utils.config.warn_unknown_variables``).
     """
     from utils.config import warn_unknown_variables
     from utils.parameters import as_text, example_of
@@ -303,9 +307,7 @@ def tracking_uri() -> str:
 
 def registry_uri() -> str:
     """MLflow model registry URI: Unity Catalog on Databricks, else the tracking store."""
-    if is_databricks():
-        return "databricks-uc"
-    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
+    return "databricks-uc" if is_databricks() else os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
 
 
 def artifact_root() -> str:
@@ -366,9 +368,8 @@ def automatic_feature_lookup() -> bool:
 def online_table_name(table: str) -> str:
     """The name of ``table``'s online table in the store :func:`online_store_spec` gives.
 
-    Locally the SQLite store names it after the feature table. On Databricks, ``<table>_online``: a
-    Lakebase online table is a Unity Catalog table of its own (a synced table), so it cannot take the
-    offline Delta table's name.
+    Locally the SQLite store names it after the feature table. On Databricks, ``<table>_online``: a Lakebase
+    online table is a Unity Catalog table of its own (a synced table), so it cannot take the offline table's name.
     """
     return f"{table}_online" if is_databricks() else table
 

@@ -35,6 +35,7 @@ from utils.runtime import (  # noqa: F401 - re-exported: the facts of where the 
     get_spark,
     install_on_databricks,
     is_databricks,
+    is_serverless,
     java_version,
     lakebase_enabled,
     lakehouse_dir,
@@ -234,15 +235,15 @@ def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.
     """What a router scores with: Model Serving on Databricks, models loaded in the router's process elsewhere.
 
     Returns ``utils.serving.ModelServingBackend`` (served entities of endpoint ``endpoint_name``, with the AI
-    Gateway inference table ``<catalog>.<schema>.endpoint_payload``) or
-    ``utils.local.endpoints.LocalBackend`` (one in-memory served model per version, loaded once).
+    Gateway inference table ``<catalog>.<schema>.endpoint_payload``, scaling to zero on serverless only: review
+    R18) or ``utils.local.endpoints.LocalBackend`` (one in-memory served model per version, loaded once).
     """
     if is_databricks():
         from utils.config import get_config
         from utils.serving import ModelServingBackend
 
         cfg = get_config()
-        return ModelServingBackend(endpoint_name, model_name,
+        return ModelServingBackend(endpoint_name, model_name, scale_to_zero=is_serverless(),
                                    inference_table=(cfg.catalog, cfg.schema, INFERENCE_TABLE_PREFIX))
     from utils.local.endpoints import LocalBackend
 

@@ -36,6 +36,7 @@ from utils.environment import (  # noqa: F401 - re-exported: the facts of where 
     get_param,
     get_secret,
     is_databricks,
+    is_serverless,
     java_version,
     lakebase_enabled,
     lakehouse_dir,
@@ -391,9 +392,8 @@ def configure_mlflow(experiment_name: str | None = None) -> str:
 def environment_report() -> dict[str, str]:
     """Versions of the pieces the workshop relies on, for the setup notebook.
 
-    Installed distributions (``importlib.metadata``), plus what is imported and running: the pyspark
-    module's version and, on Databricks, the runtime version (its Spark, not a pip wheel, is the one
-    that runs there).
+    Installed distributions (``importlib.metadata``), plus what is imported and running: the pyspark module's
+    version and, on Databricks, the runtime version (its Spark, not a pip wheel, is the one that runs there).
     """
     import importlib.metadata as md
     import platform as pyplatform

@@ -88,24 +88,22 @@ def warm_up(upstreams: list[ModelServingUpstream], timeout_s: float = WARM_UP_S,
 class ModelServingBackend:
     """The Model Serving endpoint ``endpoint_name``: one served entity per routed version, traffic by weight.
 
-    ``apply`` creates or updates the endpoint (and waits until it is ready) so its own traffic split
-    matches the router's table: callers of the endpoint URL get the same split the router applies per
-    customer. Versions the previous table served stay served at 0% traffic, so rolling back to them
-    is a traffic change, not a new container build. ``stop`` leaves the endpoint in place: it outlives
-    the notebook.
+    ``apply`` creates or updates the endpoint (and waits until it is ready) so its own traffic split matches
+    the router's table: callers of the endpoint URL get the same split the router applies per customer.
+    Versions the previous table served stay served at 0% traffic, so rolling back to them is a traffic
+    change, not a new container build. ``stop`` leaves the endpoint in place: it outlives the notebook.
 
-    ``scale_to_zero`` is off by default here: the router calls each served entity directly, and an
-    entity at 0% traffic that scaled to zero answers its first call only after a cold start of
-    minutes, longer than the router's upstream timeout, so a blue/green switch or a rollback would
-    fail. An entity that does not scale to zero bills while it runs: delete the endpoint when the
-    workshop ends (Serving UI, or ``WorkspaceClient().serving_endpoints.delete(name)``).
+    ``scale_to_zero`` (on unless asked off) is what ``utils.platform.serving_backend`` keeps on serverless, as an
+    always-on endpoint burns Free Edition's daily quota; there an entity idle for about 30 minutes answers the
+    router only after a cold start of minutes (``apply`` warms every entity up again). On classic clusters it is
+    off, and the endpoint bills while it exists: delete it when done (``python -m utils.teardown``).
 
     ``inference_table`` ``(catalog, schema, prefix)``: the AI Gateway inference table the endpoint writes
     every request and response to (see :func:`deploy_serving_endpoint`).
     """
 
     def __init__(self, endpoint_name: str, model_name: str, client: Any = None, workload_size: str = "Small",
-                 scale_to_zero: bool = False, inference_table: tuple[str, str, str] | None = None) -> None:
+                 scale_to_zero: bool = True, inference_table: tuple[str, str, str] | None = None) -> None:
         self.inference_table = inference_table
         self.endpoint_name = endpoint_name
         self.model_name = model_name

@@ -172,7 +172,8 @@ def test_the_router_serves_through_model_serving_and_moves_its_traffic_with_the_
 
     client, ws = workspace
     name, blue, green = served_model
-    router = Router(name, log_predictions=False, backend=ModelServingBackend(ENDPOINT, name, client=client))
+    classic = ModelServingBackend(ENDPOINT, name, client=client, scale_to_zero=False)  # classic's pick
+    router = Router(name, log_predictions=False, backend=classic)
     router.reload({"champion": 100, "challenger": 0})
     with router:
         config = ws.endpoints[ENDPOINT]
@@ -203,6 +204,21 @@ def test_the_router_serves_through_model_serving_and_moves_its_traffic_with_the_
         assert {r["served_entity_name"]: r["traffic_percentage"] for r in routes} == {
             f"modelserving-{blue}": 90, f"modelserving-{green}": 10}
     assert ENDPOINT in ws.endpoints, "stopping the router leaves the endpoint serving"
+
+
+@pytest.mark.parametrize(("runtime", "scales"), [("client.4.9", True), ("17.3", False)])
+def test_the_endpoint_scales_to_zero_on_serverless_and_stays_up_on_classic(workspace, monkeypatch, runtime, scales):
+    """Review R18: an always-on endpoint burns Free Edition's daily quota, and Free Edition is serverless only
+    (runtime version ``client.<n>``); a classic cluster keeps the router's entities up (a cold start outlasts it)."""
+    client, ws = workspace
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", runtime)
+    monkeypatch.setenv("MLOPS_CATALOG", "workshop")
+    monkeypatch.setenv("MLOPS_SCHEMA", "ada")
+    backend = serving_backend("main.ml.rec", ENDPOINT)
+    backend.client = client
+    backend.apply({"3": 100})
+    assert [e["scale_to_zero_enabled"] for e in ws.endpoints[ENDPOINT]["served_entities"]] == [scales]
+    assert ModelServingBackend(ENDPOINT, "m").scale_to_zero, "built by hand, it scales to zero unless asked not to"
 
 
 def test_after_a_traffic_change_every_served_entity_is_warmed_up_before_the_router_uses_it(workspace) -> None:
