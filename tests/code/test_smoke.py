@@ -99,7 +99,7 @@ def test_a_failed_task_is_one_line_with_its_error_and_url_and_the_run_is_cancell
     def task(spec: dict[str, Any], _: StandInWorkspace) -> TaskResult:
         ran.append(spec["task_key"])
         if spec["task_key"] == "package":
-            return TaskResult("FAILED", error="EnvironmentProblem: catalog plantly_prod does not exist\ntraceback ...")
+            return TaskResult("FAILED", error="EnvironmentProblem: catalog team_prod does not exist\ntraceback ...")
         return TaskResult()
 
     ws.task_runner = task
@@ -107,7 +107,7 @@ def test_a_failed_task_is_one_line_with_its_error_and_url_and_the_run_is_cancell
     assert _smoke(running, bundle) == 1
     out = capsys.readouterr().out.splitlines()
     failed = [line for line in out if line.startswith("  package:")]
-    assert failed == [failed[0]] and "FAILED: EnvironmentProblem: catalog plantly_prod does not exist (" in failed[0]
+    assert failed == [failed[0]] and "FAILED: EnvironmentProblem: catalog team_prod does not exist (" in failed[0]
     assert "/run/" in failed[0] and "traceback" not in "\n".join(out)
     assert ran == LIFECYCLE[:LIFECYCLE.index("package") + 1]  # 05 and 06 never started
     assert "lifecycle: FAILED" in "\n".join(out) and bundle.commands[-1].startswith("bundle destroy")  # torn down all the same

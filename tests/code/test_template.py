@@ -1,20 +1,28 @@
 """The template: `copier copy` renders a team's project, `copier update` brings later template versions into it.
 
-Every render starts from a git copy of this repository's tracked files, as a team's `copier copy <repository>`
-sees it. The generated project's own tests run in a subprocess: its fast ones, and a few Spark-backed ones that
-build table and model names from its config (about two minutes on two cores).
+Every render starts from a copy of this repository's tracked files: a git repository tagged v1, as a team's
+`copier copy <repository>` sees it, or, for the render matrix, the plain folder (twice as fast). Every combination
+of the answers that choose is rendered and checked without Spark (about 30 s on two busy cores); for one, the
+generated project's own tests run in a subprocess: its fast ones, and a few Spark-backed ones that build table and
+model names from its config (about two minutes on two cores).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import inspect
+import itertools
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import yaml
 
 copier = pytest.importorskip("copier")
 
@@ -51,6 +59,28 @@ SPARK_TESTS = [
 ]
 GIT_ENV = {"GIT_AUTHOR_NAME": "Template Test", "GIT_AUTHOR_EMAIL": "test@example.com",
            "GIT_COMMITTER_NAME": "Template Test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+# Every combination of the answers that choose (compute, CI) or may be left empty (the production catalog), under a
+# team's project name; the node type is asked for classic compute only, and the development catalog is Free
+# Edition's `workspace` for the serverless team. The default answers render this repository itself (tested below).
+COMBINATIONS = [
+    pytest.param({"project_name": "acme_recs", "compute": compute, "ci": ci, "prod_catalog": prod,
+                  **({"dev_catalog": "acme_dev", "node_type": "Standard_D4ds_v5"} if compute == "classic" else {})},
+                 id=f"{compute}-ci_{ci}-{'prod_catalog' if prod else 'no_prod_catalog'}")
+    for compute, ci, prod in itertools.product(("serverless", "classic"), ("github", "none"), ("acme_live", ""))
+]
+# Template syntax a render must not leave behind: a Jinja expression or statement, or copier's older delimiters
+# around an answer ([[x]] alone is everyday Python, a list in a list), in a file's text or its name.
+LEFTOVER = re.compile(r"\{\{-?\s*[^{}\s][^{}]*?\}\}|\{%-?\s*\w+[^%]*?%\}"
+                      r"|\[\[-?\s*(project_name|dev_catalog|prod_catalog|compute|node_type|ci|distribution|project_dash|_copier_\w+)\b")
+# What looks like template syntax in a generated project and is not the template's, by file: Databricks' dynamic value
+# references to job parameters (in an f-string too), GitHub Actions expressions in the workflows, and the nbconvert template runner.py
+# extends JupyterLab's page with. The 360° page's own Jinja templates (utils/templates/*.j2) are not read.
+NOT_TEMPLATE_SYNTAX = [
+    (re.compile(r".+"), re.compile(r"\{\{(\{\{)?job\.parameters\.(\w+|<\w+>|\{\w+\})?(\}\})*")),  # f"{{{{...}}}}" too
+    (re.compile(r"\.github/workflows/[\w-]+\.yml"), re.compile(r"\$\{\{[^{}]*\}\}")),
+    (re.compile(r"utils/runner\.py"), re.compile(r"\{%-? (extends|block|endblock)\b[^%]*%\}")),
+]
+JINJA_TEMPLATES = re.compile(r"utils/templates/\w+\.html\.j2")
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -69,11 +99,17 @@ def _commit_all(repo: Path, message: str, tag: str | None = None) -> None:
         _git(repo, "tag", tag)
 
 
-def _template_repo(dest: Path) -> Path:
-    """A git repository holding this repository's tracked files, committed and tagged v1."""
+def _copy_tracked(dest: Path) -> Path:
+    """``dest`` holding a copy of this repository's tracked files, as they are in the working tree."""
     for rel in _tracked(ROOT):
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dest / rel)
+    return dest
+
+
+def _template_repo(dest: Path) -> Path:
+    """A git repository holding this repository's tracked files, committed and tagged v1."""
+    _copy_tracked(dest)
     _git(dest, "init", "-q", "-b", "main")
     _commit_all(dest, "v1", tag="v1")
     return dest
@@ -91,6 +127,13 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for key, value in GIT_ENV.items():
             mp.setenv(key, value)
         return _template_repo(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="module")
+def plain_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tracked files without git: copier renders such a folder in place instead of cloning a tag first, which
+    makes a render about twice as fast (the render matrix uses it; the tests of tags and updates use ``template``)."""
+    return _copy_tracked(tmp_path_factory.mktemp("plain-template"))
 
 
 @pytest.fixture(scope="module")
@@ -132,16 +175,22 @@ def test_other_answers_give_the_teams_names_everywhere(acme: Path, template: Pat
     assert "project_name: acme_recs" in answers and "_commit: v1" in answers
 
 
-def test_only_the_example_keeps_the_example_name(acme: Path) -> None:
+def _example_name_outside_the_example(project: Path) -> dict[str, list[str]]:
+    """File -> its first lines naming the example (``git grep -i plantly``) outside the example's own domain."""
     hits: dict[str, list[str]] = {}
-    for rel in sorted(_files(acme)):
+    for rel in sorted(_files(project)):
         try:
-            lines = (acme / rel).read_text().splitlines()
+            lines = (project / rel).read_text().splitlines()
         except UnicodeDecodeError:
             continue
         found = [line for line in lines if "plantly" in line.lower() and not EXAMPLE_MODULE.search(line)]
         if found and not EXAMPLE_FILES.match(rel) and rel not in NOT_YET_NEUTRAL:
             hits[rel] = found[:2]
+    return hits
+
+
+def test_only_the_example_keeps_the_example_name(acme: Path) -> None:
+    hits = _example_name_outside_the_example(acme)
     assert not hits, f"the example's name outside the example's domain: {hits}"
 
 
@@ -163,6 +212,95 @@ def test_bad_answers_are_refused_with_the_rule(template: Path, tmp_path: Path, a
     with pytest.raises(ValueError, match=re.escape(rule)):
         copier.run_copy(str(template), tmp_path / "p", data=answers, defaults=True, vcs_ref="v1", quiet=True)
     assert not (tmp_path / "p" / "pyproject.toml").exists()
+
+
+def _leftover_template_syntax(project: Path) -> dict[str, list[str]]:
+    """File -> the template syntax a render left in its text or its name (what is not the template's set apart)."""
+    left: dict[str, list[str]] = {}
+    for rel in sorted(_files(project)):
+        found = [m.group(0) for m in LEFTOVER.finditer(rel)]
+        if not JINJA_TEMPLATES.fullmatch(rel):
+            try:
+                text = (project / rel).read_text()
+            except UnicodeDecodeError:  # an image
+                text = ""
+            for where, allowed in NOT_TEMPLATE_SYNTAX:
+                text = allowed.sub("", text) if where.fullmatch(rel) else text
+            found += [m.group(0) for m in LEFTOVER.finditer(text)]
+        if found:
+            left[rel] = found[:3]
+    return left
+
+
+def _generated_bundle_checks(project: Path) -> tuple[ModuleType, list[str]]:
+    """Run the generated project's own bundle tests that read only its files, here, against its files.
+
+    Its ``tests/code/test_bundle.py`` finds the project from its own path. Tests that import ``utils`` are left to
+    the project's own run (here they would import this repository's package, not the project's); a parametrised
+    test runs for each of its targets. The YAML files are parsed once, not at every helper call (a combination took
+    about 15 s on two busy cores, now about 4 s). Returns the loaded module (its ``_target`` merges a target as the CLI does) and the tests run.
+    """
+    spec = importlib.util.spec_from_file_location(f"generated_test_bundle_{project.name}", project / "tests/code/test_bundle.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module._main, module._resources = functools.cache(module._main), functools.cache(module._resources)
+    ran = []
+    for name, check in vars(module).items():
+        if not name.startswith("test_") or re.search(r"^\s*(from|import) utils\b", inspect.getsource(check), re.MULTILINE):
+            continue
+        marks = [m for m in getattr(check, "pytestmark", []) if m.name == "parametrize"]
+        for value in marks[0].args[1] if marks else [None]:
+            check(value) if marks else check()
+        ran.append(name)
+    return module, ran
+
+
+@pytest.mark.parametrize("answers", COMBINATIONS)
+def test_every_combination_of_answers_renders_a_clean_project(plain_template: Path, tmp_path: Path, answers: dict) -> None:
+    """Issue #33 item 5: each combination renders without template syntax left, with the files its answers call for,
+    a bundle whose default target runs on the chosen compute and whose prod target uses the production catalog
+    answered, the generated project's own bundle checks passing, and the team's name wherever a name appears."""
+    project = tmp_path / "acme-recs"
+    copier.run_copy(str(plain_template), project, data=answers, defaults=True, quiet=True)
+    name, dash, classic = answers["project_name"], answers["project_name"].replace("_", "-"), answers["compute"] == "classic"
+    dev_catalog = answers.get("dev_catalog", "workspace")
+
+    assert not _leftover_template_syntax(project), f"template syntax left: {_leftover_template_syntax(project)}"
+    expected = {rel.removesuffix(".jinja") for rel in _files(plain_template)} - {"copier.yml", "tests/code/test_template.py"}
+    if answers["ci"] == "none":
+        expected = {rel for rel in expected if not rel.startswith(".github/")}
+    assert _files(project) == expected | {".copier-answers.yml"}, sorted(_files(project) ^ (expected | {".copier-answers.yml"}))
+    assert any(rel.startswith(".github/workflows/") for rel in expected) == (answers["ci"] == "github")
+    recorded = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert {k: recorded.get(k) for k in answers} == answers, "copier update replays these answers"
+
+    module, ran = _generated_bundle_checks(project)
+    assert len(ran) >= 8, ran
+    bundle = yaml.safe_load((project / "databricks.yml").read_text())
+    assert {"dev", "serverless", "staging", "prod"} <= set(bundle["targets"])
+    (default,) = [t for t, spec in bundle["targets"].items() if spec.get("default")]
+    assert default == ("dev" if classic else "serverless"), "the default target runs on the compute answered"
+    assert bundle["variables"]["node_type"].get("default") == answers.get("node_type")
+    for target in ("dev", "prod", default):
+        for job_name, job in module._target(target)["resources"]["jobs"].items():
+            on_clusters = target != "serverless"
+            assert bool(job.get("job_clusters")) == on_clusters and bool(job.get("environments")) != on_clusters, (target, job_name)
+            for cluster in job.get("job_clusters", []):
+                assert cluster["new_cluster"]["node_type_id"] == "${var.node_type}", (target, job_name)
+    variables = {t: module._target(t)["variables"] for t in bundle["targets"]}
+    assert variables["prod"]["catalog"] == (answers["prod_catalog"] or f"{name}_prod")
+    assert variables["staging"]["prod_catalog"] == answers["prod_catalog"], "staging promotes to the production catalog"
+    assert variables["dev"]["catalog"] == variables["serverless"]["catalog"] == dev_catalog
+    assert variables["dev"]["prod_catalog"] == variables["serverless"]["prod_catalog"] == ""
+
+    assert bundle["bundle"]["name"] == f"{dash}-mlops"
+    assert f'name = "{dash}-mlops"' in (project / "pyproject.toml").read_text()
+    assert (project / "README.md").read_text().startswith(f"# {dash}-mlops: ")
+    names = (project / "utils/project.py").read_text()
+    assert f'NAME = "{name}"' in names and f'PROD_CATALOG = "{answers["prod_catalog"]}"' in names
+    assert variables["dev"]["endpoint_name"].startswith(f"{dash}-dev-") and variables["prod"]["experiment_name"].startswith(f"/Shared/{name}_")
+    assert not _example_name_outside_the_example(project), _example_name_outside_the_example(project)
 
 
 def test_update_brings_a_template_change_and_keeps_the_teams_edit(tmp_path: Path) -> None:
