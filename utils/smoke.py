@@ -125,10 +125,10 @@ def tear_down(client: Any, parameters: dict[str, str], cli: Callable[[list[str]]
 
 
 def main(argv: list[str] | None = None, cli: Callable[[list[str]], str] | None = None, client: Any = None) -> int:
-    """The command line (``make databricks-smoke TARGET=serverless ROWS=2000``); returns the exit status."""
+    """The command line (``make databricks-smoke TARGET=serverless SMOKE_ROWS=6000``); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m utils.smoke", description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="dev", help="the bundle target (databricks.yml), default dev")
-    parser.add_argument("--rows", type=int, default=2000, help="impressions the lifecycle generates (default 2000)")
+    parser.add_argument("--rows", type=int, default=6000, help="impressions the lifecycle generates (default 6000)")
     parser.add_argument("--profile", default="", help="a ~/.databrickscfg profile (default: the CLI's default)")
     parser.add_argument("--keep", action="store_true", help="leave what the run made (no teardown)")
     parser.add_argument("--poll", type=float, default=10.0, help="seconds between looks at the run")
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None, cli: Callable[[list[str]], str] | None =
     ok = run_lifecycle(client, jobs["lifecycle"]["id"], args.rows, args.poll)
     print("lifecycle: every task succeeded" if ok else "lifecycle: FAILED (the line above says where)")
     if args.keep:
-        print("--keep: nothing torn down; `python -m utils.smoke --target ... ` again, or `databricks bundle destroy`")
+        print(f"--keep: nothing torn down; `databricks bundle destroy -t {args.target}` and `python -m utils.teardown --yes`"
+              " (in a notebook there) remove it")
         return 0 if ok else 1
     try:
         failed = tear_down(client, jobs["lifecycle"]["parameters"], run_cli, args.target)
