@@ -77,7 +77,7 @@ def request_bodies(n: int, seed: int) -> tuple[list[bytes], list[bytes], Any]:
     keys = keys.sample(n=n, replace=len(keys) < n, random_state=seed).reset_index(drop=True)
     records = [{"customer_id": str(r["customer_id"]), "plant_id": str(r["plant_id"]), "page": str(r["page"]),
                 "position": int(r["position"]), "price": float(r["price"])} for r in keys.to_dict(orient="records")]
-    frame, _ = OnlineFeatures().build(records, strict=True)  # what the endpoint scores, row for row
+    frame = OnlineFeatures().build(records)  # what the endpoint scores, row for row
     inputs = model_inputs(frame)
     routed = [json.dumps({"dataframe_records": [r]}).encode() for r in records]
     direct = [json.dumps({"dataframe_records": [r]}).encode() for r in inputs.to_dict(orient="records")]

@@ -59,28 +59,45 @@ def mlflow_restored() -> Iterator[None]:
             os.environ["MLFLOW_EXPERIMENT_ID"] = before[3]
 
 
+def tiny_features() -> dict[str, tuple[pd.DataFrame, list[str], str | None]]:
+    """Per feature-table kind: its rows, primary keys and timeseries column. Customers C1, C2 and plants P1, P2
+    (P2 invasive); activity for C1 and P1 only, C1's twice (the latest row is the one of 2024-01-02)."""
+    day = lambda d: pd.Timestamp(d, tz="UTC")  # noqa: E731
+    return {
+        "customer": (pd.DataFrame({"customer_id": ["C1", "C2"], "region": ["north", "south"], "age_band": ["25-34", "55+"],
+                                   "device": ["mobile", "desktop"], "tenure_days": [100, 5]}), ["customer_id"], None),
+        "customer_activity": (pd.DataFrame({"customer_id": ["C1", "C1"], "feature_ts": [day("2024-01-01"), day("2024-01-02")],
+                                            "cust_impressions_30d": [1, 7], "cust_purchase_rate_30d": [0.9, 0.25]}),
+                              ["customer_id", "feature_ts"], "feature_ts"),
+        "plant": (pd.DataFrame({"plant_id": ["P1", "P2"], "category": ["fern", "vine"], "care_level": ["easy", "hard"],
+                                "light_needs": ["shade", "sun"], "invasive": [False, True]}), ["plant_id"], None),
+        "plant_activity": (pd.DataFrame({"plant_id": ["P1"], "feature_ts": [day("2024-01-02")], "plant_impressions_30d": [40],
+                                         "plant_purchase_rate_30d": [0.1]}), ["plant_id", "feature_ts"], "feature_ts"),
+    }
+
+
 def publish_tiny_online_store(activity_source_version: int | None = None) -> None:
-    """Customers C1, C2 and plants P1, P2 (P2 invasive) in the online store; activity for C1 and P1 only.
+    """The :func:`tiny_features` in the online store (the latest row per key).
 
     ``activity_source_version`` is the Delta version the customer-activity table claims to come from.
     """
     from utils.local import online_store
     from utils.plantly_features import feature_table_names
 
-    t = feature_table_names()
-    online_store.publish(pd.DataFrame({"customer_id": ["C1", "C2"], "region": ["north", "south"],
-                                       "age_band": ["25-34", "55+"], "device": ["mobile", "desktop"],
-                                       "tenure_days": [100, 5]}), t["customer"], ["customer_id"])
-    online_store.publish(pd.DataFrame({"customer_id": ["C1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
-                                       "cust_impressions_30d": [7], "cust_purchase_rate_30d": [0.25]}),
-                         t["customer_activity"], ["customer_id", "feature_ts"], "feature_ts",
-                         source_version=activity_source_version)
-    online_store.publish(pd.DataFrame({"plant_id": ["P1", "P2"], "category": ["fern", "vine"],
-                                       "care_level": ["easy", "hard"], "light_needs": ["shade", "sun"],
-                                       "invasive": [False, True]}), t["plant"], ["plant_id"])
-    online_store.publish(pd.DataFrame({"plant_id": ["P1"], "feature_ts": [pd.Timestamp("2024-01-02", tz="UTC")],
-                                       "plant_impressions_30d": [40], "plant_purchase_rate_30d": [0.1]}),
-                         t["plant_activity"], ["plant_id", "feature_ts"], "feature_ts")
+    names = feature_table_names()
+    for kind, (frame, keys, series) in tiny_features().items():
+        online_store.publish(frame, names[kind], keys, series,
+                             source_version=activity_source_version if kind == "customer_activity" else None)
+
+
+def write_tiny_feature_tables(cfg: Any) -> dict[str, int]:
+    """The :func:`tiny_features` as the Delta feature tables of ``cfg``; returns each table's version."""
+    from utils import lakehouse
+    from utils.plantly_features import feature_table_names
+
+    names = feature_table_names(cfg)
+    return {names[kind]: lakehouse.write(frame, names[kind], mode="overwrite")
+            for kind, (frame, _, _) in tiny_features().items()}
 
 
 @contextlib.contextmanager

@@ -437,7 +437,7 @@ class Router:
         if self._features is None:
             self._features = OnlineFeatures(self.cfg)
         try:
-            frame, _ = self._features.build(records, strict=True)
+            frame = self._features.build(records)
         except UnknownKeyError as exc:
             raise FeatureLookupError(str(exc)) from None
         predictions: list[float] = [0.0] * len(records)

@@ -49,9 +49,9 @@ def lakebase_online_store(name: str | None = None, timeout_s: float = LAKEBASE_R
 
 
 def publish_online(table: str, fe: Any = None) -> int | None:
-    """Publish feature table ``table`` to the online store the router and streaming scorer read; returns its Delta version.
+    """Publish feature table ``table`` to the online store the router reads; returns its Delta version.
 
-    The router and the streaming scorer run in this process (on Databricks, on the driver) and read the
+    The router runs in this process (on Databricks, on the driver) and reads the
     SQLite online store (``utils.local.online_store``), so that store is filled from ``fe.read_table``,
     the latest row per key, on both platforms. With ``MLOPS_LAKEBASE=true`` on Databricks the table is
     also published for real, ``fe.publish_table`` to a Lakebase online store as ``<table>_online``,

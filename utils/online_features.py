@@ -2,9 +2,8 @@
 
 A keys-only request or event carries a customer, a plant and the request context (page, position,
 price); :class:`OnlineFeatures` looks the customer's and the plant's features up in the online store
-and returns the model's input columns. The router (``utils.deploy``) and the streaming scorer
-(``utils.scoring.StreamScorer``) both build their inputs here, so a request and an event with the same
-keys score alike.
+and returns the model's input columns, for the router (``utils.deploy``). The streaming scorer joins the same
+columns from the feature tables' latest rows in Spark (``utils.scoring.StreamScorer``): its callback runs off the driver.
 """
 
 from __future__ import annotations
@@ -110,8 +109,8 @@ class OnlineFeatures:
 
         return {t: online_store.online_table_info(t).source_version for t in self.tables.values()}
 
-    def build(self, records: Sequence[Mapping[str, Any]], strict: bool = True) -> tuple[pd.DataFrame, dict[int, str]]:
-        """The records with their features; unknown customers/plants raise (``strict``) or are returned by index."""
+    def build(self, records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """The records with their features (a row per record); raises ``UnknownKeyError`` naming unknown customers/plants."""
         from utils.local import online_store
 
         t = self.tables
@@ -137,6 +136,6 @@ class OnlineFeatures:
             for part in (cust[i], plant[i], cust_act[i], plant_act[i]):
                 row.update({k: (None if v is _MISSING else v) for k, v in part.items()})
             rows.append(row)
-        if unknown and strict:
+        if unknown:
             raise UnknownKeyError(unknown_keys_message(unknown))
-        return pd.DataFrame(rows, columns=[*REQUEST_COLUMNS, *[f for f in FEATURES if f not in REQUEST_COLUMNS]]), unknown
+        return pd.DataFrame(rows, columns=[*REQUEST_COLUMNS, *[f for f in FEATURES if f not in REQUEST_COLUMNS]])

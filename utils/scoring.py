@@ -11,9 +11,9 @@ scores Arrow batches with ``mapInArrow``: a cheaper start on small inputs; at a 
 ``spark_udf`` was as fast or faster (``bench/results.md``). Both give identical predictions.
 
 Streaming scoring reads JSON events from a landing folder; each micro-batch is validated (bad events
-go to a quarantine table with the reason), its features are looked up in the online store, and the
-predictions are merged into the inference log on ``(source, event_id, model_version)``, so replaying a batch after a
-restart neither loses nor duplicates a prediction.
+go to a quarantine table with the reason), joined in Spark to the feature tables' latest row per key, scored
+with ``spark_udf`` and merged into the inference log on ``(source, event_id, model_version)``, so replaying a
+batch after a restart neither loses nor duplicates a prediction.
 """
 
 from __future__ import annotations
@@ -434,86 +434,107 @@ def _validate_event(rec: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]
     return None, row
 
 
+QUARANTINE_SCHEMA = pa.schema([("quarantine_id", pa.string()), ("batch_id", pa.int64()), ("event_id", pa.string()),
+                               ("reason", pa.string()), ("raw", pa.string()), ("quarantined_at", pa.timestamp("us", tz="UTC"))])
+
+
+def _insert_new(rows: SparkDataFrame, table: str, keys: Sequence[str]) -> int:
+    """Insert the ``rows`` whose ``keys`` ``table`` lacks (SQL ``MERGE INTO``, on the rows' own session); returns how many."""
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    done = rows.sparkSession.sql(f"MERGE INTO {table} t USING {{rows}} s ON {on} WHEN NOT MATCHED THEN INSERT *",
+                                 rows=rows).first()
+    return int(done["num_inserted_rows"]) if done is not None else 0
+
+
 @dataclass
 class StreamScorer:
-    """Scores landed events micro-batch by micro-batch; idempotent per event, so replays add nothing.
+    """Scores landed events micro-batch by micro-batch (``foreach_batch``); idempotent per event, so replays add nothing.
 
-    Its ``foreach_batch`` runs where the engine runs callbacks: on Spark Connect (serverless, and the local
-    engine) in a Python process of the server's, which sees only what this object carries. So it carries the
-    MLflow tracking and registry URIs of the process that made it, and keeps no state the notebook reads back
-    (the query's progress says which batches had input: :func:`batches_with_input`).
+    Made in the notebook: it creates the inference log and quarantine tables if missing, and ``score``, the model's
+    ``spark_udf`` (mlflow gets the model to Spark). ``foreach_batch`` runs where the engine runs it: on Spark Connect
+    (serverless, the local engine) in a Python process of the server's that sees no file or state of the notebook's,
+    so it reads tables only, on the micro-batch's session: features are the feature tables' latest rows, not the online store.
     """
 
     model_name: str
     model_version: str
     model_uri: str
     cfg: Config = field(default_factory=get_config)
-    tracking_uri: str = field(default_factory=lambda: __import__("mlflow").get_tracking_uri())
-    registry_uri: str = field(default_factory=lambda: __import__("mlflow").get_registry_uri())
-    _model: Any = field(default=None, repr=False)
-    _features: Any = field(default=None, repr=False)
+    score: Any = field(default=None, repr=False)
 
-    def model(self) -> Any:
-        """The pyfunc model, loaded once, from the registry of the process that made this scorer."""
-        if self._model is None:
-            import mlflow.pyfunc
+    def __post_init__(self) -> None:
+        import mlflow.pyfunc
 
-            from utils.training import scoring_model_uri
-
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.registry_uri)
-            self._model = mlflow.pyfunc.load_model(scoring_model_uri(self.model_uri))
-        return self._model
-
-    def score_batch(self, events: pd.DataFrame, batch_id: int) -> dict[str, int]:
-        """Validate, look up features, score and log one micro-batch; returns counts (scored, logged, quarantined)."""
-        from utils.online_features import OnlineFeatures
-
-        valid, bad = validate_events(events)
-        if self._features is None:
-            self._features = OnlineFeatures(self.cfg)
-        rows = []
-        if not valid.empty:
-            frame, unknown = self._features.build(valid.to_dict(orient="records"), strict=False)
-            if unknown:
-                extra = valid.iloc[sorted(unknown)].assign(reason=[unknown[i] for i in sorted(unknown)])
-                bad = extra.reset_index(drop=True) if bad.empty else pd.concat([bad, extra], ignore_index=True)
-                keep = [i for i in range(len(valid)) if i not in unknown]
-                frame = frame.iloc[keep].reset_index(drop=True)
-                valid = valid.iloc[keep].reset_index(drop=True)
-            if not frame.empty:
-                scores = np.asarray(self.model().predict(model_inputs(frame)), dtype=float)
-                rows = [inference_rows(frame.assign(event_id=valid["event_id"].to_numpy()), scores, source="streaming",
-                                       model_name=self.model_name, model_version=self.model_version,
-                                       feature_versions=self._features.versions(),
-                                       request_id=f"stream-batch-{batch_id}")]
-        logged = append_inference_log(pd.concat(rows), self.cfg) if rows else 0
-        quarantined = self._quarantine(bad, batch_id)
-        return {"scored": sum(len(r) for r in rows), "logged": logged, "quarantined": quarantined}
-
-    def _quarantine(self, bad: pd.DataFrame, batch_id: int) -> int:
         from utils import lakehouse
+        from utils.platform import get_spark
+        from utils.training import scoring_model_uri
 
+        for name, schema in ((inference_log_table(self.cfg), inference_log_schema()),
+                             (streaming_quarantine_table(self.cfg), QUARANTINE_SCHEMA)):
+            if not lakehouse.exists(name):
+                lakehouse.write(schema.empty_table(), name)
+        self.score = self.score or mlflow.pyfunc.spark_udf(get_spark(), scoring_model_uri(self.model_uri),
+                                                           result_type="double", env_manager="local")
+
+    def with_features(self, events: SparkDataFrame) -> tuple[SparkDataFrame, dict[str, int]]:
+        """``events`` plus the feature columns, ``_<kind>`` match flags and a ``reason`` naming an unknown customer or
+        plant ("" if none), from each feature table's latest row per key (as online; no activity is 0); and the Delta
+        version read of each table. A missing feature table fails the batch."""
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        from utils.online_features import CUSTOMER_ACTIVITY, CUSTOMER_FEATURES, PLANT_ACTIVITY, PLANT_FEATURES
+        from utils.plantly_features import feature_table_names
+
+        spark, names, versions = events.sparkSession, feature_table_names(self.cfg), {}
+        for kind, key, cols in (("customer", "customer_id", CUSTOMER_FEATURES), ("plant", "plant_id", PLANT_FEATURES),
+                                ("customer_activity", "customer_id", CUSTOMER_ACTIVITY),
+                                ("plant_activity", "plant_id", PLANT_ACTIVITY)):
+            versions[names[kind]] = int(spark.sql(f"DESCRIBE HISTORY {names[kind]} LIMIT 1").first()["version"])
+            table = spark.read.option("versionAsOf", versions[names[kind]]).table(names[kind])
+            if "feature_ts" in table.columns:  # a time series (plantly_features): its latest row per key
+                latest = Window.partitionBy(key).orderBy(F.desc("feature_ts"))
+                table = table.withColumn("_n", F.row_number().over(latest)).where("_n = 1")
+            events = events.join(table.select(key, *cols, F.lit(True).alias(f"_{kind}")), key, "left")
+        unknown = [F.when(F.col(f"_{kind}").isNull(), F.format_string(f"unknown {kind}_id '%s'", f"{kind}_id"))
+                   for kind in ("customer", "plant")]
+        return events.fillna({**CUSTOMER_ACTIVITY, **PLANT_ACTIVITY}).withColumn("reason", F.concat_ws("; ", *unknown)), versions
+
+    def foreach_batch(self, batch_df: SparkDataFrame, batch_id: int) -> dict[str, int]:
+        """The ``foreachBatch`` function: validate, add features, score and log one micro-batch; returns how many
+        predictions it logged (0 for a replayed batch) and how many events it quarantined."""
+        from pyspark.sql import functions as F
+
+        spark, logged = batch_df.sparkSession, 0
+        valid, bad = validate_events(batch_df.toPandas())
+        if not valid.empty:
+            joined, versions = self.with_features(spark.createDataFrame(valid))
+            rows = joined.toPandas()  # a micro-batch is small: the join runs once
+            unknown = rows["reason"] != ""
+            extra = rows.loc[unknown, [*EVENT_FIELDS, "reason"]].sort_values("event_id")
+            bad = extra.reset_index(drop=True) if bad.empty else pd.concat([bad, extra], ignore_index=True)
+            known = spark.createDataFrame(rows[~unknown].drop_duplicates("event_id"), schema=joined.schema)
+            inputs = model_input_columns(known)
+            logged = _insert_new(known.select(
+                F.lit(f"stream-batch-{batch_id}").alias("request_id"), "event_id", F.current_timestamp().alias("ts"),
+                F.lit("streaming").alias("source"), F.lit(self.model_name).alias("model_name"),
+                F.lit(str(self.model_version)).alias("model_version"), F.lit(None).cast("string").alias("arm"),
+                "customer_id", "plant_id", *inputs, F.lit(json.dumps(versions, sort_keys=True)).alias("feature_versions"),
+                self.score(F.struct(*inputs)).alias(PREDICTION_COL)), inference_log_table(self.cfg), LOG_KEYS)
+        return {"logged": logged, "quarantined": self._quarantine(bad, batch_id, spark)}
+
+    def _quarantine(self, bad: pd.DataFrame, batch_id: int, spark: Any) -> int:
         if bad.empty:
             return 0
         raw = bad.drop(columns=["reason"]).apply(
             lambda r: json.dumps({k: _plain(v) for k, v in r.items() if v is not None and not pd.isna(v)}), axis=1)
         rows = pd.DataFrame({
-            "quarantine_id": [f"{batch_id}:{i}:{r}" for i, r in enumerate(raw)],
-            "batch_id": int(batch_id),
+            "quarantine_id": [f"{batch_id}:{i}:{r}" for i, r in enumerate(raw)], "batch_id": int(batch_id),
             "event_id": [None if v is None or pd.isna(v) else str(v) for v in bad.get("event_id", [None] * len(bad))],
-            "reason": bad["reason"].astype(str), "raw": raw.astype(str),
-            "quarantined_at": pd.Timestamp(datetime.now(UTC)),
-        })
-        rows = rows.drop_duplicates("quarantine_id")
-        schema = pa.schema([("quarantine_id", pa.string()), ("batch_id", pa.int64()), ("event_id", pa.string()),
-                            ("reason", pa.string()), ("raw", pa.string()), ("quarantined_at", pa.timestamp("us", tz="UTC"))])
-        table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
-        return lakehouse.merge(table, streaming_quarantine_table(self.cfg), ["quarantine_id"], update=False)["num_inserted"]
-
-    def foreach_batch(self, batch_df: SparkDataFrame, batch_id: int) -> None:
-        """The ``foreachBatch`` callback: score the micro-batch's events (small batches, scored on the driver)."""
-        self.score_batch(batch_df.toPandas(), batch_id)
+            "reason": bad["reason"].astype(str), "raw": raw.astype(str), "quarantined_at": pd.Timestamp(datetime.now(UTC)),
+        }).drop_duplicates("quarantine_id")
+        table = pa.Table.from_pandas(rows, schema=QUARANTINE_SCHEMA, preserve_index=False)
+        return _insert_new(spark.createDataFrame(table), streaming_quarantine_table(self.cfg), ["quarantine_id"])
 
 
 def stream_checkpoint(cfg: Config | None = None, name: str = "events") -> Path:
@@ -525,39 +546,19 @@ def stream_checkpoint(cfg: Config | None = None, name: str = "events") -> Path:
 
 def start_stream(scorer: StreamScorer, folder: Path, checkpoint: Path, max_files_per_trigger: int = 1,
                  processing_time: str | None = None) -> StreamingQuery:
-    """Start the streaming scorer on ``folder``; returns the running query.
+    """Run the streaming scorer on ``folder``; returns the query (its ``recentProgress`` says which batches had input).
 
-    ``processing_time`` (e.g. ``"10 seconds"``) keeps it running, one micro-batch per interval, until
-    ``query.stop()``; without it the trigger is ``availableNow``: score what has landed, then stop.
+    ``processing_time`` (e.g. ``"10 seconds"``) keeps it running, one micro-batch per interval, until ``query.stop()``.
+    Without it the trigger is ``availableNow``: it scores what landed since the last run, stops, then returns;
+    a failed micro-batch raises the query's ``StreamingQueryException``.
     """
     from utils.platform import get_spark
 
     folder.mkdir(parents=True, exist_ok=True)
-    stream = (get_spark().readStream.schema(event_schema())
-              .option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT_COL)
-              .option("maxFilesPerTrigger", max_files_per_trigger)
-              .option("pathGlobFilter", "*.json")
-              .json(str(folder)))
+    stream = (get_spark().readStream.schema(event_schema()).option("columnNameOfCorruptRecord", CORRUPT_COL)
+              .option("maxFilesPerTrigger", max_files_per_trigger).option("pathGlobFilter", "*.json").json(str(folder)))
     writer = stream.writeStream.foreachBatch(scorer.foreach_batch).option("checkpointLocation", str(checkpoint))
-    writer = writer.trigger(processingTime=processing_time) if processing_time else writer.trigger(availableNow=True)
-    return writer.start()
-
-
-def batches_with_input(query: StreamingQuery) -> list[int]:
-    """Ids of the micro-batches of ``query`` that read at least one row, from the query's own progress reports.
-
-    Counting in the query's progress rather than in the ``foreachBatch`` function works on Spark
-    Connect too (Databricks serverless), where the function runs on the server and state it keeps is
-    never seen by the notebook. Progress keeps the last ``spark.sql.streaming.numRecentProgressUpdates``
-    (default 100) batches.
-    """
-    return [int(p.batchId) for p in query.recentProgress if p.numInputRows > 0]
-
-
-def run_stream(scorer: StreamScorer, folder: Path, checkpoint: Path, max_files_per_trigger: int = 1) -> StreamingQuery:
-    """Score every event landed in ``folder`` since the last run (``availableNow``), then stop; returns the query."""
-    query = start_stream(scorer, folder, checkpoint, max_files_per_trigger)
-    query.awaitTermination()
-    if query.exception() is not None:
-        raise RuntimeError(f"the streaming scorer failed: {query.exception()}")
+    query = writer.trigger(**({"processingTime": processing_time} if processing_time else {"availableNow": True})).start()
+    if not processing_time:
+        query.awaitTermination()
     return query

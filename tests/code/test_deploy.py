@@ -187,16 +187,15 @@ def test_values_a_float64_input_cannot_hold_are_refused(field, value, words):
 
 def test_online_features_fill_activity_defaults_and_refuse_unknown_keys(upstreams):
     feats = OnlineFeatures()
-    frame, unknown = feats.build([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
-    assert unknown == {}
+    frame = feats.build([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
     assert set(FEATURES) <= set(frame.columns)
     assert frame.loc[0, "cust_impressions_30d"] == 7 and frame.loc[0, "region"] == "north"
     assert frame.loc[1, "cust_impressions_30d"] == 0 and frame.loc[1, "plant_purchase_rate_30d"] == 0.0
     assert bool(frame.loc[1, "invasive"]) is True
     with pytest.raises(UnknownKeyError, match="unknown customer_id 'C9'"):
         feats.build([{**GOOD, "customer_id": "C9"}])
-    _, unknown = feats.build([GOOD, {**GOOD, "plant_id": "P9"}], strict=False)
-    assert list(unknown) == [1] and "unknown plant_id 'P9'" in unknown[1]
+    with pytest.raises(UnknownKeyError, match="record 1: unknown plant_id 'P9'"):
+        feats.build([GOOD, {**GOOD, "plant_id": "P9"}])
     assert feats.versions()[feature_table_names()["customer_activity"]] == 3
 
 
@@ -372,7 +371,7 @@ def test_a_client_cannot_override_features_such_as_the_invasive_flag(router):
     body = json.dumps({**GOOD, "plant_id": "P2", "invasive": False, "category": "fern", "tenure_days": 9999}).encode()
     records = parse_request(body)
     assert set(records[0]) == {"customer_id", "plant_id", "page", "position", "price"}
-    frame, _ = OnlineFeatures().build(records)
+    frame = OnlineFeatures().build(records)
     assert bool(frame.loc[0, "invasive"]) is True and frame.loc[0, "category"] == "vine"
     assert frame.loc[0, "tenure_days"] == 100
     assert router.predict(json.loads(body))["predictions"]  # served, with the store's features

@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support import publish_tiny_online_store
+from tests.support import write_tiny_feature_tables
 from utils import lakehouse
-from utils.plantly_features import FEATURES
+from utils.plantly_features import FEATURES, feature_table_names
 from utils.scoring import (
-    batches_with_input,
     INFERENCE_LOG_COLUMNS,
     StreamScorer,
     append_inference_log,
@@ -23,7 +22,6 @@ from utils.scoring import (
     land_events,
     model_inputs,
     read_inference_log,
-    run_stream,
     score_partitions,
     spark_udf_scores,
     start_stream,
@@ -135,45 +133,80 @@ def test_fast_scorer_matches_spark_udf(spark, model_uri):
     assert a["prediction"].max() > 0 and (b.set_index("event_id").loc["E7", "prediction"] == 0.0)
 
 
-def test_streaming_restart_scores_only_new_events_and_quarantines_bad_ones(spark, model_uri, isolated_state):
-    publish_tiny_online_store()
+@pytest.fixture()
+def stream_cfg(spark):
+    """A schema of its own holding the tiny feature tables, and no online store for its duration.
+
+    The streaming callback runs in the engine's Python process, which on Databricks serverless sees no file of the
+    notebook's: it must take its features from the Delta tables, so a local online store must not be needed.
+    """
+    import shutil
+
+    from utils.config import get_config
+    from utils.local import online_store
+
+    cfg = get_config(schema="streaming_test")
+    write_tiny_feature_tables(cfg)
+    store, aside = online_store.online_dir(), online_store.online_dir().with_name("online-aside")
+    if store.exists():
+        store.rename(aside)
+    try:
+        yield cfg
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+        if aside.exists():
+            aside.rename(store)
+
+
+def test_streaming_restart_scores_only_new_events_and_quarantines_bad_ones(spark, model_uri, isolated_state, stream_cfg):
+    """Features come from the Delta feature tables (latest row per key, versions logged): no online store exists here."""
+    from pyspark import cloudpickle
+
+    from utils.local import online_store
+    from utils.scoring import event_schema
+
     folder, checkpoint = isolated_state / "landing-test", isolated_state / "ckpt-test"
     events = pd.DataFrame({"event_id": [f"S{i}" for i in range(6)], "customer_id": ["C1", "C2"] * 3,
                            "plant_id": ["P1", "P2", "P1", "P1", "P2", "P1"], "event_ts": "2024-01-05T10:00:00",
                            "page": "home", "position": [1, 2, 3, 4, 5, 6], "price": 10.0})
     land_events(events.iloc[:3], folder, raw_lines=['{"event_id": "BAD1", oops'])
     land_events(events.iloc[3:4].assign(customer_id="C-UNKNOWN"), folder)
-    scorer = StreamScorer("m", "1", model_uri)
-    run_stream(scorer, folder, checkpoint)
-    first = read_inference_log()
-    first = first[first["source"] == "streaming"]
-    assert sorted(first["event_id"]) == ["S0", "S1", "S2"]
+    scorer = StreamScorer("m", "1", model_uri, stream_cfg)
+    carried = cloudpickle.dumps(scorer.foreach_batch)  # what Spark Connect ships to the engine's Python process
+    assert str(online_store.online_dir()).encode() not in carried, "the callback must not refer to the online store"
+    start_stream(scorer, folder, checkpoint)  # availableNow: returns once what landed is scored
+    assert not online_store.online_dir().exists()  # scored without an online store
+    first = read_inference_log(stream_cfg)
+    assert sorted(first.loc[first["source"] == "streaming", "event_id"]) == ["S0", "S1", "S2"]
     land_events(events.iloc[4:], folder)
-    restarted = StreamScorer("m", "1", model_uri)  # a new process would start from the checkpoint too
-    query = run_stream(restarted, folder, checkpoint)
-    log = read_inference_log()
-    log = log[log["source"] == "streaming"]
-    assert sorted(log["event_id"]) == ["S0", "S1", "S2", "S4", "S5"] and log["event_id"].is_unique
-    assert len(batches_with_input(query)) == 1  # only the new file was read
-    restarted.score_batch(events.iloc[4:].astype(str).assign(_corrupt_record=None), batch_id=99)  # a replay
-    assert len(read_inference_log().query("source == 'streaming'")) == 5
-    quarantine = lakehouse.read_pandas(streaming_quarantine_table())
+    restarted = StreamScorer("m", "1", model_uri, stream_cfg)  # a new process would start from the checkpoint too
+    query = start_stream(restarted, folder, checkpoint)
+    log = read_inference_log(stream_cfg)
+    log = log[log["source"] == "streaming"].set_index("event_id")
+    assert sorted(log.index) == ["S0", "S1", "S2", "S4", "S5"] and log.index.is_unique
+    assert len([p for p in query.recentProgress if p.numInputRows > 0]) == 1  # only the new file was read
+    replay = spark.createDataFrame(events.iloc[4:].astype(str).assign(_corrupt_record=None), schema=event_schema())
+    assert restarted.foreach_batch(replay, batch_id=99) == {"logged": 0, "quarantined": 0}
+    assert len(read_inference_log(stream_cfg).query("source == 'streaming'")) == 5
+    quarantine = lakehouse.read_pandas(streaming_quarantine_table(stream_cfg))
     reasons = " | ".join(quarantine["reason"])
-    assert "malformed JSON" in reasons and "unknown customer_id 'C-UNKNOWN'" in reasons
-    assert log.loc[log["event_id"] == "S1", "prediction"].item() == 0.0  # P2 is invasive
+    assert "malformed JSON" in reasons and "unknown customer_id 'C-UNKNOWN'" in reasons and len(quarantine) == 2
+    assert log.loc["S1", "prediction"] == 0.0 and log.loc["S0", "prediction"] == pytest.approx(0.1)  # P2 is invasive
+    assert log.loc["S0", "cust_impressions_30d"] == 7.0 and log.loc["S1", "cust_impressions_30d"] == 0.0  # latest row; none
+    versions = {t: lakehouse.current_version(t) for t in feature_table_names(stream_cfg).values()}
+    assert json.loads(log.loc["S0", "feature_versions"]) == versions
 
 
-def test_a_continuous_stream_keeps_scoring_files_as_they_land(spark, model_uri, isolated_state):
+def test_a_continuous_stream_keeps_scoring_files_as_they_land(spark, model_uri, isolated_state, stream_cfg):
     import time
 
-    publish_tiny_online_store()
     folder, checkpoint = isolated_state / "landing-continuous", isolated_state / "ckpt-continuous"
     events = pd.DataFrame({"event_id": [f"K{i}" for i in range(4)], "customer_id": ["C1", "C2"] * 2,
                            "plant_id": "P1", "event_ts": "2024-01-05T10:00:00", "page": "home",
                            "position": [1, 2, 3, 4], "price": 10.0})
 
     def streamed() -> list[str]:
-        log = read_inference_log()
+        log = read_inference_log(stream_cfg)
         return sorted(log.loc[(log["source"] == "streaming") & log["event_id"].str.startswith("K"), "event_id"])
 
     def wait_for(expected: list[str], timeout_s: float = 180.0) -> list[str]:
@@ -182,7 +215,7 @@ def test_a_continuous_stream_keeps_scoring_files_as_they_land(spark, model_uri, 
             time.sleep(0.5)
         return got
 
-    query = start_stream(StreamScorer("m", "1", model_uri), folder, checkpoint, processing_time="1 second")
+    query = start_stream(StreamScorer("m", "1", model_uri, stream_cfg), folder, checkpoint, processing_time="1 second")
     try:
         land_events(events.iloc[:2], folder)
         assert wait_for(["K0", "K1"]) == ["K0", "K1"]

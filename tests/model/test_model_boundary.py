@@ -261,7 +261,8 @@ def test_batch_refuses_values_a_double_cannot_hold_naming_the_column(spark, pack
 
 
 def test_unknown_flag_is_read_as_invasive_by_the_shared_model_input_step() -> None:
-    """The inference log, the streaming scorer and calls to a remote served entity build model inputs with model_inputs."""
+    """The inference log and calls to a remote served entity build model inputs with model_inputs (the streaming
+    scorer with its Spark twin, model_input_columns, which also reads an unknown flag as invasive)."""
     from utils.scoring import model_inputs
 
     frame = pd.DataFrame({c: ["x"] * 3 for c in CATEGORICAL} | {c: [1.0] * 3 for c in NUMERIC}
