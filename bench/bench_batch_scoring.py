@@ -1,4 +1,4 @@
-"""Benchmark: batch scoring rows/s, in-process ``predict`` against the two Spark scorers of ``utils.scoring``.
+"""Benchmark: batch scoring rows/s, in-process ``predict`` against ``utils.scoring.spark_udf_scores`` on Spark.
 
 Builds an isolated lifecycle state (``catch_up("05")``: data, features, a registered champion),
 then a scoring frame of ``--rows`` rows by sampling (with replacement) the training set's 15 model
@@ -9,7 +9,6 @@ Then, on the same rows, ``--repeats`` times in turn:
 * ``in-process predict``: the champion's pyfunc, loaded once (untimed), ``model.predict`` on the
   whole pandas frame in this process: the physical limit of one Python process;
 * ``spark_udf_scores``: ``mlflow.pyfunc.spark_udf`` (what Databricks users write);
-* ``score_partitions``: ``mapInArrow``, the model loaded once per Python worker;
 * ``Spark floor``: the same write of the cached input without scoring (what Spark costs by itself).
 
 Each Spark case is forced to full evaluation by writing every column, the prediction included,
@@ -45,9 +44,8 @@ SCRIPT = "bench/bench_batch_scoring.py"
 TOLERANCE = 1e-9
 IN_PROCESS = "in-process `model.predict` (pandas, 1 process)"
 UDF = "`spark_udf_scores` (mlflow.pyfunc.spark_udf)"
-PARTITIONS = "`score_partitions` (mapInArrow)"
 FLOOR = "Spark floor: the same write, no scoring"
-SHORT = {IN_PROCESS: "in-process", UDF: "`spark_udf_scores`", PARTITIONS: "`score_partitions`", FLOOR: "floor"}
+SHORT = {IN_PROCESS: "in-process", UDF: "`spark_udf_scores`", FLOOR: "floor"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -136,10 +134,8 @@ def main() -> None:
     table = markdown_table(["scorer", "rows", "median s", "rows/s", "× in-process predict", "Python CPU s",
                             "JVM CPU s", "cores busy"], rows, "lrrrrrrr")
     udf = results[UDF]["rps"] / base_rps
-    part = results[PARTITIONS]["rps"] / base_rps
-    best = max(udf, part)
     own = results[IN_PROCESS]["py_cpu_s"]
-    per_cpu = {k: own / (results[k]["py_cpu_s"] + results[k]["jvm_cpu_s"]) for k in (UDF, PARTITIONS)}
+    per_cpu = own / (results[UDF]["py_cpu_s"] + results[UDF]["jvm_cpu_s"])
     body = (f"Champion v{info['version']} (gradient boosting, {args.data_rows:,} generated impressions); "
             f"{args.rows:,} rows sampled from the {info['base_rows']:,}-row training set's 15 model inputs; "
             f"Spark `local[*]` on {info['cores']} cores, input cached in {args.partitions} partitions, Arrow batches of "
@@ -148,13 +144,11 @@ def main() -> None:
             f"from /proc: Python = this process plus the PySpark daemon and workers, JVM = the Spark driver JVM; "
             f"cores busy = their sum / wall time. Individual runs (s): "
             + "; ".join(f"{SHORT[k]} {', '.join(f'{t:.1f}' for t in r['runs'])}" for k, r in results.items())
-            + f". Predictions of the three scorers on {checks['rows']:,} rows agree within "
+            + f". Predictions of both scorers on {checks['rows']:,} rows agree within "
             f"{checks['max_diff']:.1e}.\n\n{table}\n\n"
-            f"The faster Spark scorer reaches {best:.2f}× in-process `predict` (target ≥ 0.70×); "
-            f"`spark_udf` {udf:.2f}×, `score_partitions` {part:.2f}×. Per CPU second (in-process CPU / Spark CPU, "
-            f"Python + JVM) `spark_udf` does {per_cpu[UDF]:.2f}× and `score_partitions` {per_cpu[PARTITIONS]:.2f}× "
-            f"the work of in-process `predict`, so with both cores free the best `score_partitions` could reach is "
-            f"about {info['cores'] * per_cpu[PARTITIONS]:.2f}× on {info['cores']} cores.")
+            f"`spark_udf` reaches {udf:.2f}× in-process `predict` (target ≥ 0.70×). Per CPU second (in-process CPU / "
+            f"Spark CPU, Python + JVM) it does {per_cpu:.2f}× the work of in-process `predict`, so with every core free "
+            f"it could reach about {info['cores'] * per_cpu:.2f}× on {info['cores']} cores.")
     print(table)
     if not args.no_record:
         record("Batch scoring throughput: Spark scorers vs in-process `predict`", body, SCRIPT, machine)
@@ -168,7 +162,7 @@ def run(args: argparse.Namespace, state: Path) -> tuple[dict[str, dict], dict[st
 
     from utils.plantly_features import FEATURES
     from utils.platform import get_spark
-    from utils.scoring import PREDICTION_COL, score_partitions, spark_udf_scores
+    from utils.scoring import PREDICTION_COL, spark_udf_scores
 
     model_info = champion(args, online=False)
     spark = get_spark()
@@ -188,7 +182,6 @@ def run(args: argparse.Namespace, state: Path) -> tuple[dict[str, dict], dict[st
 
     model = mlflow.pyfunc.load_model(scoring_model_uri(model_info.uri))  # once, untimed: the recommender inside
     udf_scored = spark_udf_scores(df, model_info.uri)  # builds the UDF (downloads the model), untimed
-    part_scored = score_partitions(df, model_info.uri)  # downloads the model, untimed
     holder: dict[str, np.ndarray] = {}
 
     def in_process() -> None:
@@ -200,7 +193,6 @@ def run(args: argparse.Namespace, state: Path) -> tuple[dict[str, dict], dict[st
     cases: dict[str, Callable[[], object]] = {
         IN_PROCESS: in_process,
         UDF: noop(udf_scored),
-        PARTITIONS: noop(part_scored),
         FLOOR: noop(df),
     }
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cases}
@@ -218,11 +210,11 @@ def run(args: argparse.Namespace, state: Path) -> tuple[dict[str, dict], dict[st
                          "py_cpu_s": statistics.median(p for _, p, _ in samples),
                          "jvm_cpu_s": statistics.median(j for _, _, j in samples)}
 
-    # the three scorers agree on the first --check-rows rows
+    # both scorers agree on the first --check-rows rows
     n = min(args.check_rows, args.rows)
     expected = holder["pred"][:n]
     max_diff = 0.0
-    for scored in (udf_scored, part_scored):
+    for scored in (udf_scored,):
         got = (scored.filter(scored.row_id < n).select("row_id", PREDICTION_COL).toPandas()
                .sort_values("row_id"))
         if len(got) != n or not (got["row_id"].to_numpy() == np.arange(n)).all():
@@ -232,7 +224,7 @@ def run(args: argparse.Namespace, state: Path) -> tuple[dict[str, dict], dict[st
     if max_diff > TOLERANCE:
         raise AssertionError(f"the scorers disagree by {max_diff} (> {TOLERANCE}) on the first {n} rows")
     floor = results[FLOOR]["py_cpu_s"]
-    for name in (UDF, PARTITIONS):  # the model ran: the workers spent at least half the in-process CPU on it
+    for name in (UDF,):  # the model ran: the workers spent at least half the in-process CPU on it
         if results[name]["py_cpu_s"] - floor < 0.5 * results[IN_PROCESS]["py_cpu_s"]:
             raise AssertionError(f"{name} used {results[name]['py_cpu_s']:.2f} Python CPU s against "
                                  f"{results[IN_PROCESS]['py_cpu_s']:.2f} in-process: was the model skipped?")

@@ -5,10 +5,9 @@ Delta table, the inference log (``cfg.table("inference_log")``), with its reques
 name and version, the keys, the 15 model inputs as real columns, the feature-table versions it was
 computed from (JSON) and the prediction. Monitoring (notebook 06) reads it.
 
-Batch scoring comes twice: ``spark_udf_scores`` is what Databricks users write
-(``mlflow.pyfunc.spark_udf``); ``score_partitions`` loads the model once per Python worker and
-scores Arrow batches with ``mapInArrow``: a cheaper start on small inputs; at a million rows
-``spark_udf`` was as fast or faster (``bench/results.md``). Both give identical predictions.
+Batch scoring is ``spark_udf_scores``: ``mlflow.pyfunc.spark_udf``, what Databricks users write; at a million
+rows it was faster than a hand-written ``mapInArrow`` scorer (``bench/results.md``), which needs the project
+importable where the workers run, so it is not kept.
 
 Streaming scoring reads JSON events from a landing folder; each micro-batch is validated (bad events
 go to a quarantine table with the reason), joined in Spark to the feature tables' latest row per key, scored
@@ -20,7 +19,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from utils.config import Config, get_config, inference_log_table  # noqa: F401 - inference_log_table re-exported
+from utils.config import Config, get_config, inference_log_table
 from utils.plantly_columns import (  # noqa: F401 - re-exported: the inference log's columns
     BOOLEAN,
     CATEGORICAL,
@@ -253,85 +252,6 @@ def spark_udf_scores(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
     return df.withColumn(output_col, udf(F.struct(*model_input_columns(df))))
 
 
-_WORKER_MODELS: dict[str, Any] = {}
-
-
-def _worker_model(local_path: str) -> Any:
-    """The pyfunc model at ``local_path``, loaded once per Python worker process."""
-    model = _WORKER_MODELS.get(local_path)
-    if model is None:
-        import mlflow.pyfunc
-
-        model = _WORKER_MODELS[local_path] = mlflow.pyfunc.load_model(local_path)
-    return model
-
-
-def _partition_scorer(local_path: str, output_col: str) -> Any:
-    """The function ``mapInArrow`` runs on executors: score the batches with the model at ``local_path``.
-
-    ``local_path`` must be readable by every executor: the driver's disk in local mode and on a
-    one-machine cluster; a Unity Catalog volume (``/Volumes/...``) on Databricks. Spark Connect
-    (serverless) has no ``SparkContext.addFile``, so nothing is shipped by hand.
-    It is a closure, so Spark ships it by value. Only ``_score_batches(batches, path, output_col)`` is
-    looked up by name in the worker, where ``utils`` may be the older copy bundled with a model that
-    ``spark_udf`` loaded first: keep that signature stable.
-    """
-
-    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return _score_batches(batches, local_path, output_col)
-
-    return score
-
-
-def _score_batches(batches: Iterator[pa.RecordBatch], local_path: str, output_col: str) -> Iterator[pa.RecordBatch]:
-    model = _worker_model(local_path)
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        frame = batch.to_pandas()
-        scores = np.asarray(model.predict(model_inputs(frame)), dtype=float)
-        yield batch.append_column(output_col, pa.array(scores, type=pa.float64()))
-
-
-def download_model(model_uri: str, dst: Path | None = None) -> str:
-    """A local copy of ``model_uri`` (a folder every local Spark worker can read); returns its path."""
-    import mlflow.artifacts
-
-    from utils.platform import state_dir
-
-    dst = dst or state_dir() / "scoring" / "models" / uuid.uuid4().hex
-    dst.mkdir(parents=True, exist_ok=True)
-    return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst))
-
-
-def scoring_model_dir() -> Path:
-    """A new folder every executor can read, for the model :func:`score_partitions` ships to its tasks.
-
-    Databricks: under the ``checkpoints`` Unity Catalog volume (``/Volumes/<catalog>/<schema>/checkpoints/
-    scoring-models/<uuid>``), since the driver's own disk is not visible to workers or to serverless compute.
-    Locally: under the state folder. ``addFile`` is not used: serverless refuses it.
-    """
-    from utils.platform import files_dir
-
-    return files_dir("checkpoints") / "scoring-models" / uuid.uuid4().hex
-
-
-def score_partitions(df: SparkDataFrame, model_uri: str, output_col: str = PREDICTION_COL) -> SparkDataFrame:
-    """``df`` plus ``output_col``, scored with ``mapInArrow``: the model loads once per worker, not per batch."""
-    from pyspark.sql.types import DoubleType, StructField, StructType
-
-    from utils.training import raw_model_dir
-
-    if output_col in df.columns:
-        raise ValueError(f"df already has a column {output_col!r}: drop it or pick another output_col")
-    model_inputs_check = [c for c in FEATURES if c not in df.columns]
-    if model_inputs_check:
-        raise ValueError(f"DataFrame lacks the model's feature columns {model_inputs_check}")
-    local_path = str(raw_model_dir(download_model(model_uri, scoring_model_dir())))  # a feature-store model: its raw model
-    schema = StructType([*df.schema.fields, StructField(output_col, DoubleType(), True)])
-    return df.mapInArrow(_partition_scorer(local_path, output_col), schema)
-
-
 def batch_predictions(scored: SparkDataFrame, model_name: str, model_version: str | int,
                       keep: Sequence[str] = ("event_id", "customer_id", "plant_id", "event_ts")) -> SparkDataFrame:
     """The predictions-table rows of a scored frame: keys, prediction, model name and version on every row."""
@@ -483,7 +403,12 @@ class StreamScorer:
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
-        from utils.online_features import CUSTOMER_ACTIVITY, CUSTOMER_FEATURES, PLANT_ACTIVITY, PLANT_FEATURES
+        from utils.online_features import (
+            CUSTOMER_ACTIVITY,
+            CUSTOMER_FEATURES,
+            PLANT_ACTIVITY,
+            PLANT_FEATURES,
+        )
         from utils.plantly_features import feature_table_names
 
         spark, names, versions = events.sparkSession, feature_table_names(self.cfg), {}

@@ -58,7 +58,7 @@ def compute(spark: Any, spec_dir: Path, seconds: dict[str, float] | None = None)
     from utils.features import feature_client
     from utils.monitoring import drift_metrics
     from utils.platform import tracking_uri
-    from utils.scoring import score_partitions, spark_udf_scores
+    from utils.scoring import spark_udf_scores
 
     spec = json.loads((spec_dir / "spec.json").read_text())
     mlflow.set_tracking_uri(tracking_uri())
@@ -76,10 +76,9 @@ def compute(spark: Any, spec_dir: Path, seconds: dict[str, float] | None = None)
 
     scoring = frame("scoring")
     out: dict[str, Any] = {}
-    for method, scorer in (("udf", spark_udf_scores), ("partitions", score_partitions)):
-        scored = scorer(scoring, spec["model_uri"]).select("event_id", "prediction").toPandas()
-        out[method] = scored.sort_values("event_id").reset_index(drop=True)
-        lap(method)
+    scored = spark_udf_scores(scoring, spec["model_uri"]).select("event_id", "prediction").toPandas()
+    out["udf"] = scored.sort_values("event_id").reset_index(drop=True)
+    lap("udf")
 
     training_set = feature_client().create_training_set(
         df=frame("spine"), feature_lookups=lookups(spec["tables"]), label="label", exclude_columns=["region"])

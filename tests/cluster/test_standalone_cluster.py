@@ -3,7 +3,7 @@
 The cluster comes from ``bench/spark_cluster.py`` (the Spark inside the installed pyspark). Its driver runs in a
 subprocess (``tests/cluster/cluster_job.py`` with ``SPARK_MASTER=spark://...``), since this process already holds
 the local session; the same function runs here on the local session, and every result must agree: batch scoring
-(``spark_udf_scores`` and ``score_partitions`` with a real packaged recommender), a point-in-time training set and
+(``spark_udf_scores`` with a real packaged recommender), a point-in-time training set and
 ``drift_metrics``.
 """
 
@@ -188,12 +188,9 @@ def test_master_refuses_a_taken_port(cluster, tmp_path):
 
 
 def test_batch_scoring_on_the_cluster_equals_local_mode(local_results, cluster_results):
-    for method in ("udf", "partitions"):
-        local, remote = local_results[method], cluster_results[method]
-        assert remote["event_id"].tolist() == local["event_id"].tolist() and len(local) > 100
-        np.testing.assert_allclose(remote["prediction"], local["prediction"], rtol=0, atol=1e-12, err_msg=method)
-    np.testing.assert_allclose(cluster_results["udf"]["prediction"], cluster_results["partitions"]["prediction"],
-                               rtol=0, atol=1e-12)
+    local, remote = local_results["udf"], cluster_results["udf"]
+    assert remote["event_id"].tolist() == local["event_id"].tolist() and len(local) > 100
+    np.testing.assert_allclose(remote["prediction"], local["prediction"], rtol=0, atol=1e-12)
     scores = local_results["udf"]["prediction"]
     assert scores.between(0, 1).all() and scores.nunique() > 50 and (scores == 0).any()  # real scores, invasive -> 0
 

@@ -14,7 +14,7 @@ import pytest
 from utils import environment, platform, runtime
 from utils.config import Config
 from utils.project import DISTRIBUTION
-from utils.scoring import landing_dir, scoring_model_dir, stream_checkpoint
+from utils.scoring import landing_dir, stream_checkpoint
 
 PROJECT = Config().project
 MODEL = Config().model_base_name  # <project>_recommender
@@ -37,8 +37,6 @@ def test_spark_read_folders_are_volumes_on_databricks(on_databricks: None) -> No
     assert platform.raw_data_dir() == Path("/Volumes/workshop/ada/raw")
     assert landing_dir() == Path("/Volumes/workshop/ada/landing/events")
     assert stream_checkpoint() == Path("/Volumes/workshop/ada/checkpoints/scoring/events")
-    # the model score_partitions ships to its tasks: workers and serverless cannot read the driver's disk
-    assert scoring_model_dir().parent == Path("/Volumes/workshop/ada/checkpoints/scoring-models")
 
 
 def test_scratch_state_is_on_driver_disk_not_in_the_workspace_folder(on_databricks: None) -> None:

@@ -22,7 +22,6 @@ from utils.scoring import (
     land_events,
     model_inputs,
     read_inference_log,
-    score_partitions,
     spark_udf_scores,
     start_stream,
     streaming_quarantine_table,
@@ -124,13 +123,11 @@ def test_streamed_positions_a_model_input_cannot_hold_are_quarantined(position):
     assert valid.empty and bad["reason"].str.contains(f"position {position!r}", regex=False).all()
 
 
-def test_fast_scorer_matches_spark_udf(spark, model_uri):
+def test_spark_udf_scores_every_row_and_zeroes_invasive_plants(spark, model_uri):
     df = spark.createDataFrame(feature_rows(40)).repartition(3)
     a = spark_udf_scores(df, model_uri).select("event_id", "prediction").toPandas().sort_values("event_id")
-    b = score_partitions(df, model_uri).select("event_id", "prediction").toPandas().sort_values("event_id")
-    assert len(a) == len(b) == 40
-    assert np.array_equal(a["prediction"].to_numpy(), b["prediction"].to_numpy())
-    assert a["prediction"].max() > 0 and (b.set_index("event_id").loc["E7", "prediction"] == 0.0)
+    assert len(a) == 40 and a["event_id"].is_unique
+    assert a["prediction"].max() > 0 and (a.set_index("event_id").loc["E7", "prediction"] == 0.0)
 
 
 @pytest.fixture()

@@ -212,15 +212,14 @@ def test_number_types_over_rest_match_in_process(served, packages, rows) -> None
 def test_batch_paths_score_unknown_flags_zero_and_take_long_columns(spark, packages, rows) -> None:
     from pyspark.sql import functions as F
 
-    from utils.scoring import score_partitions, spark_udf_scores
+    from utils.scoring import spark_udf_scores
 
     frame = rows.assign(position=rows["position"].astype("int64"), tenure_days=rows["tenure_days"].astype("int64"))
     sdf = spark.createDataFrame(frame.astype({"invasive": object})).withColumn("row", F.monotonically_increasing_id())
     assert dict(sdf.dtypes)["position"] == "bigint" and dict(sdf.dtypes)["invasive"] == "boolean"
     want = expected_scores(packages["gboost"], rows)
-    for scorer in (spark_udf_scores, score_partitions):
-        got = scorer(sdf, packages["gboost"]["uri"]).orderBy("row").select("prediction").toPandas()["prediction"]
-        np.testing.assert_allclose(got.to_numpy(), want, rtol=0, atol=1e-12)
+    got = spark_udf_scores(sdf, packages["gboost"]["uri"]).orderBy("row").select("prediction").toPandas()["prediction"]
+    np.testing.assert_allclose(got.to_numpy(), want, rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------- the validation gate on the real package
