@@ -20,7 +20,17 @@ from typing import Any, TypeVar
 from utils.parameters import cast_param
 from utils.project import DISTRIBUTION
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+def _repo_root(package_parent: Path, cwd: Path) -> Path:
+    """The project's folder: the package's parent, or, where the package came from an installed wheel (a bundle
+    job's library, first on ``sys.path`` after ``restartPython()``), the working folder or a parent of it holding
+    ``pyproject.toml`` and ``utils/`` (a notebook runs in ``notebooks/`` of the Git folder)."""
+    if (package_parent / "pyproject.toml").is_file():
+        return package_parent
+    return next((p for p in (cwd, *cwd.parents) if (p / "pyproject.toml").is_file() and (p / "utils").is_dir()),
+                package_parent)
+
+
+REPO_ROOT = _repo_root(Path(__file__).resolve().parents[1], Path.cwd())
 
 
 MIN_JAVA = 17

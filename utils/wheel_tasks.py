@@ -57,10 +57,11 @@ def run_wheel_task(package_name: str, name: str, parameters: list[str]) -> int:
         function()
     except SystemExit as exc:
         return _exit_status(exc.code)
-    finally:
+    finally:  # only the keys the task changed: other threads (a router, MLflow's async logging) never see it empty
         sys.argv = saved_argv
-        os.environ.clear()
-        os.environ.update(saved_environ)
+        for key in [k for k in os.environ if k not in saved_environ]:
+            del os.environ[key]
+        os.environ.update({k: v for k, v in saved_environ.items() if os.environ.get(k) != v})
     return 0
 
 

@@ -290,3 +290,17 @@ def test_the_install_cell_quotes_the_git_folders_path_and_restarts_with_the_note
     assert calls == [("pip", "install --quiet -r '/Workspace/Users/ada/My repo/requirements-databricks.txt'"),
                      ("pip", "install --quiet --no-deps -e '/Workspace/Users/ada/My repo'")]
     assert restarts == [1]
+
+
+def test_the_project_folder_is_found_where_a_bundle_job_imports_utils_from_its_wheel(tmp_path: Path) -> None:
+    """A bundle job installs the project's wheel; after ``restartPython()`` ``utils`` comes from site-packages, which
+    has no ``pyproject.toml``: the project is then the Git folder the notebook runs in (review, new problem 1)."""
+    from utils.environment import _repo_root
+
+    site, repo = tmp_path / "site-packages", tmp_path / "repo"
+    for folder in (site / "utils", repo / "utils", repo / "notebooks"):
+        folder.mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    assert _repo_root(site, repo / "notebooks") == repo
+    assert _repo_root(repo, tmp_path) == repo  # an editable or source checkout: the package's own parent
+    assert _repo_root(site, tmp_path) == site  # nothing better: as before

@@ -117,3 +117,26 @@ def test_a_wheel_task_leaves_no_environment_behind(monkeypatch: pytest.MonkeyPat
     before = dict(os.environ)
     job_runner.run_task("deployment", "approval", {"model_name": "elsewhere.ml.recommender", "model_version": "3"})
     assert dict(os.environ) == before
+
+
+def test_a_wheel_task_puts_back_only_what_it_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in a live notebook (the evaluation task by hand), the environment is never emptied, even for a moment:
+    the router's threads and MLflow's async logging read it meanwhile."""
+    import os
+
+    from utils import deployment_job, platform
+
+    def task(model_name: str, model_version: str) -> None:
+        os.environ["MLOPS_TASK_ONLY"] = "1"
+        os.environ["MLOPS_SEED"] = "7"
+
+    def never(self: object) -> None:
+        raise AssertionError("os.environ was cleared")
+
+    monkeypatch.setitem(deployment_job.TASKS, "approval", task)
+    monkeypatch.setattr(platform, "get_spark", lambda: None)
+    monkeypatch.setattr(platform, "configure_mlflow", lambda: "")
+    monkeypatch.setenv("MLOPS_SEED", "42")
+    monkeypatch.setattr(type(os.environ), "clear", never)
+    job_runner.run_task("deployment", "approval", {"model_name": "elsewhere.ml.recommender", "model_version": "3"})
+    assert os.environ["MLOPS_SEED"] == "42" and "MLOPS_TASK_ONLY" not in os.environ
