@@ -28,6 +28,7 @@ with ``mlops-deployment-job evaluation --model-name NAME --model-version N``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -164,7 +165,8 @@ def _config_from_model_name(args: argparse.Namespace) -> None:
     """Where the job's ``catalog`` / ``schema`` differ from ``args.model_name``'s (``catalog.schema.model``), use the model's.
 
     Unity Catalog passes the job only the model's name and version; the job's ``catalog`` / ``schema`` are its
-    defaults, which a version registered from another schema does not share (review R14). One line says so.
+    defaults, which a version registered from another schema does not share (review R14). One line says so, and
+    the job's endpoint, which serves the job's own schema, gives way to the model's schema's (the config's default).
     """
     parts = args.model_name.split(".")
     if len(parts) != 3:
@@ -175,6 +177,10 @@ def _config_from_model_name(args: argparse.Namespace) -> None:
             print(f"{args.task}: {args.model_name} lives in {field} {value!r}, not the job's {given!r}: using {value!r}",
                   file=sys.stderr)
             setattr(args, field, value)
+            if getattr(args, "endpoint", ""):
+                print(f"{args.task}: not the job's endpoint {args.endpoint!r}, which serves its own schema", file=sys.stderr)
+                args.endpoint = ""
+                os.environ["MLOPS_ENDPOINT"] = ""  # also over a job cluster's MLOPS_ENDPOINT (databricks.yml)
 
 
 def main(argv: list[str] | None = None) -> int:

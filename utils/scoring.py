@@ -361,8 +361,9 @@ QUARANTINE_SCHEMA = pa.schema([("quarantine_id", pa.string()), ("batch_id", pa.i
 def _insert_new(rows: SparkDataFrame, table: str, keys: Sequence[str]) -> int:
     """Insert the ``rows`` whose ``keys`` ``table`` lacks (SQL ``MERGE INTO``, on the rows' own session); returns how many."""
     on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-    done = rows.sparkSession.sql(f"MERGE INTO {table} t USING {{rows}} s ON {on} WHEN NOT MATCHED THEN INSERT *",
-                                 rows=rows).first()
+    # {rows} is spark.sql's DataFrame argument, filled by Spark, so the query is not an f-string
+    query = "MERGE INTO %s t USING {rows} s ON %s WHEN NOT MATCHED THEN INSERT *" % (table, on)  # noqa: UP031
+    done = rows.sparkSession.sql(query, rows=rows).first()
     return int(done["num_inserted_rows"]) if done is not None else 0
 
 

@@ -197,7 +197,8 @@ def test_job_parameters_carry_the_config_on_every_compute() -> None:
         assert params["catalog"] == "${var.catalog}" and params["schema"] == "${resources.schemas.mlops.name}", name
         assert params["endpoint"] == "${var.endpoint_name}", name
         assert params["experiment_name"] == "${var.experiment_name}", name
-        assert set(params) - {"rows", "seed", "scenario", "model_name", "model_version", "reason"} <= config_fields, name
+        others = {"rows", "seed", "scenario", "model_name", "model_version", "reason", "lakebase"}  # lakebase: a switch
+        assert set(params) - others <= config_fields, name
 
 
 def test_schema_and_volumes_let_a_fresh_target_bootstrap_itself() -> None:

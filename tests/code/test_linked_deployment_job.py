@@ -200,7 +200,8 @@ def test_the_deployment_job_reads_catalog_and_schema_from_the_model_it_was_given
     seen = {}
 
     def task(model_name, model_version):
-        seen.update(catalog=os.environ["MLOPS_CATALOG"], schema=os.environ["MLOPS_SCHEMA"], version=model_version)
+        seen.update(catalog=os.environ["MLOPS_CATALOG"], schema=os.environ["MLOPS_SCHEMA"], version=model_version,
+                    endpoint=os.environ.get("MLOPS_ENDPOINT", ""))
         raise ValueError("stop here")
 
     monkeypatch.setitem(deployment_job.TASKS, "evaluation", task)
@@ -208,8 +209,11 @@ def test_the_deployment_job_reads_catalog_and_schema_from_the_model_it_was_given
     monkeypatch.setattr(platform, "configure_mlflow", lambda: None)
     for var in ("MLOPS_CATALOG", "MLOPS_SCHEMA"):
         monkeypatch.setenv(var, "")  # what main() sets is put back after the test
+    monkeypatch.setenv("MLOPS_ENDPOINT", "team-dev-bob")  # as a classic job cluster's environment sets it
     status = deployment_job.main(["evaluation", "--model-name", "team_cat.ada_schema.recommender",
-                                  "--model-version", "4", "--catalog", "workspace", "--schema", "dev_bob_mlops"])
-    assert status == 1 and seen == {"catalog": "team_cat", "schema": "ada_schema", "version": "4"}
+                                  "--model-version", "4", "--catalog", "workspace", "--schema", "dev_bob_mlops",
+                                  "--endpoint", "team-dev-bob"])
+    # the job's endpoint serves dev_bob_mlops: the model's schema gets its own (the config's default), not bob's
+    assert status == 1 and seen == {"catalog": "team_cat", "schema": "ada_schema", "version": "4", "endpoint": ""}
     err = capsys.readouterr().err
     assert "lives in catalog 'team_cat', not the job's 'workspace'" in err and "stop here" in err
