@@ -80,7 +80,7 @@ def ensure_model(rows: int, seed: int, cfg: Config | None = None) -> bool:
 
 
 def ensure_inference_log(rows: int, seed: int, cfg: Config | None = None) -> bool:
-    """Log the champion's scores of the training set to the inference log unless the log exists; True when it logged.
+    """Log the champion's scores of the training set to the inference log unless it has rows; True when it logged.
 
     Notebook 05 writes the inference log (endpoint, batch and streaming predictions) and 06 monitors it (on
     Databricks it puts a data-profiling monitor on it), so a late joiner at 06 gets what 05's batch scoring
@@ -105,8 +105,8 @@ def ensure_inference_log(rows: int, seed: int, cfg: Config | None = None) -> boo
     from utils.training import features_frame, scoring_model_uri
 
     cfg = cfg or get_config()
-    if lakehouse.exists(inference_log_table(cfg)):
-        return False
+    if lakehouse.exists(inference_log_table(cfg)) and lakehouse.read(inference_log_table(cfg)).limit(1).count():
+        return False  # an empty log (a 05 stopped before it scored) is filled like a missing one
     ensure_model(rows, seed, cfg)
     if not lakehouse.exists(training_set_table(cfg)):
         materialize_training_set(feature_client(), cfg)

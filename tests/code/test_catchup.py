@@ -37,7 +37,7 @@ def test_06_catch_up_logs_the_champions_batch_scores_when_there_is_no_inference_
     from utils.catchup import STAGES, ensure_features, ensure_inference_log
     from utils.config import get_config
     from utils.plantly_features import training_set_table
-    from utils.scoring import feature_table_versions, read_inference_log
+    from utils.scoring import feature_table_versions, inference_log_schema, inference_log_table, read_inference_log
 
     monkeypatch.setenv("MLOPS_CATALOG", "late")
     monkeypatch.setenv("MLOPS_SCHEMA", "joiner")
@@ -46,8 +46,9 @@ def test_06_catch_up_logs_the_champions_batch_scores_when_there_is_no_inference_
     ensure_features(2000, 5, cfg)
     with mlflow_restored():
         version, = register_constant_model(cfg.model_name, tmp_path, versions=1)  # the champion 03 leaves
+        lakehouse.write(inference_log_schema().empty_table(), inference_log_table(cfg))  # as a 05 stopped early leaves it
         assert ensure_inference_log(2000, 5, cfg) is True
-        assert ensure_inference_log(2000, 5, cfg) is False, "a log that exists is left alone"
+        assert ensure_inference_log(2000, 5, cfg) is False, "a log with rows is left alone"
     log = read_inference_log(cfg)
     training = lakehouse.read_pandas(training_set_table(cfg))
     assert len(log) == len(training) > 0 and set(log.event_id) == set(training.event_id.astype(str))
