@@ -21,6 +21,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -306,7 +307,9 @@ def _record(
 ) -> dict[str, Any]:
     client = _client()
     model = client.get_registered_model(name)
-    seq = int(model.tags.get(AUDIT_SEQ_TAG, "0")) + 1
+    # microseconds, not the counter + 1 alone: two writers at once (a job's deployment task, a notebook's rollback)
+    # read the same counter, and the second's entry would overwrite the first's on the same version
+    seq = max(int(model.tags.get(AUDIT_SEQ_TAG, "0")) + 1, time.time_ns() // 1000)
     entry: dict[str, Any] = {
         "action": action, "alias": alias, "actor": _actor(actor), "at": _now(), "reason": reason,
         "gate": _compact_gate(gate_result), "from": from_version,

@@ -191,7 +191,7 @@ def test_audit_log_on_the_model_stays_bounded(uris, name):
     log = json.loads(model.tags["audit_log"])
     assert len(log) <= registry.AUDIT_LOG_MAX
     assert len(model.tags["audit_log"]) <= registry.TAG_VALUE_LIMIT
-    assert log[-1]["n"] == registry.AUDIT_LOG_MAX + 3
+    assert [e["n"] for e in log] == sorted(registry.audit_trail(name)["seq"])[-len(log):]  # the newest, in order
     assert len(registry.audit_trail(name)) == registry.AUDIT_LOG_MAX + 3  # full detail stays on the version
 
 
@@ -217,3 +217,15 @@ def test_register_refuses_when_mlflow_points_elsewhere(uris, name, tmp_path):
         if env_before is not None:
             os.environ["MLFLOW_TRACKING_URI"] = env_before
     assert registry.latest_version(name) is None  # refused before anything was registered
+
+
+def test_two_writers_that_read_the_same_counter_both_stay_in_the_audit_trail(uris, name):
+    """A deployment job's task and a notebook recording at once read the same ``audit_seq``: neither entry is lost."""
+    registry.register(uris["good"], name)
+    client = MlflowClient()
+    client.set_registered_model_tag(name, registry.AUDIT_SEQ_TAG, "4")
+    registry._record(name, "1", "promote", "champion", "the job's deployment task", "job", None, None)
+    client.set_registered_model_tag(name, registry.AUDIT_SEQ_TAG, "4")  # the second writer read the counter before
+    registry._record(name, "1", "rollback", "champion", "a notebook's rollback", "ada", None, None)
+    trail = registry.audit_trail(name)
+    assert list(trail["reason"]) == ["the job's deployment task", "a notebook's rollback"] and trail["seq"].is_unique
