@@ -8,8 +8,8 @@ session's is local) and calls :func:`compute` in-process on its local session, t
     SPARK_MASTER=spark://127.0.0.1:7077 .venv/bin/python tests/cluster/cluster_job.py SPEC_DIR OUT_DIR [EXECUTORS]
 
 ``SPEC_DIR`` holds ``spec.json`` (the model URI and the feature-table names) and the inputs as parquet
-(``scoring``, ``spine``, ``baseline``, ``current``). ``OUT_DIR`` receives ``udf.parquet`` and
-``partitions.parquet`` (``event_id``, ``prediction``), ``training_set.parquet``, ``drift.json`` and
+(``scoring``, ``spine``, ``baseline``, ``current``). ``OUT_DIR`` receives ``udf.parquet``
+(``event_id``, ``prediction``), ``training_set.parquet``, ``drift.json`` and
 ``run.json`` (the master, the executors that ran tasks and their Python interpreter).
 """
 
@@ -111,7 +111,7 @@ def plain(value: Any) -> Any:
 def write_results(results: dict[str, Any], out_dir: Path, run: dict[str, Any] | None = None) -> None:
     """``results`` as parquet (frames) and JSON (drift, run facts) under ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("udf", "partitions", "training_set"):
+    for name in ("udf", "training_set"):
         frame = results[name].copy()
         frame.attrs = {}  # Spark Connect's toPandas leaves its plan metrics there, which parquet's metadata cannot hold
         frame.to_parquet(out_dir / f"{name}.parquet", index=False)
@@ -121,7 +121,7 @@ def write_results(results: dict[str, Any], out_dir: Path, run: dict[str, Any] | 
 
 def read_results(out_dir: Path) -> dict[str, Any]:
     """What :func:`write_results` wrote, plus ``run`` (the run facts)."""
-    out: dict[str, Any] = {n: pd.read_parquet(out_dir / f"{n}.parquet") for n in ("udf", "partitions", "training_set")}
+    out: dict[str, Any] = {n: pd.read_parquet(out_dir / f"{n}.parquet") for n in ("udf", "training_set")}
     out["drift"] = json.loads((out_dir / "drift.json").read_text())
     out["run"] = json.loads((out_dir / "run.json").read_text())
     return out
