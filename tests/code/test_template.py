@@ -57,6 +57,8 @@ SPARK_TESTS = [
     "tests/code/test_features.py::test_unknown_write_mode_and_missing_table",
     "tests/code/test_features.py::test_point_in_time_join_never_leaks_the_future_where_a_naive_join_does",
 ]
+TEMPLATE_ONLY = {"copier.yml", "tests/code/test_template.py", "tests/notebooks/test_generated_project.py"}
+"""The template's own files and tests (copier.yml's _exclude), which a generated project does not get."""
 GIT_ENV = {"GIT_AUTHOR_NAME": "Template Test", "GIT_AUTHOR_EMAIL": "test@example.com",
            "GIT_COMMITTER_NAME": "Template Test", "GIT_COMMITTER_EMAIL": "test@example.com"}
 # Every combination of the answers that choose (compute, CI) or may be left empty (the production catalog), under a
@@ -151,7 +153,7 @@ def test_default_answers_render_this_repository_file_for_file(template: Path, tm
     """Each twin X.jinja renders, with the default answers, exactly the X this repository runs with."""
     copier.run_copy(str(template), tmp_path / "p", defaults=True, vcs_ref="v1", quiet=True)
     rendered = _files(tmp_path / "p") - {".copier-answers.yml"}
-    own = {f for f in _tracked(ROOT) if not f.endswith(".jinja")} - {"copier.yml", "tests/code/test_template.py"}
+    own = {f for f in _tracked(ROOT) if not f.endswith(".jinja")} - TEMPLATE_ONLY
     assert rendered == own, (sorted(rendered - own)[:10], sorted(own - rendered)[:10])
     differ = [f for f in sorted(own) if (tmp_path / "p" / f).read_bytes() != (ROOT / f).read_bytes()]
     assert not differ, f"the template's X.jinja and X no longer agree: {differ}"
@@ -267,7 +269,7 @@ def test_every_combination_of_answers_renders_a_clean_project(plain_template: Pa
     dev_catalog = answers.get("dev_catalog", "workspace")
 
     assert not _leftover_template_syntax(project), f"template syntax left: {_leftover_template_syntax(project)}"
-    expected = {rel.removesuffix(".jinja") for rel in _files(plain_template)} - {"copier.yml", "tests/code/test_template.py"}
+    expected = {rel.removesuffix(".jinja") for rel in _files(plain_template)} - TEMPLATE_ONLY
     if answers["ci"] == "none":
         expected = {rel for rel in expected if not rel.startswith(".github/")}
     assert _files(project) == expected | {".copier-answers.yml"}, sorted(_files(project) ^ (expected | {".copier-answers.yml"}))
