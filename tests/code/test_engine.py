@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -87,16 +85,28 @@ def test_a_lost_engine_is_one_line_in_a_notebook(tmp_path: Path, capsys: pytest.
     assert "Rendezvous" not in err
 
 
-def _client(state: Path, out: list[str]) -> None:
-    code = ("import json\nfrom pathlib import Path\nfrom utils.platform import get_spark, state_dir\n"
-            "from utils.local import engine\n"
-            "s = get_spark()\nassert s.range(5).count() == 5\n"
-            "print(json.dumps(engine.status(state_dir())['pid']))\n")
+def _notebook_client(state: Path, name: str, out: list[str]) -> None:
+    """Run a two-cell notebook in its own Jupyter kernel, as a JupyterLab tab does: a Delta table of its own."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("from utils.platform import get_spark, state_dir\nfrom utils.local import engine\n"
+                                  "spark = get_spark()"),
+        nbformat.v4.new_code_cell(f"spark.sql('CREATE TABLE IF NOT EXISTS default.{name} (id BIGINT) USING DELTA')\n"
+                                  f"spark.range(100).write.mode('append').saveAsTable('default.{name}')\n"
+                                  f"assert spark.table('default.{name}').count() == 100\n"
+                                  "print('PID', engine.status(state_dir())['pid'])"),
+    ])
     env = {**os.environ, "MLOPS_STATE_DIR": str(state), "PYTHONPATH": str(REPO)}
     env.pop("SPARK_REMOTE", None)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
-                          check=False)
-    out.append(proc.stdout if proc.returncode == 0 else f"FAILED {proc.stderr[-1500:]}")
+    try:
+        NotebookClient(nb, timeout=600, kernel_name="python3", env=env,
+                       resources={"metadata": {"path": str(REPO / "notebooks")}}).execute(env=env)
+    except Exception as e:  # noqa: BLE001 - the failing kernel's error is the assertion's message
+        out.append(f"FAILED {type(e).__name__}: {str(e)[-1500:]}")
+        return
+    out.append("\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])))
 
 
 def _servers_of(state: Path) -> list[int]:
@@ -113,19 +123,20 @@ def _servers_of(state: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_two_clients_started_at_once_share_one_server(tmp_path: Path) -> None:
-    """Two kernels opened together (JupyterLab, two notebooks) start one engine: the second waits for the first."""
+def test_two_notebooks_run_at_once_share_one_server(tmp_path: Path) -> None:
+    """Two notebooks run at once in two Jupyter kernels (two JupyterLab tabs) share one engine: the second kernel
+    waits for the engine the first one starts, both write their own Delta table, and one server process runs."""
     state = tmp_path / "state"
     outputs: list[str] = []
-    threads = [threading.Thread(target=_client, args=(state, outputs)) for _ in range(2)]
+    threads = [threading.Thread(target=_notebook_client, args=(state, f"tab_{i}", outputs)) for i in range(2)]
     try:
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         assert not [o for o in outputs if o.startswith("FAILED")], outputs
-        pids = {json.loads(o.strip().splitlines()[-1]) for o in outputs}
-        assert len(pids) == 1, f"two servers started: {outputs}"
+        pids = {line.split()[1] for o in outputs for line in o.splitlines() if line.startswith("PID ")}
+        assert len(pids) == 1 and len(outputs) == 2, f"not one shared server: {outputs}"
         assert len(_servers_of(state)) == 1
         assert sum("Starting the local Spark engine" in o for o in outputs) == 1
     finally:
