@@ -15,6 +15,12 @@ is printed.
     .venv/bin/python bench/bench_suite.py                                   # 6,000 and 20,000 impressions (~25 min on 2 cores)
     .venv/bin/python bench/bench_suite.py --sizes 20000 --repeat 2          # idempotence of a second run
     .venv/bin/python bench/bench_suite.py --sizes 3000 --only 00_setup 01_explore --no-record   # a quick dry run
+    .venv/bin/python bench/bench_suite.py --sizes 20000 --before 5eb4e3b    # before the warm engine, then now
+
+``--before REV`` runs the suite first at commit ``REV`` (checked out in a git worktree under the work folder,
+sharing this checkout's ``.venv`` and Delta jars), then at this checkout, each in a fresh state folder, one after
+the other on the same machine: ``5eb4e3b`` is the last commit before the warm engine, where every notebook kernel
+started its own JVM (classic Spark).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the state folders (removed after a successful size otherwise)")
     p.add_argument("--no-record", action="store_true", help="print only; do not append to bench/results.md")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
+    p.add_argument("--before", metavar="REV", help="first run the suite at this commit (a git worktree), then here")
     return p.parse_args()
 
 
@@ -75,20 +82,40 @@ def child_env(folder: Path, rows: int, seed: int) -> dict[str, str]:
     return env
 
 
-def run_suite(folder: Path, rows: int, seed: int, only: list[str] | None, rep: int) -> dict[str, Any]:
-    """One ``python -m utils.runner`` run; returns per-notebook seconds, the wall time and the exit code."""
+def worktree(rev: str) -> Path:
+    """A checkout of ``rev`` under the work folder (``git worktree``), made once and reused; raises SystemExit
+    when git does not know ``rev``."""
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=REPO_ROOT, capture_output=True,
+                         text=True, check=False)
+    if sha.returncode != 0:
+        raise SystemExit(f"--before {rev}: not a commit of this repository ({sha.stderr.strip()})")
+    path = WORK / f"before-{sha.stdout.strip()[:10]}"
+    if not (path / "utils").is_dir():
+        subprocess.run(["git", "worktree", "add", "--force", "--detach", str(path), sha.stdout.strip()], cwd=REPO_ROOT,
+                       check=True, capture_output=True)
+    return path
+
+
+def run_suite(folder: Path, rows: int, seed: int, only: list[str] | None, rep: int,
+              checkout: Path = REPO_ROOT, label: str = "") -> dict[str, Any]:
+    """One ``python -m utils.runner`` run in ``checkout``; returns per-notebook seconds, the wall time and the
+    exit code."""
     output = folder / ("executed" if rep == 1 else f"executed-{rep}")
     cmd = [sys.executable, "-m", "utils.runner", "--rows", str(rows), "--seed", str(seed), "--output", str(output)]
     if only:
         cmd += ["--only", *only]
-    label = f"{fmt(rows)} rows, run {rep}"
+    label = label or f"{fmt(rows)} rows, run {rep}"
     log = folder / f"runner-run{rep}.log"
     print(f"[{label}] {' '.join(cmd[1:])}  (state {folder.relative_to(REPO_ROOT)}; JVM/kernel output in {log.name})", flush=True)
     seconds: dict[str, float] = {}
     current = None
     start = time.perf_counter()
     with log.open("w", encoding="utf-8") as err:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(folder, rows, seed), stdout=subprocess.PIPE,
+        env = child_env(folder, rows, seed)
+        if checkout != REPO_ROOT:  # the other commit uses this checkout's jars, and no engine of this one
+            env["MLOPS_JARS_DIR"] = str(REPO_ROOT / ".jars")
+            env.pop("SPARK_REMOTE", None)
+        proc = subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.PIPE,
                                 stderr=err, text=True, bufsize=1)
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -200,7 +227,7 @@ def main() -> None:
     args = parse_args()
     machine = machine_description()
     WORK.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     runs: dict[tuple[int, int], dict[str, Any]] = {}
     checks: dict[int, tuple[list[str], list[str]]] = {}
     snaps_by_size: dict[int, dict[str, Any]] = {}
@@ -212,6 +239,19 @@ def main() -> None:
         (folder / "state").mkdir(parents=True)
         (folder / "raw").mkdir()
         snaps = []
+        if args.before:
+            before_folder = WORK / f"suite-{rows}-{stamp}-before"
+            shutil.rmtree(before_folder, ignore_errors=True)
+            (before_folder / "state").mkdir(parents=True)
+            (before_folder / "raw").mkdir()
+            result = run_suite(before_folder, rows, args.seed, args.only, 1, checkout=worktree(args.before),
+                               label=f"{fmt(rows)} rows, before ({args.before})")
+            runs[(rows, 0)] = result
+            if result["rc"] != 0:
+                print(f"state kept for inspection: {before_folder}", file=sys.stderr)
+                failed = True
+                break
+            shutil.rmtree(before_folder, ignore_errors=True)
         for rep in range(1, args.repeat + 1):
             result = run_suite(folder, rows, args.seed, args.only, rep)
             runs[(rows, rep)] = result
@@ -249,15 +289,21 @@ def main() -> None:
     names: list[str] = []
     for key in done:
         names += [n for n in runs[key]["seconds"] if n not in names]
-    header = ["notebook", *[f"{fmt(rows)} rows" + (f", run {rep}" if args.repeat > 1 else "") for rows, rep in done]]
+    header = ["notebook", *[f"{fmt(rows)} rows" + (f", before ({args.before})" if rep == 0 else ", now" if args.before else
+                                                   f", run {rep}" if args.repeat > 1 else "") for rows, rep in done]]
     body_rows = [[n, *[_s(runs[k]["seconds"].get(n)) for k in done]] for n in names]
     body_rows.append(["total (sum)", *[_s(sum(runs[k]["seconds"].values())) for k in done]])
     body_rows.append(["runner process, wall", *[_s(runs[k]["wall_s"]) for k in done]])
+    if args.before:
+        body_rows.append(["now / before, wall", *[f"{runs[k]['wall_s'] / runs[(k[0], 0)]['wall_s']:.2f}"
+                                                   if k[1] and (k[0], 0) in runs else "" for k in done]])
     table = markdown_table(header, body_rows)
     scope = f"notebooks {', '.join(args.only)}" if args.only else "every notebook"
     body = (f"`python -m utils.runner --rows N` ({scope}), each size in a fresh state folder; seconds per notebook as the "
             f"runner reports them (kernel start, execution, HTML rendering); one run per size"
-            + (" and a second run on the same state" if args.repeat > 1 else "") + ".\n\n" + table)
+            + (" and a second run on the same state" if args.repeat > 1 else "")
+            + (f"; first at commit {args.before} (a git worktree, this checkout's .venv and jars), then at this checkout"
+               if args.before else "") + ".\n\n" + table)
     for rows, (problems, notes) in checks.items():
         body += f"\n\nSecond run on the same state at {fmt(rows)} rows: " + (
             _verdict(snaps_by_size[rows]) if not problems else "; ".join(problems) + ".")
