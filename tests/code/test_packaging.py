@@ -434,3 +434,22 @@ def test_a_model_pins_what_is_installed_which_locally_is_the_lock() -> None:
     assert [f"{p}=={lock[p]}" for p in PACKAGE_REQUIREMENTS] == pins
     with pytest.raises(ValueError, match="no-such-package is not installed"):
         pinned_requirements(("no-such-package",))
+
+
+def test_a_model_pins_the_installed_version_where_it_differs_from_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Databricks the runtime's versions are not the lock's: the pins follow what is installed (review R11).
+
+    Here installed == lock, so the test above cannot tell a pin read from the environment from one copied from
+    ``requirements.lock``; a version the lock never holds can.
+    """
+    import importlib.metadata
+
+    from utils.platform import REPO_ROOT
+    from utils.training import PACKAGE_REQUIREMENTS, pinned_requirements
+
+    runtime_version = "0.0.1.post999"  # no lock pins this
+    assert f"=={runtime_version}" not in (REPO_ROOT / "requirements.lock").read_text()
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: runtime_version if name in PACKAGE_REQUIREMENTS else real_version(name))
+    assert pinned_requirements() == [f"{p}=={runtime_version}" for p in PACKAGE_REQUIREMENTS]
