@@ -63,11 +63,14 @@ def install_on_databricks() -> str:
     never pyspark, delta-spark or Jupyter, so the runtime's own Spark stays) and ``%pip install --no-deps -e``
     of the repository (so ``utils`` imports after the restart wherever the files were deployed), through
     IPython's ``run_line_magic`` (the call a ``%pip`` line stands for), then ``dbutils.library.restartPython()``. Locally: nothing, since ``make install`` built the environment
-    the kernel runs in; returns a sentence saying so. Each notebook's first code cell calls it, so
-    "Run All" works in a plain Jupyter kernel and on Databricks alike.
+    the kernel runs in; returns a sentence saying so. Nor in a bundle job, whose library or environment installed
+    the requirements, then the project's wheel (:func:`_installed_as_wheel`): says so. Each notebook's first code
+    cell calls it, so "Run All" works in a plain Jupyter kernel and on Databricks alike.
     """
     if not is_databricks():
         return "Nothing to install locally: the kernel runs in the environment `make install` built."
+    if _installed_as_wheel():
+        return f"Nothing to install: the job installed {DISTRIBUTION}'s wheel and requirements-databricks.txt."
     import shlex
 
     from IPython import get_ipython
@@ -80,6 +83,21 @@ def install_on_databricks() -> str:
     dbutils = getattr(shell, "user_ns", {}).get("dbutils") or environment._dbutils()
     dbutils.library.restartPython()
     return "Installed; Python restarted."  # shown only where the restart did not end the cell
+
+
+def _installed_as_wheel() -> bool:
+    """True where :data:`DISTRIBUTION` is installed and, by PEP 610's ``direct_url.json``, not editable (a wheel).
+
+    No distribution, or no such record (a source tree's ``*.egg-info``, a legacy editable install), is False.
+    """
+    import json
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        direct_url = distribution(DISTRIBUTION).read_text("direct_url.json")
+    except PackageNotFoundError:
+        return False
+    return bool(direct_url) and not json.loads(direct_url).get("dir_info", {}).get("editable", False)
 
 
 _UC_READY: set[tuple[str, str]] = set()

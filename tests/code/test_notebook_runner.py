@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 from utils import environment, platform
+from utils.project import DISTRIBUTION
 from utils.runner import kernel_log, render_html, run_notebook, stderr_outputs
 
 
@@ -47,6 +48,31 @@ def test_install_on_databricks_pip_installs_then_restarts(monkeypatch: pytest.Mo
     assert calls[0][1].endswith("requirements-databricks.txt")
     assert calls[1][1].split()[:4] == ["install", "--quiet", "--no-deps", "-e"]
     assert Path(calls[1][1].split()[-1]) == platform.REPO_ROOT
+
+
+@pytest.mark.parametrize(("direct_url", "installs"), [
+    ('{"url": "file:///Workspace/.bundle/dist/plantly_mlops-0.1.0-py3-none-any.whl", "archive_info": {}}', False),
+    ('{"url": "file:///Workspace/Users/ada/repo", "dir_info": {"editable": true}}', True),
+    (None, True),  # a source tree's egg-info: how it was installed is not recorded
+])
+def test_install_on_databricks_skips_what_a_bundle_jobs_wheel_installed(
+        monkeypatch: pytest.MonkeyPatch, direct_url: str | None, installs: bool) -> None:
+    """A job task's library installed the requirements and the project's wheel: no second install, no restart (R20)."""
+    import importlib.metadata
+    from types import SimpleNamespace
+
+    import IPython
+
+    calls: list[str] = []
+    shell = SimpleNamespace(run_line_magic=lambda name, line: calls.append(name), user_ns={
+        "dbutils": SimpleNamespace(library=SimpleNamespace(restartPython=lambda: calls.append("restart")))})
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: SimpleNamespace(
+        read_text=lambda file: direct_url if (name, file) == (DISTRIBUTION, "direct_url.json") else None))
+    said = platform.install_on_databricks()
+    assert calls == (["pip", "pip", "restart"] if installs else [])
+    assert ("wheel" in said) is not installs
 
 
 def _notebook(*cells: nbformat.NotebookNode) -> dict:
