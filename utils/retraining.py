@@ -184,8 +184,9 @@ def start_retraining_job(job_id: str | int, reason: str, client: Any = None) -> 
 
     ``client`` is a ``databricks.sdk.WorkspaceClient`` (default the runtime's,
     ``utils.platform.workspace_client()``). The job's parameters carry the alerts' summary (``reason``, at
-    most 500 characters, recorded on the version it registers) and the caller's catalog, schema, endpoint
-    and experiment, so the job retrains where the monitor ran (a run by hand uses its own schema).
+    most 500 characters, recorded on the version it registers) and the caller's catalog, schema, endpoint,
+    experiment and Lakebase switch, so the job retrains where and as the monitor ran (a run by hand uses its
+    own schema).
     Returns ``{"job_id", "job_run_id", "reason", "gate_summary"}``.
 
     Raises:
@@ -194,7 +195,7 @@ def start_retraining_job(job_id: str | int, reason: str, client: Any = None) -> 
     """
     from databricks.sdk.errors import DatabricksError
 
-    from utils.platform import workspace_client
+    from utils.platform import lakebase_enabled, workspace_client
 
     try:
         job = int(str(job_id).strip())
@@ -206,7 +207,7 @@ def start_retraining_job(job_id: str | int, reason: str, client: Any = None) -> 
         cfg = get_config()  # the caller's names: a run by hand uses its own schema, not the bundle's default
         run = client.jobs.run_now(job_id=job, job_parameters={
             "reason": reason[:500], "catalog": cfg.catalog, "schema": cfg.schema, "endpoint": cfg.endpoint_name,
-            "experiment_name": cfg.experiment_name})
+            "experiment_name": cfg.experiment_name, "lakebase": str(lakebase_enabled()).lower()})
     except DatabricksError as exc:
         code = getattr(exc, "error_code", "") or type(exc).__name__
         first = (str(exc).strip().splitlines() or [""])[0][:300]
@@ -277,11 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     """Command line of the retraining job: ``retrain --reason TEXT [--seed N] [--deployment-job-id ID]`` (default ``sys.argv[1:]``).
 
     ``--catalog``, ``--schema``, ``--endpoint`` and ``--experiment-name`` set the config (``MLOPS_<FIELD>``),
-    as the job's parameters. Prints the outcome; returns 0 once the version is registered (and judged,
+    as the job's parameters; ``--lakebase`` sets ``MLOPS_LAKEBASE`` (with Lakebase on, versions are logged with their
+    feature lookups, as the lifecycle's). Prints the outcome; returns 0 once the version is registered (and judged,
     when no deployment job is linked), whatever the verdict: a refused version is the gate working.
     """
     import argparse
     import json
+    import os
 
     from utils.parameters import add_job_config_options, apply_job_config
 
@@ -290,9 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reason", default="")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--deployment-job-id", default="")
+    parser.add_argument("--lakebase", default="", help="sets MLOPS_LAKEBASE (the job's parameter lakebase)")
     add_job_config_options(parser)
     args = parser.parse_args(argv)
     apply_job_config(args)
+    if args.lakebase:
+        os.environ["MLOPS_LAKEBASE"] = args.lakebase
     from utils.platform import configure_mlflow, get_spark
 
     get_spark()

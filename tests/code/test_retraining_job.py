@@ -105,6 +105,30 @@ def test_the_bundle_runs_the_retraining_job_through_the_wheel_entry_point(wired:
     assert wired["trigger"].judged == []
 
 
+@pytest.mark.parametrize(("lakebase", "enabled"), [("true", True), (None, False)])
+def test_the_retraining_jobs_lakebase_parameter_reaches_its_process(
+        wired: dict[str, Any], monkeypatch: pytest.MonkeyPatch, lakebase: str | None, enabled: bool) -> None:
+    """With Lakebase on, the job's versions are logged with their feature lookups as the lifecycle's are: its
+    ``lakebase`` parameter (the bundle's default "false" when none is given) is ``MLOPS_LAKEBASE`` when it trains."""
+    import os
+
+    from utils import platform, training
+    from utils.local import job_runner
+
+    develop = training.develop
+
+    def develop_seeing_lakebase(**kwargs: Any) -> Any:
+        wired["lakebase"] = (os.environ.get("MLOPS_LAKEBASE"), platform.lakebase_enabled())
+        return develop(**kwargs)
+
+    monkeypatch.setattr(training, "develop", develop_seeing_lakebase)
+    for name in ("MLOPS_CATALOG", "MLOPS_SCHEMA", "MLOPS_ENDPOINT", "MLOPS_EXPERIMENT_NAME", "MLOPS_LAKEBASE"):
+        monkeypatch.setenv(name, "")  # main() sets them from the job parameters; monkeypatch restores them
+    given = {"catalog": "workspace", "schema": "ada"} | ({"lakebase": lakebase} if lakebase else {})
+    job_runner.run_task("retrain", "retrain", given, references={"resources.jobs.deployment.id": "99"})
+    assert wired["lakebase"] == (lakebase or "false", enabled)
+
+
 @pytest.mark.parametrize(("job", "task"), [("retrain", "retrain"), ("deployment", "evaluation"),
                                            ("deployment", "approval"), ("deployment", "deployment")])
 def test_each_python_task_of_the_bundle_imports_and_parses_its_options(

@@ -113,7 +113,11 @@ def _alerting(n: int = 2) -> MonitorResult:
     return MonitorResult(pd.Timestamp("2026-01-01"), pd.DataFrame(), pd.DataFrame(), [], alerts, 0.8)
 
 
-def test_alerts_start_the_retraining_job_with_run_now(running: RunningWorkspace) -> None:
+@pytest.mark.parametrize("lakebase", ["true", ""])
+def test_alerts_start_the_retraining_job_with_run_now(running: RunningWorkspace, monkeypatch: pytest.MonkeyPatch,
+                                                      lakebase: str) -> None:
+    """The job retrains with the monitor's config and Lakebase switch (on: versions logged with feature lookups)."""
+    monkeypatch.setenv("MLOPS_LAKEBASE", lakebase)
     ws = running.workspace
     ws.jobs[42] = {"name": RETRAIN_JOB}
     outcome = close_the_loop(_alerting(), seed=1, retrain_job_id="42", client=running.client())
@@ -124,7 +128,8 @@ def test_alerts_start_the_retraining_job_with_run_now(running: RunningWorkspace)
     assert (method, path, body) == ("POST", "/api/2.2/jobs/run-now", {
         "job_id": 42, "job_parameters": {"reason": "2 alerts (psi:feature_0, psi:feature_1)", "catalog": cfg.catalog,
                                          "schema": cfg.schema, "endpoint": cfg.endpoint_name,
-                                         "experiment_name": cfg.experiment_name}})
+                                         "experiment_name": cfg.experiment_name,
+                                         "lakebase": "true" if lakebase else "false"}})
     assert outcome["job_id"] == 42 and outcome["job_run_id"] in ws.runs
     assert outcome["reason"] == "2 alerts (psi:feature_0, psi:feature_1)"
     assert f"run {outcome['job_run_id']}" in outcome["gate_summary"]
