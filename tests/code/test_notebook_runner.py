@@ -51,7 +51,7 @@ def test_install_on_databricks_pip_installs_then_restarts(monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize(("direct_url", "installs"), [
-    ('{"url": "file:///Workspace/.bundle/dist/plantly_mlops-0.1.0-py3-none-any.whl", "archive_info": {}}', False),
+    ('{"url": "file:///Workspace/.bundle/dist/project-0.1.0-py3-none-any.whl", "archive_info": {}}', False),
     ('{"url": "file:///Workspace/Users/ada/repo", "dir_info": {"editable": true}}', True),
     (None, True),  # a source tree's egg-info: how it was installed is not recorded
 ])
