@@ -18,7 +18,7 @@ is printed.
     .venv/bin/python bench/bench_suite.py --sizes 20000 --before 5eb4e3b    # before the warm engine, then now
 
 ``--before REV`` runs the suite first at commit ``REV`` (checked out in a git worktree under the work folder,
-sharing this checkout's ``.venv`` and Delta jars), then at this checkout, each in a fresh state folder, one after
+sharing this checkout's ``.venv``; its jars are set up by its own code from this checkout's Ivy cache), then at this checkout, each in a fresh state folder, one after
 the other on the same machine: ``5eb4e3b`` is the last commit before the warm engine, where every notebook kernel
 started its own JVM (classic Spark).
 """
@@ -93,6 +93,10 @@ def worktree(rev: str) -> Path:
     if not (path / "utils").is_dir():
         subprocess.run(["git", "worktree", "add", "--force", "--detach", str(path), sha.stdout.strip()], cwd=REPO_ROOT,
                        check=True, capture_output=True)
+    if not (path / ".jars" / "manifest.json").exists():  # that commit's own jar set-up, from this checkout's Ivy cache
+        shutil.copytree(REPO_ROOT / ".jars" / "ivy", path / ".jars" / "ivy", copy_function=os.link, dirs_exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k != "MLOPS_JARS_DIR"}
+        subprocess.run([sys.executable, "-m", "utils.local.jvm", "install"], cwd=path, env=env, check=True)
     return path
 
 
@@ -112,8 +116,8 @@ def run_suite(folder: Path, rows: int, seed: int, only: list[str] | None, rep: i
     start = time.perf_counter()
     with log.open("w", encoding="utf-8") as err:
         env = child_env(folder, rows, seed)
-        if checkout != REPO_ROOT:  # the other commit uses this checkout's jars, and no engine of this one
-            env["MLOPS_JARS_DIR"] = str(REPO_ROOT / ".jars")
+        if checkout != REPO_ROOT:  # the other commit uses its own jar set-up, and no engine of this one
+            env["MLOPS_JARS_DIR"] = str(checkout / ".jars")
             env.pop("SPARK_REMOTE", None)
         proc = subprocess.Popen(cmd, cwd=checkout, env=env, stdout=subprocess.PIPE,
                                 stderr=err, text=True, bufsize=1)
@@ -302,7 +306,7 @@ def main() -> None:
     body = (f"`python -m utils.runner --rows N` ({scope}), each size in a fresh state folder; seconds per notebook as the "
             f"runner reports them (kernel start, execution, HTML rendering); one run per size"
             + (" and a second run on the same state" if args.repeat > 1 else "")
-            + (f"; first at commit {args.before} (a git worktree, this checkout's .venv and jars), then at this checkout"
+            + (f"; first at commit {args.before} (a git worktree sharing this checkout's .venv), then at this checkout"
                if args.before else "") + ".\n\n" + table)
     for rows, (problems, notes) in checks.items():
         body += f"\n\nSecond run on the same state at {fmt(rows)} rows: " + (

@@ -12,7 +12,8 @@ importable where the workers run, so it is not kept.
 Streaming scoring reads JSON events from a landing folder; each micro-batch is validated (bad events
 go to a quarantine table with the reason), joined in Spark to the feature tables' latest row per key, scored
 with ``spark_udf`` and merged into the inference log on ``(source, event_id, model_version)``, so replaying a
-batch after a restart neither loses nor duplicates a prediction.
+batch after a restart neither loses nor duplicates a prediction. What a micro-batch runs is in
+:mod:`utils.stream_batch`, which imports nothing of ``utils``: serverless runs it where ``utils`` is not importable.
 """
 
 from __future__ import annotations
@@ -39,13 +40,22 @@ from utils.plantly_columns import (  # noqa: F401 - re-exported: the inference l
     _feature_type,
     inference_log_schema,
 )
+from utils.stream_batch import (  # noqa: F401 - re-exported: the landed events' fields and their validation
+    CORRUPT_COL,
+    EVENT_FIELDS,
+    MAX_EXACT_INT,
+    QUARANTINE_SCHEMA,
+    batch_scorer,
+    input_columns,
+    plain,
+    validate_events,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
     from pyspark.sql.streaming import StreamingQuery
 
 SOURCES = ("realtime", "batch", "streaming")
-MAX_EXACT_INT = 2**53  # position becomes a float64 model input: integers beyond this would be rounded
 LOG_KEYS = ["source", "event_id", "model_version"]  # a replay is skipped; a new version's score is kept
 
 # ---------------------------------------------------------------- the inference log
@@ -215,29 +225,11 @@ def model_input_columns(df: SparkDataFrame) -> list[Any]:
     Null categoricals become ``"unknown"`` and a null ``invasive`` flag True (unknown = invasive, scored 0).
     Numeric columns become double exactly or the query fails naming the column: an integer beyond 2**53
     in magnitude (a double would round it), or a fraction in a whole-number column (``WHOLE_NUMBER``).
+    Raises ``ValueError`` when ``df`` lacks a feature column.
     """
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import DecimalType, DoubleType, FloatType, IntegralType
+    from utils.training import WHOLE_NUMBER
 
-    from utils.training import MAX_EXACT_INT, WHOLE_NUMBER
-
-    missing = [c for c in FEATURES if c not in df.columns]
-    if missing:
-        raise ValueError(f"DataFrame lacks the model's feature columns {missing}")
-    types = {f.name: f.dataType for f in df.schema.fields}
-    cols = [F.coalesce(F.col(c).cast("string"), F.lit("unknown")).alias(c) for c in CATEGORICAL]
-    for c in NUMERIC:
-        value = F.col(c).cast("double")
-        if isinstance(types[c], (IntegralType, DecimalType)):
-            value = F.when(F.abs(F.col(c)) > F.lit(MAX_EXACT_INT), F.raise_error(F.lit(
-                f"model input column '{c}': a value exceeds 2**53 in magnitude and would be rounded as double"))
-            ).otherwise(value)
-        if c in WHOLE_NUMBER and isinstance(types[c], (DoubleType, FloatType, DecimalType)):
-            value = F.when(value != F.floor(value), F.raise_error(F.lit(
-                f"model input column '{c}': a value is not a whole number"))).otherwise(value)
-        cols.append(value.alias(c))
-    cols += [F.coalesce(F.col(c).cast("boolean"), F.lit(True)).alias(c) for c in BOOLEAN]
-    return cols
+    return input_columns(df, CATEGORICAL, NUMERIC, BOOLEAN, WHOLE_NUMBER)
 
 
 def spark_udf_scores(df: SparkDataFrame, model_uri: str, output_col: str = PREDICTION_COL) -> SparkDataFrame:
@@ -265,11 +257,6 @@ def batch_predictions(scored: SparkDataFrame, model_name: str, model_version: st
 
 # ---------------------------------------------------------------- streaming scoring
 
-EVENT_FIELDS = {"event_id": "string", "customer_id": "string", "plant_id": "string", "event_ts": "string",
-                "page": "string", "position": "string", "price": "string"}
-CORRUPT_COL = "_corrupt_record"
-
-
 def event_schema() -> Any:
     """Spark schema of a landed event (read as strings, validated per batch so a bad value is quarantined)."""
     from pyspark.sql.types import StringType, StructField, StructType
@@ -290,91 +277,23 @@ def land_events(events: pd.DataFrame | Sequence[Mapping[str, Any]], folder: Path
     frame = pd.DataFrame(list(events)) if not isinstance(events, pd.DataFrame) else events
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (name or f"events-{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:6]}.json")
-    lines = [json.dumps({k: _plain(v) for k, v in rec.items()}) for rec in frame.to_dict(orient="records")]
+    lines = [json.dumps({k: plain(v) for k, v in rec.items()}) for rec in frame.to_dict(orient="records")]
     tmp = path.with_name("." + path.name + ".tmp")  # write then rename: the stream never sees half a file
     tmp.write_text("\n".join([*lines, *raw_lines]) + "\n")
     tmp.rename(path)
     return path
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if hasattr(value, "item"):
-        return value.item()
-    return None if isinstance(value, float) and np.isnan(value) else value
-
-
-def validate_events(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split landed events into typed valid rows and quarantined rows with a ``reason``."""
-    reasons: list[str | None] = []
-    typed: list[dict[str, Any]] = []
-    for rec in frame.to_dict(orient="records"):
-        reason, row = _validate_event(rec)
-        reasons.append(reason)
-        typed.append(row)
-    ok = [r is None for r in reasons]
-    valid = pd.DataFrame([t for t, good in zip(typed, ok) if good], columns=list(EVENT_FIELDS))
-    bad = frame.loc[[not g for g in ok]].copy()
-    bad["reason"] = [r for r in reasons if r is not None]
-    if not valid.empty:
-        valid["position"] = valid["position"].astype("int64")
-        valid["price"] = valid["price"].astype(float)
-    return valid.reset_index(drop=True), bad.reset_index(drop=True)
-
-
-def _validate_event(rec: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    if rec.get(CORRUPT_COL) is not None and not all(rec.get(k) for k in ("event_id", "customer_id", "plant_id")):
-        return "malformed JSON", {}
-    missing = [k for k in EVENT_FIELDS if rec.get(k) in (None, "")]
-    if missing:
-        return f"missing fields {missing}", {}
-    row = {k: rec[k] for k in EVENT_FIELDS}
-    try:  # "3" and "3.0" are 3; text is read as an integer first, so a long one is not rounded through a float
-        text = str(rec["position"]).strip()
-        try:
-            row["position"] = int(text)
-        except ValueError:
-            position = float(text)
-            if not position.is_integer():
-                raise ValueError from None
-            row["position"] = int(position)
-    except (TypeError, ValueError, OverflowError):
-        return f"position {rec['position']!r} is not an integer", {}
-    if not 0 <= row["position"] <= MAX_EXACT_INT:
-        return f"position {rec['position']!r} must be between 0 and 2**53 (a float64 model input holds it exactly)", {}
-    try:
-        row["price"] = float(rec["price"])
-    except (TypeError, ValueError):
-        return f"price {rec['price']!r} is not a number", {}
-    if not np.isfinite(row["price"]) or row["price"] <= 0:
-        return f"price {rec['price']!r} must be a positive number", {}
-    if pd.isna(pd.to_datetime(rec["event_ts"], errors="coerce", utc=True)):
-        return f"event_ts {rec['event_ts']!r} is not a timestamp", {}
-    return None, row
-
-
-QUARANTINE_SCHEMA = pa.schema([("quarantine_id", pa.string()), ("batch_id", pa.int64()), ("event_id", pa.string()),
-                               ("reason", pa.string()), ("raw", pa.string()), ("quarantined_at", pa.timestamp("us", tz="UTC"))])
-
-
-def _insert_new(rows: SparkDataFrame, table: str, keys: Sequence[str]) -> int:
-    """Insert the ``rows`` whose ``keys`` ``table`` lacks (SQL ``MERGE INTO``, on the rows' own session); returns how many."""
-    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-    # {rows} is spark.sql's DataFrame argument, filled by Spark, so the query is not an f-string
-    query = "MERGE INTO %s t USING {rows} s ON %s WHEN NOT MATCHED THEN INSERT *" % (table, on)  # noqa: UP031
-    done = rows.sparkSession.sql(query, rows=rows).first()
-    return int(done["num_inserted_rows"]) if done is not None else 0
-
-
 @dataclass
 class StreamScorer:
     """Scores landed events micro-batch by micro-batch (``foreach_batch``); idempotent per event, so replays add nothing.
 
-    Made in the notebook: it creates the inference log and quarantine tables if missing, and ``score``, the model's
-    ``spark_udf`` (mlflow gets the model to Spark). ``foreach_batch`` runs where the engine runs it: on Spark Connect
-    (serverless, the local engine) in a Python process of the server's that sees no file or state of the notebook's,
-    so it reads tables only, on the micro-batch's session: features are the feature tables' latest rows, not the online store.
+    Made in the notebook: it creates the inference log and quarantine tables if missing, ``score``, the model's
+    ``spark_udf`` (mlflow gets the model to Spark), and ``foreach_batch``, the function ``writeStream.foreachBatch``
+    takes (:func:`utils.stream_batch.batch_scorer`). That function runs where the engine runs it: on Spark Connect
+    (serverless, the local engine) in a Python process of the server's that sees no file or state of the notebook's
+    and need not be able to import ``utils``; it travels pickled by value and reads tables only, on the micro-batch's
+    session: features are the feature tables' latest rows, not the online store.
     """
 
     model_name: str
@@ -382,28 +301,12 @@ class StreamScorer:
     model_uri: str
     cfg: Config = field(default_factory=get_config)
     score: Any = field(default=None, repr=False)
+    foreach_batch: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         import mlflow.pyfunc
 
         from utils import lakehouse
-        from utils.platform import get_spark
-        from utils.training import scoring_model_uri
-
-        for name, schema in ((inference_log_table(self.cfg), inference_log_schema()),
-                             (streaming_quarantine_table(self.cfg), QUARANTINE_SCHEMA)):
-            if not lakehouse.exists(name):
-                lakehouse.write(schema.empty_table(), name)
-        self.score = self.score or mlflow.pyfunc.spark_udf(get_spark(), scoring_model_uri(self.model_uri),
-                                                           result_type="double", env_manager="local")
-
-    def with_features(self, events: SparkDataFrame) -> tuple[SparkDataFrame, dict[str, int]]:
-        """``events`` plus the feature columns, ``_<kind>`` match flags and a ``reason`` naming an unknown customer or
-        plant ("" if none), from each feature table's latest row per key (as online; no activity is 0); and the Delta
-        version read of each table. A missing feature table fails the batch."""
-        from pyspark.sql import Window
-        from pyspark.sql import functions as F
-
         from utils.online_features import (
             CUSTOMER_ACTIVITY,
             CUSTOMER_FEATURES,
@@ -411,56 +314,26 @@ class StreamScorer:
             PLANT_FEATURES,
         )
         from utils.plantly_features import feature_table_names
+        from utils.platform import get_spark
+        from utils.training import WHOLE_NUMBER, scoring_model_uri
 
-        spark, names, versions = events.sparkSession, feature_table_names(self.cfg), {}
-        for kind, key, cols in (("customer", "customer_id", CUSTOMER_FEATURES), ("plant", "plant_id", PLANT_FEATURES),
-                                ("customer_activity", "customer_id", CUSTOMER_ACTIVITY),
-                                ("plant_activity", "plant_id", PLANT_ACTIVITY)):
-            versions[names[kind]] = int(spark.sql(f"DESCRIBE HISTORY {names[kind]} LIMIT 1").first()["version"])
-            table = spark.read.option("versionAsOf", versions[names[kind]]).table(names[kind])
-            if "feature_ts" in table.columns:  # a time series (plantly_features): its latest row per key
-                latest = Window.partitionBy(key).orderBy(F.desc("feature_ts"))
-                table = table.withColumn("_n", F.row_number().over(latest)).where("_n = 1")
-            events = events.join(table.select(key, *cols, F.lit(True).alias(f"_{kind}")), key, "left")
-        unknown = [F.when(F.col(f"_{kind}").isNull(), F.format_string(f"unknown {kind}_id '%s'", f"{kind}_id"))
-                   for kind in ("customer", "plant")]
-        return events.fillna({**CUSTOMER_ACTIVITY, **PLANT_ACTIVITY}).withColumn("reason", F.concat_ws("; ", *unknown)), versions
-
-    def foreach_batch(self, batch_df: SparkDataFrame, batch_id: int) -> dict[str, int]:
-        """The ``foreachBatch`` function: validate, add features, score and log one micro-batch; returns how many
-        predictions it logged (0 for a replayed batch) and how many events it quarantined."""
-        from pyspark.sql import functions as F
-
-        spark, logged = batch_df.sparkSession, 0
-        valid, bad = validate_events(batch_df.toPandas())
-        if not valid.empty:
-            joined, versions = self.with_features(spark.createDataFrame(valid))
-            rows = joined.toPandas()  # a micro-batch is small: the join runs once
-            unknown = rows["reason"] != ""
-            extra = rows.loc[unknown, [*EVENT_FIELDS, "reason"]].sort_values("event_id")
-            bad = extra.reset_index(drop=True) if bad.empty else pd.concat([bad, extra], ignore_index=True)
-            known = spark.createDataFrame(rows[~unknown].drop_duplicates("event_id"), schema=joined.schema)
-            inputs = model_input_columns(known)
-            logged = _insert_new(known.select(
-                F.lit(f"stream-batch-{batch_id}").alias("request_id"), "event_id", F.current_timestamp().alias("ts"),
-                F.lit("streaming").alias("source"), F.lit(self.model_name).alias("model_name"),
-                F.lit(str(self.model_version)).alias("model_version"), F.lit(None).cast("string").alias("arm"),
-                "customer_id", "plant_id", *inputs, F.lit(json.dumps(versions, sort_keys=True)).alias("feature_versions"),
-                self.score(F.struct(*inputs)).alias(PREDICTION_COL)), inference_log_table(self.cfg), LOG_KEYS)
-        return {"logged": logged, "quarantined": self._quarantine(bad, batch_id, spark)}
-
-    def _quarantine(self, bad: pd.DataFrame, batch_id: int, spark: Any) -> int:
-        if bad.empty:
-            return 0
-        raw = bad.drop(columns=["reason"]).apply(
-            lambda r: json.dumps({k: _plain(v) for k, v in r.items() if v is not None and not pd.isna(v)}), axis=1)
-        rows = pd.DataFrame({
-            "quarantine_id": [f"{batch_id}:{i}:{r}" for i, r in enumerate(raw)], "batch_id": int(batch_id),
-            "event_id": [None if v is None or pd.isna(v) else str(v) for v in bad.get("event_id", [None] * len(bad))],
-            "reason": bad["reason"].astype(str), "raw": raw.astype(str), "quarantined_at": pd.Timestamp(datetime.now(UTC)),
-        }).drop_duplicates("quarantine_id")
-        table = pa.Table.from_pandas(rows, schema=QUARANTINE_SCHEMA, preserve_index=False)
-        return _insert_new(spark.createDataFrame(table), streaming_quarantine_table(self.cfg), ["quarantine_id"])
+        for name, schema in ((inference_log_table(self.cfg), inference_log_schema()),
+                             (streaming_quarantine_table(self.cfg), QUARANTINE_SCHEMA)):
+            if not lakehouse.exists(name):
+                lakehouse.write(schema.empty_table(), name)
+        self.score = self.score or mlflow.pyfunc.spark_udf(get_spark(), scoring_model_uri(self.model_uri),
+                                                           result_type="double", env_manager="local")
+        names = feature_table_names(self.cfg)
+        self.foreach_batch = batch_scorer(
+            model_name=self.model_name, model_version=str(self.model_version), score=self.score,
+            log_table=inference_log_table(self.cfg), log_keys=LOG_KEYS, quarantine_table=streaming_quarantine_table(self.cfg),
+            feature_tables=[("customer", names["customer"], "customer_id", CUSTOMER_FEATURES),
+                            ("plant", names["plant"], "plant_id", PLANT_FEATURES),
+                            ("customer_activity", names["customer_activity"], "customer_id", list(CUSTOMER_ACTIVITY)),
+                            ("plant_activity", names["plant_activity"], "plant_id", list(PLANT_ACTIVITY))],
+            activity_defaults={**CUSTOMER_ACTIVITY, **PLANT_ACTIVITY},
+            inputs={"categorical": CATEGORICAL, "numeric": NUMERIC, "boolean": BOOLEAN, "whole_number": WHOLE_NUMBER},
+            prediction_col=PREDICTION_COL)
 
 
 def stream_checkpoint(cfg: Config | None = None, name: str = "events") -> Path:

@@ -194,6 +194,42 @@ def test_streaming_restart_scores_only_new_events_and_quarantines_bad_ones(spark
     assert json.loads(log.loc["S0", "feature_versions"]) == versions
 
 
+def test_the_streaming_callback_runs_where_utils_cannot_be_imported(spark, model_uri, isolated_state, stream_cfg,
+                                                                  tmp_path):
+    """Serverless runs ``foreachBatch`` in a process that cannot import this project: the callback travels by value.
+
+    A fresh process with ``import utils`` made to fail loads the pickled callback (as Spark Connect ships it), joins
+    the engine as a client and scores a micro-batch into the inference log.
+    """
+    import subprocess
+    import sys
+
+    from pyspark import cloudpickle
+
+    from utils.local import engine
+    from utils.platform import state_dir
+
+    scorer = StreamScorer("m", "1", model_uri, stream_cfg)
+    (tmp_path / "callback.pkl").write_bytes(cloudpickle.dumps(scorer.foreach_batch))
+    script = ("import json, pickle, sys; sys.modules['utils'] = None  # import utils fails from here on\n"
+              "from pyspark.sql import SparkSession\n"
+              "from pyspark.sql.types import StringType, StructField, StructType\n"
+              f"fn = pickle.loads(open({str(tmp_path / 'callback.pkl')!r}, 'rb').read())\n"
+              f"spark = SparkSession.builder.remote({engine.status(state_dir())['url']!r}).getOrCreate()\n"
+              "cols = ['event_id', 'customer_id', 'plant_id', 'event_ts', 'page', 'position', 'price', '_corrupt_record']\n"
+              "rows = [('W1', 'C1', 'P1', '2024-01-05T10:00:00', 'home', '1', '10.0', None),\n"
+              "        ('W2', 'C-NOBODY', 'P1', '2024-01-05T10:00:00', 'home', '2', '10.0', None)]\n"
+              "df = spark.createDataFrame(rows, StructType([StructField(c, StringType()) for c in cols]))\n"
+              "print(json.dumps(fn(df, 5)))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"logged": 1, "quarantined": 1}
+    log = read_inference_log(stream_cfg).set_index("event_id")
+    assert log.loc["W1", "source"] == "streaming" and log.loc["W1", "prediction"] == pytest.approx(0.1)
+    quarantined = lakehouse.read_pandas(streaming_quarantine_table(stream_cfg))
+    assert "unknown customer_id 'C-NOBODY'" in " ".join(quarantined["reason"])
+
+
 def test_a_continuous_stream_keeps_scoring_files_as_they_land(spark, model_uri, isolated_state, stream_cfg):
     import time
 
