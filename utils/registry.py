@@ -316,10 +316,12 @@ def _record(
     }
     client.set_model_version_tag(name, version, f"{AUDIT_PREFIX}{seq}", _json_tag(entry))
     client.set_registered_model_tag(name, AUDIT_SEQ_TAG, str(seq))
-    log = _json_list(model.tags.get(AUDIT_LOG_TAG))
+    # the model's summary log is read again just before it is written: another writer's entry since is kept
+    log = [e for e in _json_list(client.get_registered_model(name).tags.get(AUDIT_LOG_TAG)) if e.get("n") != seq]
     gate = entry["gate"]
     log.append({"n": seq, "v": str(version), "action": action, "alias": alias, "by": entry["actor"], "at": entry["at"],
                 "gate": None if gate is None else gate["passed"]})
+    log.sort(key=lambda e: int(e.get("n", 0)))
     client.set_registered_model_tag(name, AUDIT_LOG_TAG, _bounded_log(log))
     return entry
 

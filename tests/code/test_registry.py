@@ -219,6 +219,30 @@ def test_register_refuses_when_mlflow_points_elsewhere(uris, name, tmp_path):
     assert registry.latest_version(name) is None  # refused before anything was registered
 
 
+def test_a_writer_that_read_the_model_before_another_wrote_keeps_both_in_the_model_log(uris, name, monkeypatch):
+    """The model's summary log: a writer that read the model, then let another writer finish, loses no entry."""
+    registry.register(uris["good"], name)
+    client = registry._client()
+    real = type(client).get_registered_model
+    calls = {"n": 0}
+
+    def interleaved(self, model_name):
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first writer has read the model; the second writes its whole entry now
+            model = real(self, model_name)
+            monkeypatch.setattr(type(client), "get_registered_model", real)
+            registry._record(name, "1", "promote", "champion", "the job's deployment task", "job", None, None)
+            monkeypatch.setattr(type(client), "get_registered_model", interleaved)
+            return model
+        return real(self, model_name)
+
+    monkeypatch.setattr(type(client), "get_registered_model", interleaved)
+    registry._record(name, "1", "rollback", "champion", "a notebook's rollback", "ada", None, None)
+    monkeypatch.setattr(type(client), "get_registered_model", real)
+    log = json.loads(MlflowClient().get_registered_model(name).tags[registry.AUDIT_LOG_TAG])
+    assert [e["action"] for e in log][-2:] == ["promote", "rollback"], log
+
+
 def test_two_writers_that_read_the_same_counter_both_stay_in_the_audit_trail(uris, name):
     """A deployment job's task and a notebook recording at once read the same ``audit_seq``: neither entry is lost."""
     registry.register(uris["good"], name)
