@@ -316,7 +316,9 @@ def _record(
     }
     client.set_model_version_tag(name, version, f"{AUDIT_PREFIX}{seq}", _json_tag(entry))
     client.set_registered_model_tag(name, AUDIT_SEQ_TAG, str(seq))
-    # the model's summary log is read again just before it is written: another writer's entry since is kept
+    # the model's summary log (its last entries, for the UI) is read again just before it is written, so another
+    # writer's entry since is kept; two writers that both re-read first can still drop one summary entry, never a
+    # trail entry: audit_trail() reads the versions' own audit tags, one per entry
     log = [e for e in _json_list(client.get_registered_model(name).tags.get(AUDIT_LOG_TAG)) if e.get("n") != seq]
     gate = entry["gate"]
     log.append({"n": seq, "v": str(version), "action": action, "alias": alias, "by": entry["actor"], "at": entry["at"],

@@ -86,18 +86,28 @@ def install_on_databricks() -> str:
 
 
 def _installed_as_wheel() -> bool:
-    """True where :data:`DISTRIBUTION` is installed and, by PEP 610's ``direct_url.json``, not editable (a wheel).
+    """True where :data:`DISTRIBUTION` is installed, by PEP 610's ``direct_url.json`` not editable (a wheel), and
+    its ``utils`` files are this checkout's (the SHA-256 of each in the wheel's ``RECORD``).
 
-    No distribution, or no such record (a source tree's ``*.egg-info``, a legacy editable install), is False.
+    No distribution, no such record (a source tree's ``*.egg-info``, a legacy editable install), or an older wheel
+    (a cluster library left from another version, which would serve stale code) is False: then the notebook installs.
     """
+    import base64
+    import hashlib
     import json
     from importlib.metadata import PackageNotFoundError, distribution
 
     try:
-        direct_url = distribution(DISTRIBUTION).read_text("direct_url.json")
+        dist = distribution(DISTRIBUTION)
     except PackageNotFoundError:
         return False
-    return bool(direct_url) and not json.loads(direct_url).get("dir_info", {}).get("editable", False)
+    direct_url = dist.read_text("direct_url.json")
+    if not direct_url or json.loads(direct_url).get("dir_info", {}).get("editable", False):
+        return False
+    code = [f for f in dist.files or () if f.parts[0] == "utils" and f.hash is not None]
+    return bool(code) and all(
+        (REPO_ROOT / f).is_file() and f.hash.value == base64.urlsafe_b64encode(
+            hashlib.sha256((REPO_ROOT / f).read_bytes()).digest()).rstrip(b"=").decode() for f in code)
 
 
 _UC_READY: set[tuple[str, str]] = set()

@@ -50,16 +50,29 @@ def test_install_on_databricks_pip_installs_then_restarts(monkeypatch: pytest.Mo
     assert Path(calls[1][1].split()[-1]) == platform.REPO_ROOT
 
 
-@pytest.mark.parametrize(("direct_url", "installs"), [
-    ('{"url": "file:///Workspace/.bundle/dist/project-0.1.0-py3-none-any.whl", "archive_info": {}}', False),
-    ('{"url": "file:///Workspace/Users/ada/repo", "dir_info": {"editable": true}}', True),
-    (None, True),  # a source tree's egg-info: how it was installed is not recorded
+WHEEL_URL = '{"url": "file:///Workspace/.bundle/dist/project-0.1.0-py3-none-any.whl", "archive_info": {}}'
+
+
+@pytest.mark.parametrize(("direct_url", "installs", "stale"), [
+    (WHEEL_URL, False, False),
+    (WHEEL_URL, True, True),  # an older wheel (a cluster library left from another version): install this checkout
+    ('{"url": "file:///Workspace/Users/ada/repo", "dir_info": {"editable": true}}', True, False),
+    (None, True, False),  # a source tree's egg-info: how it was installed is not recorded
 ])
 def test_install_on_databricks_skips_what_a_bundle_jobs_wheel_installed(
-        monkeypatch: pytest.MonkeyPatch, direct_url: str | None, installs: bool) -> None:
-    """A job task's library installed the requirements and the project's wheel: no second install, no restart (R20)."""
+        monkeypatch: pytest.MonkeyPatch, direct_url: str | None, installs: bool, stale: bool) -> None:
+    """A job task's library installed the requirements and the project's wheel: no second install, no restart (R20);
+    unless the installed wheel's code is not this checkout's."""
+    import base64
+    import hashlib
     import importlib.metadata
     from types import SimpleNamespace
+
+    def record(path: str) -> importlib.metadata.PackagePath:
+        entry = importlib.metadata.PackagePath(path)
+        digest = hashlib.sha256((platform.REPO_ROOT / path).read_bytes() + (b"# older" if stale else b"")).digest()
+        entry.hash = importlib.metadata.FileHash("sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode())
+        return entry
 
     import IPython
 
@@ -69,7 +82,8 @@ def test_install_on_databricks_skips_what_a_bundle_jobs_wheel_installed(
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
     monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
     monkeypatch.setattr(importlib.metadata, "distribution", lambda name: SimpleNamespace(
-        read_text=lambda file: direct_url if (name, file) == (DISTRIBUTION, "direct_url.json") else None))
+        read_text=lambda file: direct_url if (name, file) == (DISTRIBUTION, "direct_url.json") else None,
+        files=[record("utils/__init__.py"), record("utils/config.py")]))
     said = platform.install_on_databricks()
     assert calls == (["pip", "pip", "restart"] if installs else [])
     assert ("wheel" in said) is not installs
@@ -278,7 +292,7 @@ def test_the_notebook_stage_stops_at_once_on_a_state_folder_in_use(tmp_path: Pat
         env = {**os.environ, "MLOPS_STATE_DIR": str(state)}
         proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.notebooks.executed_copies", "-p",
                                "no:cacheprovider", "--fresh-state", "-q", str(tmp_path / "none")],
-                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     finally:
         lock.close()
     assert proc.returncode == 4, proc.stdout + proc.stderr
