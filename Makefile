@@ -141,8 +141,11 @@ ui: $(STAMP)
 	@$(BIN)/python -m utils.ui --port $(UI_PORT) --state-dir "$(STATE_DIR)" --timeout $(UI_TIMEOUT)
 
 # ENDPOINTS="http://127.0.0.1:PORT ..." probes endpoints started elsewhere (05 stops its own when it ends).
+# Stops the engine afterwards when it started one; an engine already running (the lab's, say) is left running.
 dashboard: $(STAMP) $(JARS)
-	$(BIN)/python -m utils.dashboard $(foreach u,$(ENDPOINTS),--endpoint $(u))
+	@was=$$($(BIN)/python -m utils.local.engine status "$(STATE_DIR)"); \
+	$(BIN)/python -m utils.dashboard $(foreach u,$(ENDPOINTS),--endpoint $(u)); rc=$$?; \
+	case "$$was" in running:*) ;; *) $(BIN)/python -m utils.local.engine stop "$(STATE_DIR)" >/dev/null;; esac; exit $$rc
 
 # The benchmark extra (Evidently) on top of the lock; `uv pip sync` of the lock removes it again, hence the stamp chain.
 $(BENCH_STAMP): $(STAMP) bench/requirements-bench.txt

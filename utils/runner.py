@@ -140,18 +140,18 @@ def _terminate_as_interrupt(signum: int, frame: Any) -> None:
 
 
 def stderr_outputs(nb: dict) -> list[tuple[int, str]]:
-    """``(code cell number, text)`` of every stderr stream an executed notebook shows, in order.
+    """``(cell, text)`` of every stderr stream an executed notebook shows, in order.
 
-    Code cells are numbered from 1 as in the source notebook (papermill's injected parameters cell is not counted).
+    A cell is its execution count, the ``In [n]`` the executed copy shows (papermill's injected parameters cell
+    included); a cell that did not run is its code-cell position, counted from 1.
     """
     found = []
-    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"
-                  and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
     for number, cell in enumerate(code_cells, start=1):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
                 text = out.get("text", "")
-                found.append((number, "".join(text) if isinstance(text, list) else text))
+                found.append((cell.get("execution_count") or number, "".join(text) if isinstance(text, list) else text))
     return found
 
 
@@ -447,7 +447,7 @@ def _run_all(notebooks: list[Path], args: argparse.Namespace, params: dict[str, 
         render_html(out)
         timings.append((nb.name, time.perf_counter() - start))
         stderr = stderr_outputs(json.loads(out.read_text(encoding="utf-8")))
-        note = f", {len(stderr)} stderr output(s) in cells {sorted({n for n, _ in stderr})}" if stderr else ""
+        note = f", {len(stderr)} stderr output(s) in cells {', '.join(f'In [{n}]' for n in sorted({n for n, _ in stderr}))}" if stderr else ""
         print(f"  done in {timings[-1][1]:.1f} s -> {out}{note}", flush=True)
     total = sum(t for _, t in timings)
     print(f"{len(timings)} notebooks in {total:.1f} s")

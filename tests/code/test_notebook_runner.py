@@ -101,7 +101,9 @@ def test_stderr_outputs_lists_stderr_streams_by_code_cell() -> None:
     nb["cells"][2]["outputs"] = [{"output_type": "stream", "name": "stderr", "text": ["Warn", "ing\n"]},
                                  {"output_type": "execute_result", "data": {"text/plain": "2"}, "metadata": {},
                                   "execution_count": 2}]
-    assert stderr_outputs(nb) == [(2, "Warning\n")]
+    assert stderr_outputs(nb) == [(2, "Warning\n")]  # not run: its position among the code cells
+    nb["cells"][2]["execution_count"] = 3  # run after an injected parameters cell: the In [3] the copy shows
+    assert stderr_outputs(nb) == [(3, "Warning\n")]
     nb["cells"][2]["outputs"] = []
     assert stderr_outputs(nb) == []
 
@@ -118,7 +120,7 @@ def test_run_notebook_runs_cells_a_runner_could_skip(tmp_path: Path) -> None:
     out = run_notebook(source, tmp_path / "out", {"rows": 2}, timeout_s=120)
     assert marker.read_text() == "yes"
     assert kernel_log(tmp_path / "out", source).exists()
-    assert stderr_outputs(json.loads(out.read_text())) == [(3, "x\n")]  # numbered as in the source notebook
+    assert stderr_outputs(json.loads(out.read_text())) == [(4, "x\n")]  # In [4] of the executed copy, after the injected parameters
 
 
 def test_a_failed_run_keeps_the_previous_copy_and_leaves_its_partial_beside_it(tmp_path: Path) -> None:

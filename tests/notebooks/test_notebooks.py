@@ -66,7 +66,7 @@ def test_executed_notebook_shows_no_unexpected_stderr(path: Path, executed_dir: 
     allowed = EXPECTED_STDERR.get(path.stem, [])
     unexpected = [(n, text) for n, text in stderr_outputs(_executed(path, executed_dir))
                   if not any(re.search(pattern, text) for pattern, _ in allowed)]
-    shown = "\n".join(f"code cell {n}: {text[:300]!r}" for n, text in unexpected)
+    shown = "\n".join(f"In [{n}]: {text[:300]!r}" for n, text in unexpected)
     assert not unexpected, f"{path.name}: {len(unexpected)} stderr output(s) a reader would take for a failure:\n{shown}"
 
 
