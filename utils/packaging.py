@@ -172,19 +172,6 @@ def unpack_wheel(wheel: Path, dest: Path) -> Path:
     return dest
 
 
-def log_package(wheel: Path, model_uri: str, run_name: str = "package") -> str:
-    """Log the wheel, its file list and the model it ships with as an MLflow run; returns the run id."""
-    import mlflow
-
-    meta = wheel_metadata(wheel)
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.set_tags({"package.model_uri": model_uri, "package.wheel": wheel.name,
-                         "package.version": meta.get("version", "")})
-        mlflow.log_artifact(str(wheel), artifact_path="wheel")
-        mlflow.log_text("\n".join(wheel_contents(wheel)), "wheel/contents.txt")
-    return run.info.run_id
-
-
 # ---------------------------------------------------------------- what the model carries
 
 

@@ -110,15 +110,6 @@ def test_unpack_refuses_a_wheel_without_utils(tmp_path: Path) -> None:
         packaging.unpack_wheel(bogus, tmp_path / "site")
 
 
-def test_log_package_records_the_wheel_as_an_artifact(wheel: Path, champion: str) -> None:
-    import mlflow
-
-    run_id = packaging.log_package(wheel, champion)
-    files = [f.path for f in mlflow.artifacts.list_artifacts(run_id=run_id, artifact_path="wheel")]
-    assert f"wheel/{wheel.name}" in files and "wheel/contents.txt" in files
-    assert mlflow.get_run(run_id).data.tags["package.model_uri"] == champion
-
-
 # ---------------------------------------------------------------- what the model carries
 
 
