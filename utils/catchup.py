@@ -52,30 +52,22 @@ def ensure_features(rows: int, seed: int, cfg: Config | None = None) -> bool:
 
 
 def ensure_model(rows: int, seed: int, cfg: Config | None = None) -> bool:
-    """Train, register and gate a champion unless the registry has one; True when it trained.
-
-    A deployment job linked to the model gates the registration (``utils.deployment_job.gate_registered``).
-    Raises ``RuntimeError`` when the model fails the gate.
+    """Train, register and gate a champion unless the registry has one (``utils.retraining.retrain_and_gate``,
+    the model family picked on the data); True when it trained. Raises ``RuntimeError`` when it fails the gate.
     """
     from utils import registry
-    from utils.deployment_job import gate_registered
-    from utils.plantly_features import LABEL, feature_schema
     from utils.platform import configure_mlflow
-    from utils.training import develop, gate_frame
+    from utils.retraining import retrain_and_gate
 
     cfg = cfg or get_config()
     configure_mlflow()
     if registry.get_alias_version(cfg.model_name, cfg.champion_alias) is not None:
         return False
     ensure_features(rows, seed, cfg)
-    result, model_uri, test = develop(family=None, seed=seed, run_name="catch-up", cfg=cfg)  # family picked on the data
-    version = registry.register(model_uri, name=cfg.model_name,
-                                description=f"{result.family} recommender built by the catch-up helper")
-    verdict = gate_registered(cfg.model_name, version.version, gate_frame(test), LABEL,
-                              eval_start=test["event_ts"].min(), expected_features=feature_schema())
-    if not verdict.passed:
-        raise RuntimeError(f"the catch-up model failed the validation gate:\n{verdict.summary()}")
-    registry.promote(cfg.model_name, version.version, verdict.to_dict(), reason="catch-up: first model to pass the gate")
+    outcome = retrain_and_gate(seed, "the first model, built by the catch-up helper", cfg=cfg, run_name="catch-up",
+                               test_fraction=0.2, trigger="catch-up")
+    if not outcome["gate_passed"]:
+        raise RuntimeError(f"the catch-up model failed the validation gate:\n{outcome['gate_summary']}")
     return True
 
 

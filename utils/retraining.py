@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from utils.config import Config, get_config, monitoring_tables  # noqa: F401 - monitoring_tables re-exported
+from utils.config import Config, get_config, monitoring_tables
 from utils.plantly_columns import (  # noqa: F401 - re-exported
     CATEGORICAL,
     LABEL,
@@ -145,14 +145,16 @@ def held_out_auc(model_name: str, alias: str) -> float | None:
     return next((metrics[k] for k in ("roc_auc", "roc_auc/auc") if k in metrics), None)
 
 
-def retrain_and_gate(seed: int, reason: str, family: str | None = None, cfg: Config | None = None) -> dict[str, Any]:
-    """Retrain with the develop pipeline, register, gate against the champion, promote only if it passes.
+def retrain_and_gate(seed: int, reason: str, family: str | None = None, cfg: Config | None = None, *,
+                     run_name: str = "retrain", test_fraction: float = 0.1, trigger: str = "monitoring") -> dict[str, Any]:
+    """Train with the develop pipeline, register, gate against the champion, promote only if it passes: the one
+    path a version made outside the notebooks takes (06's retrain here, the catch-up's first champion).
 
     ``family`` None (the default) picks the model family on the new training rows (``training.select_family``,
     never on the test rows): a fixed gradient boosting over-fits a few thousand impressions and failed the
     gate's minimum AUC there, so a small demo's loop never closed. A deployment job linked to the model gates
-    the registration (``utils.deployment_job.gate_registered``). Returns ``{"run_id", "version",
-    "gate_passed", "promoted", ...}``.
+    the registration (``utils.deployment_job.gate_registered``). ``reason`` and ``trigger`` become the version's
+    tags and its description. Returns ``{"run_id", "version", "gate_passed", "gate_summary", "promoted", "metrics", "at"}``.
     """
     from utils import registry
     from utils.deployment_job import gate_registered
@@ -160,15 +162,14 @@ def retrain_and_gate(seed: int, reason: str, family: str | None = None, cfg: Con
     from utils.training import develop, gate_frame
 
     cfg = cfg or get_config()
-    result, model_uri, test = develop(family=family, seed=seed, run_name="retrain", cfg=cfg, test_fraction=0.1)
-    version = registry.register(model_uri, name=cfg.model_name,
-                                description=f"retrained after monitoring alerts: {reason}",
-                                tags={"trigger": "monitoring", "reason": reason[:500]})
+    result, model_uri, test = develop(family=family, seed=seed, run_name=run_name, cfg=cfg, test_fraction=test_fraction)
+    version = registry.register(model_uri, name=cfg.model_name, description=f"{result.family} recommender ({trigger}): {reason}",
+                                tags={"trigger": trigger, "reason": reason[:500]})
     verdict = gate_registered(cfg.model_name, version.version, gate_frame(test), LABEL,
                               eval_start=test["event_ts"].min(), expected_features=feature_schema())
     promoted = False
     if verdict.passed:
-        registry.promote(cfg.model_name, version.version, verdict.to_dict(), reason=f"retrained and won: {reason}"[:500])
+        registry.promote(cfg.model_name, version.version, verdict.to_dict(), reason=f"passed the gate: {reason}"[:500])
         promoted = True
     return {"run_id": result.run_id, "version": str(version.version), "gate_passed": verdict.passed,
             "gate_summary": verdict.summary(), "promoted": promoted, "metrics": result.metrics,

@@ -159,7 +159,7 @@ def _retrain(model_uris: dict[str, str], frame: pd.DataFrame, monkeypatch: pytes
     from utils import plantly_features, retraining, training
 
     test = frame.assign(event_ts=pd.Timestamp("2024-01-01", tz="UTC"))
-    monkeypatch.setattr(training, "develop", lambda **kw: (SimpleNamespace(run_id="r", metrics={}), model_uris["good"], test))
+    monkeypatch.setattr(training, "develop", lambda **kw: (SimpleNamespace(run_id="r", family="price", metrics={}), model_uris["good"], test))
     monkeypatch.setattr(training, "gate_frame", lambda rows: rows.drop(columns=["event_ts"]))
     monkeypatch.setattr(plantly_features, "feature_schema", lambda: FEATURES)
     outcome = retraining.retrain_and_gate(seed=1, reason="2 alerts")
