@@ -517,26 +517,16 @@ def profile_metrics(
     top_k: int = 10,
     quantile_levels: Sequence[float] = QUANTILE_LEVELS,
 ) -> DataFrame:
-    """Per time window, slice and column: counts, nulls, moments, quantiles, distinct and top items."""
-    F, _, Window = _spark()
+    """Per time window, slice and column: counts, nulls, moments, quantiles, distinct and top items.
+
+    Raises ``ValueError`` for no columns, ``top_k`` < 1, quantile levels outside [0, 1], a missing or nested
+    column, or a categorical column not in ``columns``.
+    """
+    F, _, _ = _spark()
     categorical = list(categorical or [])
     slice_cols = list(slice_cols or [])
-    if not columns:
-        raise ValueError("profile_metrics needs at least one column to profile")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
     levels = [float(q) for q in quantile_levels]
-    if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
-        raise ValueError(f"quantile_levels must be non-empty and within [0, 1], got {levels}")
-    _require_columns(df, [*columns, *categorical, *slice_cols], "monitored")
-    stray = sorted(set(categorical) - set(columns))
-    if stray:
-        raise ValueError(f"categorical column(s) {stray} are not in `columns`; add them there too")
-    ts = _window_column(df, window_col)
-    for c in columns:
-        if not _is_atomic(_dtype(df, c)):
-            raise ValueError(f"column {c!r} is {_dtype(df, c).simpleString()}; only flat columns can be profiled")
-
+    ts = _check_profile_inputs(df, columns, categorical, slice_cols, window_col, top_k, levels)
     is_cat = {c: c in categorical or not _is_numeric(_dtype(df, c)) for c in columns}
     slice_structs = [F.struct(F.lit(None).cast("string").alias("slice_key"), F.lit(None).cast("string").alias("slice_value"))]
     slice_structs += [F.struct(F.lit(s).alias("slice_key"), F.col(s).cast("string").alias("slice_value")) for s in slice_cols]
@@ -580,18 +570,7 @@ def profile_metrics(
         F.count_distinct("str").alias("distinct_count"),
     )
 
-    item_counts = long.where(F.col("is_cat") & F.col("str").isNotNull()).groupBy(*keys, "column_name", "str").count()
-    rank = Window.partitionBy(*keys, "column_name").orderBy(F.col("count").desc(), F.col("str").asc())
-    ranked_item = F.struct(F.col("_rank").alias("rank"), F.col("str").alias("item"), F.col("count"))
-    top = (
-        item_counts.withColumn("_rank", F.row_number().over(rank))
-        .where(F.col("_rank") <= top_k)
-        .groupBy(*keys, "column_name")
-        .agg(F.array_sort(F.collect_list(ranked_item)).alias("_items"))  # sorted by rank
-        .select(*keys, "column_name", F.transform(
-            "_items", lambda s: F.struct(s["item"].alias("item"), s["count"].alias("count"))).alias("frequent_items"))
-    )
-    s, t = stats.alias("s"), top.alias("t")
+    s, t = stats.alias("s"), _frequent_items(long, keys, top_k).alias("t")
     on = [F.col(f"s.{k}").eqNullSafe(F.col(f"t.{k}")) for k in [*keys, "column_name"]]
     per_column = s.join(t, on=on, how="left").select("s.*", F.col("t.frequent_items"))
 
@@ -616,6 +595,43 @@ def profile_metrics(
         F.col("distinct_count").cast("long").alias("distinct_count"),
         "frequent_items",
     ).orderBy(F.col("window.start"), F.col("slice_key").asc_nulls_first(), F.col("slice_value").asc_nulls_first(), "column_name")
+
+
+def _check_profile_inputs(df: DataFrame, columns: list[str], categorical: list[str], slice_cols: list[str],
+                          window_col: str, top_k: int, levels: list[float]) -> Column:
+    """Raise ``ValueError`` for what :func:`profile_metrics` cannot profile; returns the window column."""
+    if not columns:
+        raise ValueError("profile_metrics needs at least one column to profile")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if not levels or any(not 0.0 <= q <= 1.0 for q in levels):
+        raise ValueError(f"quantile_levels must be non-empty and within [0, 1], got {levels}")
+    _require_columns(df, [*columns, *categorical, *slice_cols], "monitored")
+    stray = sorted(set(categorical) - set(columns))
+    if stray:
+        raise ValueError(f"categorical column(s) {stray} are not in `columns`; add them there too")
+    ts = _window_column(df, window_col)
+    for c in columns:
+        if not _is_atomic(_dtype(df, c)):
+            raise ValueError(f"column {c!r} is {_dtype(df, c).simpleString()}; only flat columns can be profiled")
+    return ts
+
+
+def _frequent_items(long: DataFrame, keys: list[str], top_k: int) -> DataFrame:
+    """Per ``keys`` and categorical ``column_name`` of the long frame: ``frequent_items``, the ``top_k`` values
+    by count (ties by value), each ``{item, count}``."""
+    F, _, Window = _spark()
+    item_counts = long.where(F.col("is_cat") & F.col("str").isNotNull()).groupBy(*keys, "column_name", "str").count()
+    rank = Window.partitionBy(*keys, "column_name").orderBy(F.col("count").desc(), F.col("str").asc())
+    ranked_item = F.struct(F.col("_rank").alias("rank"), F.col("str").alias("item"), F.col("count"))
+    return (
+        item_counts.withColumn("_rank", F.row_number().over(rank))
+        .where(F.col("_rank") <= top_k)
+        .groupBy(*keys, "column_name")
+        .agg(F.array_sort(F.collect_list(ranked_item)).alias("_items"))  # sorted by rank
+        .select(*keys, "column_name", F.transform(
+            "_items", lambda s: F.struct(s["item"].alias("item"), s["count"].alias("count"))).alias("frequent_items"))
+    )
 
 
 # =============================================================== drift metrics
@@ -1175,16 +1191,8 @@ def model_quality_by_window(
     clipped to the data's first and last timestamp, so a window wider than the data (one window over
     everything) reports the span the rows cover, not the calendar-aligned bucket around it.
     """
-    F, _, Window = _spark()
-    _require_columns(df, [label_col, score_col], "scored")
-    for c in (label_col, score_col):
-        if not _is_numeric(_dtype(df, c)):
-            raise ValueError(f"column {c!r} is {_dtype(df, c).simpleString()}; labels must be 0/1 and scores numbers in [0, 1]")
-    ts = _window_column(df, window_col)
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
-    if ece_bins < 1:
-        raise ValueError(f"ece_bins must be >= 1, got {ece_bins}")
+    F, _, _ = _spark()
+    ts = _check_quality_inputs(df, label_col, score_col, window_col, threshold, ece_bins)
     base = df.select(
         F.window(ts, window).alias("window"),
         F.unix_micros(ts).alias("t"),
@@ -1222,8 +1230,32 @@ def model_quality_by_window(
             f"score column {score_col!r} has values outside [0, 1] (min {lo}, max {hi}); "
             "pass the positive-class probability, not a margin or a label"
         )
+    out = stats.merge(_auc_and_ece(lab, ece_bins), on="ws", how="left").sort_values("ws")
+    return _quality_frame(out, threshold)
 
-    per_score = lab.groupBy("window", "s").agg(F.sum("y").alias("pos"), F.sum(1 - y).alias("neg"))
+
+def _check_quality_inputs(df: DataFrame, label_col: str, score_col: str, window_col: str, threshold: float,
+                          ece_bins: int) -> Column:
+    """Raise ``ValueError`` for a missing or non-numeric label or score column, a threshold outside [0, 1] or
+    fewer than one ECE bin; returns the window column as a timestamp."""
+    _require_columns(df, [label_col, score_col], "scored")
+    for c in (label_col, score_col):
+        if not _is_numeric(_dtype(df, c)):
+            raise ValueError(f"column {c!r} is {_dtype(df, c).simpleString()}; labels must be 0/1 and scores numbers in [0, 1]")
+    ts = _window_column(df, window_col)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    if ece_bins < 1:
+        raise ValueError(f"ece_bins must be >= 1, got {ece_bins}")
+    return ts
+
+
+def _auc_and_ece(lab: DataFrame, ece_bins: int) -> pd.DataFrame:
+    """Per window start ``ws`` (microseconds) of the labeled rows (``y`` 0/1, score ``s``): the Mann-Whitney
+    ``u`` (ties count half) and ``ece_abs``, the sum over ``ece_bins`` equal-width score bins of
+    ``|sum of scores - sum of labels|``."""
+    F, _, Window = _spark()
+    per_score = lab.groupBy("window", "s").agg(F.sum("y").alias("pos"), F.sum(1 - F.col("y")).alias("neg"))
     below = Window.partitionBy("window").orderBy("s").rowsBetween(Window.unboundedPreceding, -1)
     auc = (
         per_score.withColumn("neg_below", F.coalesce(F.sum("neg").over(below), F.lit(0.0)))
@@ -1232,7 +1264,7 @@ def model_quality_by_window(
         .select(F.unix_micros("window.start").alias("ws"), "u")
         .toPandas()
     )
-    bin_idx = F.least(F.floor(s * ece_bins), F.lit(ece_bins - 1))
+    bin_idx = F.least(F.floor(F.col("s") * ece_bins), F.lit(ece_bins - 1))
     ece = (
         lab.groupBy("window", bin_idx.alias("b"))
         .agg(F.sum("s").alias("sum_s"), F.sum("y").alias("sum_y"))
@@ -1240,7 +1272,12 @@ def model_quality_by_window(
         .agg(F.sum(F.abs(F.col("sum_s") - F.col("sum_y"))).alias("ece_abs"))
         .toPandas()
     )
-    out = stats.merge(auc, on="ws", how="left").merge(ece, on="ws", how="left").sort_values("ws")
+    return auc.merge(ece, on="ws", how="outer")
+
+
+def _quality_frame(out: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """The :data:`QUALITY_COLUMNS` frame from the per-window sums (``n_labeled``, ``positives``, ``tp``, ``fp``,
+    ``fn``, ``u``, ``ece_abs``, ...); a metric whose denominator is 0 is NaN."""
     start = out["ws"].clip(lower=out["t_min"].min())
     end = out["we"].clip(upper=out["t_max"].max())
     n = out["n_labeled"].astype(float)

@@ -16,7 +16,7 @@ import pytest
 
 from tests import measure_house as house
 
-CEILING = {"utils_lines": 19140, "module_lines": 1510, "function_lines": 115, "lowest_platform_share": 0.28,
+CEILING = {"utils_lines": 19177, "module_lines": 1510, "function_lines": 113, "lowest_platform_share": 0.28,
            "most_utils_names": 30, "readme_lines": 150, "readme_words_per_sentence": 25.0}
 
 
