@@ -85,7 +85,7 @@ def child_env(folder: Path, rows: int, seed: int) -> dict[str, str]:
 def worktree(rev: str) -> Path:
     """A checkout of ``rev`` under the work folder (``git worktree``), made once and reused; raises SystemExit
     when git does not know ``rev``."""
-    sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=REPO_ROOT, capture_output=True,
+    sha = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=REPO_ROOT, capture_output=True,
                          text=True, check=False)
     if sha.returncode != 0:
         raise SystemExit(f"--before {rev}: not a commit of this repository ({sha.stderr.strip()})")
