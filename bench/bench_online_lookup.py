@@ -2,7 +2,7 @@
 
 Publishes a feature table of ``--rows`` keys (``--features`` float features) to a fresh SQLite
 online store, then times ``utils.local.online_store.lookup`` for one key and for a batch of ``--batch``
-keys (``--iterations`` each, a tenth of them unknown keys), and ``fetch_features`` (the serving
+keys (``--iterations`` each, a tenth of them unknown keys), and an ``OnlineFeatureLookup`` (the serving
 path: a model's feature spec plus key-only records to a pandas frame) for the same batch size.
 Prints p50 / p99 / mean in milliseconds.
 
@@ -42,6 +42,7 @@ def main() -> None:
 
     from utils.local import online_store as online
     from utils.local.feature_spec import FeatureSpec, LookupSpec
+    from utils.local.online_publish import publish
 
     args = parse_args()
     rng = np.random.default_rng(0)
@@ -52,7 +53,7 @@ def main() -> None:
     for f in features:
         frame[f] = rng.normal(size=args.rows)
     start = time.perf_counter()
-    online.publish(frame, name, ["customer_id"], store=store)
+    publish(frame, name, ["customer_id"], store=store)
     publish_s = time.perf_counter() - start
 
     def keys(n: int) -> list[dict[str, int]]:

@@ -81,13 +81,13 @@ def publish_tiny_online_store(activity_source_version: int | None = None) -> Non
 
     ``activity_source_version`` is the Delta version the customer-activity table claims to come from.
     """
-    from utils.local import online_store
+    from utils.local import online_publish
     from utils.plantly_features import feature_table_names
 
     names = feature_table_names()
     for kind, (frame, keys, series) in tiny_features().items():
-        online_store.publish(frame, names[kind], keys, series,
-                             source_version=activity_source_version if kind == "customer_activity" else None)
+        online_publish.publish(frame, names[kind], keys, series,
+                               source_version=activity_source_version if kind == "customer_activity" else None)
 
 
 def write_tiny_feature_tables(cfg: Any) -> dict[str, int]:

@@ -2,7 +2,7 @@
 
 The router is a real HTTP server on 127.0.0.1: uvicorn serving its ASGI application (``RouterApp``,
 Starlette's request and response types; ``utils.http_server``). Behind it, each served version is a
-*served entity*: locally a model loaded once into this process (``utils.local.endpoints.ServedModel``,
+*served entity*: locally a model loaded once into this process (``utils.local.served_models.ServedModel``,
 no second HTTP hop), on Databricks a served entity of a Model Serving endpoint (``utils.serving``
 backends), called over HTTPS. A request carries only keys and the request context::
 
@@ -241,7 +241,7 @@ class RoutingTable:
 class Router:
     """A keys-only HTTP front door that looks features up and forwards to the routed model version.
 
-    Upstreams come from ``add_upstream`` or from a ``backend`` (``utils.local.endpoints.LocalBackend`` or
+    Upstreams come from ``add_upstream`` or from a ``backend`` (``utils.local.served_models.LocalBackend`` or
     ``utils.serving.ModelServingBackend``, see ``utils.platform.serving_backend``), which ``reload`` asks to serve every version of the new table before
     the router switches to it.
     """
@@ -714,7 +714,7 @@ def serve_aliases(model_name: str, weights: Mapping[str, int], cfg: Config | Non
                   timeout_s: float = 300.0, port: int | None = None, reuse_port: bool = False) -> Router:
     """A started router serving the versions ``weights``' aliases point at (e.g. ``{"champion": 90, "challenger": 10}``).
 
-    Locally each version is loaded once into this process (``utils.local.endpoints.ServedModel``) and
+    Locally each version is loaded once into this process (``utils.local.served_models.ServedModel``) and
     scored in memory; on Databricks each is a served entity of the Model Serving endpoint
     ``cfg.endpoint_name``, created or updated here with the same traffic split. ``reload`` keeps the
     backend in step with every alias move. ``port``/``reuse_port`` as for ``Router``.

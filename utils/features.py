@@ -59,7 +59,7 @@ def publish_online(table: str, fe: Any = None) -> int | None:
     exists and Free Edition allows one Lakebase project.
     """
     from utils import lakehouse
-    from utils.local import online_store
+    from utils.local import online_publish
 
     fe = fe or feature_client()
     info = fe.get_table(name=table)
@@ -67,7 +67,7 @@ def publish_online(table: str, fe: Any = None) -> int | None:
     keys = [k for k in info.primary_keys if k not in timestamp_keys]
     version = lakehouse.current_version(table)
     frame = lakehouse.to_pandas(fe.read_table(name=table))
-    online_store.publish(frame, table, keys, timestamp_keys[0] if timestamp_keys else None, source_version=version)
+    online_publish.publish(frame, table, keys, timestamp_keys[0] if timestamp_keys else None, source_version=version)
     if lakebase_enabled():
         get_spark().sql(f"ALTER TABLE {table} SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
         fe.publish_table(source_table_name=table, online_table_name=online_table_name(table),

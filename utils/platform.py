@@ -236,7 +236,7 @@ def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.
 
     Returns ``utils.serving.ModelServingBackend`` (served entities of endpoint ``endpoint_name``, with the AI
     Gateway inference table ``<catalog>.<schema>.endpoint_payload``, scaling to zero on serverless only: review
-    R18) or ``utils.local.endpoints.LocalBackend`` (one in-memory served model per version, loaded once).
+    R18) or ``utils.local.served_models.LocalBackend`` (one in-memory served model per version, loaded once).
     """
     if is_databricks():
         from utils.config import get_config
@@ -245,7 +245,7 @@ def serving_backend(model_name: str, endpoint_name: str, timeout_s: float = 300.
         cfg = get_config()
         return ModelServingBackend(endpoint_name, model_name, scale_to_zero=is_serverless(),
                                    inference_table=(cfg.catalog, cfg.schema, INFERENCE_TABLE_PREFIX))
-    from utils.local.endpoints import LocalBackend
+    from utils.local.served_models import LocalBackend
 
     return LocalBackend(model_name, timeout_s)
 

@@ -498,7 +498,8 @@ def test_the_local_endpoint_serves_registered_versions_in_its_own_process(upstre
 
     from utils import registry
     from utils.deploy import serve_aliases
-    from utils.local import endpoints as serving
+    from utils.local import endpoints
+    from utils.local.served_models import ServedModel
 
     name, blue, green = two_versions
     registry.set_alias(name, "champion", blue, "test: blue serves")
@@ -507,9 +508,9 @@ def test_the_local_endpoint_serves_registered_versions_in_its_own_process(upstre
     router = serve_aliases(name, {"champion": 100, "challenger": 0})
     try:
         served = router.backend.served
-        assert sorted(served) == sorted([blue, green]) and all(isinstance(m, serving.ServedModel) for m in served.values())
+        assert sorted(served) == sorted([blue, green]) and all(isinstance(m, ServedModel) for m in served.values())
         assert sys.path == path_before, "loading a model must not leave its bundled code first on sys.path"
-        assert not serving.running_endpoints(), "no second server process: the versions are served in memory"
+        assert not endpoints.running_endpoints(), "no second server process: the versions are served in memory"
         out = router.predict([GOOD, {**GOOD, "customer_id": "C2", "plant_id": "P2"}])
         assert out["predictions"] == [0.5, 0.5] and out["model_version"] == blue
         config = requests.get(f"{router.url}/config", timeout=10).json()

@@ -21,7 +21,7 @@ from tests.databricks_workspace import RunningWorkspace, StandInWorkspace
 from tests.support import publish_tiny_online_store, register_constant_model
 from utils.config import Config
 from utils.deploy import Router, serving_backend
-from utils.local.endpoints import LocalBackend
+from utils.local.served_models import LocalBackend
 from utils.serving import (
     EndpointError,
     ModelServingBackend,

@@ -14,6 +14,7 @@ import pytest
 from tests.support import table
 from utils.local import online_store as online
 from utils.local.feature_spec import FeatureSpec, LookupSpec
+from utils.local.online_publish import publish
 
 
 def _name() -> str:
@@ -45,10 +46,11 @@ def _history(seed: int = 0, customers: int = 20, rows: int = 200) -> pd.DataFram
 def test_publish_keeps_the_latest_row_per_key(store):
     name = _name()
     history = _history()
-    written = online.publish(history, name, ["customer_id", "ts"], "ts", store=store, source_version=3)
+    written = publish(history, name, ["customer_id", "ts"], "ts", store=store, source_version=3)
     expected = history.sort_values("ts").groupby("customer_id").tail(1).set_index("customer_id").sort_index()
-    got = online.read_online_table(name, store).set_index("customer_id").sort_index()
-    assert written == len(expected) == len(got)
+    got = pd.DataFrame(online.lookup(name, [{"customer_id": int(k)} for k in expected.index], store=store))
+    got = got.set_index("customer_id")
+    assert written == len(expected)
     pd.testing.assert_series_equal(got["spend"], expected["spend"], check_names=False)
     assert list(got["ts"]) == list(expected["ts"])
     assert got["vip"].map(type).eq(bool).all()
@@ -62,7 +64,7 @@ def test_publish_keeps_the_latest_row_per_key(store):
 def test_lookup_returns_python_values_in_input_order(store):
     name = _name()
     history = _history(1)
-    online.publish(history, name, ["customer_id", "ts"], "ts", store=store)
+    publish(history, name, ["customer_id", "ts"], "ts", store=store)
     latest = history.sort_values("ts").groupby("customer_id").tail(1).set_index("customer_id")
     ids = [int(i) for i in latest.index[:5]][::-1]
     got = online.lookup(name, [{"customer_id": i} for i in ids], store=store)
@@ -78,7 +80,7 @@ def test_lookup_returns_python_values_in_input_order(store):
 
 def test_unknown_or_malformed_keys_get_defaults_never_an_exception(store):
     name = _name()
-    online.publish(_history(2, customers=5), name, ["customer_id", "ts"], "ts", store=store)
+    publish(_history(2, customers=5), name, ["customer_id", "ts"], "ts", store=store)
     requests = [{"customer_id": 10_000}, {"customer_id": "not-a-number"}, {}, {"customer_id": None},
                 {"customer_id": [1, 2]}, {"customer_id": float("nan")}]
     got = online.lookup(name, requests, feature_names=["spend", "segment"],
@@ -92,7 +94,7 @@ def test_unknown_or_malformed_keys_get_defaults_never_an_exception(store):
 def test_key_values_are_coerced_to_the_key_type(store):
     name = _name()
     frame = pd.DataFrame({"customer_id": [1, 2], "spend": [10.0, 20.0]})
-    online.publish(frame, name, ["customer_id"], store=store)
+    publish(frame, name, ["customer_id"], store=store)
     got = online.lookup(name, [{"customer_id": "2"}, {"customer_id": np.int64(1)}, {"customer_id": 1.0}], store=store)
     assert [g["spend"] for g in got] == [20.0, 10.0, 10.0]
 
@@ -102,7 +104,7 @@ def test_batch_lookup_with_a_composite_key(store):
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"customer_id": np.repeat(np.arange(10), 10), "plant_id": np.tile([f"p{i}" for i in range(10)], 10)})
     frame["affinity"] = rng.random(len(frame))
-    online.publish(frame, name, ["customer_id", "plant_id"], store=store)
+    publish(frame, name, ["customer_id", "plant_id"], store=store)
     picks = frame.sample(50, random_state=3)
     requests = picks[["customer_id", "plant_id"]].to_dict("records") + [{"customer_id": 1, "plant_id": "nope"}]
     got = online.lookup(name, requests, default=-1.0, store=store)
@@ -113,29 +115,29 @@ def test_batch_lookup_with_a_composite_key(store):
 def test_republishing_is_idempotent_and_never_goes_back_in_time(store):
     name = _name()
     history = _history(4)
-    online.publish(history, name, ["customer_id", "ts"], "ts", store=store)
-    first = online.read_online_table(name, store).sort_values("customer_id").reset_index(drop=True)
-    online.publish(history, name, ["customer_id", "ts"], "ts", store=store)
+    publish(history, name, ["customer_id", "ts"], "ts", store=store)
+    keys = [{"customer_id": int(k)} for k in sorted(history["customer_id"].unique())]
+    first = online.lookup(name, keys, store=store)
+    publish(history, name, ["customer_id", "ts"], "ts", store=store)
     older = history.sort_values("ts").groupby("customer_id").head(1)  # each customer's oldest row
-    online.publish(older, name, ["customer_id", "ts"], "ts", store=store)
-    again = online.read_online_table(name, store).sort_values("customer_id").reset_index(drop=True)
-    pd.testing.assert_frame_equal(first, again)
+    publish(older, name, ["customer_id", "ts"], "ts", store=store)
+    assert online.lookup(name, keys, store=store) == first
 
 
 def test_publish_updates_changed_rows_and_adds_new_columns(store):
     name = _name()
-    online.publish(pd.DataFrame({"plant_id": [1, 2], "price": [5.0, 6.0]}), name, ["plant_id"], store=store)
-    online.publish(pd.DataFrame({"plant_id": [2, 3], "price": [7.5, 8.0], "care": ["easy", "hard"]}), name,
+    publish(pd.DataFrame({"plant_id": [1, 2], "price": [5.0, 6.0]}), name, ["plant_id"], store=store)
+    publish(pd.DataFrame({"plant_id": [2, 3], "price": [7.5, 8.0], "care": ["easy", "hard"]}), name,
                    ["plant_id"], store=store)
-    got = online.read_online_table(name, store).set_index("plant_id").sort_index()
-    assert got["price"].tolist() == [5.0, 7.5, 8.0]
-    assert got["care"].tolist() == [None, "easy", "hard"]
+    got = online.lookup(name, [{"plant_id": 1}, {"plant_id": 2}, {"plant_id": 3}], store=store)
+    assert [g["price"] for g in got] == [5.0, 7.5, 8.0]
+    assert [g["care"] for g in got] == [None, "easy", "hard"]
 
 
 @pytest.mark.parametrize("keys", [{"plant_id": [1, 2]}, {"plant_id": ["a", "b"], "region": ["eu", "us"]}])
 def test_store_uses_wal_and_searches_by_key(store, keys):
     name = _name()
-    online.publish(pd.DataFrame({**keys, "price": [5.0, 6.0]}), name, list(keys), store=store)
+    publish(pd.DataFrame({**keys, "price": [5.0, 6.0]}), name, list(keys), store=store)
     conn = sqlite3.connect(store.db_path())
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     where = " AND ".join(f"{k} = ?" for k in keys)
@@ -154,11 +156,11 @@ def test_default_store_lives_in_the_state_dir(isolated_state):
     assert online.SqliteOnlineStore().db_path() == isolated_state.resolve() / "online" / online.DEFAULT_DB_NAME
 
 
-def test_fetch_features_builds_the_model_frame_from_keys(store):
+def test_the_online_lookup_builds_the_model_frame_from_keys(store):
     customers, plants = _name(), _name()
     history = _history(5, customers=6)
-    online.publish(history, customers, ["customer_id", "ts"], "ts", store=store)
-    online.publish(pd.DataFrame({"plant_id": [1, 2], "price": [5.0, 6.0]}), plants, ["plant_id"], store=store)
+    publish(history, customers, ["customer_id", "ts"], "ts", store=store)
+    publish(pd.DataFrame({"plant_id": [1, 2], "price": [5.0, 6.0]}), plants, ["plant_id"], store=store)
     spec = FeatureSpec(
         lookups=[
             LookupSpec(customers, ["customer_id"], ["spend", "orders"], rename_outputs={"spend": "customer_spend"},
@@ -173,14 +175,14 @@ def test_fetch_features_builds_the_model_frame_from_keys(store):
         data_types={"customer_spend": "double", "orders": "bigint", "price": "double"},
     )
     records = [{"customer_id": 0, "plant_id": 2}, {"customer_id": 999, "plant_id": 7}]
-    frame = online.fetch_features(spec.to_dict(), records, store=store)
+    frame = online.OnlineFeatureLookup(spec.to_dict(), store)(records)
     latest = history.sort_values("ts").groupby("customer_id").tail(1).set_index("customer_id")
     assert frame.loc[0, "customer_spend"] == pytest.approx(latest.loc[0, "spend"])
     assert frame.loc[0, "price"] == 6.0
     assert frame.loc[1, "customer_spend"] == 0.0  # default for an unknown customer
     assert pd.isna(frame.loc[1, "price"]) and pd.isna(frame.loc[1, "orders"])
     assert frame["customer_spend"].dtype == np.float64
-    overridden = online.fetch_features(spec, [{"customer_id": 0, "plant_id": 1, "price": 99.0}], store=store)
+    overridden = online.OnlineFeatureLookup(spec, store)([{"customer_id": 0, "plant_id": 1, "price": 99.0}])
     assert overridden.loc[0, "price"] == 99.0  # a feature sent with the request wins
     same, misses = online.OnlineFeatureLookup(spec, store).lookup(records)
     pd.testing.assert_frame_equal(same, frame)
@@ -191,13 +193,13 @@ def test_fetch_features_builds_the_model_frame_from_keys(store):
     assert column_misses == misses
 
 
-def test_fetch_features_names_an_unpublished_table(store):
-    online.publish(pd.DataFrame({"plant_id": [1], "price": [5.0]}), _name(), ["plant_id"], store=store)
+def test_the_online_lookup_names_an_unpublished_table(store):
+    publish(pd.DataFrame({"plant_id": [1], "price": [5.0]}), _name(), ["plant_id"], store=store)
     missing = table("test", "missing")
     spec = FeatureSpec(lookups=[LookupSpec(missing, ["plant_id"], ["price"], primary_keys=["plant_id"])],
                        source_columns=["plant_id"], labels=[], exclude_columns=[], output_columns=["price"])
     with pytest.raises(online.OnlineTableNotFoundError, match=missing):
-        online.fetch_features(spec, [{"plant_id": 1}], store=store)
+        online.OnlineFeatureLookup(spec, store)([{"plant_id": 1}])
 
 
 def test_timestamps_and_dates_round_trip(store):
@@ -208,7 +210,7 @@ def test_timestamps_and_dates_round_trip(store):
         "day": [dt.date(2024, 3, 1), dt.date(2024, 3, 2)],
         "tags": [["x", "y"], []],
     })
-    online.publish(frame, name, ["k"], store=store)
+    publish(frame, name, ["k"], store=store)
     got = {g["k"]: g for g in online.lookup(name, [{"k": "a"}, {"k": "b"}], store=store)}
     assert got["a"]["seen"] == dt.datetime(2024, 3, 1, 10, 0, 0, 123456)
     assert got["b"]["seen"] is None

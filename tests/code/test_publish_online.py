@@ -8,7 +8,6 @@ import datetime as dt
 import uuid
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 
 from tests.support import table
@@ -50,9 +49,10 @@ def test_publish_online_is_idempotent(spark) -> None:
     table = _activity_table(spark)
     fe = LocalFeatureEngineeringClient()
     publish_online(table, fe)
-    before = online_store.read_online_table(table)
+    keys = [{"customer_id": "C1"}, {"customer_id": "C2"}]
+    before = online_store.lookup(table, keys)
     publish_online(table, fe)
-    pd.testing.assert_frame_equal(online_store.read_online_table(table), before)
+    assert online_store.lookup(table, keys) == before
 
 
 class _RecordingStoreClient:

@@ -52,6 +52,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from utils.local import online_publish
 from utils.local import online_store as online
 from utils.local.feature_spec import (
     MODEL_DATA_DIR,
@@ -793,7 +794,7 @@ class LocalTrainingSet:
 
 # What the served model imports (the pyfunc loader, the spec and their imports), relative to ``utils``.
 _BUNDLED_MODULES = ("__init__.py", "environment.py", "parameters.py", "config.py", "local/__init__.py",
-                    "local/feature_spec.py", "local/online_store.py")
+                    "local/feature_spec.py", "local/online_store.py", "local/online_values.py")
 
 
 def _bundle_code(target: Path) -> Path:
@@ -1353,7 +1354,7 @@ class LocalFeatureEngineeringClient:
             data = lakehouse.read(name, version=version).where(filter_condition).toPandas()
         else:
             data = lakehouse.read_pandas(name, version=version)
-        rows = online.publish(
+        rows = online_publish.publish(
             data,
             name,
             meta.keys,
@@ -1384,7 +1385,7 @@ class LocalFeatureEngineeringClient:
                 "drop_online_table: online_store is required: pass online_store=online_store_spec() "
                 "(from utils.features) for the local SQLite store"
             )
-        online.drop_online_table(name, online_store)
+        online_publish.drop_online_table(name, online_store)
         path = str(online._store(online_store).db_path())
         meta = _load_table_meta(name)
         if meta is not None and any(s.get("path") == path for s in meta.online_stores):

@@ -1,4 +1,4 @@
-"""The local online feature store: the latest feature row per key in a SQLite file, for serving.
+"""The local online feature store: the latest feature row per key in a SQLite file, and the served model's lookup.
 
 Layout of the store (one SQLite database, WAL mode, so readers never wait for a publish):
 
@@ -6,28 +6,26 @@ Layout of the store (one SQLite database, WAL mode, so readers never wait for a 
   holding the lookup keys (the primary keys without the timeseries column) as its PRIMARY KEY,
   the timeseries column if any, and the features;
 - ``_online_tables``: per published table its keys, timeseries column, the kind of every column
-  (to give lookups back the Python types they were published with), the Delta version it came
-  from and when it was published.
+  (``utils.local.online_values``), the Delta version it came from and when it was published.
 
-Serving never raises for a bad request: an unknown key, a key of the wrong type or a record
-without the key gets the defaults (or ``None``). A missing online *table* is a deployment error
-and is raised when a lookup is built, naming the table and the fix.
+``utils.local.online_publish`` writes it. Serving never raises for a bad request: an unknown key, a key of
+the wrong type or a record without the key gets the defaults (or ``None``). A missing online *table* is a
+deployment error and is raised when a lookup is built, naming the table and the fix.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from utils.environment import state_dir  # the served model ships this module: see feature_store._BUNDLED_MODULES
+from utils.local.online_values import from_sql, is_missing, key_value, typed_column
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,7 +85,7 @@ def _store(store: SqliteOnlineStore | str | Path | None) -> SqliteOnlineStore:
     )
 
 
-def _connect(store: SqliteOnlineStore | str | Path | None, create: bool = False) -> sqlite3.Connection:
+def connect(store: SqliteOnlineStore | str | Path | None, create: bool = False) -> sqlite3.Connection:
     """This thread's connection to the store (opened once, WAL mode)."""
     path = _store(store).db_path()
     conns: dict[Path, sqlite3.Connection] = getattr(_local, "conns", None) or {}
@@ -115,142 +113,9 @@ def _connect(store: SqliteOnlineStore | str | Path | None, create: bool = False)
     return conn
 
 
-def _q(name: str) -> str:
+def quoted(name: str) -> str:
     """A quoted SQLite identifier."""
     return '"' + name.replace('"', '""') + '"'
-
-
-# ---------------------------------------------------------------- value conversion
-
-
-def _kind_of(series: pd.Series) -> str:
-    """How a pandas column is stored: int, float, bool, str, datetime, date, decimal, bytes or json."""
-    import pandas as pd
-
-    dtype = series.dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        return "bool"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "int"
-    if pd.api.types.is_float_dtype(dtype):
-        return "float"
-    if pd.api.types.is_datetime64_any_dtype(dtype):
-        return "datetime"
-    if pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype):
-        return "str"
-    sample = series.dropna()
-    if sample.empty:
-        return "str"
-    first = sample.iloc[0]
-    if isinstance(first, bool):
-        return "bool"
-    if isinstance(first, int):
-        return "int"
-    if isinstance(first, float):
-        return "float"
-    if isinstance(first, (dt.datetime, pd.Timestamp)):
-        return "datetime"
-    if isinstance(first, dt.date):
-        return "date"
-    if isinstance(first, Decimal):
-        return "decimal"
-    if isinstance(first, (bytes, bytearray)):
-        return "bytes"
-    if isinstance(first, str):
-        return "str"
-    return "json"
-
-
-_SQL_TYPE = {"int": "INTEGER", "bool": "INTEGER", "float": "REAL", "bytes": "BLOB"}
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _is_missing(value: Any) -> bool:
-    """True for None, NaN, NaT and pandas' NA (never for containers)."""
-    import pandas as pd
-
-    if value is None:
-        return True
-    if isinstance(value, (list, tuple, dict, set, bytes, str)) or hasattr(value, "__len__"):
-        return False
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _to_sql(value: Any, kind: str) -> Any:
-    """A Python value as SQLite stores it for a column of ``kind`` (``None`` for missing)."""
-    import pandas as pd
-
-    if _is_missing(value):
-        return None
-    if hasattr(value, "item") and not hasattr(value, "__len__"):
-        value = value.item()  # numpy scalar
-    if kind == "datetime":
-        ts = pd.Timestamp(value)
-        if ts.tzinfo is not None:
-            ts = ts.tz_convert("UTC").tz_localize(None)
-        return ts.isoformat(sep=" ")
-    if kind == "date":
-        return value.isoformat() if hasattr(value, "isoformat") else str(value)
-    if kind == "bool":
-        return int(bool(value))
-    if kind == "decimal":
-        return str(value)
-    if kind == "json":
-        return json.dumps(_jsonable(value))
-    return value
-
-
-def _column_to_sql(series: pd.Series, kind: str) -> list[Any]:
-    """A pandas column as a list of SQLite values."""
-    if kind in {"int", "float", "str"}:
-        return series.astype(object).where(series.notna(), None).tolist()
-    return [_to_sql(v, kind) for v in series.tolist()]
-
-
-def _from_sql(value: Any, kind: str) -> Any:
-    """The Python value for a stored SQLite value of a column of ``kind``."""
-    if value is None:
-        return None
-    if kind == "datetime":
-        return dt.datetime.fromisoformat(value)
-    if kind == "date":
-        return dt.date.fromisoformat(value)
-    if kind == "bool":
-        return bool(value)
-    if kind == "decimal":
-        return Decimal(value)
-    if kind == "json":
-        return json.loads(value)
-    if kind == "float":
-        return float(value)
-    return value
-
-
-def _key_value(value: Any, kind: str) -> Any:
-    """A request's key value coerced to the key column's kind; None when it cannot match any key."""
-    try:
-        if kind == "int" and isinstance(value, str):
-            value = int(value.strip())
-        elif kind == "int" and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        elif kind == "str" and not isinstance(value, str) and not _is_missing(value):
-            value = str(value.item() if hasattr(value, "item") else value)
-        value = _to_sql(value, kind)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return value if isinstance(value, (int, float, str, bytes)) else None
 
 
 # ---------------------------------------------------------------- metadata
@@ -273,7 +138,8 @@ class OnlineTableInfo:
         return [c for c in self.kinds if c not in self.keys and c != self.timeseries_column]
 
 
-def _meta(conn: sqlite3.Connection, table_name: str) -> OnlineTableInfo | None:
+def table_meta(conn: sqlite3.Connection, table_name: str) -> OnlineTableInfo | None:
+    """What the store behind ``conn`` records about ``table_name``, or None if it was never published."""
     row = conn.execute(
         f"SELECT keys, timeseries_column, kinds, source_version, published_at FROM {META_TABLE} WHERE name = ?",
         (table_name,),
@@ -286,10 +152,10 @@ def _meta(conn: sqlite3.Connection, table_name: str) -> OnlineTableInfo | None:
 def online_table_info(table_name: str, store: SqliteOnlineStore | str | Path | None = None) -> OnlineTableInfo:
     """Keys, columns and source version of a published table; raises if it was never published."""
     try:
-        conn = _connect(store)
+        conn = connect(store)
     except OnlineTableNotFoundError:
         conn = None
-    info = _meta(conn, table_name) if conn is not None else None
+    info = table_meta(conn, table_name) if conn is not None else None
     if info is None:
         raise OnlineTableNotFoundError(
             f"feature table {table_name!r} is not in the online store {_store(store).db_path()}: "
@@ -308,7 +174,7 @@ def source_versions(table_names: Sequence[str], store: SqliteOnlineStore | str |
     names = list(dict.fromkeys(table_names))
     if not names:
         return {}
-    conn = _connect(store)
+    conn = connect(store)
     found = dict(conn.execute(f"SELECT name, source_version FROM {META_TABLE} WHERE name IN "
                               f"({', '.join('?' * len(names))})", names).fetchall())
     for name in names:
@@ -320,139 +186,13 @@ def source_versions(table_names: Sequence[str], store: SqliteOnlineStore | str |
 def list_online_tables(store: SqliteOnlineStore | str | Path | None = None) -> list[str]:
     """Names of the feature tables published to the store."""
     try:
-        conn = _connect(store)
+        conn = connect(store)
     except OnlineTableNotFoundError:
         return []
     return [r[0] for r in conn.execute(f"SELECT name FROM {META_TABLE} ORDER BY name")]
 
 
-# ---------------------------------------------------------------- publish
-
-
-def latest_per_key(df: pd.DataFrame, keys: Sequence[str], timeseries_column: str | None) -> pd.DataFrame:
-    """The row with the latest ``timeseries_column`` for each key (all rows when there is none)."""
-    if timeseries_column is None:
-        return df
-    ordered = df.sort_values(list(keys) + [timeseries_column], kind="stable")
-    return ordered.drop_duplicates(list(keys), keep="last").reset_index(drop=True)
-
-
-def publish(
-    df: pd.DataFrame,
-    table_name: str,
-    primary_keys: Sequence[str],
-    timeseries_column: str | None = None,
-    store: SqliteOnlineStore | str | Path | None = None,
-    source_version: int | None = None,
-    features: Sequence[str] | None = None,
-) -> int:
-    """Upsert the latest row per key of ``df`` into the online table; returns the rows written.
-
-    Idempotent: publishing the same data twice leaves the store unchanged. For a time series
-    table a row replaces the stored one only if its timestamp is not older, so publishing an old
-    table version never moves the online value back in time.
-    """
-    keys = [k for k in primary_keys if k != timeseries_column]
-    if not keys:
-        raise ValueError(f"feature table {table_name!r} has no primary key besides its timeseries column")
-    missing = [c for c in [*keys, *([timeseries_column] if timeseries_column else [])] if c not in df.columns]
-    if missing:
-        raise ValueError(f"cannot publish {table_name!r}: key columns {missing} are not in the data")
-    if features is not None:
-        unknown = [f for f in features if f not in df.columns]
-        if unknown:
-            raise ValueError(f"cannot publish {table_name!r}: features {unknown} are not columns of the table")
-        ts_cols = [timeseries_column] if timeseries_column else []
-        df = df[keys + ts_cols + [f for f in features if f not in keys and f not in ts_cols]]
-    latest = latest_per_key(df, keys, timeseries_column)
-    kinds = {c: _kind_of(latest[c]) for c in latest.columns}
-
-    conn = _connect(store, create=True)
-    existing = _meta(conn, table_name)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if existing is None:
-            cols = ", ".join(f"{_q(c)} {_SQL_TYPE.get(k, 'TEXT')}" for c, k in kinds.items())
-            conn.execute(f"CREATE TABLE {_q(table_name)} ({cols}, PRIMARY KEY ({', '.join(map(_q, keys))}))")
-        else:
-            if existing.keys != keys or existing.timeseries_column != timeseries_column:
-                raise ValueError(
-                    f"online table {table_name!r} was published with keys {existing.keys} and timeseries column "
-                    f"{existing.timeseries_column!r}, not {keys} / {timeseries_column!r}: drop it first with "
-                    "utils.local.online_store.drop_online_table(...)"
-                )
-            for c, k in kinds.items():
-                if c not in existing.kinds:
-                    conn.execute(f"ALTER TABLE {_q(table_name)} ADD COLUMN {_q(c)} {_SQL_TYPE.get(k, 'TEXT')}")
-            kinds = {**existing.kinds, **{c: existing.kinds.get(c, k) for c, k in kinds.items()}}
-        cols = list(latest.columns)
-        updates = [c for c in cols if c not in keys]
-        sql = (
-            f"INSERT INTO {_q(table_name)} ({', '.join(map(_q, cols))}) VALUES ({', '.join('?' * len(cols))}) "
-            f"ON CONFLICT ({', '.join(map(_q, keys))}) DO "
-        )
-        if updates:
-            sql += "UPDATE SET " + ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in updates)
-            if timeseries_column:
-                sql += f" WHERE excluded.{_q(timeseries_column)} >= {_q(table_name)}.{_q(timeseries_column)}"
-        else:
-            sql += "NOTHING"
-        columns = [_column_to_sql(latest[c], kinds[c]) for c in cols]
-        conn.executemany(sql, zip(*columns))
-        conn.execute(
-            f"INSERT INTO {META_TABLE} (name, keys, timeseries_column, kinds, source_version, published_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET kinds = excluded.kinds, "
-            "source_version = excluded.source_version, published_at = excluded.published_at",
-            (
-                table_name,
-                json.dumps(keys),
-                timeseries_column,
-                json.dumps(kinds),
-                source_version,
-                dt.datetime.now(dt.UTC).isoformat(),
-            ),
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return len(latest)
-
-
-def drop_online_table(table_name: str, store: SqliteOnlineStore | str | Path | None = None) -> bool:
-    """Remove a table from the online store; returns whether it was there."""
-    try:
-        conn = _connect(store)
-    except OnlineTableNotFoundError:
-        return False
-    if _meta(conn, table_name) is None:
-        return False
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute(f"DROP TABLE IF EXISTS {_q(table_name)}")
-    conn.execute(f"DELETE FROM {META_TABLE} WHERE name = ?", (table_name,))
-    conn.execute("COMMIT")
-    return True
-
-
-def read_online_table(table_name: str, store: SqliteOnlineStore | str | Path | None = None) -> pd.DataFrame:
-    """The whole online table as a pandas DataFrame (for checks and exploration)."""
-    import pandas as pd
-
-    info = online_table_info(table_name, store)
-    conn = _connect(store)
-    cols = list(info.kinds)
-    rows = conn.execute(f"SELECT {', '.join(map(_q, cols))} FROM {_q(table_name)}").fetchall()
-    data = {c: [_from_sql(r[i], info.kinds[c]) for r in rows] for i, c in enumerate(cols)}
-    return pd.DataFrame(data, columns=cols)
-
-
 # ---------------------------------------------------------------- lookup
-
-
-def _defaults_for(features: Sequence[str], default: Any) -> dict[str, Any]:
-    if isinstance(default, Mapping):
-        return {f: default.get(f) for f in features}
-    return {f: default for f in features}
 
 
 def lookup(
@@ -482,16 +222,12 @@ def lookup(
             "republish the table or fix feature_names"
         )
     records = [keys] if isinstance(keys, Mapping) else list(keys)
-    return _lookup(_connect(store), info, records, wanted, _defaults_for(wanted, default))
+    defaults = {f: default.get(f) if isinstance(default, Mapping) else default for f in wanted}
+    return _lookup(connect(store), info, records, wanted, defaults)
 
 
-def _lookup(
-    conn: sqlite3.Connection,
-    info: OnlineTableInfo,
-    records: Sequence[Mapping[str, Any]],
-    wanted: list[str],
-    defaults: dict[str, Any],
-) -> list[dict[str, Any]]:
+def _lookup(conn: sqlite3.Connection, info: OnlineTableInfo, records: Sequence[Mapping[str, Any]], wanted: list[str],
+            defaults: dict[str, Any]) -> list[dict[str, Any]]:
     """``lookup`` once the table's metadata is known (the serving path caches it)."""
     key_kinds = [info.kinds[k] for k in info.keys]
     wanted_keys: list[tuple[Any, ...] | None] = []
@@ -499,7 +235,7 @@ def _lookup(
         if any(k not in rec for k in info.keys):
             wanted_keys.append(None)
         else:
-            wanted_keys.append(tuple(_key_value(rec[k], kind) for k, kind in zip(info.keys, key_kinds)))
+            wanted_keys.append(tuple(key_value(rec[k], kind) for k, kind in zip(info.keys, key_kinds)))
     found = _select(conn, info.name, info.keys, wanted, {k for k in wanted_keys if k is not None and None not in k})
     kinds = [info.kinds[f] for f in wanted]
     plain = all(k in {"int", "float", "str"} for k in kinds)
@@ -512,34 +248,29 @@ def _lookup(
         elif plain:
             row.update(zip(wanted, values))
         else:
-            row.update({f: _from_sql(v, kind) for f, v, kind in zip(wanted, values, kinds)})
+            row.update({f: from_sql(v, kind) for f, v, kind in zip(wanted, values, kinds)})
         out.append(row)
     return out
 
 
-def _select(
-    conn: sqlite3.Connection,
-    table_name: str,
-    keys: list[str],
-    features: list[str],
-    key_values: Iterable[tuple[Any, ...]],
-) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+def _select(conn: sqlite3.Connection, table_name: str, keys: list[str], features: list[str],
+            key_values: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     """Stored feature tuples by key tuple for the keys present in the table."""
     key_list = list(key_values)
-    cols = ", ".join(map(_q, keys + features))
+    cols = ", ".join(map(quoted, keys + features))
     result: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     n = len(keys)
     for start in range(0, len(key_list), _BATCH):
         chunk = key_list[start : start + _BATCH]
         if n == 1:
-            where = f"{_q(keys[0])} IN ({', '.join('?' * len(chunk))})"
+            where = f"{quoted(keys[0])} IN ({', '.join('?' * len(chunk))})"
             params: list[Any] = [k[0] for k in chunk]
         else:
             row = "(" + ", ".join("?" * n) + ")"
-            where = f"({', '.join(map(_q, keys))}) IN (VALUES {', '.join([row] * len(chunk))})"
+            where = f"({', '.join(map(quoted, keys))}) IN (VALUES {', '.join([row] * len(chunk))})"
             params = [v for k in chunk for v in k]
         try:
-            rows = conn.execute(f"SELECT {cols} FROM {_q(table_name)} WHERE {where}", params).fetchall()
+            rows = conn.execute(f"SELECT {cols} FROM {quoted(table_name)} WHERE {where}", params).fetchall()
         except sqlite3.InterfaceError:  # an unbindable key value (e.g. a list): treat as unknown
             continue
         for r in rows:
@@ -550,12 +281,6 @@ def _select(
 # ---------------------------------------------------------------- serving: feature spec -> feature frame
 
 
-def _as_spec(spec: FeatureSpec | Mapping[str, Any]) -> FeatureSpec:
-    from utils.local.feature_spec import FeatureSpec
-
-    return spec if isinstance(spec, FeatureSpec) else FeatureSpec.from_dict(dict(spec))
-
-
 class OnlineFeatureLookup:
     """Looks a model's features up in the online store from request records holding only keys.
 
@@ -564,7 +289,9 @@ class OnlineFeatureLookup:
     """
 
     def __init__(self, spec: FeatureSpec | Mapping[str, Any], store: SqliteOnlineStore | str | Path | None = None):
-        self.spec = _as_spec(spec)
+        from utils.local.feature_spec import FeatureSpec
+
+        self.spec = spec if isinstance(spec, FeatureSpec) else FeatureSpec.from_dict(dict(spec))
         self.store = SqliteOnlineStore(_store(store).db_path())  # resolved once: a served model reads one store
         self._infos: dict[str, OnlineTableInfo] = {}
         for lk in self.spec.lookups:
@@ -618,7 +345,7 @@ class OnlineFeatureLookup:
 
     def _features(self, request_column: Any, present: set[str], n: int) -> tuple[dict[str, Any], dict[int, list[str]]]:
         """The typed feature columns the request (fields ``present``; ``request_column(name)``: a list) lacks, and misses."""
-        conn = _connect(self.store)
+        conn = connect(self.store)
         added: dict[str, list[Any]] = {}
         misses: dict[int, list[str]] = {}
 
@@ -635,7 +362,7 @@ class OnlineFeatureLookup:
             info = self._infos[lk.table_name]
             key_columns = [column(k) for k in lk.lookup_key]
             requests = [
-                {tk: v for tk, v in zip(info.keys, values) if not _is_missing(v)} for values in zip(*key_columns)
+                {tk: v for tk, v in zip(info.keys, values) if not is_missing(v)} for values in zip(*key_columns)
             ]
             defaults = {f: lk.default_values.get(o) for f, o in todo}
             required = [f for f, o in todo if o not in lk.default_values]
@@ -647,46 +374,10 @@ class OnlineFeatureLookup:
             for f, o in todo:
                 default = defaults[f]
                 added[o] = [default if g[f] is None or g[f] is _ABSENT else g[f] for g in got]
-        return {name: _typed(values, self.spec.data_types.get(name)) for name, values in added.items()}, misses
+        return {name: typed_column(values, self.spec.data_types.get(name)) for name, values in added.items()}, misses
 
 
 _ABSENT = object()  # what a key the online table does not hold gets, for features without a default
-
-
-_INTEGER_TYPES = {"tinyint", "smallint", "int", "bigint", "integer", "long", "short", "byte"}
-_FLOAT_TYPES = {"float", "double"}
-
-
-def _typed(values: list[Any], data_type: str | None) -> Any:
-    """A column of looked-up values with the dtype the training frame had (int, float, datetime, ...)."""
-    import numpy as np
-    import pandas as pd
-
-    t = (data_type or "").lower()
-    has_null = any(v is None for v in values)
-    try:
-        if t in _INTEGER_TYPES and not has_null:
-            return np.array(values, dtype=np.int64)
-        if t in _INTEGER_TYPES or t in _FLOAT_TYPES or t.startswith("decimal"):
-            return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-        if t.startswith("timestamp"):
-            return pd.to_datetime(pd.Series(values, dtype=object), errors="coerce")
-        if t == "boolean" and not has_null:
-            return np.array(values, dtype=bool)
-        if t == "string" and all(v is None or isinstance(v, str) for v in values):
-            return np.array(values, dtype=object)  # what infer_objects gives text, without a Series
-    except (TypeError, ValueError):  # a value of another type (e.g. a request override): keep it as sent
-        pass
-    return pd.Series(values, dtype=object).infer_objects()
-
-
-def fetch_features(
-    spec: FeatureSpec | Mapping[str, Any],
-    records: pd.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any],
-    store: SqliteOnlineStore | str | Path | None = None,
-) -> pd.DataFrame:
-    """The feature frame for request ``records`` holding only keys, looked up online per ``spec``."""
-    return OnlineFeatureLookup(spec, store)(records)
 
 
 # ---------------------------------------------------------------- MLflow pyfunc loader
@@ -706,13 +397,8 @@ class FeatureServingModel:
 
     def features(self, model_input: pd.DataFrame) -> pd.DataFrame:
         """The raw model's input frame for ``model_input`` (keys, plus any overriding features)."""
-        if self._lookup is None:
-            self._lookup = OnlineFeatureLookup(self.spec, self.store)
-        full = self._lookup(model_input)
-        missing = [c for c in self.spec.model_input_columns if c not in full.columns]
-        if missing:
-            raise ValueError(f"request lacks columns {missing} that the model needs (they are not looked up)")
-        return full[self.spec.model_input_columns]
+        full = self.online_lookup()(model_input)
+        return full[self._model_inputs(full.columns)]
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         """Predictions for request records holding the lookup keys."""
@@ -734,10 +420,7 @@ class FeatureServingModel:
         """
         import pandas as pd
 
-        missing = [c for c in self.spec.model_input_columns if c not in columns]
-        if missing:
-            raise ValueError(f"request lacks columns {missing} that the model needs (they are not looked up)")
-        frame = pd.DataFrame({c: columns[c] for c in self.spec.model_input_columns})
+        frame = pd.DataFrame({c: columns[c] for c in self._model_inputs(columns)})
         return self.raw_model.predict(frame if rows is None else frame.iloc[list(rows)])
 
     def online_lookup(self) -> OnlineFeatureLookup:
@@ -752,10 +435,14 @@ class FeatureServingModel:
 
     def predict_features(self, full: pd.DataFrame) -> Any:
         """The raw model's predictions for a frame that already holds every model input (a :meth:`lookup` result)."""
-        missing = [c for c in self.spec.model_input_columns if c not in full.columns]
+        return self.raw_model.predict(full[self._model_inputs(full.columns)])
+
+    def _model_inputs(self, present: Any) -> list[str]:
+        """The model's input columns; raises ``ValueError`` naming those not in ``present``."""
+        missing = [c for c in self.spec.model_input_columns if c not in present]
         if missing:
             raise ValueError(f"request lacks columns {missing} that the model needs (they are not looked up)")
-        return self.raw_model.predict(full[self.spec.model_input_columns])
+        return self.spec.model_input_columns
 
     def feature_versions(self) -> dict[str, int | None]:
         """The Delta version each online table this model reads was published from."""
@@ -806,5 +493,5 @@ def serving_model(data_path: str | Path, store: SqliteOnlineStore | None = None)
 
 
 def _load_pyfunc(data_path: str) -> FeatureServingModel:
-    """MLflow ``loader_module`` entry point for models logged with the local ``log_model``."""
+    """MLflow's ``loader_module`` entry point: every model logged with the local ``log_model`` names this module."""
     return serving_model(data_path)
