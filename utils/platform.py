@@ -159,13 +159,13 @@ def record_lineage(name: str, sources: Mapping[str, int | None] | Sequence[str],
     ``sources`` maps source table to the Delta version read (a list of names means their current
     versions). A no-op on Databricks, where Unity Catalog captures lineage itself from the queries that
     run (see :func:`feature_lineage`); locally the twin's registry keeps it
-    (``utils.local.feature_store.record_lineage``).
+    (``utils.local.feature_registry.record_lineage``).
     """
     if is_databricks():
         return
-    from utils.local import feature_store
+    from utils.local import feature_registry
 
-    feature_store.record_lineage(name, sources, version)
+    feature_registry.record_lineage(name, sources, version)
 
 
 LINEAGE_QUERY = """
@@ -186,7 +186,7 @@ LINEAGE_COLUMNS = ["feature_table", "source_table", "source_type", "entity_type"
 def feature_lineage(name: str) -> Any:
     """The sources of feature table ``name`` as a pandas DataFrame, one row per source table and write.
 
-    Locally (``utils.local.feature_store.feature_lineage``): ``feature_table``, ``feature_table_version``,
+    Locally (``utils.local.feature_registry.feature_lineage``): ``feature_table``, ``feature_table_version``,
     ``mode``, ``source_table``, ``source_version``, ``written_at``, one row per version written and source,
     recorded with the write.
 
@@ -208,9 +208,9 @@ def feature_lineage(name: str) -> Any:
     line naming the fix and returns the empty frame, never a traceback.
     """
     if not is_databricks():
-        from utils.local import feature_store
+        from utils.local import feature_registry
 
-        return feature_store.feature_lineage(name)
+        return feature_registry.feature_lineage(name)
     import pandas as pd
 
     try:

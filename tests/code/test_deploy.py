@@ -576,7 +576,7 @@ def _feature_store_model(name: str, folder: Path) -> str:
     from utils import registry
     from utils.features import feature_client
     from utils.local.feature_spec import FeatureSpec, LookupSpec
-    from utils.local.feature_store import LocalTrainingSet
+    from utils.local.feature_lookups import LocalTrainingSet
     from utils.online_features import CUSTOMER_ACTIVITY, CUSTOMER_FEATURES, PLANT_ACTIVITY, PLANT_FEATURES
     from utils.platform import configure_mlflow
 

@@ -29,7 +29,8 @@ from pyspark.sql.types import (
 )
 
 from tests import support
-from utils.local.feature_store import LocalFeatureEngineeringClient, resolve_lookups
+from utils.local.feature_lookups import resolve_lookups
+from utils.local.feature_store import LocalFeatureEngineeringClient
 
 LOCAL_METHODS = sorted(
     name for name, member in vars(LocalFeatureEngineeringClient).items()

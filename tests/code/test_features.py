@@ -32,15 +32,12 @@ from utils.features import (
     record_lineage,
 )
 from utils.local import online_store as online
-from utils.local.feature_spec import FeatureSpec
-from utils.local.feature_store import (
-    FeatureLookupError,
-    FeatureTableNotFoundError,
-    FeatureTableWriteError,
-    LocalFeatureEngineeringClient,
-    load_feature_spec,
-    within_spine_time_range,
-)
+from utils.local.feature_lookups import FeatureLookupError
+from utils.local.feature_registry import FeatureTableNotFoundError
+from utils.local.feature_spec import MODEL_DATA_DIR, SPEC_FILE, FeatureSpec
+from utils.local.feature_store import LocalFeatureEngineeringClient
+from utils.local.feature_writes import FeatureTableWriteError
+from utils.local.point_in_time import within_spine_time_range
 
 BASE = dt.datetime(2024, 1, 1)
 SEEDS = range(6)
@@ -545,8 +542,11 @@ def logged_model(module_spark, fe, worlds):
             "training_set": training_set, "names": names, "lookups": lookups}
 
 
-def test_log_model_stores_the_feature_spec(logged_model):
-    spec = load_feature_spec(logged_model["uri"])
+def test_log_model_stores_the_feature_spec(logged_model, tmp_path):
+    import mlflow
+
+    root = mlflow.artifacts.download_artifacts(artifact_uri=logged_model["uri"], dst_path=str(tmp_path))
+    spec = FeatureSpec.load(f"{root}/data/{MODEL_DATA_DIR}/{SPEC_FILE}")
     names = logged_model["names"]
     assert isinstance(spec, FeatureSpec)
     assert set(spec.tables) == {names["customers"], names["plants"]}

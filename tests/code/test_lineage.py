@@ -122,9 +122,9 @@ def test_an_unreadable_system_table_is_one_line_naming_the_fix(on_databricks, mo
 
 
 def test_record_lineage_is_left_to_unity_catalog_on_databricks(on_databricks, monkeypatch) -> None:
-    from utils.local import feature_store
+    from utils.local import feature_registry
 
-    monkeypatch.setattr(feature_store, "record_lineage", lambda *a, **k: pytest.fail("the local registry was written"))
+    monkeypatch.setattr(feature_registry, "record_lineage", lambda *a, **k: pytest.fail("the local registry was written"))
     platform.record_lineage(TABLE, {SOURCE: 3})
 
 
