@@ -22,7 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.datagen import GeneratorSpec, generate, land_raw_files
+from utils.datagen import land_raw_files
+from utils.plantly_shop import GeneratorSpec
+from utils.plantly_simulation import generate
 from utils.platform import tmp_dir
 
 

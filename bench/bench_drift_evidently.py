@@ -100,7 +100,7 @@ def make_frames(n: int, seed: int) -> tuple[Any, Any]:
     import numpy as np
     import pandas as pd
 
-    from utils.datagen import (
+    from utils.plantly_shop import (
         AGE_BANDS,
         CARE_LEVELS,
         CATEGORIES,

@@ -231,7 +231,7 @@ def interleaved_case(model: Any, inputs: Any, endpoint_url: str, bare_url: str, 
 
 def predict_breakdown(model: Any, inputs: Any, n: int = 200) -> dict[str, float]:
     """Median ms of one row through each layer of the champion: pyfunc, the python model, the classifier."""
-    from utils.training import features_frame
+    from utils.feature_types import features_frame
 
     python_model = model.unwrap_python_model()
     clf = python_model.classifier

@@ -24,7 +24,8 @@ def table(schema: str, name: str) -> str:
 
 def pandas_training_frames(rows: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A generated training frame without Spark (profile features joined in pandas, activity at 0), split in time."""
-    from utils.datagen import GeneratorSpec, generate
+    from utils.plantly_shop import GeneratorSpec
+    from utils.plantly_simulation import generate
     from utils.training import time_split
 
     f = generate(GeneratorSpec(rows=rows, seed=seed))

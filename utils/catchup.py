@@ -15,7 +15,8 @@ from utils.config import Config, get_config
 
 def ensure_raw(rows: int, seed: int, scenario: str = "baseline", bad_fraction: float = 0.01) -> bool:
     """Land the raw files unless some are already there; True when it generated them."""
-    from utils.datagen import GeneratorSpec, land_raw_files, raw_manifest
+    from utils.datagen import land_raw_files, raw_manifest
+    from utils.plantly_shop import GeneratorSpec
 
     if raw_manifest() is not None:
         return False
@@ -82,6 +83,7 @@ def ensure_inference_log(rows: int, seed: int, cfg: Config | None = None) -> boo
     import mlflow
 
     from utils import lakehouse, registry
+    from utils.feature_types import features_frame
     from utils.features import feature_client
     from utils.plantly_features import (
         load_training_frame,
@@ -94,7 +96,7 @@ def ensure_inference_log(rows: int, seed: int, cfg: Config | None = None) -> boo
         inference_log_table,
         inference_rows,
     )
-    from utils.training import features_frame, scoring_model_uri
+    from utils.training import scoring_model_uri
 
     cfg = cfg or get_config()
     if lakehouse.exists(inference_log_table(cfg)) and lakehouse.read(inference_log_table(cfg)).limit(1).count():

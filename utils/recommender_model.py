@@ -5,7 +5,7 @@ Logged by ``utils.training.log_recommender``; MLflow copies this file into the m
 an invasive plant, or of one whose flag is unknown, is always 0, whatever the classifier says.
 
 Every request, whichever path it came by (in process, REST, batch, streaming, the router), is
-converted here by ``utils.training.features_frame``, the same function training used: nulls are
+converted here by ``utils.feature_types.features_frame``, the same function training used: nulls are
 filled alike for every model family, integers of any width and whole-number floats are accepted,
 and a value of the wrong type or one float64 cannot hold exactly is refused naming its column.
 """
@@ -33,12 +33,12 @@ class InvasiveSafeRecommender(PythonModel):
         """
         from mlflow.exceptions import MlflowException
 
-        from utils.training import (
-            FEATURES,
+        from utils.feature_types import (
             FeatureTypeError,
             features_frame,
             invasive_or_unknown,
         )
+        from utils.plantly_columns import FEATURES
 
         frame = pd.DataFrame(model_input)
         missing = [c for c in (self.columns or FEATURES) if c not in frame.columns]

@@ -43,10 +43,11 @@ class MonitorResult:
 
 def land_new_data(scenario: str, rows: int, seed: int, cfg: Config | None = None) -> dict[str, Any]:
     """Land a scenario's raw feed and run it through ingestion and the feature tables, as production would."""
-    from utils.datagen import GeneratorSpec, land_raw_files, window_bounds
+    from utils.datagen import land_raw_files
     from utils.features import feature_client
     from utils.ingest import ingest
     from utils.plantly_features import build_feature_tables
+    from utils.plantly_shop import GeneratorSpec, window_bounds
 
     spec = GeneratorSpec(rows=rows, seed=seed, scenario=scenario)
     land_raw_files(spec)
@@ -62,6 +63,7 @@ def score_training_set(model_uri: str, cfg: Config | None = None) -> Any:
     import mlflow
 
     from utils import lakehouse
+    from utils.feature_types import features_frame
     from utils.features import feature_client
     from utils.plantly_features import (
         load_training_frame,
@@ -69,7 +71,7 @@ def score_training_set(model_uri: str, cfg: Config | None = None) -> Any:
         training_set_table,
     )
     from utils.platform import get_spark
-    from utils.training import features_frame, scoring_model_uri
+    from utils.training import scoring_model_uri
 
     cfg = cfg or get_config()
     inputs = materialize_training_set(feature_client(), cfg)

@@ -71,7 +71,7 @@ INFERENCE_LOG_COLUMNS = inference_log_schema().names
 
 def model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
     """The 15 model input columns with the training dtypes (str / float / bool), as ``features_frame``."""
-    from utils.training import features_frame
+    from utils.feature_types import features_frame
 
     return features_frame(frame)
 
@@ -227,7 +227,7 @@ def model_input_columns(df: SparkDataFrame) -> list[Any]:
     in magnitude (a double would round it), or a fraction in a whole-number column (``WHOLE_NUMBER``).
     Raises ``ValueError`` when ``df`` lacks a feature column.
     """
-    from utils.training import WHOLE_NUMBER
+    from utils.feature_types import WHOLE_NUMBER
 
     return input_columns(df, CATEGORICAL, NUMERIC, BOOLEAN, WHOLE_NUMBER)
 
@@ -307,6 +307,7 @@ class StreamScorer:
         import mlflow.pyfunc
 
         from utils import lakehouse
+        from utils.feature_types import WHOLE_NUMBER
         from utils.online_features import (
             CUSTOMER_ACTIVITY,
             CUSTOMER_FEATURES,
@@ -315,7 +316,7 @@ class StreamScorer:
         )
         from utils.plantly_features import feature_table_names
         from utils.platform import get_spark
-        from utils.training import WHOLE_NUMBER, scoring_model_uri
+        from utils.training import scoring_model_uri
 
         for name, schema in ((inference_log_table(self.cfg), inference_log_schema()),
                              (streaming_quarantine_table(self.cfg), QUARANTINE_SCHEMA)):

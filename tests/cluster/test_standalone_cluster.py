@@ -109,7 +109,7 @@ def _feature_tables(rng: np.random.Generator) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def spec_dir(spark, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The inputs both sides read: model URI, feature tables, and the scoring, spine and drift frames as parquet."""
-    from utils.training import features_frame
+    from utils.feature_types import features_frame
 
     folder = tmp_path_factory.mktemp("cluster-spec")
     rng = np.random.default_rng(2024)

@@ -12,17 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import datagen
-from utils.datagen import (
-    BAD_KINDS,
-    RAW_FILES,
-    SCENARIOS,
-    GeneratorSpec,
-    generate,
-    land_raw_files,
-    raw_manifest,
-    window_bounds,
-)
+from utils import plantly_shop as shop
+from utils.datagen import BAD_KINDS, RAW_FILES, land_raw_files, raw_manifest
+from utils.plantly_shop import SCENARIOS, GeneratorSpec, window_bounds
+from utils.plantly_simulation import generate
 
 SMALL = GeneratorSpec(rows=2_000, seed=7)
 
@@ -149,7 +142,7 @@ def test_demand_spike_raises_traffic_and_purchases_of_spiked_categories(by_scena
     for name in ("baseline", "demand_spike"):
         _, cur = _split(by_scenario[name]["impressions"], spec)
         cur = cur.merge(by_scenario[name]["plants"][["plant_id", "category"]], on="plant_id")
-        spiked = cur["category"].isin(datagen.SPIKE_CATEGORIES)
+        spiked = cur["category"].isin(shop.SPIKE_CATEGORIES)
         stats[name] = (spiked.mean(), cur.loc[spiked, "purchased"].mean(), cur["purchased"].mean())
     (share0, rate0, all0), (share1, rate1, all1) = stats["baseline"], stats["demand_spike"]
     assert share1 > share0 + 0.15  # covariate drift: more traffic on the spiked categories
@@ -162,7 +155,7 @@ def test_price_change_raises_prices_and_lowers_their_conversion(by_scenario: dic
     base_p, new_p = by_scenario["baseline"]["plants"], by_scenario["price_change"]["plants"]
     ratio = new_p["price"] / base_p["price"]
     raised = ratio > 1.0
-    assert raised.mean() == pytest.approx(datagen.PRICE_CHANGE_SHARE, abs=0.02)
+    assert raised.mean() == pytest.approx(shop.PRICE_CHANGE_SHARE, abs=0.02)
     assert ratio[raised].between(1.24, 1.51).all() and (ratio[~raised] == 1.0).all()
     raised_ids = set(new_p.loc[raised, "plant_id"])
 
@@ -185,9 +178,9 @@ def test_new_segment_appears_only_late_with_different_preferences(by_scenario: d
     _, current_start, _ = window_bounds(spec)
     base_c, seg = by_scenario["baseline"]["customers"], by_scenario["new_segment"]
     customers, imp = seg["customers"], seg["impressions"]
-    new = customers[customers["region"] == datagen.NEW_SEGMENT_REGION]
-    assert (base_c["region"] != datagen.NEW_SEGMENT_REGION).all()
-    assert len(new) == round(spec.customer_count * datagen.NEW_SEGMENT_CUSTOMER_SHARE)
+    new = customers[customers["region"] == shop.NEW_SEGMENT_REGION]
+    assert (base_c["region"] != shop.NEW_SEGMENT_REGION).all()
+    assert len(new) == round(spec.customer_count * shop.NEW_SEGMENT_CUSTOMER_SHARE)
     pd.testing.assert_frame_equal(customers.iloc[: len(base_c)], base_c)  # existing customers unchanged
     assert (pd.to_datetime(new["signup_date"]).dt.tz_localize("UTC") > current_start - pd.Timedelta(days=8)).all()
 
@@ -209,13 +202,13 @@ def test_late_labels_delay_label_ts_only_in_the_current_window(by_scenario: dict
     base_delay = (base["label_ts"] - base["event_ts"]).dt.total_seconds() / 86400
     current = late["event_ts"] >= window_bounds(spec)[1]
     bought = late["purchased"]
-    assert base_delay.max() <= datagen.ATTRIBUTION_MINUTES / 1440
-    assert delay[~current].max() <= datagen.ATTRIBUTION_MINUTES / 1440
+    assert base_delay.max() <= shop.ATTRIBUTION_MINUTES / 1440
+    assert delay[~current].max() <= shop.ATTRIBUTION_MINUTES / 1440
     late_share = (delay[current & bought] > 1).mean()
     assert late_share > 0.2  # monitoring sees a real gap in ground truth
-    assert late_share == pytest.approx(datagen.LATE_LABEL_SHARE, abs=0.1)
-    assert delay.max() <= datagen.LATE_LABEL_DAYS[1] + 1
-    assert (delay[current & ~bought] <= datagen.ATTRIBUTION_MINUTES / 1440).all()
+    assert late_share == pytest.approx(shop.LATE_LABEL_SHARE, abs=0.1)
+    assert delay.max() <= shop.LATE_LABEL_DAYS[1] + 1
+    assert (delay[current & ~bought] <= shop.ATTRIBUTION_MINUTES / 1440).all()
 
 
 # ---------------------------------------------------------------- malformed records
@@ -238,15 +231,15 @@ def _valid_customer(f: list[str]) -> bool:
         dt.date.fromisoformat(f[1])
     except ValueError:
         return False
-    return (f[2] in (*datagen.REGIONS, datagen.NEW_SEGMENT_REGION) and f[3] in datagen.AGE_BANDS
-            and f[4] in datagen.DEVICES and f[5].isdigit())
+    return (f[2] in (*shop.REGIONS, shop.NEW_SEGMENT_REGION) and f[3] in shop.AGE_BANDS
+            and f[4] in shop.DEVICES and f[5].isdigit())
 
 
 def _valid_plant(r: dict) -> bool:
     keys = ["plant_id", "name", "species", "category", "price", "care_level", "light_needs", "invasive", "stock"]
     return (list(r) == keys and isinstance(r["plant_id"], str) and bool(re.fullmatch(r"P\d{4,}", r["plant_id"]))
-            and r["category"] in datagen.CATEGORIES and _is_num(r["price"])
-            and r["care_level"] in datagen.CARE_LEVELS and r["light_needs"] in datagen.LIGHT_NEEDS
+            and r["category"] in shop.CATEGORIES and _is_num(r["price"])
+            and r["care_level"] in shop.CARE_LEVELS and r["light_needs"] in shop.LIGHT_NEEDS
             and isinstance(r["invasive"], bool) and _is_num(r["stock"], positive=False))
 
 
@@ -255,7 +248,7 @@ def _valid_event(r: dict, customers: set[str], plants: set[str]) -> bool:
             "clicked", "purchased", "label_ts"]
     return (list(r) == keys and isinstance(r["event_id"], str) and r["customer_id"] in customers
             and r["plant_id"] in plants and _is_ts(r["event_ts"]) and _is_ts(r["label_ts"])
-            and r["page"] in datagen.PAGES and _is_num(r["position"]) and isinstance(r["position"], int)
+            and r["page"] in shop.PAGES and _is_num(r["position"]) and isinstance(r["position"], int)
             and _is_num(r["price"]) and isinstance(r["clicked"], bool) and isinstance(r["purchased"], bool))
 
 

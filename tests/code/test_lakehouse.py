@@ -15,6 +15,8 @@ import pyarrow as pa
 import pytest
 
 from utils import lakehouse as lh
+from utils import lakehouse_errors as errors
+from utils import lakehouse_maintenance as maintenance
 
 
 def folder(name: str) -> Path:
@@ -41,13 +43,13 @@ def by_id(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_parse_name_splits_and_lowercases() -> None:
-    assert lh.parse_name("Acme.MLOps.Orders_2") == ("acme", "mlops", "orders_2")
+    assert errors.parse_name("Acme.MLOps.Orders_2") == ("acme", "mlops", "orders_2")
 
 
 @pytest.mark.parametrize("bad", ["orders", "a.b", "a.b.c.d", "a..c", "a.b-c.d", "a.b.c d", "", "a.b.ö"])
 def test_invalid_names_are_rejected_with_the_expected_form(bad: str) -> None:
     with pytest.raises(ValueError, match=r"catalog\.schema\.table"):
-        lh.parse_name(bad)
+        errors.parse_name(bad)
     with pytest.raises(ValueError, match="invalid table name"):
         lh.write(rows(1), bad)
 
@@ -137,7 +139,7 @@ def test_history_lists_operations_newest_first(name: str) -> None:
     lh.write(rows(2), name)
     lh.write(rows(2, start=2), name)
     lh.merge(rows(1, start=9), name, keys=["id"])
-    lh.optimize(name)
+    maintenance.optimize(name)
     hist = lh.history(name)
     assert {"version", "timestamp", "operation", "operationParameters", "operationMetrics"} <= set(hist.columns)
     assert hist["version"].tolist() == [3, 2, 1, 0]
@@ -201,14 +203,14 @@ def test_schema_mismatch_names_columns_and_changes_nothing(
     name: str, frame: pd.DataFrame, expected: list[str], mode: str
 ) -> None:
     lh.write(rows(2), name)
-    with pytest.raises(lh.SchemaMismatchError) as err:
+    with pytest.raises(errors.SchemaMismatchError) as err:
         lh.write(frame, name, mode=mode)
     message = str(err.value)
     assert name in message and "merge_schema=True" in message
     assert all(part in message for part in expected), message
     assert lh.current_version(name) == 0
     pd.testing.assert_frame_equal(by_id(lh.read_pandas(name)), rows(2))
-    with pytest.raises(lh.SchemaMismatchError):
+    with pytest.raises(errors.SchemaMismatchError):
         lh.merge(frame, name, keys=["id"])
     assert lh.current_version(name) == 0
 
@@ -223,7 +225,7 @@ def test_merge_schema_adds_columns_and_overwrite_replaces_schema(name: str) -> N
     # missing columns are filled with nulls when evolving; type changes still need an overwrite
     lh.write(pd.DataFrame({"id": [6]}), name, merge_schema=True)
     assert lh.read_pandas(name, version=2).query("id == 6")["label"].isna().all()
-    with pytest.raises(lh.SchemaMismatchError, match="mode='overwrite', merge_schema=True"):
+    with pytest.raises(errors.SchemaMismatchError, match="mode='overwrite', merge_schema=True"):
         lh.write(pd.DataFrame({"id": ["x"]}), name, merge_schema=True)
     lh.write(pd.DataFrame({"key": ["a"], "value": [1]}), name, mode="overwrite", merge_schema=True)
     assert lh.read_pandas(name).to_dict("list") == {"key": ["a"], "value": [1]}
@@ -234,24 +236,24 @@ def test_merge_schema_adds_columns_and_overwrite_replaces_schema(name: str) -> N
 
 def test_change_data_feed_after_merge(spark, name: str) -> None:
     lh.write(rows(3), name)
-    assert lh.get_properties(name)["delta.enableChangeDataFeed"] == "true"
+    assert maintenance.get_properties(name)["delta.enableChangeDataFeed"] == "true"
     change = pd.DataFrame({"id": [1, 8], "amount": [100.0, 8.0], "label": ["u1", "n8"]})
     version = lh.merge(change, name, keys=["id"])["version"]
-    changes = lh.read_changes(name, version).toPandas()
+    changes = maintenance.read_changes(name, version).toPandas()
     assert {"_change_type", "_commit_version", "_commit_timestamp"} <= set(changes.columns)
     assert set(changes["_commit_version"]) == {version}
     kinds = {(r["_change_type"], r["id"], r["label"]) for _, r in changes.iterrows()}
     assert kinds == {("update_preimage", 1, "r1"), ("update_postimage", 1, "u1"), ("insert", 8, "n8")}
-    everything = lh.read_changes(name, 0).toPandas()
+    everything = maintenance.read_changes(name, 0).toPandas()
     assert (everything["_change_type"] == "insert").sum() == 4  # 3 written + 1 merged in
 
 
 def test_change_data_feed_needs_cdf_and_valid_versions(name: str) -> None:
     lh.write(rows(2), name, enable_cdf=False)
-    with pytest.raises(lh.LakehouseError, match="SET TBLPROPERTIES \\(delta.enableChangeDataFeed = true\\)"):
-        lh.read_changes(name, 0)
-    with pytest.raises(lh.VersionNotFoundError, match="0 to 0"):
-        lh.read_changes(name, 3)
+    with pytest.raises(errors.LakehouseError, match="SET TBLPROPERTIES \\(delta.enableChangeDataFeed = true\\)"):
+        maintenance.read_changes(name, 0)
+    with pytest.raises(errors.VersionNotFoundError, match="0 to 0"):
+        maintenance.read_changes(name, 3)
 
 
 # ---------------------------------------------------------------- maintenance, metadata, errors
@@ -262,13 +264,13 @@ def test_optimize_compacts_and_vacuum_deletes_old_files(spark, name: str) -> Non
         lh.write(rows(2, start=2 * i), name)
     before = spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"]
     assert before >= 3  # at least one file per write
-    metrics = lh.optimize(name)
+    metrics = maintenance.optimize(name)
     assert (metrics["numFilesRemoved"], metrics["numFilesAdded"]) == (before, 1)
     assert spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"] == 1
-    stale = lh.vacuum(name, retention_hours=0, dry_run=True)
+    stale = maintenance.vacuum(name, retention_hours=0, dry_run=True)
     assert len(stale) == before
     assert all(Path(urlparse(f).path).exists() for f in stale)
-    assert sorted(lh.vacuum(name, retention_hours=0)) == sorted(stale)
+    assert sorted(maintenance.vacuum(name, retention_hours=0)) == sorted(stale)
     assert not any(Path(urlparse(f).path).exists() for f in stale)
     pd.testing.assert_frame_equal(by_id(lh.read_pandas(name)), rows(6))
 
@@ -278,20 +280,20 @@ def test_description_and_properties(name: str) -> None:
     assert lh.get_description(name) == "orders, one row per order"
     lh.set_description(name, "renamed")
     assert lh.get_description(name) == "renamed"
-    assert lh.get_properties(name)["delta.enableChangeDataFeed"] == "true"
+    assert maintenance.get_properties(name)["delta.enableChangeDataFeed"] == "true"
 
 
 def test_unknown_table_and_version_give_clear_errors(name: str) -> None:
     for call in (lambda: lh.read_pandas(name), lambda: lh.history(name), lambda: lh.current_version(name),
-                 lambda: lh.drop(name), lambda: lh.optimize(name)):
-        with pytest.raises(lh.TableNotFoundError, match=rf"{name}.*list_tables\(\)") as err:
+                 lambda: lh.drop(name), lambda: maintenance.optimize(name)):
+        with pytest.raises(errors.TableNotFoundError, match=rf"{name}.*list_tables\(\)") as err:
             call()
         assert isinstance(err.value, LookupError)
     lh.write(rows(1), name)
     lh.write(rows(1, start=1), name)
-    with pytest.raises(lh.VersionNotFoundError, match=rf"{name}.*no version 7.*0 to 1.*DELTA_VERSION_NOT_FOUND"):
+    with pytest.raises(errors.VersionNotFoundError, match=rf"{name}.*no version 7.*0 to 1.*DELTA_VERSION_NOT_FOUND"):
         lh.read_pandas(name, version=7)
-    with pytest.raises(lh.VersionNotFoundError, match="no version at 2001-01-01.*0 to 1"):
+    with pytest.raises(errors.VersionNotFoundError, match="no version at 2001-01-01.*0 to 1"):
         lh.read(name, timestamp="2001-01-01")
 
 
@@ -305,10 +307,10 @@ def test_a_vacuumed_version_is_named_as_such_not_left_to_fail_on_collect(spark, 
         spark.sql(f"VACUUM {name} RETAIN 0 HOURS")
     finally:
         spark.sql("SET spark.databricks.delta.retentionDurationCheck.enabled=true")
-    with pytest.raises(lh.VersionVacuumedError, match=rf"version 0 of '{name}' cannot be read: VACUUM at version 2 "
+    with pytest.raises(errors.VersionVacuumedError, match=rf"version 0 of '{name}' cannot be read: VACUUM at version 2 "
                        r"\(.*retention 0 h\) removed its data files.*deletedFileRetentionDuration") as err:
         lh.read(name, version=0)
-    assert isinstance(err.value, lh.VersionNotFoundError)
+    assert isinstance(err.value, errors.VersionNotFoundError)
     assert len(lh.read_pandas(name, version=1)) == 2 and lh.vacuumed(name, 1) is None  # the current files stay
 
 
@@ -318,7 +320,7 @@ def test_drop_removes_table(name: str) -> None:
     lh.drop(name)
     assert not lh.exists(name) and not where.exists()
     assert name not in lh.list_tables()
-    with pytest.raises(lh.TableNotFoundError):
+    with pytest.raises(errors.TableNotFoundError):
         lh.drop(name)
 
 
@@ -326,7 +328,7 @@ def test_drop_removes_table(name: str) -> None:
 
 
 def test_retries_on_commit_conflicts_then_gives_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lh, "MAX_ATTEMPTS", 4)
+    monkeypatch.setattr(errors, "MAX_ATTEMPTS", 4)
     calls: list[int] = []
 
     def flaky() -> str:
@@ -335,15 +337,15 @@ def test_retries_on_commit_conflicts_then_gives_up(monkeypatch: pytest.MonkeyPat
             raise RuntimeError("[DELTA_CONCURRENT_APPEND] ConcurrentAppendException: Files were added")
         return "done"
 
-    assert lh._with_retries("write to 'a.b.c'", flaky) == "done" and len(calls) == 3
+    assert errors.with_retries("write to 'a.b.c'", flaky) == "done" and len(calls) == 3
 
     def always() -> None:
         raise RuntimeError("[DELTA_CONCURRENT_APPEND] ConcurrentAppendException: Files were added")
 
-    with pytest.raises(lh.LakehouseError, match="write to 'a.b.c' gave up after 4 attempts"):
-        lh._with_retries("write to 'a.b.c'", always)
+    with pytest.raises(errors.LakehouseError, match="write to 'a.b.c' gave up after 4 attempts"):
+        errors.with_retries("write to 'a.b.c'", always)
     with pytest.raises(KeyError):  # other errors are not retried
-        lh._with_retries("x", lambda: {}["missing"])
+        errors.with_retries("x", lambda: {}["missing"])
 
 
 N_APPENDS = 6

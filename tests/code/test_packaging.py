@@ -60,7 +60,7 @@ def wheel(isolated_state: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def sample(frames) -> pd.DataFrame:
-    from utils.training import features_frame
+    from utils.feature_types import features_frame
 
     return features_frame(frames[1].head(40))
 

@@ -85,7 +85,8 @@ def test_pii_is_hashed_not_kept(spark) -> None:
 
 
 def test_generated_feed_raw_equals_silver_plus_quarantine(spark, tmp_path: Path) -> None:
-    from utils.datagen import GeneratorSpec, land_raw_files, raw_manifest
+    from utils.datagen import land_raw_files, raw_manifest
+    from utils.plantly_shop import GeneratorSpec
 
     land_raw_files(GeneratorSpec(rows=3000, seed=3, bad_fraction=0.05), tmp_path)
     manifest = raw_manifest(tmp_path)

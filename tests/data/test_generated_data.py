@@ -13,14 +13,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import OneHotEncoder
 
-from utils import datagen
-from utils.datagen import (
-    GeneratorSpec,
-    generate,
-    land_raw_files,
-    latent_preferences,
-    window_bounds,
-)
+from utils import plantly_shop as shop
+from utils.datagen import land_raw_files
+from utils.plantly_shop import GeneratorSpec, window_bounds
+from utils.plantly_simulation import generate, latent_preferences
 from utils.platform import REPO_ROOT
 
 SPEC = GeneratorSpec(rows=20_000, seed=42)
@@ -77,13 +73,13 @@ def test_string_columns_hold_strings_and_dates_hold_dates(frames: dict[str, pd.D
 
 def test_categorical_values_are_in_the_vocabulary(frames: dict[str, pd.DataFrame]) -> None:
     c, p, i = frames["customers"], frames["plants"], frames["impressions"]
-    assert set(c["region"]) <= set(datagen.REGIONS)
-    assert set(c["age_band"]) == set(datagen.AGE_BANDS)
-    assert set(c["device"]) == set(datagen.DEVICES)
-    assert set(p["category"]) == set(datagen.CATEGORIES)
-    assert set(p["care_level"]) == set(datagen.CARE_LEVELS)
-    assert set(p["light_needs"]) == set(datagen.LIGHT_NEEDS)
-    assert set(i["page"]) == set(datagen.PAGES)
+    assert set(c["region"]) <= set(shop.REGIONS)
+    assert set(c["age_band"]) == set(shop.AGE_BANDS)
+    assert set(c["device"]) == set(shop.DEVICES)
+    assert set(p["category"]) == set(shop.CATEGORIES)
+    assert set(p["care_level"]) == set(shop.CARE_LEVELS)
+    assert set(p["light_needs"]) == set(shop.LIGHT_NEEDS)
+    assert set(i["page"]) == set(shop.PAGES)
 
 
 def test_id_formats(frames: dict[str, pd.DataFrame]) -> None:
@@ -102,7 +98,7 @@ def test_ranges(frames: dict[str, pd.DataFrame]) -> None:
     assert o["quantity"].between(1, 3).all()
     assert (i["event_ts"] >= start).all() and (i["event_ts"] < end).all()
     assert (i["label_ts"] > i["event_ts"]).all()
-    assert (i["label_ts"] - i["event_ts"]).max() <= pd.Timedelta(minutes=datagen.ATTRIBUTION_MINUTES)
+    assert (i["label_ts"] - i["event_ts"]).max() <= pd.Timedelta(minutes=shop.ATTRIBUTION_MINUTES)
     assert (o["order_ts"] >= start).all() and (o["order_ts"] < end + pd.Timedelta(hours=1)).all()
     end_day = (end - pd.Timedelta(days=1)).date()
     assert (c["tenure_days"] == [(end_day - d).days for d in c["signup_date"]]).all()
@@ -113,7 +109,7 @@ def test_rates_are_realistic(frames: dict[str, pd.DataFrame]) -> None:
     i, p = frames["impressions"], frames["plants"]
     assert 0.05 <= i["purchased"].mean() <= 0.12
     assert i["purchased"].mean() < i["clicked"].mean() < 0.5
-    assert p["invasive"].mean() == pytest.approx(datagen.INVASIVE_FRACTION, abs=0.01)
+    assert p["invasive"].mean() == pytest.approx(shop.INVASIVE_FRACTION, abs=0.01)
     assert i.groupby("session_id")["position"].max().mean() > 3  # sessions show several plants
 
 
@@ -164,12 +160,12 @@ def _single_column_auc(x: pd.Series, y: pd.Series) -> float:
 
 
 def test_only_declared_outcome_columns_carry_the_label(joined: pd.DataFrame) -> None:
-    y = joined[datagen.LABEL_COLUMN]
+    y = joined[shop.LABEL_COLUMN]
     label_delay = (joined["label_ts"] - joined["event_ts"]).dt.total_seconds()
     # the check can fail: the declared outcomes do reveal the label
     assert _single_column_auc(joined["clicked"], y) > 0.8
     assert _single_column_auc(label_delay.round(), y) > 0.8
-    features = [c for c in joined.columns if c not in datagen.OUTCOME_COLUMNS]
+    features = [c for c in joined.columns if c not in shop.OUTCOME_COLUMNS]
     for col in features:
         x = joined[col]
         if pd.api.types.is_datetime64_any_dtype(x):
@@ -182,8 +178,8 @@ def test_only_declared_outcome_columns_carry_the_label(joined: pd.DataFrame) -> 
 def test_impression_columns_are_ids_features_or_declared_outcomes(frames: dict[str, pd.DataFrame]) -> None:
     known_at_impression = {"event_id", "session_id", "customer_id", "plant_id", "event_ts", "page", "position",
                            "price"}
-    assert set(frames["impressions"].columns) == known_at_impression | set(datagen.OUTCOME_COLUMNS)
-    assert datagen.LABEL_COLUMN in datagen.OUTCOME_COLUMNS
+    assert set(frames["impressions"].columns) == known_at_impression | set(shop.OUTCOME_COLUMNS)
+    assert shop.LABEL_COLUMN in shop.OUTCOME_COLUMNS
 
 
 def test_hidden_preferences_are_not_in_the_data(frames: dict[str, pd.DataFrame], raw_dir: Path) -> None:
@@ -202,7 +198,7 @@ def test_hidden_preferences_are_not_in_the_data(frames: dict[str, pd.DataFrame],
 
 
 def test_email_is_the_only_pii_and_lives_only_in_customers(frames: dict[str, pd.DataFrame], raw_dir: Path) -> None:
-    assert datagen.PII_COLUMNS == {"customers": ("email",)}
+    assert shop.PII_COLUMNS == {"customers": ("email",)}
     emails = frames["customers"]["email"]
     assert emails.str.fullmatch(r"[a-z]+\.[a-z]+\d+@example\.com").all()  # fake, reserved domain
     for name, frame in frames.items():

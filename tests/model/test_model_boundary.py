@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from tests.support import pandas_training_frames
+from utils.feature_types import features_frame
 from utils.plantly_features import CATEGORICAL, FEATURES, NUMERIC
-from utils.training import FAMILIES, features_frame
+from utils.training import FAMILIES
 
 FLAGS = [None, False, None, False]  # the four rows: unknown, safe, unknown, safe
 

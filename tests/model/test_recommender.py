@@ -9,8 +9,9 @@ import pytest
 
 from tests.support import pandas_training_frames
 from utils.evaluation import precision_at_k
+from utils.feature_types import features_frame
 from utils.plantly_features import FEATURES, LABEL
-from utils.training import FAMILIES, features_frame, fit
+from utils.training import FAMILIES, fit
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_request_missing_a_feature_is_refused(frames, packaged) -> None:
 
 
 def test_features_list_has_no_outcome_columns() -> None:
-    from utils.datagen import OUTCOME_COLUMNS
+    from utils.plantly_shop import OUTCOME_COLUMNS
 
     assert not set(FEATURES) & set(OUTCOME_COLUMNS)
 
@@ -121,12 +122,7 @@ def test_select_family_picks_on_the_training_rows_and_passes_the_gate_floor_at_a
 
     from utils.config import get_config
     from utils.plantly_features import LABEL
-    from utils.training import (
-        DEFAULT_PARAMS,
-        build_pipeline,
-        features_frame,
-        select_family,
-    )
+    from utils.training import DEFAULT_PARAMS, build_pipeline, select_family
 
     train, test = pandas_training_frames(5000, 42)
     family, params = select_family(train, seed=42)
