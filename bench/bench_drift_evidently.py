@@ -1,4 +1,4 @@
-"""Benchmark: data drift of ``utils.monitoring.drift_metrics`` (Spark) against Evidently, on the same frames.
+"""Benchmark: data drift of ``utils.drift.drift_metrics`` (Spark) against Evidently, on the same frames.
 
 A baseline and a drifted current frame of ``N`` rows each (``--sizes``), with the example model's
 features (``utils.plantly_features``: 7 categorical, 7 numeric columns), are generated with numpy:
@@ -6,7 +6,7 @@ the current frame carries the data generator's scenarios (a new customer segment
 short tenures, a demand spike in two plant categories, a price rise in three), the other columns keep
 their distribution. Then, side by side in one run, ``--repeats`` times each (medians reported):
 
-* ``utils.monitoring.drift_metrics`` on cached Spark DataFrames: KS, Wasserstein, PSI, JS, KL, TV and
+* ``utils.drift.drift_metrics`` on cached Spark DataFrames: KS, Wasserstein, PSI, JS, KL, TV and
   L-inf distance per numeric column; chi-squared, PSI, JS, KL, TV and L-inf per categorical column, in one call;
 * Evidently, the same tests: one ``ValueDrift`` per column and method in one ``Report`` (numeric:
   ``ks``, ``wasserstein``, ``psi``, ``jensenshannon``; categorical: ``chisquare``, ``psi``,
@@ -14,7 +14,7 @@ their distribution. Then, side by side in one run, ``--repeats`` times each (med
 * Evidently's ``DataDriftPreset`` as shipped (one test per column: normed Wasserstein for numeric,
   JS for categorical columns at these sizes): what a default Evidently report costs;
 * Evidently's stat-test functions called directly on pandas Series, no ``Report`` (the compute floor);
-* ``utils.monitoring``'s numpy reference functions (``numeric_drift`` / ``categorical_drift``), in one process.
+* ``utils.drift_statistics``' numpy reference functions (``numeric_drift`` / ``categorical_drift``), in one process.
 
 Afterwards, for a few columns, the two tools' statistics are printed side by side, put on one scale where
 the definitions differ only by a constant (Evidently's Wasserstein is divided by the baseline's standard
@@ -65,7 +65,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="rows in each of baseline and current")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each implementation (median reported)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--skip-numpy", action="store_true", help="leave out utils.monitoring's numpy reference functions")
+    p.add_argument("--skip-numpy", action="store_true", help="leave out utils.drift_statistics' numpy reference functions")
     p.add_argument("--no-record", action="store_true", help="print only; do not append to bench/results.md")
     p.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = p.parse_args()
@@ -190,11 +190,11 @@ def evidently_stattests(ref: Any, cur: Any, numeric: list[str], categorical: lis
 
 
 def numpy_reference(ref: Any, cur: Any, numeric: list[str], categorical: list[str]) -> dict[str, dict[str, Any]]:
-    """utils.monitoring's numpy definitions, column by column, in this process."""
-    from utils import monitoring
+    """utils.drift_statistics' numpy definitions, column by column, in this process."""
+    from utils.drift_statistics import categorical_drift, numeric_drift
 
-    out = {c: monitoring.numeric_drift(ref[c].to_numpy(float), cur[c].to_numpy(float)) for c in numeric}
-    out.update({c: monitoring.categorical_drift(ref[c], cur[c]) for c in categorical})
+    out = {c: numeric_drift(ref[c].to_numpy(float), cur[c].to_numpy(float)) for c in numeric}
+    out.update({c: categorical_drift(ref[c], cur[c]) for c in categorical})
     return out
 
 
@@ -333,7 +333,7 @@ def main() -> None:
     import numpy as np  # noqa: F401  (fail early if the venv is broken)
     from evidently import DataDefinition
 
-    from utils import monitoring
+    from utils.drift import drift_metrics
     from utils.plantly_features import CATEGORICAL, NUMERIC
     from utils.platform import get_spark
 
@@ -347,7 +347,7 @@ def main() -> None:
 
     # Warm-up on a small frame: JVM code generation, first imports.
     wb, wc = make_frames(5_000, args.seed)
-    monitoring.drift_metrics(spark.createDataFrame(wb), spark.createDataFrame(wc), numeric, categorical)
+    drift_metrics(spark.createDataFrame(wb), spark.createDataFrame(wc), numeric, categorical)
     evidently_same_tests(numeric, categorical).run(wc, wb)
 
     results: dict[int, dict[str, Any]] = {}
@@ -363,7 +363,7 @@ def main() -> None:
         times: dict[str, list[float]] = {k: [] for k in impls}
         ours = ev = None
         for rep in range(args.repeats):
-            s, ours = timed_once(monitoring.drift_metrics, ref_sdf, cur_sdf, numeric, categorical)
+            s, ours = timed_once(drift_metrics, ref_sdf, cur_sdf, numeric, categorical)
             times[impls[0]].append(s)
             s, snap = timed_once(_run_same_tests, cur_ds, ref_ds, numeric, categorical)
             times[impls[1]].append(s)

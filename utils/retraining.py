@@ -99,8 +99,11 @@ def monitor(scored: Any, baseline_end: pd.Timestamp, model_name: str, cfg: Confi
     """
     from pyspark.sql import functions as F
 
-    from utils import lakehouse, monitoring
+    from utils import lakehouse
     from utils.alerts import alerts_from_breaches, alerts_to_frame
+    from utils.drift import drift_metrics, drift_to_arrow, label_drift, prediction_drift
+    from utils.model_quality import model_quality_by_window
+    from utils.monitoring import detect_breaches, profile_metrics
 
     cfg = cfg or get_config()
     names = monitoring_tables(cfg)
@@ -109,23 +112,23 @@ def monitor(scored: Any, baseline_end: pd.Timestamp, model_name: str, cfg: Confi
     current = scored.where(F.col("event_ts") >= cut)
     if baseline.isEmpty() or current.isEmpty():
         raise ValueError(f"monitoring needs rows before and after {baseline_end}: check the scenario window")
-    profile = monitoring.profile_metrics(scored, MONITORED_NUMERIC + MONITORED_CATEGORICAL + ["prediction"],
-                                         window_col="event_ts", window=window, categorical=MONITORED_CATEGORICAL)
+    profile = profile_metrics(scored, MONITORED_NUMERIC + MONITORED_CATEGORICAL + ["prediction"],
+                              window_col="event_ts", window=window, categorical=MONITORED_CATEGORICAL)
     drift = pd.concat([
-        monitoring.drift_metrics(baseline, current, MONITORED_NUMERIC, MONITORED_CATEGORICAL),
-        monitoring.label_drift(baseline, current, LABEL),
-        monitoring.prediction_drift(baseline, current, "prediction"),
+        drift_metrics(baseline, current, MONITORED_NUMERIC, MONITORED_CATEGORICAL),
+        label_drift(baseline, current, LABEL),
+        prediction_drift(baseline, current, "prediction"),
     ], ignore_index=True)
-    quality = monitoring.model_quality_by_window(scored, LABEL, "prediction", "event_ts", window=window)
+    quality = model_quality_by_window(scored, LABEL, "prediction", "event_ts", window=window)
     whole = "3650 days"  # one window spanning each side
     if baseline_auc is None:
-        baseline_auc = float(monitoring.model_quality_by_window(baseline, LABEL, "prediction", "event_ts", window=whole)["auc"].iloc[0])
-    current_quality = monitoring.model_quality_by_window(current, LABEL, "prediction", "event_ts", window=whole)
-    breaches = monitoring.detect_breaches(drift, cfg.thresholds, quality=current_quality, baseline_auc=baseline_auc)
+        baseline_auc = float(model_quality_by_window(baseline, LABEL, "prediction", "event_ts", window=whole)["auc"].iloc[0])
+    current_quality = model_quality_by_window(current, LABEL, "prediction", "event_ts", window=whole)
+    breaches = detect_breaches(drift, cfg.thresholds, quality=current_quality, baseline_auc=baseline_auc)
     alerts = alerts_from_breaches(breaches, model_name)
     versions = {
         "profile": lakehouse.write(profile, names["profile"], mode="overwrite", merge_schema=True),
-        "drift": lakehouse.write(monitoring.drift_to_arrow(drift), names["drift"], mode="overwrite", merge_schema=True),
+        "drift": lakehouse.write(drift_to_arrow(drift), names["drift"], mode="overwrite", merge_schema=True),
         "quality": lakehouse.write(quality, names["quality"], mode="overwrite", merge_schema=True),
     }
     if alerts:

@@ -20,7 +20,7 @@ import pytest
 from tests.support import own_state
 from utils import dashboard, lakehouse
 from utils.config import get_config
-from utils.monitoring import DRIFT_COLUMNS, drift_to_arrow
+from utils.drift import DRIFT_COLUMNS, drift_to_arrow
 from utils.retraining import monitoring_tables
 from utils.serving import free_port
 

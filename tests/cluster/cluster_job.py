@@ -1,6 +1,6 @@
 """Driver of the standalone-cluster test: batch scoring, a point-in-time training set and drift, on any master.
 
-The computations are plain project code (``utils.scoring``, ``utils.features``, ``utils.monitoring``);
+The computations are plain project code (``utils.scoring``, ``utils.features``, ``utils.drift``);
 which Spark runs them is decided by ``utils.platform.get_spark()`` alone. The test runs this file as a
 subprocess with ``SPARK_MASTER=spark://...`` (one Python process holds one SparkContext, and the test
 session's is local) and calls :func:`compute` in-process on its local session, then compares.
@@ -56,7 +56,7 @@ def compute(spark: Any, spec_dir: Path, seconds: dict[str, float] | None = None)
     import mlflow
 
     from utils.features import feature_client
-    from utils.monitoring import drift_metrics
+    from utils.drift import drift_metrics
     from utils.platform import tracking_uri
     from utils.scoring import spark_udf_scores
 

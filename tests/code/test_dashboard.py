@@ -23,7 +23,7 @@ from tests.support import mlflow_restored, own_state
 from utils import dashboard, dashboard_data, dashboard_figures, lakehouse, registry
 from utils.alerts import alerts_from_breaches, alerts_to_frame
 from utils.config import get_config
-from utils.monitoring import DRIFT_COLUMNS, drift_to_arrow
+from utils.drift import DRIFT_COLUMNS, drift_to_arrow
 from utils.retraining import monitoring_tables
 from utils.scoring import append_request_log
 from utils.serving import free_port
@@ -69,7 +69,7 @@ class _Constant(mlflow.pyfunc.PythonModel):
 
 
 def drift_frame(psi: dict[str, float], start: datetime) -> pd.DataFrame:
-    """Drift rows shaped like utils.monitoring.drift_metrics output, one per column."""
+    """Drift rows shaped like utils.drift.drift_metrics output, one per column."""
     rows = []
     for col, value in psi.items():
         row = dict.fromkeys(DRIFT_COLUMNS)

@@ -13,6 +13,10 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 
+from utils import drift as dm
+from utils import drift_binning as db
+from utils import drift_statistics as ds
+from utils import model_quality as mq
 from utils import monitoring as m
 from utils.config import Thresholds
 
@@ -42,56 +46,56 @@ def _smooth(counts, eps=1e-6):
 def test_ks_and_wasserstein_match_scipy(seed, shift):
     rng = np.random.default_rng(seed)
     x, y = rng.normal(size=150).round(1), rng.normal(shift, 1.2, size=90).round(1)  # rounding makes ties
-    stat, pvalue = m.ks_test(x, y)
+    stat, pvalue = ds.ks_test(x, y)
     ref = stats.ks_2samp(x, y, method="asymp")
     assert stat == pytest.approx(ref.statistic, rel=1e-12)
     assert pvalue == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-300)
-    assert m.wasserstein(x, y) == pytest.approx(stats.wasserstein_distance(x, y), rel=1e-12)
+    assert ds.wasserstein(x, y) == pytest.approx(stats.wasserstein_distance(x, y), rel=1e-12)
 
 
 def test_distribution_distances_match_scipy():
     p, q = np.array([30.0, 50, 0, 20]), np.array([10.0, 40, 25, 25])
-    assert m.js_distance(p, q) == pytest.approx(jensenshannon(p, q, base=2), rel=1e-12)
+    assert ds.js_distance(p, q) == pytest.approx(jensenshannon(p, q, base=2), rel=1e-12)
     ps, qs = _smooth(p), _smooth(q)
-    assert m.kl_divergence(q, p) == pytest.approx(stats.entropy(qs, ps), rel=1e-12)
-    assert m.kl_divergence(q, p) == pytest.approx(rel_entr(qs, ps).sum(), rel=1e-12)
-    assert m.psi_from_counts(p, q) == pytest.approx(rel_entr(qs, ps).sum() + rel_entr(ps, qs).sum(), rel=1e-12)
-    assert m.tv_distance(p, q) == pytest.approx(0.5 * np.abs(p / p.sum() - q / q.sum()).sum())
-    assert m.js_distance(p, p) == 0.0 and m.psi_from_counts(p, p) == pytest.approx(0.0, abs=1e-15)
-    assert 0.0 < m.js_distance([1, 0], [0, 1]) == pytest.approx(1.0)  # base 2: disjoint supports -> 1
+    assert ds.kl_divergence(q, p) == pytest.approx(stats.entropy(qs, ps), rel=1e-12)
+    assert ds.kl_divergence(q, p) == pytest.approx(rel_entr(qs, ps).sum(), rel=1e-12)
+    assert ds.psi_from_counts(p, q) == pytest.approx(rel_entr(qs, ps).sum() + rel_entr(ps, qs).sum(), rel=1e-12)
+    assert ds.tv_distance(p, q) == pytest.approx(0.5 * np.abs(p / p.sum() - q / q.sum()).sum())
+    assert ds.js_distance(p, p) == 0.0 and ds.psi_from_counts(p, p) == pytest.approx(0.0, abs=1e-15)
+    assert 0.0 < ds.js_distance([1, 0], [0, 1]) == pytest.approx(1.0)  # base 2: disjoint supports -> 1
 
 
 def test_chi_squared_matches_chi2_contingency():
     p, q = np.array([120.0, 80, 40, 0]), np.array([50.0, 60, 30, 12])
-    stat, pvalue = m.chi_squared_test(p, q)
+    stat, pvalue = ds.chi_squared_test(p, q)
     table = np.vstack([p, q])
     ref = stats.chi2_contingency(table[:, table.sum(axis=0) > 0], correction=False)  # scipy rejects empty columns
     assert stat == pytest.approx(ref.statistic, rel=1e-12)
     assert pvalue == pytest.approx(ref.pvalue, rel=1e-9)
-    assert m.chi_squared_test([10], [4]) == (0.0, 1.0)  # one category in all: nothing to test
+    assert ds.chi_squared_test([10], [4]) == (0.0, 1.0)  # one category in all: nothing to test
 
 
 def test_psi_on_quantile_bins_of_expected():
     rng = np.random.default_rng(3)
     expected, actual = rng.normal(size=1000), rng.normal(0.5, 1, size=800)
-    edges = m.quantile_bin_edges(expected, 10)
+    edges = ds.quantile_bin_edges(expected, 10)
     np.testing.assert_array_equal(edges, np.quantile(expected, np.arange(1, 10) / 10, method="inverted_cdf"))
-    counts = m.bin_counts(expected, edges)
+    counts = ds.bin_counts(expected, edges)
     assert counts.sum() == 1000 and set(counts) == {100.0}  # equal-frequency bins on the baseline
-    p, q = counts, m.bin_counts(actual, edges)
-    assert m.population_stability_index(expected, actual) == pytest.approx(m.psi_from_counts(p, q), rel=1e-12)
-    assert m.population_stability_index(expected, actual) > 0.2 > m.population_stability_index(expected, rng.normal(size=800))
+    p, q = counts, ds.bin_counts(actual, edges)
+    assert ds.population_stability_index(expected, actual) == pytest.approx(ds.psi_from_counts(p, q), rel=1e-12)
+    assert ds.population_stability_index(expected, actual) > 0.2 > ds.population_stability_index(expected, rng.normal(size=800))
 
 
 def test_reference_functions_reject_bad_input():
     with pytest.raises(ValueError, match="different lengths"):
-        m.js_distance([1, 2], [1, 2, 3])
+        ds.js_distance([1, 2], [1, 2, 3])
     with pytest.raises(ValueError, match="no non-null"):
-        m.ks_test([np.nan], [1.0])
+        ds.ks_test([np.nan], [1.0])
     with pytest.raises(ValueError, match="bins"):
-        m.quantile_bin_edges([1.0, 2.0], bins=1)
+        ds.quantile_bin_edges([1.0, 2.0], bins=1)
     with pytest.raises(ValueError, match="all-zero"):
-        m.psi_from_counts([0, 0], [1, 2])
+        ds.psi_from_counts([0, 0], [1, 2])
 
 
 # ------------------------------------------------------------------ Spark drift vs scipy
@@ -116,7 +120,7 @@ def shifted_drift(spark, samples):
     s = samples
     base = _frame(spark, x=s["b_x"], k=s["b_k"], t=s["b_t"])
     cur = _frame(spark, x=s["c_x"], k=s["c_k"], t=s["c_t"])
-    return m.drift_metrics(base, cur, ["x"], ["k"], window_col="t").set_index("column_name")
+    return dm.drift_metrics(base, cur, ["x"], ["k"], window_col="t").set_index("column_name")
 
 
 def test_spark_numeric_drift_matches_scipy(samples, shifted_drift):
@@ -126,9 +130,9 @@ def test_spark_numeric_drift_matches_scipy(samples, shifted_drift):
     assert row["ks_test"]["statistic"] == pytest.approx(ks.statistic, rel=RTOL)
     assert row["ks_test"]["pvalue"] == pytest.approx(ks.pvalue, rel=1e-6)
     assert row["wasserstein_distance"] == pytest.approx(stats.wasserstein_distance(x, y), rel=RTOL)
-    ref = m.numeric_drift(x, y)
-    edges = m.quantile_bin_edges(x)
-    p, q = m.bin_counts(x, edges), m.bin_counts(y, edges)
+    ref = ds.numeric_drift(x, y)
+    edges = ds.quantile_bin_edges(x)
+    p, q = ds.bin_counts(x, edges), ds.bin_counts(y, edges)
     assert row["num_bins"] == len(edges) + 1 == ref["num_bins"]
     assert row["js_distance"] == pytest.approx(jensenshannon(p, q, base=2), rel=RTOL)
     assert row["kl_divergence"] == pytest.approx(stats.entropy(_smooth(q), _smooth(p)), rel=RTOL)
@@ -141,9 +145,9 @@ def test_spark_ks_and_wasserstein_stay_within_their_stated_bounds(spark):
     """Continuous values crowded into few fine bins (U(100, 101) spans 64 of them): the approximate path."""
     rng = np.random.default_rng(3)
     x, y = rng.uniform(100, 101, 50_000), rng.uniform(100.02, 101.05, 40_000)
-    row = m.drift_metrics(_frame(spark, v=x.tolist()), _frame(spark, v=y.tolist()), ["v"], []).iloc[0]
+    row = dm.drift_metrics(_frame(spark, v=x.tolist()), _frame(spark, v=y.tolist()), ["v"], []).iloc[0]
     # the documented bounds, from the fine bins (floor(log2 v * 4096)) computed here with numpy
-    kx, ky = np.floor(np.log2(x) * m.LOG_BINS_PER_OCTAVE), np.floor(np.log2(y) * m.LOG_BINS_PER_OCTAVE)
+    kx, ky = np.floor(np.log2(x) * db.LOG_BINS_PER_OCTAVE), np.floor(np.log2(y) * db.LOG_BINS_PER_OCTAVE)
     keys = np.union1d(kx, ky)
     p = np.array([(kx == k).sum() for k in keys]) / len(x)
     q = np.array([(ky == k).sum() for k in keys]) / len(y)
@@ -163,7 +167,7 @@ def test_spark_ks_and_wasserstein_stay_within_their_stated_bounds(spark):
 
 def test_spark_categorical_drift_matches_scipy(samples, shifted_drift):
     row = shifted_drift.loc["k"]
-    cats, p, q = m.category_counts(samples["b_k"], samples["c_k"])
+    cats, p, q = ds.category_counts(samples["b_k"], samples["c_k"])
     assert cats == ["cactus", "fern", "orchid", "palm"] and p[cats.index("orchid")] == 0  # unseen in the baseline
     chi = stats.chi2_contingency(np.vstack([p, q]), correction=False)
     assert row["chi_squared_test"]["statistic"] == pytest.approx(chi.statistic, rel=RTOL)
@@ -190,7 +194,7 @@ def test_shifted_distribution_is_flagged_and_identical_is_not(spark, samples, sh
     assert ("k", "chi_squared_test.pvalue") in found and ("k", "js_distance") in found
     rng = np.random.default_rng(11)
     base = _frame(spark, x=samples["b_x"], k=samples["b_k"])
-    same = m.drift_metrics(base, base, ["x"], ["k"])
+    same = dm.drift_metrics(base, base, ["x"], ["k"])
     assert same["population_stability_index"].max() == pytest.approx(0.0, abs=1e-12)
     assert same["js_distance"].max() == 0.0 and same.iloc[0]["ks_test"]["statistic"] == 0.0
     assert m.detect_breaches(same, Thresholds()) == []
@@ -199,7 +203,7 @@ def test_shifted_distribution_is_flagged_and_identical_is_not(spark, samples, sh
     def sample(n):
         return _frame(spark, x=rng.normal(10, 2, n).round(2).tolist(),
                       k=rng.choice(["fern", "cactus", "palm"], n, p=[0.5, 0.3, 0.2]).tolist())
-    assert m.detect_breaches(m.drift_metrics(sample(2000), sample(2000), ["x"], ["k"]), Thresholds()) == []
+    assert m.detect_breaches(dm.drift_metrics(sample(2000), sample(2000), ["x"], ["k"]), Thresholds()) == []
 
 
 def _uniform_categories(k, n, rng):
@@ -212,11 +216,11 @@ def test_unchanged_high_cardinality_column_does_not_alarm(k):
     0.2 (1.7) and JS 0.2, over the thresholds; sparse categories are now pooled before PSI and JS."""
     rng = np.random.default_rng(k)
     base, cur = _uniform_categories(k, 2000, rng), _uniform_categories(k, 2000, rng)
-    got = m.categorical_drift(base, cur)
+    got = ds.categorical_drift(base, cur)
     th = Thresholds()
     assert got["population_stability_index"] < th.psi / 4 and got["js_distance"] < th.js_distance
     assert got["sparse_bins"] and got["num_bins"] <= 20 and "pooled" in got["note"]
-    _, p, q = m.category_counts(base, cur)
+    _, p, q = ds.category_counts(base, cur)
     chi = stats.chi2_contingency(np.vstack([p, q]), correction=False)  # the test still sees every category
     assert got["chi_squared_test"]["statistic"] == pytest.approx(chi.statistic, rel=1e-12)
     assert got["chi_squared_test"]["pvalue"] > th.chi2_pvalue
@@ -230,23 +234,23 @@ def test_shift_in_high_cardinality_column_still_alarms(k):
     popular = np.where(rng.random(2000) < 0.5, rng.choice(cats[[3, 50, 77, 120, 160]], 2000), rng.choice(cats, 2000))
     newcomers = np.where(rng.random(2000) < 0.3, rng.choice([f"new{i}" for i in range(40)], 2000), rng.choice(cats, 2000))
     for cur in (popular, newcomers):  # half the rows on five categories; 30% on forty categories never seen
-        got = m.categorical_drift(base, cur.tolist())
+        got = ds.categorical_drift(base, cur.tolist())
         assert got["population_stability_index"] > 0.4 and got["js_distance"] > 0.25 and got["sparse_bins"]
 
 
 def test_pooling_keeps_every_row_and_leaves_dense_categories_alone():
     a, b = np.array([500.0, 300, 60, 40, 30, 20, 20, 15, 10, 5]), np.array([450.0, 330, 50, 40, 40, 30, 20, 20, 10, 10])
-    np.testing.assert_array_equal(m.sparse_bin_mask(a, b), a < 50)  # 5% of 1,000 baseline rows
-    pa_, pb = m.pool_sparse_bins(a, b)
+    np.testing.assert_array_equal(ds.sparse_bin_mask(a, b), a < 50)  # 5% of 1,000 baseline rows
+    pa_, pb = ds.pool_sparse_bins(a, b)
     assert pa_.sum() == a.sum() and pb.sum() == b.sum()
     np.testing.assert_array_equal(pa_[:3], [500, 300, 60])  # the dense ones, as they were
     assert len(pa_) == 5 and (pa_ >= 50).all()  # [40, 30] [20, 20, 15] and [10, 5] joining the group before
     # one sparse category (a new one, unseen in the baseline) has nothing to pool with: left as is
     a1, b1 = np.array([120.0, 80, 0]), np.array([50.0, 60, 30])
-    assert m.sparse_bin_mask(a1, b1).tolist() == [False, False, True]
-    assert [x.tolist() for x in m.pool_sparse_bins(a1, b1)] == [a1.tolist(), b1.tolist()]
+    assert ds.sparse_bin_mask(a1, b1).tolist() == [False, False, True]
+    assert [x.tolist() for x in ds.pool_sparse_bins(a1, b1)] == [a1.tolist(), b1.tolist()]
     # a small current sample needs more rows per bin: 5 expected of its 40 rows is 12.5% of the baseline
-    assert m.sparse_bin_mask([900.0, 100], [30.0, 10]).tolist() == [False, True]
+    assert ds.sparse_bin_mask([900.0, 100], [30.0, 10]).tolist() == [False, True]
 
 
 def test_spark_drift_pools_sparse_categories_and_says_so(spark):
@@ -254,13 +258,13 @@ def test_spark_drift_pools_sparse_categories_and_says_so(spark):
     side = lambda: _frame(spark, k200=_uniform_categories(200, 2000, rng), k800=_uniform_categories(800, 2000, rng),
                           k3=rng.choice(["fern", "cactus", "palm"], 2000, p=[0.5, 0.3, 0.2]).tolist())
     base, cur = side(), side()
-    d = m.drift_metrics(base, cur, [], ["k200", "k800", "k3"])
+    d = dm.drift_metrics(base, cur, [], ["k200", "k800", "k3"])
     assert m.detect_breaches(d, Thresholds()) == []
     rows = d.set_index("column_name")
     assert rows.loc["k200", "sparse_bins"] and rows.loc["k800", "sparse_bins"] and not rows.loc["k3", "sparse_bins"]
     assert rows.loc["k800", "num_bins"] <= 20 and "categories were sparse" in rows.loc["k800", "note"]
     assert rows.loc["k3", "num_bins"] == 3 and rows.loc["k3", "note"] is None
-    assert m.drift_to_arrow(d).schema.field("sparse_bins").type == pa.bool_()
+    assert dm.drift_to_arrow(d).schema.field("sparse_bins").type == pa.bool_()
 
 
 def test_drift_by_window_matches_per_window_drift(spark):
@@ -271,23 +275,23 @@ def test_drift_by_window_matches_per_window_drift(spark):
     ts = _times(60, 0, rng) + _times(60, 1, rng) + _times(60, 3, rng)  # day 2 is empty
     ks = rng.choice(list("abc"), 180).tolist()
     cur = _frame(spark, x=xs.tolist(), k=ks, t=ts)
-    by_window = m.drift_by_window(base, cur, ["x"], ["k"], "t")
+    by_window = dm.drift_by_window(base, cur, ["x"], ["k"], "t")
     starts = sorted({w["start"] for w in by_window["window"]})
     assert starts == [pd.Timestamp(T0 + timedelta(days=d)) for d in (0, 1, 3)]
     day1 = by_window[(by_window["column_name"] == "x") & (by_window["window"].map(lambda w: w["start"]) == starts[1])].iloc[0]
-    alone = m.numeric_drift(base_x, xs[60:120])  # the numpy reference on that window's rows alone
+    alone = ds.numeric_drift(base_x, xs[60:120])  # the numpy reference on that window's rows alone
     for col in ("population_stability_index", "js_distance", "wasserstein_distance", "kl_divergence"):
         assert day1[col] == pytest.approx(alone[col], rel=RTOL)
     assert day1["ks_test"]["pvalue"] == pytest.approx(stats.ks_2samp(base_x, xs[60:120], method="asymp").pvalue, rel=1e-6)
     day1_k = by_window[(by_window["column_name"] == "k") & (by_window["window"].map(lambda w: w["start"]) == starts[1])].iloc[0]
     assert day1_k["chi_squared_test"]["statistic"] == pytest.approx(
-        m.categorical_drift(base_k, ks[60:120])["chi_squared_test"]["statistic"], rel=RTOL)  # "c" is new on day 1
+        ds.categorical_drift(base_k, ks[60:120])["chi_squared_test"]["statistic"], rel=RTOL)  # "c" is new on day 1
     assert day1["granularity"] == "1 day" and day1["window"]["end"] == starts[1] + pd.Timedelta(days=1)
     x_rows = by_window[by_window["column_name"] == "x"]
     w = x_rows.set_index(x_rows["window"].map(lambda w: w["start"]))["wasserstein_distance"]
     assert w[starts[1]] > 1.5 and max(w[starts[0]], w[starts[2]]) < 0.5  # day 1 is shifted by 2
 
-    consecutive = m.drift_by_window(None, cur, ["x"], ["k"], "t", drift_type="CONSECUTIVE")
+    consecutive = dm.drift_by_window(None, cur, ["x"], ["k"], "t", drift_type="CONSECUTIVE")
     # only day 1 has a window right before it; day 3's predecessor (day 2) has no rows
     assert [w["start"] for w in consecutive["window"]] == [starts[1], starts[1]]
     assert consecutive["window_cmp"].iloc[0] == {"start": starts[0], "end": starts[1]}
@@ -301,7 +305,7 @@ def test_drift_edge_cases_give_defined_results(spark):
     f_base, f_cur = [float(v) for v in range(20)], [float(v) for v in range(2, 20)] + [float("inf"), float("nan")]
     base = _frame(spark, x=[5.0] * 20, k=["a"] * 20, z=[1.0] * 20, f=f_base)
     cur = _frame(spark, x=[5.0] * 10 + [6.0] * 10, k=["a"] * 15 + ["new"] * 5, z=pa.array([None] * 20, pa.float64()), f=f_cur)
-    d = m.drift_metrics(base, cur, ["x", "z", "f"], ["k"]).set_index("column_name")
+    d = dm.drift_metrics(base, cur, ["x", "z", "f"], ["k"]).set_index("column_name")
     # NaN and infinity are left out like nulls (and show up in percent_null_delta), not turned into NaN metrics
     assert d.loc["f", "ks_test"]["statistic"] == pytest.approx(stats.ks_2samp(f_base, f_cur[:18]).statistic, rel=RTOL)
     assert d.loc["f", "wasserstein_distance"] == pytest.approx(stats.wasserstein_distance(f_base, f_cur[:18]), rel=RTOL)
@@ -317,7 +321,7 @@ def test_drift_edge_cases_give_defined_results(spark):
     assert "current has no non-null values" in d.loc["z", "note"]
     assert d.loc["z", "percent_null_delta"] == pytest.approx(100.0)
     assert "z" not in {b["column"] for b in m.detect_breaches(d.reset_index(), Thresholds())}
-    empty = m.drift_metrics(base, base.limit(0), ["x"], ["k"])
+    empty = dm.drift_metrics(base, base.limit(0), ["x"], ["k"])
     assert empty["note"].str.contains("current has no rows").all() and empty["js_distance"].isna().all()
 
 
@@ -342,11 +346,11 @@ def test_spark_drift_equals_numpy_reference_on_mixed_frame(spark):
     rng = np.random.default_rng(31)
     base, cur = _mixed_side(rng, 24_000, 0), _mixed_side(rng, 21_000, 1)
     numeric, categorical = ["price", "qty", "signed", "flag"], ["region", "sku", "tier"]
-    got = m.drift_metrics(*(spark.createDataFrame(s).repartition(2) for s in (base, cur)), numeric, categorical)
+    got = dm.drift_metrics(*(spark.createDataFrame(s).repartition(2) for s in (base, cur)), numeric, categorical)
     got = got.set_index("column_name")
     for c in numeric:
         x, y = (pd.Series(s.column(c).to_numpy(), dtype=float) for s in (base, cur))
-        want = m.numeric_drift(*(v[np.isfinite(v)].to_numpy() for v in (x, y)))
+        want = ds.numeric_drift(*(v[np.isfinite(v)].to_numpy() for v in (x, y)))
         row = got.loc[c]
         assert row["ks_test"]["statistic"] == pytest.approx(want["ks_test"]["statistic"], rel=RTOL), c
         assert row["ks_test"]["pvalue"] == pytest.approx(want["ks_test"]["pvalue"], rel=1e-6, abs=1e-300), c
@@ -357,7 +361,7 @@ def test_spark_drift_equals_numpy_reference_on_mixed_frame(spark):
         assert row["avg_delta"] == pytest.approx(y[np.isfinite(y)].mean() - x[np.isfinite(x)].mean(), rel=RTOL), c
         assert row["percent_null_delta"] == pytest.approx(100 * ((~np.isfinite(y)).mean() - (~np.isfinite(x)).mean())), c
     for c in categorical:
-        want = m.categorical_drift(*(s.column(c).to_pylist() for s in (base, cur)))
+        want = ds.categorical_drift(*(s.column(c).to_pylist() for s in (base, cur)))
         row = got.loc[c]
         assert row["chi_squared_test"]["statistic"] == pytest.approx(want["chi_squared_test"]["statistic"], rel=RTOL), c
         for key in ("population_stability_index", "kl_divergence", "js_distance", "tv_distance", "l_infinity_distance"):
@@ -370,22 +374,22 @@ def test_spark_drift_equals_numpy_reference_on_mixed_frame(spark):
 def test_drift_rejects_bad_input_with_clear_errors(spark):
     base = _frame(spark, x=[1.0, 2.0], k=["a", "b"])
     with pytest.raises(ValueError, match=r"\['y'\] not found in the current data"):
-        m.drift_metrics(base.withColumn("y", base.x), base, ["x", "y"], [])
+        dm.drift_metrics(base.withColumn("y", base.x), base, ["x", "y"], [])
     with pytest.raises(ValueError, match="numeric column 'x' is string in the current data"):
-        m.drift_metrics(base, _frame(spark, x=["1.0"], k=["a"]), ["x"], ["k"])
+        dm.drift_metrics(base, _frame(spark, x=["1.0"], k=["a"]), ["x"], ["k"])
     with pytest.raises(ValueError, match="both numeric and categorical"):
-        m.drift_metrics(base, base, ["x"], ["x"])
+        dm.drift_metrics(base, base, ["x"], ["x"])
     with pytest.raises(ValueError, match="at least one"):
-        m.drift_metrics(base, base, [], [])
+        dm.drift_metrics(base, base, [], [])
     with pytest.raises(ValueError, match="max_categories"):
-        m.drift_metrics(base, base, [], ["k"], max_categories=1)
+        dm.drift_metrics(base, base, [], ["k"], max_categories=1)
 
 
 def test_label_and_prediction_drift_roles(spark):
     base = _frame(spark, label=[0] * 80 + [1] * 20, score=np.linspace(0, 0.6, 100).tolist())
     cur = _frame(spark, label=[0] * 50 + [1] * 50, score=np.linspace(0.3, 1.0, 100).tolist())
-    lab = m.label_drift(base, cur, "label")
-    pred = m.prediction_drift(base, cur, "score")
+    lab = dm.label_drift(base, cur, "label")
+    pred = dm.prediction_drift(base, cur, "score")
     assert lab.iloc[0]["role"] == "label" and lab.iloc[0]["chi_squared_test"] is not None
     chi = stats.chi2_contingency([[80, 20], [50, 50]], correction=False)
     assert lab.iloc[0]["chi_squared_test"]["statistic"] == pytest.approx(chi.statistic, rel=RTOL)
@@ -401,10 +405,10 @@ def test_drift_and_profile_tables_write_to_delta(spark, shifted_drift):
     from utils import lakehouse
 
     name = f"test.monitoring.drift_{uuid.uuid4().hex[:8]}"
-    lakehouse.write(m.drift_to_arrow(shifted_drift.reset_index()), name)
-    lakehouse.write(m.drift_to_arrow(m._drift_frame([])), name, mode="append")
+    lakehouse.write(dm.drift_to_arrow(shifted_drift.reset_index()), name)
+    lakehouse.write(dm.drift_to_arrow(dm._drift_frame([])), name, mode="append")
     back = lakehouse.read_pandas(name)
-    assert sorted(back["column_name"]) == ["k", "x"] and list(back.columns) == list(m.DRIFT_COLUMNS)
+    assert sorted(back["column_name"]) == ["k", "x"] and list(back.columns) == list(dm.DRIFT_COLUMNS)
     assert back.set_index("column_name").loc["x", "ks_test"]["statistic"] == pytest.approx(
         shifted_drift.loc["x", "ks_test"]["statistic"])
 
@@ -480,8 +484,8 @@ def test_model_quality_by_window_matches_sklearn(spark):
     ts = _times(n, 0, rng) + _times(n, 1, rng) + _times(5, 2, rng)
     labels = [*y.tolist(), *y.tolist(), *[None] * 5]  # day 2: labels not arrived yet
     scores = [*good.tolist(), *bad.tolist(), *[0.5] * 5]
-    q = m.model_quality_by_window(_frame(spark, ts=ts, label=labels, score=scores), "label", "score", "ts")
-    assert list(q.columns) == list(m.QUALITY_COLUMNS) and len(q) == 3
+    q = mq.model_quality_by_window(_frame(spark, ts=ts, label=labels, score=scores), "label", "score", "ts")
+    assert list(q.columns) == list(mq.QUALITY_COLUMNS) and len(q) == 3
     for i, s in enumerate((good, bad)):
         row, pred = q.iloc[i], (s >= 0.5).astype(int)
         assert row["auc"] == pytest.approx(roc_auc_score(y, s), rel=1e-12)
@@ -497,18 +501,18 @@ def test_model_quality_by_window_matches_sklearn(spark):
     assert q.iloc[0]["auc"] > 0.9 and q.iloc[1]["auc"] < 0.7
     late = q.iloc[2]
     assert (late["count"], late["n_labeled"]) == (5, 0) and pd.isna(late["auc"]) and pd.isna(late["f1"])
-    breaches = m.detect_breaches(m._drift_frame([]), Thresholds(), quality=q, baseline_auc=float(q.iloc[0]["auc"]))
+    breaches = m.detect_breaches(dm._drift_frame([]), Thresholds(), quality=q, baseline_auc=float(q.iloc[0]["auc"]))
     assert [(b["metric"], b["window"]["start"]) for b in breaches] == [("auc", q.iloc[1]["window_start"])]
 
 
 def test_model_quality_rejects_bad_labels_and_scores(spark):
     ts = [T0, T0 + timedelta(hours=1)]
     with pytest.raises(ValueError, match="other than 0/1"):
-        m.model_quality_by_window(_frame(spark, ts=ts, y=[0, 2], s=[0.1, 0.9]), "y", "s", "ts")
+        mq.model_quality_by_window(_frame(spark, ts=ts, y=[0, 2], s=[0.1, 0.9]), "y", "s", "ts")
     with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
-        m.model_quality_by_window(_frame(spark, ts=ts, y=[0, 1], s=[-1.5, 2.0]), "y", "s", "ts")
+        mq.model_quality_by_window(_frame(spark, ts=ts, y=[0, 1], s=[-1.5, 2.0]), "y", "s", "ts")
     with pytest.raises(ValueError, match="baseline_auc"):
-        m.detect_breaches(m._drift_frame([]), Thresholds(), quality=pd.DataFrame({"auc": [0.5]}))
+        m.detect_breaches(dm._drift_frame([]), Thresholds(), quality=pd.DataFrame({"auc": [0.5]}))
 
 
 def test_the_drift_worker_runs_where_utils_cannot_be_imported(tmp_path) -> None:
@@ -520,8 +524,8 @@ def test_the_drift_worker_runs_where_utils_cannot_be_imported(tmp_path) -> None:
 
     batch = pa.record_batch({"_g": pa.array([0, 0, 1, 1], pa.int64()), "b": pa.array([0, 1, 0, 1], pa.int32()),
                              "_n0": pa.array([1.5, None, 3.0, float("inf")]), "_k0": pa.array(["a", "b", None, "a"])})
-    expected = pa.Table.from_batches(list(m._count_partition(iter([batch]))))
-    (tmp_path / "job.pkl").write_bytes(cloudpickle.dumps((m.partition_counter(), batch)))
+    expected = pa.Table.from_batches(list(db._count_partition(iter([batch]))))
+    (tmp_path / "job.pkl").write_bytes(cloudpickle.dumps((db.partition_counter(), batch)))
     script = ("import pickle, sys; sys.modules['utils'] = None  # import utils fails from here on\n"
               "import pyarrow as pa\n"
               f"fn, batch = pickle.loads(open({str(tmp_path / 'job.pkl')!r}, 'rb').read())\n"
