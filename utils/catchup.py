@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from utils.config import Config, get_config
 
@@ -163,3 +164,20 @@ def catch_up(stage: str, rows: int, seed: int) -> CatchUpReport:
         details.append({"step": step.__name__, "what": WHAT.get(step.__name__, step.__name__), "built": built,
                         "seconds": time.perf_counter() - start})
     return CatchUpReport(stage, details)
+
+
+def set_up(stage: str, rows: int, seed: int) -> tuple[Any, Config]:
+    """A notebook's set-up after its parameters: returns ``(spark, cfg)``, the Spark session and the config.
+
+    On the way it points MLflow at the platform's tracking server and registry with the config's
+    experiment active (``utils.platform.configure_mlflow``), so ``mlflow.search_runs()`` and
+    ``mlflow.start_run()`` use it, and runs every missing upstream step for notebook ``stage``
+    (:func:`catch_up`), printing what it built. On Databricks the session is the notebook's own ``spark``.
+    Raises ``ValueError`` for an unknown ``stage``.
+    """
+    from utils.platform import configure_mlflow, get_spark
+
+    spark = get_spark()
+    configure_mlflow()
+    print(catch_up(stage, rows, seed))
+    return spark, get_config()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.catchup import catch_up
+from utils.catchup import catch_up, set_up
 from utils.datagen import raw_manifest
 
 
@@ -18,6 +18,20 @@ def test_catch_up_builds_once_and_says_what_it_built(tmp_path: Path, monkeypatch
     again = catch_up("01", rows=300, seed=3)
     assert again == [] and not again
     assert "nothing to build" in repr(again) and "already there" in repr(again)
+
+
+def test_set_up_gives_the_session_and_config_with_mlflow_pointed_and_upstream_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLOPS_RAW_DIR", str(tmp_path / "raw"))
+    spark, cfg = set_up("01", rows=300, seed=3)
+    assert spark.range(3).count() == 3 and raw_manifest() is not None
+    assert "built 1 of 1 steps" in capsys.readouterr().out
+    experiment = mlflow.get_experiment(mlflow.tracking.fluent._get_experiment_id())
+    assert experiment.name.endswith(cfg.experiment_name)
+    with pytest.raises(ValueError, match="unknown stage '07'"):
+        set_up("07", rows=300, seed=3)
 
 
 def test_catch_up_refuses_an_unknown_stage() -> None:
