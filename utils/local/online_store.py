@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from utils.environment import state_dir  # the served model ships this module: see feature_store._BUNDLED_MODULES
+from utils.environment import state_dir  # the served model ships this module: see feature_models._BUNDLED_MODULES
 from utils.local.online_values import from_sql, is_missing, key_value, typed_column
 
 if TYPE_CHECKING:

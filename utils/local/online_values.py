@@ -2,7 +2,7 @@
 
 A column's kind (int, float, bool, str, datetime, date, decimal, bytes or json) is recorded when it is
 published, so lookups give back the Python types it was published with. The served model ships this
-module (see ``feature_store._BUNDLED_MODULES``): it imports nothing from ``utils``.
+module (see ``feature_models._BUNDLED_MODULES``): it imports nothing from ``utils``.
 """
 
 from __future__ import annotations
