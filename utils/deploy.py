@@ -1,14 +1,9 @@
 """Deployment: a keys-only endpoint (router) over served model versions, blue/green and A/B traffic, A/B analysis.
 
-The router is a real HTTP server on 127.0.0.1: uvicorn serving its ASGI application (``RouterApp``,
-Starlette's request and response types; ``utils.http_server``). Behind it, each served version is a
-*served entity*: locally a model loaded once into this process (``utils.local.served_models.ServedModel``,
-no second HTTP hop), on Databricks a served entity of a Model Serving endpoint (``utils.serving``
-backends), called over HTTPS. A request carries only keys and the request context::
-
-    POST /invocations   {"customer_id": "C0001", "plant_id": "P0001", "page": "home", "position": 1, "price": 12.5}
-    (or a JSON list of records, {"records": [...]}, or MLflow's formats: {"dataframe_records": [...]},
-    {"dataframe_split": {"columns": [...], "data": [[...]]}}, {"instances": [...]}, {"inputs": ...})
+The router is a real HTTP server on 127.0.0.1 (``utils.router_http``: the request formats it accepts, its
+refusals, its ASGI application). Behind it, each served version is a *served entity*: locally a model loaded
+once into this process (``utils.local.served_models.ServedModel``, no second HTTP hop), on Databricks a served
+entity of a Model Serving endpoint (``utils.serving`` backends), called over HTTPS.
 
 The router looks the customer's and the plant's features up in the online store, scores the 15 feature
 columns with the version its routing table names, and answers
@@ -17,9 +12,6 @@ columns with the version its routing table names, and answers
 Unknown keys: a customer or plant absent from the online store's *profile* tables is refused with a
 422 naming the key (the model cannot score an unknown plant safely: its ``invasive`` flag is unknown);
 a known key without recent activity gets the activity defaults (0 impressions, rate 0.0), as in training.
-
-Bad input (invalid JSON, empty body, a missing field, a wrong type, a body over ``max_body_bytes``)
-gets a 4xx with a message; the server stays up and nothing is logged as a prediction.
 
 Routing: the table maps an *arm* (a registry alias, e.g. ``champion``) to a model version and a weight.
 ``reload()`` re-reads the aliases from the registry and swaps the whole table under a lock, so a
@@ -31,173 +23,32 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http import HTTPStatus
-from statistics import NormalDist
 from typing import Any
 
 import pandas as pd
 
+from utils.ab_statistics import ABResult, two_proportion_test
 from utils.config import Config, get_config
 from utils.online_features import OnlineFeatures, UnknownKeyError
 from utils.platform import serving_backend
+from utils.router_http import (
+    MAX_BODY_BYTES,
+    FeatureLookupError,
+    RequestError,
+    RouterApp,
+    forward_http,
+    json_default,
+    parse_request,
+)
 
-REQUEST_FIELDS: dict[str, tuple[type, ...]] = {
-    "customer_id": (str,), "plant_id": (str,), "page": (str,), "position": (int,), "price": (int, float),
-}
-MAX_BODY_BYTES = 1_000_000
-MAX_HEADER_BYTES = 16 * 1024
-MAX_RECORDS = 1000
-INLINE_BODY_BYTES = 4 * 1024
-"""Bodies up to this size (a few records) are scored on the server's event loop when every served version is in
-this process: a one-record predict takes about as long as the hand-off to a worker thread and back, and
-measured on 2 cores the hand-off costs about 1.5 ms of CPU per request. Bigger bodies, and every request
-forwarded over HTTP (Model Serving on Databricks), are scored in a worker thread so the loop keeps serving."""
 BUCKETS = 10_000
-
-
-
-class RequestError(ValueError):
-    """A request the router refuses; ``status`` is the HTTP status it answers with."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class FeatureLookupError(RequestError):
-    """A request names a customer or plant the online store does not know."""
-
-
-# ---------------------------------------------------------------- request validation
-
-
-# The request bodies the router reads: its own shapes, and MLflow's scoring formats (what Databricks Model
-# Serving clients send), with the key fields in place of feature columns.
-REQUEST_FORMATS = ("records", "dataframe_records", "dataframe_split", "instances", "inputs")
-ACCEPTED_FORMATS = ('one record {"customer_id": ..., "plant_id": ..., "page": ..., "position": ..., "price": ...}, '
-                    'a JSON list of records, {"records": [...]}, or one of MLflow\'s request formats: '
-                    '{"dataframe_records": [...]}, {"dataframe_split": {"columns": [...], "data": [[...], ...]}}, '
-                    '{"instances": [...]}, {"inputs": [...]} or {"inputs": {"customer_id": [...], ...}}')
-MAX_EXACT_INT = 2**53  # position and price become float64 model inputs: integers beyond this would be rounded
-
-
-def parse_request(body: bytes, max_records: int = MAX_RECORDS) -> list[dict[str, Any]]:
-    """The request records of a JSON body (one dict per record, the ``REQUEST_FIELDS`` only); raises ``RequestError``.
-
-    Accepted bodies (``ACCEPTED_FORMATS``): a record, a list of records, ``{"records": [...]}``, and MLflow's
-    scoring formats ``dataframe_records``, ``dataframe_split`` (``columns`` + ``data``), ``instances`` and
-    ``inputs`` (records, or columns of equal length). Any other body is a 400 naming these formats; a
-    record with a missing or mistyped field is a 422 naming the record and the field. ``position`` may be
-    a whole-number float (``3.0`` is 3); values a float64 model input cannot hold exactly are refused.
-    """
-    if not body or not body.strip():
-        raise RequestError("empty request body: send a JSON object with customer_id, plant_id, page, position, price",
-                           400)
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError(f"invalid JSON: {exc}", 400) from None
-    except (ValueError, RecursionError):  # an integer of over 4300 digits; nesting deeper than the parser's stack
-        raise RequestError("invalid JSON: a number is too long or the nesting too deep", 400) from None
-    records = _records_of(doc)
-    if not records:
-        raise RequestError(f"the request holds no record: send at least one record, as {ACCEPTED_FORMATS}", 400)
-    if len(records) > max_records:
-        raise RequestError(f"{len(records)} records in one request; at most {max_records}: split the request", 413)
-    return [_check_record(i, rec) for i, rec in enumerate(records)]
-
-
-def _records_of(doc: Any) -> list[Any]:
-    """The list of records inside a parsed body, whichever accepted format it uses; 400 for any other shape."""
-    if isinstance(doc, list):
-        return doc
-    if not isinstance(doc, Mapping):
-        raise RequestError(f"a JSON {type(doc).__name__} is not a request: send {ACCEPTED_FORMATS}", 400)
-    formats = [k for k in REQUEST_FORMATS if k in doc]
-    if not formats:
-        if any(k in doc for k in REQUEST_FIELDS):
-            return [doc]  # one record
-        raise RequestError(f"unrecognised request format (top-level keys {sorted(map(str, doc))[:10]}): "
-                           f"send {ACCEPTED_FORMATS}", 400)
-    if len(formats) > 1:
-        raise RequestError(f"the body names {len(formats)} request formats {formats}: send exactly one, as "
-                           f"{ACCEPTED_FORMATS}", 400)
-    if doc.get("params"):
-        raise RequestError("this endpoint takes no params: send only the records", 400)
-    key = formats[0]
-    payload = doc[key]
-    if key == "dataframe_split":
-        return _split_records(payload)
-    if key == "inputs" and isinstance(payload, Mapping):
-        return _column_records(payload)
-    if not isinstance(payload, list):
-        raise RequestError(f'"{key}" must hold a list of records, got a JSON {type(payload).__name__}: send '
-                           f"{ACCEPTED_FORMATS}", 400)
-    return payload
-
-
-def _split_records(payload: Any) -> list[dict[str, Any]]:
-    """Records of MLflow's ``dataframe_split`` format: ``{"columns": [...], "data": [[...], ...]}`` (``index`` ignored)."""
-    if not isinstance(payload, Mapping) or not isinstance(payload.get("data"), list):
-        raise RequestError('"dataframe_split" must be {"columns": [...], "data": [[...], ...]}', 400)
-    columns = payload.get("columns")
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise RequestError('"dataframe_split" needs "columns": the field names, e.g. ["customer_id", "plant_id", '
-                           '"page", "position", "price"]', 400)
-    rows = payload["data"]
-    for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != len(columns):
-            raise RequestError(f'"dataframe_split" row {i} must be a list of {len(columns)} values, one per column', 400)
-    return [dict(zip(columns, row)) for row in rows]
-
-
-def _column_records(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Records of MLflow's columnar ``inputs`` format: ``{"customer_id": [...], "plant_id": [...], ...}``."""
-    lengths = {k: len(v) for k, v in payload.items() if isinstance(v, list)}
-    if len(lengths) != len(payload) or len(set(lengths.values())) > 1:
-        raise RequestError('"inputs" as columns must map every field to a list, all of one length', 400)
-    n = next(iter(lengths.values()), 0)
-    return [{k: v[i] for k, v in payload.items()} for i in range(n)]
-
-
-def _check_record(i: int, rec: Any) -> dict[str, Any]:
-    """The ``REQUEST_FIELDS`` of record ``i``, checked and normalised (``position`` as int); 422 names what is wrong."""
-    if not isinstance(rec, Mapping):
-        raise RequestError(f"record {i} is a {type(rec).__name__}, expected a JSON object")
-    missing = [k for k in REQUEST_FIELDS if k not in rec or rec[k] is None]
-    if missing:
-        raise RequestError(f"record {i} lacks required fields {missing} (a request needs {list(REQUEST_FIELDS)})")
-    out = {k: rec[k] for k in REQUEST_FIELDS}
-    for key, types in REQUEST_FIELDS.items():
-        value = rec[key]
-        if key == "position" and isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            value = out[key] = int(value)  # a whole-number float is the integer it writes
-        if isinstance(value, bool) or not isinstance(value, types):
-            want = {str: "a string", int: "an integer"}.get(types[0], "a number") if len(types) == 1 else "a number"
-            raise RequestError(f"record {i}: {key} must be {want}, got {type(value).__name__} {value!r}")
-    for key in ("price", "position"):  # both become float64 model inputs and inference-log columns
-        if isinstance(out[key], int) and abs(out[key]) > MAX_EXACT_INT:
-            raise RequestError(f"record {i}: {key} {out[key]} is beyond 2**53: a 64-bit float cannot hold it exactly")
-    price = float(out["price"])
-    if not math.isfinite(price) or price <= 0:
-        raise RequestError(f"record {i}: price must be a positive number, got {rec['price']!r}")
-    if out["position"] < 0:
-        raise RequestError(f"record {i}: position must be >= 0, got {rec['position']!r}")
-    if not rec["customer_id"].strip() or not rec["plant_id"].strip():
-        raise RequestError(f"record {i}: customer_id and plant_id must not be empty")
-    for key in ("customer_id", "plant_id", "page"):
-        try:
-            rec[key].encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate ("\ud800"): the online store and the logs cannot store it
-            raise RequestError(f"record {i}: {key} is not valid Unicode text (it holds a lone surrogate)") from None
-    return out
 
 
 # ---------------------------------------------------------------- traffic
@@ -297,10 +148,7 @@ class Router:
             versions[alias] = str(mv.version)
         RoutingTable(versions, weights)  # refuse bad weights before any backend work
         if self.backend is not None:
-            by_version: dict[str, int] = {}
-            for alias, version in versions.items():
-                by_version[version] = by_version.get(version, 0) + int(weights[alias])
-            self.upstreams.update(self.backend.apply(by_version))
+            self.upstreams.update(self.backend.apply(_weights_by_version(versions, weights)))
         return self.set_routes(versions, weights)
 
     def scores_in_process(self) -> bool:
@@ -386,9 +234,7 @@ class Router:
         table = self._table
         if table is None:
             return {"served_entities": [], "traffic_config": {"routes": []}}
-        by_version: dict[str, int] = {}
-        for arm, version in table.versions.items():
-            by_version[version] = by_version.get(version, 0) + int(table.weights.get(arm, 0))
+        by_version = _weights_by_version(table.versions, table.weights)
         names = {v: served_entity_name(self.model_name, v) for v in by_version}
         routes = traffic_percentages({names[v]: w for v, w in by_version.items()})
         return {"served_entities": [{"name": names[v], "entity_name": self.model_name, "entity_version": v}
@@ -411,8 +257,7 @@ class Router:
         started = time.perf_counter()
         records = parse_request(body)
         table = self.routes  # one snapshot: the whole request sees one routing table
-        weights = {a: w for a, w in table.weights.items()}
-        arms = [assign_arm(r["customer_id"], weights, salt=self.model_name) for r in records]
+        arms = [assign_arm(r["customer_id"], table.weights, salt=self.model_name) for r in records]
         versions = [table.versions[a] for a in arms]
         if all(getattr(self.upstreams.get(v), "looks_up_features", False) for v in set(versions)):
             frame, predictions, feature_versions = self._score_keys(records, versions)
@@ -467,14 +312,9 @@ class Router:
         for version in routed:
             idx = [i for i, v in enumerate(versions) if v == version]
             served = self.upstreams[version]
-            try:  # one version takes the records as they are
+            with _refusal_is_422(version):  # one version takes the records as they are
                 columns, scores, misses = served.predict_records(records if len(routed) == 1 else
                                                                  [records[i] for i in idx])
-            except Exception as exc:
-                if getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE":  # the model refused the input
-                    raise RequestError(f"model version {version} refused the input: {getattr(exc, 'message', exc)}",
-                                       422) from None
-                raise
             unknown.update({idx[j]: "; ".join(why) for j, why in misses.items()})
             if len(routed) > 1:
                 parts.append(pd.DataFrame(columns).set_axis(idx))
@@ -496,46 +336,12 @@ class Router:
             raise RequestError(f"model version {version} has no endpoint", 503)
         inputs = frame[FEATURES]
         if callable(getattr(upstream, "predict_frame", None)):  # a served model in this process: no second hop
-            try:
+            with _refusal_is_422(version):
                 preds = upstream.predict_frame(inputs)
-            except Exception as exc:
-                if getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE":  # the model refused the input
-                    raise RequestError(f"model version {version} refused the input: {getattr(exc, 'message', exc)}",
-                                       422) from None
-                raise
             if len(preds) != len(inputs):
                 raise RequestError(f"model version {version} returned {len(preds)} predictions for {len(inputs)} rows", 502)
             return preds
-        return self._forward_http(version, upstream, frame)
-
-    def _forward_http(self, version: str, upstream: Any, frame: pd.DataFrame) -> list[float]:
-        import requests
-
-        from utils.scoring import model_inputs
-
-        inputs = model_inputs(frame)  # typed values for JSON: str, float, bool
-        inputs.insert(0, "plant_id", frame["plant_id"].astype(str).to_numpy())  # the lookup keys: required by a
-        inputs.insert(0, "customer_id", frame["customer_id"].astype(str).to_numpy())  # model logged with lookups
-
-        url = upstream if isinstance(upstream, str) else upstream.invocations_url
-        headers = {"Content-Type": "application/json"}
-        if callable(getattr(upstream, "headers", None)):  # Model Serving: the workspace's auth header
-            headers.update(upstream.headers())
-        body = json.dumps({"dataframe_records": inputs.to_dict(orient="records")})
-        try:
-            resp = requests.post(url, data=body, headers=headers, timeout=self.upstream_timeout_s)
-        except requests.RequestException as exc:
-            raise RequestError(f"model version {version} is unreachable at {url}: {exc}", 503) from None
-        if resp.status_code != 200:
-            raise RequestError(f"model version {version} answered {resp.status_code}: {resp.text[:500]}", 502)
-        out = resp.json()
-        preds = out.get("predictions") if isinstance(out, Mapping) else out
-        if isinstance(preds, Mapping):  # {"probability": {...}} style
-            preds = list(next(iter(preds.values())).values()) if preds else []
-        preds = [p.get("probability", next(iter(p.values()))) if isinstance(p, Mapping) else p for p in preds]
-        if len(preds) != len(inputs):
-            raise RequestError(f"model version {version} returned {len(preds)} predictions for {len(inputs)} rows", 502)
-        return [float(p) for p in preds]
+        return forward_http(version, upstream, frame, self.upstream_timeout_s)
 
     def _remember(self, frame: pd.DataFrame | dict[str, Any], predictions: list[float], versions: list[str],
                   arms: list[str], request_id: str, feature_versions: dict[str, int | None]) -> None:
@@ -607,7 +413,7 @@ class Router:
         from utils.online_features import unknown_key_hint
 
         body = records if isinstance(records, Mapping) else {"records": list(records)}
-        resp = requests.post(f"{self.url}/invocations", data=json.dumps(body, default=_json_default),
+        resp = requests.post(f"{self.url}/invocations", data=json.dumps(body, default=json_default),
                              headers={"Content-Type": "application/json"}, timeout=timeout)
         if resp.status_code != 200:
             error = resp.json().get("error", resp.text)
@@ -616,95 +422,29 @@ class Router:
         return resp.json()
 
 
+def _weights_by_version(versions: Mapping[str, str], weights: Mapping[str, int]) -> dict[str, int]:
+    """Version -> the summed traffic weight of the arms routed to it."""
+    by_version: dict[str, int] = {}
+    for arm, version in versions.items():
+        by_version[version] = by_version.get(version, 0) + int(weights.get(arm, 0))
+    return by_version
+
+
+@contextmanager
+def _refusal_is_422(version: str) -> Iterator[None]:
+    """A model that refuses its input (``INVALID_PARAMETER_VALUE``) becomes a 422 naming ``version``."""
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE":
+            raise RequestError(f"model version {version} refused the input: {getattr(exc, 'message', exc)}",
+                               422) from None
+        raise
+
+
 def _version_key(version: str) -> tuple[int, int | str]:
     return (0, int(version)) if version.isdigit() else (1, version)
 
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-_USAGE = "use POST /invocations, GET /health, GET /routes or GET /config"
-
-
-class RouterApp:
-    """The router's HTTP face: an ASGI application (Starlette's request and response types, served by uvicorn).
-
-    ``POST /invocations`` (or ``/predict``) scores keys-only records; ``GET /health``, ``GET /routes`` (arm ->
-    version and weight) and ``GET /config`` (the endpoint config in Model Serving's shape) describe it.
-    Every refusal is JSON: 404 for another path, 405 with ``Allow`` for another method, 400 for a query
-    string, a body that ended early or invalid input, 413 for a body over the limit, 415 for a compressed
-    body, 422 for an unknown key or a mistyped field, 431 for headers over ``MAX_HEADER_BYTES``.
-    A small request to models loaded in this process is scored on the event loop (see ``INLINE_BODY_BYTES``);
-    anything bigger, or forwarded over HTTP, runs in a worker thread so the loop keeps reading other connections.
-    """
-
-    def __init__(self, router: Router) -> None:
-        self.router = router
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        from starlette.requests import Request
-
-        if scope["type"] != "http":
-            return
-        started = time.perf_counter()
-        request = Request(scope, receive)
-        status, answer, close = await self._answer(request)
-        if request.method == "POST":
-            # Recorded before answering, so a client that has its answer also finds its request counted.
-            self.router.record_request(scope["path"], status, started, answer)
-        await self._send(status, answer, close)(scope, receive, send)
-
-    def _send(self, status: int, answer: Mapping[str, Any], close: bool) -> Any:
-        from starlette.responses import Response
-
-        headers = {"Connection": "close"} if close else {}
-        if status == HTTPStatus.METHOD_NOT_ALLOWED:
-            headers["Allow"] = "GET, POST"
-        return Response(json.dumps(answer, default=_json_default), status, headers, media_type="application/json")
-
-    async def _answer(self, request: Any) -> tuple[int, dict[str, Any], bool]:
-        from starlette.concurrency import run_in_threadpool
-
-        from utils.http_server import BodyError, read_body
-
-        router, path, method = self.router, request.url.path, request.method
-        header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
-        if header_bytes > MAX_HEADER_BYTES:
-            return 431, {"error": f"request headers of {header_bytes} bytes are over the {MAX_HEADER_BYTES}-byte limit"}, True
-        if method in ("GET", "HEAD"):
-            if path == "/health":
-                return 200, {"status": "ok"}, False
-            if path == "/routes":
-                table = router._table
-                return 200, {"versions": dict(table.versions) if table else {},
-                             "weights": dict(table.weights) if table else {}}, False
-            if path == "/config":
-                return 200, router.endpoint_config(), False
-        elif method != "POST":
-            return 405, {"error": f"method {method!r} is not allowed: {_USAGE}"}, False
-        try:
-            body = await read_body(request, router.max_body_bytes)
-        except BodyError as exc:
-            return exc.status, {"error": f"{exc}: send at most {MAX_RECORDS} records per request"
-                                         if exc.status == 413 else str(exc)}, exc.close
-        if method != "POST" or path not in ("/invocations", "/predict"):
-            return 404, {"error": f"no such path {path!r}: {_USAGE}"}, False
-        if request.url.query:
-            return 400, {"error": "query parameters are not accepted: send everything in the JSON body"}, False
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
-            return 415, {"error": f"Content-Encoding {encoding!r} is not accepted: send the JSON body uncompressed"}, False
-        try:
-            if len(body) <= INLINE_BODY_BYTES and router.scores_in_process():
-                return 200, router.handle(body), False
-            return 200, await run_in_threadpool(router.handle, body), False
-        except RequestError as exc:
-            return exc.status, {"error": str(exc)}, False
-        except Exception as exc:  # noqa: BLE001 - a bug answers 500, the server stays up
-            return 500, {"error": f"{type(exc).__name__}: {exc}"}, False
 
 
 # ---------------------------------------------------------------- serving aliases (local or Databricks)
@@ -731,54 +471,6 @@ def serve_aliases(model_name: str, weights: Mapping[str, int], cfg: Config | Non
 
 
 # ---------------------------------------------------------------- A/B analysis
-
-
-@dataclass(frozen=True)
-class ABResult:
-    """Two-proportion comparison of a treatment arm against control."""
-
-    control: str
-    treatment: str
-    n_control: int
-    n_treatment: int
-    rate_control: float
-    rate_treatment: float
-    difference: float
-    z: float
-    p_value: float
-    ci_low: float
-    ci_high: float
-    alpha: float
-
-    @property
-    def significant(self) -> bool:
-        """True when the difference is significant at ``alpha``."""
-        return self.p_value < self.alpha
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict (for a table or an MLflow log)."""
-        return {**self.__dict__, "significant": self.significant}
-
-
-def two_proportion_test(conv_control: int, n_control: int, conv_treatment: int, n_treatment: int,
-                        alpha: float = 0.05, control: str = "control", treatment: str = "treatment") -> ABResult:
-    """Two-sided two-proportion z-test (pooled) and the Wald interval of the difference treatment - control."""
-    if n_control <= 0 or n_treatment <= 0:
-        raise ValueError(f"both arms need at least one observation, got n_control={n_control}, n_treatment={n_treatment}")
-    for conv, n, arm in ((conv_control, n_control, control), (conv_treatment, n_treatment, treatment)):
-        if not 0 <= conv <= n:
-            raise ValueError(f"arm {arm!r}: conversions {conv} must be between 0 and its {n} observations")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
-    p1, p2 = conv_control / n_control, conv_treatment / n_treatment
-    pooled = (conv_control + conv_treatment) / (n_control + n_treatment)
-    se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / n_control + 1 / n_treatment))
-    diff = p2 - p1
-    z = diff / se_pooled if se_pooled > 0 else 0.0
-    p_value = 2 * (1 - NormalDist().cdf(abs(z)))
-    se = math.sqrt(p1 * (1 - p1) / n_control + p2 * (1 - p2) / n_treatment)
-    half = NormalDist().inv_cdf(1 - alpha / 2) * se
-    return ABResult(control, treatment, n_control, n_treatment, p1, p2, diff, z, p_value, diff - half, diff + half, alpha)
 
 
 def ab_test(frame: pd.DataFrame, arm_col: str, outcome_col: str, control: str, treatment: str,

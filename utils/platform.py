@@ -294,9 +294,9 @@ def data_profiling(cfg: Any = None, baseline_end: Any = None) -> dict[str, Any]:
 
 
 def code_first_runner() -> str:
-    """Where code-first retraining runs (``utils.packaging.retrain_with_wheel``): ``"job"`` or ``"subprocess"``.
+    """Where code-first retraining runs (``utils.code_first_retrain.retrain_with_wheel``): ``"job"`` or ``"subprocess"``.
 
-    Databricks: ``"job"``, a one-time job run of the wheel (``utils.packaging.retrain_in_job``), because a
+    Databricks: ``"job"``, a one-time job run of the wheel (``utils.code_first_retrain.retrain_in_job``), because a
     child process of the notebook has neither its credentials nor its Spark session. Elsewhere:
     ``"subprocess"``, an isolated local process that imports only the unpacked wheel.
     """

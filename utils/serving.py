@@ -268,6 +268,17 @@ def _put_inference_table(endpoints: Any, name: str, table: Any, gateway: Any) ->
     return True
 
 
+def _inference_table_config(inference_table: tuple[str, str, str] | None) -> Any:
+    """The AI Gateway inference-table config of ``(catalog, schema, table_name_prefix)``, or None for None."""
+    if inference_table is None:
+        return None
+    from databricks.sdk.service.serving import AiGatewayInferenceTableConfig
+
+    catalog, schema, prefix = inference_table
+    return AiGatewayInferenceTableConfig(catalog_name=catalog, schema_name=schema, table_name_prefix=prefix,
+                                         enabled=True)
+
+
 def deploy_serving_endpoint(
     name: str,
     model_name: str,
@@ -297,7 +308,6 @@ def deploy_serving_endpoint(
     """
     from databricks.sdk.errors import NotFound
     from databricks.sdk.service.serving import (
-        AiGatewayInferenceTableConfig,
         EndpointCoreConfigInput,
         EndpointStateConfigUpdate,
     )
@@ -306,11 +316,7 @@ def deploy_serving_endpoint(
     versions = resolve_versions(model_name, version_or_alias_entries)
     entities, routes = endpoint_config(model_name, versions, traffic, workload_size, scale_to_zero)
     endpoints = client.serving_endpoints
-    table = None
-    if inference_table is not None:
-        catalog, schema, prefix = inference_table
-        table = AiGatewayInferenceTableConfig(catalog_name=catalog, schema_name=schema, table_name_prefix=prefix,
-                                              enabled=True)
+    table = _inference_table_config(inference_table)
     try:
         current = endpoints.get(name)
     except NotFound:

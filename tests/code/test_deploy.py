@@ -15,14 +15,9 @@ import pytest
 import requests
 
 from tests.support import publish_tiny_online_store, register_constant_model
+from utils.ab_statistics import two_proportion_test
 from utils.config import get_config
-from utils.deploy import (
-    RequestError,
-    Router,
-    assign_arm,
-    parse_request,
-    two_proportion_test,
-)
+from utils.deploy import Router, assign_arm
 from utils.local import online_store
 from utils.online_features import (
     OnlineFeatures,
@@ -31,6 +26,7 @@ from utils.online_features import (
     unknown_key_hint,
 )
 from utils.plantly_features import FEATURES, feature_table_names
+from utils.router_http import RequestError, parse_request
 from utils.scoring import (
     INFERENCE_LOG_COLUMNS,
     read_inference_log,
@@ -538,7 +534,7 @@ class ThreadRecordingModel:
 
 
 def test_small_requests_to_in_process_models_are_scored_on_the_event_loop_big_ones_in_a_worker(upstreams):
-    from utils.deploy import INLINE_BODY_BYTES
+    from utils.router_http import INLINE_BODY_BYTES
 
     model = ThreadRecordingModel()
     r = Router("test.models.inline", log_predictions=False)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.support import pandas_training_frames
-from utils import packaging
+from utils import code_first_retrain, containers, packaging
 from utils.config import Config
 
 pytestmark = pytest.mark.timeout(900)
@@ -92,7 +92,7 @@ def test_build_wheel_falls_back_to_pip_where_neither_uv_nor_build_is_installed(t
     names = zipfile.ZipFile(built).namelist()
     assert built.name.startswith(packaging.DISTRIBUTION.replace("-", "_") + "-") and "utils/packaging.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "mlops-retrain = utils.packaging:retrain_main" in zipfile.ZipFile(built).read(entry_points).decode()
+    assert "mlops-retrain = utils.code_first_retrain:retrain_main" in zipfile.ZipFile(built).read(entry_points).decode()
     requires = zipfile.ZipFile(built).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Requires-Dist: pyspark" in requires and 'extra == "spark"' in requires.split("Requires-Dist: pyspark")[1].splitlines()[0]
 
@@ -139,19 +139,6 @@ def test_model_without_requirements_is_named(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- model-first
-
-
-def test_target_model_name_moves_the_catalog() -> None:
-    from utils.config import get_config
-
-    cfg = get_config()
-    assert packaging.target_model_name("prod") == f"{cfg.project}_prod.{cfg.schema}.{cfg.model_base_name}"
-    dev = get_config(catalog="team_dev")
-    assert packaging.target_model_name("prod", dev) == f"{dev.project}_prod.{dev.schema}.{dev.model_base_name}"
-    assert packaging.target_model_name("staging", dev).startswith(f"{dev.project}_staging.")
-    assert packaging.target_model_name("prod", get_config(prod_catalog="acme_live")).startswith("acme_live.")
-    with pytest.raises(ValueError, match="lower-case"):
-        packaging.target_model_name("Prod; drop")
 
 
 def test_model_first_copies_the_same_artifact_and_predicts_identically(champion, model_name, sample) -> None:
@@ -207,13 +194,13 @@ def test_code_first_retrain_from_the_wheel_reproduces_the_metrics(frames, wheel,
     train2, test2 = time_split(load_training_frame(version))
     original = train_and_log(train2, test2, "logreg", seed=5, input_tables={table: version},
                              run_name="code-first-source", log_model=False)
-    spec = packaging.retrain_spec(original.run_id)
+    spec = code_first_retrain.retrain_spec(original.run_id)
     assert (spec.family, spec.seed, spec.inputs, spec.rows) == ("logreg", 5, {table: version}, (len(train2), len(test2)))
-    out = packaging.retrain_with_wheel(wheel, spec)
+    out = code_first_retrain.retrain_with_wheel(wheel, spec)
     site = (packaging.package_dir() / "code-first" / "site").resolve()
     assert Path(out["utils_file"]).is_relative_to(site), out["utils_file"]
     assert out["from_wheel"] is True, "the entry point must see utils as the project wheel's own files"
-    logged = packaging.run_metrics(original.run_id)
+    logged = code_first_retrain.run_metrics(original.run_id)
     for key in ("roc_auc", "f1_score", "precision_at_5pct"):
         assert out["metrics"][key] == logged[key] == original.metrics[key], key
     assert out["run_id"] != original.run_id and LABEL in test2
@@ -225,9 +212,9 @@ def test_retrain_refuses_a_split_that_differs_from_the_run(frames, isolated_stat
 
     table = training_set_table()
     version = lakehouse.write(pd.concat(frames, ignore_index=True), table, mode="overwrite", merge_schema=True)
-    spec = packaging.RetrainSpec("r0", "logreg", {}, 5, {table: version}, rows=(1, 1))
+    spec = code_first_retrain.RetrainSpec("r0", "logreg", {}, 5, {table: version}, rows=(1, 1))
     with pytest.raises(ValueError, match="test_fraction"):
-        packaging.retrain(spec)
+        code_first_retrain.retrain(spec)
 
 
 def test_retrain_splits_like_the_run_it_reproduces(frames, isolated_state) -> None:
@@ -243,9 +230,9 @@ def test_retrain_splits_like_the_run_it_reproduces(frames, isolated_state) -> No
     train, test = time_split(load_training_frame(version), test_fraction=0.1)
     original = train_and_log(train, test, "logreg", seed=5, input_tables={table: version}, log_model=False)
     mlflow.MlflowClient().log_param(original.run_id, "test_fraction", 0.1)
-    spec = packaging.retrain_spec(original.run_id)
+    spec = code_first_retrain.retrain_spec(original.run_id)
     assert spec.test_fraction == 0.1 and spec.rows == (len(train), len(test))
-    out = packaging.retrain(spec)
+    out = code_first_retrain.retrain(spec)
     assert out["metrics"]["roc_auc"] == original.metrics["roc_auc"]
 
 
@@ -258,18 +245,18 @@ def test_retrain_spec_needs_a_training_run() -> None:
     with mlflow.start_run() as run:
         mlflow.log_param("unrelated", 1)
     with pytest.raises(ValueError, match="family"):
-        packaging.retrain_spec(run.info.run_id)
+        code_first_retrain.retrain_spec(run.info.run_id)
 
 
 # ---------------------------------------------------------------- container and cluster
 
 
 def test_generated_dockerfile_copies_the_model_and_serves_it(champion: str, tmp_path: Path) -> None:
-    context = packaging.generate_dockerfile(champion, tmp_path / "docker")
-    assert packaging.dockerfile_problems(context) == []
+    context = containers.generate_dockerfile(champion, tmp_path / "docker")
+    assert containers.dockerfile_problems(context) == []
     text = (context / "Dockerfile").read_text()
     assert text.splitlines()[1].startswith(f"FROM python:{sys.version_info.major}.{sys.version_info.minor}")  # the logging Python
-    assert f"COPY model_dir {packaging.CONTAINER_MODEL_DIR}" in text
+    assert f"COPY model_dir {containers.CONTAINER_MODEL_DIR}" in text
     assert "_install_pyfunc_deps" in text and "ENTRYPOINT" in text
     model_copy = context / "model_dir"
     assert (model_copy / "MLmodel").exists() and (model_copy / "code" / "utils" / "recommender_model.py").exists()
@@ -280,7 +267,7 @@ def test_the_dockerfile_generator_gets_a_downloaded_folder_and_no_registry(champ
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The model is downloaded in this process (which has the credentials); the child only reads a local folder."""
     seen: list[tuple[list[str], dict[str, str]]] = []
-    real_run = packaging._run
+    real_run = containers.run_command
 
     def recording_run(cmd: list[str], what: str, fix: str, **kwargs):
         uri = cmd[cmd.index("--model-uri") + 1]
@@ -288,13 +275,13 @@ def test_the_dockerfile_generator_gets_a_downloaded_folder_and_no_registry(champ
         seen.append((cmd, kwargs["env"]))
         return real_run(cmd, what, fix, **kwargs)
 
-    monkeypatch.setattr(packaging, "_run", recording_run)
+    monkeypatch.setattr(containers, "run_command", recording_run)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")  # a child that called the registry would fail here
-    context = packaging.generate_dockerfile(champion, tmp_path / "docker")
+    context = containers.generate_dockerfile(champion, tmp_path / "docker")
     (cmd, env), = seen
     assert not any(k.startswith(("MLFLOW_TRACKING", "MLFLOW_REGISTRY", "PYTHON")) for k in env)
     assert not Path(cmd[cmd.index("--model-uri") + 1]).exists(), "the downloaded copy is cleaned up"
-    assert packaging.dockerfile_problems(context) == []
+    assert containers.dockerfile_problems(context) == []
     assert (context / "model_dir" / "code" / "utils" / "recommender_model.py").exists()
 
 
@@ -307,13 +294,13 @@ def test_the_dockerfile_generator_gets_a_downloaded_folder_and_no_registry(champ
 ])
 def test_dockerfile_problems_are_named(tmp_path: Path, dockerfile: str, problem: str) -> None:
     (tmp_path / "Dockerfile").write_text(dockerfile)
-    assert any(problem in p for p in packaging.dockerfile_problems(tmp_path))
+    assert any(problem in p for p in containers.dockerfile_problems(tmp_path))
 
 
 def test_kubernetes_manifest_parses_and_is_consistent(tmp_path: Path) -> None:
-    image = packaging.image_name(7, "registry.example.com/ml", Config(model_base_name="plant_recommender"))
-    docs = packaging.kubernetes_manifests(image, "workshop.mlops.recommender", 7, workers=3)
-    path = packaging.write_manifests(docs, tmp_path / "k8s.yaml")
+    image = containers.image_name(7, "registry.example.com/ml", Config(model_base_name="plant_recommender"))
+    docs = containers.kubernetes_manifests(image, "workshop.mlops.recommender", 7, workers=3)
+    path = containers.write_manifests(docs, tmp_path / "k8s.yaml")
     assert "&id" not in path.read_text(), "no YAML anchors: the manifest must read plainly"
     parsed = list(yaml.safe_load_all(path.read_text()))
     assert [d["kind"] for d in parsed] == ["Deployment", "Service"]
@@ -323,13 +310,13 @@ def test_kubernetes_manifest_parses_and_is_consistent(tmp_path: Path) -> None:
     assert container["image"] == "registry.example.com/ml/plant-recommender:v7"
     assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
-    assert svc["spec"]["ports"][0]["targetPort"] == container["ports"][0]["containerPort"] == packaging.SERVING_PORT
-    assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": packaging.SERVING_PORT}
+    assert svc["spec"]["ports"][0]["targetPort"] == container["ports"][0]["containerPort"] == containers.SERVING_PORT
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": containers.SERVING_PORT}
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert {"name": "MLFLOW_MODELS_WORKERS", "value": "3"} in container["env"]
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert pod["metadata"]["annotations"]["mlflow.org/model-version"] == "7"
-    assert packaging.manifest_problems(parsed) == []
+    assert containers.manifest_problems(parsed) == []
 
 
 def _break_selector(docs):
@@ -353,9 +340,9 @@ def _break_deployment_selector(docs):
     (_break_deployment_selector, "Deployment selector"), (lambda d: d.pop(), "one Deployment and one Service"),
 ])
 def test_manifest_problems_are_named(breaker, problem: str) -> None:
-    docs = copy.deepcopy(packaging.kubernetes_manifests("img:v1", "m", 1))
+    docs = copy.deepcopy(containers.kubernetes_manifests("img:v1", "m", 1))
     breaker(docs)
-    assert any(problem in p for p in packaging.manifest_problems(docs)), packaging.manifest_problems(docs)
+    assert any(problem in p for p in containers.manifest_problems(docs)), containers.manifest_problems(docs)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -363,7 +350,7 @@ def test_manifest_problems_are_named(breaker, problem: str) -> None:
 ])
 def test_kubernetes_manifest_refuses_bad_settings(kwargs, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        packaging.kubernetes_manifests("img:v1", "m", 1, **kwargs)
+        containers.kubernetes_manifests("img:v1", "m", 1, **kwargs)
 
 
 # ---------------------------------------------------------------- self-contained
@@ -391,7 +378,7 @@ def test_fresh_env_without_uv_uses_the_standard_venv_and_its_pip(champion: str, 
     The venv is created for real; the install step (minutes from the package index) is recorded and stopped.
     """
     calls: list[list[str]] = []
-    real_run = packaging._run
+    real_run = packaging.run_command
 
     def run(cmd: list[str], what: str, fix: str, **kwargs):
         calls.append([str(c) for c in cmd])
@@ -400,7 +387,7 @@ def test_fresh_env_without_uv_uses_the_standard_venv_and_its_pip(champion: str, 
         return real_run(cmd, what, fix, **kwargs)
 
     monkeypatch.setattr(packaging, "uv_executable", lambda: None)
-    monkeypatch.setattr(packaging, "_run", run)
+    monkeypatch.setattr(packaging, "run_command", run)
     with pytest.raises(packaging.PackagingError, match="stopped before the install"):
         packaging.fresh_env_predict(champion, sample, workdir=tmp_path / "fresh")
     env_python = tmp_path / "fresh" / "venv" / "bin" / "python"

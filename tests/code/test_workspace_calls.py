@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from tests.databricks_workspace import RunningWorkspace, StandInWorkspace, TaskResult
-from utils import packaging, platform, runtime
+from utils import code_first_retrain, packaging, platform, runtime
 from utils.config import Config
 from utils.retraining import (
     MonitorResult,
@@ -180,7 +180,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return packaging.build_wheel(tmp_path_factory.mktemp("dist"))
 
 
-SPEC = packaging.RetrainSpec("run-1", "logreg", {"C": 1.0}, 5, {"workshop.ada.training_set": 3}, (800, 200), 0.2)
+SPEC = code_first_retrain.RetrainSpec("run-1", "logreg", {"C": 1.0}, 5, {"workshop.ada.training_set": 3}, (800, 200), 0.2)
 RESULT = {"run_id": "run-2", "metrics": {"roc_auc": 0.71}, "utils_file": "/local_disk0/env/site-packages/utils/__init__.py",
           "from_wheel": True}
 
@@ -195,7 +195,7 @@ def _wheel_task_runner(wheel: Path, result: dict[str, Any] | None = RESULT) -> A
             points = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt"))).decode()
             name = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
         assert f"Name: {wheel_task['package_name']}\n" in name
-        assert f"{wheel_task['entry_point']} = utils.packaging:retrain_main" in points.split("[console_scripts]")[1]
+        assert f"{wheel_task['entry_point']} = utils.code_first_retrain:retrain_main" in points.split("[console_scripts]")[1]
         logs = "loading the training set\n" + (packaging.RESULT_MARKER + json.dumps(result) + "\n" if result else "")
         return TaskResult("SUCCESS", logs)
     return run
@@ -206,17 +206,17 @@ def test_code_first_on_databricks_submits_the_wheel_as_a_serverless_job_run(
     ws = running.workspace
     ws.running_polls = 2
     ws.task_runner = _wheel_task_runner(wheel)
-    out = packaging.retrain_with_wheel(wheel, SPEC, client=running.client())
+    out = code_first_retrain.retrain_with_wheel(wheel, SPEC, client=running.client())
 
     upload, submit = ws.writes()
     assert upload[:2] == ("PUT", f"/api/2.0/fs/files/Volumes/workshop/ada/landing/packages/{wheel.name}")
     method, path, body = submit
     assert (method, path) == ("POST", "/api/2.2/jobs/runs/submit")
     (task,) = body["tasks"]
-    assert task["task_key"] == packaging.RETRAIN_TASK_KEY and task["environment_key"] == "default"
+    assert task["task_key"] == code_first_retrain.RETRAIN_TASK_KEY and task["environment_key"] == "default"
     wheel_task = task["python_wheel_task"]
     assert wheel_task["package_name"] == packaging.wheel_metadata(wheel)["name"]
-    assert wheel_task["entry_point"] == packaging.ENTRY_POINT == "mlops-retrain"
+    assert wheel_task["entry_point"] == code_first_retrain.ENTRY_POINT == "mlops-retrain"
     spec_arg, config_arg = (json.loads(p) for p in wheel_task["parameters"])
     assert spec_arg == {**SPEC.__dict__, "rows": list(SPEC.rows)}
     assert (config_arg["catalog"], config_arg["schema"]) == ("workshop", "ada") and "thresholds" not in config_arg
@@ -225,7 +225,7 @@ def test_code_first_on_databricks_submits_the_wheel_as_a_serverless_job_run(
     assert environment["spec"]["environment_version"] == "4"
     deps = environment["spec"]["dependencies"]
     assert deps[-1] == f"/Volumes/workshop/ada/landing/packages/{wheel.name}"
-    assert deps[:-1] == packaging.databricks_requirements() and "mlflow==3.17.2" in deps
+    assert deps[:-1] == code_first_retrain.databricks_requirements() and "mlflow==3.17.2" in deps
     assert not any(d.startswith(("pyspark", "delta-spark")) for d in deps), "requirements-databricks.txt never pins Spark"
 
     polls = calls_to(ws, "/api/2.2/jobs/runs/get")
@@ -244,7 +244,7 @@ def test_a_failed_job_run_is_a_packaging_error_with_its_page_and_error(
         error="ValueError: run run-1 did not record workshop.ada.training_set",
         error_trace="Traceback (most recent call last):\n  File ...\nValueError: run run-1 did not record ...")
     with pytest.raises(packaging.PackagingError) as raised:
-        packaging.retrain_in_job(wheel, SPEC, client=running.client())
+        code_first_retrain.retrain_in_job(wheel, SPEC, client=running.client())
     message = str(raised.value)
     (job_run_id,) = ws.runs
     assert f"job run {job_run_id} ended FAILED: ValueError: run run-1 did not record workshop.ada.training_set" in message
@@ -254,7 +254,7 @@ def test_a_failed_job_run_is_a_packaging_error_with_its_page_and_error(
 def test_a_job_run_without_a_result_line_is_named(running: RunningWorkspace, on_databricks: None, wheel: Path) -> None:
     running.workspace.task_runner = _wheel_task_runner(wheel, result=None)
     with pytest.raises(packaging.PackagingError, match=r"printed no result line: see http://127\.0\.0\.1:\d+/"):
-        packaging.retrain_in_job(wheel, SPEC, client=running.client())
+        code_first_retrain.retrain_in_job(wheel, SPEC, client=running.client())
 
 
 def test_a_job_run_that_did_not_import_the_wheel_is_refused(running: RunningWorkspace, on_databricks: None,
@@ -262,7 +262,7 @@ def test_a_job_run_that_did_not_import_the_wheel_is_refused(running: RunningWork
     running.workspace.task_runner = _wheel_task_runner(wheel, result={**RESULT, "from_wheel": False,
                                                                       "utils_file": "/Workspace/repo/utils/__init__.py"})
     with pytest.raises(packaging.PackagingError, match=r"imported utils from /Workspace/repo/utils/__init__\.py, not from"):
-        packaging.retrain_in_job(wheel, SPEC, client=running.client())
+        code_first_retrain.retrain_in_job(wheel, SPEC, client=running.client())
 
 
 @pytest.mark.parametrize("path, status, code, expected", [
@@ -277,16 +277,16 @@ def test_a_refused_upload_or_submit_is_one_clear_line(running: RunningWorkspace,
                                                       path: str, status: int, code: str, expected: str) -> None:
     running.workspace.refuse(path, status, code, "refused by the stand-in")
     with pytest.raises(packaging.PackagingError, match=expected) as raised:
-        packaging.retrain_in_job(wheel, SPEC, client=running.client())
+        code_first_retrain.retrain_in_job(wheel, SPEC, client=running.client())
     assert "\n" not in str(raised.value) and raised.value.__cause__ is None
     assert not running.workspace.runs
 
 
 def test_databricks_requirements_are_the_compiled_pins() -> None:
-    pins = packaging.databricks_requirements()
+    pins = code_first_retrain.databricks_requirements()
     assert pins and all("==" in p and not p.startswith(("#", "-")) and " " not in p for p in pins)
     with pytest.raises(packaging.PackagingError, match="make requirements-databricks"):
-        packaging.databricks_requirements(Path("/nonexistent/requirements.txt"))
+        code_first_retrain.databricks_requirements(Path("/nonexistent/requirements.txt"))
 
 
 def test_03_links_the_deployment_job_to_the_model_through_mlflows_uc_client(runtime_auth, monkeypatch):

@@ -31,8 +31,9 @@ from typing import Any
 import pytest
 
 from tests.support import publish_tiny_online_store
-from utils.deploy import MAX_BODY_BYTES, MAX_RECORDS, Router
+from utils.deploy import Router
 from utils.plantly_features import FEATURES
+from utils.router_http import MAX_BODY_BYTES, MAX_RECORDS
 
 SEED = 20241122
 GOOD = {"customer_id": "C1", "plant_id": "P1", "page": "home", "position": 2, "price": 12.5}
