@@ -244,17 +244,6 @@ def spark_udf_scores(df: SparkDataFrame, model_uri: str, output_col: str = PREDI
     return df.withColumn(output_col, udf(F.struct(*model_input_columns(df))))
 
 
-def batch_predictions(scored: SparkDataFrame, model_name: str, model_version: str | int,
-                      keep: Sequence[str] = ("event_id", "customer_id", "plant_id", "event_ts")) -> SparkDataFrame:
-    """The predictions-table rows of a scored frame: keys, prediction, model name and version on every row."""
-    from pyspark.sql import functions as F
-
-    cols = [c for c in keep if c in scored.columns]
-    return scored.select(*cols, F.col(PREDICTION_COL),
-                         F.lit(model_name).alias("model_name"), F.lit(str(model_version)).alias("model_version"),
-                         F.current_timestamp().alias("scored_at"))
-
-
 # ---------------------------------------------------------------- streaming scoring
 
 def event_schema() -> Any:
