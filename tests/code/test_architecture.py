@@ -62,7 +62,7 @@ RUNTIME = {"utils.runtime", "utils.environment"}
 """Where the code runs: the facts every layer may ask for (``utils.environment`` is the lower half of ``utils.runtime``)."""
 BASE = RUNTIME | {
     "utils.config", "utils.parameters", "utils.project", "utils.progress", "utils.http_server", "utils.lakehouse",
-    "utils.ui", "utils.verdict", "utils.wheel_tasks", "utils.plantly_columns", "utils.lakehouse_errors", "utils.lakehouse_types", "utils.lakehouse_maintenance",
+    "utils.ui", "utils.verdict", "utils.wheel_tasks", "utils.plantly_columns", "utils.lakehouse_errors", "utils.lakehouse_types",
     "utils.local.engine", "utils.local.jvm", "utils.local.catalog",
 }
 """The bottom layer: what the stand-ins and the platform's adapters may import (and it imports only itself)."""

@@ -16,7 +16,6 @@ import pytest
 
 from utils import lakehouse as lh
 from utils import lakehouse_errors as errors
-from utils import lakehouse_maintenance as maintenance
 
 
 def folder(name: str) -> Path:
@@ -33,6 +32,10 @@ def name() -> str:
 def rows(n: int, start: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"id": range(start, start + n), "amount": [float(i) for i in range(start, start + n)],
                          "label": [f"r{i}" for i in range(start, start + n)]})
+
+
+def properties(spark, name: str) -> dict[str, str]:
+    return {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {name}").collect()}
 
 
 def by_id(frame: pd.DataFrame) -> pd.DataFrame:
@@ -135,11 +138,11 @@ def test_time_travel_by_version_and_timestamp(spark, name: str) -> None:
     assert lh.read(name, timestamp=(t0 + (t1 - t0) / 2).isoformat()).count() == 2
 
 
-def test_history_lists_operations_newest_first(name: str) -> None:
+def test_history_lists_operations_newest_first(spark, name: str) -> None:
     lh.write(rows(2), name)
     lh.write(rows(2, start=2), name)
     lh.merge(rows(1, start=9), name, keys=["id"])
-    maintenance.optimize(name)
+    spark.sql(f"OPTIMIZE {name}")
     hist = lh.history(name)
     assert {"version", "timestamp", "operation", "operationParameters", "operationMetrics"} <= set(hist.columns)
     assert hist["version"].tolist() == [3, 2, 1, 0]
@@ -236,56 +239,32 @@ def test_merge_schema_adds_columns_and_overwrite_replaces_schema(name: str) -> N
 
 def test_change_data_feed_after_merge(spark, name: str) -> None:
     lh.write(rows(3), name)
-    assert maintenance.get_properties(name)["delta.enableChangeDataFeed"] == "true"
+    assert properties(spark, name)["delta.enableChangeDataFeed"] == "true"
     change = pd.DataFrame({"id": [1, 8], "amount": [100.0, 8.0], "label": ["u1", "n8"]})
     version = lh.merge(change, name, keys=["id"])["version"]
-    changes = maintenance.read_changes(name, version).toPandas()
+    changes = spark.read.option("readChangeFeed", "true").option("startingVersion", version).table(name).toPandas()
     assert {"_change_type", "_commit_version", "_commit_timestamp"} <= set(changes.columns)
     assert set(changes["_commit_version"]) == {version}
     kinds = {(r["_change_type"], r["id"], r["label"]) for _, r in changes.iterrows()}
     assert kinds == {("update_preimage", 1, "r1"), ("update_postimage", 1, "u1"), ("insert", 8, "n8")}
-    everything = maintenance.read_changes(name, 0).toPandas()
+    everything = spark.read.option("readChangeFeed", "true").option("startingVersion", 0).table(name).toPandas()
     assert (everything["_change_type"] == "insert").sum() == 4  # 3 written + 1 merged in
-
-
-def test_change_data_feed_needs_cdf_and_valid_versions(name: str) -> None:
-    lh.write(rows(2), name, enable_cdf=False)
-    with pytest.raises(errors.LakehouseError, match="SET TBLPROPERTIES \\(delta.enableChangeDataFeed = true\\)"):
-        maintenance.read_changes(name, 0)
-    with pytest.raises(errors.VersionNotFoundError, match="0 to 0"):
-        maintenance.read_changes(name, 3)
 
 
 # ---------------------------------------------------------------- maintenance, metadata, errors
 
 
-def test_optimize_compacts_and_vacuum_deletes_old_files(spark, name: str) -> None:
-    for i in range(3):
-        lh.write(rows(2, start=2 * i), name)
-    before = spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"]
-    assert before >= 3  # at least one file per write
-    metrics = maintenance.optimize(name)
-    assert (metrics["numFilesRemoved"], metrics["numFilesAdded"]) == (before, 1)
-    assert spark.sql(f"DESCRIBE DETAIL {name}").first()["numFiles"] == 1
-    stale = maintenance.vacuum(name, retention_hours=0, dry_run=True)
-    assert len(stale) == before
-    assert all(Path(urlparse(f).path).exists() for f in stale)
-    assert sorted(maintenance.vacuum(name, retention_hours=0)) == sorted(stale)
-    assert not any(Path(urlparse(f).path).exists() for f in stale)
-    pd.testing.assert_frame_equal(by_id(lh.read_pandas(name)), rows(6))
-
-
-def test_description_and_properties(name: str) -> None:
+def test_description_and_properties(spark, name: str) -> None:
     lh.write(rows(1), name, description="orders, one row per order")
     assert lh.get_description(name) == "orders, one row per order"
     lh.set_description(name, "renamed")
     assert lh.get_description(name) == "renamed"
-    assert maintenance.get_properties(name)["delta.enableChangeDataFeed"] == "true"
+    assert properties(spark, name)["delta.enableChangeDataFeed"] == "true"
 
 
 def test_unknown_table_and_version_give_clear_errors(name: str) -> None:
     for call in (lambda: lh.read_pandas(name), lambda: lh.history(name), lambda: lh.current_version(name),
-                 lambda: lh.drop(name), lambda: maintenance.optimize(name)):
+                 lambda: lh.drop(name)):
         with pytest.raises(errors.TableNotFoundError, match=rf"{name}.*list_tables\(\)") as err:
             call()
         assert isinstance(err.value, LookupError)
