@@ -1,7 +1,7 @@
 """Monitoring: profile metrics per time window, and the breaches of drift and quality thresholds.
 
 The heavy work runs in Spark; only small per-window aggregates reach the driver. Four drifts map to functions:
-data drift, ``utils.drift.drift_metrics`` / :func:`drift_by_window` on the features; label and prediction drift,
+data drift, ``utils.drift.drift_metrics`` / ``drift_by_window`` on the features; label and prediction drift,
 ``utils.drift.label_drift`` / ``prediction_drift``; concept drift, ``utils.model_quality.model_quality_by_window``
 once late labels are merged into the inference log. ``utils.drift_statistics`` defines the statistics.
 Tables are named and shaped as Databricks Lakehouse Monitoring's (``{table}_profile_metrics`` /
@@ -40,8 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from utils.drift import drift_by_window  # noqa: F401 - notebook 06 calls monitoring.drift_by_window
-from utils.monitoring_inputs import column_type, is_atomic, is_numeric, require_columns, window_column
+from utils.monitoring_inputs import (
+    column_type,
+    is_atomic,
+    is_numeric,
+    require_columns,
+    window_column,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
