@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import plantly_shop as shop
+import utils.plantly_shop as shop
 from utils.datagen import BAD_KINDS, RAW_FILES, land_raw_files, raw_manifest
 from utils.plantly_shop import SCENARIOS, GeneratorSpec, window_bounds
 from utils.plantly_simulation import generate

@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import OneHotEncoder
 
-from utils import plantly_shop as shop
+import utils.plantly_shop as shop
 from utils.datagen import land_raw_files
 from utils.plantly_shop import GeneratorSpec, window_bounds
 from utils.plantly_simulation import generate, latent_preferences

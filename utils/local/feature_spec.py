@@ -1,6 +1,6 @@
 """The feature spec: what a training set looks up, saved as ``feature_spec.yaml`` inside a logged model.
 
-Apart from the local feature client because it ships inside logged models (``feature_store.log_model``
+Apart from the local feature client because it ships inside logged models (``feature_models``
 bundles it): the served model reads it to know which features to look up in the online store and needs
 nothing else from the client. The layout follows Databricks' ``data/feature_store/feature_spec.yaml``.
 """
