@@ -16,8 +16,8 @@ import pytest
 
 from tests import measure_house as house
 
-CEILING = {"utils_lines": 19177, "module_lines": 1510, "function_lines": 113, "lowest_platform_share": 0.28,
-           "most_utils_names": 30, "readme_lines": 150, "readme_words_per_sentence": 25.0}
+CEILING = {"utils_lines": 19242, "module_lines": 500, "function_lines": 60, "lowest_platform_share": 0.35,
+           "most_utils_names": 26, "readme_lines": 150, "readme_words_per_sentence": 25.0}
 
 
 @pytest.fixture(scope="module")
