@@ -150,3 +150,13 @@ def test_the_local_stand_ins_live_in_utils_local() -> None:
         for marker in ("class LocalFeatureEngineeringClient", "class SqliteOnlineStore", "class LocalEndpoint",
                        "class LocalWebhookInbox"):
             assert marker not in source, f"{module} defines {marker.split()[1]}: it belongs in utils/local"
+
+
+def test_the_served_model_bundle_holds_every_module_its_files_import() -> None:
+    """A logged feature model ships ``_BUNDLED_MODULES`` as its code; where the project is not installed (a
+    serving container) a module they import and the bundle lacks fails the model's load."""
+    from utils.local.feature_models import _BUNDLED_MODULES
+
+    bundled = {_module_name(UTILS / m) for m in _BUNDLED_MODULES}
+    missing = {m: sorted({t for t, _top in _imports(MODULES[m])} - bundled) for m in sorted(bundled)}
+    assert {m: t for m, t in missing.items() if t} == {}

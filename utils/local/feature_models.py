@@ -23,7 +23,7 @@ from utils.local.feature_spec import MODEL_DATA_DIR, SPEC_FILE, FeatureSpec
 from utils.runtime import REPO_ROOT
 
 # What the served model imports (the pyfunc loader, the spec and their imports), relative to ``utils``.
-_BUNDLED_MODULES = ("__init__.py", "environment.py", "parameters.py", "config.py", "local/__init__.py",
+_BUNDLED_MODULES = ("__init__.py", "environment.py", "parameters.py", "config.py", "project.py", "local/__init__.py",
                     "local/feature_spec.py", "local/online_store.py", "local/online_values.py")
 
 
