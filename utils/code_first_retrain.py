@@ -62,14 +62,6 @@ def retrain_spec(run_id: str) -> RetrainSpec:
                        float(logged.get("test_fraction", 0.2)))
 
 
-def run_metrics(run_id: str) -> dict[str, float]:
-    """The metrics an MLflow run logged, with evaluation suffixes stripped as ``evaluate_scores`` does."""
-    import mlflow
-
-    metrics = mlflow.get_run(run_id).data.metrics
-    return {k.replace("/value", "").replace("/auc", ""): float(v) for k, v in metrics.items()}
-
-
 def retrain(spec: RetrainSpec, run_name: str = "code-first retrain") -> dict[str, Any]:
     """Retrain ``spec`` from its recorded training-set version (same split and seed) and log it as a run."""
     from mlflow import MlflowClient
