@@ -58,8 +58,11 @@ def land_new_data(scenario: str, rows: int, seed: int, cfg: Config | None = None
             "current_start": current_start, "end": end}
 
 
-def score_training_set(model_uri: str, cfg: Config | None = None) -> Any:
-    """The materialised training set scored by ``model_uri``, as a Spark DataFrame with ``prediction``."""
+def score_training_set(model_uri: str, cfg: Config | None = None) -> str:
+    """Score the materialised training set with ``model_uri`` into the ``scored`` monitoring table; returns its name.
+
+    The table holds the model inputs, ``event_id``, ``event_ts``, the 0/1 label, ``prediction`` and ``model_uri``.
+    """
     import mlflow
 
     from utils import lakehouse
@@ -70,7 +73,6 @@ def score_training_set(model_uri: str, cfg: Config | None = None) -> Any:
         materialize_training_set,
         training_set_table,
     )
-    from utils.platform import get_spark
     from utils.training import scoring_model_uri
 
     cfg = cfg or get_config()
@@ -86,7 +88,7 @@ def score_training_set(model_uri: str, cfg: Config | None = None) -> Any:
     name = monitoring_tables(cfg)["scored"]
     lakehouse.write(scored, name, mode="overwrite", merge_schema=True,
                     description="training-set impressions scored by the champion, for monitoring")
-    return get_spark().createDataFrame(lakehouse.read_pandas(name))
+    return name
 
 
 def monitor(scored: Any, baseline_end: pd.Timestamp, model_name: str, cfg: Config | None = None,
