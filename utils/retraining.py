@@ -59,10 +59,7 @@ def land_new_data(scenario: str, rows: int, seed: int, cfg: Config | None = None
 
 
 def score_training_set(model_uri: str, cfg: Config | None = None) -> str:
-    """Score the materialised training set with ``model_uri`` into the ``scored`` monitoring table; returns its name.
-
-    The table holds the model inputs, ``event_id``, ``event_ts``, the 0/1 label, ``prediction`` and ``model_uri``.
-    """
+    """Write the training set scored by ``model_uri`` to the ``scored`` monitoring table; returns the table's name."""
     import mlflow
 
     from utils import lakehouse
