@@ -91,12 +91,7 @@ def ensure_inference_log(rows: int, seed: int, cfg: Config | None = None) -> boo
         materialize_training_set,
         training_set_table,
     )
-    from utils.scoring import (
-        append_inference_log,
-        feature_table_versions,
-        inference_log_table,
-        inference_rows,
-    )
+    from utils.scoring import inference_log_table, log_predictions
     from utils.training import scoring_model_uri
 
     cfg = cfg or get_config()
@@ -109,10 +104,21 @@ def ensure_inference_log(rows: int, seed: int, cfg: Config | None = None) -> boo
     frame = load_training_frame(cfg=cfg)
     model = mlflow.pyfunc.load_model(scoring_model_uri(f"models:/{cfg.model_name}/{champion.version}"))
     inputs = features_frame(frame)
-    append_inference_log(inference_rows(frame, model.predict(inputs), source="batch", model_name=cfg.model_name,
-                                        model_version=champion.version, feature_versions=feature_table_versions(cfg),
-                                        request_id="catch-up", inputs=inputs), cfg)
+    log_predictions(frame, model.predict(inputs), source="batch", model_version=champion.version, cfg=cfg,
+                    request_id="catch-up", inputs=inputs)
     return True
+
+
+def ensure_online(rows: int, seed: int, cfg: Config | None = None) -> bool:
+    """Publish every feature table missing online or older there than offline (real-time requests read their
+    features there); True when it published one."""
+    from utils.online_features import ensure_online_features, online_and_offline_versions
+
+    ensure_features(rows, seed, cfg)
+    stale = [t for t, (online, offline) in online_and_offline_versions(cfg).items() if online is None or online < offline]
+    if stale:
+        ensure_online_features(cfg)
+    return bool(stale)
 
 
 STAGES: dict[str, list[Callable[..., bool]]] = {
@@ -120,7 +126,7 @@ STAGES: dict[str, list[Callable[..., bool]]] = {
     "02": [ensure_raw, ensure_silver, ensure_features],
     "03": [ensure_raw, ensure_silver, ensure_features],
     "04": [ensure_raw, ensure_silver, ensure_features, ensure_model],
-    "05": [ensure_raw, ensure_silver, ensure_features, ensure_model],
+    "05": [ensure_raw, ensure_silver, ensure_features, ensure_model, ensure_online],
     "06": [ensure_raw, ensure_silver, ensure_features, ensure_model, ensure_inference_log],
 }
 
@@ -130,6 +136,7 @@ WHAT = {
     "ensure_silver": "bronze, silver and quarantine tables",
     "ensure_features": "feature tables",
     "ensure_model": "a champion model that passed the gate",
+    "ensure_online": "the feature tables' online copies",
     "ensure_inference_log": "an inference log (the champion's batch scores)",
 }
 

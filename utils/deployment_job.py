@@ -114,20 +114,25 @@ def approval_task(model_name: str, model_version: str | int, tag: str = APPROVAL
             f"{APPROVED!r}) or the model page's tag editor), then repairs the job run")
 
 
-def gate_registered(model_name: str, version: str | int, eval_df: Any, label_col: str, **kw: Any) -> GateResult:
+def gate_registered(model_name: str, version: str | int, held_out: Any) -> GateResult:
     """The gate's verdict on a version just registered, gated once.
 
     When a deployment job is linked to the model, registration already started it: its verdict is awaited
-    (:meth:`JobTrigger.verdict`; the job judges on the rows the version's run recorded, ``eval_df`` is not
-    used). Otherwise the gate runs here: :func:`utils.gate.gate_and_set_challenger` with ``eval_df``,
-    ``label_col`` and ``kw``. Raises what those raise (``DeploymentJobFailed``, ``TimeoutError``).
+    (:meth:`JobTrigger.verdict`; the job judges on the rows the version's run recorded, ``held_out`` is not
+    used). Otherwise the gate runs here (:func:`utils.gate.gate_and_set_challenger`) on ``held_out``, the
+    held-out impressions ``utils.training.develop`` returns (a pandas frame): the model's inputs and the 0/1
+    label, judged from its first event on, against the example's feature schema. Raises what those raise
+    (``DeploymentJobFailed``, ``TimeoutError``, ``ValueError`` for a frame without the label).
     """
     job_id = linked_job(model_name)
     if job_id:
         return JobTrigger(model_name, job_id).verdict(version)
     from utils.gate import gate_and_set_challenger
+    from utils.plantly_features import LABEL, feature_schema
+    from utils.training import gate_frame
 
-    return gate_and_set_challenger(model_name, version, eval_df, label_col, **kw)
+    return gate_and_set_challenger(model_name, version, gate_frame(held_out), LABEL,
+                                   eval_start=held_out["event_ts"].min(), expected_features=feature_schema())
 
 
 def deployment_task(model_name: str, model_version: str | int, endpoint_name: str | None = None) -> dict[str, Any]:

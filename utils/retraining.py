@@ -130,9 +130,8 @@ def monitor(scored: Any, baseline_end: pd.Timestamp, model_name: str, cfg: Confi
         "drift": lakehouse.write(drift_to_arrow(drift), names["drift"], mode="overwrite", merge_schema=True),
         "quality": lakehouse.write(quality, names["quality"], mode="overwrite", merge_schema=True),
     }
-    if alerts:
-        frame = alerts_to_frame(alerts).drop_duplicates("alert_id")  # the same breach has the same id: re-runs add nothing
-        versions["alerts"] = lakehouse.merge(frame, names["alerts"], keys=["alert_id"])["version"]
+    frame = alerts_to_frame(alerts).drop_duplicates("alert_id")  # the same breach has the same id: re-runs add nothing
+    versions["alerts"] = lakehouse.merge(frame, names["alerts"], keys=["alert_id"])["version"]  # exists, even empty
     return MonitorResult(pd.Timestamp(baseline_end), drift, quality, breaches, alerts, float(baseline_auc), versions)
 
 
@@ -162,15 +161,13 @@ def retrain_and_gate(seed: int, reason: str, family: str | None = None, cfg: Con
     """
     from utils import registry
     from utils.deployment_job import gate_registered
-    from utils.plantly_features import feature_schema
-    from utils.training import develop, gate_frame
+    from utils.training import develop
 
     cfg = cfg or get_config()
     result, model_uri, test = develop(family=family, seed=seed, run_name=run_name, cfg=cfg, test_fraction=test_fraction)
     version = registry.register(model_uri, name=cfg.model_name, description=f"{result.family} recommender ({trigger}): {reason}",
                                 tags={"trigger": trigger, "reason": reason[:500]})
-    verdict = gate_registered(cfg.model_name, version.version, gate_frame(test), LABEL,
-                              eval_start=test["event_ts"].min(), expected_features=feature_schema())
+    verdict = gate_registered(cfg.model_name, version.version, test)
     promoted = False
     if verdict.passed:
         registry.promote(cfg.model_name, version.version, verdict.to_dict(), reason=f"passed the gate: {reason}"[:500])

@@ -31,24 +31,20 @@ import pandas as pd
 import pyarrow as pa
 
 from utils.config import Config, get_config, inference_log_table
-from utils.plantly_columns import (  # noqa: F401 - re-exported: the inference log's columns
+from utils.plantly_columns import (
     BOOLEAN,
     CATEGORICAL,
-    FEATURES,
     NUMERIC,
     PREDICTION_COL,
-    _feature_type,
     inference_log_schema,
 )
-from utils.stream_batch import (  # noqa: F401 - re-exported: the landed events' fields and their validation
+from utils.stream_batch import (
     CORRUPT_COL,
     EVENT_FIELDS,
-    MAX_EXACT_INT,
     QUARANTINE_SCHEMA,
     batch_scorer,
     input_columns,
     plain,
-    validate_events,
 )
 
 if TYPE_CHECKING:
@@ -153,6 +149,22 @@ def append_inference_log(rows: pd.DataFrame, cfg: Config | None = None) -> int:
     return lakehouse.merge(table, name, LOG_KEYS, update=False, insert=True)["num_inserted"]
 
 
+def log_predictions(frame: pd.DataFrame, predictions: Sequence[float] | np.ndarray, *, source: str,
+                    model_version: str | int, cfg: Config | None = None, request_id: str | None = None,
+                    inputs: pd.DataFrame | None = None) -> int:
+    """Log ``frame``'s ``predictions`` (one per row, probabilities) by the config's model ``model_version``.
+
+    Each row gets the current Delta version of every feature table (:func:`feature_table_versions`): the
+    versions batch scores are computed from. :func:`inference_rows` then :func:`append_inference_log`, so it
+    raises what they raise (``ValueError`` for an unknown ``source`` or a count mismatch). Returns how many
+    rows were inserted (a prediction already logged is skipped).
+    """
+    cfg = cfg or get_config()
+    rows = inference_rows(frame, predictions, source=source, model_name=cfg.model_name, model_version=model_version,
+                          feature_versions=feature_table_versions(cfg), request_id=request_id, inputs=inputs)
+    return append_inference_log(rows, cfg)
+
+
 def read_inference_log(cfg: Config | None = None) -> pd.DataFrame:
     """The inference log as pandas (empty, with the right columns, before the first prediction)."""
     from utils import lakehouse
@@ -253,13 +265,6 @@ def event_schema() -> Any:
     return StructType([StructField(c, StringType(), True) for c in [*EVENT_FIELDS, CORRUPT_COL]])
 
 
-def landing_dir(cfg: Config | None = None) -> Path:
-    """Folder new events land in for the streaming scorer (the ``landing`` volume on Databricks)."""
-    from utils.platform import files_dir
-
-    return files_dir("landing") / "events"
-
-
 def land_events(events: pd.DataFrame | Sequence[Mapping[str, Any]], folder: Path, name: str | None = None,
                 raw_lines: Sequence[str] = ()) -> Path:
     """Write ``events`` (plus any ``raw_lines`` as they are) as one JSON-lines file in ``folder``; returns it."""
@@ -324,13 +329,6 @@ class StreamScorer:
             activity_defaults={**CUSTOMER_ACTIVITY, **PLANT_ACTIVITY},
             inputs={"categorical": CATEGORICAL, "numeric": NUMERIC, "boolean": BOOLEAN, "whole_number": WHOLE_NUMBER},
             prediction_col=PREDICTION_COL)
-
-
-def stream_checkpoint(cfg: Config | None = None, name: str = "events") -> Path:
-    """Checkpoint folder of the streaming scorer (the ``checkpoints`` volume on Databricks)."""
-    from utils.platform import files_dir
-
-    return files_dir("checkpoints") / "scoring" / name
 
 
 def start_stream(scorer: StreamScorer, folder: Path, checkpoint: Path, max_files_per_trigger: int = 1,

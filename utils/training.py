@@ -24,6 +24,8 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "gboost": {"learning_rate": 0.1, "max_iter": 150, "max_leaf_nodes": 15},
     "random_forest": {"n_estimators": 150, "max_depth": 10, "min_samples_leaf": 5},
 }
+RUN_RECORDS = ("family", "seed", "train_rows", "test_rows", "train_end", "threshold", "test_fraction")
+"""What :func:`train_and_log` and :func:`develop` record on a run besides the family's hyper-parameters."""
 PACKAGE_REQUIREMENTS = ("mlflow", "scikit-learn", "pandas", "numpy", "scipy", "skops", "cloudpickle", "pyarrow")
 
 
@@ -39,6 +41,21 @@ class TrainResult:
     threshold: float
     model_uri: str | None = None
     inputs: dict[str, int] = field(default_factory=dict)
+
+
+def family_params(family: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The hyper-parameters ``family`` is fitted with: ``DEFAULT_PARAMS[family]`` updated by ``params``.
+
+    ``params`` may be what an MLflow run recorded (``mlflow.get_run(run_id).data.params``, every value a
+    string): a value of a default's key is cast to the default's type, and the run's own records
+    (``RUN_RECORDS``: family, seed, row counts...) are left out. Any other key is kept, so the estimator
+    refuses it by name. Raises ``ValueError`` for an unknown family or a value the cast refuses.
+    """
+    if family not in DEFAULT_PARAMS:
+        raise ValueError(f"unknown model family {family!r}: choose one of {FAMILIES}")
+    defaults = DEFAULT_PARAMS[family]
+    given = {k: v for k, v in (params or {}).items() if k not in RUN_RECORDS}
+    return {**defaults, **{k: type(defaults[k])(v) if k in defaults else v for k, v in given.items()}}
 
 
 def time_split(df: pd.DataFrame, ts_col: str = "event_ts", test_fraction: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -64,9 +81,7 @@ def build_pipeline(family: str, params: dict[str, Any] | None = None, seed: int 
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}: choose one of {FAMILIES}")
-    params = {**DEFAULT_PARAMS[family], **(params or {})}
+    params = family_params(family, params)
     pre = ColumnTransformer([
         ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), CATEGORICAL),
         ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), NUMERIC),
@@ -145,7 +160,7 @@ def train_and_log(
 
     from utils.evaluation import evaluate_scores
 
-    params = {**DEFAULT_PARAMS.get(family, {}), **(params or {})}
+    params = family_params(family, params)
     if test.empty or LABEL not in test.columns:
         raise ValueError(f"evaluation frame is empty or has no {LABEL!r} label column")
     with mlflow.start_run(run_name=run_name or family, nested=nested) as run, warnings.catch_warnings():
@@ -387,7 +402,8 @@ def develop(
 
     Returns the run's result, the packaged model's URI (logged through the feature client where the
     platform serves with automatic feature lookup, ``utils.platform.automatic_feature_lookup``) and the
-    held-out frame. ``family=None`` picks the family on the training rows (``select_family``).
+    held-out frame. ``family=None`` picks the family on the training rows (``select_family``); ``params``
+    may be what a run recorded (:func:`family_params` casts it).
     """
     import mlflow
 

@@ -69,3 +69,26 @@ def test_06_catch_up_logs_the_champions_batch_scores_when_there_is_no_inference_
     assert set(log.source) == {"batch"} and set(log.model_version) == {version} and set(log.model_name) == {cfg.model_name}
     assert log.prediction.eq(0.5).all()
     assert json.loads(log.feature_versions.iloc[0]) == feature_table_versions(cfg)
+
+
+def test_05_catch_up_publishes_the_feature_tables_online_once(spark, monkeypatch: pytest.MonkeyPatch) -> None:
+    """05's real-time requests read features online: its set-up publishes every table missing or stale there."""
+    from utils.catchup import STAGES, ensure_online
+    from utils.config import get_config
+    from utils.features import feature_client
+    from utils.local import online_store
+    from utils.online_features import online_and_offline_versions
+    from utils.plantly_features import feature_table_names
+
+    monkeypatch.setenv("MLOPS_SCHEMA", "online_catchup")
+    cfg = get_config()
+    assert STAGES["05"][-1] is ensure_online
+    assert ensure_online(2000, 5, cfg) is True
+    versions = online_and_offline_versions(cfg)
+    assert versions and all(online == offline for online, offline in versions.values()), versions
+    assert ensure_online(2000, 5, cfg) is False, "current online copies are left alone"
+    customer = feature_table_names(cfg)["customer"]
+    fe = feature_client()
+    fe.write_table(name=customer, df=fe.read_table(name=customer).limit(1).toPandas())  # the offline side moves on
+    assert ensure_online(2000, 5, cfg) is True
+    assert online_store.online_table_info(customer).source_version == online_and_offline_versions(cfg)[customer][1]

@@ -14,7 +14,6 @@ import pytest
 from utils import environment, platform, runtime
 from utils.config import Config
 from utils.project import DISTRIBUTION
-from utils.scoring import landing_dir, stream_checkpoint
 
 PROJECT = Config().project
 MODEL = Config().model_base_name  # <project>_recommender
@@ -35,8 +34,8 @@ def on_databricks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_spark_read_folders_are_volumes_on_databricks(on_databricks: None) -> None:
     assert platform.raw_data_dir() == Path("/Volumes/workshop/ada/raw")
-    assert landing_dir() == Path("/Volumes/workshop/ada/landing/events")
-    assert stream_checkpoint() == Path("/Volumes/workshop/ada/checkpoints/scoring/events")
+    assert platform.files_dir("landing") == Path("/Volumes/workshop/ada/landing")  # 05's stream reads events there
+    assert platform.files_dir("checkpoints") == Path("/Volumes/workshop/ada/checkpoints")
 
 
 def test_scratch_state_is_on_driver_disk_not_in_the_workspace_folder(on_databricks: None) -> None:
@@ -54,8 +53,8 @@ def test_state_dir_variable_still_wins_on_databricks(on_databricks: None, monkey
 
 
 def test_local_folders_follow_the_state_folder(isolated_state: Path) -> None:
-    assert landing_dir() == isolated_state.resolve() / "landing" / "events"
-    assert stream_checkpoint(name="x") == isolated_state.resolve() / "checkpoints" / "scoring" / "x"
+    assert platform.files_dir("landing") == isolated_state.resolve() / "landing"
+    assert platform.files_dir("checkpoints") == isolated_state.resolve() / "checkpoints"
 
 
 class _RecordingSpark:

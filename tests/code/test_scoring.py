@@ -25,8 +25,8 @@ from utils.scoring import (
     spark_udf_scores,
     start_stream,
     streaming_quarantine_table,
-    validate_events,
 )
+from utils.stream_batch import validate_events
 
 MODEL_CODE = """
 import mlflow

@@ -156,3 +156,21 @@ def test_the_logged_model_carries_its_metrics_per_dataset_and_its_input_versions
     assert set(by_key) == {"roc_auc", "f1_score"} and by_key["roc_auc"].value == 0.71
     assert by_key["roc_auc"].dataset_name == f"{table}@v3" and by_key["roc_auc"].run_id == run.info.run_id
     assert logged.tags[f"input.{table}"] == "3"
+
+
+def test_family_params_takes_what_a_run_logged() -> None:
+    """05 retrains the champion's recipe from ``mlflow.get_run(...).data.params``: every value a string, next to the
+    run's own records. The family's keys are cast back to the defaults' types, the records are left out, and a
+    key the family does not take reaches the estimator, which refuses it by name."""
+    from utils.training import DEFAULT_PARAMS, build_pipeline, family_params
+
+    logged = {"family": "gboost", "learning_rate": "0.05", "max_iter": "80", "seed": "43", "train_rows": "4000",
+              "test_rows": "1000", "train_end": "2024-03-01T00:00:00", "threshold": "0.31", "test_fraction": "0.2"}
+    assert family_params("gboost", logged) == {**DEFAULT_PARAMS["gboost"], "learning_rate": 0.05, "max_iter": 80}
+    assert family_params("logreg") == DEFAULT_PARAMS["logreg"]
+    with pytest.raises(ValueError, match="unknown model family 'svm'"):
+        family_params("svm", logged)
+    with pytest.raises(ValueError, match="could not convert"):
+        family_params("gboost", {"learning_rate": "fast"})
+    with pytest.raises((TypeError, ValueError), match="max_depth_typo"):
+        build_pipeline("gboost", {"max_depth_typo": 3}, 42)
