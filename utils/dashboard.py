@@ -9,7 +9,7 @@ It reads only what the lifecycle already records:
   traffic split) and, on Databricks, the Model Serving endpoint ``cfg.endpoint_name``;
 * Delta tables (``utils.lakehouse``): the commit history of every project table (freshness), the
   inference log (volume, served versions, latency and errors where recorded), the monitoring
-  drift, quality and alert tables (``utils.retraining.monitoring_tables``);
+  drift, quality and alert tables (``utils.config.monitoring_tables``);
 * lineage: the ``input.<table>`` tags of the champion's training run (``utils.training.input_versions``).
 
 The app is small and in layers: ``utils.dashboard_data`` and ``utils.dashboard_endpoints`` read,

@@ -246,7 +246,7 @@ def table_layer(name: str, cfg: Config | None = None) -> tuple[str, str]:
     The writers are comma-separated notebook paths in lifecycle order (:data:`WRITERS`), "" for a table no
     notebook writes: a source table is written by 01 and again by 06 when new data lands.
     """
-    from utils.retraining import monitoring_tables
+    from utils.config import monitoring_tables
 
     cfg = cfg or get_config()
     short = name.rsplit(".", 1)[-1]

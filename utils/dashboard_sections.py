@@ -364,7 +364,7 @@ def monitoring_section(cfg: Config, now: datetime) -> Section:
 
     def build(s: Section) -> None:
         from utils import lakehouse
-        from utils.retraining import monitoring_tables
+        from utils.config import monitoring_tables
 
         names = monitoring_tables(cfg)
         s.view = {"drift_name": names["drift"], "quality_name": names["quality"], "psi": f"{cfg.thresholds.psi:g}",
@@ -386,7 +386,7 @@ def alerts_section(cfg: Config, now: datetime, champion_at: pd.Timestamp | None)
 
     def build(s: Section) -> None:
         from utils import lakehouse
-        from utils.retraining import monitoring_tables
+        from utils.config import monitoring_tables
 
         name = cfg.table("monitoring_alerts")
         s.view = {"name": name, "state": "no table", "champion": cfg.champion_alias}

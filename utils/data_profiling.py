@@ -5,7 +5,7 @@ endpoint, batch and streaming scoring made, one shape on both platforms): Databr
 ``inference_log_profile_metrics`` and ``inference_log_drift_metrics`` itself, shows them on the table's
 Quality tab and a generated dashboard, and refreshes them when asked. Locally nothing manages such a
 monitor; ``utils.monitoring``, ``utils.drift`` and ``utils.model_quality`` compute the same kinds of
-metrics for the champion's scored training set, and ``utils.retraining.monitor`` writes them as
+metrics for the champion's scored training set, and ``utils.monitoring.monitor`` writes them as
 ``monitored_predictions_profile_metrics`` / ``_drift_metrics`` in the monitor's shape (the first two
 modules' docstrings list the columns side by side), on both platforms: those tables, not the
 monitor's, feed the alerts and the 360° page.

@@ -34,7 +34,7 @@ def _short(cfg: Config, name: str) -> str:
 
 def datasets(cfg: Config | None = None) -> dict[str, str]:
     """Dataset name -> SQL, over the tables the lifecycle writes."""
-    from utils.retraining import monitoring_tables
+    from utils.config import monitoring_tables
 
     cfg = cfg or get_config()
     mon = {k: v.rsplit(".", 1)[-1] for k, v in monitoring_tables(cfg).items()}

@@ -1,4 +1,5 @@
-"""Monitoring: profile metrics per time window, and the breaches of drift and quality thresholds.
+"""Monitoring: profile metrics per time window, the breaches of drift and quality thresholds, and :func:`monitor`,
+the pass 06 runs on the champion's scores (:func:`score_training_set`): metrics to Delta, breaches to alerts.
 
 The heavy work runs in Spark; only small per-window aggregates reach the driver. Four drifts map to functions:
 data drift, ``utils.drift.drift_metrics`` / ``drift_by_window`` on the features; label and prediction drift,
@@ -35,11 +36,13 @@ a NULL window rather than dropped.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from utils.config import Config, get_config, monitoring_tables
 from utils.monitoring_inputs import (
     column_type,
     is_atomic,
@@ -47,6 +50,7 @@ from utils.monitoring_inputs import (
     require_columns,
     window_column,
 )
+from utils.plantly_columns import LABEL, MONITORED_CATEGORICAL, MONITORED_NUMERIC
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -245,3 +249,93 @@ def detect_breaches(drift: pd.DataFrame | DataFrame, thresholds: Thresholds, *, 
                                        f"{thresholds.min_auc_drop:g}",
                 })
     return breaches
+
+
+@dataclasses.dataclass
+class MonitorResult:
+    """What one monitoring pass found."""
+
+    baseline_end: pd.Timestamp
+    drift: pd.DataFrame
+    quality: pd.DataFrame
+    breaches: list[dict[str, Any]]
+    alerts: list[Any]
+    baseline_auc: float
+    tables: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def score_training_set(model_uri: str, cfg: Config | None = None) -> str:
+    """Write the training set scored by ``model_uri`` to the ``scored`` monitoring table; returns the table's name."""
+    import mlflow
+
+    from utils import lakehouse
+    from utils.feature_types import features_frame
+    from utils.features import feature_client
+    from utils.plantly_features import (
+        load_training_frame,
+        materialize_training_set,
+        training_set_table,
+    )
+    from utils.training import scoring_model_uri
+
+    cfg = cfg or get_config()
+    inputs = materialize_training_set(feature_client(), cfg)
+    frame = load_training_frame(inputs[training_set_table(cfg)], cfg)
+    model = mlflow.pyfunc.load_model(scoring_model_uri(model_uri))
+    scored = features_frame(frame).assign(
+        event_id=frame["event_id"].to_numpy(), event_ts=frame["event_ts"].to_numpy(),
+        **{LABEL: frame[LABEL].astype(int).to_numpy()},
+        prediction=pd.Series(model.predict(features_frame(frame))).to_numpy(dtype=float),
+        model_uri=model_uri,
+    )
+    name = monitoring_tables(cfg)["scored"]
+    lakehouse.write(scored, name, mode="overwrite", merge_schema=True,
+                    description="training-set impressions scored by the champion, for monitoring")
+    return name
+
+
+def monitor(scored: Any, baseline_end: pd.Timestamp, model_name: str, cfg: Config | None = None,
+            window: str = "7 days", baseline_auc: float | None = None) -> MonitorResult:
+    """Profile, drift (features, label, prediction) and quality per window; breaches become alerts.
+
+    Concept drift compares the current window's AUC with ``baseline_auc``: pass the model's held-out
+    AUC from its training run, because the baseline rows may be the ones it was trained on (their
+    AUC is optimistic). Without it, the baseline rows' AUC is used.
+    """
+    from pyspark.sql import functions as F
+
+    from utils import lakehouse
+    from utils.alerts import alerts_from_breaches, alerts_to_frame
+    from utils.drift import drift_metrics, drift_to_arrow, label_drift, prediction_drift
+    from utils.model_quality import model_quality_by_window
+    from utils.monitoring import detect_breaches, profile_metrics
+
+    cfg = cfg or get_config()
+    names = monitoring_tables(cfg)
+    cut = F.lit(pd.Timestamp(baseline_end).to_pydatetime())
+    baseline = scored.where(F.col("event_ts") < cut)
+    current = scored.where(F.col("event_ts") >= cut)
+    if baseline.isEmpty() or current.isEmpty():
+        raise ValueError(f"monitoring needs rows before and after {baseline_end}: check the scenario window")
+    profile = profile_metrics(scored, MONITORED_NUMERIC + MONITORED_CATEGORICAL + ["prediction"],
+                              window_col="event_ts", window=window, categorical=MONITORED_CATEGORICAL)
+    drift = pd.concat([
+        drift_metrics(baseline, current, MONITORED_NUMERIC, MONITORED_CATEGORICAL),
+        label_drift(baseline, current, LABEL),
+        prediction_drift(baseline, current, "prediction"),
+    ], ignore_index=True)
+    quality = model_quality_by_window(scored, LABEL, "prediction", "event_ts", window=window)
+    whole = "3650 days"  # one window spanning each side
+    if baseline_auc is None:
+        baseline_auc = float(model_quality_by_window(baseline, LABEL, "prediction", "event_ts", window=whole)["auc"].iloc[0])
+    current_quality = model_quality_by_window(current, LABEL, "prediction", "event_ts", window=whole)
+    breaches = detect_breaches(drift, cfg.thresholds, quality=current_quality, baseline_auc=baseline_auc)
+    alerts = alerts_from_breaches(breaches, model_name)
+    versions = {
+        "profile": lakehouse.write(profile, names["profile"], mode="overwrite", merge_schema=True),
+        "drift": lakehouse.write(drift_to_arrow(drift), names["drift"], mode="overwrite", merge_schema=True),
+        "quality": lakehouse.write(quality, names["quality"], mode="overwrite", merge_schema=True),
+    }
+    frame = alerts_to_frame(alerts).drop_duplicates("alert_id")  # the same breach has the same id: re-runs add nothing
+    versions["alerts"] = lakehouse.merge(frame, names["alerts"], keys=["alert_id"])["version"]  # exists, even empty
+    return MonitorResult(pd.Timestamp(baseline_end), drift, quality, breaches, alerts, float(baseline_auc), versions)

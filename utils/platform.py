@@ -278,7 +278,7 @@ def data_profiling(cfg: Any = None, baseline_end: Any = None) -> dict[str, Any]:
 
     Databricks: ``utils.data_profiling.ensure_monitor`` creates (or refreshes) a data-profiling monitor on
     ``inference_log``, writing its baseline table first when ``baseline_end`` is given; returns what it did.
-    Locally no service profiles tables: returns where ``utils.retraining.monitor`` wrote the metrics it computed
+    Locally no service profiles tables: returns where ``utils.monitoring.monitor`` wrote the metrics it computed
     (``monitored_predictions_profile_metrics`` / ``_drift_metrics``, the monitor's shape), ``action`` "local".
     """
     from utils.config import get_config, monitoring_tables

@@ -1,8 +1,8 @@
 """The closed loop: new data arrives → monitor → alert → retrain → gate → promote only if it wins.
 
 Every step is recorded: metric and alert tables in Delta, a ``monitor`` MLflow run with the
-breaches, the retraining run with its pinned inputs, and the registry's audit trail. Locally the
-notebook calls :func:`close_the_loop`, which retrains, gates and promotes in the notebook. On
+breaches, the retraining run with its pinned inputs, and the registry's audit trail. Monitoring itself
+(:func:`utils.monitoring.monitor`) writes the metric tables; locally the notebook calls :func:`close_the_loop`, which retrains, gates and promotes in the notebook. On
 Databricks the monitor starts the bundle's retraining job instead (``jobs.run_now`` with the alerts as
 its ``reason`` parameter); that job runs :func:`retrain_task` alone (a ``python_wheel_task`` of the project's
 wheel calling the entry point ``mlops-retraining-job retrain``, :func:`cli`): train on the latest training set
@@ -13,32 +13,12 @@ It neither lands data again nor reruns the monitor.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from utils.config import Config, get_config
 
-from utils.config import Config, get_config, monitoring_tables
-from utils.plantly_columns import (  # noqa: F401 - re-exported
-    CATEGORICAL,
-    LABEL,
-    MONITORED_CATEGORICAL,
-    MONITORED_NUMERIC,
-    NUMERIC,
-)
-
-
-@dataclass
-class MonitorResult:
-    """What one monitoring pass found."""
-
-    baseline_end: pd.Timestamp
-    drift: pd.DataFrame
-    quality: pd.DataFrame
-    breaches: list[dict[str, Any]]
-    alerts: list[Any]
-    baseline_auc: float
-    tables: dict[str, int] = field(default_factory=dict)
+if TYPE_CHECKING:
+    from utils.monitoring import MonitorResult
 
 
 def land_new_data(scenario: str, rows: int, seed: int, cfg: Config | None = None) -> dict[str, Any]:
@@ -56,96 +36,6 @@ def land_new_data(scenario: str, rows: int, seed: int, cfg: Config | None = None
     _, current_start, end = window_bounds(spec)
     return {"scenario": scenario, "counts": counts, "feature_versions": versions,
             "current_start": current_start, "end": end}
-
-
-def score_training_set(model_uri: str, cfg: Config | None = None) -> str:
-    """Write the training set scored by ``model_uri`` to the ``scored`` monitoring table; returns the table's name."""
-    import mlflow
-
-    from utils import lakehouse
-    from utils.feature_types import features_frame
-    from utils.features import feature_client
-    from utils.plantly_features import (
-        load_training_frame,
-        materialize_training_set,
-        training_set_table,
-    )
-    from utils.training import scoring_model_uri
-
-    cfg = cfg or get_config()
-    inputs = materialize_training_set(feature_client(), cfg)
-    frame = load_training_frame(inputs[training_set_table(cfg)], cfg)
-    model = mlflow.pyfunc.load_model(scoring_model_uri(model_uri))
-    scored = features_frame(frame).assign(
-        event_id=frame["event_id"].to_numpy(), event_ts=frame["event_ts"].to_numpy(),
-        **{LABEL: frame[LABEL].astype(int).to_numpy()},
-        prediction=pd.Series(model.predict(features_frame(frame))).to_numpy(dtype=float),
-        model_uri=model_uri,
-    )
-    name = monitoring_tables(cfg)["scored"]
-    lakehouse.write(scored, name, mode="overwrite", merge_schema=True,
-                    description="training-set impressions scored by the champion, for monitoring")
-    return name
-
-
-def monitor(scored: Any, baseline_end: pd.Timestamp, model_name: str, cfg: Config | None = None,
-            window: str = "7 days", baseline_auc: float | None = None) -> MonitorResult:
-    """Profile, drift (features, label, prediction) and quality per window; breaches become alerts.
-
-    Concept drift compares the current window's AUC with ``baseline_auc``: pass the model's held-out
-    AUC from its training run, because the baseline rows may be the ones it was trained on (their
-    AUC is optimistic). Without it, the baseline rows' AUC is used.
-    """
-    from pyspark.sql import functions as F
-
-    from utils import lakehouse
-    from utils.alerts import alerts_from_breaches, alerts_to_frame
-    from utils.drift import drift_metrics, drift_to_arrow, label_drift, prediction_drift
-    from utils.model_quality import model_quality_by_window
-    from utils.monitoring import detect_breaches, profile_metrics
-
-    cfg = cfg or get_config()
-    names = monitoring_tables(cfg)
-    cut = F.lit(pd.Timestamp(baseline_end).to_pydatetime())
-    baseline = scored.where(F.col("event_ts") < cut)
-    current = scored.where(F.col("event_ts") >= cut)
-    if baseline.isEmpty() or current.isEmpty():
-        raise ValueError(f"monitoring needs rows before and after {baseline_end}: check the scenario window")
-    profile = profile_metrics(scored, MONITORED_NUMERIC + MONITORED_CATEGORICAL + ["prediction"],
-                              window_col="event_ts", window=window, categorical=MONITORED_CATEGORICAL)
-    drift = pd.concat([
-        drift_metrics(baseline, current, MONITORED_NUMERIC, MONITORED_CATEGORICAL),
-        label_drift(baseline, current, LABEL),
-        prediction_drift(baseline, current, "prediction"),
-    ], ignore_index=True)
-    quality = model_quality_by_window(scored, LABEL, "prediction", "event_ts", window=window)
-    whole = "3650 days"  # one window spanning each side
-    if baseline_auc is None:
-        baseline_auc = float(model_quality_by_window(baseline, LABEL, "prediction", "event_ts", window=whole)["auc"].iloc[0])
-    current_quality = model_quality_by_window(current, LABEL, "prediction", "event_ts", window=whole)
-    breaches = detect_breaches(drift, cfg.thresholds, quality=current_quality, baseline_auc=baseline_auc)
-    alerts = alerts_from_breaches(breaches, model_name)
-    versions = {
-        "profile": lakehouse.write(profile, names["profile"], mode="overwrite", merge_schema=True),
-        "drift": lakehouse.write(drift_to_arrow(drift), names["drift"], mode="overwrite", merge_schema=True),
-        "quality": lakehouse.write(quality, names["quality"], mode="overwrite", merge_schema=True),
-    }
-    frame = alerts_to_frame(alerts).drop_duplicates("alert_id")  # the same breach has the same id: re-runs add nothing
-    versions["alerts"] = lakehouse.merge(frame, names["alerts"], keys=["alert_id"])["version"]  # exists, even empty
-    return MonitorResult(pd.Timestamp(baseline_end), drift, quality, breaches, alerts, float(baseline_auc), versions)
-
-
-def held_out_auc(model_name: str, alias: str) -> float | None:
-    """The held-out AUC the aliased version's training run logged, if any."""
-    import mlflow
-
-    from utils import registry
-
-    version = registry.get_alias_version(model_name, alias)
-    if version is None or not version.run_id:
-        return None
-    metrics = mlflow.get_run(version.run_id).data.metrics
-    return next((metrics[k] for k in ("roc_auc", "roc_auc/auc") if k in metrics), None)
 
 
 def retrain_and_gate(seed: int, reason: str, family: str | None = None, cfg: Config | None = None, *,

@@ -19,9 +19,8 @@ import pytest
 
 from tests.support import own_state
 from utils import dashboard, lakehouse
-from utils.config import get_config
+from utils.config import get_config, monitoring_tables
 from utils.drift import DRIFT_COLUMNS, drift_to_arrow
-from utils.retraining import monitoring_tables
 from utils.serving import free_port
 
 # Debian's chromium; MLOPS_CHROMIUM may name another Chromium-family browser (e.g. a CI image's google-chrome).

@@ -22,9 +22,8 @@ import pytest
 from tests.support import mlflow_restored, own_state
 from utils import dashboard, dashboard_data, dashboard_figures, lakehouse, registry
 from utils.alerts import alerts_from_breaches, alerts_to_frame
-from utils.config import get_config
+from utils.config import get_config, monitoring_tables
 from utils.drift import DRIFT_COLUMNS, drift_to_arrow
-from utils.retraining import monitoring_tables
 from utils.scoring import append_request_log
 from utils.serving import free_port
 

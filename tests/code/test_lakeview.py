@@ -10,10 +10,9 @@ import pytest
 
 from utils import lakeview
 from utils.alerts import alerts_to_frame
-from utils.config import Config
+from utils.config import Config, monitoring_tables
 from utils.drift import drift_schema
 from utils.model_quality import QUALITY_COLUMNS
-from utils.retraining import monitoring_tables
 from utils.scoring import inference_log_schema, request_log_schema
 
 

@@ -25,8 +25,8 @@ import pytest
 from tests.databricks_workspace import RunningWorkspace, StandInWorkspace, TaskResult
 from utils import code_first_retrain, packaging, platform, runtime
 from utils.config import Config
+from utils.monitoring import MonitorResult
 from utils.retraining import (
-    MonitorResult,
     RetrainJobError,
     close_the_loop,
     start_retraining_job,
