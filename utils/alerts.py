@@ -158,13 +158,6 @@ class LogNotifier:
             fh.writelines(f"{now} {line}\n" for _, line in lines)
 
 
-def message_preview(message: Mapping[str, Any], lines: int = 6) -> str:
-    """The first ``lines`` lines of a Slack-compatible message's text, and how many more there are."""
-    text = str(message.get("text", "")).splitlines()
-    more = len(text) - lines
-    return "\n".join(text[:lines] + ([f"- … and {more} more"] if more > 0 else []))
-
-
 @dataclass
 class DeliveryResult:
     """Outcome of one webhook request (one batch of alerts)."""

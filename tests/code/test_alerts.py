@@ -244,14 +244,6 @@ def test_log_notifier_with_a_path_appends_lines_to_the_file_only(tmp_path, caplo
     assert len(lines) == 3 and "ALERT [warning]" in lines[0] and lines[1].endswith(f"(alert_id={alerts[1].alert_id})")
 
 
-def test_message_preview_shows_the_head_and_counts_the_rest():
-    message = al.slack_payload(al.alerts_from_breaches([_breach(column=f"c{i}", value=0.25) for i in range(9)], "m1"))
-    preview = al.message_preview(message, lines=4)
-    assert preview.splitlines()[0] == "9 monitoring alerts for m1"
-    assert len(preview.splitlines()) == 5 and preview.endswith("- … and 6 more")
-    assert al.message_preview({"text": "one line"}) == "one line"
-
-
 # ------------------------------------------------------------------ which notifiers run, per platform
 
 
