@@ -23,8 +23,9 @@ import pandas as pd
 import pytest
 
 from tests.databricks_workspace import RunningWorkspace, StandInWorkspace, TaskResult
-from utils import code_first_retrain, packaging, platform, runtime
+from utils import code_first_retrain, packaging, platform
 from utils.config import Config
+from utils.platform import runtime
 from utils.retraining import (
     MonitorResult,
     RetrainJobError,
