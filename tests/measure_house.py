@@ -42,7 +42,7 @@ LESSON_NOTEBOOKS = ("02", "03", "04", "05", "06")
 
 
 def module_lines() -> dict[str, int]:
-    """Lines per ``utils`` module, keyed by path relative to the repository (``utils/platform.py``)."""
+    """Lines per ``utils`` module, keyed by path relative to the repository (``utils/platform/runtime.py``)."""
     return {str(p.relative_to(REPO_ROOT)): len(p.read_text(encoding="utf-8").splitlines())
             for p in sorted(UTILS.rglob("*.py"))}
 
@@ -79,7 +79,8 @@ def import_graph() -> dict[str, set[str]]:
     """``utils`` module → the ``utils`` modules it imports, every import counted (inside functions too).
 
     ``from utils import x`` counts as importing module ``utils.x`` when there is one. A module's own
-    parent packages are left out: Python runs them first anyway, and they import nothing.
+    parent packages are left out: Python runs them first anyway (at import time
+    ``utils.platform``'s imports only its own runtime).
     """
     modules = {_module_name(p): p for p in sorted(UTILS.rglob("*.py"))}
     graph: dict[str, set[str]] = {m: set() for m in modules}

@@ -6,7 +6,7 @@ notebook run by hand, runs that same evaluation task in the notebook, through th
 does (:func:`run_evaluation_task`). ``utils.platform.deployment_trigger`` picks one; ``utils.deployment_job``
 re-exports them. The verdict is read back from MLflow (``utils.verdict``).
 
-Imports only base modules (``utils.runtime``, ``utils.verdict``, ``utils.wheel_tasks``), inside functions;
+Imports only base modules (``utils.platform.runtime``, ``utils.verdict``, ``utils.wheel_tasks``), inside functions;
 nothing happens at import time.
 """
 
@@ -35,7 +35,7 @@ def linked_job(model_name: str) -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from utils.runtime import registry_uri
+    from utils.platform.runtime import registry_uri
 
     try:
         model = MlflowClient(registry_uri=registry_uri()).get_registered_model(model_name)
@@ -94,7 +94,7 @@ class JobTrigger:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        from utils.runtime import registry_uri
+        from utils.platform.runtime import registry_uri
 
         client = MlflowClient(registry_uri=registry_uri())
         try:
@@ -115,7 +115,7 @@ class JobTrigger:
         the run whose job parameter ``model_version`` is ``version``). Raises ``DeploymentJobFailed`` (one line: the
         run's URL and state) when that run ended without a verdict, ``TimeoutError`` when none came in ``timeout`` s.
         """
-        from utils.runtime import workspace_client
+        from utils.platform.runtime import workspace_client
         from utils.verdict import recorded_verdict
 
         client = workspace_client()

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from utils import lakehouse_errors as errors
 from utils import lakehouse_types as types
 from utils.config import get_config
-from utils.runtime import get_spark, refresh_tables, use_catalog
+from utils.platform.runtime import get_spark, refresh_tables, use_catalog
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -103,7 +103,7 @@ def table_location(name: str) -> str:
 
 def drop(name: str) -> None:
     """Drop the table ``name`` (``DROP TABLE``) and delete its files; ``errors.TableNotFoundError`` if absent."""
-    from utils.runtime import delete_table_files
+    from utils.platform.runtime import delete_table_files
 
     location = table_location(name)
     get_spark().sql(f"DROP TABLE {errors.quoted_name(name)}")

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from utils.runtime import use_catalog
+from utils.platform.runtime import use_catalog
 
 MAX_ATTEMPTS = 10
 IDENT = re.compile(r"^[A-Za-z0-9_]+$")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from utils.runtime import get_spark
+from utils.platform.runtime import get_spark
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkDataFrame

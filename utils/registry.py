@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from utils.config import get_config
-from utils.runtime import current_user, registry_uri, tracking_uri
+from utils.platform.runtime import current_user, registry_uri, tracking_uri
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -15,8 +15,8 @@ from datetime import timedelta
 from typing import Any
 
 from utils.http_server import EndpointError, free_port, port_open  # noqa: F401 - re-exported (their home is the base layer)
-from utils.runtime import EnvironmentProblem, registry_uri, tracking_uri
-from utils.runtime import workspace_client as platform_workspace_client
+from utils.platform.runtime import EnvironmentProblem, registry_uri, tracking_uri
+from utils.platform.runtime import workspace_client as platform_workspace_client
 
 # ---------------------------------------------------------------- serving backends (what a router forwards to)
 
@@ -139,7 +139,7 @@ class ModelServingBackend:
 
 
 def workspace_client() -> Any:
-    """``databricks.sdk.WorkspaceClient()``, authenticated by the runtime (``utils.runtime.workspace_client``).
+    """``databricks.sdk.WorkspaceClient()``, authenticated by the runtime (``utils.platform.runtime.workspace_client``).
 
     Raises:
         EndpointError: off Databricks, naming the alternatives (a client of your own, or a local endpoint).

@@ -121,7 +121,7 @@ def serve(port: int = DEFAULT_PORT, state: Path | None = None, timeout: float = 
     ``state`` defaults to ``utils.platform.state_dir()``. Raises ``UIError`` when the port is taken, or the
     server exits or does not answer within ``timeout`` seconds (the server is stopped first).
     """
-    from utils.runtime import state_dir
+    from utils.platform.runtime import state_dir
 
     out = out or sys.stdout
     state = Path(state) if state is not None else state_dir()

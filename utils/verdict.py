@@ -3,7 +3,7 @@
 :class:`GateResult` (every :class:`CheckResult`, ``to_dict``/``from_dict``, ``summary``) and :func:`recorded_verdict`,
 which reads a version's verdict back from the registry and its training run with the MLflow client. The gate
 (``utils.gate``, which re-exports these names) writes it; the deployment triggers and the local deployment job
-read it. Imports only ``utils.runtime`` (the MLflow URIs); nothing happens at import time.
+read it. Imports only ``utils.platform.runtime`` (the MLflow URIs); nothing happens at import time.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from utils.runtime import registry_uri, tracking_uri
+from utils.platform.runtime import registry_uri, tracking_uri
 
 GATE_TAGS = ("gate_passed", "gate_failed", "gate_summary", "gate_checked_at")
 VERDICT_ARTIFACT = "gate/version-{version}.json"
@@ -153,7 +153,7 @@ def _display(check: CheckResult) -> tuple[str, str]:
 
 
 def registry_client() -> Any:
-    """``MlflowClient`` of this platform's tracking server and registry (``utils.runtime``'s URIs, read when called)."""
+    """``MlflowClient`` of this platform's tracking server and registry (``utils.platform.runtime``'s URIs, read when called)."""
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri(), registry_uri=registry_uri())

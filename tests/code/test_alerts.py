@@ -268,7 +268,7 @@ def fresh_notes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _on_databricks(monkeypatch: pytest.MonkeyPatch, stored: dict[str, dict[str, str]]) -> None:
-    from utils import environment
+    from utils.platform import environment
 
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
     monkeypatch.setattr(environment, "_dbutils", lambda: type("DBUtils", (), {"secrets": _Secrets(stored)})())

@@ -2,15 +2,16 @@
 
 Bottom to top, counting every import (inside functions too):
 
-0. the base (:data:`BASE`): config, parameters, the facts of where the code runs (``utils.runtime`` and
-   ``utils.environment``), small helpers (HTTP, the gate's verdict as data, wheel entry points, the Delta
-   helpers, the example's columns) and the local engine; they import only one another;
+0. the base (:data:`BASE`): config, parameters, the facts of where the code runs (:data:`FACTS`:
+   ``utils.platform.runtime`` and ``utils.platform.environment``), small helpers (HTTP, the gate's verdict as
+   data, wheel entry points, the Delta helpers, the example's columns) and the local engine; they import only
+   one another;
 1. the stand-ins, ``utils/local``: what exists only so the notebooks run off Databricks (the JVM install, the
    catalog alias, the feature-store and online-store twins, local model endpoints, the webhook inbox, the local
    deployment job); they import only the base and one another. A team that runs only on Databricks deletes the
    folder: no lifecycle module may need it at import time;
-2. ``utils.platform``: the picks of a backend, Databricks' adapter (:data:`ADAPTERS`, which import only the
-   base) or a stand-in;
+2. ``utils.platform`` (the package's ``__init__``): the picks of a backend, Databricks' adapter
+   (:data:`ADAPTERS`, which import only the base) or a stand-in;
 3. the lifecycle modules, which import anything below them.
 """
 
@@ -58,9 +59,10 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
 
 PLATFORM = "utils.platform"
 """The one module that picks implementations by platform (its imports inside functions are the picks)."""
-RUNTIME = {"utils.runtime", "utils.environment"}
-"""Where the code runs: the facts every layer may ask for (``utils.environment`` is the lower half of ``utils.runtime``)."""
-BASE = RUNTIME | {
+FACTS = {"utils.platform.runtime", "utils.platform.environment"}
+"""The rest of the ``utils.platform`` package: the facts of where the code runs, which every layer may ask for
+(``utils.platform.environment`` is the lower half of ``utils.platform.runtime``)."""
+BASE = FACTS | {
     "utils.config", "utils.parameters", "utils.project", "utils.progress", "utils.http_server", "utils.lakehouse",
     "utils.ui", "utils.verdict", "utils.wheel_tasks", "utils.plantly_columns", "utils.lakehouse_errors", "utils.lakehouse_types",
     "utils.local.engine", "utils.local.jvm", "utils.local.catalog",
@@ -74,7 +76,7 @@ def _graph() -> dict[str, set[str]]:
     graph = {m: set() for m in MODULES}
     for module, path in MODULES.items():
         for target, _top in _imports(path):
-            # a module's own package __init__ runs first anyway, and utils/__init__ imports nothing
+            # a module's own package __init__ runs first anyway (utils.platform's eagerly imports only its runtime)
             if target != module and not module.startswith(target + "."):
                 graph[module].add(target)
     return graph
@@ -120,11 +122,13 @@ def _calls(path: Path, name: str) -> list[int]:
 
 
 def test_only_the_platform_asks_where_it_runs() -> None:
-    """One code path: every other module gets the platform's pick (a client, a backend, a path), never branches."""
-    asking = {module: _calls(path, "is_databricks") for module, path in MODULES.items()
-              if module not in RUNTIME | {PLATFORM}}
+    """One code path: only the ``utils.platform`` package asks; every other module gets its pick (a client, a
+    backend, a path), never branches. The package is its picks and the facts, nothing else."""
+    package = {m for m in MODULES if m == PLATFORM or m.startswith(PLATFORM + ".")}
+    assert package == FACTS | {PLATFORM}
+    asking = {module: _calls(path, "is_databricks") for module, path in MODULES.items() if module not in package}
     assert {m: lines for m, lines in asking.items() if lines} == {}
-    for module in RUNTIME | {PLATFORM}:
+    for module in package:
         assert _calls(MODULES[module], "is_databricks"), f"the check finds the calls in {module}"
 
 
@@ -152,11 +156,15 @@ def test_the_local_stand_ins_live_in_utils_local() -> None:
             assert marker not in source, f"{module} defines {marker.split()[1]}: it belongs in utils/local"
 
 
-def test_the_served_model_bundle_holds_every_module_its_files_import() -> None:
+def test_the_served_model_bundle_holds_every_module_its_files_import(tmp_path: Path) -> None:
     """A logged feature model ships ``_BUNDLED_MODULES`` as its code; where the project is not installed (a
-    serving container) a module they import and the bundle lacks fails the model's load."""
-    from utils.local.feature_models import _BUNDLED_MODULES
+    serving container) a module they import and the bundle lacks fails the model's load. ``utils.platform``
+    ships as an empty ``__init__`` (its picks would bring in every backend), so none may import its names."""
+    from utils.local.feature_models import _BUNDLED_MODULES, _bundle_code
 
     bundled = {_module_name(UTILS / m) for m in _BUNDLED_MODULES}
+    assert PLATFORM not in bundled
     missing = {m: sorted({t for t, _top in _imports(MODULES[m])} - bundled) for m in sorted(bundled)}
     assert {m: t for m, t in missing.items() if t} == {}
+    code = _bundle_code(tmp_path / "code")
+    assert [d for d in [code, *code.rglob("*")] if d.is_dir() and not (d / "__init__.py").is_file()] == []

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from utils import environment, platform, runtime
+from utils import platform
 from utils.config import Config
+from utils.platform import environment, runtime
 from utils.project import DISTRIBUTION
 
 PROJECT = Config().project
@@ -276,7 +277,7 @@ def test_the_install_cell_quotes_the_git_folders_path_and_restarts_with_the_note
 
     import IPython
 
-    from utils import runtime
+    from utils.platform import runtime
 
     calls, restarts = [], []
     dbutils = SimpleNamespace(library=SimpleNamespace(restartPython=lambda: restarts.append(1)))
@@ -294,7 +295,7 @@ def test_the_install_cell_quotes_the_git_folders_path_and_restarts_with_the_note
 def test_the_project_folder_is_found_where_a_bundle_job_imports_utils_from_its_wheel(tmp_path: Path) -> None:
     """A bundle job installs the project's wheel; after ``restartPython()`` ``utils`` comes from site-packages, which
     has no ``pyproject.toml``: the project is then the Git folder the notebook runs in (review, new problem 1)."""
-    from utils.environment import _repo_root
+    from utils.platform.environment import _repo_root
 
     site, repo = tmp_path / "site-packages", tmp_path / "repo"
     for folder in (site / "utils", repo / "utils", repo / "notebooks"):

@@ -56,7 +56,7 @@ def test_missing_jars_give_one_line_that_says_what_to_run(tmp_path: Path) -> Non
                       {"MLOPS_JARS_DIR": str(tmp_path / "nothing-here"), "MLOPS_STATE_DIR": str(tmp_path / "s")})
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("utils.environment.EnvironmentProblem: Delta Lake jars are not installed") and "make install" in last
+    assert last.startswith("utils.platform.environment.EnvironmentProblem: Delta Lake jars are not installed") and "make install" in last
     assert "ivy" not in proc.stderr.lower()  # no resolver ran
 
 

@@ -69,16 +69,17 @@ def test_the_hygiene_checks_can_fail() -> None:
 
 # What Databricks serverless and Free Edition refuse: no SparkContext, no RDDs, no cache()/persist(),
 # no SparkContext.addFile. The notebooks and the lifecycle code they call use none of them; only the
-# local session set-up in utils/runtime.py and the local stand-ins in utils/local/ may.
+# local session set-up in utils/platform/runtime.py and the local stand-ins in utils/local/ may.
 SERVERLESS_REFUSED = re.compile(r"\.sparkContext\b|\bSparkContext\b|\.rdd\b|\.cache\(\)|\.persist\(|\baddFile\(")
-LIFECYCLE_MODULES = sorted(p for p in (ROOT / "utils").glob("*.py") if p.name not in ("platform.py", "runtime.py"))
+LIFECYCLE_MODULES = sorted(p for p in [*(ROOT / "utils").glob("*.py"), *(ROOT / "utils" / "platform").glob("*.py")]
+                           if p != ROOT / "utils" / "platform" / "runtime.py")
 
 
 def _code_lines(src: str) -> list[str]:
     return [line for line in src.splitlines() if not line.lstrip().startswith("#")]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS + LIFECYCLE_MODULES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS + LIFECYCLE_MODULES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_no_api_that_serverless_refuses(path: Path) -> None:
     sources = [src for _, src in _code_cells(path)] if path.suffix == ".ipynb" else [path.read_text(encoding="utf-8")]
     for src in sources:

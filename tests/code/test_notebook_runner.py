@@ -9,7 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from utils import environment, platform
+from utils import platform
+from utils.platform import environment
 from utils.project import DISTRIBUTION
 from utils.runner import kernel_log, render_html, run_notebook, stderr_outputs
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from utils import environment, platform, runtime
+from utils import platform
 from utils.parameters import ParameterError
+from utils.platform import environment, runtime
 
 
 def test_is_databricks_follows_runtime_variable(monkeypatch: pytest.MonkeyPatch) -> None:

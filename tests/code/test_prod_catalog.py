@@ -21,8 +21,9 @@ from tests.code.test_bundle import (
 from tests.code.test_databricks_paths import _Widgets
 from tests.code.test_workspace_calls import on_databricks, running, runtime_auth  # noqa: F401 - fixtures
 from tests.databricks_workspace import StandInWorkspace
-from utils import environment, packaging, platform
+from utils import packaging, platform
 from utils.config import get_config
+from utils.platform import environment
 from utils.project import DEV_CATALOG, NAME, PROD_CATALOG
 
 EXPECTED = {"dev": None, "serverless": None, "staging": PROD_CATALOG or None, "prod": None}

@@ -224,7 +224,7 @@ def test_bundle_job_parameters_parse_as_the_declared_types() -> None:
         given += [kv for t in job["tasks"] for kv in t["notebook_task"].get("base_parameters", {}).items()]
         for name, text in given:
             if name in config_fields or name == "lakebase":  # config through job parameters (serverless has no
-                continue  # cluster variables); lakebase is a switch read from its widget (utils.environment)
+                continue  # cluster variables); lakebase is a switch read from its widget (utils.platform.environment)
             assert name in declared, f"job parameter {name!r} is declared by no notebook's parameters cell"
             texts = [str(text)]
             if str(text).startswith("${var."):

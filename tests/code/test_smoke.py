@@ -131,7 +131,7 @@ def test_no_cli_is_one_line_naming_the_install_page(tmp_path: Any, monkeypatch: 
 
 
 def test_the_make_target_runs_the_smoke_with_its_target_and_size() -> None:
-    from utils.runtime import REPO_ROOT
+    from utils.platform.runtime import REPO_ROOT
 
     make = (REPO_ROOT / "Makefile").read_text()
     assert "databricks-smoke:" in make and "-m utils.smoke --target $(TARGET) --rows $(SMOKE_ROWS)" in make
@@ -140,7 +140,7 @@ def test_the_make_target_runs_the_smoke_with_its_target_and_size() -> None:
 def test_the_scheduled_workflow_runs_the_smoke_only_where_workspace_secrets_exist() -> None:
     import yaml
 
-    from utils.runtime import REPO_ROOT
+    from utils.platform.runtime import REPO_ROOT
 
     flow = yaml.safe_load((REPO_ROOT / ".github/workflows/databricks-smoke.yml").read_text())
     assert flow[True]["schedule"] and "workflow_dispatch" in flow[True]  # YAML 1.1 reads the key `on` as True

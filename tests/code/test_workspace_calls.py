@@ -23,9 +23,10 @@ import pandas as pd
 import pytest
 
 from tests.databricks_workspace import RunningWorkspace, StandInWorkspace, TaskResult
-from utils import code_first_retrain, packaging, platform, runtime
+from utils import code_first_retrain, packaging, platform
 from utils.config import Config
 from utils.monitoring import MonitorResult
+from utils.platform import runtime
 from utils.retraining import (
     RetrainJobError,
     close_the_loop,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from utils.http_server import EndpointError, free_port, port_open
-from utils.runtime import REPO_ROOT, registry_uri, state_dir, tracking_uri
+from utils.platform.runtime import REPO_ROOT, registry_uri, state_dir, tracking_uri
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -20,20 +20,21 @@ from typing import Any
 
 from utils.local import online_store as online
 from utils.local.feature_spec import MODEL_DATA_DIR, SPEC_FILE, FeatureSpec
-from utils.runtime import REPO_ROOT
+from utils.platform.runtime import REPO_ROOT
 
 # What the served model imports (the pyfunc loader, the spec and their imports), relative to ``utils``.
-_BUNDLED_MODULES = ("__init__.py", "environment.py", "parameters.py", "config.py", "project.py", "local/__init__.py",
-                    "local/feature_spec.py", "local/online_store.py", "local/online_values.py")
+_BUNDLED_MODULES = ("__init__.py", "parameters.py", "config.py", "project.py", "platform/environment.py",
+                    "local/__init__.py", "local/feature_spec.py", "local/online_store.py", "local/online_values.py")
 
 
 def _bundle_code(target: Path) -> Path:
-    """A copy of the few ``utils`` modules the served model needs, to ship inside the model."""
+    """A copy of the few ``utils`` modules the served model needs, to ship inside it (of ``utils.platform``, the facts)."""
     pkg = target / "utils"
     pkg.mkdir(parents=True)
     for module in _BUNDLED_MODULES:
         (pkg / module).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / "utils" / module, pkg / module)
+    (pkg / "platform" / "__init__.py").write_text('"""Only the facts: the picks of utils/platform/__init__.py would bring in every backend."""\n')
     return pkg
 
 
@@ -52,7 +53,7 @@ def _requirements(raw_model_path: Path, extra: Sequence[str] | None) -> list[str
 
 
 def _scratch_dir() -> str:
-    from utils.runtime import tmp_dir
+    from utils.platform.runtime import tmp_dir
 
     path = tmp_dir()
     path.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from utils.runtime import state_dir
+from utils.platform.runtime import state_dir
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -187,7 +187,7 @@ def require_table(name: str, with_version: bool = True) -> TableMeta:
         FeatureTableNotFoundError: ``name`` is not registered, or its Delta table is gone.
     """
     from utils import lakehouse
-    from utils.runtime import get_spark
+    from utils.platform.runtime import get_spark
 
     meta = load_table_meta(name)
     if meta is None:

@@ -291,7 +291,7 @@ class LocalFeatureEngineeringClient:
         import mlflow.pyfunc
         from pyspark.sql import functions as F
 
-        from utils.runtime import get_spark
+        from utils.platform.runtime import get_spark
 
         if kwargs:
             raise TypeError(f"score_batch() got unexpected keyword arguments {sorted(kwargs)} (the local client has no "

@@ -37,7 +37,7 @@ def spark_df(df: Any) -> DataFrame:
     except ImportError:  # pragma: no cover
         pd = pa = None
     if pd is not None and isinstance(df, (pd.DataFrame, pa.Table)):
-        from utils.runtime import get_spark
+        from utils.platform.runtime import get_spark
 
         if len(df) == 0:  # Spark Connect infers no schema from no rows: take Arrow's
             from pyspark.sql.pandas.types import from_arrow_schema

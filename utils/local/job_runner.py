@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from utils.runtime import REPO_ROOT
+from utils.platform.runtime import REPO_ROOT
 from utils.wheel_tasks import _exit_status, entry_point, run_wheel_task  # noqa: F401 - re-exported: the wheel tasks' runner
 
 PYTHON_TASKS = ("spark_python_task", "python_wheel_task")

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from utils.environment import state_dir  # the served model ships this module: see feature_models._BUNDLED_MODULES
 from utils.local.online_values import from_sql, is_missing, key_value, typed_column
+from utils.platform.environment import state_dir  # the served model ships this module: see feature_models._BUNDLED_MODULES
 
 if TYPE_CHECKING:
     import pandas as pd

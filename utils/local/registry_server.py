@@ -57,7 +57,7 @@ class LocalRegistryServer:
     """
 
     def __init__(self, state: Path | None = None, port: int = 0, timeout: float = READY_TIMEOUT_S) -> None:
-        from utils.runtime import state_dir
+        from utils.platform.runtime import state_dir
 
         self.state = Path(state) if state is not None else state_dir()
         self.port = port

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from utils.http_server import EndpointError
-from utils.runtime import registry_uri, tracking_uri
+from utils.platform.runtime import registry_uri, tracking_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -131,7 +131,7 @@ def _load_served(source: str) -> Any:
     import mlflow.pyfunc
 
     from utils.local.online_store import serving_model
-    from utils.runtime import tmp_dir
+    from utils.platform.runtime import tmp_dir
 
     tmp_dir().mkdir(parents=True, exist_ok=True)
     download = tempfile.mkdtemp(prefix="served-", dir=tmp_dir())

@@ -2,11 +2,11 @@
 
 The facts of the place, with no pick of a backend: :func:`is_databricks`, the folders (:func:`state_dir`,
 :func:`files_dir`, :func:`tmp_dir`, ...), notebook parameters (:func:`get_param`), secrets, the Java check
-(``utils.environment``, re-exported here), and what is built on them here: Unity Catalog schemas and volumes
-(:func:`ensure_dirs`), the Spark session (:func:`get_spark`, :func:`stop_spark`, :func:`use_catalog`) and MLflow
-(:func:`configure_mlflow`). ``utils.platform`` re-exports every public name and picks the backends.
+(``utils.platform.environment``, re-exported here), and what is built on them here: Unity Catalog schemas and
+volumes (:func:`ensure_dirs`), the Spark session (:func:`get_spark`, :func:`stop_spark`, :func:`use_catalog`) and
+MLflow (:func:`configure_mlflow`). The package's ``__init__`` re-exports every public name and picks the backends.
 
-It imports only base modules: ``utils.environment``, ``utils.parameters``, ``utils.config``, ``utils.progress``
+It imports only base modules: ``utils.platform.environment``, ``utils.project``, ``utils.config``, ``utils.progress``
 and the local engine (``utils.local.engine``, ``jvm``, ``catalog``), the last ones inside functions, only off
 Databricks. Nothing happens at import time.
 """
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from utils import environment
-from utils.environment import (  # noqa: F401 - re-exported: the facts of where the code runs
+from utils.platform import environment
+from utils.platform.environment import (  # noqa: F401 - re-exported: the facts of where the code runs
     JAVA_HINT,
     MIN_JAVA,
     REPO_ROOT,

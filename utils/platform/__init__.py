@@ -1,11 +1,11 @@
-"""The only module that picks a backend by where the code runs: Databricks' own services or their local stand-ins.
+"""Where the code runs, known only in this package, and the picks of a backend by it: Databricks' or a stand-in.
 
-Notebooks never branch on the platform; they call these functions. The facts of the place (the paths,
-parameters, secrets, the Spark session, MLflow's URIs) are ``utils.runtime``'s, re-exported here so that
-``from utils.platform import get_spark, get_param, state_dir, ...`` keeps working. Each pick imports its
-implementation inside the function, when called: on Databricks an adapter that imports only base modules
-(``utils.serving``, ``utils.deployment_triggers``, ``utils.data_profiling``, ``utils.lakebase``), elsewhere a
-stand-in of ``utils.local``. Nothing happens at import time.
+``utils.platform.environment`` holds the facts of the place (paths, parameters, secrets, Java, MLflow's URIs),
+``utils.platform.runtime`` what is built on them (the Spark session, MLflow's set-up), re-exported here so that
+``from utils.platform import get_spark, get_param, state_dir, ...`` works; notebooks never branch on the platform.
+Each pick imports its implementation inside the function, when called: on Databricks an adapter that imports only
+base modules (``utils.serving``, ``utils.deployment_triggers``, ``utils.data_profiling``, ``utils.lakebase``),
+elsewhere a stand-in of ``utils.local``. Nothing happens at import time.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from utils.runtime import (  # noqa: F401 - re-exported: the facts of where the code runs
+from utils.platform.runtime import (  # noqa: F401 - re-exported: the facts of where the code runs
     JAVA_HINT,
     MIN_JAVA,
     REPO_ROOT,

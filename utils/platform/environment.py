@@ -1,9 +1,9 @@
-"""Where the code runs and what that place provides: the facts ``utils.runtime`` builds on.
+"""Where the code runs and what that place provides: the facts ``utils.platform.runtime`` builds on.
 
 Detection (:func:`is_databricks`), the paths, notebook parameters, secrets, the Java check, the MLflow URIs,
 the workspace client and the current user. No backend is picked here (``utils.platform`` picks them).
-It imports only ``utils.parameters`` and ``utils.config`` (the latter inside functions), and nothing happens
-at import time. ``utils.runtime`` re-exports every public name, and ``utils.platform`` re-exports those.
+It imports only ``utils.parameters``, ``utils.project`` and ``utils.config`` (inside functions), and nothing happens
+at import time. ``utils.platform.runtime`` re-exports every public name, and ``utils.platform`` re-exports those.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _repo_root(package_parent: Path, cwd: Path) -> Path:
                 package_parent)
 
 
-REPO_ROOT = _repo_root(Path(__file__).resolve().parents[1], Path.cwd())
+REPO_ROOT = _repo_root(Path(__file__).resolve().parents[2], Path.cwd())
 
 
 MIN_JAVA = 17
