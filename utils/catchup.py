@@ -110,8 +110,7 @@ def ensure_inference_log(rows: int, seed: int, cfg: Config | None = None) -> boo
 
 
 def ensure_online(rows: int, seed: int, cfg: Config | None = None) -> bool:
-    """Publish every feature table missing online or older there than offline (real-time requests read their
-    features there); True when it published one."""
+    """Publish the feature tables missing or stale online (05's real-time requests read them there); True if any."""
     from utils.online_features import ensure_online_features, online_and_offline_versions
 
     ensure_features(rows, seed, cfg)
