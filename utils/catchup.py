@@ -42,8 +42,8 @@ def ensure_silver(rows: int, seed: int, cfg: Config | None = None) -> bool:
 def ensure_features(rows: int, seed: int, cfg: Config | None = None) -> bool:
     """Build the feature tables unless they exist; True when it built them."""
     from utils import lakehouse
-    from utils.features import feature_client
     from utils.plantly_features import build_feature_tables, feature_table_names
+    from utils.platform import feature_client
 
     cfg = cfg or get_config()
     if all(lakehouse.exists(t) for t in feature_table_names(cfg).values()):
@@ -85,12 +85,12 @@ def ensure_inference_log(rows: int, seed: int, cfg: Config | None = None) -> boo
 
     from utils import lakehouse, registry
     from utils.feature_types import features_frame
-    from utils.features import feature_client
     from utils.plantly_features import (
         load_training_frame,
         materialize_training_set,
         training_set_table,
     )
+    from utils.platform import feature_client
     from utils.scoring import inference_log_table, log_predictions
     from utils.training import scoring_model_uri
 
@@ -111,7 +111,10 @@ def ensure_inference_log(rows: int, seed: int, cfg: Config | None = None) -> boo
 
 def ensure_online(rows: int, seed: int, cfg: Config | None = None) -> bool:
     """Publish the feature tables missing or stale online (05's real-time requests read them there); True if any."""
-    from utils.online_features import ensure_online_features, online_and_offline_versions
+    from utils.online_features import (
+        ensure_online_features,
+        online_and_offline_versions,
+    )
 
     ensure_features(rows, seed, cfg)
     stale = [t for t, (online, offline) in online_and_offline_versions(cfg).items() if online is None or online < offline]

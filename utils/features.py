@@ -5,7 +5,7 @@ The notebooks call the real client's API on whatever ``feature_client()`` return
 ``utils.local.feature_store.LocalFeatureEngineeringClient`` everywhere else (same methods, same
 keyword arguments, the real package's ``FeatureLookup`` and ``FeatureTable`` classes).
 ``utils.platform`` picks them (``feature_client``, ``online_store_spec``, ``record_lineage``,
-``feature_lineage``, ``lineage_is_immediate``, ``delete_online_store``, re-exported here); this module holds what is the same on
+``feature_lineage``, ``lineage_is_immediate``, ``delete_online_store``: import them from there); this module holds what is the same on
 both platforms, publishing for the router, and the Lakebase store the platform asks for on Databricks.
 """
 
@@ -14,18 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 from utils.lakebase import LAKEBASE_READY_TIMEOUT_S
-
-# The feature-store entry points: the platform picks Databricks' own or the local twin.
-from utils.platform import (  # noqa: F401 - re-exported for the notebooks
-    delete_online_store,
+from utils.platform import (
     feature_client,
-    feature_lineage,
     get_spark,
     lakebase_enabled,
-    lineage_is_immediate,
     online_store_spec,
     online_table_name,
-    record_lineage,
 )
 
 

@@ -270,12 +270,12 @@ def score_training_set(model_uri: str, cfg: Config | None = None) -> str:
 
     from utils import lakehouse
     from utils.feature_types import features_frame
-    from utils.features import feature_client
     from utils.plantly_features import (
         load_training_frame,
         materialize_training_set,
         training_set_table,
     )
+    from utils.platform import feature_client
     from utils.training import scoring_model_uri
 
     cfg = cfg or get_config()

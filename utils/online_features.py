@@ -46,8 +46,9 @@ def ensure_online_features(cfg: Config | None = None) -> dict[str, int | None]:
     A table is stale when the Delta version its online copy came from is behind the offline table's current
     version (e.g. 06 landed new customers after 05 published): it is republished, so a re-run serves them.
     """
-    from utils.features import feature_client, publish_online
+    from utils.features import publish_online
     from utils.local import online_store
+    from utils.platform import feature_client
 
     fe = None
     for table, (online, offline) in online_and_offline_versions(cfg).items():

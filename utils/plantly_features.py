@@ -152,7 +152,7 @@ def feature_table_specs(cfg: Config | None = None) -> list[dict[str, Any]]:
 def build_feature_tables(fe: Any, cfg: Config | None = None) -> dict[str, int]:
     """Create (or MERGE into) every feature table from the silver tables; returns each table's version."""
     from utils import lakehouse
-    from utils.features import record_lineage
+    from utils.platform import record_lineage
     from utils.progress import progress
 
     cfg = cfg or get_config()

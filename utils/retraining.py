@@ -24,10 +24,10 @@ if TYPE_CHECKING:
 def land_new_data(scenario: str, rows: int, seed: int, cfg: Config | None = None) -> dict[str, Any]:
     """Land a scenario's raw feed and run it through ingestion and the feature tables, as production would."""
     from utils.datagen import land_raw_files
-    from utils.features import feature_client
     from utils.ingest import ingest
     from utils.plantly_features import build_feature_tables
     from utils.plantly_shop import GeneratorSpec, window_bounds
+    from utils.platform import feature_client
 
     spec = GeneratorSpec(rows=rows, seed=seed, scenario=scenario)
     land_raw_files(spec)

@@ -298,7 +298,7 @@ def log_recommender(result: TrainResult, example: pd.DataFrame, registered_model
             info = mlflow.pyfunc.log_model(name="recommender", python_model=code,
                                            registered_model_name=registered_model_name, **recommender)
         else:
-            from utils.features import feature_client
+            from utils.platform import feature_client
 
             info = feature_client().log_model(model=code, artifact_path="recommender", flavor=mlflow.pyfunc,
                                               training_set=training_set, registered_model_name=registered_model_name,
@@ -407,13 +407,13 @@ def develop(
     """
     import mlflow
 
-    from utils.features import feature_client
     from utils.plantly_features import (
         load_training_frame,
         materialize_training_set,
         model_training_set,
         training_set_table,
     )
+    from utils.platform import feature_client
 
     fe = feature_client()
     inputs = materialize_training_set(fe, cfg)

@@ -55,9 +55,8 @@ def compute(spark: Any, spec_dir: Path, seconds: dict[str, float] | None = None)
     """Every result as pandas (or records for drift), computed on ``spark``'s master; step times go to ``seconds``."""
     import mlflow
 
-    from utils.features import feature_client
     from utils.drift import drift_metrics
-    from utils.platform import tracking_uri
+    from utils.platform import feature_client, tracking_uri
     from utils.scoring import spark_udf_scores
 
     spec = json.loads((spec_dir / "spec.json").read_text())

@@ -85,7 +85,7 @@ def _model_uri(train: pd.DataFrame, test: pd.DataFrame) -> str:
 
 def _feature_tables(rng: np.random.Generator) -> dict[str, str]:
     """A time series customer table (nulls, several rows per key) and a plant table without time, as feature tables."""
-    from utils.features import feature_client
+    from utils.platform import feature_client
 
     base = pd.Timestamp("2024-03-01", tz="UTC")
     n = 240

@@ -51,7 +51,12 @@ def test_06_catch_up_logs_the_champions_batch_scores_when_there_is_no_inference_
     from utils.catchup import STAGES, ensure_features, ensure_inference_log
     from utils.config import get_config
     from utils.plantly_features import training_set_table
-    from utils.scoring import feature_table_versions, inference_log_schema, inference_log_table, read_inference_log
+    from utils.scoring import (
+        feature_table_versions,
+        inference_log_schema,
+        inference_log_table,
+        read_inference_log,
+    )
 
     monkeypatch.setenv("MLOPS_CATALOG", "late")
     monkeypatch.setenv("MLOPS_SCHEMA", "joiner")
@@ -75,10 +80,10 @@ def test_05_catch_up_publishes_the_feature_tables_online_once(spark, monkeypatch
     """05's real-time requests read features online: its set-up publishes every table missing or stale there."""
     from utils.catchup import STAGES, ensure_online
     from utils.config import get_config
-    from utils.features import feature_client
     from utils.local import online_store
     from utils.online_features import online_and_offline_versions
     from utils.plantly_features import feature_table_names
+    from utils.platform import feature_client
 
     monkeypatch.setenv("MLOPS_SCHEMA", "online_catchup")
     cfg = get_config()

@@ -425,7 +425,7 @@ def test_two_proportion_test_matches_hand_computation():
 
 def _tiny_feature_tables(cfg):
     """The four feature tables of ``cfg``, offline only: customer C7 'west', one row in each of the others."""
-    from utils.features import feature_client
+    from utils.platform import feature_client
 
     t = feature_table_names(cfg)
     fe = feature_client()
@@ -570,11 +570,15 @@ def _feature_store_model(name: str, folder: Path) -> str:
     from mlflow.types.schema import ColSpec, Schema
 
     from utils import registry
-    from utils.features import feature_client
-    from utils.local.feature_spec import FeatureSpec, LookupSpec
     from utils.local.feature_lookups import LocalTrainingSet
-    from utils.online_features import CUSTOMER_ACTIVITY, CUSTOMER_FEATURES, PLANT_ACTIVITY, PLANT_FEATURES
-    from utils.platform import configure_mlflow
+    from utils.local.feature_spec import FeatureSpec, LookupSpec
+    from utils.online_features import (
+        CUSTOMER_ACTIVITY,
+        CUSTOMER_FEATURES,
+        PLANT_ACTIVITY,
+        PLANT_FEATURES,
+    )
+    from utils.platform import configure_mlflow, feature_client
 
     t = feature_table_names()
     lookups = [LookupSpec(t["customer"], ["customer_id"], CUSTOMER_FEATURES),

@@ -25,12 +25,6 @@ from pyspark.sql.types import (
 
 from tests import support
 from utils import lakehouse
-from utils.features import (
-    feature_client,
-    feature_lineage,
-    online_store_spec,
-    record_lineage,
-)
 from utils.local import online_store as online
 from utils.local.feature_lookups import FeatureLookupError
 from utils.local.feature_registry import FeatureTableNotFoundError
@@ -38,6 +32,12 @@ from utils.local.feature_spec import MODEL_DATA_DIR, SPEC_FILE, FeatureSpec
 from utils.local.feature_store import LocalFeatureEngineeringClient
 from utils.local.feature_writes import FeatureTableWriteError
 from utils.local.point_in_time import within_spine_time_range
+from utils.platform import (
+    feature_client,
+    feature_lineage,
+    online_store_spec,
+    record_lineage,
+)
 
 BASE = dt.datetime(2024, 1, 1)
 SEEDS = range(6)

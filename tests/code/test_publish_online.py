@@ -13,9 +13,10 @@ import pytest
 from tests.support import table
 from utils import lakehouse
 from utils.config import get_config
-from utils.features import online_table_name, publish_online
+from utils.features import publish_online
 from utils.local import online_store
 from utils.local.feature_store import LocalFeatureEngineeringClient
+from utils.platform import online_table_name
 
 
 def _activity_table(spark) -> str:

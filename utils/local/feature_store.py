@@ -1,6 +1,6 @@
 """The local twin of Databricks Feature Engineering in Unity Catalog (``FeatureEngineeringClient``).
 
-``utils.features.feature_client()`` returns :class:`LocalFeatureEngineeringClient` outside Databricks.
+``utils.platform.feature_client()`` returns :class:`LocalFeatureEngineeringClient` outside Databricks.
 It has the real client's method names and keyword arguments and accepts the package's real
 ``FeatureLookup`` objects, so notebook code is the same in both places.
 
