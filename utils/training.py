@@ -47,15 +47,31 @@ def family_params(family: str, params: dict[str, Any] | None = None) -> dict[str
     """The hyper-parameters ``family`` is fitted with: ``DEFAULT_PARAMS[family]`` updated by ``params``.
 
     ``params`` may be what an MLflow run recorded (``mlflow.get_run(run_id).data.params``, every value a
-    string): a value of a default's key is cast to the default's type, and the run's own records
-    (``RUN_RECORDS``: family, seed, row counts...) are left out. Any other key is kept, so the estimator
-    refuses it by name. Raises ``ValueError`` for an unknown family or a value the cast refuses.
+    string): a value of a default's key is cast to the default's type (``"None"`` to None, a whole number
+    to an int), and the run's other records are left out: ``RUN_RECORDS`` (family, seed, row counts...) and
+    what ``mlflow.sklearn.autolog`` records of the whole pipeline (its ``get_params(deep=True)`` keys; 02
+    trains with autolog on). Any other key is kept, so the estimator refuses a misspelt one by name.
+    Raises ``ValueError`` for an unknown family or a value the cast refuses (``max_iter="8.5"``).
     """
     if family not in DEFAULT_PARAMS:
         raise ValueError(f"unknown model family {family!r}: choose one of {FAMILIES}")
     defaults = DEFAULT_PARAMS[family]
     given = {k: v for k, v in (params or {}).items() if k not in RUN_RECORDS}
-    return {**defaults, **{k: type(defaults[k])(v) if k in defaults else v for k, v in given.items()}}
+    if set(given) - set(defaults):
+        autologged = set(build_pipeline(family, None, 0).get_params(deep=True))
+        given = {k: v for k, v in given.items() if k not in autologged}
+    return {**defaults, **{k: _cast_param(defaults[k], v, k) if k in defaults else v for k, v in given.items()}}
+
+
+def _cast_param(default: Any, value: Any, name: str) -> Any:
+    if value is None or value == "None":
+        return None
+    if isinstance(default, int):
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        return int(number)
+    return type(default)(value)
 
 
 def time_split(df: pd.DataFrame, ts_col: str = "event_ts", test_fraction: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:

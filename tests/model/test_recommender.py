@@ -158,19 +158,34 @@ def test_the_logged_model_carries_its_metrics_per_dataset_and_its_input_versions
     assert logged.tags[f"input.{table}"] == "3"
 
 
-def test_family_params_takes_what_a_run_logged() -> None:
-    """05 retrains the champion's recipe from ``mlflow.get_run(...).data.params``: every value a string, next to the
-    run's own records. The family's keys are cast back to the defaults' types, the records are left out, and a
-    key the family does not take reaches the estimator, which refuses it by name."""
-    from utils.training import DEFAULT_PARAMS, build_pipeline, family_params
+def test_family_params_takes_what_a_run_logged(tmp_path) -> None:
+    """03 and 05 retrain a recipe from ``mlflow.get_run(...).data.params``: every value a string, next to the run's
+    own records and, for 02's candidates, everything ``mlflow.sklearn.autolog`` recorded of the pipeline. The
+    family's keys are cast back to the defaults' types, the rest is left out, and a key nobody recorded reaches
+    the estimator, which refuses it by name."""
+    import mlflow
 
-    logged = {"family": "gboost", "learning_rate": "0.05", "max_iter": "80", "seed": "43", "train_rows": "4000",
-              "test_rows": "1000", "train_end": "2024-03-01T00:00:00", "threshold": "0.31", "test_fraction": "0.2"}
-    assert family_params("gboost", logged) == {**DEFAULT_PARAMS["gboost"], "learning_rate": 0.05, "max_iter": 80}
+    from tests.support import mlflow_restored
+    from utils.training import DEFAULT_PARAMS, build_pipeline, family_params, train_and_log
+
+    train, test = pandas_training_frames(1500, 1)
+    with mlflow_restored():
+        mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)  # as 02 trains its candidates
+        try:
+            run = train_and_log(train, test, "random_forest", {"max_depth": 6}, seed=1, log_model=False)
+        finally:
+            mlflow.sklearn.autolog(disable=True)
+        logged = mlflow.get_run(run.run_id).data.params
+    assert {"family", "seed", "classifier__max_depth"} <= set(logged), sorted(logged)
+    recipe = family_params(logged["family"], logged)
+    assert recipe == {**DEFAULT_PARAMS["random_forest"], "max_depth": 6}
+    build_pipeline("random_forest", recipe, 1)
+    assert family_params("random_forest", {"max_depth": "None", "n_estimators": "80.0"})["max_depth"] is None
     assert family_params("logreg") == DEFAULT_PARAMS["logreg"]
     with pytest.raises(ValueError, match="unknown model family 'svm'"):
         family_params("svm", logged)
-    with pytest.raises(ValueError, match="could not convert"):
-        family_params("gboost", {"learning_rate": "fast"})
+    with pytest.raises(ValueError, match="max_iter must be a whole number"):
+        family_params("gboost", {"max_iter": "8.5"})
     with pytest.raises((TypeError, ValueError), match="max_depth_typo"):
         build_pipeline("gboost", {"max_depth_typo": 3}, 42)
