@@ -171,6 +171,7 @@ def test_family_params_takes_what_a_run_logged(tmp_path) -> None:
     train, test = pandas_training_frames(1500, 1)
     with mlflow_restored():
         mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        mlflow.set_experiment("family-params")  # the active experiment of an earlier test is in another store
         mlflow.sklearn.autolog(log_models=False, log_datasets=False, silent=True)  # as 02 trains its candidates
         try:
             run = train_and_log(train, test, "random_forest", {"max_depth": 6}, seed=1, log_model=False)
