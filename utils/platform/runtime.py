@@ -2,9 +2,9 @@
 
 The facts of the place, with no pick of a backend: :func:`is_databricks`, the folders (:func:`state_dir`,
 :func:`files_dir`, :func:`tmp_dir`, ...), notebook parameters (:func:`get_param`), secrets, the Java check
-(``utils.platform.environment``, re-exported here), and what is built on them here: Unity Catalog schemas and
+(``utils.platform.environment``), and what is built on them here: Unity Catalog schemas and
 volumes (:func:`ensure_dirs`), the Spark session (:func:`get_spark`, :func:`stop_spark`, :func:`use_catalog`) and
-MLflow (:func:`configure_mlflow`). The package's ``__init__`` re-exports every public name and picks the backends.
+MLflow (:func:`configure_mlflow`). The package's ``__init__`` re-exports both modules' public names and picks the backends.
 
 It imports only base modules: ``utils.platform.environment``, ``utils.project``, ``utils.config``, ``utils.progress``
 and the local engine (``utils.local.engine``, ``jvm``, ``catalog``), the last ones inside functions, only off
@@ -22,30 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from utils.platform import environment
-from utils.platform.environment import (  # noqa: F401 - re-exported: the facts of where the code runs
-    JAVA_HINT,
-    MIN_JAVA,
+from utils.platform.environment import (
     REPO_ROOT,
     VOLUMES,
     EnvironmentProblem,
-    MissingSecret,
     artifact_root,
-    automatic_feature_lookup,
     current_user,
     files_dir,
-    get_param,
-    get_secret,
     is_databricks,
-    is_serverless,
     java_version,
-    lakebase_enabled,
     lakehouse_dir,
-    lineage_is_immediate,
     mlflow_dir,
-    online_table_name,
-    output_dir,
-    personal_schema,
-    platform_name,
     raw_data_dir,
     registry_uri,
     state_dir,
