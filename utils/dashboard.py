@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from utils.config import Config, get_config
 from utils.dashboard_data import (
@@ -61,7 +59,7 @@ from utils.platform import output_dir, platform_name
 
 __all__ = [
     "SECTION_IDS", "EndpointStatus", "Section", "build_dashboard", "collect_sections", "default_out",
-    "inference_summary", "main", "probe_endpoint", "render", "request_summary", "section_errors", "show",
+    "inference_summary", "main", "probe_endpoint", "render", "request_summary", "section_errors",
     "table_layer",
 ]
 
@@ -214,20 +212,6 @@ def build_dashboard(out: Path | None = None, endpoint_urls: list[str] | None = N
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
-
-
-def show(path: Path, height: int = 1000) -> Any:
-    """The page at ``path`` for a notebook cell: an ``IPython.display.HTML`` of an isolated ``<iframe srcdoc>``.
-
-    The iframe keeps the page's CSS and script inside it. Raises OSError when ``path`` cannot be read.
-    """
-    from IPython.display import HTML
-
-    page = Path(path).read_text(encoding="utf-8")
-    iframe = environment().get_template("dashboard_iframe.html.j2").render(page=page, height=int(height))
-    with warnings.catch_warnings():  # IPython suggests IFrame, which cannot embed a page without a server
-        warnings.filterwarnings("ignore", message="Consider using IPython.display.IFrame")
-        return HTML(iframe)
 
 
 def section_errors(path: Path) -> list[str]:

@@ -7,8 +7,11 @@
 * ``fresh_env_predict`` loads the model in a new virtual environment built only from the model's own
   ``requirements.txt`` and returns its predictions, proving the package is self-contained.
 
-Code-first retraining from the wheel is ``utils.code_first_retrain``; the Docker context and Kubernetes manifests
-are ``utils.containers``. Local state goes under ``package_dir()`` (inside ``utils.platform.state_dir()``).
+* ``generate_dockerfile`` writes a Docker build context for serving the model outside Databricks, with MLflow's
+  own generator.
+
+Code-first retraining from the wheel is ``utils.code_first_retrain``. Local state goes under ``package_dir()``
+(inside ``utils.platform.state_dir()``).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class PackagingError(RuntimeError):
 
 
 def package_dir() -> Path:
-    """Folder for wheels, Docker contexts, manifests and fresh environments (under the state dir)."""
+    """Folder for wheels, Docker contexts and fresh environments (under the state dir)."""
     return state_dir() / "package"
 
 
@@ -176,6 +179,36 @@ def download_model(model_uri: str, dest: Path | None = None) -> Path:
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dest)))
+
+
+def generate_dockerfile(model_uri: str, out_dir: Path | None = None) -> Path:
+    """Write the model's Docker build context with ``mlflow models generate-dockerfile``; returns the folder.
+
+    The model is downloaded in this process (``mlflow.artifacts.download_artifacts``, with this
+    process's registry credentials) and the generator runs on that local folder. The result holds the
+    ``Dockerfile`` and the model under ``model_dir/``; build it with ``docker build -t <image> <folder>``.
+    No Docker engine is needed to generate it. Raises PackagingError when the generator fails.
+    """
+    out_dir = Path(out_dir or package_dir() / "docker")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    cmd = [str(mlflow_cli)] if mlflow_cli.exists() else [sys.executable, "-m", "mlflow"]
+    # The registry is read here, where the credentials are (on Databricks the notebook's); the generator
+    # only copies a local folder, so its process needs none and makes no registry call.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix="docker-model-") as tmp:
+        model_dir = download_model(model_uri, Path(tmp) / "model")
+        # The trailing "/" makes MLflow copy the folder's contents into model_dir/ (COPY model_dir /opt/ml/model),
+        # as it does for a models:/ URI, instead of nesting the folder as model_dir/model.
+        run_command([*cmd, "models", "generate-dockerfile", "--model-uri", f"{model_dir.as_posix()}/",
+                     "--output-directory", str(out_dir)],
+                    f"generating the Dockerfile for {model_uri}",
+                    f"check that {model_dir} is an MLflow model folder (MLmodel)", env=env)
+    if not (out_dir / "Dockerfile").exists():
+        raise PackagingError(f"mlflow wrote no Dockerfile into {out_dir}")
+    return out_dir
 
 
 def model_files(model_dir: Path, under: str = "code") -> list[str]:

@@ -361,16 +361,6 @@ def test_written_by_credits_every_notebook_that_writes_the_table(short: str, wri
     assert [w.rsplit("/", 1)[-1].removesuffix(".ipynb") for w in credited.split(", ") if w] == writers
 
 
-def test_show_embeds_the_page_in_an_isolated_iframe(fresh_state: Path, tmp_path: Path) -> None:
-    import html as html_lib
-
-    out = dashboard.build_dashboard(tmp_path / "d.html")
-    shown = dashboard.show(out, height=700)._repr_html_()
-    srcdoc = re.search(r'<iframe srcdoc="([^"]*)"', shown).group(1)
-    assert html_lib.unescape(srcdoc) == out.read_text()
-    assert "height:700px" in shown
-
-
 def test_champion_share_flags_traffic_still_going_to_an_older_version() -> None:
     now = datetime.now(UTC)
     promoted = pd.Timestamp(now - timedelta(hours=1))

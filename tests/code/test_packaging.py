@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -13,11 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from tests.support import pandas_training_frames
-from utils import code_first_retrain, containers, packaging
-from utils.config import Config
+from utils import code_first_retrain, packaging
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -250,26 +247,30 @@ def test_retrain_spec_needs_a_training_run() -> None:
         code_first_retrain.retrain_spec(run.info.run_id)
 
 
-# ---------------------------------------------------------------- container and cluster
+# ---------------------------------------------------------------- container
+
+
+def _assert_serves_the_model(context: Path) -> None:
+    """The generated context: a Dockerfile that copies the model folder and starts MLflow's model server."""
+    text = (context / "Dockerfile").read_text()
+    assert text.splitlines()[1].startswith(f"FROM python:{sys.version_info.major}.{sys.version_info.minor}")  # the logging Python
+    assert "COPY model_dir /opt/ml/model" in text
+    assert "_install_pyfunc_deps" in text and "_serve" in text.split("ENTRYPOINT", 1)[1]
+    model_copy = context / "model_dir"
+    assert (model_copy / "MLmodel").exists() and (model_copy / "code" / "utils" / "recommender_model.py").exists()
 
 
 def test_generated_dockerfile_copies_the_model_and_serves_it(champion: str, tmp_path: Path) -> None:
-    context = containers.generate_dockerfile(champion, tmp_path / "docker")
-    assert containers.dockerfile_problems(context) == []
-    text = (context / "Dockerfile").read_text()
-    assert text.splitlines()[1].startswith(f"FROM python:{sys.version_info.major}.{sys.version_info.minor}")  # the logging Python
-    assert f"COPY model_dir {containers.CONTAINER_MODEL_DIR}" in text
-    assert "_install_pyfunc_deps" in text and "ENTRYPOINT" in text
-    model_copy = context / "model_dir"
-    assert (model_copy / "MLmodel").exists() and (model_copy / "code" / "utils" / "recommender_model.py").exists()
-    assert packaging.unpinned(packaging.model_requirements(model_copy)) == []
+    context = packaging.generate_dockerfile(champion, tmp_path / "docker")
+    _assert_serves_the_model(context)
+    assert packaging.unpinned(packaging.model_requirements(context / "model_dir")) == []
 
 
 def test_the_dockerfile_generator_gets_a_downloaded_folder_and_no_registry(champion: str, tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The model is downloaded in this process (which has the credentials); the child only reads a local folder."""
     seen: list[tuple[list[str], dict[str, str]]] = []
-    real_run = containers.run_command
+    real_run = packaging.run_command
 
     def recording_run(cmd: list[str], what: str, fix: str, **kwargs):
         uri = cmd[cmd.index("--model-uri") + 1]
@@ -277,82 +278,19 @@ def test_the_dockerfile_generator_gets_a_downloaded_folder_and_no_registry(champ
         seen.append((cmd, kwargs["env"]))
         return real_run(cmd, what, fix, **kwargs)
 
-    monkeypatch.setattr(containers, "run_command", recording_run)
+    monkeypatch.setattr(packaging, "run_command", recording_run)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")  # a child that called the registry would fail here
-    context = containers.generate_dockerfile(champion, tmp_path / "docker")
+    context = packaging.generate_dockerfile(champion, tmp_path / "docker")
     (cmd, env), = seen
     assert not any(k.startswith(("MLFLOW_TRACKING", "MLFLOW_REGISTRY", "PYTHON")) for k in env)
     assert not Path(cmd[cmd.index("--model-uri") + 1]).exists(), "the downloaded copy is cleaned up"
-    assert containers.dockerfile_problems(context) == []
-    assert (context / "model_dir" / "code" / "utils" / "recommender_model.py").exists()
+    _assert_serves_the_model(context)
 
 
-@pytest.mark.parametrize("dockerfile, problem", [
-    ("COPY x /opt/ml/model\nENTRYPOINT [\"python\"]\n", "FROM"),
-    ("FROM python:3.11-slim\nENTRYPOINT [\"python\", \"-c\", \"C._serve('local')\"]\n", "COPY"),
-    ("FROM python:3.11-slim\nCOPY m /opt/ml/model\nENTRYPOINT [\"python\", \"-c\", \"C._serve('local')\"]\n", "MLmodel"),
-    ("FROM python:3.11-slim\nCOPY m /opt/ml/model\n", "ENTRYPOINT"),
-    ("FROM python:3.11-slim\nCOPY m /opt/ml/model\nENTRYPOINT [\"bash\"]\n", "model server"),
-])
-def test_dockerfile_problems_are_named(tmp_path: Path, dockerfile: str, problem: str) -> None:
-    (tmp_path / "Dockerfile").write_text(dockerfile)
-    assert any(problem in p for p in containers.dockerfile_problems(tmp_path))
-
-
-def test_kubernetes_manifest_parses_and_is_consistent(tmp_path: Path) -> None:
-    image = containers.image_name(7, "registry.example.com/ml", Config(model_base_name="plant_recommender"))
-    docs = containers.kubernetes_manifests(image, "workshop.mlops.recommender", 7, workers=3)
-    path = containers.write_manifests(docs, tmp_path / "k8s.yaml")
-    assert "&id" not in path.read_text(), "no YAML anchors: the manifest must read plainly"
-    parsed = list(yaml.safe_load_all(path.read_text()))
-    assert [d["kind"] for d in parsed] == ["Deployment", "Service"]
-    dep, svc = parsed
-    pod = dep["spec"]["template"]
-    container = pod["spec"]["containers"][0]
-    assert container["image"] == "registry.example.com/ml/plant-recommender:v7"
-    assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
-    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
-    assert svc["spec"]["ports"][0]["targetPort"] == container["ports"][0]["containerPort"] == containers.SERVING_PORT
-    assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": containers.SERVING_PORT}
-    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
-    assert {"name": "MLFLOW_MODELS_WORKERS", "value": "3"} in container["env"]
-    assert container["resources"]["requests"] and container["resources"]["limits"]
-    assert pod["metadata"]["annotations"]["mlflow.org/model-version"] == "7"
-    assert containers.manifest_problems(parsed) == []
-
-
-def _break_selector(docs):
-    docs[1]["spec"]["selector"] = {"app.kubernetes.io/name": "someone-else"}
-
-
-def _break_target_port(docs):
-    docs[1]["spec"]["ports"][0]["targetPort"] = 9000
-
-
-def _drop_probe(docs):
-    del docs[0]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
-
-
-def _break_deployment_selector(docs):
-    docs[0]["spec"]["selector"]["matchLabels"]["tier"] = "missing"
-
-
-@pytest.mark.parametrize("breaker, problem", [
-    (_break_selector, "Service selector"), (_break_target_port, "targetPort"), (_drop_probe, "readinessProbe"),
-    (_break_deployment_selector, "Deployment selector"), (lambda d: d.pop(), "one Deployment and one Service"),
-])
-def test_manifest_problems_are_named(breaker, problem: str) -> None:
-    docs = copy.deepcopy(containers.kubernetes_manifests("img:v1", "m", 1))
-    breaker(docs)
-    assert any(problem in p for p in containers.manifest_problems(docs)), containers.manifest_problems(docs)
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    ({"app_name": "Acme_Recommender"}, "Kubernetes name"), ({"replicas": 0}, "at least 1"),
-])
-def test_kubernetes_manifest_refuses_bad_settings(kwargs, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        containers.kubernetes_manifests("img:v1", "m", 1, **kwargs)
+def test_a_folder_that_is_no_model_is_a_packaging_error(tmp_path: Path) -> None:
+    (tmp_path / "not_a_model").mkdir()
+    with pytest.raises(packaging.PackagingError):
+        packaging.generate_dockerfile(str(tmp_path / "not_a_model"), tmp_path / "docker")
 
 
 # ---------------------------------------------------------------- self-contained
