@@ -85,7 +85,8 @@ def test_05_catch_up_publishes_the_feature_tables_online_once(spark, monkeypatch
     from utils.plantly_features import feature_table_names
     from utils.platform import feature_client
 
-    monkeypatch.setenv("MLOPS_SCHEMA", "online_catchup")
+    monkeypatch.setenv("MLOPS_CATALOG", "late")  # 06's test above builds (or finds) the same feature tables
+    monkeypatch.setenv("MLOPS_SCHEMA", "joiner")
     cfg = get_config()
     assert STAGES["05"][-1] is ensure_online
     assert ensure_online(2000, 5, cfg) is True
