@@ -115,6 +115,31 @@ def own_state(state: Path, monkeypatch: Any) -> Iterator[Path]:
         yield state
 
 
+@contextlib.contextmanager
+def own_schema(folder: Path, monkeypatch: Any, mlflow_store: Path | None = None) -> Iterator[Path]:
+    """A schema and an MLflow store of one test's own, on the session's warm engine (``monkeypatch`` undoes the env).
+
+    The schema is new and empty (``MLOPS_SCHEMA``); MLflow's SQLite store is ``folder/mlflow`` (a copy of
+    ``mlflow_store`` when given: a fresh store costs seconds of migrations). A state folder of the test's own
+    (:func:`own_state`) would start an engine of its own: a cold JVM for every test.
+    """
+    import shutil
+    import uuid
+
+    from utils.platform import configure_mlflow
+
+    if mlflow_store is not None:
+        shutil.copytree(mlflow_store, folder / "mlflow")
+    (folder / "mlflow").mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}"
+    monkeypatch.setenv("MLOPS_SCHEMA", f"test_{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    with mlflow_restored():
+        configure_mlflow()
+        yield folder
+
+
 def register_constant_model(name: str, folder: Path, versions: int = 2) -> list[str]:
     """Register ``versions`` versions of a tiny pyfunc model that answers 0.5 for every row; aliases
     ``champion`` (first) and ``challenger`` (last) are set. Returns the version numbers."""

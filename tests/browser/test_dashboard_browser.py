@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.support import own_state
+from tests.support import own_schema
 from utils import dashboard, lakehouse
 from utils.config import get_config, monitoring_tables
 from utils.drift import DRIFT_COLUMNS, drift_to_arrow
@@ -63,8 +63,8 @@ def root_attributes(dom: str) -> dict[str, str]:
 
 @pytest.fixture()
 def state_with_tables(browser: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh state holding an inference log and monitoring tables (no model yet), MLflow pointed at it."""
-    with own_state(tmp_path / "state", monkeypatch) as state:
+    """A fresh schema holding an inference log and monitoring tables (no model yet), MLflow pointed at its own store."""
+    with own_schema(tmp_path / "state", monkeypatch) as state:
         write_tables()
         yield state
 

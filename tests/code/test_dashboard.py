@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,12 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.support import mlflow_restored
+from tests.support import mlflow_restored, own_schema
 from utils import dashboard, dashboard_data, dashboard_figures, lakehouse, registry
 from utils.alerts import alerts_from_breaches, alerts_to_frame
 from utils.config import get_config, monitoring_tables
 from utils.drift import DRIFT_COLUMNS, drift_to_arrow
-from utils.platform import configure_mlflow
 from utils.scoring import append_request_log
 from utils.serving import free_port
 
@@ -57,19 +54,9 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture()
 def fresh_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_template: Path) -> Iterator[Path]:
-    """An empty schema and MLflow store of its own (the session's hold other tests' tables and runs).
-
-    The schema is in the session's state folder, so the test uses the session's warm engine: a state folder of
-    its own would start an engine of its own, a cold JVM per test.
-    """
-    shutil.copytree(mlflow_template, tmp_path / "mlflow")
-    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
-    monkeypatch.setenv("MLOPS_SCHEMA", f"dashboard_{uuid.uuid4().hex[:8]}")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
-    with mlflow_restored():
-        configure_mlflow()
-        yield tmp_path
+    """An empty schema and MLflow store of its own (the session's hold other tests' tables and runs)."""
+    with own_schema(tmp_path, monkeypatch, mlflow_template) as folder:
+        yield folder
 
 
 class _Constant(mlflow.pyfunc.PythonModel):
