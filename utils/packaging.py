@@ -6,7 +6,6 @@
   registry name (on Databricks another catalog) and points its alias at the copy.
 * ``fresh_env_predict`` loads the model in a new virtual environment built only from the model's own
   ``requirements.txt`` and returns its predictions, proving the package is self-contained.
-
 * ``generate_dockerfile`` writes a Docker build context for serving the model outside Databricks, with MLflow's
   own generator.
 
