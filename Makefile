@@ -93,7 +93,7 @@ $(JARS): requirements.lock utils/local/jvm.py utils/local/SessionCatalogAlias.ja
 install: $(STAMP) $(JARS)
 
 demo: $(STAMP) $(JARS) java
-	$(BIN)/python -m utils.runner $(if $(ROWS),--rows $(ROWS)) $(if $(SEED),--seed $(SEED))
+	$(BIN)/python -m tools.runner $(if $(ROWS),--rows $(ROWS)) $(if $(SEED),--seed $(SEED))
 
 unit: $(STAMP) $(JARS)
 	$(BIN)/python -m pytest tests -q --durations=25
@@ -118,7 +118,7 @@ strip: $(STAMP)
 # The bundle on your workspace, end to end: validate, deploy, run the lifecycle job at SMOKE_ROWS impressions (each
 # task's result and the run's URL), then tear down what it made. Needs the Databricks CLI, authenticated.
 databricks-smoke: $(STAMP)
-	$(BIN)/python -m utils.smoke --target $(TARGET) --rows $(SMOKE_ROWS)
+	$(BIN)/python -m tools.smoke --target $(TARGET) --rows $(SMOKE_ROWS)
 
 # --allow-root: containers, cloud workstations and devcontainers run as root, where JupyterLab otherwise refuses to start.
 # Kernels talk to the server over local IPC sockets, not unencrypted TCP ports (which ipykernel warns about).

@@ -3,7 +3,7 @@
 For each of ``--sizes`` (default 6,000 impressions, ``make test``'s ``TEST_ROWS``, and 20,000, ``make demo``'s
 ``ROWS``) the suite runs in a fresh, isolated state folder ``bench/results/tmp/suite-<rows>-<time>/``
 (git-ignored: ``state/`` is ``MLOPS_STATE_DIR``, ``raw/`` is ``MLOPS_RAW_DIR``, ``executed/`` the runner's
-``--output``) through ``python -m utils.runner --rows N --output ...``, the runner ``make demo`` uses.
+``--output``) through ``python -m tools.runner --rows N --output ...``, the runner ``make demo`` uses.
 Seconds per notebook are the runner's own (``done in X s``: kernel start, papermill execution and the HTML
 rendering); the last row is the runner process's wall time from outside (Python start and imports included).
 
@@ -102,10 +102,10 @@ def worktree(rev: str) -> Path:
 
 def run_suite(folder: Path, rows: int, seed: int, only: list[str] | None, rep: int,
               checkout: Path = REPO_ROOT, label: str = "") -> dict[str, Any]:
-    """One ``python -m utils.runner`` run in ``checkout``; returns per-notebook seconds, the wall time and the
+    """One ``python -m tools.runner`` run in ``checkout``; returns per-notebook seconds, the wall time and the
     exit code."""
     output = folder / ("executed" if rep == 1 else f"executed-{rep}")
-    cmd = [sys.executable, "-m", "utils.runner", "--rows", str(rows), "--seed", str(seed), "--output", str(output)]
+    cmd = [sys.executable, "-m", "tools.runner", "--rows", str(rows), "--seed", str(seed), "--output", str(output)]
     if only:
         cmd += ["--only", *only]
     label = label or f"{fmt(rows)} rows, run {rep}"
@@ -136,7 +136,7 @@ def run_suite(folder: Path, rows: int, seed: int, only: list[str] | None, rep: i
         print(f"[{label}] runner failed (exit {rc}) in {current or 'setup'}; last lines of {log}:", file=sys.stderr)
         print("\n".join(log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr)
     elif not seconds:
-        raise SystemExit(f"the runner printed no 'running X ... / done in S s' lines: has utils/runner.py's output changed? See {log}")
+        raise SystemExit(f"the runner printed no 'running X ... / done in S s' lines: has tools/runner.py's output changed? See {log}")
     return {"seconds": seconds, "wall_s": wall, "rc": rc, "failed": current if rc else None}
 
 
@@ -303,7 +303,7 @@ def main() -> None:
                                                    if k[1] and (k[0], 0) in runs else "" for k in done]])
     table = markdown_table(header, body_rows)
     scope = f"notebooks {', '.join(args.only)}" if args.only else "every notebook"
-    body = (f"`python -m utils.runner --rows N` ({scope}), each size in a fresh state folder; seconds per notebook as the "
+    body = (f"`python -m tools.runner --rows N` ({scope}), each size in a fresh state folder; seconds per notebook as the "
             f"runner reports them (kernel start, execution, HTML rendering); one run per size"
             + (" and a second run on the same state" if args.repeat > 1 else "")
             + (f"; first at commit {args.before} (a git worktree sharing this checkout's .venv), then at this checkout"
@@ -317,7 +317,7 @@ def main() -> None:
     if args.no_record or failed:
         print(body)
     else:
-        record("Notebook suite (`utils.runner`)", body, "bench/bench_suite.py", machine=machine)
+        record("Notebook suite (`tools.runner`)", body, "bench/bench_suite.py", machine=machine)
     if args.out:
         args.out.write_text(json.dumps({"runs": {f"{r}:{k}": v for (r, k), v in runs.items()},
                                         "checks": {str(k): {"problems": p, "notes": n} for k, (p, n) in checks.items()}},

@@ -88,6 +88,19 @@ def test_utils_has_no_import_cycles() -> None:
     assert _cycles(_graph()) == []
 
 
+def test_utils_never_imports_the_developer_commands() -> None:
+    """``tools`` (``make demo``'s runner, the Databricks smoke run) drives the lifecycle from outside: a notebook, a job
+    or the wheel on Databricks imports ``utils`` alone, so ``utils`` importing ``tools`` would break there."""
+    importers = {}
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and n.level == 0]
+        if any(name == "tools" or name.startswith("tools.") for name in names):
+            importers[module] = path
+    assert importers == {}
+
+
 def _outside(modules: set[str], allowed: set[str]) -> dict[str, list[str]]:
     graph = _graph()
     return {m: sorted(graph[m] - allowed) for m in sorted(modules) if graph[m] - allowed}

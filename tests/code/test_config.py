@@ -119,7 +119,7 @@ def test_every_variable_the_code_reads_is_known() -> None:
 
 def test_the_notebook_parameters_are_the_ones_the_notebooks_declare() -> None:
     from utils.config import NOTEBOOK_PARAMETERS
-    from utils.runner import declared_parameters, lifecycle_notebooks
+    from tools.runner import declared_parameters, lifecycle_notebooks
 
     assert sorted(NOTEBOOK_PARAMETERS) == sorted(declared_parameters(lifecycle_notebooks()))
 

@@ -12,7 +12,7 @@ import pytest
 from utils import platform
 from utils.platform import environment
 from utils.project import DISTRIBUTION
-from utils.runner import kernel_log, render_html, run_notebook, stderr_outputs
+from tools.runner import kernel_log, render_html, run_notebook, stderr_outputs
 
 
 def test_install_on_databricks_does_nothing_locally(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +125,7 @@ def test_run_notebook_runs_cells_a_runner_could_skip(tmp_path: Path) -> None:
 
 
 def test_a_failed_run_keeps_the_previous_copy_and_leaves_its_partial_beside_it(tmp_path: Path) -> None:
-    from utils.runner import partial_copy
+    from tools.runner import partial_copy
 
     source = tmp_path / "nb" / "02_t.ipynb"
     source.parent.mkdir()
@@ -145,7 +145,7 @@ def test_a_notebook_failing_on_an_unknown_magic_says_so_in_the_failed_line(tmp_p
     In [3]: the runner's parameters go into a cell papermill injects first."""
     import argparse
 
-    from utils.runner import _run_all
+    from tools.runner import _run_all
 
     source = tmp_path / "nb" / "03_m.ipynb"
     source.parent.mkdir()
@@ -223,7 +223,7 @@ def test_a_terminated_run_shuts_its_kernel_down_and_leaves_no_socket_files(tmp_p
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     script = ("import signal, sys\nfrom pathlib import Path\n"
-              "from utils.runner import _terminate_as_interrupt, run_notebook\n"
+              "from tools.runner import _terminate_as_interrupt, run_notebook\n"
               "signal.signal(signal.SIGTERM, _terminate_as_interrupt)\n"
               "try:\n"
               f"    run_notebook(Path({str(source)!r}), Path({str(tmp_path / 'out')!r}), {{}}, timeout_s=300)\n"
@@ -262,7 +262,7 @@ def test_ctrl_c_on_the_whole_run_prints_one_line_and_no_traceback(tmp_path: Path
     source = tmp_path / "nb" / "00_t.ipynb"
     source.parent.mkdir()
     source.write_text(json.dumps(_notebook(parameters, cell)))
-    script = ("import signal, sys\nfrom pathlib import Path\nimport utils.runner as r\n"
+    script = ("import signal, sys\nfrom pathlib import Path\nimport tools.runner as r\n"
               "signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started with it ignored\n"
               f"r.lifecycle_notebooks = lambda folder=None: [Path({str(source)!r})]\n"
               f"sys.exit(r.main(['--output', {str(tmp_path / 'out')!r}]))\n")
@@ -276,7 +276,7 @@ def test_ctrl_c_on_the_whole_run_prints_one_line_and_no_traceback(tmp_path: Path
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
     assert err.startswith("interrupted in 00_t.ipynb") and err.count("\n") == 1, err  # nothing but the one line
-    assert err.rstrip().endswith("-m utils.runner --from 00 --rows 2000 --seed 42"), err  # resumes at the same size
+    assert err.rstrip().endswith("-m tools.runner --from 00 --rows 2000 --seed 42"), err  # resumes at the same size
     assert "MLOPS_SEED=" not in err and "MLOPS_ROWS=" not in err, err  # set by the runner, not by the user
 
 
@@ -286,7 +286,7 @@ def test_the_notebook_stage_stops_at_once_on_a_state_folder_in_use(tmp_path: Pat
     import sys
 
     from utils.platform import REPO_ROOT
-    from utils.runner import hold_state_lock
+    from tools.runner import hold_state_lock
 
     state = tmp_path / "state"
     (tmp_path / "none").mkdir()

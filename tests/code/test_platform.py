@@ -250,7 +250,7 @@ def test_importing_utils_has_no_side_effects(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = "import utils, utils.platform, utils.config, utils.quality, utils.runner; import os; print(os.listdir('.'))"
+    code = "import utils, utils.platform, utils.config, utils.quality, tools.runner; import os; print(os.listdir('.'))"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                          env={**os.environ, "MLOPS_STATE_DIR": str(tmp_path / "state")}, check=True)
     assert out.stdout.strip() == "[]"

@@ -34,7 +34,7 @@ def test_saved_notebook_shows_the_final_progress_as_text(tmp_path) -> None:
 
     import nbformat
 
-    from utils.runner import run_notebook
+    from tools.runner import run_notebook
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "from utils.progress import progress\nfor _ in progress(['a', 'b', 'c'], 'letters', unit='letter'):\n    pass")])

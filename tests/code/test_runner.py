@@ -8,19 +8,19 @@ import sys
 
 import pytest
 
-from utils import runner
+from tools import runner
 from utils.parameters import ParameterError
 from utils.platform import REPO_ROOT
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_") or k in ("MLOPS_STATE_DIR", "MLOPS_RAW_DIR")}
-    return subprocess.run([sys.executable, "-m", "utils.runner", *args], check=False, cwd=REPO_ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tools.runner", *args], check=False, cwd=REPO_ROOT, capture_output=True, text=True,
                           env={**clean, **env}, timeout=120)
 
 
 def test_make_demo_with_a_bad_mlops_rows_fails_naming_rows_the_variable_and_the_value(tmp_path) -> None:
-    # `MLOPS_ROWS=abc make demo` runs `python -m utils.runner --rows 20000 --output executed`.
+    # `MLOPS_ROWS=abc make demo` runs `python -m tools.runner --rows 20000 --output executed`.
     proc = _run(["--rows", "20000", "--output", str(tmp_path / "executed")], MLOPS_ROWS="abc")
     assert proc.returncode == 2
     assert "'rows'" in proc.stderr and "MLOPS_ROWS" in proc.stderr and "'abc'" in proc.stderr
@@ -76,7 +76,7 @@ def test_a_second_run_on_a_state_in_use_stops_at_once_naming_the_first(tmp_path)
 
 
 def test_the_run_lock_is_released_when_its_process_dies(tmp_path) -> None:
-    script = ("import pathlib, time; from utils import runner; "
+    script = ("import pathlib, time; from tools import runner; "
               f"lock = runner.hold_state_lock(pathlib.Path({str(tmp_path)!r})); print('locked', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -244,7 +244,7 @@ ALARMS = ("without encryption", "eavesdropping", "Task was destroyed but it is p
 def test_a_successful_run_prints_what_happened_not_alarms(tmp_path) -> None:
     """The cheapest notebook, for real, in a state folder of its own: the terminal shows progress and results only."""
     state = tmp_path / "state"
-    proc = subprocess.run([sys.executable, "-m", "utils.runner", "--only", "00", "--rows", "2000"], check=False,
+    proc = subprocess.run([sys.executable, "-m", "tools.runner", "--only", "00", "--rows", "2000"], check=False,
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
                           env={**{k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")},
                                "MLOPS_STATE_DIR": str(state), "MLOPS_RAW_DIR": str(state / "raw")})

@@ -1,4 +1,4 @@
-"""``python -m utils.smoke`` (``make databricks-smoke``) against the workspace stand-in, through the real ``databricks-sdk``.
+"""``python -m tools.smoke`` (``make databricks-smoke``) against the workspace stand-in, through the real ``databricks-sdk``.
 
 The Databricks CLI is a Go binary that this test's machines cannot install, so its three bundle commands are played
 by :class:`Bundle`, which does to the stand-in what they do to a workspace: ``deploy`` creates the bundle's jobs from
@@ -18,7 +18,7 @@ import pytest
 from tests.code.test_teardown import _job
 from tests.code.test_workspace_calls import running  # noqa: F401 - fixture
 from tests.databricks_workspace import RunningWorkspace, StandInWorkspace, TaskResult
-from utils import smoke
+from tools import smoke
 from utils.config import get_config
 from utils.local.job_runner import bundle_jobs
 
@@ -134,7 +134,7 @@ def test_the_make_target_runs_the_smoke_with_its_target_and_size() -> None:
     from utils.platform.runtime import REPO_ROOT
 
     make = (REPO_ROOT / "Makefile").read_text()
-    assert "databricks-smoke:" in make and "-m utils.smoke --target $(TARGET) --rows $(SMOKE_ROWS)" in make
+    assert "databricks-smoke:" in make and "-m tools.smoke --target $(TARGET) --rows $(SMOKE_ROWS)" in make
 
 
 def test_the_scheduled_workflow_runs_the_smoke_only_where_workspace_secrets_exist() -> None:

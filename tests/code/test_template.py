@@ -80,7 +80,7 @@ LEFTOVER = re.compile(r"\{\{-?\s*[^{}\s][^{}]*?\}\}|\{%-?\s*\w+[^%]*?%\}"
 NOT_TEMPLATE_SYNTAX = [
     (re.compile(r".+"), re.compile(r"\{\{(\{\{)?job\.parameters\.(\w+|<\w+>|\{\w+\})?(\}\})*")),  # f"{{{{...}}}}" too
     (re.compile(r"\.github/workflows/[\w-]+\.yml"), re.compile(r"\$\{\{[^{}]*\}\}")),
-    (re.compile(r"utils/runner\.py"), re.compile(r"\{%-? (extends|block|endblock)\b[^%]*%\}")),
+    (re.compile(r"tools/runner\.py"), re.compile(r"\{%-? (extends|block|endblock)\b[^%]*%\}")),
 ]
 JINJA_TEMPLATES = re.compile(r"utils/templates/\w+\.html\.j2")
 

@@ -47,9 +47,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     if os.environ.get("MLOPS_STATE_DIR"):
         from utils.platform import get_spark
-        from utils.runner import StateInUseError, hold_state_lock
+        from tools.runner import StateInUseError, hold_state_lock
 
-        from utils.runner import RUN_LOCK
+        from tools.runner import RUN_LOCK
 
         try:
             _LOCK.append(hold_state_lock())
@@ -112,7 +112,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return
     import nbformat
 
-    from utils.runner import render_html
+    from tools.runner import render_html
 
     folder = executed_dir()
     folder.mkdir(parents=True, exist_ok=True)

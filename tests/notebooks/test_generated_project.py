@@ -3,7 +3,7 @@ fast checks for every combination; one combination runs everything).
 
 ``copier copy`` renders this repository with the answers of ``tests.code.test_template.ACME`` (project ``acme_recs``,
 classic compute, GitHub Actions, a production catalog); the generated project then runs every notebook, as its own
-``make demo`` does (``python -m utils.runner``), at the test suite's size (6,000 impressions; at 2,000 the gate refuses the first model) in a state folder of its own, with its own local engine.
+``make demo`` does (``python -m tools.runner``), at the test suite's size (6,000 impressions; at 2,000 the gate refuses the first model) in a state folder of its own, with its own local engine.
 Its MLflow registry must then hold the team's model under the team's names, and no name of the example.
 """
 
@@ -23,7 +23,7 @@ def test_the_generated_project_runs_every_notebook_under_its_own_names(acme: Pat
 
     state = tmp_path / "acme-state"
     env = _project_env(MLOPS_JARS_DIR=str(jvm.jars_dir()), MLOPS_STATE_DIR=str(state), MLOPS_RAW_DIR=str(state / "raw"))
-    proc = subprocess.run([sys.executable, "-m", "utils.runner", "--rows", "6000"], cwd=acme, env=env,
+    proc = subprocess.run([sys.executable, "-m", "tools.runner", "--rows", "6000"], cwd=acme, env=env,
                           capture_output=True, text=True, timeout=2400, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "7 notebooks in" in proc.stdout, proc.stdout[-2000:]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.runner import lifecycle_notebooks, stderr_outputs
+from tools.runner import lifecycle_notebooks, stderr_outputs
 
 NOTEBOOKS = lifecycle_notebooks()
 

@@ -11,7 +11,7 @@ loaded and called with no arguments, its return value ignored (:func:`run_wheel_
 A task fails when it raises, ``SystemExit`` with a non-zero status included.
 
 :func:`run_job` runs a whole job's tasks in their order, a line each. Notebook tasks are not run here
-(``python -m utils.runner`` runs the notebooks, in the lifecycle job's order).
+(``python -m tools.runner`` runs the notebooks, in the lifecycle job's order).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def run_task(job_name: str, task_key: str, job_parameters: dict[str, str] | None
         status = run_wheel_task(wheel["package_name"], wheel["entry_point"], args)
     else:
         raise NotImplementedError(f"task {task_key!r} of {job_name!r} is not a Python task: run notebooks with "
-                                  "python -m utils.runner")
+                                  "python -m tools.runner")
     if status:
         raise TaskFailed(f"task {task_key!r} of job {job_name!r} failed with exit status {status}")
 

@@ -132,7 +132,7 @@ def get_param(name: str, value: Any, declared: type[T]) -> T:
     """A notebook parameter as the type its ``parameters`` cell declares, whatever source supplies it.
 
     ``value`` is the variable as the parameters cell left it: the cell's own default, or what papermill
-    injected after it (``-p``/``-r``, ``utils.runner``). ``declared`` is the type of the cell's default
+    injected after it (``-p``/``-r``, ``tools.runner``). ``declared`` is the type of the cell's default
     (``rows = 20000`` declares int). Sources, first that is set wins: on Databricks the widget ``name``
     (job parameters fill widgets); locally the environment variable ``MLOPS_<NAME>``; then ``value``.
     Whatever the source, the value is cast to ``declared``; one that does not parse raises

@@ -1,6 +1,6 @@
 """Run the lifecycle notebooks headless, in order, as `make demo` does.
 
-``python -m utils.runner --rows 20000`` executes every ``notebooks/NN_*.ipynb`` with papermill, every cell
+``python -m tools.runner --rows 20000`` executes every ``notebooks/NN_*.ipynb`` with papermill, every cell
 in order as JupyterLab's "Run All" does (parameters injected after each notebook's ``parameters`` cell),
 and writes the executed copies with outputs, an HTML rendering of each and the kernels' logs to ``--output``
 (``executed/``, or ``$MLOPS_STATE_DIR/executed``). ``--only 04 05`` runs some of them.
@@ -431,7 +431,7 @@ def _run_all(notebooks: list[Path], args: argparse.Namespace, params: dict[str, 
             logging.getLogger("asyncio").setLevel(logging.CRITICAL)
             print(f"interrupted in {nb.name} after {time.perf_counter() - start:.0f} s: its partial copy is in "
                   f"{partial_copy(args.output, nb)}; run it again with {_state_prefix()}{Path(sys.executable).parent / 'python'} "
-                  f"-m utils.runner --from {nb.name[:2]} --rows {params['rows']} --seed {params['seed']}",
+                  f"-m tools.runner --from {nb.name[:2]} --rows {params['rows']} --seed {params['seed']}",
                   file=sys.stderr)
             return 130
         except Exception as exc:  # papermill raises PapermillExecutionError with the failing cell

@@ -126,7 +126,7 @@ def tear_down(client: Any, parameters: dict[str, str], cli: Callable[[list[str]]
 
 def main(argv: list[str] | None = None, cli: Callable[[list[str]], str] | None = None, client: Any = None) -> int:
     """The command line (``make databricks-smoke TARGET=serverless SMOKE_ROWS=6000``); returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m utils.smoke", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.smoke", description=__doc__.splitlines()[0])
     parser.add_argument("--target", default="dev", help="the bundle target (databricks.yml), default dev")
     parser.add_argument("--rows", type=int, default=6000, help="impressions the lifecycle generates (default 6000)")
     parser.add_argument("--profile", default="", help="a ~/.databrickscfg profile (default: the CLI's default)")
