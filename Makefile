@@ -25,7 +25,7 @@ TEST_STATE := .lakehouse-test
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # Variables the Makefile reads from its command line (`make demo ROWS=5000`); any other one given there, such as a
 # misspelled ROW=5000, stops make before it does anything instead of being ignored. MLOPS_* go to the runner, which checks them.
-MAKE_VARIABLES := PYTHON ROWS SEED TEST_ROWS UI_PORT UI_TIMEOUT ENDPOINTS OMP_NUM_THREADS JAVA_HOME
+MAKE_VARIABLES := PYTHON ROWS SEED TEST_ROWS TARGET SMOKE_ROWS UI_PORT UI_TIMEOUT ENDPOINTS OMP_NUM_THREADS JAVA_HOME
 UNKNOWN_VARIABLES := $(filter-out $(MAKE_VARIABLES) MLOPS_%,$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 ifneq ($(UNKNOWN_VARIABLES),)
 $(error $(UNKNOWN_VARIABLES): not a variable this Makefile reads, so it would have no effect; it reads $(MAKE_VARIABLES) (e.g. make demo ROWS=5000 SEED=7))

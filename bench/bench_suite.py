@@ -102,10 +102,11 @@ def worktree(rev: str) -> Path:
 
 def run_suite(folder: Path, rows: int, seed: int, only: list[str] | None, rep: int,
               checkout: Path = REPO_ROOT, label: str = "") -> dict[str, Any]:
-    """One ``python -m tools.runner`` run in ``checkout``; returns per-notebook seconds, the wall time and the
-    exit code."""
+    """One ``python -m tools.runner`` run in ``checkout`` (``utils.runner`` in a checkout older than ``tools/``);
+    returns per-notebook seconds, the wall time and the exit code."""
     output = folder / ("executed" if rep == 1 else f"executed-{rep}")
-    cmd = [sys.executable, "-m", "tools.runner", "--rows", str(rows), "--seed", str(seed), "--output", str(output)]
+    runner = "tools.runner" if (checkout / "tools" / "runner.py").exists() else "utils.runner"
+    cmd = [sys.executable, "-m", runner, "--rows", str(rows), "--seed", str(seed), "--output", str(output)]
     if only:
         cmd += ["--only", *only]
     label = label or f"{fmt(rows)} rows, run {rep}"
