@@ -27,6 +27,23 @@ def test_the_engine_refuses_what_serverless_refuses(spark) -> None:
         session.range(3).rdd  # noqa: B018
 
 
+def test_a_catalog_alias_is_set_once_per_session_not_asked_for_again(spark, monkeypatch) -> None:
+    """Every table operation makes sure its catalog resolves; after the first, that costs no round trip."""
+    from utils.local import catalog
+
+    session = get_spark()
+    catalog.alias_catalog(session, "once_per_session")
+    asked: list[str] = []
+    real_get = type(session.conf).get
+    monkeypatch.setattr(type(session.conf), "get", lambda conf, key, *a: asked.append(key) or real_get(conf, key, *a))
+    catalog.alias_catalog(session, "once_per_session")
+    catalog.alias_catalog(session, "Once_Per_Session")
+    assert asked == []
+    assert session.sql("SHOW SCHEMAS IN once_per_session").count() >= 1  # and the alias answers
+    catalog.alias_catalog(session, "another_one")
+    assert asked == ["spark.sql.catalog.another_one"]
+
+
 def test_udfs_run_in_the_servers_python_workers_not_in_this_process(spark) -> None:
     from pyspark.sql.functions import udf
 

@@ -21,6 +21,8 @@ _IDENT = re.compile(r"^[A-Za-z0-9_]+$")
 
 __all__ = ["alias_catalog", "register_tables"]
 
+_ALIASED: set[tuple[str, str]] = set()  # (Connect session id, catalog conf key) pairs this process has set
+
 
 def alias_catalog(spark: Any, name: str) -> None:
     """Make ``name`` a catalog of this session (an alias of the session catalog); idempotent.
@@ -30,8 +32,12 @@ def alias_catalog(spark: Any, name: str) -> None:
     if not _IDENT.match(name or ""):
         raise ValueError(f"invalid catalog name {name!r}: use letters, digits and underscores")
     key = f"spark.sql.catalog.{name.lower()}"
-    if name.lower() != "spark_catalog" and spark.conf.get(key, None) != ALIAS_CLASS:
-        spark.conf.set(key, ALIAS_CLASS)
+    session = getattr(spark, "session_id", None)  # a Connect session's id: its SQL conf is its own
+    if name.lower() != "spark_catalog" and (session, key) not in _ALIASED:
+        if spark.conf.get(key, None) != ALIAS_CLASS:
+            spark.conf.set(key, ALIAS_CLASS)
+        if session is not None:  # remembered: every table operation asks, and each conf round trip costs ~50 ms
+            _ALIASED.add((session, key))
 
 
 def register_tables(spark: Any, warehouse: Path) -> list[str]:
