@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import LATE_JOINER
 from utils.project import DISTRIBUTION
 
 
@@ -42,6 +43,26 @@ class _ActiveSpark:
         from utils.platform import get_spark
 
         return getattr(get_spark(TEST_APP), name)
+
+
+@pytest.fixture(scope="session")
+def late_joiner(spark) -> dict:
+    """The example's silver and feature tables, built once per test session at 2,000 impressions (seed 5) under
+    :data:`LATE_JOINER`'s names, as a workshop attendee joining late gets them: what the catch-up and rename tests
+    start from (a minute's build each otherwise). ``built`` is what the first ``ensure_silver`` and
+    ``ensure_features`` returned; ``created`` the tables they made. A test sets the same names with ``monkeypatch``."""
+    from utils import lakehouse
+    from utils.catchup import ensure_features, ensure_silver
+    from utils.config import get_config
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in LATE_JOINER.items():
+            mp.setenv(key, value)
+        cfg = get_config()
+        before = set(lakehouse.list_tables())
+        built = (ensure_silver(2000, 5, cfg), ensure_features(2000, 5, cfg))
+        created = sorted(set(lakehouse.list_tables()) - before)
+    return {"built": built, "created": created}
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+LATE_JOINER = {"MLOPS_CATALOG": "late", "MLOPS_SCHEMA": "joiner", "MLOPS_MODEL_BASE_NAME": "late_recommender"}
+"""Another project's names, under which the ``late_joiner`` fixture (``tests/conftest.py``) builds the example's tables."""
+
 
 def table(schema: str, name: str) -> str:
     """``<catalog>.<schema>.<name>`` in the configured catalog (the project's name, or ``MLOPS_CATALOG``): a table's

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import LATE_JOINER
 from utils.catchup import catch_up, set_up
 from utils.datagen import raw_manifest
 
@@ -40,7 +41,7 @@ def test_catch_up_refuses_an_unknown_stage() -> None:
 
 
 def test_06_catch_up_logs_the_champions_batch_scores_when_there_is_no_inference_log(
-        spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        late_joiner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Review R3: only 05 wrote the inference log, so 06 run alone stopped on Databricks where its data-profiling
     monitor is put on that table. Its catch-up now logs what 05's batch scoring would: the champion's score of
     every training-set impression, with the model and feature-table versions."""
@@ -58,11 +59,11 @@ def test_06_catch_up_logs_the_champions_batch_scores_when_there_is_no_inference_
         read_inference_log,
     )
 
-    monkeypatch.setenv("MLOPS_CATALOG", "late")
-    monkeypatch.setenv("MLOPS_SCHEMA", "joiner")
+    for key, value in LATE_JOINER.items():
+        monkeypatch.setenv(key, value)
     cfg = get_config()
     assert STAGES["06"][-1] is ensure_inference_log, "after the champion it scores with"
-    ensure_features(2000, 5, cfg)
+    assert ensure_features(2000, 5, cfg) is False, "the late joiner's feature tables are there"
     with mlflow_restored():
         version, = register_constant_model(cfg.model_name, tmp_path, versions=1)  # the champion 03 leaves
         lakehouse.write(inference_log_schema().empty_table(), inference_log_table(cfg))  # as a 05 stopped early leaves it
@@ -76,7 +77,7 @@ def test_06_catch_up_logs_the_champions_batch_scores_when_there_is_no_inference_
     assert json.loads(log.feature_versions.iloc[0]) == feature_table_versions(cfg)
 
 
-def test_05_catch_up_publishes_the_feature_tables_online_once(spark, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_05_catch_up_publishes_the_feature_tables_online_once(late_joiner, monkeypatch: pytest.MonkeyPatch) -> None:
     """05's real-time requests read features online: its set-up publishes every table missing or stale there."""
     from utils.catchup import STAGES, ensure_online
     from utils.config import get_config
@@ -85,8 +86,8 @@ def test_05_catch_up_publishes_the_feature_tables_online_once(spark, monkeypatch
     from utils.plantly_features import feature_table_names
     from utils.platform import feature_client
 
-    monkeypatch.setenv("MLOPS_CATALOG", "late")  # 06's test above builds (or finds) the same feature tables
-    monkeypatch.setenv("MLOPS_SCHEMA", "joiner")
+    for key, value in LATE_JOINER.items():
+        monkeypatch.setenv(key, value)
     cfg = get_config()
     assert STAGES["05"][-1] is ensure_online
     assert ensure_online(2000, 5, cfg) is True
