@@ -252,6 +252,8 @@ def test_importing_utils_has_no_side_effects(tmp_path: Path) -> None:
 
     code = "import utils, utils.platform, utils.config, utils.quality, tools.runner; import os; print(os.listdir('.'))"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env={**os.environ, "MLOPS_STATE_DIR": str(tmp_path / "state")}, check=True)
+                         env={**os.environ, "MLOPS_STATE_DIR": str(tmp_path / "state"),
+                              "PYTHONPATH": str(platform.REPO_ROOT)},  # tools is not installed: the repository's own
+                         check=True)
     assert out.stdout.strip() == "[]"
     assert not (tmp_path / "state").exists()
