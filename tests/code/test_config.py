@@ -118,8 +118,8 @@ def test_every_variable_the_code_reads_is_known() -> None:
 
 
 def test_the_notebook_parameters_are_the_ones_the_notebooks_declare() -> None:
-    from utils.config import NOTEBOOK_PARAMETERS
     from tools.runner import declared_parameters, lifecycle_notebooks
+    from utils.config import NOTEBOOK_PARAMETERS
 
     assert sorted(NOTEBOOK_PARAMETERS) == sorted(declared_parameters(lifecycle_notebooks()))
 

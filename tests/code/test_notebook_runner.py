@@ -9,10 +9,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tools.runner import kernel_log, render_html, run_notebook, stderr_outputs
 from utils import platform
 from utils.platform import environment
 from utils.project import DISTRIBUTION
-from tools.runner import kernel_log, render_html, run_notebook, stderr_outputs
 
 
 def test_install_on_databricks_does_nothing_locally(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -285,8 +285,8 @@ def test_the_notebook_stage_stops_at_once_on_a_state_folder_in_use(tmp_path: Pat
     import subprocess
     import sys
 
-    from utils.platform import REPO_ROOT
     from tools.runner import hold_state_lock
+    from utils.platform import REPO_ROOT
 
     state = tmp_path / "state"
     (tmp_path / "none").mkdir()
